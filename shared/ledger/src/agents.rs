@@ -1,0 +1,259 @@
+//! Agents and their limits (R6), and the funding decision every debit and hold goes through.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::calendar;
+use crate::money;
+use crate::row::{i, int, oi, opt_int, t, text};
+use crate::storage::Storage;
+use crate::workspace::{self, WorkspaceState};
+use crate::{LedgerError, LimitKind, Result};
+
+/// What an agent does once plan credits run out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OveragePolicy {
+    /// Never use the wallet: stop until the cycle renews or credits are added.
+    Stop,
+    /// Continue on the prepaid wallet (the default).
+    UseBalance,
+}
+
+impl OveragePolicy {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::UseBalance => "use_balance",
+        }
+    }
+}
+
+/// An agent's limits, as `GET|PUT /v1/workspaces/{ws}/agents/{agent}/limits` shows them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentLimits {
+    /// Overage policy.
+    pub overage_policy: OveragePolicy,
+    /// Credits per billing cycle; none if absent.
+    #[serde(default)]
+    pub monthly_spend_limit: Option<Decimal>,
+    /// Calls per local day; none if absent.
+    #[serde(default)]
+    pub daily_call_limit: Option<u32>,
+    /// Calls at once; none if absent.
+    #[serde(default)]
+    pub max_concurrent_calls: Option<u32>,
+}
+
+/// An agent's limits and its counters for now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AgentState {
+    pub agent_id: String,
+    pub policy: OveragePolicy,
+    pub monthly_spend_limit_micros: Option<i64>,
+    pub daily_call_limit: Option<i64>,
+    pub max_concurrent_calls: Option<i64>,
+    /// Spent in the workspace's current cycle.
+    pub cycle_spend_micros: i64,
+    /// Calls authorized on the current local day.
+    pub day_calls: i64,
+    /// The current local day.
+    pub today: String,
+    pub active_calls: i64,
+    /// Held by this agent's calls in progress.
+    pub active_held_micros: i64,
+}
+
+/// How a charge is paid: from plan credits first, then the wallet (R2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Funding {
+    pub from_plan_micros: i64,
+    pub from_wallet_micros: i64,
+}
+
+impl Funding {
+    pub fn total(self) -> i64 {
+        self.from_plan_micros + self.from_wallet_micros
+    }
+}
+
+/// Decides how `amount_micros` is funded for `agent`, or why it is refused (R2, R6, R7).
+/// Holds count against the balance, so what calls in progress reserved cannot be spent twice.
+pub(crate) fn fund(ws: &WorkspaceState, agent: &AgentState, amount_micros: i64) -> Result<Funding> {
+    if let Some(limit) = agent.monthly_spend_limit_micros
+        && agent.cycle_spend_micros + agent.active_held_micros + amount_micros > limit
+    {
+        return Err(LedgerError::LimitReached {
+            limit: LimitKind::MonthlySpendLimit,
+        });
+    }
+    let from_plan_micros = amount_micros.min(ws.plan_available_micros());
+    let rest_micros = amount_micros - from_plan_micros;
+    if rest_micros == 0 {
+        return Ok(Funding {
+            from_plan_micros,
+            from_wallet_micros: 0,
+        });
+    }
+    match agent.policy {
+        OveragePolicy::Stop => Err(LedgerError::PlanCreditsExhausted),
+        OveragePolicy::UseBalance if rest_micros <= ws.wallet_available_micros() => Ok(Funding {
+            from_plan_micros,
+            from_wallet_micros: rest_micros,
+        }),
+        OveragePolicy::UseBalance => Err(LedgerError::InsufficientFunds),
+    }
+}
+
+/// Reads an agent with its counters for `now_secs` (defaults if it was never used; reading
+/// creates nothing, the first write does).
+pub(crate) async fn load<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    agent_id: &str,
+    now_secs: i64,
+) -> Result<AgentState> {
+    workspace::validate_id("agent_id", agent_id)?;
+    let today = calendar::local_day(now_secs, &ws.timezone)?;
+    let cycle_start = ws.cycle_start_at.unwrap_or(0);
+    let rows = db
+        .query(
+            "SELECT a.overage_policy, a.monthly_spend_limit_micros, a.daily_call_limit, a.max_concurrent_calls,
+                    CASE WHEN a.spend_cycle_start_at = ?3 THEN a.cycle_spend_micros ELSE 0 END,
+                    CASE WHEN a.call_day = ?4 THEN a.day_calls ELSE 0 END
+             FROM agents a WHERE a.workspace_id = ?1 AND a.agent_id = ?2",
+            &[t(&ws.id), t(agent_id), i(cycle_start), t(&today)],
+        )
+        .await?;
+    let calls = db
+        .query(
+            "SELECT COUNT(*), COALESCE(SUM(held_plan_micros + held_wallet_micros), 0)
+             FROM calls WHERE workspace_id = ?1 AND agent_id = ?2 AND status = 'active'",
+            &[t(&ws.id), t(agent_id)],
+        )
+        .await?;
+    let (active_calls, active_held_micros) = match calls.first() {
+        Some(row) => (int(row, 0)?, int(row, 1)?),
+        None => (0, 0),
+    };
+    let mut agent = AgentState {
+        agent_id: agent_id.to_owned(),
+        policy: OveragePolicy::UseBalance,
+        monthly_spend_limit_micros: None,
+        daily_call_limit: None,
+        max_concurrent_calls: None,
+        cycle_spend_micros: 0,
+        day_calls: 0,
+        today,
+        active_calls,
+        active_held_micros,
+    };
+    if let Some(row) = rows.first() {
+        agent.policy = if text(row, 0)? == "stop" {
+            OveragePolicy::Stop
+        } else {
+            OveragePolicy::UseBalance
+        };
+        agent.monthly_spend_limit_micros = opt_int(row, 1)?;
+        agent.daily_call_limit = opt_int(row, 2)?;
+        agent.max_concurrent_calls = opt_int(row, 3)?;
+        agent.cycle_spend_micros = int(row, 4)?;
+        agent.day_calls = int(row, 5)?;
+    }
+    Ok(agent)
+}
+
+/// Adds a posted charge to the agent's cycle spend and `calls_started` to its day's calls,
+/// creating the agent with defaults on first use. One statement.
+pub(crate) async fn record_use<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    agent: &AgentState,
+    spent_micros: i64,
+    calls_started: i64,
+    now_secs: i64,
+) -> Result<()> {
+    let cycle_start = ws.cycle_start_at.unwrap_or(0);
+    db.execute(
+        "INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros, call_day, day_calls, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+             cycle_spend_micros = CASE WHEN spend_cycle_start_at = ?3 THEN cycle_spend_micros ELSE 0 END + ?4,
+             spend_cycle_start_at = ?3,
+             day_calls = CASE WHEN call_day = ?5 THEN day_calls ELSE 0 END + ?6,
+             call_day = ?5",
+        &[t(&ws.id), t(&agent.agent_id), i(cycle_start), i(spent_micros), t(&agent.today), i(calls_started), i(now_secs)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// An agent's limits (defaults if never set).
+pub async fn get_limits<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    agent_id: &str,
+    real_now_secs: i64,
+) -> Result<AgentLimits> {
+    let ws = workspace::get(db, workspace_id).await?;
+    let agent = load(db, &ws, agent_id, ws.now(real_now_secs)).await?;
+    Ok(limits_of(&agent))
+}
+
+fn limits_of(agent: &AgentState) -> AgentLimits {
+    AgentLimits {
+        overage_policy: agent.policy,
+        monthly_spend_limit: agent.monthly_spend_limit_micros.map(money::to_decimal),
+        daily_call_limit: agent.daily_call_limit.and_then(|v| u32::try_from(v).ok()),
+        max_concurrent_calls: agent
+            .max_concurrent_calls
+            .and_then(|v| u32::try_from(v).ok()),
+    }
+}
+
+/// Sets an agent's limits (creating the agent if needed).
+pub async fn put_limits<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    agent_id: &str,
+    limits: &AgentLimits,
+    real_now_secs: i64,
+) -> Result<AgentLimits> {
+    workspace::validate_id("agent_id", agent_id)?;
+    let spend_limit = limits
+        .monthly_spend_limit
+        .map(|v| money::decimal_to_micros("monthly_spend_limit", v, true))
+        .transpose()?;
+    for (field, value) in [
+        ("daily_call_limit", limits.daily_call_limit),
+        ("max_concurrent_calls", limits.max_concurrent_calls),
+    ] {
+        if value.is_some_and(|v| v > 1_000_000) {
+            return Err(LedgerError::invalid(
+                "validation_error",
+                field,
+                format!("{field} must be at most 1000000"),
+            ));
+        }
+    }
+    let ws = workspace::get(db, workspace_id).await?;
+    db.execute(
+        "INSERT INTO agents (workspace_id, agent_id, overage_policy, monthly_spend_limit_micros, daily_call_limit,
+                             max_concurrent_calls, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (workspace_id, agent_id) DO UPDATE SET overage_policy = ?3,
+             monthly_spend_limit_micros = ?4, daily_call_limit = ?5, max_concurrent_calls = ?6",
+        &[
+            t(&ws.id),
+            t(agent_id),
+            t(limits.overage_policy.as_str()),
+            oi(spend_limit),
+            oi(limits.daily_call_limit.map(i64::from)),
+            oi(limits.max_concurrent_calls.map(i64::from)),
+            i(ws.now(real_now_secs)),
+        ],
+    )
+    .await?;
+    get_limits(db, workspace_id, agent_id, real_now_secs).await
+}

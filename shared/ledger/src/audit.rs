@@ -1,0 +1,106 @@
+//! The ledger's invariants, checked from the data alone. Tests run this after every scenario;
+//! operators can run it against a live database.
+
+use crate::Result;
+use crate::row::{int, text};
+use crate::storage::Storage;
+
+/// Each query returns the rows that break one invariant, with a workspace id and a detail.
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "every bucket's balance equals the sum of its journal rows",
+        "SELECT w.id, 'plan ' || w.plan_credits_micros || ' vs journal ' || COALESCE(j.plan, 0)
+                 || ', wallet ' || w.wallet_micros || ' vs journal ' || COALESCE(j.wallet, 0)
+         FROM workspaces w LEFT JOIN (
+             SELECT workspace_id,
+                    SUM(CASE WHEN credit_bucket = 'plan' THEN amount_micros WHEN debit_bucket = 'plan' THEN -amount_micros ELSE 0 END) AS plan,
+                    SUM(CASE WHEN credit_bucket = 'wallet' THEN amount_micros WHEN debit_bucket = 'wallet' THEN -amount_micros ELSE 0 END) AS wallet
+             FROM journal GROUP BY workspace_id) j ON j.workspace_id = w.id
+         WHERE w.plan_credits_micros <> COALESCE(j.plan, 0) OR w.wallet_micros <> COALESCE(j.wallet, 0)",
+    ),
+    (
+        "every history row moves exactly what its journal rows move",
+        "SELECT x.workspace_id, 'transaction ' || x.id
+         FROM transactions x LEFT JOIN (
+             SELECT transaction_id,
+                    SUM(CASE WHEN credit_bucket = 'plan' THEN amount_micros WHEN debit_bucket = 'plan' THEN -amount_micros ELSE 0 END) AS plan,
+                    SUM(CASE WHEN credit_bucket = 'wallet' THEN amount_micros WHEN debit_bucket = 'wallet' THEN -amount_micros ELSE 0 END) AS wallet
+             FROM journal GROUP BY transaction_id) j ON j.transaction_id = x.id
+         WHERE x.plan_delta_micros <> COALESCE(j.plan, 0) OR x.wallet_delta_micros <> COALESCE(j.wallet, 0)",
+    ),
+    (
+        "holds equal the sum of active calls' holds",
+        "SELECT w.id, 'held plan ' || w.held_plan_micros || ' wallet ' || w.held_wallet_micros
+         FROM workspaces w LEFT JOIN (
+             SELECT workspace_id, SUM(held_plan_micros) AS p, SUM(held_wallet_micros) AS wl
+             FROM calls WHERE status = 'active' GROUP BY workspace_id) c ON c.workspace_id = w.id
+         WHERE w.held_plan_micros <> COALESCE(c.p, 0) OR w.held_wallet_micros <> COALESCE(c.wl, 0)",
+    ),
+    (
+        "no call is posted twice",
+        "SELECT workspace_id, 'call ' || reference FROM transactions WHERE type = 'call'
+         GROUP BY workspace_id, reference HAVING COUNT(*) > 1",
+    ),
+    (
+        "every posted call has its one charge row",
+        "SELECT c.workspace_id, 'call ' || c.call_id FROM calls c
+         WHERE c.status <> 'active' AND NOT EXISTS (
+             SELECT 1 FROM transactions x WHERE x.id = c.transaction_id AND x.type = 'call' AND x.reference = c.call_id)",
+    ),
+    (
+        "every payment is credited at most once, and a succeeded one exactly once",
+        "SELECT p.workspace_id, 'payment ' || p.id FROM payments p
+         WHERE (SELECT COUNT(*) FROM transactions x WHERE x.workspace_id = p.workspace_id
+                  AND x.type IN ('topup', 'auto_recharge') AND x.reference = COALESCE(p.stripe_payment_intent_id, p.id))
+               <> (CASE WHEN p.status = 'succeeded' THEN 1 ELSE 0 END)",
+    ),
+    (
+        "every usage event has one charge row",
+        "SELECT e.workspace_id, 'event ' || e.event_id FROM usage_events e
+         WHERE (SELECT COUNT(*) FROM transactions x WHERE x.id = e.transaction_id) <> 1",
+    ),
+    (
+        "a negative wallet comes only from a grace call or a reversal",
+        "SELECT w.id, 'wallet ' || w.wallet_micros FROM workspaces w
+         WHERE w.wallet_micros < 0
+           AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = w.id AND c.grace = 1)
+           AND NOT EXISTS (SELECT 1 FROM transactions x WHERE x.workspace_id = w.id AND x.type IN ('refund', 'dispute'))",
+    ),
+];
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant.
+    pub invariant: &'static str,
+    /// Workspace.
+    pub workspace_id: String,
+    /// What is off.
+    pub detail: String,
+}
+
+/// Checks every invariant over the whole database; empty means all hold.
+pub async fn check<S: Storage>(db: &S) -> Result<Vec<Violation>> {
+    let mut violations = Vec::new();
+    for (invariant, sql) in CHECKS {
+        for row in db.query(sql, &[]).await? {
+            violations.push(Violation {
+                invariant,
+                workspace_id: text(&row, 0)?,
+                detail: text(&row, 1)?,
+            });
+        }
+    }
+    Ok(violations)
+}
+
+/// How many invariant checks [`check`] runs.
+pub fn invariant_count() -> usize {
+    CHECKS.len()
+}
+
+/// The number of journal rows (for reports).
+pub async fn journal_rows<S: Storage>(db: &S) -> Result<i64> {
+    let rows = db.query("SELECT COUNT(*) FROM journal", &[]).await?;
+    rows.first().map_or(Ok(0), |r| int(r, 0))
+}

@@ -1,0 +1,28 @@
+//! The billing ledger: money, rules R1-R18, the SQL schema and every ledger operation.
+//!
+//! The crate knows nothing of HTTP or Spin. It runs on any [`Storage`] (Spin's SQLite in Wasm,
+//! rusqlite natively), and every operation takes the current time as an argument so that test
+//! clocks and renewals are deterministic.
+
+pub mod agents;
+pub mod audit;
+pub mod calendar;
+pub mod calls;
+pub mod catalog;
+pub mod error;
+pub mod money;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
+pub mod payments;
+pub mod plans;
+mod post;
+mod row;
+pub mod schema;
+pub mod storage;
+pub mod tx;
+pub mod usage;
+pub mod views;
+pub mod workspace;
+
+pub use error::{LedgerError, LimitKind, Result};
+pub use storage::{Row, SqlValue, Storage, StorageError, StorageErrorKind};

@@ -1,0 +1,606 @@
+//! Money in: manual top-ups (R9), payment methods (R10), auto-recharge decisions (R11), refunds
+//! and disputes (R12), and settlement exactly once whichever of the synchronous answer, the
+//! webhook or the reconciliation job (R21) reports it first.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::calendar;
+use crate::catalog::Catalog;
+use crate::money;
+use crate::post::{self, Entry};
+use crate::row::{i, int, oi, opt_text, t, text};
+use crate::storage::Storage;
+use crate::tx;
+use crate::workspace::{self, WorkspaceState};
+use crate::{LedgerError, LimitKind, Result};
+
+/// Seconds after which a pending payment is reconciled against Stripe (R21).
+pub const RECONCILE_AFTER_SECS: i64 = 300;
+
+/// A top-up or recharge as the API shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Payment {
+    /// Our id (also the Stripe idempotency key of its PaymentIntent).
+    pub id: String,
+    /// Workspace.
+    pub workspace_id: String,
+    /// `topup` or `auto_recharge`.
+    pub kind: String,
+    /// `pending`, `succeeded` or `failed`.
+    pub status: String,
+    /// Currency charged.
+    pub amount: Decimal,
+    /// Credits it buys.
+    pub credits: Decimal,
+    /// Stripe PaymentIntent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_intent_id: Option<String>,
+    /// Failure code (`card_declined`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_code: Option<String>,
+    /// Failure message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure_message: Option<String>,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    #[serde(skip)]
+    /// Amount in currency micros.
+    pub amount_micros: i64,
+    #[serde(skip)]
+    /// Credits in micros.
+    pub credits_micros: i64,
+}
+
+const PAYMENT_COLUMNS: &str = "id, workspace_id, kind, status, amount_micros, credits_micros,
+    stripe_payment_intent_id, failure_code, failure_message, created_at, reversed_credits_micros,
+    reversed_amount_micros, transaction_id";
+
+fn payment_from_row(r: &crate::Row) -> Result<Payment> {
+    Ok(Payment {
+        id: text(r, 0)?,
+        workspace_id: text(r, 1)?,
+        kind: text(r, 2)?,
+        status: text(r, 3)?,
+        amount_micros: int(r, 4)?,
+        credits_micros: int(r, 5)?,
+        amount: money::to_decimal(int(r, 4)?),
+        credits: money::to_decimal(int(r, 5)?),
+        payment_intent_id: opt_text(r, 6)?,
+        failure_code: opt_text(r, 7)?,
+        failure_message: opt_text(r, 8)?,
+        created_at: calendar::rfc3339(int(r, 9)?),
+    })
+}
+
+/// Reads a payment of a workspace, or 404.
+pub async fn get<S: Storage>(db: &S, workspace_id: &str, payment_id: &str) -> Result<Payment> {
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1 AND workspace_id = ?2");
+    let rows = db.query(&sql, &[t(payment_id), t(workspace_id)]).await?;
+    rows.first().map_or(
+        Err(LedgerError::NotFound { what: "topup" }),
+        payment_from_row,
+    )
+}
+
+/// Finds a payment by its Stripe PaymentIntent id.
+pub async fn find_by_intent<S: Storage>(
+    db: &S,
+    payment_intent_id: &str,
+) -> Result<Option<Payment>> {
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE stripe_payment_intent_id = ?1");
+    let rows = db.query(&sql, &[t(payment_intent_id)]).await?;
+    rows.first().map(payment_from_row).transpose()
+}
+
+async fn by_id<S: Storage>(db: &S, payment_id: &str) -> Result<Payment> {
+    let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1");
+    let rows = db.query(&sql, &[t(payment_id)]).await?;
+    rows.first().map_or(
+        Err(LedgerError::NotFound { what: "payment" }),
+        payment_from_row,
+    )
+}
+
+/// Starts a manual top-up of `amount` (currency): checks the bounds (R9) and records it pending.
+/// `payment_id` is the caller's id for it (reused as the Stripe idempotency key); creating the
+/// same id twice with the same amount returns the first.
+pub async fn create_topup<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    payment_id: &str,
+    amount: Decimal,
+    real_now_secs: i64,
+) -> Result<Payment> {
+    workspace::validate_id("id", payment_id)?;
+    let amount_micros = money::decimal_to_micros("amount", amount, false)?;
+    let currency = catalog.settings().currency.clone();
+    if amount_micros < catalog.topup_min_micros {
+        return Err(LedgerError::AmountBelowMinimum {
+            minimum: catalog.settings().topup_min,
+            currency,
+        });
+    }
+    if amount_micros > catalog.topup_max_micros {
+        return Err(LedgerError::AmountAboveMaximum {
+            maximum: catalog.settings().topup_max,
+            currency,
+        });
+    }
+    let credits_micros = money::credits_for_money(amount_micros, catalog.credit_price_micros);
+    tx::immediate(db, async |db| {
+        let ws = workspace::get(db, workspace_id).await?;
+        insert_pending(
+            db,
+            &ws,
+            payment_id,
+            "topup",
+            amount_micros,
+            credits_micros,
+            ws.now(real_now_secs),
+        )
+        .await
+    })
+    .await
+}
+
+async fn insert_pending<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    payment_id: &str,
+    kind: &str,
+    amount_micros: i64,
+    credits_micros: i64,
+    now: i64,
+) -> Result<Payment> {
+    let sql = format!(
+        "INSERT INTO payments (id, workspace_id, kind, amount_micros, credits_micros, status, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)
+         ON CONFLICT (id) DO NOTHING RETURNING {PAYMENT_COLUMNS}"
+    );
+    let rows = db
+        .query(
+            &sql,
+            &[
+                t(payment_id),
+                t(&ws.id),
+                t(kind),
+                i(amount_micros),
+                i(credits_micros),
+                i(now),
+            ],
+        )
+        .await?;
+    if let Some(row) = rows.first() {
+        return payment_from_row(row);
+    }
+    let existing = by_id(db, payment_id).await?;
+    if existing.workspace_id != ws.id
+        || existing.amount_micros != amount_micros
+        || existing.kind != kind
+    {
+        return Err(LedgerError::IdempotencyConflict);
+    }
+    Ok(existing)
+}
+
+/// Records the Stripe PaymentIntent created for a payment.
+pub async fn attach_intent<S: Storage>(
+    db: &S,
+    payment_id: &str,
+    payment_intent_id: &str,
+    real_now_secs: i64,
+) -> Result<()> {
+    let rows = db
+        .query(
+            "UPDATE payments SET stripe_payment_intent_id = ?2, updated_at = ?3
+             WHERE id = ?1 AND (stripe_payment_intent_id IS NULL OR stripe_payment_intent_id = ?2) RETURNING id",
+            &[t(payment_id), t(payment_intent_id), i(real_now_secs)],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(LedgerError::Conflict {
+            code: "payment_intent_mismatch",
+            message: "This payment has another PaymentIntent.".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Credits a succeeded payment exactly once (R9): every later report returns it unchanged.
+pub async fn settle_succeeded<S: Storage>(
+    db: &S,
+    payment_id: &str,
+    real_now_secs: i64,
+) -> Result<Payment> {
+    tx::immediate(db, async |db| {
+        let payment = by_id(db, payment_id).await?;
+        if payment.status == "succeeded" {
+            return Ok(payment);
+        }
+        let ws = workspace::get(db, &payment.workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        let posted = post::post(
+            db,
+            &ws.id,
+            &Entry {
+                kind: &payment.kind,
+                reference: Some(payment.payment_intent_id.as_deref().unwrap_or(&payment.id)),
+                wallet_delta_micros: payment.credits_micros,
+                occurred_at: now,
+                description: Some(if payment.kind == "topup" { "top-up" } else { "automatic recharge" }),
+                ..Entry::default()
+            },
+            now,
+        )
+        .await?;
+        db.execute(
+            "UPDATE payments SET status = 'succeeded', transaction_id = ?2, failure_code = NULL,
+                 failure_message = NULL, updated_at = ?3
+             WHERE id = ?1",
+            &[t(&payment.id), i(posted.transaction_id), i(now)],
+        )
+        .await?;
+        if payment.kind == "auto_recharge" {
+            db.execute("UPDATE workspaces SET auto_recharge_warning = NULL WHERE id = ?1 AND auto_recharge_enabled = 1", &[t(&ws.id)]).await?;
+        }
+        workspace::after_credit(db, &ws.id).await?;
+        by_id(db, &payment.id).await
+    })
+    .await
+}
+
+/// Records a failed payment (R9, R11). A hard decline of an automatic charge disables
+/// auto-recharge with a warning; a soft failure re-arms it (bounded by the daily cap).
+/// A payment that already succeeded is left as it is.
+pub async fn settle_failed<S: Storage>(
+    db: &S,
+    payment_id: &str,
+    code: &str,
+    message: &str,
+    hard_decline: bool,
+    real_now_secs: i64,
+) -> Result<Payment> {
+    tx::immediate(db, async |db| {
+        let payment = by_id(db, payment_id).await?;
+        if payment.status == "succeeded" {
+            return Ok(payment);
+        }
+        db.execute(
+            "UPDATE payments SET status = 'failed', failure_code = ?2, failure_message = ?3, updated_at = ?4 WHERE id = ?1",
+            &[t(&payment.id), t(code), t(message), i(real_now_secs)],
+        )
+        .await?;
+        if payment.kind == "auto_recharge" {
+            let (enabled_sql, warning) = if hard_decline {
+                ("0", format!("Auto-recharge was turned off: the card was declined ({code}). Update your payment method."))
+            } else {
+                ("auto_recharge_enabled", format!("The last automatic recharge failed ({code}); it will be retried."))
+            };
+            let sql = format!(
+                "UPDATE workspaces SET auto_recharge_enabled = {enabled_sql}, auto_recharge_warning = ?2,
+                     auto_recharge_armed = ?3 WHERE id = ?1"
+            );
+            db.execute(&sql, &[t(&payment.workspace_id), t(warning), i(i64::from(!hard_decline))]).await?;
+        }
+        by_id(db, &payment.id).await
+    })
+    .await
+}
+
+/// Reverses the credits a refund or dispute takes back (R12), once per Stripe object id. The
+/// credits reversed are the paid share of the payment's credits, rounded up, and never more than
+/// it bought; the wallet may go negative.
+pub async fn reverse<S: Storage>(
+    db: &S,
+    payment_id: &str,
+    reversal_id: &str,
+    kind: &str,
+    amount_micros: i64,
+    real_now_secs: i64,
+) -> Result<i64> {
+    if kind != "refund" && kind != "dispute" {
+        return Err(LedgerError::invalid(
+            "validation_error",
+            "kind",
+            "kind is refund or dispute",
+        ));
+    }
+    if amount_micros <= 0 {
+        return Err(LedgerError::invalid(
+            "invalid_amount",
+            "amount",
+            "amount must be greater than zero",
+        ));
+    }
+    tx::immediate(db, async |db| {
+        let existing = db.query("SELECT credits_micros FROM reversals WHERE id = ?1", &[t(reversal_id)]).await?;
+        if let Some(row) = existing.first() {
+            return int(row, 0);
+        }
+        let rows = db
+            .query(
+                "SELECT workspace_id, status, amount_micros, credits_micros, reversed_amount_micros, reversed_credits_micros
+                 FROM payments WHERE id = ?1",
+                &[t(payment_id)],
+            )
+            .await?;
+        let row = rows.first().ok_or(LedgerError::NotFound { what: "payment" })?;
+        let (workspace_id, status) = (text(row, 0)?, text(row, 1)?);
+        let (paid, credits, reversed_amount, reversed_credits) = (int(row, 2)?, int(row, 3)?, int(row, 4)?, int(row, 5)?);
+        if status != "succeeded" {
+            return Err(LedgerError::Conflict { code: "payment_not_succeeded", message: "Only a succeeded payment can be reversed.".into() });
+        }
+        let reversed_amount_after = (reversed_amount + amount_micros).min(paid);
+        let credits_target = money::fraction_ceil(credits, reversed_amount_after, paid).min(credits);
+        let credits_now = credits_target - reversed_credits;
+        let ws = workspace::get(db, &workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        let transaction_id = if credits_now > 0 {
+            let posted = post::post(
+                db,
+                &ws.id,
+                &Entry {
+                    kind,
+                    reference: Some(reversal_id),
+                    wallet_delta_micros: -credits_now,
+                    occurred_at: now,
+                    description: Some(if kind == "refund" { "refund" } else { "dispute" }),
+                    ..Entry::default()
+                },
+                now,
+            )
+            .await?;
+            Some(posted.transaction_id)
+        } else {
+            None
+        };
+        db.execute(
+            "INSERT INTO reversals (id, payment_id, kind, amount_micros, credits_micros, transaction_id, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &[t(reversal_id), t(payment_id), t(kind), i(amount_micros), i(credits_now), oi(transaction_id), i(now)],
+        )
+        .await?;
+        db.execute(
+            "UPDATE payments SET reversed_amount_micros = ?2, reversed_credits_micros = ?3, updated_at = ?4 WHERE id = ?1",
+            &[t(payment_id), i(reversed_amount_after), i(credits_target), i(now)],
+        )
+        .await?;
+        workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
+        Ok(credits_now)
+    })
+    .await
+}
+
+/// The saved card shown in the summary (R10).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentMethod {
+    /// Stripe PaymentMethod id.
+    #[serde(skip_serializing)]
+    pub id: String,
+    /// Card brand.
+    pub brand: String,
+    /// Last 4 digits.
+    pub last4: String,
+    /// Expiry month.
+    pub exp_month: i64,
+    /// Expiry year.
+    pub exp_year: i64,
+}
+
+/// Saves the workspace's default card.
+pub async fn set_payment_method<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    method: &PaymentMethod,
+) -> Result<()> {
+    let rows = db
+        .query(
+            "UPDATE workspaces SET payment_method_id = ?2, card_brand = ?3, card_last4 = ?4, card_exp_month = ?5,
+                 card_exp_year = ?6 WHERE id = ?1 RETURNING id",
+            &[t(workspace_id), t(&method.id), t(&method.brand), t(&method.last4), i(method.exp_month), i(method.exp_year)],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(LedgerError::NotFound { what: "workspace" });
+    }
+    Ok(())
+}
+
+/// Forgets a card that was detached; if it was the saved one, auto-recharge turns off with a
+/// warning (R11). Returns whether it was the saved card.
+pub async fn remove_payment_method<S: Storage>(db: &S, payment_method_id: &str) -> Result<bool> {
+    let rows = db
+        .query(
+            "UPDATE workspaces SET payment_method_id = NULL, card_brand = NULL, card_last4 = NULL,
+                 card_exp_month = NULL, card_exp_year = NULL,
+                 auto_recharge_warning = CASE WHEN auto_recharge_enabled = 1
+                     THEN 'Auto-recharge was turned off because the saved card was removed.' ELSE auto_recharge_warning END,
+                 auto_recharge_enabled = 0
+             WHERE payment_method_id = ?1 RETURNING id",
+            &[t(payment_method_id)],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// `PUT /v1/workspaces/{ws}/auto-recharge`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoRechargeSettings {
+    /// On or off.
+    pub enabled: bool,
+    /// Recharge when the wallet's value falls below this (currency).
+    pub threshold: Decimal,
+    /// Amount charged each time (currency).
+    pub amount: Decimal,
+}
+
+/// Saves auto-recharge settings (R11): enabling needs a saved payment method; the amount obeys
+/// the top-up bounds.
+pub async fn set_auto_recharge<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    settings: &AutoRechargeSettings,
+) -> Result<AutoRechargeSettings> {
+    let threshold_micros = money::decimal_to_micros("threshold", settings.threshold, true)?;
+    let amount_micros = money::decimal_to_micros("amount", settings.amount, false)?;
+    let currency = catalog.settings().currency.clone();
+    if amount_micros < catalog.topup_min_micros {
+        return Err(LedgerError::AmountBelowMinimum {
+            minimum: catalog.settings().topup_min,
+            currency,
+        });
+    }
+    if amount_micros > catalog.topup_max_micros {
+        return Err(LedgerError::AmountAboveMaximum {
+            maximum: catalog.settings().topup_max,
+            currency,
+        });
+    }
+    let threshold_credits = money::credits_for_money(threshold_micros, catalog.credit_price_micros);
+    tx::immediate(db, async |db| {
+        let ws = workspace::get(db, workspace_id).await?;
+        if settings.enabled && ws.payment_method_id.is_none() {
+            return Err(LedgerError::PaymentMethodRequired);
+        }
+        db.execute(
+            "UPDATE workspaces SET auto_recharge_enabled = ?2, auto_recharge_threshold_micros = ?3,
+                 auto_recharge_threshold_credits_micros = ?4, auto_recharge_amount_micros = ?5,
+                 auto_recharge_warning = NULL, auto_recharge_armed = ?2
+             WHERE id = ?1",
+            &[
+                t(&ws.id),
+                i(i64::from(settings.enabled)),
+                i(threshold_micros),
+                i(threshold_credits),
+                i(amount_micros),
+            ],
+        )
+        .await?;
+        Ok(settings.clone())
+    })
+    .await
+}
+
+/// Decides whether a workspace needs an automatic charge now and, if so, records it pending and
+/// returns it for the caller to charge off-session (R11): only when enabled with a card, armed
+/// (one charge per crossing), under the threshold counting pending recharges, none in flight (a
+/// UNIQUE index refuses a second), and under the daily cap (else it pauses with a warning).
+pub async fn claim_auto_recharge<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    real_now_secs: i64,
+) -> Result<Option<Payment>> {
+    let max_per_day = i64::from(catalog.settings().auto_recharge_max_per_day);
+    tx::immediate(db, async |db| {
+        let ws = workspace::get(db, workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        if !ws.auto_recharge_enabled || ws.payment_method_id.is_none() {
+            return Ok(None);
+        }
+        let rows = db
+            .query(
+                "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN credits_micros END), 0),
+                        COUNT(CASE WHEN created_at > ?2 THEN 1 END),
+                        COUNT(*)
+                 FROM payments WHERE workspace_id = ?1 AND kind = 'auto_recharge'",
+                &[t(&ws.id), i(now - 86_400)],
+            )
+            .await?;
+        let row = rows
+            .first()
+            .ok_or(LedgerError::NotFound { what: "workspace" })?;
+        let (pending_credits, charges_last_day, charges_total) =
+            (int(row, 0)?, int(row, 1)?, int(row, 2)?);
+        let armed = db
+            .query(
+                "SELECT auto_recharge_armed FROM workspaces WHERE id = ?1",
+                &[t(&ws.id)],
+            )
+            .await?;
+        let armed = armed.first().map(|r| int(r, 0)).transpose()?.unwrap_or(0) == 1;
+        let wallet_effective = ws.wallet_micros - ws.held_wallet_micros + pending_credits;
+        if !armed
+            || pending_credits > 0
+            || wallet_effective >= ws.auto_recharge_threshold_credits_micros
+        {
+            return Ok(None);
+        }
+        if charges_last_day >= max_per_day {
+            let warning = format!(
+                "Auto-recharge paused: {max_per_day} automatic charges in the last 24 hours ({}).",
+                LimitKind::AutoRechargeMaxPerDay.as_str()
+            );
+            db.execute(
+                "UPDATE workspaces SET auto_recharge_warning = ?2 WHERE id = ?1",
+                &[t(&ws.id), t(warning)],
+            )
+            .await?;
+            return Ok(None);
+        }
+        let payment_id = format!("ar_{}_{}", ws.id, charges_total + 1);
+        let credits =
+            money::credits_for_money(ws.auto_recharge_amount_micros, catalog.credit_price_micros);
+        let payment = insert_pending(
+            db,
+            &ws,
+            &payment_id,
+            "auto_recharge",
+            ws.auto_recharge_amount_micros,
+            credits,
+            now,
+        )
+        .await?;
+        db.execute(
+            "UPDATE workspaces SET auto_recharge_armed = 0 WHERE id = ?1",
+            &[t(&ws.id)],
+        )
+        .await?;
+        Ok(Some(payment))
+    })
+    .await
+}
+
+/// Workspaces the auto-recharge sweep should look at, in id order after `after_id`.
+pub async fn auto_recharge_candidates<S: Storage>(
+    db: &S,
+    after_id: &str,
+    limit: i64,
+) -> Result<Vec<String>> {
+    let rows = db
+        .query(
+            "SELECT id FROM workspaces
+             WHERE auto_recharge_enabled = 1 AND auto_recharge_armed = 1 AND id > ?1
+               AND wallet_micros - held_wallet_micros < auto_recharge_threshold_credits_micros
+             ORDER BY id LIMIT ?2",
+            &[t(after_id), i(limit.clamp(1, 1_000))],
+        )
+        .await?;
+    rows.iter().map(|r| text(r, 0)).collect()
+}
+
+/// Payments still pending after [`RECONCILE_AFTER_SECS`], oldest first (R21).
+pub async fn stale_pending<S: Storage>(
+    db: &S,
+    real_now_secs: i64,
+    limit: i64,
+) -> Result<Vec<Payment>> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'pending' AND updated_at <= ?1
+         ORDER BY updated_at LIMIT ?2"
+    );
+    let rows = db
+        .query(
+            &sql,
+            &[
+                i(real_now_secs - RECONCILE_AFTER_SECS),
+                i(limit.clamp(1, 1_000)),
+            ],
+        )
+        .await?;
+    rows.iter().map(payment_from_row).collect()
+}

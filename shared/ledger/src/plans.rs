@@ -1,0 +1,495 @@
+//! Plans and billing cycles (R13-R16): subscribe, upgrade now with prorated credits, downgrade at
+//! the next cycle, renewal that is idempotent and catches up, and grants when invoices are paid.
+
+use serde::Serialize;
+
+use crate::calendar;
+use crate::catalog::{Catalog, PlanTerms};
+use crate::money;
+use crate::post::{self, Entry};
+use crate::row::{i, oi, t, text};
+use crate::storage::Storage;
+use crate::tx;
+use crate::workspace::{self, WorkspaceState};
+use crate::{LedgerError, Result};
+
+/// The most cycles one renewal advances a workspace by (100 years of monthly cycles).
+pub const RENEWAL_CYCLES_MAX: usize = 1_200;
+/// The most workspaces one renewal batch processes.
+pub const RENEWAL_BATCH_MAX: i64 = 1_000;
+/// How far an invoice's period start may be from our cycle start and still pay for it (Stripe's
+/// anchor has a time of day, ours is midnight UTC).
+const INVOICE_PERIOD_SLACK_SECS: i64 = 2 * 86_400;
+
+/// What a plan change did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanChange {
+    /// `subscribed`, `upgraded`, `downgrade_scheduled`, `pending_change_cancelled` or `unchanged`.
+    pub action: &'static str,
+    /// The plan in force now.
+    pub plan_id: String,
+    /// The plan waiting for the next cycle, if any.
+    pub pending_plan_id: Option<String>,
+    /// When the change takes (took) effect (RFC 3339).
+    pub effective_at: String,
+    /// Plan credits granted by this change.
+    pub credits_granted: rust_decimal::Decimal,
+}
+
+fn is_upgrade(from: &PlanTerms, to: &PlanTerms) -> bool {
+    (to.price_micros, to.monthly_credits_micros) > (from.price_micros, from.monthly_credits_micros)
+}
+
+/// Current terms of the workspace's plan (from the workspace row: terms change at cycle start).
+fn current_terms(ws: &WorkspaceState, plan_id: &str, price_micros: i64) -> PlanTerms {
+    PlanTerms {
+        id: plan_id.to_owned(),
+        price_micros,
+        monthly_credits_micros: ws.plan_monthly_credits_micros,
+        rollover_max_micros: ws.plan_rollover_max_micros,
+    }
+}
+
+/// Subscribes, upgrades (at once, R14) or schedules a downgrade (R15). `first_period_paid` says
+/// the fee for the period starting now is settled (always true for a free plan), so its credits
+/// are granted at once; otherwise they come with the paid invoice.
+pub async fn change_plan<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    plan_id: &str,
+    first_period_paid: bool,
+    real_now_secs: i64,
+) -> Result<PlanChange> {
+    let target = catalog.plan(plan_id)?.clone();
+    tx::immediate(db, async |db| {
+        let ws = workspace::get(db, workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        let Some(current_id) = ws.plan_id.clone() else {
+            return subscribe(db, &ws, &target, first_period_paid, now).await;
+        };
+        let price_rows = db
+            .query(
+                "SELECT plan_price_micros FROM workspaces WHERE id = ?1",
+                &[t(&ws.id)],
+            )
+            .await?;
+        let current_price = price_rows
+            .first()
+            .map(|r| crate::row::int(r, 0))
+            .transpose()?
+            .unwrap_or(0);
+        let current = current_terms(&ws, &current_id, current_price);
+        let cycle_end = ws.cycle_end_at.unwrap_or(now);
+        if current_id == target.id {
+            let action = if ws.pending_plan_id.is_some() {
+                "pending_change_cancelled"
+            } else {
+                "unchanged"
+            };
+            db.execute(
+                "UPDATE workspaces SET pending_plan_id = NULL WHERE id = ?1",
+                &[t(&ws.id)],
+            )
+            .await?;
+            return Ok(PlanChange {
+                action,
+                plan_id: current_id,
+                pending_plan_id: None,
+                effective_at: calendar::rfc3339(now),
+                credits_granted: 0.into(),
+            });
+        }
+        if !is_upgrade(&current, &target) {
+            db.execute(
+                "UPDATE workspaces SET pending_plan_id = ?2 WHERE id = ?1",
+                &[t(&ws.id), t(&target.id)],
+            )
+            .await?;
+            return Ok(PlanChange {
+                action: "downgrade_scheduled",
+                plan_id: current_id,
+                pending_plan_id: Some(target.id.clone()),
+                effective_at: calendar::rfc3339(cycle_end),
+                credits_granted: 0.into(),
+            });
+        }
+        // R14: unused credits stay; add the new plan's credits for the whole days left.
+        let cycle_start = ws.cycle_start_at.unwrap_or(now);
+        let days_left = calendar::days_between(now, cycle_end)?;
+        let days_in_cycle = calendar::days_between(cycle_start, cycle_end)?;
+        let grant = money::fraction_floor(target.monthly_credits_micros, days_left, days_in_cycle);
+        set_plan(db, &ws.id, &target).await?;
+        db.execute(
+            "UPDATE workspaces SET pending_plan_id = NULL WHERE id = ?1",
+            &[t(&ws.id)],
+        )
+        .await?;
+        grant_credits(
+            db,
+            &ws.id,
+            &target.id,
+            grant,
+            "prorated plan credits (upgrade)",
+            now,
+        )
+        .await?;
+        Ok(PlanChange {
+            action: "upgraded",
+            plan_id: target.id.clone(),
+            pending_plan_id: None,
+            effective_at: calendar::rfc3339(now),
+            credits_granted: money::to_decimal(grant),
+        })
+    })
+    .await
+}
+
+async fn subscribe<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    plan: &PlanTerms,
+    paid: bool,
+    now: i64,
+) -> Result<PlanChange> {
+    let today = calendar::utc_date(now)?;
+    let anchor_day = today.day();
+    let (start, end) = calendar::cycle_containing(now, anchor_day)?;
+    db.execute(
+        "UPDATE workspaces SET plan_id = ?2, plan_monthly_credits_micros = ?3, plan_rollover_max_micros = ?4,
+             plan_price_micros = ?5, cycle_anchor_day = ?6, cycle_start_at = ?7, cycle_end_at = ?8,
+             cycle_credits_granted = 0, pending_plan_id = NULL, subscription_status = 'active'
+         WHERE id = ?1",
+        &[t(&ws.id), t(&plan.id), i(plan.monthly_credits_micros), oi(plan.rollover_max_micros), i(plan.price_micros), i(i64::from(anchor_day)), i(start), i(end)],
+    )
+    .await?;
+    open_cycle_row(db, &ws.id, &plan.id, start, end, now).await?;
+    let granted = if paid || plan.price_micros == 0 {
+        grant_cycle(db, &ws.id, now).await?
+    } else {
+        0
+    };
+    Ok(PlanChange {
+        action: "subscribed",
+        plan_id: plan.id.clone(),
+        pending_plan_id: None,
+        effective_at: calendar::rfc3339(now),
+        credits_granted: money::to_decimal(granted),
+    })
+}
+
+async fn set_plan<S: Storage>(db: &S, workspace_id: &str, plan: &PlanTerms) -> Result<()> {
+    db.execute(
+        "UPDATE workspaces SET plan_id = ?2, plan_monthly_credits_micros = ?3, plan_rollover_max_micros = ?4,
+             plan_price_micros = ?5 WHERE id = ?1",
+        &[t(workspace_id), t(&plan.id), i(plan.monthly_credits_micros), oi(plan.rollover_max_micros), i(plan.price_micros)],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn open_cycle_row<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    plan_id: &str,
+    start: i64,
+    end: i64,
+    now: i64,
+) -> Result<()> {
+    db.execute(
+        "INSERT INTO cycles (workspace_id, start_at, end_at, plan_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (workspace_id, start_at) DO NOTHING",
+        &[t(workspace_id), i(start), i(end), t(plan_id), i(now)],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn grant_credits<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    plan_id: &str,
+    amount_micros: i64,
+    description: &str,
+    now: i64,
+) -> Result<()> {
+    if amount_micros <= 0 {
+        return Ok(());
+    }
+    post::post(
+        db,
+        workspace_id,
+        &Entry {
+            kind: "plan_grant",
+            reference: Some(plan_id),
+            plan_delta_micros: amount_micros,
+            occurred_at: now,
+            description: Some(description),
+            ..Entry::default()
+        },
+        now,
+    )
+    .await?;
+    workspace::after_credit(db, workspace_id).await
+}
+
+/// Grants the current cycle's plan credits once (the cycle row remembers it). Returns the grant.
+async fn grant_cycle<S: Storage>(db: &S, workspace_id: &str, now: i64) -> Result<i64> {
+    let rows = db
+        .query(
+            "UPDATE workspaces SET cycle_credits_granted = 1
+             WHERE id = ?1 AND cycle_credits_granted = 0 AND plan_id IS NOT NULL
+             RETURNING plan_id, plan_monthly_credits_micros, cycle_start_at",
+            &[t(workspace_id)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(0);
+    };
+    let (plan_id, credits, start) = (
+        text(row, 0)?,
+        crate::row::int(row, 1)?,
+        crate::row::int(row, 2)?,
+    );
+    db.execute(
+        "UPDATE cycles SET credits_granted_micros = ?3 WHERE workspace_id = ?1 AND start_at = ?2",
+        &[t(workspace_id), i(start), i(credits)],
+    )
+    .await?;
+    grant_credits(
+        db,
+        workspace_id,
+        &plan_id,
+        credits,
+        "plan credits for the cycle",
+        now,
+    )
+    .await?;
+    Ok(credits)
+}
+
+/// Cancels a pending downgrade (R15); 404 if there is none.
+pub async fn cancel_pending_change<S: Storage>(db: &S, workspace_id: &str) -> Result<()> {
+    let rows = db
+        .query(
+            "UPDATE workspaces SET pending_plan_id = NULL WHERE id = ?1 AND pending_plan_id IS NOT NULL RETURNING id",
+            &[t(workspace_id)],
+        )
+        .await?;
+    if rows.is_empty() {
+        workspace::get(db, workspace_id).await?;
+        return Err(LedgerError::NotFound {
+            what: "pending plan change",
+        });
+    }
+    Ok(())
+}
+
+/// What a renewal run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RenewalReport {
+    /// Workspaces whose cycle advanced.
+    pub workspaces_renewed: usize,
+    /// Cycles closed in all.
+    pub cycles_advanced: usize,
+    /// Whether more workspaces are due (run again).
+    pub more: bool,
+}
+
+/// Renews up to `batch_max` workspaces whose cycle ended (R16), each in its own transaction.
+pub async fn renew_due<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    real_now_secs: i64,
+    batch_max: i64,
+) -> Result<RenewalReport> {
+    let batch = batch_max.clamp(1, RENEWAL_BATCH_MAX);
+    let rows = db
+        .query(
+            "SELECT id FROM workspaces WHERE plan_id IS NOT NULL AND cycle_end_at <= ?1 AND test_clock_at IS NULL
+             UNION ALL
+             SELECT id FROM workspaces WHERE plan_id IS NOT NULL AND test_clock_at IS NOT NULL AND cycle_end_at <= test_clock_at
+             LIMIT ?2",
+            &[i(real_now_secs), i(batch + 1)],
+        )
+        .await?;
+    let mut report = RenewalReport {
+        more: rows.len() as i64 > batch,
+        ..RenewalReport::default()
+    };
+    for row in rows.iter().take(batch as usize) {
+        let advanced = renew_workspace(db, catalog, &text(row, 0)?, real_now_secs).await?;
+        if advanced > 0 {
+            report.workspaces_renewed += 1;
+            report.cycles_advanced += advanced;
+        }
+    }
+    Ok(report)
+}
+
+/// Rolls one workspace's cycles forward to the one containing now: expires plan credits (keeping
+/// the rollover), applies a pending downgrade, grants credits only for the cycle in force (never
+/// for cycles that already ended) and only when free or paid. Idempotent per cycle start.
+pub async fn renew_workspace<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    real_now_secs: i64,
+) -> Result<usize> {
+    tx::immediate(db, async |db| {
+        let mut advanced = 0;
+        loop {
+            let ws = workspace::get(db, workspace_id).await?;
+            let now = ws.now(real_now_secs);
+            let (Some(plan_id), Some(anchor), Some(end)) = (ws.plan_id.clone(), ws.cycle_anchor_day, ws.cycle_end_at) else {
+                return Ok(advanced);
+            };
+            if end > now || advanced >= RENEWAL_CYCLES_MAX {
+                return Ok(advanced);
+            }
+            close_cycle(db, &ws, now).await?;
+            let next_plan_id = ws.pending_plan_id.clone().unwrap_or(plan_id);
+            let terms = match catalog.plan(&next_plan_id) {
+                Ok(terms) => terms.clone(),
+                // A plan removed from the catalog keeps its last terms.
+                Err(_) => {
+                    let rows = db.query("SELECT plan_price_micros FROM workspaces WHERE id = ?1", &[t(&ws.id)]).await?;
+                    let price = rows.first().map(|r| crate::row::int(r, 0)).transpose()?.unwrap_or(0);
+                    current_terms(&ws, &next_plan_id, price)
+                }
+            };
+            let anchor_day = i8::try_from(anchor).unwrap_or(1);
+            let next_end = calendar::midnight_utc(calendar::next_cycle_start(calendar::utc_date(end)?, anchor_day)?)?;
+            set_plan(db, &ws.id, &terms).await?;
+            db.execute(
+                "UPDATE workspaces SET cycle_start_at = ?2, cycle_end_at = ?3, cycle_credits_granted = 0, pending_plan_id = NULL
+                 WHERE id = ?1",
+                &[t(&ws.id), i(end), i(next_end)],
+            )
+            .await?;
+            open_cycle_row(db, &ws.id, &terms.id, end, next_end, now).await?;
+            advanced += 1;
+            // Credits only for the cycle in force, once it is free or paid.
+            if next_end > now && (terms.price_micros == 0 || invoice_paid_for(db, &ws.id, end).await?) {
+                grant_cycle(db, &ws.id, now).await?;
+            }
+        }
+    })
+    .await
+}
+
+/// Expires the unheld plan credits at cycle end, keeping up to the plan's rollover.
+async fn close_cycle<S: Storage>(db: &S, ws: &WorkspaceState, now: i64) -> Result<()> {
+    let expirable = ws.plan_available_micros();
+    let keep = expirable.min(ws.plan_rollover_max_micros.unwrap_or(0));
+    let expire = expirable - keep;
+    if expire > 0 {
+        post::post(
+            db,
+            &ws.id,
+            &Entry {
+                kind: "plan_expiry",
+                reference: ws.plan_id.as_deref(),
+                plan_delta_micros: -expire,
+                occurred_at: ws.cycle_end_at.unwrap_or(now),
+                description: Some("unused plan credits expired at cycle end"),
+                ..Entry::default()
+            },
+            now,
+        )
+        .await?;
+        workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
+    }
+    Ok(())
+}
+
+async fn invoice_paid_for<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    cycle_start: i64,
+) -> Result<bool> {
+    let rows = db
+        .query(
+            "SELECT 1 FROM invoices_paid WHERE workspace_id = ?1 AND period_start_at > ?2 AND period_start_at < ?3 LIMIT 1",
+            &[t(workspace_id), i(cycle_start - INVOICE_PERIOD_SLACK_SECS), i(cycle_start + INVOICE_PERIOD_SLACK_SECS)],
+        )
+        .await?;
+    Ok(!rows.is_empty())
+}
+
+/// Records a paid subscription invoice (R13), once per invoice id; if it pays for the cycle in
+/// force, that cycle's credits are granted now. Returns the credits granted.
+pub async fn record_invoice_paid<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    invoice_id: &str,
+    period_start_secs: i64,
+    real_now_secs: i64,
+) -> Result<rust_decimal::Decimal> {
+    tx::immediate(db, async |db| {
+        let ws = workspace::get(db, workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        let inserted = db
+            .query(
+                "INSERT INTO invoices_paid (invoice_id, workspace_id, period_start_at, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (invoice_id) DO NOTHING RETURNING invoice_id",
+                &[t(invoice_id), t(&ws.id), i(period_start_secs), i(now)],
+            )
+            .await?;
+        if inserted.is_empty() {
+            return Ok(0.into());
+        }
+        db.execute("UPDATE workspaces SET subscription_status = 'active' WHERE id = ?1 AND plan_id IS NOT NULL", &[t(&ws.id)]).await?;
+        let Some(start) = ws.cycle_start_at else { return Ok(0.into()) };
+        if (period_start_secs - start).abs() >= INVOICE_PERIOD_SLACK_SECS {
+            return Ok(0.into());
+        }
+        Ok(money::to_decimal(grant_cycle(db, &ws.id, now).await?))
+    })
+    .await
+}
+
+/// A failed subscription invoice: the workspace is `past_due`; the wallet stays usable.
+pub async fn record_invoice_failed<S: Storage>(db: &S, workspace_id: &str) -> Result<()> {
+    let rows = db
+        .query("UPDATE workspaces SET subscription_status = 'past_due' WHERE id = ?1 AND plan_id IS NOT NULL RETURNING id", &[t(workspace_id)])
+        .await?;
+    if rows.is_empty() {
+        workspace::get(db, workspace_id).await?;
+    }
+    Ok(())
+}
+
+/// The subscription ended: plan credits not held by calls expire and billing is no longer
+/// configured until the workspace subscribes again.
+pub async fn end_subscription<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    real_now_secs: i64,
+) -> Result<()> {
+    tx::immediate(db, async |db| {
+        let ws = workspace::get(db, workspace_id).await?;
+        if ws.plan_id.is_none() {
+            return Ok(());
+        }
+        let now = ws.now(real_now_secs);
+        let expire = ws.plan_available_micros();
+        if expire > 0 {
+            post::post(
+                db,
+                &ws.id,
+                &Entry { kind: "plan_expiry", reference: ws.plan_id.as_deref(), plan_delta_micros: -expire, occurred_at: now, description: Some("subscription ended"), ..Entry::default() },
+                now,
+            )
+            .await?;
+        }
+        db.execute(
+            "UPDATE workspaces SET plan_id = NULL, pending_plan_id = NULL, subscription_status = 'canceled',
+                 cycle_credits_granted = 0 WHERE id = ?1",
+            &[t(&ws.id)],
+        )
+        .await?;
+        Ok(())
+    })
+    .await
+}

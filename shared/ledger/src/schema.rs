@@ -1,0 +1,375 @@
+//! The SQL schema, embedded and applied idempotently on first use.
+//!
+//! Invariants live here as well as in Rust: balances change only through journal rows (a trigger
+//! applies each row and another refuses any balance change not backed by the newest journal row),
+//! the journal is append-only, plan credits and holds never go negative, one auto-recharge is in
+//! flight per workspace at most, and every idempotency id is UNIQUE.
+
+use crate::storage::{SqlValue, Storage};
+use crate::{LedgerError, Result};
+
+/// One migration: a version and its statements, each run as one `execute`.
+struct Migration {
+    version: i64,
+    statements: &'static [&'static str],
+}
+
+/// All migrations, oldest first. Never edit a released one: append a new version.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    statements: V1,
+}];
+
+const V1: &[&str] = &[
+    // Catalog versions: the plans, rate card and settings, validated as a whole (catalog.rs).
+    "CREATE TABLE catalog_versions (
+        version INTEGER PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT",
+    "CREATE TABLE workspaces (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        email TEXT NOT NULL,
+        currency TEXT NOT NULL,
+        timezone TEXT NOT NULL DEFAULT 'UTC',
+        created_at INTEGER NOT NULL,
+        -- Plan and cycle (R13-R16). plan_id NULL means billing is not configured (R3).
+        plan_id TEXT,
+        plan_monthly_credits_micros INTEGER NOT NULL DEFAULT 0 CHECK (plan_monthly_credits_micros >= 0),
+        plan_rollover_max_micros INTEGER CHECK (plan_rollover_max_micros >= 0),
+        plan_price_micros INTEGER NOT NULL DEFAULT 0 CHECK (plan_price_micros >= 0),
+        cycle_anchor_day INTEGER CHECK (cycle_anchor_day BETWEEN 1 AND 31),
+        cycle_start_at INTEGER,
+        cycle_end_at INTEGER,
+        cycle_credits_granted INTEGER NOT NULL DEFAULT 0 CHECK (cycle_credits_granted IN (0, 1)),
+        pending_plan_id TEXT,
+        subscription_status TEXT NOT NULL DEFAULT 'none'
+            CHECK (subscription_status IN ('none', 'active', 'past_due', 'canceled')),
+        stripe_customer_id TEXT,
+        stripe_subscription_id TEXT,
+        -- Balances: changed only by the journal trigger below.
+        plan_credits_micros INTEGER NOT NULL DEFAULT 0 CHECK (plan_credits_micros >= 0),
+        wallet_micros INTEGER NOT NULL DEFAULT 0,
+        last_journal_id INTEGER NOT NULL DEFAULT 0,
+        -- Holds of calls in progress (R5), maintained by the calls triggers.
+        held_plan_micros INTEGER NOT NULL DEFAULT 0 CHECK (held_plan_micros >= 0),
+        held_wallet_micros INTEGER NOT NULL DEFAULT 0 CHECK (held_wallet_micros >= 0),
+        -- R7: when the wallet ran out; inbound grace runs from here.
+        exhausted_at INTEGER,
+        -- R10/R11.
+        payment_method_id TEXT,
+        card_brand TEXT,
+        card_last4 TEXT,
+        card_exp_month INTEGER,
+        card_exp_year INTEGER,
+        auto_recharge_enabled INTEGER NOT NULL DEFAULT 0 CHECK (auto_recharge_enabled IN (0, 1)),
+        auto_recharge_threshold_micros INTEGER NOT NULL DEFAULT 0 CHECK (auto_recharge_threshold_micros >= 0),
+        auto_recharge_threshold_credits_micros INTEGER NOT NULL DEFAULT 0 CHECK (auto_recharge_threshold_credits_micros >= 0),
+        auto_recharge_amount_micros INTEGER NOT NULL DEFAULT 0 CHECK (auto_recharge_amount_micros >= 0),
+        auto_recharge_warning TEXT,
+        -- One charge per crossing (R11): armed while the wallet is at or above the threshold.
+        auto_recharge_armed INTEGER NOT NULL DEFAULT 0 CHECK (auto_recharge_armed IN (0, 1)),
+        -- Test clock (DESIGN section 6): frozen time for this workspace, forward only.
+        test_clock_at INTEGER,
+        CHECK (plan_id IS NULL OR (cycle_start_at IS NOT NULL AND cycle_end_at > cycle_start_at)),
+        CHECK (auto_recharge_enabled = 0 OR payment_method_id IS NOT NULL)
+    ) STRICT",
+    "CREATE INDEX workspaces_cycle_end ON workspaces (cycle_end_at) WHERE plan_id IS NOT NULL",
+    "CREATE INDEX workspaces_recharge ON workspaces (id) WHERE auto_recharge_enabled = 1 AND auto_recharge_armed = 1",
+    // The user-visible history (R18): one row per business event, with its split.
+    "CREATE TABLE transactions (
+        id INTEGER PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        type TEXT NOT NULL CHECK (type IN ('call', 'message', 'sms', 'stt', 'ai_task', 'topup',
+            'auto_recharge', 'plan_grant', 'plan_expiry', 'refund', 'dispute')),
+        agent_id TEXT,
+        reference TEXT,
+        quantity_micros INTEGER,
+        unit TEXT,
+        rate_micros INTEGER,
+        plan_delta_micros INTEGER NOT NULL,
+        wallet_delta_micros INTEGER NOT NULL,
+        plan_after_micros INTEGER NOT NULL,
+        wallet_after_micros INTEGER NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        description TEXT
+    ) STRICT",
+    "CREATE INDEX transactions_by_workspace ON transactions (workspace_id, id)",
+    "CREATE INDEX transactions_by_type ON transactions (workspace_id, type, id)",
+    "CREATE INDEX transactions_by_agent ON transactions (workspace_id, agent_id, id)",
+    "CREATE INDEX transactions_by_time ON transactions (workspace_id, occurred_at)",
+    "CREATE TRIGGER transactions_append_only_u BEFORE UPDATE ON transactions
+     BEGIN SELECT RAISE(ABORT, 'ledger: transactions are append-only'); END",
+    "CREATE TRIGGER transactions_append_only_d BEFORE DELETE ON transactions
+     BEGIN SELECT RAISE(ABORT, 'ledger: transactions are append-only'); END",
+    // Double-entry journal: every row debits one bucket and credits another. The workspace's own
+    // buckets are 'plan' and 'wallet'; the others are the outside world.
+    "CREATE TABLE journal (
+        id INTEGER PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        transaction_id INTEGER NOT NULL REFERENCES transactions (id),
+        debit_bucket TEXT NOT NULL CHECK (debit_bucket IN ('plan', 'wallet', 'usage', 'card', 'plan_grant', 'expired')),
+        credit_bucket TEXT NOT NULL CHECK (credit_bucket IN ('plan', 'wallet', 'usage', 'card', 'plan_grant', 'expired')),
+        amount_micros INTEGER NOT NULL CHECK (amount_micros > 0),
+        plan_after_micros INTEGER NOT NULL,
+        wallet_after_micros INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        CHECK (debit_bucket <> credit_bucket),
+        CHECK (debit_bucket IN ('plan', 'wallet') OR credit_bucket IN ('plan', 'wallet'))
+    ) STRICT",
+    "CREATE INDEX journal_by_workspace ON journal (workspace_id, id)",
+    "CREATE TRIGGER journal_append_only_u BEFORE UPDATE ON journal
+     BEGIN SELECT RAISE(ABORT, 'ledger: journal is append-only'); END",
+    "CREATE TRIGGER journal_append_only_d BEFORE DELETE ON journal
+     BEGIN SELECT RAISE(ABORT, 'ledger: journal is append-only'); END",
+    // Applying a journal row is the only way a balance moves.
+    "CREATE TRIGGER journal_apply AFTER INSERT ON journal
+     BEGIN
+        UPDATE workspaces SET
+            plan_credits_micros = plan_credits_micros
+                + (CASE WHEN NEW.credit_bucket = 'plan' THEN NEW.amount_micros ELSE 0 END)
+                - (CASE WHEN NEW.debit_bucket = 'plan' THEN NEW.amount_micros ELSE 0 END),
+            wallet_micros = wallet_micros
+                + (CASE WHEN NEW.credit_bucket = 'wallet' THEN NEW.amount_micros ELSE 0 END)
+                - (CASE WHEN NEW.debit_bucket = 'wallet' THEN NEW.amount_micros ELSE 0 END),
+            last_journal_id = NEW.id
+        WHERE id = NEW.workspace_id;
+        SELECT RAISE(ABORT, 'ledger: balance after does not match the journal')
+        FROM workspaces w
+        WHERE w.id = NEW.workspace_id
+          AND (w.plan_credits_micros <> NEW.plan_after_micros OR w.wallet_micros <> NEW.wallet_after_micros);
+     END",
+    "CREATE TRIGGER workspaces_balance_guard BEFORE UPDATE OF plan_credits_micros, wallet_micros ON workspaces
+     WHEN NEW.plan_credits_micros <> OLD.plan_credits_micros OR NEW.wallet_micros <> OLD.wallet_micros
+     BEGIN
+        SELECT RAISE(ABORT, 'ledger: balances move only through the journal')
+        WHERE NEW.last_journal_id = OLD.last_journal_id
+           OR NEW.last_journal_id <> (SELECT MAX(id) FROM journal WHERE workspace_id = NEW.id);
+     END",
+    // A history row posts itself: one journal row per bucket it moves, against the outside bucket
+    // its type implies. The statement fails if the after-balances it claims are not the result.
+    "CREATE TRIGGER transactions_post AFTER INSERT ON transactions
+     BEGIN
+        INSERT INTO journal (workspace_id, transaction_id, debit_bucket, credit_bucket, amount_micros,
+                             plan_after_micros, wallet_after_micros, created_at)
+        SELECT NEW.workspace_id, NEW.id,
+               CASE WHEN NEW.plan_delta_micros < 0 THEN 'plan' ELSE x.bucket END,
+               CASE WHEN NEW.plan_delta_micros < 0 THEN x.bucket ELSE 'plan' END,
+               abs(NEW.plan_delta_micros), w.plan_credits_micros + NEW.plan_delta_micros,
+               w.wallet_micros, NEW.created_at
+        FROM workspaces w, (SELECT CASE
+                WHEN NEW.type IN ('topup', 'auto_recharge', 'refund', 'dispute') THEN 'card'
+                WHEN NEW.type = 'plan_grant' THEN 'plan_grant'
+                WHEN NEW.type = 'plan_expiry' THEN 'expired'
+                ELSE 'usage' END AS bucket) x
+        WHERE w.id = NEW.workspace_id AND NEW.plan_delta_micros <> 0;
+        INSERT INTO journal (workspace_id, transaction_id, debit_bucket, credit_bucket, amount_micros,
+                             plan_after_micros, wallet_after_micros, created_at)
+        SELECT NEW.workspace_id, NEW.id,
+               CASE WHEN NEW.wallet_delta_micros < 0 THEN 'wallet' ELSE x.bucket END,
+               CASE WHEN NEW.wallet_delta_micros < 0 THEN x.bucket ELSE 'wallet' END,
+               abs(NEW.wallet_delta_micros), w.plan_credits_micros,
+               w.wallet_micros + NEW.wallet_delta_micros, NEW.created_at
+        FROM workspaces w, (SELECT CASE
+                WHEN NEW.type IN ('topup', 'auto_recharge', 'refund', 'dispute') THEN 'card'
+                WHEN NEW.type = 'plan_grant' THEN 'plan_grant'
+                WHEN NEW.type = 'plan_expiry' THEN 'expired'
+                ELSE 'usage' END AS bucket) x
+        WHERE w.id = NEW.workspace_id AND NEW.wallet_delta_micros <> 0;
+        SELECT RAISE(ABORT, 'ledger: transaction after-balances do not match the journal')
+        FROM workspaces w
+        WHERE w.id = NEW.workspace_id
+          AND (w.plan_credits_micros <> NEW.plan_after_micros OR w.wallet_micros <> NEW.wallet_after_micros);
+     END",
+    // Agents (R6), created implicitly with defaults on first use.
+    "CREATE TABLE agents (
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        agent_id TEXT NOT NULL,
+        overage_policy TEXT NOT NULL DEFAULT 'use_balance' CHECK (overage_policy IN ('stop', 'use_balance')),
+        monthly_spend_limit_micros INTEGER CHECK (monthly_spend_limit_micros >= 0),
+        daily_call_limit INTEGER CHECK (daily_call_limit >= 0),
+        max_concurrent_calls INTEGER CHECK (max_concurrent_calls >= 0),
+        -- Spend in the cycle that started at spend_cycle_start_at (a new cycle resets it).
+        spend_cycle_start_at INTEGER NOT NULL DEFAULT 0,
+        cycle_spend_micros INTEGER NOT NULL DEFAULT 0 CHECK (cycle_spend_micros >= 0),
+        -- Calls authorized on call_day (local date in the workspace time zone).
+        call_day TEXT NOT NULL DEFAULT '',
+        day_calls INTEGER NOT NULL DEFAULT 0 CHECK (day_calls >= 0),
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, agent_id)
+    ) STRICT, WITHOUT ROWID",
+    // Two-phase calls (R5). A call's hold is split into the plan and wallet parts it reserves.
+    "CREATE TABLE calls (
+        call_id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        agent_id TEXT NOT NULL,
+        direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+        to_number TEXT NOT NULL,
+        from_number TEXT NOT NULL,
+        number_type TEXT NOT NULL,
+        rate_micros INTEGER NOT NULL CHECK (rate_micros >= 0),
+        increment_secs INTEGER NOT NULL CHECK (increment_secs > 0),
+        minimum_secs INTEGER NOT NULL CHECK (minimum_secs >= 0),
+        status TEXT NOT NULL CHECK (status IN ('active', 'ended', 'expired')),
+        grace INTEGER NOT NULL DEFAULT 0 CHECK (grace IN (0, 1)),
+        reserved_secs INTEGER NOT NULL CHECK (reserved_secs >= 0),
+        held_plan_micros INTEGER NOT NULL DEFAULT 0 CHECK (held_plan_micros >= 0),
+        held_wallet_micros INTEGER NOT NULL DEFAULT 0 CHECK (held_wallet_micros >= 0),
+        request_hash TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        ended_at INTEGER,
+        duration_secs INTEGER,
+        charged_micros INTEGER,
+        unbilled_micros INTEGER,
+        transaction_id INTEGER REFERENCES transactions (id),
+        CHECK (status = 'active' OR (held_plan_micros = 0 AND held_wallet_micros = 0 AND ended_at IS NOT NULL)),
+        CHECK (status = 'active' OR charged_micros IS NOT NULL)
+    ) STRICT",
+    "CREATE INDEX calls_active_by_agent ON calls (workspace_id, agent_id) WHERE status = 'active'",
+    "CREATE INDEX calls_active_by_expiry ON calls (expires_at) WHERE status = 'active'",
+    // A posted call never changes again: no hold is posted twice.
+    "CREATE TRIGGER calls_posted_once BEFORE UPDATE ON calls WHEN OLD.status <> 'active'
+     BEGIN SELECT RAISE(ABORT, 'ledger: call already posted'); END",
+    "CREATE TRIGGER calls_hold_insert AFTER INSERT ON calls
+     BEGIN
+        UPDATE workspaces SET held_plan_micros = held_plan_micros + NEW.held_plan_micros,
+                              held_wallet_micros = held_wallet_micros + NEW.held_wallet_micros
+        WHERE id = NEW.workspace_id;
+     END",
+    "CREATE TRIGGER calls_hold_update AFTER UPDATE OF held_plan_micros, held_wallet_micros ON calls
+     BEGIN
+        UPDATE workspaces SET
+            held_plan_micros = held_plan_micros + NEW.held_plan_micros - OLD.held_plan_micros,
+            held_wallet_micros = held_wallet_micros + NEW.held_wallet_micros - OLD.held_wallet_micros
+        WHERE id = NEW.workspace_id;
+     END",
+    // Idempotent usage debits (R8): the first result of every event id.
+    "CREATE TABLE usage_events (
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        event_id TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        transaction_id INTEGER REFERENCES transactions (id),
+        result TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, event_id)
+    ) STRICT, WITHOUT ROWID",
+    // Card payments: manual top-ups and auto-recharges (R9, R11, R21).
+    "CREATE TABLE payments (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        kind TEXT NOT NULL CHECK (kind IN ('topup', 'auto_recharge')),
+        amount_micros INTEGER NOT NULL CHECK (amount_micros > 0),
+        credits_micros INTEGER NOT NULL CHECK (credits_micros > 0),
+        status TEXT NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+        stripe_payment_intent_id TEXT UNIQUE,
+        failure_code TEXT,
+        failure_message TEXT,
+        transaction_id INTEGER REFERENCES transactions (id),
+        reversed_credits_micros INTEGER NOT NULL DEFAULT 0 CHECK (reversed_credits_micros >= 0),
+        reversed_amount_micros INTEGER NOT NULL DEFAULT 0 CHECK (reversed_amount_micros >= 0),
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        CHECK (reversed_credits_micros <= credits_micros),
+        CHECK ((status = 'succeeded') = (transaction_id IS NOT NULL))
+    ) STRICT",
+    "CREATE INDEX payments_by_workspace ON payments (workspace_id, created_at)",
+    "CREATE INDEX payments_pending ON payments (updated_at) WHERE status = 'pending'",
+    // R11: never a second automatic charge while one is in flight.
+    "CREATE UNIQUE INDEX payments_one_recharge_in_flight ON payments (workspace_id)
+        WHERE kind = 'auto_recharge' AND status = 'pending'",
+    // A success is final (credits land once); a failure may still be followed by a success
+    // (the customer retries the same PaymentIntent with another card).
+    "CREATE TRIGGER payments_succeeded_final BEFORE UPDATE OF status, transaction_id, credits_micros ON payments
+     WHEN OLD.status = 'succeeded'
+     BEGIN SELECT RAISE(ABORT, 'ledger: payment already credited'); END",
+    // Refunds and disputes (R12), once per Stripe object id.
+    "CREATE TABLE reversals (
+        id TEXT PRIMARY KEY,
+        payment_id TEXT NOT NULL REFERENCES payments (id),
+        kind TEXT NOT NULL CHECK (kind IN ('refund', 'dispute')),
+        amount_micros INTEGER NOT NULL CHECK (amount_micros > 0),
+        credits_micros INTEGER NOT NULL CHECK (credits_micros >= 0),
+        transaction_id INTEGER REFERENCES transactions (id),
+        created_at INTEGER NOT NULL
+    ) STRICT",
+    // Cycles (R13, R16): one row per (workspace, cycle start), so renewal is idempotent.
+    "CREATE TABLE cycles (
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        start_at INTEGER NOT NULL,
+        end_at INTEGER NOT NULL,
+        plan_id TEXT NOT NULL,
+        credits_granted_micros INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, start_at),
+        CHECK (end_at > start_at)
+    ) STRICT, WITHOUT ROWID",
+    // Paid subscription invoices, by the period they pay for (R13).
+    "CREATE TABLE invoices_paid (
+        invoice_id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        period_start_at INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    ) STRICT",
+    "CREATE INDEX invoices_paid_by_period ON invoices_paid (workspace_id, period_start_at)",
+];
+
+/// Applies every migration not yet applied, each in one transaction. Safe to call on every open
+/// and from many connections at once.
+pub async fn migrate<S: Storage>(db: &S) -> Result<()> {
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
+        &[],
+    )
+    .await?;
+    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
+    if applied_version(db).await? >= latest {
+        return Ok(());
+    }
+    for migration in MIGRATIONS {
+        crate::tx::immediate(db, async |db| {
+            // Re-check inside the write lock: another connection may have applied it meanwhile.
+            if applied_version(db).await? >= migration.version {
+                return Ok(());
+            }
+            for statement in migration.statements {
+                db.execute(statement, &[]).await?;
+            }
+            db.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, unixepoch())",
+                &[SqlValue::Integer(migration.version)],
+            )
+            .await?;
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn applied_version<S: Storage>(db: &S) -> Result<i64> {
+    let rows = db
+        .query(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?;
+    match rows.first().and_then(|r| r.first()) {
+        Some(SqlValue::Integer(v)) => Ok(*v),
+        _ => Err(LedgerError::Storage(
+            crate::StorageError::from_sqlite_message("schema_migrations returned no version"),
+        )),
+    }
+}
+
+/// Every connection's pragmas: set at open, before the first operation.
+pub const CONNECTION_PRAGMAS: &[&str] = &[
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA foreign_keys = ON",
+];
+
+/// Switches the database file to WAL; persists in the file, so once per database is enough.
+pub const ENABLE_WAL: &str = "PRAGMA journal_mode = WAL";

@@ -1,0 +1,49 @@
+//! Write transactions: `BEGIN IMMEDIATE` ... `COMMIT` on one connection, retried on SQLITE_BUSY.
+
+use crate::storage::{Storage, StorageErrorKind};
+use crate::{LedgerError, Result};
+
+/// How many times a transaction that hit SQLITE_BUSY is retried (each attempt already waited up
+/// to the connection's `busy_timeout`).
+pub const BUSY_RETRIES_MAX: u32 = 3;
+
+fn is_busy(error: &LedgerError) -> bool {
+    matches!(error, LedgerError::Storage(e) if e.kind == StorageErrorKind::Busy)
+}
+
+/// Runs `body` inside one write transaction. Any error rolls everything back, so a failed
+/// operation writes nothing; a busy database is retried up to [`BUSY_RETRIES_MAX`] times.
+pub async fn immediate<S, T>(db: &S, mut body: impl AsyncFnMut(&S) -> Result<T>) -> Result<T>
+where
+    S: Storage,
+{
+    let mut attempt = 0;
+    loop {
+        let outcome = run_once(db, &mut body).await;
+        match outcome {
+            Err(error) if is_busy(&error) && attempt < BUSY_RETRIES_MAX => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+async fn run_once<S, T>(db: &S, body: &mut impl AsyncFnMut(&S) -> Result<T>) -> Result<T>
+where
+    S: Storage,
+{
+    db.execute("BEGIN IMMEDIATE", &[]).await?;
+    let result = match body(db).await {
+        Ok(value) => db
+            .execute("COMMIT", &[])
+            .await
+            .map(|()| value)
+            .map_err(LedgerError::from),
+        Err(error) => Err(error),
+    };
+    if result.is_err() {
+        // SQLite may already have rolled back (e.g. after SQLITE_FULL); "no transaction is
+        // active" is then expected, and the original error is the one worth reporting.
+        let _ = db.execute("ROLLBACK", &[]).await;
+    }
+    result
+}

@@ -1,0 +1,285 @@
+//! Usage debits (R2, R4, R6, R7, R8): single and batch, idempotent by event id.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::agents::{self, Funding};
+use crate::calendar;
+use crate::catalog::{self, Catalog, Direction, UsageKind};
+use crate::money::{self, MICROS_PER_UNIT};
+use crate::post::{self, Entry};
+use crate::row::{i, t, text};
+use crate::storage::Storage;
+use crate::tx;
+use crate::workspace::{self, WorkspaceState};
+use crate::{LedgerError, Result};
+
+/// The most events one batch may carry.
+pub const BATCH_EVENTS_MAX: usize = 1_000;
+
+/// One usage event (`POST /v1/usage`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageEvent {
+    /// Client-chosen id: a replay returns the first result and moves nothing (R8).
+    pub id: String,
+    /// Workspace.
+    pub workspace_id: String,
+    /// Agent (created with defaults on first use).
+    pub agent_id: String,
+    /// What was used.
+    pub kind: UsageKind,
+    /// Messages, SMS segments, tasks, speech-to-text minutes; for `call`, seconds.
+    pub quantity: Decimal,
+    /// When it happened (RFC 3339).
+    pub occurred_at: String,
+    /// Calls and messages: direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direction: Option<Direction>,
+    /// Calls: the callee's E.164 number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Calls: the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// The result of a debit, stored with its event id and returned again on replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DebitResult {
+    /// The event id.
+    pub id: String,
+    /// Credits charged.
+    pub charged: Decimal,
+    /// Of which from plan credits.
+    pub from_plan: Decimal,
+    /// Of which from the wallet.
+    pub from_wallet: Decimal,
+    /// Wallet after.
+    pub wallet_balance: Decimal,
+    /// Plan credits after.
+    pub plan_credits_remaining: Decimal,
+    /// The history row.
+    pub transaction_id: i64,
+    /// Whether the wallet is now under the auto-recharge threshold with a charge due (R11):
+    /// the caller may start the recharge at once rather than wait for the sweep.
+    #[serde(default)]
+    pub auto_recharge_due: bool,
+}
+
+struct Rated {
+    charge_micros: i64,
+    quantity_micros: i64,
+    unit: &'static str,
+    rate_micros: i64,
+}
+
+fn invalid(field: &'static str, message: &str) -> LedgerError {
+    LedgerError::invalid("validation_error", field, message)
+}
+
+/// Checks an event and prices it (no storage access: bad input is refused before any write).
+fn rate(catalog: &Catalog, event: &UsageEvent) -> Result<Rated> {
+    workspace::validate_id("id", &event.id)?;
+    workspace::validate_id("workspace_id", &event.workspace_id)?;
+    workspace::validate_id("agent_id", &event.agent_id)?;
+    calendar::parse_rfc3339("occurred_at", &event.occurred_at)?;
+    let quantity_micros = money::decimal_to_micros("quantity", event.quantity, false)?;
+    match event.kind {
+        UsageKind::Call => {
+            let direction = event
+                .direction
+                .ok_or_else(|| invalid("direction", "a call needs a direction"))?;
+            let to = event
+                .to
+                .as_deref()
+                .ok_or_else(|| invalid("to", "a call needs a to number"))?;
+            catalog::validate_e164("to", to)?;
+            if quantity_micros % MICROS_PER_UNIT != 0 || quantity_micros / MICROS_PER_UNIT > 86_400
+            {
+                return Err(invalid(
+                    "quantity",
+                    "a call's quantity is whole seconds, at most 86400",
+                ));
+            }
+            let call = catalog.call_rate(direction, to, catalog::number_type_of(to))?;
+            let billed_secs = call.billed_secs(quantity_micros / MICROS_PER_UNIT);
+            Ok(Rated {
+                charge_micros: call.charge_for_secs(billed_secs),
+                quantity_micros: billed_secs * MICROS_PER_UNIT,
+                unit: "second",
+                rate_micros: call.per_minute_micros,
+            })
+        }
+        kind => {
+            if kind != UsageKind::Stt && quantity_micros % MICROS_PER_UNIT != 0 {
+                return Err(invalid("quantity", "this kind counts whole units"));
+            }
+            let rate_micros = catalog.unit_rate_micros(kind, event.direction)?;
+            Ok(Rated {
+                charge_micros: money::charge_micros(rate_micros, quantity_micros),
+                quantity_micros,
+                unit: kind.unit(),
+                rate_micros,
+            })
+        }
+    }
+}
+
+fn fingerprint(event: &UsageEvent) -> Result<String> {
+    serde_json::to_string(event).map_err(|e| invalid("event", &e.to_string()))
+}
+
+/// Debits one usage event in its own transaction.
+pub async fn record<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    event: &UsageEvent,
+    real_now_secs: i64,
+) -> Result<DebitResult> {
+    let rated = rate(catalog, event)?;
+    let fingerprint = fingerprint(event)?;
+    tx::immediate(db, async |db| {
+        debit_in_tx(db, event, &rated, &fingerprint, real_now_secs).await
+    })
+    .await
+}
+
+/// Debits up to [`BATCH_EVENTS_MAX`] events in ONE transaction (one durable commit); each event
+/// succeeds or is refused on its own and a refused event writes nothing.
+pub async fn record_batch<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    events: &[UsageEvent],
+    real_now_secs: i64,
+) -> Result<Vec<Result<DebitResult>>> {
+    if events.is_empty() || events.len() > BATCH_EVENTS_MAX {
+        return Err(invalid("events", "a batch has 1 to 1000 events"));
+    }
+    let prepared: Vec<Result<(Rated, String)>> = events
+        .iter()
+        .map(|event| Ok((rate(catalog, event)?, fingerprint(event)?)))
+        .collect();
+    tx::immediate(db, async |db| {
+        let mut results = Vec::with_capacity(events.len());
+        for (event, prepared) in events.iter().zip(&prepared) {
+            let (rated, fingerprint) = match prepared {
+                Ok(p) => p,
+                Err(error) => {
+                    results.push(Err(error.clone()));
+                    continue;
+                }
+            };
+            db.execute("SAVEPOINT usage_event", &[]).await?;
+            match debit_in_tx(db, event, rated, fingerprint, real_now_secs).await {
+                // A storage failure is not this event's fault: the whole batch rolls back.
+                Err(LedgerError::Storage(error)) => return Err(LedgerError::Storage(error)),
+                Err(refused) => {
+                    db.execute("ROLLBACK TO usage_event", &[]).await?;
+                    db.execute("RELEASE usage_event", &[]).await?;
+                    results.push(Err(refused));
+                }
+                Ok(debited) => {
+                    db.execute("RELEASE usage_event", &[]).await?;
+                    results.push(Ok(debited));
+                }
+            }
+        }
+        Ok(results)
+    })
+    .await
+}
+
+async fn debit_in_tx<S: Storage>(
+    db: &S,
+    event: &UsageEvent,
+    rated: &Rated,
+    fingerprint: &str,
+    real_now_secs: i64,
+) -> Result<DebitResult> {
+    if let Some(previous) = replay(db, &event.workspace_id, &event.id, fingerprint).await? {
+        return Ok(previous);
+    }
+    let ws = workspace::get(db, &event.workspace_id).await?;
+    if ws.plan_id.is_none() {
+        return Err(LedgerError::BillingNotConfigured);
+    }
+    let now = ws.now(real_now_secs);
+    let agent = agents::load(db, &ws, &event.agent_id, now).await?;
+    let funding = agents::fund(&ws, &agent, rated.charge_micros)?;
+    let occurred_at = calendar::parse_rfc3339("occurred_at", &event.occurred_at)?;
+    let posted = post::post(
+        db,
+        &ws.id,
+        &Entry {
+            kind: event.kind.as_str(),
+            agent_id: Some(&agent.agent_id),
+            reference: Some(&event.id),
+            quantity_micros: Some(rated.quantity_micros),
+            unit: Some(rated.unit),
+            rate_micros: Some(rated.rate_micros),
+            plan_delta_micros: -funding.from_plan_micros,
+            wallet_delta_micros: -funding.from_wallet_micros,
+            occurred_at,
+            description: None,
+        },
+        now,
+    )
+    .await?;
+    agents::record_use(db, &ws, &agent, funding.total(), 0, now).await?;
+    workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
+    let result = DebitResult {
+        id: event.id.clone(),
+        charged: money::to_decimal(funding.total()),
+        from_plan: money::to_decimal(funding.from_plan_micros),
+        from_wallet: money::to_decimal(funding.from_wallet_micros),
+        wallet_balance: money::to_decimal(posted.wallet_after_micros),
+        plan_credits_remaining: money::to_decimal(posted.plan_after_micros),
+        transaction_id: posted.transaction_id,
+        auto_recharge_due: recharge_due(&ws, funding, posted.wallet_after_micros),
+    };
+    let body = serde_json::to_string(&result).map_err(|e| invalid("result", &e.to_string()))?;
+    db.execute(
+        "INSERT INTO usage_events (workspace_id, event_id, request_hash, transaction_id, result, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        &[t(&ws.id), t(&event.id), t(fingerprint), i(posted.transaction_id), t(body), i(now)],
+    )
+    .await?;
+    Ok(result)
+}
+
+/// Whether a debit left the wallet under an armed auto-recharge threshold.
+pub(crate) fn recharge_due(
+    ws: &WorkspaceState,
+    funding: Funding,
+    wallet_after_micros: i64,
+) -> bool {
+    ws.auto_recharge_enabled
+        && funding.from_wallet_micros > 0
+        && wallet_after_micros - ws.held_wallet_micros < ws.auto_recharge_threshold_credits_micros
+}
+
+async fn replay<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    event_id: &str,
+    fingerprint: &str,
+) -> Result<Option<DebitResult>> {
+    let rows = db
+        .query(
+            "SELECT request_hash, result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?2",
+            &[t(workspace_id), t(event_id)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    if text(row, 0)? != fingerprint {
+        return Err(LedgerError::IdempotencyConflict);
+    }
+    serde_json::from_str(&text(row, 1)?).map(Some).map_err(|e| {
+        LedgerError::Storage(crate::StorageError::from_sqlite_message(format!(
+            "stored result unreadable: {e}"
+        )))
+    })
+}

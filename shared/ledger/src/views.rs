@@ -1,0 +1,615 @@
+//! Read models: the billing summary and status banner (R17), the transaction history with
+//! cursor pagination and CSV (R18), and the monthly usage summary with spikes flagged.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::calendar;
+use crate::catalog::Catalog;
+use crate::money;
+use crate::payments::Payment;
+use crate::row::{i, int, opt_int, opt_text, t, text};
+use crate::storage::Storage;
+use crate::workspace::{self, WorkspaceState};
+use crate::{LedgerError, Result};
+
+/// Largest page of history.
+pub const PAGE_LIMIT_MAX: i64 = 100;
+/// Default page of history.
+pub const PAGE_LIMIT_DEFAULT: i64 = 50;
+/// Most rows one CSV export carries.
+pub const CSV_ROWS_MAX: i64 = 100_000;
+
+/// The status banner (the seeds' "red bar").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// All good.
+    Ok,
+    /// No plan (R3).
+    BillingNotConfigured,
+    /// The subscription's last invoice failed.
+    PastDue,
+    /// Nothing left and the grace period is over: all calls pause.
+    BalanceExhausted,
+    /// Nothing left: outbound stops, inbound continues for a while.
+    GracePeriod,
+    /// Under the low-balance threshold.
+    LowBalance,
+    /// No saved card.
+    NoPaymentMethod,
+}
+
+impl Status {
+    /// The banner's sentence.
+    pub fn message(self) -> &'static str {
+        match self {
+            Self::Ok => "Billing is active.",
+            Self::BillingNotConfigured => {
+                "Billing not configured: select a plan and set up your payment method to use your agents."
+            }
+            Self::PastDue => {
+                "Your last subscription payment failed. Update your payment method in the billing portal; your wallet balance keeps working meanwhile."
+            }
+            Self::BalanceExhausted => {
+                "Insufficient funds in your account: all calls are paused until you top up."
+            }
+            Self::GracePeriod => {
+                "Your balance reached zero: outbound calls and paid actions have stopped; inbound calls continue for a short grace period. Top up to restore service."
+            }
+            Self::LowBalance => {
+                "Your balance is low. Top up or enable auto-recharge to avoid interruptions."
+            }
+            Self::NoPaymentMethod => {
+                "Connect a payment method so you can top up and enable auto-recharge."
+            }
+        }
+    }
+}
+
+/// `{"id", "name"}` of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanRef {
+    /// Plan id.
+    pub id: String,
+    /// Plan name.
+    pub name: String,
+}
+
+/// A pending downgrade.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PendingPlanChange {
+    /// The plan that starts next cycle.
+    pub plan_id: String,
+    /// When (RFC 3339).
+    pub effective_at: String,
+}
+
+/// Auto-recharge settings as shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AutoRechargeView {
+    /// On or off.
+    pub enabled: bool,
+    /// Threshold (currency).
+    pub threshold: Decimal,
+    /// Amount (currency).
+    pub amount: Decimal,
+    /// Why it stopped or paused, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// The saved card as shown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CardView {
+    /// Brand.
+    pub brand: String,
+    /// Last 4.
+    pub last4: String,
+    /// Expiry month.
+    pub exp_month: i64,
+    /// Expiry year.
+    pub exp_year: i64,
+}
+
+/// `GET /v1/workspaces/{ws}/billing` (R17).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BillingSummary {
+    /// Banner.
+    pub status: Status,
+    /// Banner sentence.
+    pub message: String,
+    /// Currency.
+    pub currency: String,
+    /// Plan.
+    pub plan: Option<PlanRef>,
+    /// Subscription state: none, active, past_due, canceled.
+    pub subscription_status: String,
+    /// Credits the plan grants per cycle.
+    pub plan_credits_included: Decimal,
+    /// Plan credits left.
+    pub plan_credits_remaining: Decimal,
+    /// Wallet credits.
+    pub wallet_balance: Decimal,
+    /// Wallet value in currency.
+    pub wallet_value: Decimal,
+    /// Credits reserved by calls in progress.
+    pub held: Decimal,
+    /// Top-ups and recharges waiting for the card.
+    pub pending_topups: Vec<Payment>,
+    /// Cycle start (RFC 3339).
+    pub cycle_start: Option<String>,
+    /// Next renewal (RFC 3339).
+    pub next_renewal_at: Option<String>,
+    /// Pending downgrade.
+    pub pending_plan_change: Option<PendingPlanChange>,
+    /// Auto-recharge.
+    pub auto_recharge: AutoRechargeView,
+    /// Card.
+    pub payment_method: Option<CardView>,
+}
+
+/// The banner for a workspace at `now`.
+pub fn status_of(ws: &WorkspaceState, catalog: &Catalog, now: i64) -> Status {
+    let available = ws.plan_available_micros() + (ws.wallet_micros - ws.held_wallet_micros);
+    let grace_secs = i64::from(catalog.settings().inbound_grace_secs);
+    if ws.plan_id.is_none() {
+        Status::BillingNotConfigured
+    } else if ws.subscription_status == "past_due" {
+        Status::PastDue
+    } else if available <= 0 {
+        match ws.exhausted_at {
+            Some(since) if now < since + grace_secs => Status::GracePeriod,
+            None => Status::GracePeriod,
+            Some(_) => Status::BalanceExhausted,
+        }
+    } else if available < catalog.low_balance_threshold_micros {
+        Status::LowBalance
+    } else if ws.payment_method_id.is_none() {
+        Status::NoPaymentMethod
+    } else {
+        Status::Ok
+    }
+}
+
+/// The billing summary (R17).
+pub async fn summary<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    real_now_secs: i64,
+) -> Result<BillingSummary> {
+    let ws = workspace::get(db, workspace_id).await?;
+    let now = ws.now(real_now_secs);
+    let status = status_of(&ws, catalog, now);
+    let pending_topups = pending_payments(db, &ws.id).await?;
+    let plan = ws.plan_id.as_ref().map(|id| PlanRef {
+        id: id.clone(),
+        name: catalog
+            .doc
+            .plans
+            .iter()
+            .find(|p| &p.id == id)
+            .map_or_else(|| id.clone(), |p| p.name.clone()),
+    });
+    Ok(BillingSummary {
+        status,
+        message: status.message().into(),
+        currency: ws.currency.clone(),
+        plan,
+        subscription_status: ws.subscription_status.clone(),
+        plan_credits_included: money::to_decimal(if ws.plan_id.is_some() {
+            ws.plan_monthly_credits_micros
+        } else {
+            0
+        }),
+        plan_credits_remaining: money::to_decimal(ws.plan_credits_micros),
+        wallet_balance: money::to_decimal(ws.wallet_micros),
+        wallet_value: money::to_decimal(money::money_for_credits(
+            ws.wallet_micros,
+            catalog.credit_price_micros,
+        )),
+        held: money::to_decimal(ws.held_micros()),
+        pending_topups,
+        cycle_start: ws
+            .plan_id
+            .as_ref()
+            .and(ws.cycle_start_at)
+            .map(calendar::rfc3339),
+        next_renewal_at: ws
+            .plan_id
+            .as_ref()
+            .and(ws.cycle_end_at)
+            .map(calendar::rfc3339),
+        pending_plan_change: ws
+            .pending_plan_id
+            .as_ref()
+            .map(|plan_id| PendingPlanChange {
+                plan_id: plan_id.clone(),
+                effective_at: ws.cycle_end_at.map(calendar::rfc3339).unwrap_or_default(),
+            }),
+        auto_recharge: AutoRechargeView {
+            enabled: ws.auto_recharge_enabled,
+            threshold: money::to_decimal(ws.auto_recharge_threshold_micros),
+            amount: money::to_decimal(ws.auto_recharge_amount_micros),
+            warning: ws.auto_recharge_warning.clone(),
+        },
+        payment_method: match (
+            &ws.card_brand,
+            &ws.card_last4,
+            ws.card_exp_month,
+            ws.card_exp_year,
+        ) {
+            (Some(brand), Some(last4), Some(exp_month), Some(exp_year))
+                if ws.payment_method_id.is_some() =>
+            {
+                Some(CardView {
+                    brand: brand.clone(),
+                    last4: last4.clone(),
+                    exp_month,
+                    exp_year,
+                })
+            }
+            _ => None,
+        },
+    })
+}
+
+async fn pending_payments<S: Storage>(db: &S, workspace_id: &str) -> Result<Vec<Payment>> {
+    let rows = db
+        .query(
+            "SELECT id FROM payments WHERE workspace_id = ?1 AND status = 'pending' ORDER BY created_at LIMIT 20",
+            &[t(workspace_id)],
+        )
+        .await?;
+    let mut payments = Vec::with_capacity(rows.len());
+    for row in &rows {
+        payments.push(crate::payments::get(db, workspace_id, &text(row, 0)?).await?);
+    }
+    Ok(payments)
+}
+
+/// One history row (R18).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransactionView {
+    /// Id (also the pagination cursor).
+    pub id: String,
+    /// call, message, sms, stt, ai_task, topup, auto_recharge, plan_grant, plan_expiry, refund, dispute.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Agent, for usage.
+    pub agent_id: Option<String>,
+    /// Event id, call id, PaymentIntent, plan or Stripe object.
+    pub reference: Option<String>,
+    /// Quantity in `unit`s.
+    pub quantity: Option<Decimal>,
+    /// second, message, segment, minute, task.
+    pub unit: Option<String>,
+    /// Credits per unit (per minute for calls).
+    pub rate: Option<Decimal>,
+    /// Signed total (negative: charged).
+    pub amount: Decimal,
+    /// Signed part from plan credits.
+    pub plan_amount: Decimal,
+    /// Signed part from the wallet.
+    pub wallet_amount: Decimal,
+    /// Plan credits after.
+    pub plan_credits_after: Decimal,
+    /// Wallet after.
+    pub wallet_balance_after: Decimal,
+    /// When it happened.
+    pub occurred_at: String,
+    /// Free text.
+    pub description: Option<String>,
+}
+
+/// A page of history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TransactionPage {
+    /// Newest first.
+    pub data: Vec<TransactionView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// History filters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransactionFilter {
+    /// Page size (1..=100, default 50).
+    pub limit: Option<i64>,
+    /// Rows older than this cursor.
+    pub cursor: Option<String>,
+    /// Only this type.
+    pub kind: Option<String>,
+    /// Only this agent.
+    pub agent_id: Option<String>,
+}
+
+const TRANSACTION_TYPES: &[&str] = &[
+    "call",
+    "message",
+    "sms",
+    "stt",
+    "ai_task",
+    "topup",
+    "auto_recharge",
+    "plan_grant",
+    "plan_expiry",
+    "refund",
+    "dispute",
+];
+
+fn bad_query(field: &'static str, message: &str) -> LedgerError {
+    LedgerError::Invalid {
+        code: "malformed_request",
+        message: message.into(),
+        field: Some(field),
+    }
+}
+
+async fn query_transactions<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    filter: &TransactionFilter,
+    limit: i64,
+) -> Result<Vec<TransactionView>> {
+    let cursor = match &filter.cursor {
+        None => i64::MAX,
+        Some(c) => c
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .ok_or_else(|| bad_query("cursor", "cursor is not a cursor this API returned"))?,
+    };
+    if let Some(kind) = &filter.kind
+        && !TRANSACTION_TYPES.contains(&kind.as_str())
+    {
+        return Err(bad_query("type", "type is not a transaction type"));
+    }
+    if let Some(agent) = &filter.agent_id {
+        workspace::validate_id("agent", agent)?;
+    }
+    let rows = db
+        .query(
+            "SELECT id, type, agent_id, reference, quantity_micros, unit, rate_micros, plan_delta_micros,
+                    wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, description
+             FROM transactions
+             WHERE workspace_id = ?1 AND id < ?2 AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR agent_id = ?4)
+             ORDER BY id DESC LIMIT ?5",
+            &[
+                t(workspace_id),
+                i(cursor),
+                filter.kind.as_deref().map_or(crate::SqlValue::Null, t),
+                filter.agent_id.as_deref().map_or(crate::SqlValue::Null, t),
+                i(limit),
+            ],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let (plan, wallet) = (int(r, 7)?, int(r, 8)?);
+            Ok(TransactionView {
+                id: int(r, 0)?.to_string(),
+                kind: text(r, 1)?,
+                agent_id: opt_text(r, 2)?,
+                reference: opt_text(r, 3)?,
+                quantity: opt_int(r, 4)?.map(money::to_decimal),
+                unit: opt_text(r, 5)?,
+                rate: opt_int(r, 6)?.map(money::to_decimal),
+                amount: money::to_decimal(plan + wallet),
+                plan_amount: money::to_decimal(plan),
+                wallet_amount: money::to_decimal(wallet),
+                plan_credits_after: money::to_decimal(int(r, 9)?),
+                wallet_balance_after: money::to_decimal(int(r, 10)?),
+                occurred_at: calendar::rfc3339(int(r, 11)?),
+                description: opt_text(r, 12)?,
+            })
+        })
+        .collect()
+}
+
+/// A page of history, newest first (R18).
+pub async fn transactions<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    filter: &TransactionFilter,
+) -> Result<TransactionPage> {
+    let limit = filter.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
+    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(bad_query("limit", "limit must be 1..100"));
+    }
+    workspace::get(db, workspace_id).await?;
+    let mut data = query_transactions(db, workspace_id, filter, limit + 1).await?;
+    let next_cursor = if data.len() as i64 > limit {
+        data.truncate(limit as usize);
+        data.last().map(|row| row.id.clone())
+    } else {
+        None
+    };
+    Ok(TransactionPage { data, next_cursor })
+}
+
+/// The filtered history as CSV (RFC 4180), newest first, at most [`CSV_ROWS_MAX`] rows.
+pub async fn transactions_csv<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    filter: &TransactionFilter,
+) -> Result<String> {
+    workspace::get(db, workspace_id).await?;
+    let rows = query_transactions(db, workspace_id, filter, CSV_ROWS_MAX).await?;
+    let mut csv = String::from(
+        "id,type,agent_id,reference,quantity,unit,rate,amount,plan_amount,wallet_amount,plan_credits_after,wallet_balance_after,occurred_at,description\r\n",
+    );
+    let field = |v: Option<String>| csv_field(&v.unwrap_or_default());
+    for r in rows {
+        let _ = write!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
+            r.id,
+            csv_field(&r.kind),
+            field(r.agent_id),
+            field(r.reference),
+            field(r.quantity.map(|d| d.to_string())),
+            field(r.unit),
+            field(r.rate.map(|d| d.to_string())),
+            r.amount,
+            r.plan_amount,
+            r.wallet_amount,
+            r.plan_credits_after,
+            r.wallet_balance_after,
+            r.occurred_at,
+            field(r.description),
+        );
+    }
+    Ok(csv)
+}
+
+fn csv_field(value: &str) -> String {
+    // Quote when needed; a leading formula character is neutralised for spreadsheet safety.
+    let neutral = if value.starts_with(['=', '+', '-', '@']) && value.parse::<f64>().is_err() {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if neutral.contains([',', '"', '\r', '\n']) {
+        format!("\"{}\"", neutral.replace('"', "\"\""))
+    } else {
+        neutral
+    }
+}
+
+/// Spend of one usage kind or agent in a month.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageLine {
+    /// Kind or agent id.
+    pub key: String,
+    /// Events.
+    pub count: i64,
+    /// Credits charged.
+    pub amount: Decimal,
+}
+
+/// Spend of one day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageDay {
+    /// UTC date.
+    pub date: String,
+    /// Events.
+    pub count: i64,
+    /// Credits charged.
+    pub amount: Decimal,
+    /// Unusually high: more than 3x the month's median day (with at least 4 days of usage).
+    pub spike: bool,
+}
+
+/// `GET /v1/workspaces/{ws}/usage/summary?month=YYYY-MM`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageSummary {
+    /// The month.
+    pub month: String,
+    /// Credits charged in all.
+    pub total: Decimal,
+    /// By kind.
+    pub by_kind: Vec<UsageLine>,
+    /// By agent.
+    pub by_agent: Vec<UsageLine>,
+    /// By UTC day, with spikes flagged.
+    pub by_day: Vec<UsageDay>,
+}
+
+/// Monthly usage summary (R18), by kind, agent and UTC day.
+pub async fn usage_summary<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    month: &str,
+) -> Result<UsageSummary> {
+    let first = format!("{month}-01")
+        .parse::<jiff::civil::Date>()
+        .ok()
+        .filter(|_| month.len() == 7)
+        .ok_or_else(|| bad_query("month", "month must be YYYY-MM"))?;
+    let start = calendar::midnight_utc(first)?;
+    let end = calendar::midnight_utc(calendar::next_cycle_start(first, 1)?)?;
+    workspace::get(db, workspace_id).await?;
+    let rows = db
+        .query(
+            "SELECT type, COALESCE(agent_id, ''), date(occurred_at, 'unixepoch'), COUNT(*),
+                    -SUM(plan_delta_micros + wallet_delta_micros)
+             FROM transactions
+             WHERE workspace_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?3
+               AND type IN ('call', 'message', 'sms', 'stt', 'ai_task')
+             GROUP BY 1, 2, 3",
+            &[t(workspace_id), i(start), i(end)],
+        )
+        .await?;
+    let mut by_kind: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut by_agent: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut by_day: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    let mut total = 0;
+    for r in &rows {
+        let (count, amount) = (int(r, 3)?, int(r, 4)?);
+        total += amount;
+        for (map, key) in [
+            (&mut by_kind, text(r, 0)?),
+            (&mut by_agent, text(r, 1)?),
+            (&mut by_day, text(r, 2)?),
+        ] {
+            let entry = map.entry(key).or_default();
+            entry.0 += count;
+            entry.1 += amount;
+        }
+    }
+    let spike_floor = spike_threshold(by_day.values().map(|(_, amount)| *amount).collect());
+    let lines = |map: BTreeMap<String, (i64, i64)>| {
+        map.into_iter()
+            .map(|(key, (count, amount))| UsageLine {
+                key,
+                count,
+                amount: money::to_decimal(amount),
+            })
+            .collect()
+    };
+    Ok(UsageSummary {
+        month: month.to_owned(),
+        total: money::to_decimal(total),
+        by_kind: lines(by_kind),
+        by_agent: lines(by_agent),
+        by_day: by_day
+            .into_iter()
+            .map(|(date, (count, amount))| UsageDay {
+                date,
+                count,
+                amount: money::to_decimal(amount),
+                spike: spike_floor.is_some_and(|floor| amount > floor),
+            })
+            .collect(),
+    })
+}
+
+/// Days above this spend are spikes: 3x the median day, once there are at least 4 days of usage.
+fn spike_threshold(mut daily: Vec<i64>) -> Option<i64> {
+    if daily.len() < 4 {
+        return None;
+    }
+    daily.sort_unstable();
+    let median = daily[daily.len() / 2];
+    Some(median.saturating_mul(3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quoting_and_spikes() {
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd()"), "'=cmd()");
+        assert_eq!(csv_field("-1.5"), "-1.5");
+        assert_eq!(spike_threshold(vec![1, 1, 1]), None);
+        assert_eq!(spike_threshold(vec![10, 1, 2, 2, 3]), Some(6));
+    }
+}

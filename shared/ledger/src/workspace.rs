@@ -1,0 +1,304 @@
+//! Workspaces: provisioning, the state every operation reads, and test clocks.
+
+use serde::Deserialize;
+
+use crate::calendar;
+use crate::catalog::Catalog;
+use crate::row::{i, int, opt_int, opt_text, t, text};
+use crate::storage::Storage;
+use crate::{LedgerError, Result};
+
+/// Input of `PUT /v1/workspaces/{ws}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceInput {
+    /// Display name.
+    pub name: String,
+    /// Billing e-mail.
+    pub email: String,
+    /// ISO 4217 currency; the catalog's currency when omitted.
+    #[serde(default)]
+    pub currency: Option<String>,
+    /// IANA time zone for daily limits; UTC when omitted.
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// Everything the ledger knows about one workspace, read in one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkspaceState {
+    /// Workspace id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Billing e-mail.
+    pub email: String,
+    /// Currency.
+    pub currency: String,
+    /// IANA time zone.
+    pub timezone: String,
+    /// Current plan; `None` means billing is not configured (R3).
+    pub plan_id: Option<String>,
+    /// The current cycle's plan credits.
+    pub plan_monthly_credits_micros: i64,
+    /// The current plan's rollover cap.
+    pub plan_rollover_max_micros: Option<i64>,
+    /// Cycle anchor day (1-31).
+    pub cycle_anchor_day: Option<i64>,
+    /// Current cycle start (midnight UTC).
+    pub cycle_start_at: Option<i64>,
+    /// Current cycle end (exclusive).
+    pub cycle_end_at: Option<i64>,
+    /// Whether this cycle's plan credits were granted.
+    pub cycle_credits_granted: bool,
+    /// A downgrade waiting for the next cycle (R15).
+    pub pending_plan_id: Option<String>,
+    /// `none`, `active`, `past_due` or `canceled`.
+    pub subscription_status: String,
+    /// Stripe customer.
+    pub stripe_customer_id: Option<String>,
+    /// Stripe subscription.
+    pub stripe_subscription_id: Option<String>,
+    /// Plan-credit balance.
+    pub plan_credits_micros: i64,
+    /// Wallet balance (may be negative after grace calls or refunds).
+    pub wallet_micros: i64,
+    /// Plan credits reserved by calls in progress.
+    pub held_plan_micros: i64,
+    /// Wallet credits reserved by calls in progress.
+    pub held_wallet_micros: i64,
+    /// When the balance ran out (R7).
+    pub exhausted_at: Option<i64>,
+    /// Saved payment method.
+    pub payment_method_id: Option<String>,
+    /// Card brand.
+    pub card_brand: Option<String>,
+    /// Card last 4.
+    pub card_last4: Option<String>,
+    /// Card expiry month.
+    pub card_exp_month: Option<i64>,
+    /// Card expiry year.
+    pub card_exp_year: Option<i64>,
+    /// Auto-recharge on.
+    pub auto_recharge_enabled: bool,
+    /// Threshold in currency micros.
+    pub auto_recharge_threshold_micros: i64,
+    /// The same threshold in credit micros.
+    pub auto_recharge_threshold_credits_micros: i64,
+    /// Recharge amount in currency micros.
+    pub auto_recharge_amount_micros: i64,
+    /// Why auto-recharge stopped, if it did.
+    pub auto_recharge_warning: Option<String>,
+    /// Frozen test-clock time.
+    pub test_clock_at: Option<i64>,
+}
+
+impl WorkspaceState {
+    /// Plan credits not reserved by holds.
+    pub fn plan_available_micros(&self) -> i64 {
+        (self.plan_credits_micros - self.held_plan_micros).max(0)
+    }
+
+    /// Wallet credits not reserved by holds (never below zero).
+    pub fn wallet_available_micros(&self) -> i64 {
+        (self.wallet_micros - self.held_wallet_micros).max(0)
+    }
+
+    /// Credits reserved by calls in progress.
+    pub fn held_micros(&self) -> i64 {
+        self.held_plan_micros + self.held_wallet_micros
+    }
+
+    /// The time this workspace's logic runs at: its test clock if set, else the real time.
+    pub fn now(&self, real_now_secs: i64) -> i64 {
+        self.test_clock_at.unwrap_or(real_now_secs)
+    }
+}
+
+pub(crate) const WORKSPACE_COLUMNS: &str = "id, name, email, currency, timezone, plan_id,
+    plan_monthly_credits_micros, plan_rollover_max_micros, cycle_anchor_day, cycle_start_at,
+    cycle_end_at, cycle_credits_granted, pending_plan_id, subscription_status, stripe_customer_id,
+    stripe_subscription_id, plan_credits_micros, wallet_micros, held_plan_micros, held_wallet_micros,
+    exhausted_at, payment_method_id, card_brand, card_last4, card_exp_month, card_exp_year,
+    auto_recharge_enabled, auto_recharge_threshold_micros, auto_recharge_threshold_credits_micros,
+    auto_recharge_amount_micros, auto_recharge_warning, test_clock_at";
+
+fn from_row(r: &crate::Row) -> Result<WorkspaceState> {
+    Ok(WorkspaceState {
+        id: text(r, 0)?,
+        name: text(r, 1)?,
+        email: text(r, 2)?,
+        currency: text(r, 3)?,
+        timezone: text(r, 4)?,
+        plan_id: opt_text(r, 5)?,
+        plan_monthly_credits_micros: int(r, 6)?,
+        plan_rollover_max_micros: opt_int(r, 7)?,
+        cycle_anchor_day: opt_int(r, 8)?,
+        cycle_start_at: opt_int(r, 9)?,
+        cycle_end_at: opt_int(r, 10)?,
+        cycle_credits_granted: int(r, 11)? != 0,
+        pending_plan_id: opt_text(r, 12)?,
+        subscription_status: text(r, 13)?,
+        stripe_customer_id: opt_text(r, 14)?,
+        stripe_subscription_id: opt_text(r, 15)?,
+        plan_credits_micros: int(r, 16)?,
+        wallet_micros: int(r, 17)?,
+        held_plan_micros: int(r, 18)?,
+        held_wallet_micros: int(r, 19)?,
+        exhausted_at: opt_int(r, 20)?,
+        payment_method_id: opt_text(r, 21)?,
+        card_brand: opt_text(r, 22)?,
+        card_last4: opt_text(r, 23)?,
+        card_exp_month: opt_int(r, 24)?,
+        card_exp_year: opt_int(r, 25)?,
+        auto_recharge_enabled: int(r, 26)? != 0,
+        auto_recharge_threshold_micros: int(r, 27)?,
+        auto_recharge_threshold_credits_micros: int(r, 28)?,
+        auto_recharge_amount_micros: int(r, 29)?,
+        auto_recharge_warning: opt_text(r, 30)?,
+        test_clock_at: opt_int(r, 31)?,
+    })
+}
+
+/// Validates an id from a path or body (workspace, agent, call, event ids).
+pub fn validate_id(field: &'static str, id: &str) -> Result<()> {
+    let ok = (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LedgerError::invalid(
+            "validation_error",
+            field,
+            format!("{field} must be 1-128 letters, digits, '_', '-', '.' or ':'"),
+        ))
+    }
+}
+
+/// Reads a workspace, or 404.
+pub async fn get<S: Storage>(db: &S, workspace_id: &str) -> Result<WorkspaceState> {
+    let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?1");
+    let rows = db.query(&sql, &[t(workspace_id)]).await?;
+    rows.first()
+        .map_or(Err(LedgerError::NotFound { what: "workspace" }), from_row)
+}
+
+/// Creates or updates a workspace (service call). Balances are untouched by an update.
+pub async fn upsert<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    input: &WorkspaceInput,
+    real_now_secs: i64,
+) -> Result<WorkspaceState> {
+    validate_id("workspace_id", workspace_id)?;
+    let name = input.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(LedgerError::invalid(
+            "validation_error",
+            "name",
+            "name must be 1-200 characters",
+        ));
+    }
+    let email = input.email.trim();
+    if email.len() > 254 || email.split('@').filter(|part| !part.is_empty()).count() != 2 {
+        return Err(LedgerError::invalid(
+            "validation_error",
+            "email",
+            "email must be an e-mail address",
+        ));
+    }
+    let currency = input
+        .currency
+        .as_deref()
+        .unwrap_or(&catalog.settings().currency);
+    if currency != catalog.settings().currency {
+        return Err(LedgerError::invalid(
+            "unsupported_currency",
+            "currency",
+            format!("Only {} is supported.", catalog.settings().currency),
+        ));
+    }
+    let timezone = input.timezone.as_deref().unwrap_or("UTC");
+    calendar::validate_timezone(timezone)?;
+    let sql = format!(
+        "INSERT INTO workspaces (id, name, email, currency, timezone, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
+             timezone = excluded.timezone
+         RETURNING {WORKSPACE_COLUMNS}"
+    );
+    let rows = db
+        .query(
+            &sql,
+            &[
+                t(workspace_id),
+                t(name),
+                t(email),
+                t(currency),
+                t(timezone),
+                i(real_now_secs),
+            ],
+        )
+        .await?;
+    rows.first()
+        .map_or(Err(LedgerError::NotFound { what: "workspace" }), from_row)
+}
+
+/// Sets a workspace's test clock (forward only). Only callable when test clocks are enabled.
+pub async fn set_test_clock<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    frozen_secs: i64,
+    real_now_secs: i64,
+) -> Result<WorkspaceState> {
+    let state = get(db, workspace_id).await?;
+    if frozen_secs < state.now(real_now_secs) {
+        return Err(LedgerError::invalid(
+            "validation_error",
+            "frozen_time",
+            "A test clock only moves forward.",
+        ));
+    }
+    let sql = format!(
+        "UPDATE workspaces SET test_clock_at = ?2 WHERE id = ?1 RETURNING {WORKSPACE_COLUMNS}"
+    );
+    let rows = db.query(&sql, &[t(workspace_id), i(frozen_secs)]).await?;
+    rows.first()
+        .map_or(Err(LedgerError::NotFound { what: "workspace" }), from_row)
+}
+
+/// Records when the balance ran out (R7): after a debit or hold, if nothing is available any more,
+/// the grace period starts now (unless it already started).
+pub(crate) async fn mark_exhausted_if_empty<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    now_secs: i64,
+) -> Result<()> {
+    db.execute(
+        "UPDATE workspaces SET exhausted_at = ?2
+         WHERE id = ?1 AND exhausted_at IS NULL
+           AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0",
+        &[t(workspace_id), i(now_secs)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// After credit arrives: the balance is restored if anything is available (R7), and
+/// auto-recharge re-arms once the wallet is back at or above its threshold (R11).
+pub(crate) async fn after_credit<S: Storage>(db: &S, workspace_id: &str) -> Result<()> {
+    db.execute(
+        "UPDATE workspaces SET
+             exhausted_at = CASE WHEN plan_credits_micros - held_plan_micros > 0
+                                   OR wallet_micros - held_wallet_micros > 0 THEN NULL ELSE exhausted_at END,
+             auto_recharge_armed = CASE WHEN wallet_micros - held_wallet_micros >= auto_recharge_threshold_credits_micros
+                                        THEN 1 ELSE auto_recharge_armed END
+         WHERE id = ?1",
+        &[t(workspace_id)],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,173 @@
+//! A ledger on a real SQLite file in a temp dir, with helpers that speak in micro-credits.
+#![allow(dead_code)]
+
+use futures::executor::block_on;
+use ledger::catalog::{Catalog, Direction, UsageKind};
+use ledger::native::NativeDb;
+use ledger::usage::{DebitResult, UsageEvent};
+use ledger::workspace::{WorkspaceInput, WorkspaceState};
+use ledger::{LedgerError, audit, calendar, calls, payments, plans, usage, workspace};
+use rust_decimal::Decimal;
+
+/// 2026-11-01T00:00:00Z: a 30-day month.
+pub const NOV_1: i64 = 1_793_491_200;
+pub const DAY: i64 = 86_400;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub db: NativeDb,
+    pub catalog: Catalog,
+}
+
+pub fn dec(text: &str) -> Decimal {
+    text.parse().expect("decimal literal")
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = NativeDb::open(dir.path().join("ledger.db")).expect("open");
+        block_on(ledger::schema::migrate(&db)).expect("migrate");
+        let catalog = Catalog::default_catalog().expect("default catalog");
+        Self { dir, db, catalog }
+    }
+
+    /// Another connection to the same file (as another Spin instance would have).
+    pub fn connect(&self) -> NativeDb {
+        let db = NativeDb::open(self.dir.path().join("ledger.db")).expect("open");
+        block_on(ledger::schema::migrate(&db)).expect("migrate");
+        db
+    }
+
+    pub fn workspace(&self, id: &str) -> WorkspaceState {
+        let input = WorkspaceInput {
+            name: format!("Workspace {id}"),
+            email: format!("{id}@example.com"),
+            currency: None,
+            timezone: None,
+        };
+        block_on(workspace::upsert(
+            &self.db,
+            &self.catalog,
+            id,
+            &input,
+            NOV_1,
+        ))
+        .expect("workspace")
+    }
+
+    /// A workspace subscribed to `plan` at `now`, its first period paid.
+    pub fn subscribed(&self, id: &str, plan: &str, now: i64) -> WorkspaceState {
+        self.workspace(id);
+        block_on(plans::change_plan(
+            &self.db,
+            &self.catalog,
+            id,
+            plan,
+            true,
+            now,
+        ))
+        .expect("subscribe");
+        self.state(id)
+    }
+
+    pub fn state(&self, id: &str) -> WorkspaceState {
+        block_on(workspace::get(&self.db, id)).expect("workspace exists")
+    }
+
+    /// (plan credits, wallet) in micro-credits.
+    pub fn balances(&self, id: &str) -> (i64, i64) {
+        let ws = self.state(id);
+        (ws.plan_credits_micros, ws.wallet_micros)
+    }
+
+    /// A top-up of `amount` currency, succeeded.
+    pub fn topup(&self, ws: &str, payment_id: &str, amount: &str, now: i64) {
+        block_on(payments::create_topup(
+            &self.db,
+            &self.catalog,
+            ws,
+            payment_id,
+            dec(amount),
+            now,
+        ))
+        .expect("topup");
+        block_on(payments::settle_succeeded(&self.db, payment_id, now)).expect("settle");
+    }
+
+    pub fn event(
+        &self,
+        ws: &str,
+        agent: &str,
+        id: &str,
+        kind: UsageKind,
+        quantity: &str,
+    ) -> UsageEvent {
+        UsageEvent {
+            id: id.into(),
+            workspace_id: ws.into(),
+            agent_id: agent.into(),
+            kind,
+            quantity: dec(quantity),
+            occurred_at: calendar::rfc3339(NOV_1),
+            direction: None,
+            to: None,
+            from: None,
+        }
+    }
+
+    pub fn debit(
+        &self,
+        ws: &str,
+        agent: &str,
+        id: &str,
+        kind: UsageKind,
+        quantity: &str,
+        now: i64,
+    ) -> Result<DebitResult, LedgerError> {
+        block_on(usage::record(
+            &self.db,
+            &self.catalog,
+            &self.event(ws, agent, id, kind, quantity),
+            now,
+        ))
+    }
+
+    pub fn call(
+        &self,
+        ws: &str,
+        agent: &str,
+        call_id: &str,
+        direction: Direction,
+        to: &str,
+        now: i64,
+    ) -> Result<calls::CallAuthorized, LedgerError> {
+        let request = calls::CallRequest {
+            workspace_id: ws.into(),
+            agent_id: agent.into(),
+            call_id: call_id.into(),
+            direction,
+            to: to.into(),
+            from: "+14155550100".into(),
+        };
+        block_on(calls::authorize(&self.db, &self.catalog, &request, now))
+    }
+
+    pub fn journal_rows(&self) -> i64 {
+        block_on(audit::journal_rows(&self.db)).expect("count")
+    }
+
+    /// Every invariant holds.
+    pub fn assert_invariants(&self) {
+        let violations = block_on(audit::check(&self.db)).expect("audit runs");
+        assert!(violations.is_empty(), "invariants broken: {violations:#?}");
+    }
+}
+
+/// Micro-credits from a decimal literal.
+pub fn micros(text: &str) -> i64 {
+    match text.strip_prefix('-') {
+        Some(positive) => -micros(positive),
+        None => ledger::money::parse_micros("test", text, true).expect("amount literal"),
+    }
+}

@@ -1,0 +1,1129 @@
+//! One test per rule (R-numbers of DESIGN.md), each with exact figures and an invariant check.
+
+mod common;
+
+use common::{DAY, Fixture, NOV_1, dec, micros};
+use futures::executor::block_on;
+use ledger::agents::{self, AgentLimits, OveragePolicy};
+use ledger::catalog::{Direction, UsageKind};
+use ledger::views::{self, Status, TransactionFilter};
+use ledger::{LedgerError, LimitKind, calls, payments, plans, usage};
+
+fn limits(policy: OveragePolicy) -> AgentLimits {
+    AgentLimits {
+        overage_policy: policy,
+        monthly_spend_limit: None,
+        daily_call_limit: None,
+        max_concurrent_calls: None,
+    }
+}
+
+fn set_limits(fx: &Fixture, ws: &str, agent: &str, limits: AgentLimits) {
+    block_on(agents::put_limits(&fx.db, ws, agent, &limits, NOV_1)).expect("limits");
+}
+
+#[test]
+fn r3_no_plan_refuses_everything_billable() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    assert_eq!(
+        fx.debit("w", "a", "e1", UsageKind::Message, "1", NOV_1),
+        Err(LedgerError::BillingNotConfigured)
+    );
+    assert_eq!(
+        fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+            .map(|_| ()),
+        Err(LedgerError::BillingNotConfigured)
+    );
+    let summary = block_on(views::summary(&fx.db, &fx.catalog, "w", NOV_1)).expect("summary");
+    assert_eq!(summary.status, Status::BillingNotConfigured);
+    assert_eq!(fx.journal_rows(), 0);
+    fx.assert_invariants();
+}
+
+#[test]
+fn r2_plan_credits_first_then_wallet() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp1", "20", NOV_1);
+    assert_eq!(fx.balances("w"), (micros("10"), micros("20")));
+    // 500 messages at 0.01 = 5 credits, all from the plan.
+    let first = fx
+        .debit("w", "a", "e1", UsageKind::Message, "500", NOV_1)
+        .expect("debit");
+    assert_eq!(
+        (first.charged, first.from_plan, first.from_wallet),
+        (dec("5"), dec("5"), dec("0"))
+    );
+    // 400 AI tasks at 0.02 = 8 credits: the plan's last 5, then 3 from the wallet.
+    let second = fx
+        .debit("w", "a", "e2", UsageKind::AiTask, "400", NOV_1)
+        .expect("debit");
+    assert_eq!(
+        (second.charged, second.from_plan, second.from_wallet),
+        (dec("8"), dec("5"), dec("3"))
+    );
+    assert_eq!(
+        (second.plan_credits_remaining, second.wallet_balance),
+        (dec("0"), dec("17"))
+    );
+    assert_eq!(fx.balances("w"), (0, micros("17")));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r4_rates_round_per_started_minute_and_longest_prefix() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let mut call = fx.event("w", "a", "e1", UsageKind::Call, "61");
+    call.direction = Some(Direction::Outbound);
+    call.to = Some("+18005550123".into());
+    // Toll-free +1800 (0.04/min) beats +1 (0.02/min); 61 s bills 2 started minutes.
+    let debit = block_on(usage::record(&fx.db, &fx.catalog, &call, NOV_1)).expect("debit");
+    assert_eq!(debit.charged, dec("0.08"));
+    let mut uk = fx.event("w", "a", "e2", UsageKind::Call, "1");
+    uk.direction = Some(Direction::Outbound);
+    uk.to = Some("+442071234567".into());
+    assert_eq!(
+        block_on(usage::record(&fx.db, &fx.catalog, &uk, NOV_1))
+            .expect("debit")
+            .charged,
+        dec("0.03")
+    );
+    // 2.5 speech-to-text minutes at 0.006 = 0.015; 3 SMS segments at 0.0075 = 0.0225.
+    assert_eq!(
+        fx.debit("w", "a", "e3", UsageKind::Stt, "2.5", NOV_1)
+            .expect("stt")
+            .charged,
+        dec("0.015")
+    );
+    assert_eq!(
+        fx.debit("w", "a", "e4", UsageKind::Sms, "3", NOV_1)
+            .expect("sms")
+            .charged,
+        dec("0.0225")
+    );
+    assert_eq!(
+        fx.balances("w").0,
+        micros("10") - micros("0.08") - micros("0.03") - micros("0.015") - micros("0.0225")
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn r6_stop_agent_halts_while_use_balance_agent_continues() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp1", "20", NOV_1);
+    set_limits(&fx, "w", "stopper", limits(OveragePolicy::Stop));
+    fx.debit("w", "stopper", "e1", UsageKind::Message, "1000", NOV_1)
+        .expect("uses all 10 plan credits");
+    let rows = fx.journal_rows();
+    assert_eq!(
+        fx.debit("w", "stopper", "e2", UsageKind::Message, "1", NOV_1),
+        Err(LedgerError::PlanCreditsExhausted)
+    );
+    assert_eq!(
+        fx.call(
+            "w",
+            "stopper",
+            "c1",
+            Direction::Outbound,
+            "+14155550123",
+            NOV_1
+        )
+        .map(|_| ()),
+        Err(LedgerError::PlanCreditsExhausted)
+    );
+    assert_eq!(fx.journal_rows(), rows, "a refusal writes nothing");
+    let other = fx
+        .debit("w", "default-agent", "e3", UsageKind::Message, "1", NOV_1)
+        .expect("use_balance continues");
+    assert_eq!(
+        (other.from_plan, other.from_wallet, other.wallet_balance),
+        (dec("0"), dec("0.01"), dec("19.99"))
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn r6_monthly_spend_cap_resets_with_the_cycle() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    set_limits(
+        &fx,
+        "w",
+        "a",
+        AgentLimits {
+            monthly_spend_limit: Some(dec("1")),
+            ..limits(OveragePolicy::UseBalance)
+        },
+    );
+    fx.debit("w", "a", "e1", UsageKind::Message, "100", NOV_1)
+        .expect("exactly the cap");
+    assert_eq!(
+        fx.debit("w", "a", "e2", UsageKind::Message, "1", NOV_1),
+        Err(LedgerError::LimitReached {
+            limit: LimitKind::MonthlySpendLimit
+        })
+    );
+    block_on(plans::renew_due(&fx.db, &fx.catalog, NOV_1 + 30 * DAY, 100)).expect("renew");
+    fx.debit("w", "a", "e3", UsageKind::Message, "1", NOV_1 + 30 * DAY)
+        .expect("a new cycle, a new cap");
+    fx.assert_invariants();
+}
+
+#[test]
+fn r6_daily_call_limit_resets_at_local_midnight() {
+    let fx = Fixture::new();
+    let input = ledger::workspace::WorkspaceInput {
+        name: "NY".into(),
+        email: "ny@example.com".into(),
+        currency: None,
+        timezone: Some("America/New_York".into()),
+    };
+    block_on(ledger::workspace::upsert(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        &input,
+        NOV_1,
+    ))
+    .expect("ws");
+    block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "free",
+        true,
+        NOV_1,
+    ))
+    .expect("plan");
+    set_limits(
+        &fx,
+        "w",
+        "a",
+        AgentLimits {
+            daily_call_limit: Some(2),
+            ..limits(OveragePolicy::UseBalance)
+        },
+    );
+    // 2026-11-21 03:00 UTC is 22:00 on the 20th in New York.
+    let evening = NOV_1 + 20 * DAY + 3 * 3600;
+    for call in ["c1", "c2"] {
+        fx.call("w", "a", call, Direction::Outbound, "+14155550123", evening)
+            .expect("under the limit");
+        block_on(calls::end(&fx.db, call, 30, evening)).expect("end");
+    }
+    assert_eq!(
+        fx.call("w", "a", "c3", Direction::Outbound, "+14155550123", evening)
+            .map(|_| ()),
+        Err(LedgerError::LimitReached {
+            limit: LimitKind::DailyCallLimit
+        })
+    );
+    // 05:00 UTC is local midnight: a new day.
+    fx.call(
+        "w",
+        "a",
+        "c3",
+        Direction::Outbound,
+        "+14155550123",
+        NOV_1 + 20 * DAY + 5 * 3600,
+    )
+    .expect("new local day");
+    fx.assert_invariants();
+}
+
+#[test]
+fn r6_simultaneous_call_limit() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    set_limits(
+        &fx,
+        "w",
+        "a",
+        AgentLimits {
+            max_concurrent_calls: Some(2),
+            ..limits(OveragePolicy::UseBalance)
+        },
+    );
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("1st");
+    fx.call("w", "a", "c2", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("2nd");
+    assert_eq!(
+        fx.call("w", "a", "c3", Direction::Outbound, "+14155550123", NOV_1)
+            .map(|_| ()),
+        Err(LedgerError::LimitReached {
+            limit: LimitKind::MaxConcurrentCalls
+        })
+    );
+    block_on(calls::end(&fx.db, "c1", 10, NOV_1)).expect("end");
+    fx.call("w", "a", "c3", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("a slot freed");
+    fx.assert_invariants();
+}
+
+#[test]
+fn r5_holds_extend_post_and_expire() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let auth = fx
+        .call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("authorize");
+    assert_eq!((auth.held, auth.grace), (dec("0.02"), false));
+    assert_eq!(fx.state("w").held_plan_micros, micros("0.02"));
+    let beat =
+        block_on(calls::heartbeat(&fx.db, &fx.catalog, "c1", 50, NOV_1 + 50)).expect("heartbeat");
+    assert!(beat.continue_call);
+    assert_eq!(beat.held, dec("0.04"));
+    let beat = block_on(calls::heartbeat(
+        &fx.db,
+        &fx.catalog,
+        "c1",
+        119,
+        NOV_1 + 119,
+    ))
+    .expect("heartbeat");
+    assert_eq!(beat.held, dec("0.06"));
+    let ended = block_on(calls::end(&fx.db, "c1", 125, NOV_1 + 125)).expect("end");
+    assert_eq!(
+        (ended.billed_seconds, ended.charged, ended.unbilled),
+        (180, dec("0.06"), dec("0"))
+    );
+    assert_eq!(fx.balances("w").0, micros("9.94"));
+    assert_eq!(fx.state("w").held_micros(), 0);
+    // Replaying the end changes nothing; another duration is a conflict.
+    assert_eq!(
+        block_on(calls::end(&fx.db, "c1", 125, NOV_1 + 200)).expect("replay"),
+        ended
+    );
+    assert!(matches!(
+        block_on(calls::end(&fx.db, "c1", 10, NOV_1 + 200)),
+        Err(LedgerError::Conflict { .. })
+    ));
+
+    // A hold nobody extends is posted at its reserved amount after the timeout (120 s).
+    fx.call(
+        "w",
+        "a",
+        "c2",
+        Direction::Outbound,
+        "+14155550123",
+        NOV_1 + 1000,
+    )
+    .expect("authorize");
+    assert_eq!(
+        block_on(calls::expire_holds(&fx.db, NOV_1 + 1119, 100)).expect("sweep"),
+        0
+    );
+    assert_eq!(
+        block_on(calls::expire_holds(&fx.db, NOV_1 + 1120, 100)).expect("sweep"),
+        1
+    );
+    let late =
+        block_on(calls::end(&fx.db, "c2", 600, NOV_1 + 2000)).expect("late end sees the expiry");
+    assert_eq!(
+        (late.status.as_str(), late.charged),
+        ("expired", dec("0.02"))
+    );
+    assert_eq!(fx.balances("w").0, micros("9.92"));
+    assert_eq!(
+        block_on(calls::expire_holds(&fx.db, NOV_1 + 5000, 100)).expect("sweep"),
+        0,
+        "never posted twice"
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn r5_holds_count_against_the_balance() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.debit("w", "a", "e1", UsageKind::Message, "997", NOV_1)
+        .expect("leaves 0.03");
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("holds 0.02");
+    assert_eq!(
+        fx.call("w", "a", "c2", Direction::Outbound, "+14155550123", NOV_1)
+            .map(|_| ()),
+        Err(LedgerError::InsufficientFunds)
+    );
+    assert_eq!(
+        fx.debit("w", "a", "e2", UsageKind::AiTask, "1", NOV_1),
+        Err(LedgerError::InsufficientFunds),
+        "0.02 > 0.01 unheld"
+    );
+    fx.debit("w", "a", "e3", UsageKind::Message, "1", NOV_1)
+        .expect("0.01 is free");
+    // The call's next increment cannot be reserved: told to stop, charged only what it held.
+    let beat =
+        block_on(calls::heartbeat(&fx.db, &fx.catalog, "c1", 59, NOV_1 + 59)).expect("heartbeat");
+    assert_eq!(
+        (beat.continue_call, beat.reason.as_deref()),
+        (false, Some("insufficient_funds"))
+    );
+    let ended = block_on(calls::end(&fx.db, "c1", 90, NOV_1 + 90)).expect("end");
+    assert_eq!((ended.charged, ended.unbilled), (dec("0.02"), dec("0.02")));
+    assert_eq!(fx.balances("w"), (0, 0));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r7_inbound_grace_then_pause_and_negative_wallet_paid_off() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.debit("w", "a", "e1", UsageKind::Message, "1000", NOV_1)
+        .expect("spends all 10");
+    let t1 = NOV_1;
+    assert_eq!(
+        fx.call(
+            "w",
+            "a",
+            "out",
+            Direction::Outbound,
+            "+14155550123",
+            t1 + 60
+        )
+        .map(|_| ()),
+        Err(LedgerError::InsufficientFunds)
+    );
+    assert_eq!(
+        fx.call("w", "a", "tf", Direction::Inbound, "+18005550123", t1 + 60)
+            .map(|_| ()),
+        Err(LedgerError::InsufficientFunds),
+        "toll-free gets no grace"
+    );
+    let grace = fx
+        .call("w", "a", "in1", Direction::Inbound, "+14155550123", t1 + 60)
+        .expect("inbound grace");
+    assert_eq!((grace.grace, grace.held), (true, dec("0")));
+    let summary = block_on(views::summary(&fx.db, &fx.catalog, "w", t1 + 60)).expect("summary");
+    assert_eq!(summary.status, Status::GracePeriod);
+    // Heartbeats within the hold timeout keep it going until the grace period (900 s) is over.
+    for at in (160..=860).step_by(100) {
+        assert!(
+            block_on(calls::heartbeat(
+                &fx.db,
+                &fx.catalog,
+                "in1",
+                at - 60,
+                t1 + at
+            ))
+            .expect("beat")
+            .continue_call,
+            "at {at}"
+        );
+    }
+    let beat = block_on(calls::heartbeat(&fx.db, &fx.catalog, "in1", 900, t1 + 960)).expect("beat");
+    assert_eq!(
+        (beat.continue_call, beat.reason.as_deref()),
+        (false, Some("insufficient_funds"))
+    );
+    assert_eq!(
+        fx.call(
+            "w",
+            "a",
+            "in2",
+            Direction::Inbound,
+            "+14155550123",
+            t1 + 1000
+        )
+        .map(|_| ()),
+        Err(LedgerError::InsufficientFunds),
+        "after grace all calls pause"
+    );
+    // 16 minutes inbound at 0.01 takes the wallet to -0.16.
+    let ended = block_on(calls::end(&fx.db, "in1", 960, t1 + 1020)).expect("end");
+    assert_eq!(
+        (ended.charged, ended.wallet_balance),
+        (dec("0.16"), dec("-0.16"))
+    );
+    let summary = block_on(views::summary(&fx.db, &fx.catalog, "w", t1 + 1020)).expect("summary");
+    assert_eq!(summary.status, Status::BalanceExhausted);
+    fx.assert_invariants();
+    // A top-up first pays off the negative wallet.
+    fx.topup("w", "tp1", "10", t1 + 2000);
+    assert_eq!(fx.balances("w"), (0, micros("9.84")));
+    assert_eq!(fx.state("w").exhausted_at, None);
+    fx.call(
+        "w",
+        "a",
+        "out2",
+        Direction::Outbound,
+        "+14155550123",
+        t1 + 2001,
+    )
+    .expect("restored");
+    fx.assert_invariants();
+}
+
+#[test]
+fn r8_replays_move_nothing() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let first = fx
+        .debit("w", "a", "e1", UsageKind::Message, "3", NOV_1)
+        .expect("debit");
+    let rows = fx.journal_rows();
+    assert_eq!(
+        fx.debit("w", "a", "e1", UsageKind::Message, "3", NOV_1 + 5)
+            .expect("replay"),
+        first
+    );
+    assert_eq!(
+        fx.debit("w", "a", "e1", UsageKind::Message, "4", NOV_1),
+        Err(LedgerError::IdempotencyConflict)
+    );
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("authorize");
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("replayed authorize");
+    assert_eq!(
+        fx.call("w", "a", "c1", Direction::Outbound, "+14155550124", NOV_1)
+            .map(|_| ()),
+        Err(LedgerError::IdempotencyConflict)
+    );
+    assert_eq!(
+        fx.state("w").held_plan_micros,
+        micros("0.02"),
+        "one hold, not two"
+    );
+    fx.topup("w", "tp1", "10", NOV_1);
+    let credited = fx.balances("w").1;
+    block_on(payments::settle_succeeded(&fx.db, "tp1", NOV_1)).expect("second report");
+    block_on(payments::settle_failed(
+        &fx.db,
+        "tp1",
+        "card_declined",
+        "late failure",
+        true,
+        NOV_1,
+    ))
+    .expect("late failure ignored");
+    assert_eq!(fx.balances("w").1, credited);
+    assert_eq!(
+        block_on(payments::reverse(
+            &fx.db,
+            "tp1",
+            "re_1",
+            "refund",
+            micros("4"),
+            NOV_1
+        ))
+        .expect("refund"),
+        micros("4")
+    );
+    assert_eq!(
+        block_on(payments::reverse(
+            &fx.db,
+            "tp1",
+            "re_1",
+            "refund",
+            micros("4"),
+            NOV_1
+        ))
+        .expect("replay"),
+        micros("4")
+    );
+    assert_eq!(fx.balances("w").1, credited - micros("4"));
+    assert!(fx.journal_rows() > rows);
+    fx.assert_invariants();
+}
+
+#[test]
+fn r9_topup_bounds_and_exactly_once() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    let create = |id: &str, amount: &str| {
+        block_on(payments::create_topup(
+            &fx.db,
+            &fx.catalog,
+            "w",
+            id,
+            dec(amount),
+            NOV_1,
+        ))
+    };
+    assert!(matches!(
+        create("t1", "9.99"),
+        Err(LedgerError::AmountBelowMinimum { .. })
+    ));
+    assert!(matches!(
+        create("t1", "5000.01"),
+        Err(LedgerError::AmountAboveMaximum { .. })
+    ));
+    assert_eq!(
+        create("t1", "10.0000001").map(|_| ()).unwrap_err().code(),
+        "invalid_amount"
+    );
+    let pending = create("t1", "25").expect("pending");
+    assert_eq!(
+        (pending.status.as_str(), pending.credits),
+        ("pending", dec("25"))
+    );
+    assert_eq!(create("t1", "25").expect("same id, same amount"), pending);
+    assert_eq!(create("t1", "30"), Err(LedgerError::IdempotencyConflict));
+    assert_eq!(fx.balances("w"), (0, 0), "pending credits nothing");
+    block_on(payments::attach_intent(&fx.db, "t1", "pi_1", NOV_1)).expect("attach");
+    let failed = block_on(payments::settle_failed(
+        &fx.db,
+        "t1",
+        "card_declined",
+        "Your card was declined.",
+        false,
+        NOV_1,
+    ))
+    .expect("failed");
+    assert_eq!(failed.status, "failed");
+    assert_eq!(fx.balances("w"), (0, 0));
+    // The customer retries the same PaymentIntent with another card: it succeeds once.
+    block_on(payments::settle_succeeded(&fx.db, "t1", NOV_1)).expect("succeeded");
+    block_on(payments::settle_succeeded(&fx.db, "t1", NOV_1)).expect("again");
+    assert_eq!(fx.balances("w"), (0, micros("25")));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r11_auto_recharge_once_per_crossing_and_runaway_guard() {
+    let mut fx = Fixture::new();
+    fx.catalog.doc.settings.auto_recharge_max_per_day = 2;
+    fx.catalog = ledger::catalog::Catalog::validate(0, fx.catalog.doc.clone()).expect("catalog");
+    fx.subscribed("w", "free", NOV_1);
+    let settings = payments::AutoRechargeSettings {
+        enabled: true,
+        threshold: dec("5"),
+        amount: dec("10"),
+    };
+    assert_eq!(
+        block_on(payments::set_auto_recharge(
+            &fx.db,
+            &fx.catalog,
+            "w",
+            &settings
+        )),
+        Err(LedgerError::PaymentMethodRequired)
+    );
+    let card = payments::PaymentMethod {
+        id: "pm_1".into(),
+        brand: "visa".into(),
+        last4: "4242".into(),
+        exp_month: 12,
+        exp_year: 2030,
+    };
+    block_on(payments::set_payment_method(&fx.db, "w", &card)).expect("card");
+    block_on(payments::set_auto_recharge(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        &settings,
+    ))
+    .expect("enabled");
+    fx.topup("w", "tp1", "10", NOV_1);
+    let claim = || {
+        block_on(payments::claim_auto_recharge(
+            &fx.db,
+            &fx.catalog,
+            "w",
+            NOV_1,
+        ))
+    };
+    assert_eq!(claim().expect("claim"), None, "10 >= 5");
+    // Spend the plan and 6 of the wallet: 4 < 5 crosses the threshold.
+    let debit = fx
+        .debit("w", "a", "e1", UsageKind::Message, "1600", NOV_1)
+        .expect("debit");
+    assert!(debit.auto_recharge_due);
+    let recharge = claim().expect("claim").expect("one recharge");
+    assert_eq!(
+        (recharge.kind.as_str(), recharge.amount),
+        ("auto_recharge", dec("10"))
+    );
+    assert_eq!(
+        claim().expect("claim"),
+        None,
+        "never a second while one is pending"
+    );
+    block_on(payments::settle_succeeded(&fx.db, &recharge.id, NOV_1)).expect("credited");
+    assert_eq!(fx.balances("w").1, micros("14"));
+    // A second crossing, a second charge; the third crossing within 24 h pauses instead.
+    fx.debit("w", "a", "e2", UsageKind::Message, "1000", NOV_1)
+        .expect("down to 4");
+    let second = claim().expect("claim").expect("second crossing");
+    block_on(payments::settle_succeeded(&fx.db, &second.id, NOV_1)).expect("credited");
+    fx.debit("w", "a", "e3", UsageKind::Message, "1000", NOV_1)
+        .expect("down to 4 again");
+    assert_eq!(claim().expect("claim"), None, "runaway guard");
+    assert!(
+        fx.state("w")
+            .auto_recharge_warning
+            .is_some_and(|w| w.contains("paused"))
+    );
+    // A hard decline turns auto-recharge off with a warning.
+    let third = block_on(payments::claim_auto_recharge(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        NOV_1 + DAY + 1,
+    ))
+    .expect("claim")
+    .expect("a new day");
+    block_on(payments::settle_failed(
+        &fx.db,
+        &third.id,
+        "card_declined",
+        "declined",
+        true,
+        NOV_1 + DAY + 1,
+    ))
+    .expect("failed");
+    let ws = fx.state("w");
+    assert!(!ws.auto_recharge_enabled && ws.auto_recharge_warning.is_some());
+    let page = block_on(views::transactions(
+        &fx.db,
+        "w",
+        &TransactionFilter {
+            kind: Some("auto_recharge".into()),
+            ..Default::default()
+        },
+    ))
+    .expect("history");
+    assert_eq!(
+        page.data.len(),
+        2,
+        "every automatic charge is in the history"
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn r12_refunds_and_disputes_reverse_credits() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp1", "100", NOV_1);
+    fx.debit("w", "a", "e1", UsageKind::Message, "4000", NOV_1)
+        .expect("10 plan + 30 wallet");
+    assert_eq!(fx.balances("w"), (0, micros("70")));
+    block_on(payments::reverse(
+        &fx.db,
+        "tp1",
+        "re_1",
+        "refund",
+        micros("50"),
+        NOV_1,
+    ))
+    .expect("refund half");
+    assert_eq!(fx.balances("w").1, micros("20"));
+    block_on(payments::reverse(
+        &fx.db,
+        "tp1",
+        "dp_1",
+        "dispute",
+        micros("100"),
+        NOV_1,
+    ))
+    .expect("dispute all");
+    assert_eq!(
+        fx.balances("w").1,
+        micros("-30"),
+        "never more than the payment bought; may go negative"
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn r14_upgrade_mid_cycle_prorates_the_example() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "basic", NOV_1);
+    assert_eq!(fx.balances("w").0, micros("1000"));
+    fx.debit("w", "a", "e1", UsageKind::Message, "60000", NOV_1)
+        .expect("600 used, 400 left");
+    // Nov 11: 20 of 30 days left; 400 + 5,000 x 20/30.
+    let change = block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "professional",
+        true,
+        NOV_1 + 10 * DAY,
+    ))
+    .expect("upgrade");
+    assert_eq!(
+        (change.action, change.credits_granted),
+        ("upgraded", dec("3333.333333"))
+    );
+    assert_eq!(fx.balances("w").0, micros("3733.333333"));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r15_downgrade_pending_cancelled_then_applied_at_renewal() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "professional", NOV_1);
+    let change = block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "free",
+        true,
+        NOV_1 + DAY,
+    ))
+    .expect("downgrade");
+    assert_eq!(
+        (
+            change.action,
+            change.plan_id.as_str(),
+            change.effective_at.as_str()
+        ),
+        (
+            "downgrade_scheduled",
+            "professional",
+            "2026-12-01T00:00:00Z"
+        )
+    );
+    let summary = block_on(views::summary(&fx.db, &fx.catalog, "w", NOV_1 + DAY)).expect("summary");
+    assert_eq!(
+        summary.pending_plan_change.map(|p| p.plan_id),
+        Some("free".into())
+    );
+    block_on(plans::cancel_pending_change(&fx.db, "w")).expect("cancel");
+    assert!(matches!(
+        block_on(plans::cancel_pending_change(&fx.db, "w")),
+        Err(LedgerError::NotFound { .. })
+    ));
+    block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "basic",
+        true,
+        NOV_1 + DAY,
+    ))
+    .expect("downgrade again");
+    // An upgrade cancels a pending downgrade... here: back to the current plan cancels it too.
+    block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "free",
+        true,
+        NOV_1 + DAY,
+    ))
+    .expect("downgrade to free");
+    assert_eq!(fx.state("w").pending_plan_id.as_deref(), Some("free"));
+    block_on(plans::renew_due(&fx.db, &fx.catalog, NOV_1 + 30 * DAY, 100)).expect("renew");
+    let ws = fx.state("w");
+    assert_eq!(ws.plan_id.as_deref(), Some("free"));
+    // Professional rolls over up to 1,000 of its 5,000; free adds 10.
+    assert_eq!(ws.plan_credits_micros, micros("1010"));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r13_anchor_31_through_february() {
+    let fx = Fixture::new();
+    let jan31 = 1_801_353_600;
+    fx.subscribed("w", "free", jan31);
+    let feb28 = jan31 + 28 * DAY;
+    let mar31 = feb28 + 31 * DAY;
+    assert_eq!(fx.state("w").cycle_end_at, Some(feb28));
+    block_on(plans::renew_due(&fx.db, &fx.catalog, feb28, 100)).expect("renew");
+    let ws = fx.state("w");
+    assert_eq!(
+        (ws.cycle_start_at, ws.cycle_end_at),
+        (Some(feb28), Some(mar31))
+    );
+    block_on(plans::renew_due(&fx.db, &fx.catalog, mar31, 100)).expect("renew");
+    let ws = fx.state("w");
+    assert_eq!(
+        (ws.cycle_start_at, ws.cycle_end_at),
+        (Some(mar31), Some(mar31 + 30 * DAY))
+    );
+    assert_eq!(
+        ws.plan_credits_micros,
+        micros("10"),
+        "old credits expired, new granted"
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn r16_catch_up_after_three_missed_months_grants_once() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let feb15 = 1_802_649_600;
+    let report = block_on(plans::renew_due(&fx.db, &fx.catalog, feb15, 100)).expect("renew");
+    assert_eq!((report.workspaces_renewed, report.cycles_advanced), (1, 3));
+    let ws = fx.state("w");
+    assert_eq!(
+        ledger::calendar::rfc3339(ws.cycle_start_at.expect("start")),
+        "2027-02-01T00:00:00Z"
+    );
+    assert_eq!(ws.plan_credits_micros, micros("10"));
+    let grants = block_on(views::transactions(
+        &fx.db,
+        "w",
+        &TransactionFilter {
+            kind: Some("plan_grant".into()),
+            ..Default::default()
+        },
+    ))
+    .expect("history");
+    assert_eq!(
+        grants.data.len(),
+        2,
+        "the first cycle and the current one; none for cycles that ended"
+    );
+    let again = block_on(plans::renew_due(&fx.db, &fx.catalog, feb15, 100)).expect("renew");
+    assert_eq!(again.cycles_advanced, 0, "idempotent");
+    fx.assert_invariants();
+}
+
+#[test]
+fn r13_paid_plan_credits_wait_for_the_invoice() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "basic",
+        false,
+        NOV_1,
+    ))
+    .expect("subscribe unpaid");
+    assert_eq!(fx.balances("w").0, 0);
+    let granted = block_on(plans::record_invoice_paid(
+        &fx.db,
+        "w",
+        "in_1",
+        NOV_1 + 3600,
+        NOV_1 + 3600,
+    ))
+    .expect("paid");
+    assert_eq!(granted, dec("1000"));
+    assert_eq!(
+        block_on(plans::record_invoice_paid(
+            &fx.db,
+            "w",
+            "in_1",
+            NOV_1 + 3600,
+            NOV_1 + 3600
+        ))
+        .expect("replay"),
+        dec("0")
+    );
+    // Next cycle's invoice arrives before the renewal job: renewal grants it.
+    block_on(plans::record_invoice_paid(
+        &fx.db,
+        "w",
+        "in_2",
+        NOV_1 + 30 * DAY + 60,
+        NOV_1 + 30 * DAY + 60,
+    ))
+    .expect("paid early");
+    block_on(plans::renew_due(
+        &fx.db,
+        &fx.catalog,
+        NOV_1 + 30 * DAY + 120,
+        100,
+    ))
+    .expect("renew");
+    assert_eq!(fx.balances("w").0, micros("1000"));
+    block_on(plans::record_invoice_failed(&fx.db, "w")).expect("failed");
+    let summary = block_on(views::summary(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        NOV_1 + 30 * DAY + 120,
+    ))
+    .expect("summary");
+    assert_eq!(summary.status, Status::PastDue);
+    fx.debit(
+        "w",
+        "a",
+        "e1",
+        UsageKind::Message,
+        "1",
+        NOV_1 + 30 * DAY + 120,
+    )
+    .expect("still usable while past due");
+    fx.assert_invariants();
+}
+
+#[test]
+fn r18_history_pages_filters_and_csv() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    for n in 0..7 {
+        fx.debit(
+            "w",
+            if n % 2 == 0 { "a" } else { "b" },
+            &format!("e{n}"),
+            UsageKind::Message,
+            "1",
+            NOV_1 + n,
+        )
+        .expect("debit");
+    }
+    let page = |cursor: Option<String>| {
+        block_on(views::transactions(
+            &fx.db,
+            "w",
+            &TransactionFilter {
+                limit: Some(3),
+                cursor,
+                ..Default::default()
+            },
+        ))
+        .expect("page")
+    };
+    let first = page(None);
+    assert_eq!(first.data.len(), 3);
+    assert_eq!(
+        first.data[0].reference.as_deref(),
+        Some("e6"),
+        "newest first"
+    );
+    let second = page(first.next_cursor.clone());
+    let third = page(second.next_cursor.clone());
+    assert_eq!(
+        (second.data.len(), third.data.len(), third.next_cursor),
+        (3, 2, None),
+        "7 usage rows + 1 grant"
+    );
+    let only_b = block_on(views::transactions(
+        &fx.db,
+        "w",
+        &TransactionFilter {
+            agent_id: Some("b".into()),
+            ..Default::default()
+        },
+    ))
+    .expect("filter");
+    assert_eq!(only_b.data.len(), 3);
+    assert!(matches!(
+        block_on(views::transactions(
+            &fx.db,
+            "w",
+            &TransactionFilter {
+                cursor: Some("x".into()),
+                ..Default::default()
+            }
+        )),
+        Err(LedgerError::Invalid { .. })
+    ));
+    let csv = block_on(views::transactions_csv(
+        &fx.db,
+        "w",
+        &TransactionFilter::default(),
+    ))
+    .expect("csv");
+    assert_eq!(csv.lines().count(), 1 + 8);
+    assert!(
+        csv.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains(",message,a,e6,1,message,0.01,-0.01,-0.01,0,"))
+    );
+    let summary = block_on(views::usage_summary(&fx.db, "w", "2026-11")).expect("summary");
+    assert_eq!(summary.total, dec("0.07"));
+    assert_eq!(
+        summary
+            .by_agent
+            .iter()
+            .map(|l| (l.key.as_str(), l.count))
+            .collect::<Vec<_>>(),
+        vec![("a", 4), ("b", 3)]
+    );
+    assert!(matches!(
+        block_on(views::usage_summary(&fx.db, "w", "2026-13")),
+        Err(LedgerError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn bad_input_is_refused_and_writes_nothing() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let rows = fx.journal_rows();
+    for (quantity, code) in [("0", "invalid_amount"), ("1.5", "validation_error")] {
+        assert_eq!(
+            fx.debit("w", "a", "e1", UsageKind::Message, quantity, NOV_1)
+                .unwrap_err()
+                .code(),
+            code
+        );
+    }
+    let mut negative = fx.event("w", "a", "e1", UsageKind::Message, "1");
+    negative.quantity = dec("-1");
+    assert_eq!(
+        block_on(usage::record(&fx.db, &fx.catalog, &negative, NOV_1))
+            .unwrap_err()
+            .code(),
+        "invalid_amount"
+    );
+    assert!(matches!(
+        fx.debit("nope", "a", "e1", UsageKind::Message, "1", NOV_1),
+        Err(LedgerError::NotFound { .. })
+    ));
+    assert_eq!(
+        fx.call("w", "a", "c1", Direction::Outbound, "4155550123", NOV_1)
+            .unwrap_err()
+            .code(),
+        "invalid_phone_number"
+    );
+    assert_eq!(
+        fx.call("w", "a", "c 1", Direction::Outbound, "+14155550123", NOV_1)
+            .unwrap_err()
+            .code(),
+        "validation_error"
+    );
+    assert_eq!(
+        fx.debit("w", "a", "e1", UsageKind::Message, "1000000000001", NOV_1)
+            .unwrap_err()
+            .code(),
+        "invalid_amount"
+    );
+    assert_eq!(
+        block_on(calls::heartbeat(&fx.db, &fx.catalog, "missing", 10, NOV_1))
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    assert_eq!(
+        block_on(calls::end(&fx.db, "missing", -1, NOV_1))
+            .unwrap_err()
+            .code(),
+        "validation_error"
+    );
+    assert_eq!(fx.journal_rows(), rows);
+    fx.assert_invariants();
+}
+
+#[test]
+fn batch_commits_each_event_or_refuses_it_alone() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let events = vec![
+        fx.event("w", "a", "b1", UsageKind::Message, "100"),
+        fx.event("w", "a", "b2", UsageKind::Message, "2000"),
+        fx.event("w", "a", "b3", UsageKind::Message, "0"),
+        fx.event("w", "a", "b1", UsageKind::Message, "100"),
+    ];
+    let results =
+        block_on(usage::record_batch(&fx.db, &fx.catalog, &events, NOV_1)).expect("batch");
+    assert_eq!(results[0].as_ref().map(|r| r.charged), Ok(dec("1")));
+    assert_eq!(
+        results[1].as_ref().map(|_| ()),
+        Err(&LedgerError::InsufficientFunds)
+    );
+    assert_eq!(
+        results[2].as_ref().map(|_| ()).unwrap_err().code(),
+        "invalid_amount"
+    );
+    assert_eq!(results[3], results[0], "a duplicate in the batch replays");
+    assert_eq!(fx.balances("w").0, micros("9"));
+    assert!(block_on(usage::record_batch(&fx.db, &fx.catalog, &[], NOV_1)).is_err());
+    fx.assert_invariants();
+}
