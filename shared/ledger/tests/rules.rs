@@ -801,7 +801,6 @@ fn r15_downgrade_pending_cancelled_then_applied_at_renewal() {
         NOV_1 + DAY,
     ))
     .expect("downgrade again");
-    // An upgrade cancels a pending downgrade... here: back to the current plan cancels it too.
     block_on(plans::change_plan(
         &fx.db,
         &fx.catalog,
@@ -817,6 +816,40 @@ fn r15_downgrade_pending_cancelled_then_applied_at_renewal() {
     assert_eq!(ws.plan_id.as_deref(), Some("free"));
     // Professional rolls over up to 1,000 of its 5,000; free adds 10.
     assert_eq!(ws.plan_credits_micros, micros("1010"));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r15_an_upgrade_cancels_a_pending_downgrade() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "basic", NOV_1);
+    block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "free",
+        true,
+        NOV_1,
+    ))
+    .expect("downgrade");
+    assert_eq!(fx.state("w").pending_plan_id.as_deref(), Some("free"));
+    let change = block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "professional",
+        true,
+        NOV_1 + 15 * DAY,
+    ))
+    .expect("upgrade");
+    assert_eq!((change.action, change.pending_plan_id), ("upgraded", None));
+    let ws = fx.state("w");
+    assert_eq!(
+        (ws.plan_id.as_deref(), ws.pending_plan_id),
+        (Some("professional"), None)
+    );
+    // 1,000 untouched + 5,000 x 15/30.
+    assert_eq!(ws.plan_credits_micros, micros("3500"));
     fx.assert_invariants();
 }
 
@@ -1126,4 +1159,216 @@ fn batch_commits_each_event_or_refuses_it_alone() {
     assert_eq!(fx.balances("w").0, micros("9"));
     assert!(block_on(usage::record_batch(&fx.db, &fx.catalog, &[], NOV_1)).is_err());
     fx.assert_invariants();
+}
+
+#[test]
+fn r17_summary_shows_everything_the_billing_page_needs() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "basic", NOV_1);
+    fx.topup("w", "tp1", "30", NOV_1);
+    block_on(payments::create_topup(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "tp2",
+        dec("15"),
+        NOV_1,
+    ))
+    .expect("pending");
+    let card = payments::PaymentMethod {
+        id: "pm_1".into(),
+        brand: "visa".into(),
+        last4: "4242".into(),
+        exp_month: 8,
+        exp_year: 2030,
+    };
+    block_on(payments::set_payment_method(&fx.db, "w", &card)).expect("card");
+    let settings = payments::AutoRechargeSettings {
+        enabled: true,
+        threshold: dec("5"),
+        amount: dec("20"),
+    };
+    block_on(payments::set_auto_recharge(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        &settings,
+    ))
+    .expect("auto");
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("call");
+    let s = block_on(views::summary(&fx.db, &fx.catalog, "w", NOV_1)).expect("summary");
+    assert_eq!(s.status, Status::Ok);
+    assert_eq!(
+        s.plan.as_ref().map(|p| (p.id.as_str(), p.name.as_str())),
+        Some(("basic", "Basic"))
+    );
+    assert_eq!(
+        (s.plan_credits_included, s.plan_credits_remaining),
+        (dec("1000"), dec("1000"))
+    );
+    assert_eq!(
+        (s.wallet_balance, s.wallet_value, s.held),
+        (dec("30"), dec("30"), dec("0.02"))
+    );
+    assert_eq!(
+        s.pending_topups
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["tp2"]
+    );
+    assert_eq!(
+        (s.cycle_start.as_deref(), s.next_renewal_at.as_deref()),
+        (Some("2026-11-01T00:00:00Z"), Some("2026-12-01T00:00:00Z"))
+    );
+    assert_eq!(
+        s.payment_method.as_ref().map(|c| c.last4.as_str()),
+        Some("4242")
+    );
+    assert_eq!(
+        (
+            s.auto_recharge.enabled,
+            s.auto_recharge.threshold,
+            s.auto_recharge.amount
+        ),
+        (true, dec("5"), dec("20"))
+    );
+    // A detached card turns auto-recharge off with a warning.
+    assert!(block_on(payments::remove_payment_method(&fx.db, "pm_1")).expect("detach"));
+    let s = block_on(views::summary(&fx.db, &fx.catalog, "w", NOV_1)).expect("summary");
+    assert_eq!(
+        (s.status, s.payment_method, s.auto_recharge.enabled),
+        (Status::NoPaymentMethod, None, false)
+    );
+    assert!(s.auto_recharge.warning.is_some());
+    fx.assert_invariants();
+}
+
+#[test]
+fn test_clocks_move_forward_only_and_drive_time() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let ws = block_on(ledger::workspace::set_test_clock(
+        &fx.db,
+        "w",
+        NOV_1 + 40 * DAY,
+        NOV_1,
+    ))
+    .expect("clock");
+    assert_eq!(ws.now(NOV_1), NOV_1 + 40 * DAY);
+    assert!(
+        block_on(ledger::workspace::set_test_clock(
+            &fx.db,
+            "w",
+            NOV_1 + DAY,
+            NOV_1
+        ))
+        .is_err(),
+        "never backwards"
+    );
+    // The renewal job renews this workspace at its own time, not the real one.
+    let report = block_on(plans::renew_due(&fx.db, &fx.catalog, NOV_1, 100)).expect("renew");
+    assert_eq!(report.cycles_advanced, 1);
+    assert_eq!(
+        ledger::calendar::rfc3339(fx.state("w").cycle_start_at.expect("start")),
+        "2026-12-01T00:00:00Z"
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn subscription_end_expires_plan_credits_and_unconfigures_billing() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "basic", NOV_1);
+    fx.topup("w", "tp1", "10", NOV_1);
+    block_on(plans::end_subscription(&fx.db, "w", NOV_1 + DAY)).expect("end");
+    assert_eq!(
+        fx.balances("w"),
+        (0, micros("10")),
+        "the wallet never expires"
+    );
+    assert_eq!(
+        fx.debit("w", "a", "e1", UsageKind::Message, "1", NOV_1 + DAY),
+        Err(LedgerError::BillingNotConfigured)
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn agents_are_created_with_defaults_on_first_use() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let defaults = block_on(agents::get_limits(&fx.db, "w", "new-agent", NOV_1)).expect("defaults");
+    assert_eq!(defaults, limits(OveragePolicy::UseBalance));
+    fx.debit("w", "new-agent", "e1", UsageKind::Message, "1", NOV_1)
+        .expect("first use");
+    let rows = block_on(ledger::Storage::query(
+        &fx.db,
+        "SELECT overage_policy, cycle_spend_micros FROM agents WHERE agent_id = 'new-agent'",
+        &[],
+    ))
+    .expect("query");
+    assert_eq!(
+        rows,
+        vec![vec![
+            ledger::SqlValue::Text("use_balance".into()),
+            ledger::SqlValue::Integer(micros("0.01"))
+        ]]
+    );
+}
+
+#[test]
+fn r11_r21_sweep_candidates_and_stale_payments() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let card = payments::PaymentMethod {
+        id: "pm_1".into(),
+        brand: "visa".into(),
+        last4: "4242".into(),
+        exp_month: 8,
+        exp_year: 2030,
+    };
+    block_on(payments::set_payment_method(&fx.db, "w", &card)).expect("card");
+    let settings = payments::AutoRechargeSettings {
+        enabled: true,
+        threshold: dec("5"),
+        amount: dec("20"),
+    };
+    block_on(payments::set_auto_recharge(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        &settings,
+    ))
+    .expect("auto");
+    assert_eq!(
+        block_on(payments::auto_recharge_candidates(&fx.db, "", 10)).expect("sweep"),
+        vec!["w".to_owned()],
+        "wallet 0 < 5"
+    );
+    let claimed = block_on(payments::claim_auto_recharge(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        NOV_1,
+    ))
+    .expect("claim")
+    .expect("due");
+    assert!(
+        block_on(payments::auto_recharge_candidates(&fx.db, "", 10))
+            .expect("sweep")
+            .is_empty(),
+        "disarmed while in flight"
+    );
+    assert!(
+        block_on(payments::stale_pending(&fx.db, NOV_1 + 299, 10))
+            .expect("stale")
+            .is_empty()
+    );
+    let stale = block_on(payments::stale_pending(&fx.db, NOV_1 + 300, 10)).expect("stale");
+    assert_eq!(
+        stale.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        vec![claimed.id.as_str()]
+    );
 }
