@@ -1,0 +1,188 @@
+//! `local-host`: a Spin-compatible local host. Reads a Spin manifest (`spin.toml`, version 2)
+//! and serves the same .wasm components Spin 4.1 would, with wasmtime.
+
+mod cron;
+mod kv;
+mod manifest;
+mod outbound;
+mod router;
+mod runtime;
+mod server;
+mod sqlite;
+mod variables;
+
+/// Host bindings for the Spin interfaces (generated from `host/wit`).
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "local-host:host/spin-imports",
+        imports: { default: trappable },
+        with: {
+            "spin:sqlite/sqlite.connection": crate::sqlite::Connection,
+            "spin:key-value/key-value.store": crate::kv::Store,
+        },
+        require_store_data_send: true,
+    });
+}
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Command line.
+#[derive(Parser)]
+#[command(
+    name = "local-host",
+    version,
+    about = "Serve a Spin app locally with wasmtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the app's HTTP routes and run its cron schedules.
+    Up(UpArgs),
+    /// Cron triggers.
+    Cron {
+        #[command(subcommand)]
+        command: CronCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CronCommand {
+    /// Run one component's cron handler once and exit (non-zero if it returns an error).
+    Fire(FireArgs),
+}
+
+/// Options shared by every command that loads the app.
+#[derive(Args)]
+struct AppArgs {
+    /// Path to the Spin manifest; component paths are relative to its directory.
+    #[arg(long, default_value = "spin.toml")]
+    manifest: PathBuf,
+    /// Directory holding SQLite databases and key-value stores.
+    #[arg(long, default_value = ".spin-state")]
+    state_dir: PathBuf,
+    /// Directory for compiled components (default: STATE_DIR/cache).
+    #[arg(long, env = "LOCAL_HOST_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: SocketAddr,
+    /// Requests one instance serves before it is retired (1 = fresh instance per request).
+    #[arg(long, default_value_t = 128)]
+    max_instance_reuse_count: usize,
+    /// Requests one instance serves concurrently.
+    #[arg(long, default_value_t = 16)]
+    max_instance_concurrent_reuse_count: usize,
+    /// Idle time after which an instance is dropped, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    idle_instance_timeout_ms: u64,
+    /// Do not run cron schedules.
+    #[arg(long)]
+    no_cron: bool,
+}
+
+#[derive(Args)]
+struct FireArgs {
+    #[command(flatten)]
+    app: AppArgs,
+    /// The component whose cron export to run.
+    #[arg(long)]
+    component: String,
+}
+
+impl AppArgs {
+    fn load(&self, only: Option<&str>) -> Result<runtime::App> {
+        let cache_dir = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("cache"));
+        runtime::load(&runtime::LoadOptions {
+            manifest_path: &self.manifest,
+            state_dir: &self.state_dir,
+            cache_dir: &cache_dir,
+            only,
+        })
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Up(args) => up(args).await,
+        Command::Cron {
+            command: CronCommand::Fire(args),
+        } => {
+            let app = args.app.load(Some(&args.component))?;
+            match cron::fire(&app, &args.component, cron::timestamp_now()).await? {
+                Ok(()) => {
+                    println!("cron handler of `{}` succeeded", args.component);
+                    Ok(())
+                }
+                Err(msg) => bail!(
+                    "cron handler of `{}` returned an error: {msg}",
+                    args.component
+                ),
+            }
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> Result<()> {
+    if args.max_instance_reuse_count == 0 || args.max_instance_concurrent_reuse_count == 0 {
+        bail!("instance reuse counts must be at least 1");
+    }
+    let reuse = runtime::ReuseConfig {
+        max_requests: args.max_instance_reuse_count,
+        max_concurrent: args.max_instance_concurrent_reuse_count,
+        idle_timeout: Duration::from_millis(args.idle_instance_timeout_ms),
+    };
+    let app = Arc::new(args.app.load(None).context("cannot load the application")?);
+    let cron_task = if args.no_cron || app.crons.is_empty() {
+        None
+    } else {
+        for c in &app.crons {
+            println!("  cron {:?} -> {}", c.expression, c.component);
+        }
+        Some(tokio::spawn(cron::run_schedules(app.clone())))
+    };
+    let result = server::serve(&app, args.listen, reuse, server::shutdown_signal()).await;
+    if let Some(task) = cron_task {
+        task.abort();
+    }
+    result
+}

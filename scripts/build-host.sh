@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Builds the local host (release, honouring CARGO_TARGET_DIR) and the host's test components
+# (wasm32-wasip2, always into ./target so tests/components/*.toml find them).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+if ! rustup target list --installed | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
+
+cargo build --release -p local-host
+
+components=()
+for dir in tests/components/*/; do
+    [ -f "$dir/Cargo.toml" ] || continue
+    components+=(-p "$(basename "$dir")")
+done
+if [ ${#components[@]} -gt 0 ]; then
+    cargo build --release --target wasm32-wasip2 --target-dir "$PWD/target" "${components[@]}"
+fi
+
+echo "host: ${CARGO_TARGET_DIR:-$PWD/target}/release/local-host"

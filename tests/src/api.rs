@@ -1,0 +1,168 @@
+//! The product's API as its clients use it: the real `spin.toml` in the local host, service-key
+//! calls, user tokens minted with the app's JWT secret, and the ledger's invariants checked on
+//! the host's own SQLite file.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use crate::{HostOptions, Reply, TestHost, workspace_root};
+
+/// The service key the tests configure.
+pub const SERVICE_KEY: &str = "test-service-key";
+/// The JWT secret the tests configure.
+pub const JWT_SECRET: &str = "test-jwt-secret-of-reasonable-length";
+
+/// The whole app, served by the local host on a fresh state dir, test clocks enabled.
+pub struct App {
+    /// The running host.
+    pub host: TestHost,
+}
+
+/// A user role in a token.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    /// Workspace owner.
+    Owner,
+    /// Workspace admin.
+    Admin,
+    /// Workspace member: sees only the status banner.
+    Member,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Admin => "admin",
+            Self::Member => "member",
+        }
+    }
+}
+
+impl App {
+    /// Starts the app with `extra` host options (e.g. instance reuse flags).
+    pub fn start_with(extra: HostOptions) -> Result<Self> {
+        let options = extra
+            .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+            .env("SPIN_VARIABLE_AUTH_JWT_SECRET", JWT_SECRET)
+            .env("SPIN_VARIABLE_TEST_CLOCKS_ENABLED", "true")
+            .arg("--no-cron");
+        let host = TestHost::start(workspace_root().join("spin.toml"), options)?;
+        Ok(Self { host })
+    }
+
+    /// Starts the app with the host's defaults.
+    pub fn start() -> Result<Self> {
+        Self::start_with(HostOptions::default())
+    }
+
+    /// A request with the service key.
+    pub fn service(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Reply> {
+        self.request(
+            method,
+            path,
+            body,
+            &[("authorization", &format!("Bearer {SERVICE_KEY}"))],
+        )
+    }
+
+    /// A request with a user token for `workspace` and `role`.
+    pub fn user(
+        &self,
+        workspace: &str,
+        role: Role,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply> {
+        let token = token(workspace, role, now_secs() + 3600);
+        self.request(
+            method,
+            path,
+            body,
+            &[("authorization", &format!("Bearer {token}"))],
+        )
+    }
+
+    /// A request with explicit headers.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<Reply> {
+        let text = body.map(Value::to_string);
+        crate::request(method, &self.host.url(path), text.as_deref(), headers)
+    }
+
+    /// Creates a workspace (service call) and returns its id.
+    pub fn provision(&self, workspace: &str) -> Result<()> {
+        let body = json!({"name": format!("Workspace {workspace}"), "email": format!("billing@{workspace}.example")});
+        let reply = self.service("PUT", &format!("/v1/workspaces/{workspace}"), Some(&body))?;
+        anyhow::ensure!(
+            reply.status == 200 || reply.status == 201,
+            "provision {workspace}: {} {}",
+            reply.status,
+            reply.body
+        );
+        Ok(())
+    }
+
+    /// Runs every ledger invariant on the host's database; an error lists what broke.
+    pub fn check_invariants(&self) -> Result<()> {
+        let path = self.host.state_dir().join("sqlite_db.db");
+        let db = ledger::native::NativeDb::open(&path)
+            .with_context(|| format!("open {}", path.display()))?;
+        let violations = futures::executor::block_on(ledger::audit::check(&db))?;
+        anyhow::ensure!(
+            violations.is_empty(),
+            "ledger invariants broken: {violations:#?}"
+        );
+        Ok(())
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// An HS256 token for `workspace` and `role`, signed with [`JWT_SECRET`].
+pub fn token(workspace: &str, role: Role, exp: i64) -> String {
+    sign(
+        &json!({"alg": "HS256", "typ": "JWT"}),
+        &json!({"sub": "user-1", "workspace_id": workspace, "role": role.as_str(), "exp": exp}),
+        JWT_SECRET.as_bytes(),
+    )
+}
+
+/// Signs any header and claims (for hostile-token tests too).
+pub fn sign(header: &Value, claims: &Value, secret: &[u8]) -> String {
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) else {
+        return signing_input;
+    };
+    mac.update(signing_input.as_bytes());
+    format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// The body as JSON (Null if it is not JSON).
+pub fn json_of(reply: &Reply) -> Value {
+    serde_json::from_str(&reply.body).unwrap_or(Value::Null)
+}

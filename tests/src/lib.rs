@@ -1,0 +1,305 @@
+//! Test harness: runs the local host binary on a Spin manifest and talks HTTP to it.
+//!
+//! [`TestHost::start`] spawns `local-host up` with a fresh temporary state directory and
+//! `--listen 127.0.0.1:0`, waits (bounded) for its `listening on` line, and kills the child when
+//! dropped. The binary is `$LOCAL_HOST_BIN`, else `$CARGO_TARGET_DIR/release/local-host`, else
+//! `<workspace>/target/release/local-host`.
+
+#![warn(missing_docs)]
+
+pub mod api;
+
+use anyhow::{Context as _, Result, bail};
+use std::io::{BufRead as _, BufReader, Read as _};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How long a host may take to print its `listening on` line (compiling components included).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The workspace root (the parent of this crate's directory).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| here.to_path_buf())
+}
+
+/// The local host binary to run.
+pub fn host_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("LOCAL_HOST_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    target.join("release").join("local-host")
+}
+
+/// A directory for compiled components shared by all test hosts (speeds up start-up).
+pub fn shared_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("local-host-test-cache")
+}
+
+/// Options for [`TestHost::start`].
+#[derive(Debug, Clone, Default)]
+pub struct HostOptions {
+    /// Extra command-line arguments for `local-host up`.
+    pub args: Vec<String>,
+    /// Extra environment variables (e.g. `SPIN_VARIABLE_*`).
+    pub env: Vec<(String, String)>,
+    /// Use this state directory instead of a fresh temporary one.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl HostOptions {
+    /// Adds a command-line argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+}
+
+/// A running local host.
+pub struct TestHost {
+    child: Child,
+    base_url: String,
+    state_dir: PathBuf,
+    _temp: Option<tempfile::TempDir>,
+    output: mpsc::Receiver<String>,
+}
+
+impl TestHost {
+    /// Starts `local-host up --manifest <manifest_path>` and waits until it listens.
+    pub fn start(manifest_path: impl AsRef<Path>, options: HostOptions) -> Result<Self> {
+        let (temp, state_dir) = match &options.state_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::tempdir()?;
+                let dir = temp.path().join("state");
+                (Some(temp), dir)
+            }
+        };
+        let bin = host_binary();
+        if !bin.exists() {
+            bail!(
+                "local host binary {} not found: run scripts/build-host.sh or set LOCAL_HOST_BIN",
+                bin.display()
+            );
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.arg("up")
+            .arg("--manifest")
+            .arg(manifest_path.as_ref())
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .arg("--cache-dir")
+            .arg(shared_cache_dir())
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(&options.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        spawn_reader(stdout, tx);
+        let deadline = Instant::now() + START_TIMEOUT;
+        let base_url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.trim().to_owned();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    bail!("host did not start listening (exit status {status:?})");
+                }
+            }
+        };
+        Ok(Self {
+            child,
+            base_url,
+            state_dir,
+            _temp: temp,
+            output: rx,
+        })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// `base_url() + path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// The host's state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Lines the host printed on stdout after `listening on` so far.
+    pub fn drain_output(&self) -> Vec<String> {
+        self.output.try_iter().collect()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status()?;
+        if !status.success() {
+            bail!("kill -TERM {pid} failed");
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("host did not exit within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_reader(stdout: ChildStdout, tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// A response: status and body text.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// Response headers (lower-case names).
+    pub headers: Vec<(String, String)>,
+    /// Body as text.
+    pub body: String,
+}
+
+impl Reply {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn reply(mut res: ureq::http::Response<ureq::Body>) -> Result<Reply> {
+    let status = res.status().as_u16();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let mut body = String::new();
+    res.body_mut().as_reader().read_to_string(&mut body)?;
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// GET `url`.
+pub fn get(url: &str) -> Result<Reply> {
+    reply(
+        agent()
+            .get(url)
+            .call()
+            .with_context(|| format!("GET {url}"))?,
+    )
+}
+
+/// POST `body` (JSON text) to `url` with extra headers.
+pub fn post_json(url: &str, body: &str, headers: &[(&str, &str)]) -> Result<Reply> {
+    let mut req = agent().post(url).header("content-type", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    reply(req.send(body).with_context(|| format!("POST {url}"))?)
+}
+
+/// Any request: `method` to `url` with an optional JSON body and extra headers.
+pub fn request(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<Reply> {
+    let method = ureq::http::Method::from_bytes(method.as_bytes()).context("method")?;
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let request = builder
+        .body(body.unwrap_or("").to_owned())
+        .context("request")?;
+    reply(
+        agent()
+            .run(request)
+            .with_context(|| format!("request {url}"))?,
+    )
+}
+
+/// Polls `check` every 50 ms until it returns `Some` or `timeout` elapses.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
