@@ -1,0 +1,34 @@
+//! Glue between Spin and the ledger, shared by every component.
+//!
+//! Public surface:
+//! - [`SpinDb`], [`with_ledger`], [`run_ledger`]: the ledger's [`ledger::Storage`] over
+//!   `spin:sqlite`, one cached connection per instance behind an instance-wide async lock;
+//! - [`Reply`], [`ApiError`], [`read_body`], [`parse_json`], [`parse_query`], [`path_segments`]:
+//!   the HTTP contract (JSON bodies that always carry `Content-Length`, the error body, one
+//!   `LedgerError` mapping);
+//! - [`Claims`], [`authenticate_user`], [`authenticate_service`], [`verify_jwt`]: section 6 auth;
+//! - [`idempotent`]: `Idempotency-Key` replay over the key-value store;
+//! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock.
+//!
+//! Instances are reused across requests (DESIGN section 3): the only globals here are
+//! per-instance caches (the SQLite connection); nothing per-request lives in a global.
+
+mod auth;
+mod config;
+mod db;
+mod error;
+mod http;
+mod idempotency;
+
+pub use auth::{
+    Claims, Role, authenticate_service, authenticate_user, bearer_token, require_billing_manager,
+    require_workspace, verify_jwt, verify_service_key,
+};
+pub use config::{flag, now_secs, variable};
+pub use db::{SpinDb, run_ledger, with_ledger};
+pub use error::ApiError;
+pub use http::{
+    BODY_LIMIT_BYTES, Reply, method_not_allowed, not_found, parse_json, parse_query, path_segments,
+    read_body, read_json,
+};
+pub use idempotency::{IDEMPOTENCY_HEADER, IdempotencyScope, idempotent};
