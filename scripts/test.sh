@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every check and test: formatting, lints (native and Wasm), the ledger's native tests,
+# and the end-to-end tests against the built .wasm components in the local host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "build: Wasm components and the local host"
+scripts/build-components.sh >/dev/null
+scripts/build-host.sh
+
+step "lint: native crates"
+cargo clippy --release --all-targets -- -D warnings
+step "lint: Wasm crates"
+wasm_packages=()
+for dir in components/*/ tests/components/*/ shared/spin-adapter/ shared/spin-cron/; do
+    [ -f "$dir/Cargo.toml" ] || continue
+    wasm_packages+=(-p "$(sed -n 's/^name[[:space:]]*=[[:space:]]*"\([^"]*\)".*/\1/p' "$dir/Cargo.toml" | head -n 1)")
+done
+cargo clippy --release --target wasm32-wasip2 --target-dir "$PWD/target" "${wasm_packages[@]}" -- -D warnings
+
+step "tests"
+cargo test --release
