@@ -58,7 +58,7 @@ impl UsageKind {
 }
 
 /// Call or message direction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Towards the workspace.
@@ -78,7 +78,7 @@ impl Direction {
 }
 
 /// The type of a phone number, which selects rates and the inbound grace rule (R7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NumberType {
     /// A geographic or mobile number.
@@ -314,6 +314,7 @@ impl Catalog {
                 ));
             }
             if plans.iter().any(|p: &PlanTerms| p.id == plan.id) {
+                // At most PLANS_MAX (100) plans: a linear scan is fine.
                 return Err(invalid(
                     "plans.id",
                     format!("plan id {} appears twice", plan.id),
@@ -340,6 +341,7 @@ impl Catalog {
             return Err(invalid("rates", "a catalog has at most 10000 rates"));
         }
         let mut rates = Vec::with_capacity(doc.rates.len());
+        let mut selectors = std::collections::HashSet::with_capacity(doc.rates.len());
         for rate in &doc.rates {
             let prefix = match &rate.prefix {
                 Some(p) if !valid_prefix(p) => {
@@ -367,15 +369,12 @@ impl Catalog {
                 increment_secs,
                 minimum_secs: i64::from(rate.minimum_secs.unwrap_or(0).min(86_400)),
             };
-            if rates.iter().any(|r: &RateTerms| {
-                (r.kind, r.direction, &r.prefix, r.number_type)
-                    == (
-                        terms.kind,
-                        terms.direction,
-                        &terms.prefix,
-                        terms.number_type,
-                    )
-            }) {
+            if !selectors.insert((
+                terms.kind,
+                terms.direction,
+                terms.prefix.clone(),
+                terms.number_type,
+            )) {
                 return Err(invalid("rates", "two rates have the same selectors"));
             }
             rates.push(terms);
@@ -647,6 +646,9 @@ mod tests {
         let mut doc = catalog().doc;
         doc.rates[0].prefix = Some("1".into());
         assert!(Catalog::validate(1, doc).is_err());
+        let mut doc = catalog().doc;
+        doc.rates.push(doc.rates[1].clone());
+        assert!(Catalog::validate(1, doc).is_err(), "duplicate rate selectors");
         let mut doc = catalog().doc;
         doc.settings.topup_max = Decimal::ONE;
         assert!(Catalog::validate(1, doc).is_err());
