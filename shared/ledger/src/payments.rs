@@ -73,6 +73,24 @@ fn payment_from_row(r: &crate::Row) -> Result<Payment> {
     })
 }
 
+/// A card charge (manual top-up or recharge amount) must lie within the catalog's top-up bounds.
+fn check_charge_bounds(catalog: &Catalog, amount_micros: i64) -> Result<()> {
+    let currency = || catalog.settings().currency.clone();
+    if amount_micros < catalog.topup_min_micros {
+        return Err(LedgerError::AmountBelowMinimum {
+            minimum: catalog.settings().topup_min,
+            currency: currency(),
+        });
+    }
+    if amount_micros > catalog.topup_max_micros {
+        return Err(LedgerError::AmountAboveMaximum {
+            maximum: catalog.settings().topup_max,
+            currency: currency(),
+        });
+    }
+    Ok(())
+}
+
 /// Reads a payment of a workspace, or 404.
 pub async fn get<S: Storage>(db: &S, workspace_id: &str, payment_id: &str) -> Result<Payment> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1 AND workspace_id = ?2");
@@ -115,19 +133,7 @@ pub async fn create_topup<S: Storage>(
 ) -> Result<Payment> {
     workspace::validate_id("id", payment_id)?;
     let amount_micros = money::decimal_to_micros("amount", amount, false)?;
-    let currency = catalog.settings().currency.clone();
-    if amount_micros < catalog.topup_min_micros {
-        return Err(LedgerError::AmountBelowMinimum {
-            minimum: catalog.settings().topup_min,
-            currency,
-        });
-    }
-    if amount_micros > catalog.topup_max_micros {
-        return Err(LedgerError::AmountAboveMaximum {
-            maximum: catalog.settings().topup_max,
-            currency,
-        });
-    }
+    check_charge_bounds(catalog, amount_micros)?;
     let credits_micros = money::credits_for_money(amount_micros, catalog.credit_price_micros);
     tx::immediate(db, async |db| {
         let ws = workspace::get(db, workspace_id).await?;
@@ -447,19 +453,7 @@ pub async fn set_auto_recharge<S: Storage>(
 ) -> Result<AutoRechargeSettings> {
     let threshold_micros = money::decimal_to_micros("threshold", settings.threshold, true)?;
     let amount_micros = money::decimal_to_micros("amount", settings.amount, false)?;
-    let currency = catalog.settings().currency.clone();
-    if amount_micros < catalog.topup_min_micros {
-        return Err(LedgerError::AmountBelowMinimum {
-            minimum: catalog.settings().topup_min,
-            currency,
-        });
-    }
-    if amount_micros > catalog.topup_max_micros {
-        return Err(LedgerError::AmountAboveMaximum {
-            maximum: catalog.settings().topup_max,
-            currency,
-        });
-    }
+    check_charge_bounds(catalog, amount_micros)?;
     let threshold_credits = money::credits_for_money(threshold_micros, catalog.credit_price_micros);
     tx::immediate(db, async |db| {
         let ws = workspace::get(db, workspace_id).await?;
