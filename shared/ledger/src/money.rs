@@ -61,7 +61,12 @@ pub fn decimal_to_micros(field: &'static str, value: Decimal, allow_zero: bool) 
             format!("{field} must be greater than zero"),
         ));
     }
-    let scaled = value * Decimal::from(MICROS_PER_UNIT);
+    // Decimal's `*` panics on overflow: input may be as large as Decimal allows.
+    let scaled = value
+        .checked_mul(Decimal::from(MICROS_PER_UNIT))
+        .ok_or_else(|| {
+            LedgerError::invalid("invalid_amount", field, format!("{field} is too large"))
+        })?;
     if !scaled.fract().is_zero() {
         return Err(LedgerError::invalid(
             "invalid_amount",
@@ -136,6 +141,12 @@ mod tests {
         assert!(parse_micros("a", "1e3", false).is_err());
         assert!(parse_micros("a", "abc", false).is_err());
         assert!(parse_micros("a", "99999999999999999999", false).is_err());
+        let largest = Decimal::MAX;
+        assert_eq!(
+            decimal_to_micros("a", largest, false).map_err(|e| e.code()),
+            Err("invalid_amount")
+        );
+        assert!(parse_micros("a", "79228162514264337593543950335", false).is_err());
         assert_eq!(to_decimal(12_500_000).to_string(), "12.5");
         assert_eq!(to_decimal(-3).to_string(), "-0.000003");
     }
