@@ -515,8 +515,8 @@ async fn posted_view<S: Storage>(db: &S, call: &CallRow) -> Result<CallPosted> {
     })
 }
 
-/// Posts holds whose timeout passed, at their reserved amount (R5): for one workspace (at that
-/// workspace's time) or, with `None`, for all workspaces at the real time. Returns how many.
+/// Posts holds whose timeout passed, at their reserved amount (R5): for one workspace or, with
+/// `None`, for all, each at its workspace's time (test clock, else `now_secs`). Returns how many.
 /// Runs inside the caller's transaction when called from one.
 pub async fn expire_overdue<S: Storage>(
     db: &S,
@@ -525,9 +525,8 @@ pub async fn expire_overdue<S: Storage>(
     limit: i64,
 ) -> Result<usize> {
     let sql = format!(
-        "SELECT {CALL_COLUMNS} FROM calls c WHERE status = 'active' AND expires_at <= ?1
-           AND (?2 IS NULL OR workspace_id = ?2)
-           AND (?2 IS NOT NULL OR (SELECT test_clock_at FROM workspaces w WHERE w.id = c.workspace_id) IS NULL)
+        "SELECT {CALL_COLUMNS} FROM calls c WHERE status = 'active' AND (?2 IS NULL OR workspace_id = ?2)
+           AND expires_at <= COALESCE((SELECT test_clock_at FROM workspaces w WHERE w.id = c.workspace_id), ?1)
          ORDER BY expires_at LIMIT ?3"
     );
     let workspace_param = workspace_id.map_or(crate::SqlValue::Null, t);
@@ -544,7 +543,16 @@ pub async fn expire_overdue<S: Storage>(
     for row in &rows {
         let call = call_from_row(row)?;
         let ws = workspace::get(db, &call.workspace_id).await?;
-        post_call(db, &ws, &call, call.reserved_secs, "expired", now_secs).await?;
+        // Each hold expires at its own workspace's time (a test clock, or the real time).
+        post_call(
+            db,
+            &ws,
+            &call,
+            call.reserved_secs,
+            "expired",
+            ws.now(now_secs),
+        )
+        .await?;
     }
     Ok(rows.len())
 }

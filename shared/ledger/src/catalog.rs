@@ -648,7 +648,10 @@ mod tests {
         assert!(Catalog::validate(1, doc).is_err());
         let mut doc = catalog().doc;
         doc.rates.push(doc.rates[1].clone());
-        assert!(Catalog::validate(1, doc).is_err(), "duplicate rate selectors");
+        assert!(
+            Catalog::validate(1, doc).is_err(),
+            "duplicate rate selectors"
+        );
         let mut doc = catalog().doc;
         doc.settings.topup_max = Decimal::ONE;
         assert!(Catalog::validate(1, doc).is_err());

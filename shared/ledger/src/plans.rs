@@ -292,6 +292,9 @@ pub struct RenewalReport {
     pub workspaces_renewed: usize,
     /// Cycles closed in all.
     pub cycles_advanced: usize,
+    /// Workspaces skipped because their renewal was refused (e.g. data the ledger cannot use);
+    /// the others are still renewed.
+    pub workspaces_failed: usize,
     /// Whether more workspaces are due (run again).
     pub more: bool,
 }
@@ -306,10 +309,11 @@ pub async fn renew_due<S: Storage>(
     let batch = batch_max.clamp(1, RENEWAL_BATCH_MAX);
     let rows = db
         .query(
-            "SELECT id FROM workspaces WHERE plan_id IS NOT NULL AND cycle_end_at <= ?1 AND test_clock_at IS NULL
-             UNION ALL
-             SELECT id FROM workspaces WHERE plan_id IS NOT NULL AND test_clock_at IS NOT NULL AND cycle_end_at <= test_clock_at
-             LIMIT ?2",
+            "SELECT id FROM (
+                 SELECT id, cycle_end_at FROM workspaces WHERE plan_id IS NOT NULL AND cycle_end_at <= ?1 AND test_clock_at IS NULL
+                 UNION ALL
+                 SELECT id, cycle_end_at FROM workspaces WHERE plan_id IS NOT NULL AND test_clock_at IS NOT NULL AND cycle_end_at <= test_clock_at)
+             ORDER BY cycle_end_at LIMIT ?2",
             &[i(real_now_secs), i(batch + 1)],
         )
         .await?;
@@ -318,10 +322,16 @@ pub async fn renew_due<S: Storage>(
         ..RenewalReport::default()
     };
     for row in rows.iter().take(batch as usize) {
-        let advanced = renew_workspace(db, catalog, &text(row, 0)?, real_now_secs).await?;
-        if advanced > 0 {
-            report.workspaces_renewed += 1;
-            report.cycles_advanced += advanced;
+        match renew_workspace(db, catalog, &text(row, 0)?, real_now_secs).await {
+            Ok(0) => {}
+            Ok(advanced) => {
+                report.workspaces_renewed += 1;
+                report.cycles_advanced += advanced;
+            }
+            // A storage failure is systemic: stop, the next run retries.
+            Err(LedgerError::Storage(error)) => return Err(LedgerError::Storage(error)),
+            // One workspace's problem must not block every renewal after it.
+            Err(_) => report.workspaces_failed += 1,
         }
     }
     Ok(report)

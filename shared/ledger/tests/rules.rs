@@ -1372,3 +1372,60 @@ fn r11_r21_sweep_candidates_and_stale_payments() {
         vec![claimed.id.as_str()]
     );
 }
+
+#[test]
+fn r5_the_sweep_expires_holds_at_each_workspace_clock() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    block_on(ledger::workspace::set_test_clock(
+        &fx.db,
+        "w",
+        NOV_1 + DAY,
+        NOV_1,
+    ))
+    .expect("clock");
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("authorized at the clock's time");
+    assert_eq!(
+        block_on(calls::expire_holds(&fx.db, NOV_1, 100)).expect("sweep"),
+        0,
+        "not overdue on its clock"
+    );
+    block_on(ledger::workspace::set_test_clock(
+        &fx.db,
+        "w",
+        NOV_1 + DAY + 121,
+        NOV_1,
+    ))
+    .expect("clock");
+    assert_eq!(
+        block_on(calls::expire_holds(&fx.db, NOV_1, 100)).expect("sweep"),
+        1,
+        "overdue on its clock, whatever the real time"
+    );
+    assert_eq!(fx.balances("w").0, micros("9.98"));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r16_one_failing_workspace_does_not_block_the_others() {
+    let fx = Fixture::new();
+    fx.subscribed("broken", "free", NOV_1);
+    fx.subscribed("fine", "free", NOV_1);
+    // A cycle ending on 9999-12-31: the next one is beyond the calendar, so renewal refuses it.
+    let last_day = 253_402_214_400;
+    block_on(ledger::Storage::execute(
+        &fx.db,
+        "UPDATE workspaces SET cycle_end_at = ?1, test_clock_at = ?1 WHERE id = 'broken'",
+        &[ledger::SqlValue::Integer(last_day)],
+    ))
+    .expect("corrupt");
+    let report =
+        block_on(plans::renew_due(&fx.db, &fx.catalog, NOV_1 + 30 * DAY, 100)).expect("renew");
+    assert_eq!(
+        (report.workspaces_failed, report.workspaces_renewed),
+        (1, 1)
+    );
+    assert_eq!(fx.state("fine").cycle_start_at, Some(NOV_1 + 30 * DAY));
+    fx.assert_invariants();
+}
