@@ -8,12 +8,14 @@
 //!   `LedgerError` mapping);
 //! - [`Claims`], [`authenticate_user`], [`authenticate_service`], [`verify_jwt`]: section 6 auth;
 //! - [`idempotent`]: `Idempotency-Key` replay over the key-value store;
-//! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock.
+//! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock;
+//! - [`catalog`]: the current catalog, cached per instance by version.
 //!
 //! Instances are reused across requests (DESIGN section 3): the only globals here are
-//! per-instance caches (the SQLite connection); nothing per-request lives in a global.
+//! per-instance caches (the SQLite connection, the catalog); nothing per-request lives in a global.
 
 mod auth;
+mod catalog;
 mod config;
 mod db;
 mod error;
@@ -24,6 +26,7 @@ pub use auth::{
     Claims, Role, authenticate_service, authenticate_user, bearer_token, require_billing_manager,
     require_workspace, verify_jwt, verify_service_key,
 };
+pub use catalog::catalog;
 pub use config::{flag, now_secs, variable};
 pub use db::{SpinDb, run_ledger, with_ledger};
 pub use error::ApiError;
