@@ -1,14 +1,58 @@
-//! The HTTP twin of billing-cycle renewal (R13-R16, R21): rolls cycles, grants plan credits, applies pending plan changes.
+//! Billing-cycle renewal (R13-R16) and the hold-expiry sweep (R5), run by the cron trigger and by
+//! its HTTP twin `POST /internal/jobs/renew-cycles` (service key).
 //!
-//! `POST /internal/jobs/renew-cycles` with the service key runs one bounded pass; the same pass runs
-//! from the cron trigger.
-// TODO(cron): export `handle-cron-event` through `shared/spin-cron` and run the same pass there.
+//! One pass renews due workspaces in bounded batches (each batch its own ledger operation, so the
+//! instance's database lock is released between batches and other requests interleave), then
+//! posts overdue holds. Renewal is idempotent per (workspace, cycle start) in the ledger, so two
+//! passes running at once (cron and HTTP, or two instances) renew each cycle once.
 
 use http::Method;
+use ledger::calls::EXPIRY_BATCH_MAX;
+use ledger::plans::RENEWAL_BATCH_MAX;
 use spin_adapter::{
-    ApiError, Reply, authenticate_service, method_not_allowed, not_found, path_segments,
+    ApiError, Reply, authenticate_service, method_not_allowed, not_found, now_secs, path_segments,
+    run_ledger,
 };
 use spin_sdk::http::Request;
+
+/// The most renewal batches one pass runs; anything left is reported as `more` and picked up by
+/// the next pass (the cron runs every minute).
+const BATCHES_PER_RUN_MAX: usize = 20;
+
+/// What one pass did (the HTTP answer).
+#[derive(Debug, Default, serde::Serialize)]
+struct JobReport {
+    /// Workspaces whose cycle advanced.
+    workspaces_renewed: usize,
+    /// Cycles closed in all.
+    cycles_advanced: usize,
+    /// Overdue holds posted at their reserved amount.
+    holds_expired: usize,
+    /// Whether due workspaces remain (the batch budget ran out).
+    more: bool,
+}
+
+/// Runs one pass of the job at `now` (seconds since the epoch).
+async fn run_pass(now: i64) -> Result<JobReport, ApiError> {
+    let mut report = JobReport::default();
+    for _ in 0..BATCHES_PER_RUN_MAX {
+        let batch = run_ledger(async |db| {
+            let catalog = spin_adapter::catalog(db).await?;
+            ledger::plans::renew_due(db, &catalog, now, RENEWAL_BATCH_MAX).await
+        })
+        .await?;
+        report.workspaces_renewed += batch.workspaces_renewed;
+        report.cycles_advanced += batch.cycles_advanced;
+        report.more = batch.more;
+        // A batch that advanced nothing would find the same workspaces again: stop there.
+        if !batch.more || batch.cycles_advanced == 0 {
+            break;
+        }
+    }
+    report.holds_expired =
+        run_ledger(async |db| ledger::calls::expire_holds(db, now, EXPIRY_BATCH_MAX).await).await?;
+    Ok(report)
+}
 
 /// The component's HTTP entry point.
 #[spin_sdk::http_service]
@@ -18,7 +62,9 @@ async fn handle(request: Request) -> Reply {
     let outcome = match path_segments(path).as_slice() {
         ["internal", "jobs", "renew-cycles"] if parts.method == Method::POST => {
             match authenticate_service(&parts.headers).await {
-                Ok(()) => run_job().await,
+                Ok(()) => run_pass(now_secs())
+                    .await
+                    .map(|report| Reply::json(200, &report)),
                 Err(error) => Err(error),
             }
         }
@@ -28,7 +74,28 @@ async fn handle(request: Request) -> Reply {
     outcome.unwrap_or_else(ApiError::into_reply)
 }
 
-/// Runs one pass of the job and reports what it did.
-async fn run_job() -> Result<Reply, ApiError> {
-    Err(ApiError::not_implemented())
+/// The cron trigger's handler: the same pass as the HTTP twin.
+struct Renewal;
+
+impl spin_cron::CronHandler for Renewal {
+    async fn handle(timestamp_secs: u64) -> Result<(), String> {
+        // The event's scheduled time is informational; the ledger runs at the wall clock, as
+        // the HTTP twin does (a delayed event must not renew at an older time).
+        let _ = timestamp_secs;
+        let report = run_pass(now_secs())
+            .await
+            .map_err(|error| error.to_string())?;
+        if report.workspaces_renewed > 0 || report.holds_expired > 0 || report.more {
+            println!(
+                "cycle-renewal: {} workspaces renewed, {} cycles advanced, {} holds expired, more: {}",
+                report.workspaces_renewed,
+                report.cycles_advanced,
+                report.holds_expired,
+                report.more
+            );
+        }
+        Ok(())
+    }
 }
+
+spin_cron::export_cron!(Renewal);

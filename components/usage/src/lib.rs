@@ -3,13 +3,19 @@
 //!
 //! Serves call authorization/heartbeat/end, usage debits (single and batch), the catalog,
 //! workspace provisioning (`PUT /v1/workspaces/{ws}`, routed here by spin.toml's single-segment
-//! route) and test clocks. Routes whose ledger operation does not exist yet answer 501.
+//! route) and test clocks. Every route is thin: parse, authenticate, run ONE ledger operation
+//! (with the current catalog, loaded in the same locked section), map the result.
 
 use http::Method;
 use http::request::Parts;
+use ledger::LedgerError;
+use ledger::calls::CallRequest;
+use ledger::catalog::CatalogDoc;
+use ledger::usage::{BATCH_EVENTS_MAX, DebitResult, UsageEvent};
+use ledger::workspace::WorkspaceInput;
 use spin_adapter::{
     ApiError, IdempotencyScope, Reply, authenticate_service, flag, idempotent, method_not_allowed,
-    not_found, parse_json, path_segments, read_body, run_ledger,
+    not_found, now_secs, parse_json, path_segments, read_body, run_ledger,
 };
 use spin_sdk::http::Request;
 use spin_sdk::wasip3::http_compat::IncomingRequestBody;
@@ -118,116 +124,212 @@ async fn current_catalog() -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &catalog))
 }
 
-/// `PUT /v1/workspaces/{ws}`: create or update a workspace.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
-struct ProvisionRequest {
+/// A workspace as `PUT /v1/workspaces/{ws}` answers it (no balances).
+#[derive(Debug, serde::Serialize)]
+struct WorkspaceView {
+    id: String,
     name: String,
     email: String,
-    #[serde(default)]
-    currency: Option<String>,
-    #[serde(default)]
-    timezone: Option<String>,
-}
-
-/// `POST /v1/calls`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
-struct AuthorizeCallRequest {
-    workspace_id: String,
-    agent_id: String,
-    call_id: String,
-    direction: Direction,
-    to: String,
-    from: String,
-}
-
-/// A call's direction.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum Direction {
-    Inbound,
-    Outbound,
+    currency: String,
+    timezone: String,
 }
 
 /// `POST /v1/calls/{call_id}/heartbeat`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
 struct HeartbeatRequest {
-    elapsed_seconds: u64,
+    /// Seconds since the call started (range-checked by the ledger: 422 when out of range).
+    elapsed_seconds: i64,
 }
 
 /// `POST /v1/calls/{call_id}/end`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
 struct EndCallRequest {
-    duration_seconds: u64,
+    /// The call's duration (range-checked by the ledger: 422 when out of range).
+    duration_seconds: i64,
 }
 
-/// `POST /v1/test-clocks/{ws}`: RFC 3339 or epoch seconds, as the ledger decides.
+/// `POST /v1/test-clocks/{ws}`: RFC 3339 text (or, as Stripe's API, epoch seconds).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
 struct TestClockRequest {
-    frozen_time: serde_json::Value,
+    frozen_time: FrozenTime,
+}
+
+/// A test clock's time as sent.
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum FrozenTime {
+    /// Seconds since the Unix epoch.
+    Epoch(i64),
+    /// RFC 3339.
+    Text(String),
+}
+
+/// `POST /v1/usage/batch`: events are kept as raw JSON so that each one is parsed on its own.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    events: Vec<serde_json::Value>,
 }
 
 /// The write routes: the body is parsed (400 on a malformed one) before the operation runs.
 async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+    let now = now_secs();
     match route {
-        Route::ProvisionWorkspace { .. } => {
-            let ProvisionRequest {
-                name: _,
-                email: _,
-                currency: _,
-                timezone: _,
-            } = parse_json(body)?;
+        Route::ProvisionWorkspace { ws } => {
+            let input: WorkspaceInput = parse_json(body)?;
+            let state = run_ledger(async |db| {
+                let catalog = spin_adapter::catalog(db).await?;
+                ledger::workspace::upsert(db, &catalog, ws, &input, now).await
+            })
+            .await?;
+            Ok(Reply::json(
+                200,
+                &WorkspaceView {
+                    id: state.id,
+                    name: state.name,
+                    email: state.email,
+                    currency: state.currency,
+                    timezone: state.timezone,
+                },
+            ))
+        }
+        Route::PutCatalog => {
+            let doc: CatalogDoc = parse_json(body)?;
+            let stored = run_ledger(async |db| ledger::catalog::put(db, doc, now).await).await?;
+            Ok(Reply::json(200, &stored))
         }
         Route::AuthorizeCall => {
-            let AuthorizeCallRequest {
-                workspace_id: _,
-                agent_id: _,
-                call_id: _,
-                direction: _,
-                to: _,
-                from: _,
-            } = parse_json(body)?;
+            let request: CallRequest = parse_json(body)?;
+            let authorized = run_ledger(async |db| {
+                let catalog = spin_adapter::catalog(db).await?;
+                ledger::calls::authorize(db, &catalog, &request, now).await
+            })
+            .await?;
+            Ok(Reply::json(201, &authorized))
         }
-        Route::CallHeartbeat { .. } => {
-            let HeartbeatRequest { elapsed_seconds: _ } = parse_json(body)?;
+        Route::CallHeartbeat { call_id } => {
+            let HeartbeatRequest { elapsed_seconds } = parse_json(body)?;
+            let heartbeat = run_ledger(async |db| {
+                let catalog = spin_adapter::catalog(db).await?;
+                ledger::calls::heartbeat(db, &catalog, call_id, elapsed_seconds, now).await
+            })
+            .await?;
+            Ok(Reply::json(200, &heartbeat))
         }
-        Route::EndCall { .. } => {
-            let EndCallRequest {
-                duration_seconds: _,
-            } = parse_json(body)?;
+        Route::EndCall { call_id } => {
+            let EndCallRequest { duration_seconds } = parse_json(body)?;
+            let posted =
+                run_ledger(async |db| ledger::calls::end(db, call_id, duration_seconds, now).await)
+                    .await?;
+            Ok(Reply::json(200, &posted))
         }
-        Route::SetTestClock { .. } => {
-            let TestClockRequest { frozen_time: _ } = parse_json(body)?;
+        Route::Usage => {
+            let event: UsageEvent = parse_json(body)?;
+            let debited = run_ledger(async |db| {
+                let catalog = spin_adapter::catalog(db).await?;
+                ledger::usage::record(db, &catalog, &event, now).await
+            })
+            .await?;
+            Ok(Reply::json(200, &debited))
         }
-        // TODO(ledger): the catalog and usage events are validated by the ledger as a whole;
-        // until then only check the body is JSON.
-        Route::PutCatalog | Route::Usage | Route::UsageBatch | Route::GetCatalog => {
-            let _: serde_json::Value = parse_json(body)?;
+        Route::UsageBatch => usage_batch(body, now).await,
+        Route::SetTestClock { ws } => {
+            let TestClockRequest { frozen_time } = parse_json(body)?;
+            let frozen_secs = match frozen_time {
+                FrozenTime::Epoch(secs) => secs,
+                FrozenTime::Text(text) => ledger::calendar::parse_rfc3339("frozen_time", &text)?,
+            };
+            let state = run_ledger(async |db| {
+                ledger::workspace::set_test_clock(db, ws, frozen_secs, now).await
+            })
+            .await?;
+            let frozen = state.test_clock_at.unwrap_or(frozen_secs);
+            Ok(Reply::json(
+                200,
+                &serde_json::json!({
+                    "workspace_id": state.id,
+                    "frozen_time": ledger::calendar::rfc3339(frozen),
+                }),
+            ))
         }
+        Route::GetCatalog => current_catalog().await,
     }
-    Err(ApiError::not_implemented())
+}
+
+/// `POST /v1/usage/batch`: 1 to [`BATCH_EVENTS_MAX`] events, each parsed and debited on its own
+/// (a malformed or refused event fails alone), all debits in one ledger transaction. Answers a
+/// result per event, in order.
+async fn usage_batch(body: &[u8], now: i64) -> Result<Reply, ApiError> {
+    let BatchRequest { events } = parse_json(body)?;
+    if events.is_empty() || events.len() > BATCH_EVENTS_MAX {
+        return Err(ApiError::from(LedgerError::invalid(
+            "validation_error",
+            "events",
+            format!("A batch has 1 to {BATCH_EVENTS_MAX} events."),
+        )));
+    }
+    // Each slot: the event's id as sent (for the answer) and its parsed form or parse error.
+    let parsed: Vec<(serde_json::Value, Result<UsageEvent, ApiError>)> = events
+        .into_iter()
+        .map(|raw| {
+            let id = raw.get("id").cloned().unwrap_or(serde_json::Value::Null);
+            let event = serde_json::from_value::<UsageEvent>(raw).map_err(|error| {
+                ApiError::malformed(format!(
+                    "The event does not match the expected shape: {error}."
+                ))
+            });
+            (id, event)
+        })
+        .collect();
+    let valid: Vec<UsageEvent> = parsed
+        .iter()
+        .filter_map(|(_, event)| event.as_ref().ok().cloned())
+        .collect();
+    let mut debited = if valid.is_empty() {
+        Vec::new()
+    } else {
+        run_ledger(async |db| {
+            let catalog = spin_adapter::catalog(db).await?;
+            ledger::usage::record_batch(db, &catalog, &valid, now).await
+        })
+        .await?
+    }
+    .into_iter();
+    let mut results = Vec::with_capacity(parsed.len());
+    for (id, event) in parsed {
+        let outcome = match event {
+            Ok(_) => match debited.next() {
+                Some(outcome) => outcome.map_err(ApiError::from),
+                None => Err(ApiError::internal("A batch result is missing.")),
+            },
+            Err(error) => Err(error),
+        };
+        results.push(match outcome {
+            Ok(result) => ok_result(&result),
+            Err(error) => error_result(id, &error),
+        });
+    }
+    Ok(Reply::json(200, &serde_json::json!({ "results": results })))
+}
+
+/// `{"id", "status": "ok", ...DebitResult}`.
+fn ok_result(result: &DebitResult) -> serde_json::Value {
+    let mut value = serde_json::to_value(result).unwrap_or_else(|_| serde_json::json!({}));
+    if let Some(object) = value.as_object_mut() {
+        object.insert("status".into(), "ok".into());
+    }
+    value
+}
+
+/// `{"id", "status": "error", "error": {"code", "message", ...details}}`.
+fn error_result(id: serde_json::Value, error: &ApiError) -> serde_json::Value {
+    let mut body = error.body();
+    let detail = body
+        .get_mut("error")
+        .map(serde_json::Value::take)
+        .unwrap_or(serde_json::Value::Null);
+    serde_json::json!({ "id": id, "status": "error", "error": detail })
 }
