@@ -2,14 +2,30 @@
 //! HS256 token; `{ws}` must be the token's workspace, and only owners and admins manage billing
 //! or see amounts (R19).
 //!
-//! Routes whose ledger operation does not exist yet answer 501 `not_implemented` after
-//! authentication, so the contract's 401/403/404/405 already hold.
+//! Each route authenticates, checks the workspace and role, then runs ONE ledger operation in
+//! `run_ledger` (the catalog is read in the same closure, through a per-instance cache keyed by
+//! the stored catalog version) and maps its result. The Stripe routes
+//! (issue 5) answer 503 `payment_processing_error` after authentication for now.
+//!
+//! Response shapes this component decides (the contract leaves them open):
+//! - `GET /v1/plans`: `{"currency", "credit_price", "data": [{"id", "name", "price",
+//!   "monthly_credits", "rollover_max_credits"?}]}` (`price` in currency, credits in credits);
+//! - `GET /v1/rates`: `{"currency", "credit_price", "data": [<catalog rate>...]}`;
+//! - `POST .../subscription`: the ledger's `PlanChange`;
+//! - `DELETE .../subscription/pending-change`: 204, or 404 when nothing is pending;
+//! - `GET .../transactions`: `{"data", "next_cursor"}`, or CSV with `format=csv`; empty query
+//!   values mean "not set", unknown query parameters are a 400.
 
 use http::Method;
 use http::request::Parts;
+use ledger::agents::{AgentLimits, OveragePolicy};
+use ledger::payments::AutoRechargeSettings;
+use ledger::views::TransactionFilter;
+use serde_json::{Value, json};
 use spin_adapter::{
     ApiError, Claims, IdempotencyScope, Reply, authenticate_user, idempotent, method_not_allowed,
-    not_found, parse_json, path_segments, read_body, require_billing_manager, require_workspace,
+    not_found, now_secs, parse_json, parse_query, path_segments, read_body,
+    require_billing_manager, require_workspace, run_ledger,
 };
 use spin_sdk::http::Request;
 use spin_sdk::wasip3::http_compat::IncomingRequestBody;
@@ -169,7 +185,7 @@ async fn serve(parts: &Parts, body: IncomingRequestBody) -> Result<Reply, ApiErr
         require_billing_manager(&claims)?;
     }
     if !route.is_write() {
-        return read_route(route, &claims, parts).await;
+        return dispatch(route, &claims, parts, &[]).await;
     }
     let body = read_body(body).await?;
     let scope = IdempotencyScope {
@@ -177,31 +193,311 @@ async fn serve(parts: &Parts, body: IncomingRequestBody) -> Result<Reply, ApiErr
         principal: route.workspace().unwrap_or(&claims.workspace_id),
     };
     Ok(idempotent(&parts.headers, scope, path, &body, async || {
-        write_route(route, &claims, &body)
+        dispatch(route, &claims, parts, &body)
             .await
             .unwrap_or_else(ApiError::into_reply)
     })
     .await)
 }
 
-/// The GET routes.
-async fn read_route(route: Route<'_>, _claims: &Claims, _parts: &Parts) -> Result<Reply, ApiError> {
+/// Runs one authorised route: `body` is the request body of writes (empty for reads).
+async fn dispatch(
+    route: Route<'_>,
+    claims: &Claims,
+    parts: &Parts,
+    body: &[u8],
+) -> Result<Reply, ApiError> {
+    let now = now_secs();
     match route {
-        // TODO(ledger): R17 summary; a member (claims.role) gets {"status", "message"} only.
-        Route::Billing { .. } => Err(ApiError::not_implemented()),
-        // TODO(ledger): plans, rates, top-up, agent limits, transactions (query: limit, cursor,
-        // type, agent, format=csv), usage summary (query: month), invoices (Stripe).
-        _ => Err(ApiError::not_implemented()),
+        Route::Plans => plans().await,
+        Route::Rates => rates().await,
+        Route::Billing { ws } => billing(ws, claims, now).await,
+        Route::Subscribe { ws } => {
+            let SubscribeRequest { plan_id } = parse_object(body)?;
+            subscribe(ws, &plan_id, now).await
+        }
+        Route::CancelPendingChange { ws } => {
+            run_ledger(async |db| ledger::plans::cancel_pending_change(db, ws).await).await?;
+            Ok(Reply::empty(204))
+        }
+        Route::GetTopup { ws, id } => {
+            let payment = run_ledger(async |db| ledger::payments::get(db, ws, id).await).await?;
+            Ok(Reply::json(200, &payment))
+        }
+        Route::SetAutoRecharge { ws } => {
+            let settings: AutoRechargeSettings = parse_object(body)?;
+            let saved = run_ledger(async |db| {
+                let catalog = spin_adapter::catalog(db).await?;
+                ledger::payments::set_auto_recharge(db, &catalog, ws, &settings).await
+            })
+            .await?;
+            Ok(Reply::json(200, &saved))
+        }
+        Route::GetAgentLimits { ws, agent } => {
+            let limits =
+                run_ledger(async |db| ledger::agents::get_limits(db, ws, agent, now).await).await?;
+            Ok(Reply::json(200, &limits))
+        }
+        Route::SetAgentLimits { ws, agent } => {
+            let limits = parse_limits(body)?;
+            let saved = run_ledger(async |db| {
+                ledger::agents::put_limits(db, ws, agent, &limits, now).await
+            })
+            .await?;
+            Ok(Reply::json(200, &saved))
+        }
+        Route::Transactions { ws } => transactions(ws, &parts.uri).await,
+        Route::UsageSummary { ws } => usage_summary(ws, &parts.uri, now).await,
+        // TODO(issue 5): create a SetupIntent (client secret, or a shareable link) for the
+        // workspace's Stripe customer.
+        Route::SetupPaymentMethod { ws } => payments_not_configured(ws).await,
+        // TODO(issue 5): re-read the customer's default card from Stripe and save it.
+        Route::RefreshPaymentMethod { ws } => payments_not_configured(ws).await,
+        Route::CreateTopup { ws } => {
+            let TopupRequest { amount: _ } = parse_object(body)?;
+            // TODO(issue 5): payments::create_topup, then a Stripe PaymentIntent (outside the
+            // ledger lock), then attach_intent / settle on a synchronous success.
+            payments_not_configured(ws).await
+        }
+        // TODO(issue 5): list the customer's Stripe invoices.
+        Route::Invoices { ws } => payments_not_configured(ws).await,
+        // TODO(issue 5): create a Stripe billing-portal session and answer `{"url"}`.
+        Route::BillingPortal { ws } => payments_not_configured(ws).await,
     }
+}
+
+/// 503 `payment_processing_error`: Stripe is not wired yet (issue 5).
+fn payments_unavailable() -> ApiError {
+    ApiError::new(
+        503,
+        "payment_processing_error",
+        "Payments are not configured yet.",
+    )
+}
+
+/// The Stripe routes until issue 5: an unknown workspace is still a 404, then 503.
+async fn payments_not_configured(ws: &str) -> Result<Reply, ApiError> {
+    run_ledger(async |db| ledger::workspace::get(db, ws).await).await?;
+    Err(payments_unavailable())
+}
+
+/// `GET /v1/plans`: the catalog's plans, without their Stripe ids.
+async fn plans() -> Result<Reply, ApiError> {
+    let catalog = run_ledger(async |db| spin_adapter::catalog(db).await).await?;
+    let settings = catalog.settings();
+    let data: Vec<Value> = catalog
+        .doc
+        .plans
+        .iter()
+        .map(|plan| {
+            let mut view = json!({
+                "id": plan.id,
+                "name": plan.name,
+                "price": plan.price,
+                "monthly_credits": plan.monthly_credits,
+            });
+            if let (Some(rollover), Value::Object(fields)) = (plan.rollover_max_credits, &mut view)
+            {
+                fields.insert("rollover_max_credits".into(), json!(rollover));
+            }
+            view
+        })
+        .collect();
+    Ok(Reply::json(
+        200,
+        &json!({"currency": settings.currency, "credit_price": settings.credit_price, "data": data}),
+    ))
+}
+
+/// `GET /v1/rates`: the catalog's rate card (prices in credits per unit).
+async fn rates() -> Result<Reply, ApiError> {
+    let catalog = run_ledger(async |db| spin_adapter::catalog(db).await).await?;
+    let settings = catalog.settings();
+    Ok(Reply::json(
+        200,
+        &json!({"currency": settings.currency, "credit_price": settings.credit_price, "data": catalog.doc.rates}),
+    ))
+}
+
+/// `GET /v1/workspaces/{ws}/billing`: the R17 summary; a member sees the banner only (R19).
+async fn billing(ws: &str, claims: &Claims, now: i64) -> Result<Reply, ApiError> {
+    let summary = run_ledger(async |db| {
+        let catalog = spin_adapter::catalog(db).await?;
+        ledger::views::summary(db, &catalog, ws, now).await
+    })
+    .await?;
+    if claims.role.manages_billing() {
+        Ok(Reply::json(200, &summary))
+    } else {
+        Ok(Reply::json(
+            200,
+            &json!({"status": summary.status, "message": summary.message}),
+        ))
+    }
+}
+
+/// `POST /v1/workspaces/{ws}/subscription`: subscribe, upgrade or schedule a downgrade.
+///
+/// A free plan's period is paid by definition. A paid plan needs a Stripe subscription
+/// (issue 5), so it is refused with 503 for now, whether Stripe is configured or not.
+async fn subscribe(ws: &str, plan_id: &str, now: i64) -> Result<Reply, ApiError> {
+    let change = run_ledger(async |db| {
+        let catalog = spin_adapter::catalog(db).await?;
+        let paid = catalog.plan(plan_id)?.price_micros > 0;
+        if paid {
+            // Unknown workspace: 404 before the 503.
+            ledger::workspace::get(db, ws).await?;
+            return Ok(None);
+        }
+        ledger::plans::change_plan(db, &catalog, ws, plan_id, true, now)
+            .await
+            .map(Some)
+    })
+    .await?;
+    if let Some(change) = change {
+        return Ok(Reply::json(200, &change));
+    }
+    // TODO(issue 5): create or update the Stripe subscription (outside the ledger lock), then
+    // `plans::change_plan(.., first_period_paid = <first invoice paid>, ..)`.
+    Err(payments_unavailable())
+}
+
+/// Parses a JSON object body into `T` (400 otherwise): serde would also accept an array of the
+/// fields in order, which no client means to send.
+fn parse_object<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = parse_json(body)?;
+    from_object(value)
+}
+
+/// Converts a parsed JSON object into `T`; anything else is a 400 `malformed_request`.
+fn from_object<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(ApiError::malformed(
+            "The request body must be a JSON object.",
+        ));
+    }
+    serde_json::from_value(value).map_err(|error| {
+        ApiError::malformed(format!(
+            "The request body does not match the expected shape: {error}."
+        ))
+    })
+}
+
+/// Parses a `PUT .../agents/{agent}/limits` body: an unknown `overage_policy` is a 422
+/// `validation_error`; any other shape problem a 400.
+fn parse_limits(body: &[u8]) -> Result<AgentLimits, ApiError> {
+    let value: Value = parse_json(body)?;
+    if value.is_object()
+        && let Some(policy) = value.get("overage_policy")
+        && serde_json::from_value::<OveragePolicy>(policy.clone()).is_err()
+    {
+        return Err(ApiError::from(ledger::LedgerError::invalid(
+            "validation_error",
+            "overage_policy",
+            "overage_policy must be \"stop\" or \"use_balance\".",
+        )));
+    }
+    from_object(value)
+}
+
+/// The query of `GET .../transactions`; empty values count as absent.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransactionsQuery {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `Some` non-empty value, else `None`.
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.is_empty())
+}
+
+/// `GET /v1/workspaces/{ws}/transactions`: a page of history, or the CSV export.
+async fn transactions(ws: &str, uri: &http::Uri) -> Result<Reply, ApiError> {
+    let query: TransactionsQuery = parse_query(uri)?;
+    let limit = present(query.limit)
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::malformed("limit must be a whole number from 1 to 100.")
+                    .with_detail("field", "limit".into())
+            })
+        })
+        .transpose()?;
+    let csv = match present(query.format).as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(ApiError::malformed("format must be \"csv\" or \"json\".")
+                .with_detail("field", "format".into()));
+        }
+    };
+    let agent_id = present(query.agent);
+    if let Some(agent) = &agent_id {
+        // A query value, not a body field: malformed (400) rather than invalid (422).
+        ledger::workspace::validate_id("agent", agent).map_err(|error| {
+            ApiError::malformed(error.to_string()).with_detail("field", "agent".into())
+        })?;
+    }
+    let filter = TransactionFilter {
+        limit,
+        cursor: present(query.cursor),
+        kind: present(query.kind),
+        agent_id,
+    };
+    if csv {
+        let text =
+            run_ledger(async |db| ledger::views::transactions_csv(db, ws, &filter).await).await?;
+        return Ok(
+            Reply::bytes(200, "text/csv; charset=utf-8", text.into_bytes()).with_header(
+                "content-disposition",
+                "attachment; filename=\"transactions.csv\"".to_owned(),
+            ),
+        );
+    }
+    let page = run_ledger(async |db| ledger::views::transactions(db, ws, &filter).await).await?;
+    Ok(Reply::json(200, &page))
+}
+
+/// The query of `GET .../usage/summary`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsageSummaryQuery {
+    #[serde(default)]
+    month: Option<String>,
+}
+
+/// `GET /v1/workspaces/{ws}/usage/summary?month=YYYY-MM`; the default month is the current UTC
+/// month on the workspace's clock (its test clock, when one is set).
+async fn usage_summary(ws: &str, uri: &http::Uri, now: i64) -> Result<Reply, ApiError> {
+    let query: UsageSummaryQuery = parse_query(uri)?;
+    let month = present(query.month);
+    let summary = run_ledger(async |db| {
+        let month = match month {
+            Some(month) => month,
+            None => {
+                let state = ledger::workspace::get(db, ws).await?;
+                let today = ledger::calendar::rfc3339(state.now(now));
+                today.get(..7).unwrap_or_default().to_owned()
+            }
+        };
+        ledger::views::usage_summary(db, ws, &month).await
+    })
+    .await?;
+    Ok(Reply::json(200, &summary))
 }
 
 /// `POST /v1/workspaces/{ws}/subscription`.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
 struct SubscribeRequest {
     plan_id: String,
 }
@@ -209,73 +505,7 @@ struct SubscribeRequest {
 /// `POST /v1/workspaces/{ws}/topups`: `amount` in the workspace currency, a decimal string.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
+#[expect(dead_code, reason = "read once Stripe top-ups are wired (issue 5)")]
 struct TopupRequest {
     amount: String,
-}
-
-/// `PUT /v1/workspaces/{ws}/auto-recharge`: `threshold` and `amount` in the workspace currency.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
-struct AutoRechargeRequest {
-    enabled: bool,
-    threshold: String,
-    amount: String,
-}
-
-/// `PUT /v1/workspaces/{ws}/agents/{agent}/limits`.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "fields are read once the ledger operation is wired"
-)]
-struct AgentLimitsRequest {
-    overage_policy: String,
-    #[serde(default)]
-    monthly_spend_limit: Option<String>,
-    #[serde(default)]
-    daily_call_limit: Option<u32>,
-    #[serde(default)]
-    max_concurrent_calls: Option<u32>,
-}
-
-/// The write routes: the body is parsed (400 on a malformed one) before the operation runs.
-async fn write_route(route: Route<'_>, _claims: &Claims, body: &[u8]) -> Result<Reply, ApiError> {
-    match route {
-        Route::Subscribe { .. } => {
-            let SubscribeRequest { plan_id: _ } = parse_json(body)?;
-            Err(ApiError::not_implemented())
-        }
-        Route::CreateTopup { .. } => {
-            let TopupRequest { amount: _ } = parse_json(body)?;
-            Err(ApiError::not_implemented())
-        }
-        Route::SetAutoRecharge { .. } => {
-            let AutoRechargeRequest {
-                enabled: _,
-                threshold: _,
-                amount: _,
-            } = parse_json(body)?;
-            Err(ApiError::not_implemented())
-        }
-        Route::SetAgentLimits { .. } => {
-            let AgentLimitsRequest {
-                overage_policy: _,
-                monthly_spend_limit: _,
-                daily_call_limit: _,
-                max_concurrent_calls: _,
-            } = parse_json(body)?;
-            Err(ApiError::not_implemented())
-        }
-        // TODO(ledger): cancel pending change, payment-method setup/refresh, billing portal.
-        _ => Err(ApiError::not_implemented()),
-    }
 }
