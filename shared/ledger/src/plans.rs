@@ -459,6 +459,31 @@ pub async fn record_invoice_paid<S: Storage>(
     .await
 }
 
+/// Mirrors the Stripe subscription's status: `active` (or `trialing`) is active, `past_due` and
+/// `unpaid` are past due; anything else changes nothing here (a deletion ends the subscription
+/// through [`end_subscription`]).
+pub async fn set_subscription_status<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    stripe_status: &str,
+) -> Result<()> {
+    let status = match stripe_status {
+        "active" | "trialing" => "active",
+        "past_due" | "unpaid" => "past_due",
+        _ => return workspace::get(db, workspace_id).await.map(|_| ()),
+    };
+    let rows = db
+        .query(
+            "UPDATE workspaces SET subscription_status = ?2 WHERE id = ?1 AND plan_id IS NOT NULL RETURNING id",
+            &[t(workspace_id), t(status)],
+        )
+        .await?;
+    if rows.is_empty() {
+        workspace::get(db, workspace_id).await?;
+    }
+    Ok(())
+}
+
 /// A failed subscription invoice: the workspace is `past_due`; the wallet stays usable.
 pub async fn record_invoice_failed<S: Storage>(db: &S, workspace_id: &str) -> Result<()> {
     let rows = db

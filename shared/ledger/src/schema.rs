@@ -15,10 +15,16 @@ struct Migration {
 }
 
 /// All migrations, oldest first. Never edit a released one: append a new version.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    statements: V1,
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        statements: V1,
+    },
+    Migration {
+        version: 2,
+        statements: V2,
+    },
+];
 
 const V1: &[&str] = &[
     // Catalog versions: the plans, rate card and settings, validated as a whole (catalog.rs).
@@ -314,6 +320,15 @@ const V1: &[&str] = &[
         created_at INTEGER NOT NULL
     ) STRICT",
     "CREATE INDEX invoices_paid_by_period ON invoices_paid (workspace_id, period_start_at)",
+];
+
+/// Stripe webhooks name customers and subscriptions: find their workspace by index, and never
+/// let two workspaces share one.
+const V2: &[&str] = &[
+    "CREATE UNIQUE INDEX workspaces_by_stripe_customer ON workspaces (stripe_customer_id)
+        WHERE stripe_customer_id IS NOT NULL",
+    "CREATE UNIQUE INDEX workspaces_by_stripe_subscription ON workspaces (stripe_subscription_id)
+        WHERE stripe_subscription_id IS NOT NULL",
 ];
 
 /// Applies every migration not yet applied, each in one transaction. Safe to call on every open

@@ -302,3 +302,75 @@ pub(crate) async fn after_credit<S: Storage>(db: &S, workspace_id: &str) -> Resu
     .await?;
     Ok(())
 }
+
+/// Records the workspace's Stripe customer (once created, it stays the same).
+pub async fn set_stripe_customer<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    customer_id: &str,
+) -> Result<()> {
+    let rows = db
+        .query(
+            "UPDATE workspaces SET stripe_customer_id = ?2
+             WHERE id = ?1 AND (stripe_customer_id IS NULL OR stripe_customer_id = ?2) RETURNING id",
+            &[t(workspace_id), t(customer_id)],
+        )
+        .await?;
+    if rows.is_empty() {
+        get(db, workspace_id).await?;
+        return Err(LedgerError::Conflict {
+            code: "customer_mismatch",
+            message: "This workspace already has another Stripe customer.".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Records the workspace's Stripe subscription (`None` clears it).
+pub async fn set_stripe_subscription<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    subscription_id: Option<&str>,
+) -> Result<()> {
+    let rows = db
+        .query(
+            "UPDATE workspaces SET stripe_subscription_id = ?2 WHERE id = ?1 RETURNING id",
+            &[
+                t(workspace_id),
+                subscription_id.map_or(crate::SqlValue::Null, t),
+            ],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Err(LedgerError::NotFound { what: "workspace" });
+    }
+    Ok(())
+}
+
+/// The workspace of a Stripe customer, if any.
+pub async fn find_by_stripe_customer<S: Storage>(
+    db: &S,
+    customer_id: &str,
+) -> Result<Option<String>> {
+    let rows = db
+        .query(
+            "SELECT id FROM workspaces WHERE stripe_customer_id = ?1",
+            &[t(customer_id)],
+        )
+        .await?;
+    rows.first().map(|row| text(row, 0)).transpose()
+}
+
+/// The workspace of a Stripe subscription, if any.
+pub async fn find_by_stripe_subscription<S: Storage>(
+    db: &S,
+    subscription_id: &str,
+) -> Result<Option<String>> {
+    let rows = db
+        .query(
+            "SELECT id FROM workspaces WHERE stripe_subscription_id = ?1",
+            &[t(subscription_id)],
+        )
+        .await?;
+    rows.first().map(|row| text(row, 0)).transpose()
+}

@@ -1429,3 +1429,41 @@ fn r16_one_failing_workspace_does_not_block_the_others() {
     assert_eq!(fx.state("fine").cycle_start_at, Some(NOV_1 + 30 * DAY));
     fx.assert_invariants();
 }
+
+#[test]
+fn stripe_ids_find_their_workspace_and_are_never_shared() {
+    let fx = Fixture::new();
+    fx.subscribed("a", "free", NOV_1);
+    fx.workspace("b");
+    block_on(ledger::workspace::set_stripe_customer(&fx.db, "a", "cus_1")).expect("set");
+    block_on(ledger::workspace::set_stripe_customer(&fx.db, "a", "cus_1")).expect("same again");
+    assert!(
+        block_on(ledger::workspace::set_stripe_customer(&fx.db, "a", "cus_2")).is_err(),
+        "never replaced"
+    );
+    assert!(
+        block_on(ledger::workspace::set_stripe_customer(&fx.db, "b", "cus_1")).is_err(),
+        "never shared"
+    );
+    assert_eq!(
+        block_on(ledger::workspace::find_by_stripe_customer(&fx.db, "cus_1")).expect("find"),
+        Some("a".into())
+    );
+    block_on(ledger::workspace::set_stripe_subscription(
+        &fx.db,
+        "a",
+        Some("sub_1"),
+    ))
+    .expect("sub");
+    assert_eq!(
+        block_on(ledger::workspace::find_by_stripe_subscription(
+            &fx.db, "sub_1"
+        ))
+        .expect("find"),
+        Some("a".into())
+    );
+    block_on(plans::set_subscription_status(&fx.db, "a", "past_due")).expect("status");
+    assert_eq!(fx.state("a").subscription_status, "past_due");
+    block_on(plans::set_subscription_status(&fx.db, "a", "active")).expect("status");
+    assert_eq!(fx.state("a").subscription_status, "active");
+}
