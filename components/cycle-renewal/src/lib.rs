@@ -26,6 +26,8 @@ struct JobReport {
     workspaces_renewed: usize,
     /// Cycles closed in all.
     cycles_advanced: usize,
+    /// Workspaces whose renewal was refused and skipped (the others still renewed).
+    workspaces_failed: usize,
     /// Overdue holds posted at their reserved amount.
     holds_expired: usize,
     /// Whether due workspaces remain (the batch budget ran out).
@@ -43,6 +45,7 @@ async fn run_pass(now: i64) -> Result<JobReport, ApiError> {
         .await?;
         report.workspaces_renewed += batch.workspaces_renewed;
         report.cycles_advanced += batch.cycles_advanced;
+        report.workspaces_failed += batch.workspaces_failed;
         report.more = batch.more;
         // A batch that advanced nothing would find the same workspaces again: stop there.
         if !batch.more || batch.cycles_advanced == 0 {
@@ -85,11 +88,16 @@ impl spin_cron::CronHandler for Renewal {
         let report = run_pass(now_secs())
             .await
             .map_err(|error| error.to_string())?;
-        if report.workspaces_renewed > 0 || report.holds_expired > 0 || report.more {
+        if report.workspaces_renewed > 0
+            || report.workspaces_failed > 0
+            || report.holds_expired > 0
+            || report.more
+        {
             println!(
-                "cycle-renewal: {} workspaces renewed, {} cycles advanced, {} holds expired, more: {}",
+                "cycle-renewal: {} workspaces renewed, {} cycles advanced, {} failed, {} holds expired, more: {}",
                 report.workspaces_renewed,
                 report.cycles_advanced,
+                report.workspaces_failed,
                 report.holds_expired,
                 report.more
             );
