@@ -1,19 +1,48 @@
 //! `POST /webhooks/stripe`: Stripe's signed events (DESIGN section 7).
 //!
-//! Not wired yet: the route is recognised and answers 501 until signature verification
-//! (`Stripe-Signature`, variable `stripe_webhook_secret`) and the ledger's event handling land.
+//! 1. The body is read (capped by [`read_body`]) and its `Stripe-Signature` verified with the
+//!    Spin variable `stripe_webhook_secret` BEFORE anything is parsed ([`signature`]); any
+//!    failure is a 400 `invalid_signature` and nothing is written.
+//! 2. The event is parsed into one ledger action ([`event`]); a body that is not an event is a
+//!    400 `malformed_request`.
+//! 3. Events already processed are answered 200 at once: their ids are recorded in the key-value
+//!    store `default` (`stripe-event:<id>`) after successful handling, so a failed handling is
+//!    retried by Stripe. This record only saves work: every ledger operation is itself idempotent
+//!    in SQLite (payment settlement, reversal ids, invoice ids), so losing the store (or two
+//!    deliveries racing) never moves money twice.
+//! 4. The action runs in ONE `run_ledger` section. A ledger refusal (unknown payment, reversal of
+//!    a payment that did not succeed, ...) is answered 200 and logged: Stripe must not retry it
+//!    forever. A storage failure is a 503, which Stripe retries.
 
-use http::Method;
-use spin_adapter::{ApiError, Reply, method_not_allowed, not_found, path_segments};
+mod event;
+mod signature;
+
+use event::{Action, Event, Owner};
+use http::{HeaderMap, Method};
+use ledger::{LedgerError, StorageErrorKind, payments, plans, workspace};
+use serde_json::json;
+use spin_adapter::{
+    ApiError, Reply, SpinDb, method_not_allowed, not_found, now_secs, path_segments, read_body,
+    run_ledger, variable,
+};
 use spin_sdk::http::Request;
+use spin_sdk::key_value::Store;
+use spin_sdk::wasip3::http_compat::IncomingRequestBody;
+
+/// The header Stripe signs every delivery with.
+const SIGNATURE_HEADER: &str = "stripe-signature";
+/// The key-value store label (`key_value_stores = ["default"]`).
+const STORE_LABEL: &str = "default";
 
 /// The component's HTTP entry point.
 #[spin_sdk::http_service]
 async fn handle(request: Request) -> Reply {
-    let (parts, _body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let path = parts.uri.path();
     let outcome = match path_segments(path).as_slice() {
-        ["webhooks", "stripe"] if parts.method == Method::POST => receive_event().await,
+        ["webhooks", "stripe"] if parts.method == Method::POST => {
+            receive_event(&parts.headers, body).await
+        }
         ["webhooks", "stripe"] => Err(method_not_allowed(&parts.method, &["POST"])),
         _ => Err(not_found(path)),
     };
@@ -21,6 +50,320 @@ async fn handle(request: Request) -> Reply {
 }
 
 /// Verifies, deduplicates and applies one Stripe event.
-async fn receive_event() -> Result<Reply, ApiError> {
-    Err(ApiError::not_implemented())
+async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result<Reply, ApiError> {
+    let body = read_body(body).await?;
+    let secret = variable("stripe_webhook_secret").await?;
+    let header = match headers.get(SIGNATURE_HEADER).map(|value| value.to_str()) {
+        None => None,
+        Some(Ok(value)) => Some(value),
+        Some(Err(_)) => {
+            return Err(invalid_signature(&signature::SignatureError::Malformed(
+                "it is not visible ASCII",
+            )));
+        }
+    };
+    signature::verify(header, &body, &secret, now_secs()).map_err(|error| {
+        eprintln!("stripe-webhook: refused delivery: {error}");
+        invalid_signature(&error)
+    })?;
+    let event = event::parse(&body).map_err(ApiError::malformed)?;
+
+    let record_key = format!("stripe-event:{}", event.id);
+    let store = match Store::open(STORE_LABEL).await {
+        Ok(store) => Some(store),
+        Err(error) => {
+            eprintln!("stripe-webhook: key-value store unavailable: {error:?}");
+            None
+        }
+    };
+    if let Some(store) = &store {
+        match store.get(&record_key).await {
+            Ok(Some(_)) => return Ok(received(&event, "duplicate", None)),
+            Ok(None) => {}
+            // Only work is saved by the record: handle the event anyway (the ledger dedupes).
+            Err(error) => eprintln!("stripe-webhook: key-value get failed: {error:?}"),
+        }
+    }
+
+    let outcome = apply(&event).await.map_err(|error| {
+        eprintln!(
+            "stripe-webhook: {} {} not handled, Stripe will retry: {error}",
+            event.kind, event.id
+        );
+        ApiError::unavailable()
+    })?;
+    if let Outcome::Refused(why) | Outcome::Ignored(why) = &outcome {
+        eprintln!("stripe-webhook: {} {}: {why}", event.kind, event.id);
+    }
+
+    if let Some(store) = &store
+        && let Err(error) = store
+            .set(&record_key, now_secs().to_string().into_bytes())
+            .await
+    {
+        eprintln!("stripe-webhook: event {} not recorded: {error:?}", event.id);
+    }
+    let (label, detail) = match &outcome {
+        Outcome::Applied(what) => ("applied", Some(what)),
+        Outcome::Ignored(why) => ("ignored", Some(why)),
+        Outcome::Refused(why) => ("refused", Some(why)),
+    };
+    Ok(received(&event, label, detail))
+}
+
+fn invalid_signature(error: &signature::SignatureError) -> ApiError {
+    ApiError::new(400, "invalid_signature", error.to_string())
+}
+
+/// The 200 answer: Stripe only looks at the status; the body helps whoever reads the log.
+fn received(event: &Event, outcome: &str, detail: Option<&String>) -> Reply {
+    let mut body =
+        json!({"received": true, "event_id": event.id, "type": event.kind, "outcome": outcome});
+    if let Some(detail) = detail {
+        body["detail"] = detail.as_str().into();
+    }
+    Reply::json(200, &body)
+}
+
+/// What handling an event did.
+#[derive(Debug)]
+enum Outcome {
+    /// The ledger changed (or already had: every operation is idempotent).
+    Applied(String),
+    /// Nothing to do for us.
+    Ignored(String),
+    /// The ledger refused; answered 200 so Stripe does not retry forever.
+    Refused(String),
+}
+
+/// Runs the event's action in one ledger section. `Err` only for failures worth a retry.
+async fn apply(event: &Event) -> Result<Outcome, ApiError> {
+    if let Action::Ignore(why) = &event.action {
+        return Ok(Outcome::Ignored(why.clone()));
+    }
+    let now = now_secs();
+    run_ledger(async |db| refusal_is_outcome(run_action(db, &event.action, now).await)).await
+}
+
+/// A ledger refusal, or a constraint the database will refuse again, is an outcome; a busy or
+/// unavailable database stays an error (Stripe retries).
+fn refusal_is_outcome(result: ledger::Result<Outcome>) -> ledger::Result<Outcome> {
+    match result {
+        Err(LedgerError::Storage(error)) if error.kind != StorageErrorKind::Constraint => {
+            Err(LedgerError::Storage(error))
+        }
+        Err(LedgerError::Storage(error)) => Ok(Outcome::Refused(format!(
+            "refused by the database: {error}"
+        ))),
+        Err(error) => Ok(Outcome::Refused(format!("{}: {error}", error.code()))),
+        ok => ok,
+    }
+}
+
+async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Outcome> {
+    match action {
+        Action::PaymentSucceeded {
+            intent_id,
+            payment_id,
+        } => {
+            let Some(id) = payment_for(db, intent_id, payment_id.as_deref(), now).await? else {
+                return Ok(unknown_payment(intent_id));
+            };
+            let payment = payments::settle_succeeded(db, &id, now).await?;
+            Ok(Outcome::Applied(format!(
+                "payment {} {}",
+                payment.id, payment.status
+            )))
+        }
+        Action::PaymentFailed {
+            intent_id,
+            payment_id,
+            code,
+            message,
+            hard_decline,
+        } => {
+            let Some(id) = payment_for(db, intent_id, payment_id.as_deref(), now).await? else {
+                return Ok(unknown_payment(intent_id));
+            };
+            let payment =
+                payments::settle_failed(db, &id, code, message, *hard_decline, now).await?;
+            Ok(Outcome::Applied(format!(
+                "payment {} {}",
+                payment.id, payment.status
+            )))
+        }
+        Action::Reverse {
+            intent_id,
+            reversals,
+        } => {
+            let Some(payment) = payments::find_by_intent(db, intent_id).await? else {
+                return Ok(unknown_payment(intent_id));
+            };
+            let mut done = Vec::new();
+            for reversal in reversals {
+                let credits = payments::reverse(
+                    db,
+                    &payment.id,
+                    &reversal.id,
+                    reversal.kind,
+                    reversal.amount_micros,
+                    now,
+                )
+                .await?;
+                done.push(format!(
+                    "{} {} reversed {credits} micro-credits",
+                    reversal.kind, reversal.id
+                ));
+            }
+            Ok(Outcome::Applied(done.join("; ")))
+        }
+        Action::InvoicePaid {
+            invoice_id,
+            owner,
+            period_start,
+        } => {
+            let Some(ws) = workspace_of(db, owner).await? else {
+                return Ok(unknown_owner(owner));
+            };
+            let granted =
+                plans::record_invoice_paid(db, &ws, invoice_id, *period_start, now).await?;
+            Ok(Outcome::Applied(format!(
+                "invoice {invoice_id} paid for {ws}, {granted} credits granted"
+            )))
+        }
+        Action::InvoiceFailed { owner } => {
+            let Some(ws) = workspace_of(db, owner).await? else {
+                return Ok(unknown_owner(owner));
+            };
+            plans::record_invoice_failed(db, &ws).await?;
+            Ok(Outcome::Applied(format!("{ws} is past due")))
+        }
+        Action::SubscriptionStatus { owner, status } => {
+            let Some(ws) = workspace_of(db, owner).await? else {
+                return Ok(unknown_owner(owner));
+            };
+            plans::set_subscription_status(db, &ws, status).await?;
+            Ok(Outcome::Applied(format!("{ws} subscription {status}")))
+        }
+        Action::SubscriptionEnded { owner } => {
+            let Some(ws) = workspace_of(db, owner).await? else {
+                return Ok(unknown_owner(owner));
+            };
+            plans::end_subscription(db, &ws, now).await?;
+            Ok(Outcome::Applied(format!("{ws} subscription ended")))
+        }
+        Action::PaymentMethodDetached { payment_method_id } => {
+            if payments::remove_payment_method(db, payment_method_id).await? {
+                Ok(Outcome::Applied(format!(
+                    "payment method {payment_method_id} removed"
+                )))
+            } else {
+                Ok(Outcome::Ignored(format!(
+                    "payment method {payment_method_id} is not a saved card"
+                )))
+            }
+        }
+        Action::Ignore(why) => Ok(Outcome::Ignored(why.clone())),
+    }
+}
+
+/// Our payment for a PaymentIntent: the one it is attached to, else the one its metadata names
+/// (attached now; it was created before the PaymentIntent, so it exists unless it is not ours).
+async fn payment_for(
+    db: &SpinDb,
+    intent_id: &str,
+    payment_id: Option<&str>,
+    now: i64,
+) -> ledger::Result<Option<String>> {
+    if let Some(payment) = payments::find_by_intent(db, intent_id).await? {
+        return Ok(Some(payment.id));
+    }
+    let Some(payment_id) = payment_id else {
+        return Ok(None);
+    };
+    match payments::attach_intent(db, payment_id, intent_id, now).await {
+        Ok(()) => Ok(Some(payment_id.to_owned())),
+        // No such payment, or it has another PaymentIntent: not one we can settle.
+        Err(LedgerError::Conflict { .. }) => {
+            eprintln!(
+                "stripe-webhook: payment {payment_id} (metadata of {intent_id}) is unknown or has another PaymentIntent"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+fn unknown_payment(intent_id: &str) -> Outcome {
+    Outcome::Ignored(format!("no payment of ours for PaymentIntent {intent_id}"))
+}
+
+fn unknown_owner(owner: &Owner) -> Outcome {
+    Outcome::Ignored(format!(
+        "no workspace for customer {:?} / subscription {:?}",
+        owner.customer, owner.subscription
+    ))
+}
+
+/// The workspace a subscription or invoice belongs to: by subscription id, else by customer,
+/// unless that workspace records a different subscription (an event about an old subscription
+/// of the same customer must not touch the current one).
+async fn workspace_of(db: &SpinDb, owner: &Owner) -> ledger::Result<Option<String>> {
+    if let Some(subscription) = &owner.subscription
+        && let Some(ws) = workspace::find_by_stripe_subscription(db, subscription).await?
+    {
+        return Ok(Some(ws));
+    }
+    let Some(customer) = &owner.customer else {
+        return Ok(None);
+    };
+    let Some(ws) = workspace::find_by_stripe_customer(db, customer).await? else {
+        return Ok(None);
+    };
+    if let Some(subscription) = &owner.subscription {
+        let state = workspace::get(db, &ws).await?;
+        if state
+            .stripe_subscription_id
+            .as_ref()
+            .is_some_and(|current| current != subscription)
+        {
+            eprintln!(
+                "stripe-webhook: subscription {subscription} is not {ws}'s current one; ignored"
+            );
+            return Ok(None);
+        }
+    }
+    Ok(Some(ws))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger::StorageError;
+
+    fn storage(kind: StorageErrorKind) -> LedgerError {
+        LedgerError::Storage(StorageError {
+            kind,
+            message: "x".into(),
+        })
+    }
+
+    #[test]
+    fn refusals_are_answered_and_storage_failures_retried() {
+        let refused = refusal_is_outcome(Err(LedgerError::Conflict {
+            code: "payment_not_succeeded",
+            message: "Only a succeeded payment can be reversed.".into(),
+        }));
+        assert!(
+            matches!(&refused, Ok(Outcome::Refused(why)) if why.starts_with("payment_not_succeeded")),
+            "{refused:?}"
+        );
+        let missing = refusal_is_outcome(Err(LedgerError::NotFound { what: "workspace" }));
+        assert!(matches!(missing, Ok(Outcome::Refused(_))));
+        let constraint = refusal_is_outcome(Err(storage(StorageErrorKind::Constraint)));
+        assert!(matches!(constraint, Ok(Outcome::Refused(_))));
+        for kind in [StorageErrorKind::Busy, StorageErrorKind::Unavailable] {
+            assert!(refusal_is_outcome(Err(storage(kind))).is_err(), "{kind:?}");
+        }
+    }
 }
