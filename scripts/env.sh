@@ -6,3 +6,4 @@ export LOCAL_HOST_BIN="$CARGO_TARGET_DIR/release/local-host"
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
+python3 -c 'import localstripe' 2>/dev/null || python3 -m pip install --quiet localstripe==1.15.10

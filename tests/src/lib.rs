@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod stripe;
 
 use anyhow::{Context as _, Result, bail};
 use std::io::{BufRead as _, BufReader, Read as _};
