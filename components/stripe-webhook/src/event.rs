@@ -138,7 +138,10 @@ fn action(kind: &str, object: &Value) -> Result<Action, String> {
                 payment_id: str_at(object, &["metadata", "payment_id"]),
                 code,
                 message,
-                hard_decline: is_hard_decline(stripe_code.as_deref(), decline_code.as_deref()),
+                hard_decline: stripe_client::is_hard_decline(
+                    stripe_code.as_deref(),
+                    decline_code.as_deref(),
+                ),
             }
         }
         "charge.refunded" => {
@@ -332,36 +335,6 @@ fn advice(code: &str) -> &'static str {
     }
 }
 
-/// A hard decline: retrying the same card cannot succeed (expired, wrong number, lost or stolen,
-/// a non-retryable decline, or a charge that needs the absent customer to authenticate). Soft:
-/// processing errors and declines the issuer says to retry.
-pub fn is_hard_decline(code: Option<&str>, decline_code: Option<&str>) -> bool {
-    match code {
-        Some(
-            "expired_card"
-            | "incorrect_number"
-            | "invalid_number"
-            | "lost_card"
-            | "stolen_card"
-            | "authentication_required",
-        ) => true,
-        Some("card_declined") => !matches!(
-            decline_code,
-            Some(
-                "insufficient_funds"
-                    | "try_again_later"
-                    | "issuer_not_available"
-                    | "processing_error"
-                    | "reenter_transaction"
-                    | "approve_with_id"
-                    | "card_velocity_exceeded"
-                    | "withdrawal_count_limit_exceeded"
-            )
-        ),
-        _ => false,
-    }
-}
-
 /// The customer and subscription of an invoice (the subscription moved under
 /// `parent.subscription_details` in API version 2025-03-31).
 fn invoice_owner(invoice: &Value) -> Owner {
@@ -474,24 +447,33 @@ mod tests {
 
     #[test]
     fn decline_classification() {
-        assert!(is_hard_decline(Some("expired_card"), None));
-        assert!(is_hard_decline(Some("incorrect_number"), None));
-        assert!(is_hard_decline(Some("card_declined"), None));
-        assert!(is_hard_decline(Some("card_declined"), Some("lost_card")));
-        assert!(is_hard_decline(
+        assert!(stripe_client::is_hard_decline(Some("expired_card"), None));
+        assert!(stripe_client::is_hard_decline(
+            Some("incorrect_number"),
+            None
+        ));
+        assert!(stripe_client::is_hard_decline(Some("card_declined"), None));
+        assert!(stripe_client::is_hard_decline(
+            Some("card_declined"),
+            Some("lost_card")
+        ));
+        assert!(stripe_client::is_hard_decline(
             Some("card_declined"),
             Some("generic_decline")
         ));
-        assert!(!is_hard_decline(
+        assert!(!stripe_client::is_hard_decline(
             Some("card_declined"),
             Some("insufficient_funds")
         ));
-        assert!(!is_hard_decline(
+        assert!(!stripe_client::is_hard_decline(
             Some("card_declined"),
             Some("try_again_later")
         ));
-        assert!(!is_hard_decline(Some("processing_error"), None));
-        assert!(!is_hard_decline(None, None));
+        assert!(!stripe_client::is_hard_decline(
+            Some("processing_error"),
+            None
+        ));
+        assert!(!stripe_client::is_hard_decline(None, None));
         assert_eq!(
             contract_code(Some("processing_error")),
             "payment_processing_error"

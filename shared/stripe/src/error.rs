@@ -26,16 +26,32 @@ pub const CARD_ERROR_CODES: &[&str] = &[
     "card_decline_rate_limit_exceeded",
 ];
 
-/// `decline_code`s of `card_declined` worth retrying later without the customer (soft declines).
-/// Every other `card_declined` is hard (including `insufficient_funds`, `generic_decline` and a
-/// missing decline code, as localstripe sends): retrying off-session would not help.
+/// `decline_code`s of `card_declined` worth retrying later without the customer (soft declines):
+/// the issuer says to retry, or the condition is temporary (funds, velocity limits). Retries are
+/// bounded by the auto-recharge daily cap. Every other `card_declined` is hard (including
+/// `generic_decline` and a missing decline code, as localstripe sends).
 pub const SOFT_DECLINE_CODES: &[&str] = &[
     "approve_with_id",
+    "card_velocity_exceeded",
+    "insufficient_funds",
     "issuer_not_available",
     "processing_error",
     "reenter_transaction",
     "try_again_later",
+    "withdrawal_count_limit_exceeded",
 ];
+
+/// Whether a card failure with Stripe's `code` and `decline_code` is a hard decline: retrying the
+/// same card off-session cannot succeed (expired or wrong card, lost or stolen, a non-retryable
+/// decline, authentication the absent customer must complete, any code we do not know). Soft:
+/// processing errors, rate limits, retryable declines, and a failure without a code.
+pub fn is_hard_decline(code: Option<&str>, decline_code: Option<&str>) -> bool {
+    match code {
+        None | Some("processing_error" | "card_decline_rate_limit_exceeded") => false,
+        Some("card_declined") => !decline_code.is_some_and(|d| SOFT_DECLINE_CODES.contains(&d)),
+        Some(_) => true,
+    }
+}
 
 /// A card could not be charged, saved or authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +75,7 @@ impl CardError {
     /// `card_declined` with a decline code not in [`SOFT_DECLINE_CODES`], expired or wrong card
     /// details, and authentication the customer must complete.
     pub fn is_hard_decline(&self) -> bool {
-        match self.code.as_str() {
-            "card_declined" => !self
-                .decline_code
-                .as_deref()
-                .is_some_and(|d| SOFT_DECLINE_CODES.contains(&d)),
-            "processing_error" | "card_decline_rate_limit_exceeded" => false,
-            _ => true,
-        }
+        is_hard_decline(Some(&self.code), self.decline_code.as_deref())
     }
 }
 
@@ -270,8 +279,10 @@ mod tests {
         assert_eq!(card.message, "Your card has insufficient funds.");
         assert_eq!(card.payment_intent.as_deref(), Some("pi_3Pgb"));
         assert_eq!(card.charge.as_deref(), Some("ch_3Pgb"));
-        assert!(err.is_hard_decline());
-        assert!(!err.is_retryable());
+        // Insufficient funds is temporary: a later automatic retry may succeed (bounded by the
+        // auto-recharge daily cap).
+        assert!(!err.is_hard_decline());
+        assert!(err.is_retryable());
         assert_eq!(err.product_code(), "card_declined");
     }
 

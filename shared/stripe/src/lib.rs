@@ -24,5 +24,5 @@ pub use api::{
     Subscription,
 };
 pub use client::{Client, DEFAULT_API_BASE, DEFAULT_TIMEOUT, STRIPE_VERSION};
-pub use error::{CardError, Result, StripeError};
+pub use error::{CardError, Result, SOFT_DECLINE_CODES, StripeError, is_hard_decline};
 pub use form::Form;
