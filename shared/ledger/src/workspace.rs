@@ -352,13 +352,12 @@ pub async fn find_by_stripe_customer<S: Storage>(
     db: &S,
     customer_id: &str,
 ) -> Result<Option<String>> {
-    let rows = db
-        .query(
-            "SELECT id FROM workspaces WHERE stripe_customer_id = ?1",
-            &[t(customer_id)],
-        )
-        .await?;
-    rows.first().map(|row| text(row, 0)).transpose()
+    find_id(
+        db,
+        "SELECT id FROM workspaces WHERE stripe_customer_id = ?1",
+        customer_id,
+    )
+    .await
 }
 
 /// The workspace of a Stripe subscription, if any.
@@ -366,11 +365,16 @@ pub async fn find_by_stripe_subscription<S: Storage>(
     db: &S,
     subscription_id: &str,
 ) -> Result<Option<String>> {
-    let rows = db
-        .query(
-            "SELECT id FROM workspaces WHERE stripe_subscription_id = ?1",
-            &[t(subscription_id)],
-        )
-        .await?;
+    find_id(
+        db,
+        "SELECT id FROM workspaces WHERE stripe_subscription_id = ?1",
+        subscription_id,
+    )
+    .await
+}
+
+/// The workspace id a one-parameter lookup returns, if any.
+async fn find_id<S: Storage>(db: &S, sql: &str, key: &str) -> Result<Option<String>> {
+    let rows = db.query(sql, &[t(key)]).await?;
     rows.first().map(|row| text(row, 0)).transpose()
 }
