@@ -128,11 +128,8 @@ fn action(kind: &str, object: &Value) -> Result<Action, String> {
             let field = |name: &str| error.and_then(|e| str_at(e, &[name]));
             let stripe_code = field("code");
             let decline_code = field("decline_code");
-            let code = contract_code(stripe_code.as_deref());
-            let message = match field("message") {
-                Some(stripe) => format!("{} ({stripe})", advice(code)),
-                None => advice(code).to_owned(),
-            };
+            let code = stripe_client::product_code(stripe_code.as_deref());
+            let message = stripe_client::failure_message(code, field("message").as_deref());
             Action::PaymentFailed {
                 intent_id: object_id()?,
                 payment_id: str_at(object, &["metadata", "payment_id"]),
@@ -297,44 +294,6 @@ pub fn minor_to_micros(amount: i64, currency: &str) -> Option<i64> {
     amount.checked_mul(factor)
 }
 
-/// Maps Stripe's error code to the contract's (R9).
-pub fn contract_code(stripe_code: Option<&str>) -> &'static str {
-    match stripe_code {
-        Some("expired_card") => "expired_card",
-        Some("authentication_required" | "payment_intent_authentication_failure") => {
-            "authentication_required"
-        }
-        Some(
-            "card_declined"
-            | "incorrect_number"
-            | "invalid_number"
-            | "incorrect_cvc"
-            | "invalid_cvc"
-            | "invalid_expiry_month"
-            | "invalid_expiry_year"
-            | "incorrect_zip"
-            | "card_decline_rate_limit_exceeded"
-            | "lost_card"
-            | "stolen_card",
-        ) => "card_declined",
-        _ => "payment_processing_error",
-    }
-}
-
-/// The seeds' advice for each failure code.
-fn advice(code: &str) -> &'static str {
-    match code {
-        "card_declined" => {
-            "Card declined: Your bank has declined the transaction. Check that the card has sufficient funds and isn't blocked for online purchases."
-        }
-        "expired_card" => "Card expired: Update your payment method in Billing > Payment method.",
-        "authentication_required" => {
-            "The card requires authentication: complete the payment with your bank, or update your payment method."
-        }
-        _ => "Temporary error: Wait a few minutes and try again.",
-    }
-}
-
 /// The customer and subscription of an invoice (the subscription moved under
 /// `parent.subscription_details` in API version 2025-03-31).
 fn invoice_owner(invoice: &Value) -> Owner {
@@ -475,11 +434,17 @@ mod tests {
         ));
         assert!(!stripe_client::is_hard_decline(None, None));
         assert_eq!(
-            contract_code(Some("processing_error")),
+            stripe_client::product_code(Some("processing_error")),
             "payment_processing_error"
         );
-        assert_eq!(contract_code(Some("incorrect_cvc")), "card_declined");
-        assert_eq!(contract_code(None), "payment_processing_error");
+        assert_eq!(
+            stripe_client::product_code(Some("incorrect_cvc")),
+            "card_declined"
+        );
+        assert_eq!(
+            stripe_client::product_code(None),
+            "payment_processing_error"
+        );
     }
 
     #[test]

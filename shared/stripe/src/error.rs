@@ -41,6 +41,22 @@ pub const SOFT_DECLINE_CODES: &[&str] = &[
     "withdrawal_count_limit_exceeded",
 ];
 
+/// The product failure code (R9) of a card failure with Stripe's `code`: `expired_card`,
+/// `authentication_required`, `payment_processing_error` (temporary: processing errors, the
+/// decline rate limit, no code at all) or `card_declined` (every other card code).
+pub fn product_code(stripe_code: Option<&str>) -> &'static str {
+    match stripe_code {
+        Some("expired_card") => "expired_card",
+        Some("authentication_required" | "payment_intent_authentication_failure") => {
+            "authentication_required"
+        }
+        Some("processing_error" | "card_decline_rate_limit_exceeded") | None => {
+            "payment_processing_error"
+        }
+        Some(_) => "card_declined",
+    }
+}
+
 /// Whether a card failure with Stripe's `code` and `decline_code` is a hard decline: retrying the
 /// same card off-session cannot succeed (expired or wrong card, lost or stolen, a non-retryable
 /// decline, authentication the absent customer must complete, any code we do not know). Soft:
@@ -233,16 +249,7 @@ impl StripeError {
     /// `expired_card`, `authentication_required`, or `payment_processing_error` for everything
     /// that is not the card's fault.
     pub fn product_code(&self) -> &'static str {
-        match self.card().map(|c| c.code.as_str()) {
-            Some("expired_card") => "expired_card",
-            Some("authentication_required" | "payment_intent_authentication_failure") => {
-                "authentication_required"
-            }
-            Some("processing_error" | "card_decline_rate_limit_exceeded") | None => {
-                "payment_processing_error"
-            }
-            Some(_) => "card_declined",
-        }
+        product_code(self.card().map(|c| c.code.as_str()))
     }
 }
 

@@ -13,16 +13,23 @@
 
 #![warn(missing_docs)]
 
-pub mod api;
+pub mod advice;
+mod api;
 pub mod client;
 pub mod error;
 pub mod form;
 pub mod money;
 
+pub use advice::{
+    ADVICE_AUTHENTICATION, ADVICE_DECLINED, ADVICE_EXPIRED, ADVICE_TEMPORARY, advice,
+    failure_message,
+};
 pub use api::{
     Card, Charge, Customer, Invoice, NewPaymentIntent, PaymentError, PaymentIntent, SetupIntent,
     Subscription,
 };
 pub use client::{Client, DEFAULT_API_BASE, DEFAULT_TIMEOUT, STRIPE_VERSION};
-pub use error::{CardError, Result, SOFT_DECLINE_CODES, StripeError, is_hard_decline};
+pub use error::{
+    CardError, Result, SOFT_DECLINE_CODES, StripeError, is_hard_decline, product_code,
+};
 pub use form::Form;
