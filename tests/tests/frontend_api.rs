@@ -1131,7 +1131,7 @@ fn access_is_isolated_authenticated_and_role_checked() -> Result<()> {
 }
 
 #[test]
-fn stripe_routes_answer_503_until_issue_5() -> Result<()> {
+fn stripe_routes_answer_503_without_a_stripe_key() -> Result<()> {
     let app = start()?;
     app.provision("ws-pay")?;
     choose_plan(&app, "ws-pay", "free")?;

@@ -4,8 +4,11 @@
 //!
 //! Each route authenticates, checks the workspace and role, then runs ONE ledger operation in
 //! `run_ledger` (the catalog is read in the same closure, through a per-instance cache keyed by
-//! the stored catalog version) and maps its result. The Stripe routes
-//! (issue 5) answer 503 `payment_processing_error` after authentication for now.
+//! the stored catalog version) and maps its result. The Stripe routes (saving a card, top-ups:
+//! [`payments`]) run ledger operation -> Stripe call outside the ledger lock -> ledger
+//! operation; with no `stripe_secret_key` they answer 503 `payment_processing_error`
+//! ("Payments are not configured yet."). Invoices and the billing portal answer that 503 for
+//! now (issue 5).
 //!
 //! Response shapes this component decides (the contract leaves them open):
 //! - `GET /v1/plans`: `{"currency", "credit_price", "data": [{"id", "name", "price",
@@ -16,11 +19,14 @@
 //! - `GET .../transactions`: `{"data", "next_cursor"}`, or CSV with `format=csv`; empty query
 //!   values mean "not set", unknown query parameters are a 400.
 
+mod payments;
+
 use http::Method;
 use http::request::Parts;
 use ledger::agents::{AgentLimits, OveragePolicy};
 use ledger::payments::AutoRechargeSettings;
 use ledger::views::TransactionFilter;
+use payments::payments_unavailable;
 use serde_json::{Value, json};
 use spin_adapter::{
     ApiError, Claims, IdempotencyScope, Reply, authenticate_user, idempotent, method_not_allowed,
@@ -248,16 +254,22 @@ async fn dispatch(
         }
         Route::Transactions { ws } => transactions(ws, &parts.uri).await,
         Route::UsageSummary { ws } => usage_summary(ws, &parts.uri, now).await,
-        // TODO(issue 5): create a SetupIntent (client secret, or a shareable link) for the
-        // workspace's Stripe customer.
-        Route::SetupPaymentMethod { ws } => payments_not_configured(ws).await,
-        // TODO(issue 5): re-read the customer's default card from Stripe and save it.
-        Route::RefreshPaymentMethod { ws } => payments_not_configured(ws).await,
+        Route::SetupPaymentMethod { ws } => match payments::stripe().await? {
+            Some(client) => payments::setup(&client, ws, &parts.headers).await,
+            None => payments_not_configured(ws).await,
+        },
+        Route::RefreshPaymentMethod { ws } => match payments::stripe().await? {
+            Some(client) => payments::refresh(&client, ws).await,
+            None => payments_not_configured(ws).await,
+        },
         Route::CreateTopup { ws } => {
-            let TopupRequest { amount: _ } = parse_object(body)?;
-            // TODO(issue 5): payments::create_topup, then a Stripe PaymentIntent (outside the
-            // ledger lock), then attach_intent / settle on a synchronous success.
-            payments_not_configured(ws).await
+            let TopupRequest { amount } = parse_object(body)?;
+            match payments::stripe().await? {
+                Some(client) => {
+                    payments::create_topup(&client, ws, &amount, &parts.headers, now).await
+                }
+                None => payments_not_configured(ws).await,
+            }
         }
         // TODO(issue 5): list the customer's Stripe invoices.
         Route::Invoices { ws } => payments_not_configured(ws).await,
@@ -266,16 +278,8 @@ async fn dispatch(
     }
 }
 
-/// 503 `payment_processing_error`: Stripe is not wired yet (issue 5).
-fn payments_unavailable() -> ApiError {
-    ApiError::new(
-        503,
-        "payment_processing_error",
-        "Payments are not configured yet.",
-    )
-}
-
-/// The Stripe routes until issue 5: an unknown workspace is still a 404, then 503.
+/// A Stripe route without Stripe configured (or not wired yet, issue 5): an unknown workspace
+/// is still a 404, then 503.
 async fn payments_not_configured(ws: &str) -> Result<Reply, ApiError> {
     run_ledger(async |db| ledger::workspace::get(db, ws).await).await?;
     Err(payments_unavailable())
@@ -505,7 +509,6 @@ struct SubscribeRequest {
 /// `POST /v1/workspaces/{ws}/topups`: `amount` in the workspace currency, a decimal string.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "read once Stripe top-ups are wired (issue 5)")]
 struct TopupRequest {
     amount: String,
 }

@@ -1,0 +1,466 @@
+//! The Stripe routes of the frontend API (R9, R10): saving a card through a SetupIntent,
+//! re-reading the saved card, and card top-ups.
+//!
+//! Every route follows the same rule: a ledger operation (one `run_ledger`), then the Stripe call
+//! OUTSIDE the ledger lock, then a ledger operation with its result. Money moves only in the
+//! ledger, exactly once (`payments::settle_succeeded`), whichever of this synchronous answer, the
+//! webhook or the reconciliation job reports the success first.
+//!
+//! Top-ups:
+//! - the payment id is derived from the request's `Idempotency-Key` when there is one
+//!   (`tp_` + 32 hex digits of SHA-256 of the workspace and the key), so a retried request finds
+//!   the same pending row and sends Stripe the same idempotency key (the payment id); otherwise
+//!   it is random;
+//! - a saved card is charged at once (`confirm=true&off_session=true`); without one the
+//!   PaymentIntent is left for Stripe.js (201 `pending` with its `client_secret`);
+//! - a declined card settles the top-up `failed` and answers 402 with the seeds' advice;
+//!   authentication the customer must complete leaves it `pending` and answers 402
+//!   `authentication_required` with the `client_secret` for 3-D Secure;
+//! - Stripe unreachable, slow or failing leaves it `pending` (the webhook or R21's
+//!   reconciliation settles it) and answers 503 `payment_processing_error` with its id;
+//! - a retry of a top-up that already has a PaymentIntent reads that PaymentIntent instead of
+//!   creating another.
+
+use http::HeaderMap;
+use ledger::LedgerError;
+use ledger::payments::{self, Payment, PaymentMethod};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use spin_adapter::{ApiError, Reply, run_ledger, variable};
+use stripe_client::{
+    ADVICE_AUTHENTICATION, ADVICE_TEMPORARY, Card, Client, Form, NewPaymentIntent, PaymentIntent,
+    StripeError, advice, product_code,
+};
+
+/// Stripe refused a request it should have accepted (configuration, unexpected answer).
+const ADVICE_REFUSED: &str =
+    "The payment could not be processed. Try again later or contact our support team.";
+
+/// 503 `payment_processing_error`: Stripe is not configured (empty `stripe_secret_key`).
+pub fn payments_unavailable() -> ApiError {
+    ApiError::new(
+        503,
+        "payment_processing_error",
+        "Payments are not configured yet.",
+    )
+}
+
+/// The Stripe client, or `None` when `stripe_secret_key` is empty.
+pub async fn stripe() -> Result<Option<Client>, ApiError> {
+    let key = variable("stripe_secret_key").await?;
+    if key.trim().is_empty() {
+        return Ok(None);
+    }
+    let base = variable("stripe_api_base").await?;
+    Ok(Some(Client::new(base.trim(), key.trim())))
+}
+
+/// A Stripe failure that is not a card's: 503 when it may pass (network, timeout, 5xx, rate
+/// limit, a concurrent request with the same idempotency key), else 502. Details go to the log.
+fn stripe_failure(context: &str, error: &StripeError) -> ApiError {
+    eprintln!("topup: Stripe {context} failed: {error}");
+    if temporary(error) {
+        ApiError::new(503, "payment_processing_error", ADVICE_TEMPORARY)
+            .with_header("retry-after", "60".to_owned())
+    } else {
+        ApiError::new(502, "payment_processing_error", ADVICE_REFUSED)
+    }
+}
+
+/// Whether `error` may pass with a retry of the same request.
+fn temporary(error: &StripeError) -> bool {
+    match error {
+        StripeError::InvalidRequest { status, .. } => *status == 409,
+        StripeError::Card(_) => false,
+        other => other.is_retryable(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// The request's `Idempotency-Key`, if it has a usable one (the adapter already refused bad
+/// ones with 400).
+fn idempotency_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(spin_adapter::IDEMPOTENCY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// `prefix` + 32 hex digits: of SHA-256 of the workspace and the request's idempotency key when
+/// there is one, else random.
+fn derived_id(prefix: &str, ws: &str, headers: &HeaderMap) -> String {
+    let digest = match idempotency_key(headers) {
+        Some(key) => hex(&Sha256::new()
+            .chain_update(prefix)
+            .chain_update([0])
+            .chain_update(ws)
+            .chain_update([0])
+            .chain_update(key)
+            .finalize()),
+        None => {
+            let random = || spin_sdk::wasip3::random::random::get_random_u64();
+            format!("{:016x}{:016x}", random(), random())
+        }
+    };
+    format!("{prefix}{}", digest.get(..32).unwrap_or(&digest))
+}
+
+/// The workspace's Stripe customer, created once (Idempotency-Key `customer-<ws>`) and stored.
+async fn ensure_customer(client: &Client, ws: &str) -> Result<String, ApiError> {
+    let state = run_ledger(async |db| ledger::workspace::get(db, ws).await).await?;
+    if let Some(customer) = state.stripe_customer_id {
+        return Ok(customer);
+    }
+    let customer = client
+        .create_customer(
+            Some(&state.email),
+            Some(&state.name),
+            ws,
+            &format!("customer-{ws}"),
+        )
+        .await
+        .map_err(|e| stripe_failure("customer creation", &e))?;
+    let stored = run_ledger(async |db| {
+        match ledger::workspace::set_stripe_customer(db, ws, &customer.id).await {
+            Ok(()) => Ok(customer.id.clone()),
+            // Another request stored its customer first: use that one.
+            Err(LedgerError::Conflict { .. }) => ledger::workspace::get(db, ws)
+                .await?
+                .stripe_customer_id
+                .ok_or(LedgerError::NotFound { what: "workspace" }),
+            Err(error) => Err(error),
+        }
+    })
+    .await?;
+    Ok(stored)
+}
+
+/// `POST /v1/workspaces/{ws}/payment-method/setup`: a SetupIntent (`usage=off_session`) for the
+/// workspace's customer -> 200 `{"client_secret", "setup_intent_id"}`.
+pub async fn setup(client: &Client, ws: &str, headers: &HeaderMap) -> Result<Reply, ApiError> {
+    let customer = ensure_customer(client, ws).await?;
+    let key = derived_id("setup_", ws, headers);
+    let intent = client
+        .create_setup_intent(&customer, &key)
+        .await
+        .map_err(|e| stripe_failure("SetupIntent creation", &e))?;
+    Ok(Reply::json(
+        200,
+        &json!({"client_secret": intent.client_secret, "setup_intent_id": intent.id}),
+    ))
+}
+
+/// `POST /v1/workspaces/{ws}/payment-method/refresh`: reads the customer's cards from Stripe and
+/// saves the default one (the customer's `invoice_settings.default_payment_method` when it is
+/// among them, else the newest) -> 200 `{"payment_method": {...} | null}`. No card at Stripe
+/// forgets the saved one (as `payment_method.detached` would).
+pub async fn refresh(client: &Client, ws: &str) -> Result<Reply, ApiError> {
+    let state = run_ledger(async |db| ledger::workspace::get(db, ws).await).await?;
+    let Some(customer) = state.stripe_customer_id else {
+        return Ok(Reply::json(200, &json!({"payment_method": null})));
+    };
+    let card = default_card(client, &customer)
+        .await
+        .map_err(|e| stripe_failure("card listing", &e))?;
+    let Some(card) = card else {
+        if let Some(saved) = state.payment_method_id {
+            run_ledger(async |db| payments::remove_payment_method(db, &saved).await).await?;
+        }
+        return Ok(Reply::json(200, &json!({"payment_method": null})));
+    };
+    let method = PaymentMethod {
+        id: card.id,
+        brand: card.brand,
+        last4: card.last4,
+        exp_month: i64::from(card.exp_month),
+        exp_year: i64::from(card.exp_year),
+    };
+    run_ledger(async |db| payments::set_payment_method(db, ws, &method).await).await?;
+    Ok(Reply::json(200, &json!({"payment_method": method})))
+}
+
+/// The customer's default card, else its newest, else `None`.
+async fn default_card(client: &Client, customer: &str) -> Result<Option<Card>, StripeError> {
+    let query = Form::new()
+        .with("customer", customer)
+        .with("type", "card")
+        .with("limit", "100");
+    let list = client.get("/v1/payment_methods", &query).await?;
+    let data = list
+        .get("data")
+        .and_then(Value::as_array)
+        .ok_or_else(|| StripeError::Decode("list without `data`".into()))?;
+    let mut cards = Vec::with_capacity(data.len());
+    for item in data {
+        let created = item.get("created").and_then(Value::as_i64).unwrap_or(0);
+        cards.push((created, Card::from_json(item)?));
+    }
+    if cards.is_empty() {
+        return Ok(None);
+    }
+    if !customer
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(StripeError::BadInput(format!(
+            "not a customer id: {customer:?}"
+        )));
+    }
+    let record = client
+        .get(&format!("/v1/customers/{customer}"), &Form::new())
+        .await?;
+    let default = record
+        .pointer("/invoice_settings/default_payment_method")
+        .and_then(|v| match v {
+            Value::String(id) => Some(id.clone()),
+            Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+            _ => None,
+        });
+    if let Some(default) = default
+        && let Some(position) = cards.iter().position(|(_, c)| c.id == default)
+    {
+        return Ok(Some(cards.swap_remove(position).1));
+    }
+    // Newest first; among equal times the first listed (Stripe lists newest first).
+    let mut best = 0;
+    for (index, (created, _)) in cards.iter().enumerate() {
+        if *created > cards[best].0 {
+            best = index;
+        }
+    }
+    Ok(Some(cards.swap_remove(best).1))
+}
+
+/// The 201 body of a top-up.
+fn topup_body(payment: &Payment, client_secret: Option<&str>) -> Value {
+    let mut body = json!({
+        "id": payment.id,
+        "status": payment.status,
+        "amount": payment.amount,
+        "credits": payment.credits,
+    });
+    if let Some(secret) = client_secret {
+        body["client_secret"] = secret.into();
+    }
+    body
+}
+
+/// The answer for a payment's current state: 201 with it, or, for a failed one, its 402 (or
+/// 502 for a failure that is not the card's).
+fn answer(payment: &Payment, client_secret: Option<&str>) -> Result<Reply, ApiError> {
+    if payment.status != "failed" {
+        return Ok(Reply::json(201, &topup_body(payment, client_secret)));
+    }
+    let code = match payment.failure_code.as_deref() {
+        Some("card_declined") => "card_declined",
+        Some("expired_card") => "expired_card",
+        Some("authentication_required") => "authentication_required",
+        _ => "payment_processing_error",
+    };
+    let status = if code == "payment_processing_error" {
+        502
+    } else {
+        402
+    };
+    Err(ApiError::new(status, code, advice(code))
+        .with_detail("topup_id", payment.id.clone().into()))
+}
+
+/// `POST /v1/workspaces/{ws}/topups` `{"amount"}` with Stripe configured.
+pub async fn create_topup(
+    client: &Client,
+    ws: &str,
+    amount: &str,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<Reply, ApiError> {
+    let payment_id = derived_id("tp_", ws, headers);
+    let (payment, currency) = run_ledger(async |db| {
+        let catalog = spin_adapter::catalog(db).await?;
+        let currency = catalog.settings().currency.clone();
+        let micros = ledger::money::parse_micros("amount", amount, false)?;
+        // Within the bounds, an amount Stripe cannot charge (a fraction of a cent) is refused
+        // here rather than left pending; out of bounds, create_topup says which bound.
+        if (catalog.topup_min_micros..=catalog.topup_max_micros).contains(&micros)
+            && let Err(error) = stripe_client::money::to_minor(micros, &currency)
+        {
+            return Err(LedgerError::invalid(
+                "invalid_amount",
+                "amount",
+                format!("amount cannot be charged: {error}"),
+            ));
+        }
+        let payment = payments::create_topup(
+            db,
+            &catalog,
+            ws,
+            &payment_id,
+            ledger::money::to_decimal(micros),
+            now,
+        )
+        .await?;
+        Ok((payment, currency))
+    })
+    .await?;
+    if payment.status != "pending" {
+        return answer(&payment, None);
+    }
+    let outcome = match payment.payment_intent_id.as_deref() {
+        // A retry of a top-up whose PaymentIntent exists: read it, never create another.
+        Some(intent) => client.retrieve_payment_intent(intent).await,
+        None => charge(client, ws, &payment, &currency).await?,
+    };
+    match outcome {
+        Ok(intent) => intent_outcome(&payment, &intent, now).await,
+        Err(StripeError::Card(card)) => {
+            card_failure(client, &payment, &StripeError::Card(card), now).await
+        }
+        Err(error) => {
+            eprintln!(
+                "topup: payment {} left pending after a Stripe failure",
+                payment.id
+            );
+            Err(stripe_failure("PaymentIntent", &error)
+                .with_detail("topup_id", payment.id.clone().into()))
+        }
+    }
+}
+
+/// Creates the PaymentIntent of a pending top-up (Stripe idempotency key: the payment id): a
+/// saved card is charged at once, off-session; without one it waits for Stripe.js.
+/// `Err` is a failure before the PaymentIntent (the customer); the inner result is Stripe's.
+async fn charge(
+    client: &Client,
+    ws: &str,
+    payment: &Payment,
+    currency: &str,
+) -> Result<stripe_client::Result<PaymentIntent>, ApiError> {
+    let customer = ensure_customer(client, ws)
+        .await
+        .map_err(|e| e.with_detail("topup_id", payment.id.clone().into()))?;
+    let saved = run_ledger(async |db| ledger::workspace::get(db, ws).await)
+        .await?
+        .payment_method_id;
+    let amount_minor = match stripe_client::money::to_minor(payment.amount_micros, currency) {
+        Ok(minor) => minor,
+        Err(error) => return Ok(Err(error)),
+    };
+    let charge_now = saved.is_some();
+    let new = NewPaymentIntent {
+        amount_minor,
+        currency: currency.to_owned(),
+        customer,
+        payment_method: saved,
+        confirm: charge_now,
+        off_session: charge_now,
+        payment_id: payment.id.clone(),
+        workspace_id: ws.to_owned(),
+    };
+    Ok(client.create_payment_intent(&new, &payment.id).await)
+}
+
+/// Records a PaymentIntent on its top-up and answers with what it says.
+async fn intent_outcome(
+    payment: &Payment,
+    intent: &PaymentIntent,
+    now: i64,
+) -> Result<Reply, ApiError> {
+    run_ledger(async |db| payments::attach_intent(db, &payment.id, &intent.id, now).await).await?;
+    let secret = intent.client_secret.as_deref();
+    match intent.status.as_str() {
+        "succeeded" => {
+            let settled =
+                run_ledger(async |db| payments::settle_succeeded(db, &payment.id, now).await)
+                    .await?;
+            answer(&settled, None)
+        }
+        "requires_action" | "requires_confirmation" if intent.payment_method.is_some() => {
+            Err(authentication_required(payment, intent))
+        }
+        "requires_payment_method" if intent.last_payment_error.is_some() => {
+            // The last attempt failed (read back on a retry): settle it as the webhook would.
+            let error = intent.last_payment_error.as_ref();
+            let stripe_code = error.and_then(|e| e.code.as_deref());
+            let decline = error.and_then(|e| e.decline_code.as_deref());
+            let code = product_code(stripe_code);
+            let message =
+                stripe_client::failure_message(code, error.and_then(|e| e.message.as_deref()));
+            let hard = stripe_client::is_hard_decline(stripe_code, decline);
+            let settled = run_ledger(async |db| {
+                payments::settle_failed(db, &payment.id, code, &message, hard, now).await
+            })
+            .await?;
+            answer(&settled, None)
+        }
+        // New card (Stripe.js confirms with the client secret), processing, or anything else:
+        // pending until the webhook or the reconciliation settles it.
+        _ => answer(payment, secret),
+    }
+}
+
+/// 402 `authentication_required` for a top-up left pending: the frontend completes 3-D Secure
+/// with the client secret.
+fn authentication_required(payment: &Payment, intent: &PaymentIntent) -> ApiError {
+    let mut error = ApiError::new(402, "authentication_required", ADVICE_AUTHENTICATION)
+        .with_detail("topup_id", payment.id.clone().into())
+        .with_detail("payment_intent_id", intent.id.clone().into());
+    if let Some(secret) = &intent.client_secret {
+        error = error.with_detail("client_secret", secret.clone().into());
+    }
+    error
+}
+
+/// A card error from a confirmed charge: the top-up is settled `failed` (402 with the seeds'
+/// advice), except authentication the customer can still complete (pending, 402 with the
+/// client secret).
+async fn card_failure(
+    client: &Client,
+    payment: &Payment,
+    error: &StripeError,
+    now: i64,
+) -> Result<Reply, ApiError> {
+    let Some(card) = error.card() else {
+        return Err(stripe_failure("PaymentIntent", error));
+    };
+    // Stripe names the PaymentIntent; localstripe only the charge: find it through the charge.
+    let mut intent_id = card.payment_intent.clone();
+    if intent_id.is_none()
+        && let Some(charge) = card.charge.as_deref()
+    {
+        match client.retrieve_charge(charge).await {
+            Ok(charge) => intent_id = charge.payment_intent,
+            Err(e) => eprintln!(
+                "topup: charge {charge} of payment {} unreadable: {e}",
+                payment.id
+            ),
+        }
+    }
+    if let Some(intent) = intent_id.as_deref() {
+        run_ledger(async |db| payments::attach_intent(db, &payment.id, intent, now).await).await?;
+    }
+    let code = error.product_code();
+    if code == "authentication_required"
+        && let Some(intent) = intent_id.as_deref()
+        && let Ok(intent) = client.retrieve_payment_intent(intent).await
+        && intent.status != "canceled"
+    {
+        return Err(authentication_required(payment, &intent));
+    }
+    let message = stripe_client::failure_message(code, Some(&card.message));
+    let hard = error.is_hard_decline();
+    let settled = run_ledger(async |db| {
+        payments::settle_failed(db, &payment.id, code, &message, hard, now).await
+    })
+    .await?;
+    answer(&settled, None)
+}
