@@ -494,3 +494,81 @@ fn stripe_down_leaves_the_top_up_pending_and_a_retry_completes_it() -> Result<()
     assert_eq!(payment_intents(&ls, &customer)?.len(), 1);
     app.check_invariants()
 }
+
+/// A debit through the service API, answering its JSON.
+fn debit(app: &App, ws: &str, id: &str, quantity: &str) -> Result<Value> {
+    let event = json!({"id": id, "workspace_id": ws, "agent_id": "agent-1", "kind": "message",
+        "quantity": quantity, "occurred_at": "2026-11-21T12:00:00Z"});
+    expect(&app.service("POST", "/v1/usage", Some(&event))?, 200, id)
+}
+
+/// Issue 4's journey: calls and messages burn plan credits first, then the wallet a card topped up.
+#[test]
+fn plan_credits_burn_first_then_the_topped_up_wallet() -> Result<()> {
+    let ls = Localstripe::start()?;
+    let ws = "ws-burn";
+    let app = start(&ls, None, ws)?;
+    expect(
+        &owner(
+            &app,
+            ws,
+            "POST",
+            "/subscription",
+            Some(&json!({"plan_id": "free"})),
+            &[],
+        )?,
+        200,
+        "subscribe",
+    )?;
+    save_card(&app, &ls, ws, CARD_OK)?;
+    expect(&top_up(&app, ws, "20", &[])?, 201, "top-up")?;
+
+    // 500 messages at 0.01: 5 plan credits.
+    let first = debit(&app, ws, "m1", "500")?;
+    ensure!(
+        (first["from_plan"].as_str(), first["from_wallet"].as_str()) == (Some("5"), Some("0")),
+        "{first}"
+    );
+    // A 125 s outbound call at 0.05/min bills 3 started minutes: 0.15 plan credits.
+    let call = json!({"workspace_id": ws, "agent_id": "agent-1", "call_id": "call-burn", "direction": "outbound",
+        "to": "+14155550123", "from": "+14155550100"});
+    expect(
+        &app.service("POST", "/v1/calls", Some(&call))?,
+        201,
+        "authorize",
+    )?;
+    let ended = expect(
+        &app.service(
+            "POST",
+            "/v1/calls/call-burn/end",
+            Some(&json!({"duration_seconds": 125})),
+        )?,
+        200,
+        "end",
+    )?;
+    ensure!(
+        (ended["charged"].as_str(), ended["from_plan"].as_str()) == (Some("0.15"), Some("0.15")),
+        "{ended}"
+    );
+    // 600 messages (6.00): the plan's last 4.85, then 1.15 from the wallet.
+    let crossing = debit(&app, ws, "m2", "600")?;
+    ensure!(
+        (
+            crossing["from_plan"].as_str(),
+            crossing["from_wallet"].as_str(),
+            crossing["wallet_balance"].as_str()
+        ) == (Some("4.85"), Some("1.15"), Some("18.85")),
+        "{crossing}"
+    );
+    let last = debit(&app, ws, "m3", "1")?;
+    ensure!(
+        (
+            last["from_wallet"].as_str(),
+            last["wallet_balance"].as_str(),
+            last["plan_credits_remaining"].as_str()
+        ) == (Some("0.01"), Some("18.84"), Some("0")),
+        "{last}"
+    );
+    ensure!(wallet(&app, ws)? == "18.84", "summary wallet");
+    app.check_invariants()
+}
