@@ -176,18 +176,7 @@ async fn card_failure(
     let Some(card) = error.card() else {
         return Ok(Outcome::Unreachable);
     };
-    let mut intent_id = card.payment_intent.clone();
-    if intent_id.is_none()
-        && let Some(charge) = card.charge.as_deref()
-    {
-        match client.retrieve_charge(charge).await {
-            Ok(charge) => intent_id = charge.payment_intent,
-            Err(e) => eprintln!(
-                "auto-recharge: charge {charge} of payment {} unreadable: {e}",
-                payment.id
-            ),
-        }
-    }
+    let intent_id = client.payment_intent_of(card).await;
     if let Some(intent) = intent_id.as_deref()
         && !attach(payment, intent, now).await?
     {

@@ -432,19 +432,7 @@ async fn card_failure(
     let Some(card) = error.card() else {
         return Err(stripe_failure("PaymentIntent", error));
     };
-    // Stripe names the PaymentIntent; localstripe only the charge: find it through the charge.
-    let mut intent_id = card.payment_intent.clone();
-    if intent_id.is_none()
-        && let Some(charge) = card.charge.as_deref()
-    {
-        match client.retrieve_charge(charge).await {
-            Ok(charge) => intent_id = charge.payment_intent,
-            Err(e) => eprintln!(
-                "topup: charge {charge} of payment {} unreadable: {e}",
-                payment.id
-            ),
-        }
-    }
+    let intent_id = client.payment_intent_of(card).await;
     if let Some(intent) = intent_id.as_deref() {
         run_ledger(async |db| payments::attach_intent(db, &payment.id, intent, now).await).await?;
     }

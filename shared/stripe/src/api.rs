@@ -450,6 +450,22 @@ impl Client {
         Charge::from_json(&self.get(&path, &Form::new()).await?)
     }
 
+    /// The PaymentIntent a card failure belongs to: named in Stripe's error, or (localstripe names
+    /// only the charge) found through the charge. `None` when neither can be read.
+    pub async fn payment_intent_of(&self, card: &crate::CardError) -> Option<String> {
+        if let Some(id) = &card.payment_intent {
+            return Some(id.clone());
+        }
+        let charge = card.charge.as_deref()?;
+        match self.retrieve_charge(charge).await {
+            Ok(found) => found.payment_intent,
+            Err(error) => {
+                eprintln!("stripe-client: charge {charge} unreadable: {error}");
+                None
+            }
+        }
+    }
+
     /// `POST /v1/subscriptions` with `items[0][plan]=plan_id` and `metadata[workspace_id]`
     /// (localstripe knows only Plans; Stripe accepts a Plan id where a Price is expected).
     pub async fn create_subscription(
