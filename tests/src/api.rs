@@ -166,3 +166,25 @@ pub fn sign(header: &Value, claims: &Value, secret: &[u8]) -> String {
 pub fn json_of(reply: &Reply) -> Value {
     serde_json::from_str(&reply.body).unwrap_or(Value::Null)
 }
+
+/// The reply's JSON body, if its status is `status` (else an error naming `what`).
+pub fn expect(reply: &Reply, status: u16, what: &str) -> Result<Value> {
+    anyhow::ensure!(
+        reply.status == status,
+        "{what}: expected {status}, got {} {}",
+        reply.status,
+        reply.body
+    );
+    Ok(json_of(reply))
+}
+
+/// The reply's `error` object, if its status is `status` and its code `code`.
+pub fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) -> Result<Value> {
+    let body = expect(reply, status, what)?;
+    anyhow::ensure!(
+        body["error"]["code"] == code,
+        "{what}: expected code {code}, got {}",
+        reply.body
+    );
+    Ok(body["error"].clone())
+}

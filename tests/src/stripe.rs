@@ -555,3 +555,15 @@ pub fn verify_signature(header: &str, payload: &str, secret: &str) -> Option<i64
         .collect();
     v1.contains(&expected).then_some(t)
 }
+
+/// Every PaymentIntent localstripe holds for `customer` (at most 100).
+pub fn payment_intents(ls: &Localstripe, customer: &str) -> Result<Vec<serde_json::Value>> {
+    let list = ls.get("/v1/payment_intents?limit=100")?.ok()?;
+    Ok(list["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|pi| pi["customer"] == customer)
+        .cloned()
+        .collect())
+}

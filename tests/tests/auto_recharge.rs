@@ -11,8 +11,8 @@
 //! (`scripts/build-components.sh`).
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::api::{App, Role, json_of};
-use e2e::stripe::{CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, SECRET_KEY};
+use e2e::api::{App, Role, expect};
+use e2e::stripe::{CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, SECRET_KEY, payment_intents};
 use e2e::{HostOptions, Reply};
 use serde_json::{Value, json};
 
@@ -68,16 +68,6 @@ fn owner(app: &App, ws: &str, method: &str, rest: &str, body: Option<&Value>) ->
     )
 }
 
-fn expect(reply: &Reply, status: u16, what: &str) -> Result<Value> {
-    ensure!(
-        reply.status == status,
-        "{what}: expected {status}, got {} {}",
-        reply.status,
-        reply.body
-    );
-    Ok(json_of(reply))
-}
-
 fn summary(app: &App, ws: &str) -> Result<Value> {
     expect(&owner(app, ws, "GET", "/billing", None)?, 200, "billing")
 }
@@ -94,18 +84,6 @@ fn transactions(app: &App, ws: &str, kind: &str) -> Result<Vec<Value>> {
     let path = format!("/transactions?limit=100&type={kind}");
     let page = expect(&owner(app, ws, "GET", &path, None)?, 200, "transactions")?;
     Ok(page["data"].as_array().cloned().unwrap_or_default())
-}
-
-/// The PaymentIntents localstripe holds for `customer`.
-fn payment_intents(ls: &Localstripe, customer: &str) -> Result<Vec<Value>> {
-    let list = ls.get("/v1/payment_intents?limit=100")?.ok()?;
-    Ok(list["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|pi| pi["customer"] == customer)
-        .cloned()
-        .collect())
 }
 
 /// Saves `number` as the frontend does (the app's SetupIntent, confirmed as Stripe.js would,

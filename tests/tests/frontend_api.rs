@@ -5,7 +5,7 @@
 
 use anyhow::{Result, ensure};
 use e2e::Reply;
-use e2e::api::{App, JWT_SECRET, Role, json_of, now_secs, sign, token};
+use e2e::api::{App, JWT_SECRET, Role, expect, expect_error, now_secs, sign, token};
 use serde_json::{Value, json};
 
 /// The Status message of `billing_not_configured` (the seeds' "Billing not configured").
@@ -58,28 +58,6 @@ fn start() -> Result<App> {
         reply.body
     );
     Ok(app)
-}
-
-/// Asserts a status and returns the JSON body.
-fn expect(reply: &Reply, status: u16, what: &str) -> Result<Value> {
-    ensure!(
-        reply.status == status,
-        "{what}: expected {status}, got {} {}",
-        reply.status,
-        reply.body
-    );
-    Ok(json_of(reply))
-}
-
-/// Asserts an error status and code; returns the error object.
-fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) -> Result<Value> {
-    let body = expect(reply, status, what)?;
-    ensure!(
-        body["error"]["code"] == code,
-        "{what}: expected code {code}, got {}",
-        reply.body
-    );
-    Ok(body["error"].clone())
 }
 
 /// An owner's request on `ws`.

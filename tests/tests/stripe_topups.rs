@@ -6,8 +6,10 @@
 //! (`scripts/build-components.sh`).
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::api::{App, Role, json_of, now_secs, token};
-use e2e::stripe::{CARD_DECLINED_ON_CHARGE, CARD_OK, CARD_REQUIRES_AUTH, Localstripe, SECRET_KEY};
+use e2e::api::{App, Role, expect, expect_error, now_secs, token};
+use e2e::stripe::{
+    CARD_DECLINED_ON_CHARGE, CARD_OK, CARD_REQUIRES_AUTH, Localstripe, SECRET_KEY, payment_intents,
+};
 use e2e::{HostOptions, Reply};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -75,26 +77,6 @@ fn owner(
     app.request(method, &format!("/v1/workspaces/{ws}{rest}"), body, &all)
 }
 
-fn expect(reply: &Reply, status: u16, what: &str) -> Result<Value> {
-    ensure!(
-        reply.status == status,
-        "{what}: expected {status}, got {} {}",
-        reply.status,
-        reply.body
-    );
-    Ok(json_of(reply))
-}
-
-fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) -> Result<Value> {
-    let body = expect(reply, status, what)?;
-    ensure!(
-        body["error"]["code"] == code,
-        "{what}: expected {code}, got {}",
-        reply.body
-    );
-    Ok(body["error"].clone())
-}
-
 fn top_up(app: &App, ws: &str, amount: &str, headers: &[(&str, &str)]) -> Result<Reply> {
     owner(
         app,
@@ -133,18 +115,6 @@ fn topup_transactions(app: &App, ws: &str) -> Result<Vec<Value>> {
     )?;
     let page = expect(&reply, 200, "transactions")?;
     Ok(page["data"].as_array().cloned().unwrap_or_default())
-}
-
-/// The PaymentIntents localstripe holds for `customer`.
-fn payment_intents(ls: &Localstripe, customer: &str) -> Result<Vec<Value>> {
-    let list = ls.get("/v1/payment_intents?limit=100")?.ok()?;
-    Ok(list["data"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|pi| pi["customer"] == customer)
-        .cloned()
-        .collect())
 }
 
 /// Saves `number` as the frontend does: setup (the app's SetupIntent), Stripe.js confirms it
