@@ -25,7 +25,6 @@ use http::HeaderMap;
 use ledger::LedgerError;
 use ledger::payments::{self, Payment, PaymentMethod};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use spin_adapter::{ApiError, Reply, run_ledger, variable};
 use stripe_client::{
     ADVICE_AUTHENTICATION, ADVICE_TEMPORARY, Card, Client, Form, NewPaymentIntent, PaymentIntent,
@@ -76,37 +75,12 @@ fn temporary(error: &StripeError) -> bool {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
-/// The request's `Idempotency-Key`, if it has a usable one (the adapter already refused bad
-/// ones with 400).
-fn idempotency_key(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(spin_adapter::IDEMPOTENCY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-}
-
 /// `prefix` + 32 hex digits: of SHA-256 of the workspace and the request's idempotency key when
 /// there is one, else random.
 fn derived_id(prefix: &str, ws: &str, headers: &HeaderMap) -> String {
-    let digest = match idempotency_key(headers) {
-        Some(key) => hex(&Sha256::new()
-            .chain_update(prefix)
-            .chain_update([0])
-            .chain_update(ws)
-            .chain_update([0])
-            .chain_update(key)
-            .finalize()),
+    // The adapter refused a malformed key with 400 before this route ran.
+    let digest = match spin_adapter::idempotency_key(headers).ok().flatten() {
+        Some(key) => spin_adapter::sha256_hex(&[prefix.as_bytes(), ws.as_bytes(), key.as_bytes()]),
         None => {
             let random = || spin_sdk::wasip3::random::random::get_random_u64();
             format!("{:016x}{:016x}", random(), random())

@@ -98,11 +98,7 @@ pub async fn idempotent(
         Err(error) => return error.into_reply(),
     };
     let record_key = record_key(scope, key);
-    let request_sha256 = hex(&Sha256::new()
-        .chain_update(path)
-        .chain_update([0])
-        .chain_update(body)
-        .finalize());
+    let request_sha256 = sha256_hex(&[path.as_bytes(), body]);
     let store = match Store::open(STORE_LABEL).await {
         Ok(store) => store,
         Err(error) => return kv_failure("open", &error),
@@ -161,7 +157,9 @@ pub async fn idempotent(
     reply
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+/// The request's `Idempotency-Key`: `None` without one, 400 if it is not 1 to 255 visible
+/// ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
@@ -178,14 +176,12 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 fn record_key(scope: IdempotencyScope<'_>, key: &str) -> String {
-    let digest = Sha256::new()
-        .chain_update(scope.route)
-        .chain_update([0])
-        .chain_update(scope.principal)
-        .chain_update([0])
-        .chain_update(key)
-        .finalize();
-    format!("idempotency/{}", hex(&digest))
+    let digest = sha256_hex(&[
+        scope.route.as_bytes(),
+        scope.principal.as_bytes(),
+        key.as_bytes(),
+    ]);
+    format!("idempotency/{digest}")
 }
 
 fn answer_existing(record: &Record, request_sha256: &str) -> Reply {
@@ -240,11 +236,21 @@ fn kv_failure(operation: &str, error: &spin_sdk::key_value::Error) -> Reply {
     ApiError::unavailable().into_reply()
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of the SHA-256 of `parts`, each followed by a NUL separator except the last
+/// (so ("ab", "c") and ("a", "bc") differ).
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
     use std::fmt::Write as _;
-    bytes
+    let mut hasher = Sha256::new();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            hasher.update([0]);
+        }
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
         .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+        .fold(String::with_capacity(64), |mut out, b| {
             let _ = write!(out, "{b:02x}");
             out
         })
@@ -253,6 +259,15 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_hex_separates_parts() {
+        assert_eq!(
+            sha256_hex(&[b"abc"]),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(sha256_hex(&[b"ab", b"c"]), sha256_hex(&[b"a", b"bc"]));
+    }
 
     #[test]
     fn key_validation() {

@@ -34,4 +34,6 @@ pub use http::{
     BODY_LIMIT_BYTES, Reply, method_not_allowed, not_found, parse_json, parse_query, path_segments,
     read_body, read_json,
 };
-pub use idempotency::{IDEMPOTENCY_HEADER, IdempotencyScope, idempotent};
+pub use idempotency::{
+    IDEMPOTENCY_HEADER, IdempotencyScope, idempotency_key, idempotent, sha256_hex,
+};
