@@ -605,14 +605,7 @@ fn r11_auto_recharge_once_per_crossing_and_runaway_guard() {
         )),
         Err(LedgerError::PaymentMethodRequired)
     );
-    let card = payments::PaymentMethod {
-        id: "pm_1".into(),
-        brand: "visa".into(),
-        last4: "4242".into(),
-        exp_month: 12,
-        exp_year: 2030,
-    };
-    block_on(payments::set_payment_method(&fx.db, "w", &card)).expect("card");
+    fx.save_card("w");
     block_on(payments::set_auto_recharge(
         &fx.db,
         &fx.catalog,
@@ -1175,26 +1168,8 @@ fn r17_summary_shows_everything_the_billing_page_needs() {
         NOV_1,
     ))
     .expect("pending");
-    let card = payments::PaymentMethod {
-        id: "pm_1".into(),
-        brand: "visa".into(),
-        last4: "4242".into(),
-        exp_month: 8,
-        exp_year: 2030,
-    };
-    block_on(payments::set_payment_method(&fx.db, "w", &card)).expect("card");
-    let settings = payments::AutoRechargeSettings {
-        enabled: true,
-        threshold: dec("5"),
-        amount: dec("20"),
-    };
-    block_on(payments::set_auto_recharge(
-        &fx.db,
-        &fx.catalog,
-        "w",
-        &settings,
-    ))
-    .expect("auto");
+    fx.save_card("w");
+    fx.enable_auto_recharge("w", "5", "20");
     fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
         .expect("call");
     let s = block_on(views::summary(&fx.db, &fx.catalog, "w", NOV_1)).expect("summary");
@@ -1322,26 +1297,8 @@ fn agents_are_created_with_defaults_on_first_use() {
 fn r11_r21_sweep_candidates_and_stale_payments() {
     let fx = Fixture::new();
     fx.subscribed("w", "free", NOV_1);
-    let card = payments::PaymentMethod {
-        id: "pm_1".into(),
-        brand: "visa".into(),
-        last4: "4242".into(),
-        exp_month: 8,
-        exp_year: 2030,
-    };
-    block_on(payments::set_payment_method(&fx.db, "w", &card)).expect("card");
-    let settings = payments::AutoRechargeSettings {
-        enabled: true,
-        threshold: dec("5"),
-        amount: dec("20"),
-    };
-    block_on(payments::set_auto_recharge(
-        &fx.db,
-        &fx.catalog,
-        "w",
-        &settings,
-    ))
-    .expect("auto");
+    fx.save_card("w");
+    fx.enable_auto_recharge("w", "5", "20");
     assert_eq!(
         block_on(payments::auto_recharge_candidates(&fx.db, "", 10)).expect("sweep"),
         vec!["w".to_owned()],

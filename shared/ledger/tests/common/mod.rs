@@ -95,6 +95,34 @@ impl Fixture {
         block_on(payments::settle_succeeded(&self.db, payment_id, now)).expect("settle");
     }
 
+    /// Saves card pm_1 (visa 4242, 08/2030) as the workspace's payment method.
+    pub fn save_card(&self, ws: &str) {
+        let card = payments::PaymentMethod {
+            id: "pm_1".into(),
+            brand: "visa".into(),
+            last4: "4242".into(),
+            exp_month: 8,
+            exp_year: 2030,
+        };
+        block_on(payments::set_payment_method(&self.db, ws, &card)).expect("card");
+    }
+
+    /// Turns auto-recharge on (needs a saved card).
+    pub fn enable_auto_recharge(&self, ws: &str, threshold: &str, amount: &str) {
+        let settings = payments::AutoRechargeSettings {
+            enabled: true,
+            threshold: dec(threshold),
+            amount: dec(amount),
+        };
+        block_on(payments::set_auto_recharge(
+            &self.db,
+            &self.catalog,
+            ws,
+            &settings,
+        ))
+        .expect("auto-recharge on");
+    }
+
     pub fn event(
         &self,
         ws: &str,
