@@ -40,6 +40,21 @@ fn is_upgrade(from: &PlanTerms, to: &PlanTerms) -> bool {
     (to.price_micros, to.monthly_credits_micros) > (from.price_micros, from.monthly_credits_micros)
 }
 
+/// The fee of the plan in force (0 without a plan).
+async fn plan_price_micros<S: Storage>(db: &S, workspace_id: &str) -> Result<i64> {
+    let rows = db
+        .query(
+            "SELECT plan_price_micros FROM workspaces WHERE id = ?1",
+            &[t(workspace_id)],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .map(|r| crate::row::int(r, 0))
+        .transpose()?
+        .unwrap_or(0))
+}
+
 /// Current terms of the workspace's plan (from the workspace row: terms change at cycle start).
 fn current_terms(ws: &WorkspaceState, plan_id: &str, price_micros: i64) -> PlanTerms {
     PlanTerms {
@@ -68,17 +83,7 @@ pub async fn change_plan<S: Storage>(
         let Some(current_id) = ws.plan_id.clone() else {
             return subscribe(db, &ws, &target, first_period_paid, now).await;
         };
-        let price_rows = db
-            .query(
-                "SELECT plan_price_micros FROM workspaces WHERE id = ?1",
-                &[t(&ws.id)],
-            )
-            .await?;
-        let current_price = price_rows
-            .first()
-            .map(|r| crate::row::int(r, 0))
-            .transpose()?
-            .unwrap_or(0);
+        let current_price = plan_price_micros(db, &ws.id).await?;
         let current = current_terms(&ws, &current_id, current_price);
         let cycle_end = ws.cycle_end_at.unwrap_or(now);
         if current_id == target.id {
@@ -268,6 +273,132 @@ async fn grant_cycle<S: Storage>(db: &S, workspace_id: &str, now: i64) -> Result
     Ok(credits)
 }
 
+/// How long a claim on starting a Stripe subscription blocks another attempt: a request that died
+/// between its claim and Stripe's answer must not block the workspace for ever.
+pub const SUBSCRIPTION_CLAIM_SECS: i64 = 600;
+
+/// The claim a request holds while it creates a Stripe subscription: `claim_<unix secs>_<nonce>`
+/// in `stripe_subscription_id`, so at most one paid subscription is started per workspace.
+pub fn subscription_claim(real_now_secs: i64, nonce: &str) -> String {
+    format!("claim_{real_now_secs:010}_{nonce}")
+}
+
+/// Claims the right to create the workspace's Stripe subscription (`claim` from
+/// [`subscription_claim`]). Refused with 409 `subscription_exists` while a paid subscription is in
+/// force, and with 409 `subscription_in_progress` while another request's claim is fresh.
+pub async fn claim_subscription<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    claim: &str,
+    real_now_secs: i64,
+) -> Result<()> {
+    let rows = db
+        .query(
+            "UPDATE workspaces SET stripe_subscription_id = ?2
+             WHERE id = ?1 AND CASE
+                 WHEN stripe_subscription_id LIKE 'claim!_%' ESCAPE '!'
+                     THEN CAST(substr(stripe_subscription_id, 7, 10) AS INTEGER) < ?3 - ?4
+                 ELSE stripe_subscription_id IS NULL OR plan_id IS NULL OR plan_price_micros = 0
+                     OR subscription_status = 'canceled'
+             END
+             RETURNING id",
+            &[
+                t(workspace_id),
+                t(claim),
+                i(real_now_secs),
+                i(SUBSCRIPTION_CLAIM_SECS),
+            ],
+        )
+        .await?;
+    if !rows.is_empty() {
+        return Ok(());
+    }
+    let ws = workspace::get(db, workspace_id).await?;
+    let in_progress = ws
+        .stripe_subscription_id
+        .as_deref()
+        .is_some_and(|id| id.starts_with("claim_"));
+    Err(if in_progress {
+        LedgerError::Conflict {
+            code: "subscription_in_progress",
+            message: "Another subscription change for this workspace is in progress. Try again in a minute.".into(),
+        }
+    } else {
+        LedgerError::Conflict {
+            code: "subscription_exists",
+            message: "This workspace already has a paid subscription.".into(),
+        }
+    })
+}
+
+/// Gives up a claim taken by [`claim_subscription`] (Stripe refused or failed); another claim
+/// that replaced it stays.
+pub async fn release_subscription_claim<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    claim: &str,
+) -> Result<()> {
+    db.execute(
+        "UPDATE workspaces SET stripe_subscription_id = NULL WHERE id = ?1 AND stripe_subscription_id = ?2",
+        &[t(workspace_id), t(claim)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A Stripe subscription created under a claim, for [`start_subscription`].
+#[derive(Debug, Clone, Copy)]
+pub struct StartedSubscription<'a> {
+    /// The catalog plan it pays for.
+    pub plan_id: &'a str,
+    /// The claim taken by [`claim_subscription`].
+    pub claim: &'a str,
+    /// Stripe's `sub_...`.
+    pub subscription_id: &'a str,
+    /// Whether Stripe charged the first invoice already.
+    pub first_period_paid: bool,
+}
+
+/// Starts a paid plan on the Stripe subscription created under its claim (R13): the cycle is
+/// re-anchored on today, as Stripe's billing anchor is the subscription's start, and the plan
+/// credits of an unused free plan stay (R14's rule for upgrades). The cycle's credits are granted
+/// now when the first period is paid, else with `invoice.paid`.
+pub async fn start_subscription<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    started: StartedSubscription<'_>,
+    real_now_secs: i64,
+) -> Result<PlanChange> {
+    let StartedSubscription {
+        plan_id,
+        claim,
+        subscription_id,
+        first_period_paid,
+    } = started;
+    let target = catalog.plan(plan_id)?.clone();
+    tx::immediate(db, async |db| {
+        let rows = db
+            .query(
+                "UPDATE workspaces SET stripe_subscription_id = ?3
+                 WHERE id = ?1 AND stripe_subscription_id = ?2 RETURNING id",
+                &[t(workspace_id), t(claim), t(subscription_id)],
+            )
+            .await?;
+        if rows.is_empty() {
+            workspace::get(db, workspace_id).await?;
+            return Err(LedgerError::Conflict {
+                code: "subscription_in_progress",
+                message: "Another subscription change for this workspace replaced this one.".into(),
+            });
+        }
+        let ws = workspace::get(db, workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        subscribe(db, &ws, &target, first_period_paid, now).await
+    })
+    .await
+}
+
 /// Cancels a pending downgrade (R15); 404 if there is none.
 pub async fn cancel_pending_change<S: Storage>(db: &S, workspace_id: &str) -> Result<()> {
     let rows = db
@@ -362,11 +493,7 @@ pub async fn renew_workspace<S: Storage>(
             let terms = match catalog.plan(&next_plan_id) {
                 Ok(terms) => terms.clone(),
                 // A plan removed from the catalog keeps its last terms.
-                Err(_) => {
-                    let rows = db.query("SELECT plan_price_micros FROM workspaces WHERE id = ?1", &[t(&ws.id)]).await?;
-                    let price = rows.first().map(|r| crate::row::int(r, 0)).transpose()?.unwrap_or(0);
-                    current_terms(&ws, &next_plan_id, price)
-                }
+                Err(_) => current_terms(&ws, &next_plan_id, plan_price_micros(db, &ws.id).await?),
             };
             let anchor_day = i8::try_from(anchor).unwrap_or(1);
             let next_end = calendar::midnight_utc(calendar::next_cycle_start(calendar::utc_date(end)?, anchor_day)?)?;
@@ -505,6 +632,11 @@ pub async fn end_subscription<S: Storage>(
     tx::immediate(db, async |db| {
         let ws = workspace::get(db, workspace_id).await?;
         if ws.plan_id.is_none() {
+            return Ok(());
+        }
+        // A downgrade scheduled to the end of the paid period (to the free plan: Stripe cancels
+        // the subscription then) is applied by the renewal; a plan already free has no fee.
+        if ws.pending_plan_id.is_some() || plan_price_micros(db, &ws.id).await? == 0 {
             return Ok(());
         }
         let now = ws.now(real_now_secs);

@@ -1424,3 +1424,139 @@ fn stripe_ids_find_their_workspace_and_are_never_shared() {
     block_on(plans::set_subscription_status(&fx.db, "a", "active")).expect("status");
     assert_eq!(fx.state("a").subscription_status, "active");
 }
+
+#[test]
+fn r13_a_paid_subscription_is_started_once_under_a_claim() {
+    let fx = Fixture::new();
+    // On the free plan since Nov 1, 4 of its 10 credits used; subscribes to Basic on Nov 11.
+    fx.subscribed("w", "free", NOV_1);
+    fx.debit("w", "a", "e1", UsageKind::Message, "400", NOV_1)
+        .expect("use 4 credits");
+    let now = NOV_1 + 10 * DAY + 3600;
+    let claim = plans::subscription_claim(now, "n1");
+    block_on(plans::claim_subscription(&fx.db, "w", &claim, now)).expect("claim");
+    // A second request while the first talks to Stripe: refused, whatever its nonce.
+    let other = plans::subscription_claim(now + 5, "n2");
+    let refused = block_on(plans::claim_subscription(&fx.db, "w", &other, now + 5));
+    assert!(
+        matches!(
+            &refused,
+            Err(LedgerError::Conflict {
+                code: "subscription_in_progress",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let change = block_on(plans::start_subscription(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        plans::StartedSubscription {
+            plan_id: "basic",
+            claim: &claim,
+            subscription_id: "sub_1",
+            first_period_paid: true,
+        },
+        now,
+    ))
+    .expect("start");
+    assert_eq!(
+        (change.action, change.credits_granted),
+        ("subscribed", dec("1000"))
+    );
+    let state = fx.state("w");
+    assert_eq!(state.stripe_subscription_id.as_deref(), Some("sub_1"));
+    assert_eq!(
+        state.cycle_start_at,
+        Some(NOV_1 + 10 * DAY),
+        "re-anchored on the subscription day"
+    );
+    // The free plan's 6 unused credits stay, plus Basic's 1,000.
+    assert_eq!(fx.balances("w").0, micros("1006"));
+    // The first invoice's webhook, before or after, grants nothing more.
+    let again =
+        block_on(plans::record_invoice_paid(&fx.db, "w", "in_1", now, now)).expect("invoice");
+    assert_eq!(again, dec("0"));
+    // A paid subscription in force: no second one.
+    let third = plans::subscription_claim(now + 60, "n3");
+    let refused = block_on(plans::claim_subscription(&fx.db, "w", &third, now + 60));
+    assert!(
+        matches!(
+            &refused,
+            Err(LedgerError::Conflict {
+                code: "subscription_exists",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn r13_a_released_or_stale_claim_lets_the_next_request_subscribe() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    let claim = plans::subscription_claim(NOV_1, "n1");
+    block_on(plans::claim_subscription(&fx.db, "w", &claim, NOV_1)).expect("claim");
+    block_on(plans::release_subscription_claim(&fx.db, "w", &claim)).expect("release");
+    assert_eq!(fx.state("w").stripe_subscription_id, None);
+    // A request that died holding its claim blocks others for SUBSCRIPTION_CLAIM_SECS only.
+    block_on(plans::claim_subscription(&fx.db, "w", &claim, NOV_1)).expect("claim again");
+    let late = NOV_1 + plans::SUBSCRIPTION_CLAIM_SECS + 1;
+    let fresh = plans::subscription_claim(late, "n2");
+    block_on(plans::claim_subscription(&fx.db, "w", &fresh, late)).expect("stale claim taken");
+    // The dead request's late answer finds its claim gone and starts nothing.
+    let lost = block_on(plans::start_subscription(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        plans::StartedSubscription {
+            plan_id: "basic",
+            claim: &claim,
+            subscription_id: "sub_old",
+            first_period_paid: true,
+        },
+        late,
+    ));
+    assert!(
+        matches!(lost, Err(LedgerError::Conflict { .. })),
+        "{lost:?}"
+    );
+    assert_eq!(fx.balances("w"), (0, 0));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r15_a_downgrade_to_free_survives_the_subscription_ending_at_period_end() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "basic", NOV_1);
+    let change = block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "free",
+        true,
+        NOV_1 + DAY,
+    ))
+    .expect("downgrade");
+    assert_eq!(change.action, "downgrade_scheduled");
+    // Stripe ends the subscription at period end (cancel_at_period_end), maybe before renewal.
+    block_on(plans::end_subscription(&fx.db, "w", NOV_1 + 30 * DAY)).expect("end");
+    assert_eq!(fx.state("w").plan_id.as_deref(), Some("basic"));
+    block_on(plans::renew_due(
+        &fx.db,
+        &fx.catalog,
+        NOV_1 + 30 * DAY + 60,
+        100,
+    ))
+    .expect("renew");
+    let state = fx.state("w");
+    assert_eq!(state.plan_id.as_deref(), Some("free"));
+    assert_eq!(fx.balances("w").0, micros("10"), "the free plan's credits");
+    // A late deletion after the renewal changes nothing either.
+    block_on(plans::end_subscription(&fx.db, "w", NOV_1 + 30 * DAY + 120)).expect("end again");
+    assert_eq!(fx.state("w").plan_id.as_deref(), Some("free"));
+    fx.assert_invariants();
+}
