@@ -252,6 +252,15 @@ impl NewPaymentIntent {
     }
 }
 
+/// How a subscription's plan change is billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proration {
+    /// Stripe's default: the difference for the rest of the period goes on the next invoice.
+    Create,
+    /// No proration: the new price applies from the next period.
+    None,
+}
+
 /// A Stripe Subscription (one item).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
@@ -271,6 +280,8 @@ pub struct Subscription {
     pub current_period_end: Option<i64>,
     /// The latest invoice id.
     pub latest_invoice: Option<String>,
+    /// Whether it ends when the current period ends.
+    pub cancel_at_period_end: bool,
 }
 
 impl Subscription {
@@ -292,6 +303,10 @@ impl Subscription {
             current_period_start: period("current_period_start"),
             current_period_end: period("current_period_end"),
             latest_invoice: id_of(v.get("latest_invoice")),
+            cancel_at_period_end: v
+                .get("cancel_at_period_end")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 }
@@ -467,7 +482,10 @@ impl Client {
     }
 
     /// `POST /v1/subscriptions` with `items[0][plan]=plan_id` and `metadata[workspace_id]`
-    /// (localstripe knows only Plans; Stripe accepts a Plan id where a Price is expected).
+    /// (localstripe knows only Plans; Stripe accepts a Plan id where a Price is expected). The
+    /// first invoice is charged to the customer's default payment method at once
+    /// (`payment_behavior=error_if_incomplete`): a declined card is a [`StripeError::Card`] and
+    /// leaves no subscription behind.
     pub async fn create_subscription(
         &self,
         customer: &str,
@@ -478,6 +496,7 @@ impl Client {
         let form = Form::new()
             .with("customer", customer)
             .with(key(&["items", "0", "plan"]), plan_id)
+            .with("payment_behavior", "error_if_incomplete")
             .with_metadata("workspace_id", workspace_id);
         Subscription::from_json(
             &self
@@ -486,20 +505,96 @@ impl Client {
         )
     }
 
-    /// `POST /v1/subscriptions/{id}` moving item `item_id` to `plan_id`. Prorated: Stripe's
-    /// default `proration_behavior` is `create_prorations` (not sent: localstripe refuses it).
+    /// `POST /v1/subscriptions/{id}` moving item `item_id` to `plan_id`. An upgrade is prorated
+    /// (Stripe's default `create_prorations`; the parameter is not sent, as localstripe refuses
+    /// it); a downgrade scheduled for the next period is not (`proration_behavior=none`): the
+    /// period in progress was paid at the old price and keeps the old plan's credits (R15).
     pub async fn change_subscription_plan(
         &self,
         subscription_id: &str,
         item_id: &str,
         plan_id: &str,
+        proration: Proration,
         idempotency_key: &str,
     ) -> Result<Subscription> {
         let path = format!("/v1/subscriptions/{}", path_id(subscription_id)?);
-        let form = Form::new()
+        let mut form = Form::new()
             .with(key(&["items", "0", "id"]), item_id)
             .with(key(&["items", "0", "plan"]), plan_id);
+        if proration == Proration::None {
+            form = form.with("proration_behavior", "none");
+        }
         Subscription::from_json(&self.post(&path, &form, idempotency_key).await?)
+    }
+
+    /// `POST /v1/subscriptions/{id}` with `cancel_at_period_end`: `true` ends the subscription when
+    /// the paid period ends (a downgrade to a free plan), `false` keeps it going.
+    pub async fn set_cancel_at_period_end(
+        &self,
+        subscription_id: &str,
+        cancel: bool,
+        idempotency_key: &str,
+    ) -> Result<Subscription> {
+        let path = format!("/v1/subscriptions/{}", path_id(subscription_id)?);
+        let form = Form::new().with(
+            "cancel_at_period_end",
+            if cancel { "true" } else { "false" },
+        );
+        Subscription::from_json(&self.post(&path, &form, idempotency_key).await?)
+    }
+
+    /// `GET /v1/subscriptions?customer=..`: the customer's subscriptions not canceled (first 100).
+    pub async fn list_subscriptions(&self, customer: &str) -> Result<Vec<Subscription>> {
+        let query = Form::new().with("customer", customer).with("limit", "100");
+        let list = self.get("/v1/subscriptions", &query).await?;
+        list_data(&list)?
+            .iter()
+            .map(Subscription::from_json)
+            .collect()
+    }
+
+    /// Why invoice `invoice_id` is unpaid: the failure code of its charge when the charge failed
+    /// (`card_declined` if Stripe gave none), else `None` (not attempted, or awaiting the
+    /// customer, e.g. 3-D Secure).
+    pub async fn invoice_charge_failure(&self, invoice_id: &str) -> Result<Option<String>> {
+        let path = format!("/v1/invoices/{}", path_id(invoice_id)?);
+        let invoice = self.get(&path, &Form::new()).await?;
+        let charge = match invoice.get("charge") {
+            Some(object @ Value::Object(_)) => object.clone(),
+            Some(Value::String(id)) => {
+                let path = format!("/v1/charges/{}", path_id(id)?);
+                self.get(&path, &Form::new()).await?
+            }
+            _ => return Ok(None),
+        };
+        if text(&charge, "status").as_deref() != Some("failed") {
+            return Ok(None);
+        }
+        Ok(Some(
+            text(&charge, "failure_code").unwrap_or_else(|| "card_declined".into()),
+        ))
+    }
+
+    /// `GET /v1/subscriptions/{id}`.
+    pub async fn retrieve_subscription(&self, subscription_id: &str) -> Result<Subscription> {
+        let path = format!("/v1/subscriptions/{}", path_id(subscription_id)?);
+        Subscription::from_json(&self.get(&path, &Form::new()).await?)
+    }
+
+    /// `POST /v1/customers/{id}` with `invoice_settings[default_payment_method]`: the card
+    /// subscription invoices are charged to.
+    pub async fn set_default_payment_method(
+        &self,
+        customer: &str,
+        payment_method: &str,
+        idempotency_key: &str,
+    ) -> Result<Customer> {
+        let path = format!("/v1/customers/{}", path_id(customer)?);
+        let form = Form::new().with(
+            key(&["invoice_settings", "default_payment_method"]),
+            payment_method,
+        );
+        Customer::from_json(&self.post(&path, &form, idempotency_key).await?)
     }
 
     /// `DELETE /v1/subscriptions/{id}`: cancels at once.
@@ -521,12 +616,12 @@ impl Client {
     pub async fn create_billing_portal_session(
         &self,
         customer: &str,
-        return_url: &str,
+        return_url: Option<&str>,
         idempotency_key: &str,
     ) -> Result<String> {
         let form = Form::new()
             .with("customer", customer)
-            .with("return_url", return_url);
+            .with_opt("return_url", return_url);
         let session = self
             .post("/v1/billing_portal/sessions", &form, idempotency_key)
             .await?;

@@ -25,8 +25,8 @@ pub use advice::{
     failure_message,
 };
 pub use api::{
-    Card, Charge, Customer, Invoice, NewPaymentIntent, PaymentError, PaymentIntent, SetupIntent,
-    Subscription,
+    Card, Charge, Customer, Invoice, NewPaymentIntent, PaymentError, PaymentIntent, Proration,
+    SetupIntent, Subscription,
 };
 pub use client::{Client, DEFAULT_API_BASE, DEFAULT_TIMEOUT, STRIPE_VERSION};
 pub use error::{

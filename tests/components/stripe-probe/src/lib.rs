@@ -272,7 +272,13 @@ async fn handle(req: Request) -> impl IntoResponse {
                 return reply(200, json!({"ok": false, "error": "no item"}));
             };
             let changed = match client
-                .change_subscription_plan(&sub.id, &item, new_plan, &format!("chg:{}", sub.id))
+                .change_subscription_plan(
+                    &sub.id,
+                    &item,
+                    new_plan,
+                    stripe_client::Proration::Create,
+                    &format!("chg:{}", sub.id),
+                )
                 .await
             {
                 Ok(s) => s,
@@ -287,7 +293,11 @@ async fn handle(req: Request) -> impl IntoResponse {
                 Err(e) => return failed(&e),
             };
             let portal = client
-                .create_billing_portal_session(customer, "https://app.example/billing", "portal:1")
+                .create_billing_portal_session(
+                    customer,
+                    Some("https://app.example/billing"),
+                    "portal:1",
+                )
                 .await
                 .map_err(|e| error_json(&e));
             reply(
