@@ -7,19 +7,24 @@
 //! the stored catalog version) and maps its result. The Stripe routes (saving a card, top-ups:
 //! [`payments`]) run ledger operation -> Stripe call outside the ledger lock -> ledger
 //! operation; with no `stripe_secret_key` they answer 503 `payment_processing_error`
-//! ("Payments are not configured yet."). Invoices and the billing portal answer that 503 for
-//! now (issue 5).
+//! ("Payments are not configured yet."), except a free plan's subscription, which needs no
+//! Stripe. Plans, invoices and the billing portal: [`subscription`].
 //!
 //! Response shapes this component decides (the contract leaves them open):
 //! - `GET /v1/plans`: `{"currency", "credit_price", "data": [{"id", "name", "price",
 //!   "monthly_credits", "rollover_max_credits"?}]}` (`price` in currency, credits in credits);
 //! - `GET /v1/rates`: `{"currency", "credit_price", "data": [<catalog rate>...]}`;
 //! - `POST .../subscription`: the ledger's `PlanChange`;
+//! - `GET .../invoices`: `{"data": [{"id", "number", "status", "amount_paid" (currency),
+//!   "currency", "created", "hosted_invoice_url", "invoice_pdf"}]}`, newest first, `limit` 1-100
+//!   (default 24);
+//! - `POST .../billing-portal` `{"return_url"?}` (or no body): `{"url"}`;
 //! - `DELETE .../subscription/pending-change`: 204, or 404 when nothing is pending;
 //! - `GET .../transactions`: `{"data", "next_cursor"}`, or CSV with `format=csv`; empty query
 //!   values mean "not set", unknown query parameters are a 400.
 
 mod payments;
+mod subscription;
 
 use http::Method;
 use http::request::Parts;
@@ -220,11 +225,12 @@ async fn dispatch(
         Route::Billing { ws } => billing(ws, claims, now).await,
         Route::Subscribe { ws } => {
             let SubscribeRequest { plan_id } = parse_object(body)?;
-            subscribe(ws, &plan_id, now).await
+            let client = payments::stripe().await?;
+            subscription::subscribe(client.as_ref(), ws, &plan_id, &parts.headers, now).await
         }
         Route::CancelPendingChange { ws } => {
-            run_ledger(async |db| ledger::plans::cancel_pending_change(db, ws).await).await?;
-            Ok(Reply::empty(204))
+            let client = payments::stripe().await?;
+            subscription::cancel_pending_change(client.as_ref(), ws, &parts.headers).await
         }
         Route::GetTopup { ws, id } => {
             let payment = run_ledger(async |db| ledger::payments::get(db, ws, id).await).await?;
@@ -271,15 +277,30 @@ async fn dispatch(
                 None => payments_not_configured(ws).await,
             }
         }
-        // TODO(issue 5): list the customer's Stripe invoices.
-        Route::Invoices { ws } => payments_not_configured(ws).await,
-        // TODO(issue 5): create a Stripe billing-portal session and answer `{"url"}`.
-        Route::BillingPortal { ws } => payments_not_configured(ws).await,
+        Route::Invoices { ws } => {
+            let query: subscription::InvoicesQuery = parse_query(&parts.uri)?;
+            match payments::stripe().await? {
+                Some(client) => subscription::invoices(&client, ws, query).await,
+                None => payments_not_configured(ws).await,
+            }
+        }
+        Route::BillingPortal { ws } => {
+            let request: subscription::PortalRequest = if body.is_empty() {
+                subscription::PortalRequest::default()
+            } else {
+                parse_object(body)?
+            };
+            match payments::stripe().await? {
+                Some(client) => {
+                    subscription::billing_portal(&client, ws, request, &parts.headers).await
+                }
+                None => payments_not_configured(ws).await,
+            }
+        }
     }
 }
 
-/// A Stripe route without Stripe configured (or not wired yet, issue 5): an unknown workspace
-/// is still a 404, then 503.
+/// A Stripe route without Stripe configured: an unknown workspace is still a 404, then 503.
 async fn payments_not_configured(ws: &str) -> Result<Reply, ApiError> {
     run_ledger(async |db| ledger::workspace::get(db, ws).await).await?;
     Err(payments_unavailable())
@@ -338,32 +359,6 @@ async fn billing(ws: &str, claims: &Claims, now: i64) -> Result<Reply, ApiError>
             &json!({"status": summary.status, "message": summary.message}),
         ))
     }
-}
-
-/// `POST /v1/workspaces/{ws}/subscription`: subscribe, upgrade or schedule a downgrade.
-///
-/// A free plan's period is paid by definition. A paid plan needs a Stripe subscription
-/// (issue 5), so it is refused with 503 for now, whether Stripe is configured or not.
-async fn subscribe(ws: &str, plan_id: &str, now: i64) -> Result<Reply, ApiError> {
-    let change = run_ledger(async |db| {
-        let catalog = spin_adapter::catalog(db).await?;
-        let paid = catalog.plan(plan_id)?.price_micros > 0;
-        if paid {
-            // Unknown workspace: 404 before the 503.
-            ledger::workspace::get(db, ws).await?;
-            return Ok(None);
-        }
-        ledger::plans::change_plan(db, &catalog, ws, plan_id, true, now)
-            .await
-            .map(Some)
-    })
-    .await?;
-    if let Some(change) = change {
-        return Ok(Reply::json(200, &change));
-    }
-    // TODO(issue 5): create or update the Stripe subscription (outside the ledger lock), then
-    // `plans::change_plan(.., first_period_paid = <first invoice paid>, ..)`.
-    Err(payments_unavailable())
 }
 
 /// Parses a JSON object body into `T` (400 otherwise): serde would also accept an array of the

@@ -32,7 +32,7 @@ use stripe_client::{
 };
 
 /// Stripe refused a request it should have accepted (configuration, unexpected answer).
-const ADVICE_REFUSED: &str =
+pub(crate) const ADVICE_REFUSED: &str =
     "The payment could not be processed. Try again later or contact our support team.";
 
 /// 503 `payment_processing_error`: Stripe is not configured (empty `stripe_secret_key`).
@@ -56,7 +56,7 @@ pub async fn stripe() -> Result<Option<Client>, ApiError> {
 
 /// A Stripe failure that is not a card's: 503 when it may pass (network, timeout, 5xx, rate
 /// limit, a concurrent request with the same idempotency key), else 502. Details go to the log.
-fn stripe_failure(context: &str, error: &StripeError) -> ApiError {
+pub(crate) fn stripe_failure(context: &str, error: &StripeError) -> ApiError {
     eprintln!("topup: Stripe {context} failed: {error}");
     if temporary(error) {
         ApiError::new(503, "payment_processing_error", ADVICE_TEMPORARY)
@@ -77,7 +77,7 @@ fn temporary(error: &StripeError) -> bool {
 
 /// `prefix` + 32 hex digits: of SHA-256 of the workspace and the request's idempotency key when
 /// there is one, else random.
-fn derived_id(prefix: &str, ws: &str, headers: &HeaderMap) -> String {
+pub(crate) fn derived_id(prefix: &str, ws: &str, headers: &HeaderMap) -> String {
     // The adapter refused a malformed key with 400 before this route ran.
     let digest = match spin_adapter::idempotency_key(headers).ok().flatten() {
         Some(key) => spin_adapter::sha256_hex(&[prefix.as_bytes(), ws.as_bytes(), key.as_bytes()]),
@@ -90,7 +90,7 @@ fn derived_id(prefix: &str, ws: &str, headers: &HeaderMap) -> String {
 }
 
 /// The workspace's Stripe customer, created once (Idempotency-Key `customer-<ws>`) and stored.
-async fn ensure_customer(client: &Client, ws: &str) -> Result<String, ApiError> {
+pub(crate) async fn ensure_customer(client: &Client, ws: &str) -> Result<String, ApiError> {
     let state = run_ledger(async |db| ledger::workspace::get(db, ws).await).await?;
     if let Some(customer) = state.stripe_customer_id {
         return Ok(customer);
