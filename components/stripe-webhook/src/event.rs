@@ -84,6 +84,15 @@ pub enum Action {
         /// Where to find the workspace.
         owner: Owner,
     },
+    /// `setup_intent.succeeded`: the customer saved a card, which becomes the workspace's.
+    CardSaved {
+        /// `cus_...`.
+        customer: String,
+        /// `pm_...`.
+        payment_method_id: String,
+        /// The card, when the event carries it expanded (else it is read from Stripe).
+        card: Option<stripe_client::Card>,
+    },
     /// `payment_method.detached`.
     PaymentMethodDetached {
         /// `pm_...`.
@@ -234,10 +243,25 @@ fn action(kind: &str, object: &Value) -> Result<Action, String> {
         "payment_method.detached" => Action::PaymentMethodDetached {
             payment_method_id: object_id()?,
         },
-        // TODO(issue 5): record the new card from the SetupIntent once the component reads it
-        // from Stripe; until then the frontend calls `POST .../payment-method/refresh`.
         "setup_intent.succeeded" => {
-            Action::Ignore("the card is read by POST .../payment-method/refresh".into())
+            let Some(payment_method_id) = id_at(object, "payment_method") else {
+                return Ok(Action::Ignore(
+                    "the SetupIntent saved no payment method".into(),
+                ));
+            };
+            let Some(customer) = id_at(object, "customer") else {
+                return Ok(Action::Ignore("the SetupIntent has no customer".into()));
+            };
+            // Expanded (`payment_method` as an object), the card is in the event already.
+            let card = object
+                .get("payment_method")
+                .filter(|pm| pm.is_object())
+                .and_then(|pm| stripe_client::Card::from_json(pm).ok());
+            Action::CardSaved {
+                customer,
+                payment_method_id,
+                card,
+            }
         }
         other => Action::Ignore(format!("event type {other} is not handled")),
     })
@@ -508,6 +532,44 @@ mod tests {
         ))
         .expect("valid");
         assert!(matches!(orphan.action, Action::Ignore(_)));
+    }
+
+    #[test]
+    fn setup_intents() {
+        let saved = parse(&event(
+            "setup_intent.succeeded",
+            json!({"id": "seti_1", "status": "succeeded", "customer": "cus_1",
+                   "payment_method": "pm_1"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            saved.action,
+            Action::CardSaved {
+                customer: "cus_1".into(),
+                payment_method_id: "pm_1".into(),
+                card: None
+            }
+        );
+        let expanded = parse(&event(
+            "setup_intent.succeeded",
+            json!({"id": "seti_1", "status": "succeeded", "customer": {"id": "cus_1"},
+                   "payment_method": {"id": "pm_1", "card": {"brand": "visa", "last4": "4242",
+                                      "exp_month": 8, "exp_year": 2030}}}),
+        ))
+        .unwrap();
+        let Action::CardSaved {
+            card: Some(card), ..
+        } = expanded.action
+        else {
+            panic!("{:?}", expanded.action);
+        };
+        assert_eq!((card.last4.as_str(), card.exp_year), ("4242", 2030));
+        let anonymous = parse(&event(
+            "setup_intent.succeeded",
+            json!({"id": "seti_1", "status": "succeeded", "payment_method": "pm_1"}),
+        ))
+        .unwrap();
+        assert!(matches!(anonymous.action, Action::Ignore(_)));
     }
 
     #[test]

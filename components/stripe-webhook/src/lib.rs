@@ -10,7 +10,8 @@
 //!    retried by Stripe. This record only saves work: every ledger operation is itself idempotent
 //!    in SQLite (payment settlement, reversal ids, invoice ids), so losing the store (or two
 //!    deliveries racing) never moves money twice.
-//! 4. The action runs in ONE `run_ledger` section. A ledger refusal (unknown payment, reversal of
+//! 4. The action runs in ONE `run_ledger` section (a saved card's details are read from Stripe
+//!    before it, when the event carries only the card's id). A ledger refusal (unknown payment, reversal of
 //!    a payment that did not succeed, ...) is answered 200 and logged: Stripe must not retry it
 //!    forever. A storage failure is a 503, which Stripe retries.
 
@@ -142,7 +143,43 @@ async fn apply(event: &Event) -> Result<Outcome, ApiError> {
         return Ok(Outcome::Ignored(why.clone()));
     }
     let now = now_secs();
-    run_ledger(async |db| refusal_is_outcome(run_action(db, &event.action, now).await)).await
+    let action = read_card(&event.action).await?;
+    let action = action.as_ref().unwrap_or(&event.action);
+    run_ledger(async |db| refusal_is_outcome(run_action(db, action, now).await)).await
+}
+
+/// A saved card's details, read from Stripe (outside the ledger lock) when the event does not
+/// carry them: the action with the card, or `None` to run the event's own action. Without a
+/// Stripe key the card is left to `POST .../payment-method/refresh`.
+async fn read_card(action: &Action) -> Result<Option<Action>, ApiError> {
+    let Action::CardSaved {
+        customer,
+        payment_method_id,
+        card: None,
+    } = action
+    else {
+        return Ok(None);
+    };
+    let key = variable("stripe_secret_key").await?;
+    if key.trim().is_empty() {
+        return Ok(Some(Action::Ignore(
+            "no Stripe key: the card is read by POST .../payment-method/refresh".into(),
+        )));
+    }
+    let base = variable("stripe_api_base").await?;
+    let client = stripe_client::Client::new(base.trim(), key.trim());
+    let card = client
+        .retrieve_card(payment_method_id)
+        .await
+        .map_err(|error| {
+            eprintln!("stripe-webhook: card {payment_method_id} unreadable: {error}");
+            ApiError::unavailable()
+        })?;
+    Ok(Some(Action::CardSaved {
+        customer: customer.clone(),
+        payment_method_id: payment_method_id.clone(),
+        card: Some(card),
+    }))
 }
 
 /// A ledger refusal, or a constraint the database will refuse again, is an outcome; a busy or
@@ -251,6 +288,34 @@ async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Ou
             };
             plans::end_subscription(db, &ws, now).await?;
             Ok(Outcome::Applied(format!("{ws} subscription ended")))
+        }
+        Action::CardSaved {
+            customer,
+            payment_method_id,
+            card,
+        } => {
+            let Some(card) = card else {
+                return Ok(Outcome::Ignored(format!(
+                    "card {payment_method_id} not read"
+                )));
+            };
+            let Some(ws) = workspace::find_by_stripe_customer(db, customer).await? else {
+                return Ok(Outcome::Ignored(format!(
+                    "no workspace for customer {customer}"
+                )));
+            };
+            let method = payments::PaymentMethod {
+                id: card.id.clone(),
+                brand: card.brand.clone(),
+                last4: card.last4.clone(),
+                exp_month: i64::from(card.exp_month),
+                exp_year: i64::from(card.exp_year),
+            };
+            payments::set_payment_method(db, &ws, &method).await?;
+            Ok(Outcome::Applied(format!(
+                "{ws} saved card {} ending {}",
+                card.id, card.last4
+            )))
         }
         Action::PaymentMethodDetached { payment_method_id } => {
             if payments::remove_payment_method(db, payment_method_id).await? {
