@@ -188,3 +188,54 @@ pub fn expect_error(reply: &Reply, status: u16, code: &str, what: &str) -> Resul
     );
     Ok(body["error"].clone())
 }
+
+/// A decimal string of the API (`"12.5"`, `"-0.000001"`) in micro-units.
+pub fn micros_of(value: &Value) -> Result<i64> {
+    let text = value.as_str().context("not a decimal string")?;
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    anyhow::ensure!(fraction.len() <= 6, "too many decimals in {text}");
+    let whole: i64 = whole.parse().with_context(|| format!("decimal {text}"))?;
+    let fraction: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<6}")
+            .parse()
+            .with_context(|| format!("decimal {text}"))?
+    };
+    let value = whole * 1_000_000 + fraction;
+    Ok(if negative { -value } else { value })
+}
+
+/// An RFC 3339 time of the API in Unix seconds.
+pub fn parse_time(value: &Value) -> Result<i64> {
+    let text = value.as_str().context("not a time string")?;
+    ledger::calendar::parse_rfc3339("time", text).map_err(|e| anyhow::anyhow!("{text}: {e}"))
+}
+
+/// `v1` as Stripe computes it: hex HMAC-SHA256 of `"{t}.{payload}"`.
+pub fn stripe_signature(secret: &str, timestamp: i64, payload: &str) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(format!("{timestamp}.{payload}").as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Posts `payload` to the app's webhook, signed now with `secret` as Stripe signs.
+pub fn deliver_signed(app: &App, payload: &str, secret: &str) -> Result<Reply> {
+    let t = now_secs();
+    let header = format!("t={t},v1={}", stripe_signature(secret, t, payload));
+    crate::post_json(
+        &app.host.url("/webhooks/stripe"),
+        payload,
+        &[("stripe-signature", header.as_str())],
+    )
+}

@@ -22,12 +22,12 @@
 //! - no billing-portal or Checkout endpoints (404, not JSON).
 
 use anyhow::{Context as _, Result, bail, ensure};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// The secret key the tests use (localstripe accepts any `sk_...` longer than 5 characters).
@@ -398,6 +398,10 @@ fn id(object: &Value) -> Result<String> {
 /// One HTTP request received by a [`WebhookReceiver`].
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The request method.
+    pub method: String,
+    /// The request target (path and query).
+    pub path: String,
     /// Headers, names lower case.
     pub headers: Vec<(String, String)>,
     /// The body.
@@ -435,19 +439,10 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Listens on a free loopback port.
     pub fn start() -> Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let url = format!("http://{}/webhook", listener.local_addr()?);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let tx = tx.clone();
-                std::thread::spawn(move || serve(stream, tx));
-            }
-        });
+        let (url, deliveries) = listen(Arc::new(|_: &Delivery| (200, String::new())))?;
         Ok(Self {
-            url,
-            deliveries: rx,
+            url: format!("{url}/webhook"),
+            deliveries,
             seen: Vec::new(),
         })
     }
@@ -483,7 +478,26 @@ impl WebhookReceiver {
     }
 }
 
-fn serve(stream: TcpStream, tx: mpsc::Sender<Delivery>) {
+/// How a loopback endpoint answers a request: status and JSON body.
+type Responder = Arc<dyn Fn(&Delivery) -> (u16, String) + Send + Sync>;
+
+/// Serves HTTP/1.1 on a free loopback port, answering with `respond` and recording every
+/// request: the base URL and the recorded requests.
+fn listen(respond: Responder) -> Result<(String, mpsc::Receiver<Delivery>)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let (tx, respond) = (tx.clone(), respond.clone());
+            std::thread::spawn(move || serve(stream, &tx, &respond));
+        }
+    });
+    Ok((url, rx))
+}
+
+fn serve(stream: TcpStream, tx: &mpsc::Sender<Delivery>, respond: &Responder) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let Ok(mut writer) = stream.try_clone() else {
         return;
@@ -495,6 +509,9 @@ fn serve(stream: TcpStream, tx: mpsc::Sender<Delivery>) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        let mut parts = request_line.split_whitespace();
+        let method = parts.next().unwrap_or_default().to_owned();
+        let path = parts.next().unwrap_or_default().to_owned();
         let mut headers = Vec::new();
         loop {
             let mut line = String::new();
@@ -510,25 +527,185 @@ fn serve(stream: TcpStream, tx: mpsc::Sender<Delivery>) {
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
         }
-        let length = headers
+        let chunked = headers
             .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-            .unwrap_or(0);
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
+            .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+        let body = if chunked {
+            read_chunked(&mut reader)
+        } else {
+            let length = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).ok().map(|()| body)
+        };
+        let Some(body) = body else {
             return;
-        }
-        let _ = writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        let _ = writer.flush();
+        };
         let delivery = Delivery {
+            method,
+            path,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         };
+        let (status, answer) = respond(&delivery);
+        // Recorded before the answer goes out: whoever got the answer finds the request.
         if tx.send(delivery).is_err() {
             return;
         }
+        let head = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            answer.len()
+        );
+        let _ = writer.write_all(head.as_bytes());
+        let _ = writer.write_all(answer.as_bytes());
+        let _ = writer.flush();
     }
+}
+
+/// Reads a `Transfer-Encoding: chunked` body (no trailers), or `None` if the stream breaks.
+fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        let mut size_line = String::new();
+        reader.read_line(&mut size_line).ok()?;
+        let size_text = size_line.trim().split(';').next().unwrap_or_default();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.extend_from_slice(chunk.get(..size)?);
+    }
+}
+
+/// A stand-in for the Stripe endpoints localstripe lacks (the billing portal, subscription
+/// updates with `proration_behavior`): it answers with Stripe's own example objects
+/// (`shared/stripe/tests/fixtures`) and records every request, so tests check the requests the
+/// app sends. The subscription remembers its plan and `cancel_at_period_end`.
+pub struct StripeStub {
+    url: String,
+    requests: mpsc::Receiver<Delivery>,
+    seen: Vec<Delivery>,
+}
+
+impl StripeStub {
+    /// Listens on a free loopback port.
+    pub fn start() -> Result<Self> {
+        let fixtures = crate::workspace_root().join("shared/stripe/tests/fixtures");
+        let load = |name: &str| -> Result<Value> {
+            let path = fixtures.join(format!("{name}.json"));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("read {}", path.display()))?;
+            Ok(serde_json::from_str(&text)?)
+        };
+        let list = |items: Vec<Value>| json!({"object": "list", "data": items}).to_string();
+        let customer = load("customer")?.to_string();
+        let setup_intent = load("setup_intent")?.to_string();
+        let cards = list(vec![load("payment_method")?]);
+        let invoices = list(vec![load("invoice")?]);
+        let portal = load("billing_portal.session")?.to_string();
+        let mut subscription = load("subscription")?;
+        subscription["cancel_at_period_end"] = false.into();
+        let subscription = Arc::new(Mutex::new(subscription));
+        let respond: Responder = Arc::new(move |request: &Delivery| {
+            let path = request.path.split('?').next().unwrap_or_default();
+            let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+            let answer = match (request.method.as_str(), segments.as_slice()) {
+                ("POST", ["v1", "customers"] | ["v1", "customers", _])
+                | ("GET", ["v1", "customers", _]) => customer.clone(),
+                ("POST", ["v1", "setup_intents"]) => setup_intent.clone(),
+                ("GET", ["v1", "payment_methods"]) => cards.clone(),
+                ("GET", ["v1", "subscriptions"]) => list(Vec::new()),
+                ("GET" | "POST", ["v1", "subscriptions", ..]) => {
+                    let mut sub = subscription.lock().unwrap_or_else(|e| e.into_inner());
+                    for (key, value) in form_pairs(&request.body) {
+                        match key.as_str() {
+                            "items[0][plan]" => {
+                                sub["items"]["data"][0]["plan"] =
+                                    json!({"id": value, "object": "plan"})
+                            }
+                            "cancel_at_period_end" => {
+                                sub["cancel_at_period_end"] = (value == "true").into()
+                            }
+                            _ => {}
+                        }
+                    }
+                    sub.to_string()
+                }
+                ("GET", ["v1", "invoices"]) => invoices.clone(),
+                ("POST", ["v1", "billing_portal", "sessions"]) => portal.clone(),
+                _ => {
+                    let error = json!({"error": {"type": "invalid_request_error",
+                                                 "message": format!("stub: no route {path}")}});
+                    return (404, error.to_string());
+                }
+            };
+            (200, answer)
+        });
+        let (url, requests) = listen(respond)?;
+        Ok(Self {
+            url,
+            requests,
+            seen: Vec::new(),
+        })
+    }
+
+    /// The base URL (`stripe_api_base`).
+    pub fn base_url(&self) -> &str {
+        &self.url
+    }
+
+    /// The requests received so far.
+    pub fn requests(&mut self) -> &[Delivery] {
+        self.seen.extend(self.requests.try_iter());
+        &self.seen
+    }
+
+    /// The form bodies of the requests `method path` received so far (query strings ignored).
+    pub fn forms(&mut self, method: &str, path: &str) -> Vec<Vec<(String, String)>> {
+        self.requests()
+            .iter()
+            .filter(|r| r.method == method && r.path.split('?').next() == Some(path))
+            .map(|r| form_pairs(&r.body))
+            .collect()
+    }
+}
+
+/// Decodes an `application/x-www-form-urlencoded` body.
+pub fn form_pairs(body: &str) -> Vec<(String, String)> {
+    let decode = |text: &str| -> String {
+        let bytes = text.replace('+', " ").into_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(byte)) => {
+                    out.push(byte);
+                    i += 3;
+                }
+                (byte, _) => {
+                    out.push(byte);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    body.split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (decode(k), decode(v))
+        })
+        .collect()
 }
 
 /// Checks a `Stripe-Signature` header (`t=..,v1=..`) against `payload` and `secret` as Stripe
@@ -566,4 +743,62 @@ pub fn payment_intents(ls: &Localstripe, customer: &str) -> Result<Vec<serde_jso
         .filter(|pi| pi["customer"] == customer)
         .cloned()
         .collect())
+}
+
+/// Saves card `number` for workspace `ws` as the billing page does: the app's SetupIntent,
+/// confirmed as Stripe.js would, then `POST .../payment-method/refresh`. Returns the refreshed
+/// body and the Stripe customer.
+pub fn save_card_through_app(
+    app: &crate::api::App,
+    ls: &Localstripe,
+    ws: &str,
+    number: &str,
+) -> Result<(Value, String)> {
+    use crate::api::{Role, expect};
+    let owner = |method: &str, rest: &str, body: Option<&Value>| {
+        app.user(
+            ws,
+            Role::Owner,
+            method,
+            &format!("/v1/workspaces/{ws}{rest}"),
+            body,
+        )
+    };
+    let setup = expect(
+        &owner("POST", "/payment-method/setup", Some(&json!({})))?,
+        200,
+        "setup",
+    )?;
+    let seti = setup["setup_intent_id"]
+        .as_str()
+        .context("no setup_intent_id")?;
+    ensure!(
+        setup["client_secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(seti)),
+        "client_secret: {setup}"
+    );
+    let confirmed = ls.confirm_setup_intent(seti, number)?.ok()?;
+    ensure!(
+        confirmed["status"] == "succeeded",
+        "SetupIntent: {confirmed}"
+    );
+    let customer = confirmed["customer"]
+        .as_str()
+        .context("SetupIntent without customer")?
+        .to_owned();
+    let pm = confirmed["payment_method"]
+        .as_str()
+        .context("no payment_method")?;
+    ls.attach(pm, &customer)?.ok()?;
+    let refreshed = expect(
+        &owner("POST", "/payment-method/refresh", None)?,
+        200,
+        "refresh",
+    )?;
+    ensure!(
+        refreshed["payment_method"]["last4"] == number[number.len() - 4..],
+        "refresh: {refreshed}"
+    );
+    Ok((refreshed, customer))
 }

@@ -8,13 +8,11 @@
 //! through the API, and every journey ends with the ledger's invariants.
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::api::{App, Role, json_of, now_secs};
+use e2e::api::{App, Role, json_of, micros_of, now_secs, stripe_signature};
 use e2e::{HostOptions, Reply, workspace_root};
-use hmac::{Hmac, KeyInit, Mac};
 use ledger::native::NativeDb;
 use ledger::{payments, plans, workspace};
 use serde_json::{Value, json};
-use sha2::Sha256;
 
 /// The endpoint secret the tests configure.
 const SECRET: &str = "whsec_e2e_stripe_webhook_secret";
@@ -63,19 +61,6 @@ fn event(id: &str, kind: &str, object: Value) -> Result<String> {
     event["created"] = now_secs().into();
     event["data"]["object"] = object;
     Ok(event.to_string())
-}
-
-/// `v1` as Stripe computes it: hex HMAC-SHA256 of `"{t}.{payload}"`.
-fn stripe_signature(secret: &str, timestamp: i64, payload: &str) -> String {
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return String::new();
-    };
-    mac.update(format!("{timestamp}.{payload}").as_bytes());
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Posts `payload` with the given `Stripe-Signature` header (or none).
@@ -172,29 +157,8 @@ fn topup(app: &App, ws: &str, id: &str) -> Result<Value> {
     Ok(json_of(&reply))
 }
 
-/// A decimal string ("12.5", "-3") in micros, for exact comparisons.
-fn micros(value: &Value) -> Result<i64> {
-    let text = value.as_str().context("not a decimal string")?;
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    ensure!(fraction.len() <= 6, "too many decimals in {text}");
-    let whole: i64 = whole.parse().with_context(|| format!("decimal {text}"))?;
-    let fraction: i64 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<6}")
-            .parse()
-            .with_context(|| format!("decimal {text}"))?
-    };
-    let value = whole * 1_000_000 + fraction;
-    Ok(if negative { -value } else { value })
-}
-
 fn wallet(app: &App, ws: &str) -> Result<i64> {
-    micros(&billing(app, ws)?["wallet_balance"])
+    micros_of(&billing(app, ws)?["wallet_balance"])
 }
 
 /// A pending top-up of `amount_micros` (USD) created natively, optionally attached to `intent`.
@@ -592,7 +556,7 @@ fn invoices_and_subscription_events_drive_the_plan() -> Result<()> {
     .cycle_start_at
     .context("a subscribed workspace has a cycle")?;
     assert_eq!(
-        micros(&billing(&app, "ws-inv")?["plan_credits_remaining"])?,
+        micros_of(&billing(&app, "ws-inv")?["plan_credits_remaining"])?,
         0
     );
 
@@ -606,7 +570,7 @@ fn invoices_and_subscription_events_drive_the_plan() -> Result<()> {
     )?;
     assert_eq!(paid["outcome"], "applied", "{paid}");
     assert_eq!(
-        micros(&billing(&app, "ws-inv")?["plan_credits_remaining"])?,
+        micros_of(&billing(&app, "ws-inv")?["plan_credits_remaining"])?,
         1_000_000_000
     );
     // The twin event about the same invoice grants nothing more.
@@ -619,7 +583,7 @@ fn invoices_and_subscription_events_drive_the_plan() -> Result<()> {
         )?,
     )?;
     assert_eq!(
-        micros(&billing(&app, "ws-inv")?["plan_credits_remaining"])?,
+        micros_of(&billing(&app, "ws-inv")?["plan_credits_remaining"])?,
         1_000_000_000
     );
     assert_eq!(count_of(&transactions(&app, "ws-inv")?, "plan_grant"), 1);
