@@ -90,6 +90,18 @@ impl App {
         )
     }
 
+    /// A request as `workspace`'s owner to `/v1/workspaces/{workspace}{rest}`.
+    pub fn owner(
+        &self,
+        workspace: &str,
+        method: &str,
+        rest: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply> {
+        let path = format!("/v1/workspaces/{workspace}{rest}");
+        self.user(workspace, Role::Owner, method, &path, body)
+    }
+
     /// A request with explicit headers.
     pub fn request(
         &self,

@@ -754,16 +754,8 @@ pub fn save_card_through_app(
     ws: &str,
     number: &str,
 ) -> Result<(Value, String)> {
-    use crate::api::{Role, expect};
-    let owner = |method: &str, rest: &str, body: Option<&Value>| {
-        app.user(
-            ws,
-            Role::Owner,
-            method,
-            &format!("/v1/workspaces/{ws}{rest}"),
-            body,
-        )
-    };
+    use crate::api::expect;
+    let owner = |method: &str, rest: &str, body: Option<&Value>| app.owner(ws, method, rest, body);
     let setup = expect(
         &owner("POST", "/payment-method/setup", Some(&json!({})))?,
         200,

@@ -11,9 +11,12 @@
 //! (`scripts/build-components.sh`).
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::api::{App, Role, expect};
-use e2e::stripe::{CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, SECRET_KEY, payment_intents};
-use e2e::{HostOptions, Reply};
+use e2e::HostOptions;
+use e2e::api::{App, expect};
+use e2e::stripe::{
+    CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, SECRET_KEY, payment_intents,
+    save_card_through_app,
+};
 use serde_json::{Value, json};
 
 /// USD, 1 credit = 1 USD, top-ups from 10 to 5000, the free plan grants 10 credits.
@@ -50,7 +53,7 @@ fn start(ls: &Localstripe, ws: &str, max_per_day: u32) -> Result<App> {
     app.provision(ws)?;
     let plan = json!({"plan_id": "free"});
     expect(
-        &owner(&app, ws, "POST", "/subscription", Some(&plan))?,
+        &app.owner(ws, "POST", "/subscription", Some(&plan))?,
         200,
         "subscribe",
     )?;
@@ -58,18 +61,8 @@ fn start(ls: &Localstripe, ws: &str, max_per_day: u32) -> Result<App> {
 }
 
 /// A request as the workspace's owner.
-fn owner(app: &App, ws: &str, method: &str, rest: &str, body: Option<&Value>) -> Result<Reply> {
-    app.user(
-        ws,
-        Role::Owner,
-        method,
-        &format!("/v1/workspaces/{ws}{rest}"),
-        body,
-    )
-}
-
 fn summary(app: &App, ws: &str) -> Result<Value> {
-    expect(&owner(app, ws, "GET", "/billing", None)?, 200, "billing")
+    expect(&app.owner(ws, "GET", "/billing", None)?, 200, "billing")
 }
 
 fn wallet(app: &App, ws: &str) -> Result<String> {
@@ -82,47 +75,21 @@ fn wallet(app: &App, ws: &str) -> Result<String> {
 /// The workspace's transactions of `kind`.
 fn transactions(app: &App, ws: &str, kind: &str) -> Result<Vec<Value>> {
     let path = format!("/transactions?limit=100&type={kind}");
-    let page = expect(&owner(app, ws, "GET", &path, None)?, 200, "transactions")?;
+    let page = expect(&app.owner(ws, "GET", &path, None)?, 200, "transactions")?;
     Ok(page["data"].as_array().cloned().unwrap_or_default())
 }
 
 /// Saves `number` as the frontend does (the app's SetupIntent, confirmed as Stripe.js would,
 /// attached as Stripe does on confirm, then refresh). Returns the Stripe customer.
 fn save_card(app: &App, ls: &Localstripe, ws: &str, number: &str) -> Result<String> {
-    let setup = expect(
-        &owner(app, ws, "POST", "/payment-method/setup", Some(&json!({})))?,
-        200,
-        "setup",
-    )?;
-    let seti = setup["setup_intent_id"]
-        .as_str()
-        .context("no setup_intent_id")?;
-    let confirmed = ls.confirm_setup_intent(seti, number)?.ok()?;
-    let customer = confirmed["customer"]
-        .as_str()
-        .context("SetupIntent without customer")?
-        .to_owned();
-    let pm = confirmed["payment_method"]
-        .as_str()
-        .context("no payment_method")?;
-    ls.attach(pm, &customer)?.ok()?;
-    let refreshed = expect(
-        &owner(app, ws, "POST", "/payment-method/refresh", None)?,
-        200,
-        "refresh",
-    )?;
-    ensure!(
-        refreshed["payment_method"]["last4"] == number[number.len() - 4..],
-        "refresh: {refreshed}"
-    );
-    Ok(customer)
+    Ok(save_card_through_app(app, ls, ws, number)?.1)
 }
 
 /// Enables auto-recharge: threshold 5, amount 20.
 fn enable(app: &App, ws: &str) -> Result<()> {
     let settings = json!({"enabled": true, "threshold": "5", "amount": "20"});
     expect(
-        &owner(app, ws, "PUT", "/auto-recharge", Some(&settings))?,
+        &app.owner(ws, "PUT", "/auto-recharge", Some(&settings))?,
         200,
         "enable auto-recharge",
     )?;
@@ -162,7 +129,7 @@ fn age_pending_payments(app: &App) -> Result<()> {
 /// A top-up of the workspace as its owner sees it.
 fn topup(app: &App, ws: &str, id: &str) -> Result<Value> {
     expect(
-        &owner(app, ws, "GET", &format!("/topups/{id}"), None)?,
+        &app.owner(ws, "GET", &format!("/topups/{id}"), None)?,
         200,
         "GET top-up",
     )
@@ -179,7 +146,7 @@ fn a_crossing_is_recharged_exactly_once() -> Result<()> {
     let ws = "ws-ar-ok";
     let app = start(&ls, ws, 5)?;
     let customer = save_card(&app, &ls, ws, CARD_OK)?;
-    let topup = owner(&app, ws, "POST", "/topups", Some(&json!({"amount": "10"})))?;
+    let topup = app.owner(ws, "POST", "/topups", Some(&json!({"amount": "10"})))?;
     expect(&topup, 201, "top-up")?;
     enable(&app, ws)?;
     // Above the threshold: nothing to do.
@@ -352,13 +319,7 @@ fn reconciliation_settles_top_ups_whose_webhook_never_came() -> Result<()> {
     // A saved-card top-up while Stripe is down: 503, pending, never started at Stripe.
     save_card(&app, &ls, carded, CARD_OK)?;
     ls.stop();
-    let reply = owner(
-        &app,
-        carded,
-        "POST",
-        "/topups",
-        Some(&json!({"amount": "25"})),
-    )?;
+    let reply = app.owner(carded, "POST", "/topups", Some(&json!({"amount": "25"})))?;
     let down = expect(&reply, 503, "top-up while Stripe is down")?;
     let not_started = down["error"]["topup_id"]
         .as_str()
@@ -368,24 +329,12 @@ fn reconciliation_settles_top_ups_whose_webhook_never_came() -> Result<()> {
     // Two Stripe.js top-ups: one the customer pays (no webhook is registered: it is lost),
     // one never paid.
     let paid = expect(
-        &owner(
-            &app,
-            stripe_js,
-            "POST",
-            "/topups",
-            Some(&json!({"amount": "30"})),
-        )?,
+        &app.owner(stripe_js, "POST", "/topups", Some(&json!({"amount": "30"})))?,
         201,
         "top-up paid by Stripe.js",
     )?;
     let unpaid = expect(
-        &owner(
-            &app,
-            stripe_js,
-            "POST",
-            "/topups",
-            Some(&json!({"amount": "40"})),
-        )?,
+        &app.owner(stripe_js, "POST", "/topups", Some(&json!({"amount": "40"})))?,
         201,
         "top-up never paid",
     )?;

@@ -12,7 +12,7 @@
 //! Every journey ends with the ledger's invariants.
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::api::{App, Role, expect, expect_error, now_secs};
+use e2e::api::{App, expect, expect_error, now_secs};
 use e2e::stripe::{
     CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, SECRET_KEY, StripeStub, WebhookReceiver,
     save_card_through_app,
@@ -41,40 +41,18 @@ fn localstripe() -> Result<Localstripe> {
     Ok(ls)
 }
 
-fn owner(app: &App, ws: &str, method: &str, rest: &str, body: Option<&Value>) -> Result<Reply> {
-    app.user(
-        ws,
-        Role::Owner,
-        method,
-        &format!("/v1/workspaces/{ws}{rest}"),
-        body,
-    )
-}
-
 fn subscribe(app: &App, ws: &str, plan: &str) -> Result<Reply> {
-    owner(
-        app,
-        ws,
-        "POST",
-        "/subscription",
-        Some(&json!({"plan_id": plan})),
-    )
+    app.owner(ws, "POST", "/subscription", Some(&json!({"plan_id": plan})))
 }
 
 fn summary(app: &App, ws: &str) -> Result<Value> {
-    expect(&owner(app, ws, "GET", "/billing", None)?, 200, "billing")
+    expect(&app.owner(ws, "GET", "/billing", None)?, 200, "billing")
 }
 
 /// The workspace's `plan_grant` transactions.
 fn grants(app: &App, ws: &str) -> Result<Vec<Value>> {
     let page = expect(
-        &owner(
-            app,
-            ws,
-            "GET",
-            "/transactions?limit=100&type=plan_grant",
-            None,
-        )?,
+        &app.owner(ws, "GET", "/transactions?limit=100&type=plan_grant", None)?,
         200,
         "transactions",
     )?;
@@ -151,7 +129,7 @@ fn a_paid_plan_is_charged_granted_once_upgraded_and_ended_with_the_period() -> R
     assert_eq!(summary(&app, ws)?["plan_credits_remaining"], "1000");
 
     // A second subscribe to a paid plan is a plan change, never a second subscription.
-    let invoices = expect(&owner(&app, ws, "GET", "/invoices", None)?, 200, "invoices")?;
+    let invoices = expect(&app.owner(ws, "GET", "/invoices", None)?, 200, "invoices")?;
     let listed = invoices["data"].as_array().cloned().unwrap_or_default();
     assert_eq!(listed.len(), 1, "{invoices}");
     assert_eq!(listed[0]["status"], "paid");
@@ -190,7 +168,7 @@ fn a_paid_plan_is_charged_granted_once_upgraded_and_ended_with_the_period() -> R
         stripe_subscription(&ls, &sub_id)?["cancel_at_period_end"],
         true
     );
-    let cancelled = owner(&app, ws, "DELETE", "/subscription/pending-change", None)?;
+    let cancelled = app.owner(ws, "DELETE", "/subscription/pending-change", None)?;
     assert_eq!(cancelled.status, 204, "{}", cancelled.body);
     assert_eq!(
         stripe_subscription(&ls, &sub_id)?["cancel_at_period_end"],
@@ -258,7 +236,7 @@ fn a_card_saved_through_setup_intent_succeeded_is_read_from_stripe() -> Result<(
     let app = start(&ls.base_url(), ws)?;
     // The app's customer, and a card saved for it at Stripe (as Stripe.js would).
     let setup = expect(
-        &owner(&app, ws, "POST", "/payment-method/setup", Some(&json!({})))?,
+        &app.owner(ws, "POST", "/payment-method/setup", Some(&json!({})))?,
         200,
         "setup",
     )?;
@@ -292,12 +270,12 @@ fn downgrades_skip_proration_and_the_portal_session_is_returned() -> Result<()> 
     let app = start(stub.base_url(), ws)?;
     // Card and subscription from Stripe's example objects (visa 4242, subscription active).
     expect(
-        &owner(&app, ws, "POST", "/payment-method/setup", Some(&json!({})))?,
+        &app.owner(ws, "POST", "/payment-method/setup", Some(&json!({})))?,
         200,
         "setup",
     )?;
     expect(
-        &owner(&app, ws, "POST", "/payment-method/refresh", None)?,
+        &app.owner(ws, "POST", "/payment-method/refresh", None)?,
         200,
         "refresh",
     )?;
@@ -330,7 +308,7 @@ fn downgrades_skip_proration_and_the_portal_session_is_returned() -> Result<()> 
     );
     assert_eq!(summary(&app, ws)?["plan_credits_remaining"], "5000");
     // Cancelling it puts the item back on plan_professional, again without proration.
-    let cancelled = owner(&app, ws, "DELETE", "/subscription/pending-change", None)?;
+    let cancelled = app.owner(ws, "DELETE", "/subscription/pending-change", None)?;
     assert_eq!(cancelled.status, 204, "{}", cancelled.body);
     let updates = stub.forms("POST", sub_path);
     assert_eq!(updates.len(), 2, "{updates:?}");
@@ -342,8 +320,7 @@ fn downgrades_skip_proration_and_the_portal_session_is_returned() -> Result<()> 
 
     // The billing portal: the customer and the return URL, Stripe's URL back.
     let portal = expect(
-        &owner(
-            &app,
+        &app.owner(
             ws,
             "POST",
             "/billing-portal",
@@ -369,8 +346,7 @@ fn downgrades_skip_proration_and_the_portal_session_is_returned() -> Result<()> 
         "{sessions:?}"
     );
     expect_error(
-        &owner(
-            &app,
+        &app.owner(
             ws,
             "POST",
             "/billing-portal",

@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result, ensure};
 use e2e::api::{App, Role, expect, expect_error, now_secs, token};
 use e2e::stripe::{
     CARD_DECLINED_ON_CHARGE, CARD_OK, CARD_REQUIRES_AUTH, Localstripe, SECRET_KEY, payment_intents,
+    save_card_through_app,
 };
 use e2e::{HostOptions, Reply};
 use serde_json::{Value, json};
@@ -120,49 +121,6 @@ fn topup_transactions(app: &App, ws: &str) -> Result<Vec<Value>> {
 /// Saves `number` as the frontend does: setup (the app's SetupIntent), Stripe.js confirms it
 /// with the card (and localstripe needs the attach Stripe does on confirm), then refresh.
 /// Returns the refresh answer and the Stripe customer.
-fn save_card(app: &App, ls: &Localstripe, ws: &str, number: &str) -> Result<(Value, String)> {
-    let setup = expect(
-        &owner(
-            app,
-            ws,
-            "POST",
-            "/payment-method/setup",
-            Some(&json!({})),
-            &[],
-        )?,
-        200,
-        "setup",
-    )?;
-    let seti = setup["setup_intent_id"]
-        .as_str()
-        .context("no setup_intent_id")?;
-    ensure!(
-        setup["client_secret"]
-            .as_str()
-            .is_some_and(|s| s.starts_with(seti)),
-        "client_secret: {setup}"
-    );
-    let confirmed = ls.confirm_setup_intent(seti, number)?.ok()?;
-    ensure!(
-        confirmed["status"] == "succeeded",
-        "SetupIntent: {confirmed}"
-    );
-    let customer = confirmed["customer"]
-        .as_str()
-        .context("SetupIntent without customer")?
-        .to_owned();
-    let pm = confirmed["payment_method"]
-        .as_str()
-        .context("no payment_method")?;
-    ls.attach(pm, &customer)?.ok()?;
-    let refreshed = expect(
-        &owner(app, ws, "POST", "/payment-method/refresh", None, &[])?,
-        200,
-        "refresh",
-    )?;
-    Ok((refreshed, customer))
-}
-
 #[test]
 fn saved_card_top_up_succeeds_and_credits_once() -> Result<()> {
     let ls = Localstripe::start()?;
@@ -176,7 +134,7 @@ fn saved_card_top_up_succeeds_and_credits_once() -> Result<()> {
     )?;
     assert_eq!(empty, json!({"payment_method": null}));
 
-    let (refreshed, customer) = save_card(&app, &ls, ws, CARD_OK)?;
+    let (refreshed, customer) = save_card_through_app(&app, &ls, ws, CARD_OK)?;
     assert_eq!(refreshed["payment_method"]["brand"], "visa");
     assert_eq!(refreshed["payment_method"]["last4"], "4242");
     assert_eq!(refreshed["payment_method"]["exp_month"], 12);
@@ -229,7 +187,7 @@ fn card_declined_when_charged_fails_the_top_up() -> Result<()> {
     let ls = Localstripe::start()?;
     let ws = "ws-declined";
     let app = start(&ls, None, ws)?;
-    let (refreshed, _customer) = save_card(&app, &ls, ws, CARD_DECLINED_ON_CHARGE)?;
+    let (refreshed, _customer) = save_card_through_app(&app, &ls, ws, CARD_DECLINED_ON_CHARGE)?;
     assert_eq!(refreshed["payment_method"]["last4"], "0341");
 
     let reply = top_up(&app, ws, "25", &[])?;
@@ -290,7 +248,7 @@ fn idempotency_key_reuses_the_top_up_and_its_payment_intent() -> Result<()> {
     let ls = Localstripe::start()?;
     let ws = "ws-idem";
     let app = start(&ls, None, ws)?;
-    let (_, customer) = save_card(&app, &ls, ws, CARD_OK)?;
+    let (_, customer) = save_card_through_app(&app, &ls, ws, CARD_OK)?;
     let key = [("idempotency-key", "topup-retry-1")];
     let first = expect(&top_up(&app, ws, "40", &key)?, 201, "first")?;
     let second = expect(&top_up(&app, ws, "40", &key)?, 201, "second")?;
@@ -320,7 +278,7 @@ fn amounts_out_of_bounds_create_no_payment_intent() -> Result<()> {
     let ls = Localstripe::start()?;
     let ws = "ws-bounds";
     let app = start(&ls, None, ws)?;
-    let (_, customer) = save_card(&app, &ls, ws, CARD_OK)?;
+    let (_, customer) = save_card_through_app(&app, &ls, ws, CARD_OK)?;
     let reply = top_up(&app, ws, "5", &[])?;
     expect_error(&reply, 422, "amount_below_minimum", "below minimum")?;
     let reply = top_up(&app, ws, "5001", &[])?;
@@ -340,7 +298,7 @@ fn the_webhook_after_a_synchronous_success_credits_nothing_more() -> Result<()> 
     let ws = "ws-webhook";
     let app = start(&ls, Some(WEBHOOK_SECRET), ws)?;
     ls.register_webhook(&app.host.url("/webhooks/stripe"), WEBHOOK_SECRET)?;
-    save_card(&app, &ls, ws, CARD_OK)?;
+    save_card_through_app(&app, &ls, ws, CARD_OK)?;
     let created = expect(&top_up(&app, ws, "25", &[])?, 201, "top-up")?;
     assert_eq!(created["status"], "succeeded");
     assert_eq!(wallet(&app, ws)?, "25");
@@ -435,7 +393,7 @@ fn stripe_down_leaves_the_top_up_pending_and_a_retry_completes_it() -> Result<()
     let mut ls = Localstripe::start()?;
     let ws = "ws-outage";
     let app = start(&ls, None, ws)?;
-    let (_, customer) = save_card(&app, &ls, ws, CARD_OK)?;
+    let (_, customer) = save_card_through_app(&app, &ls, ws, CARD_OK)?;
     ls.stop();
     let key = [("idempotency-key", "outage-1")];
     let reply = top_up(&app, ws, "25", &key)?;
@@ -490,7 +448,7 @@ fn plan_credits_burn_first_then_the_topped_up_wallet() -> Result<()> {
         200,
         "subscribe",
     )?;
-    save_card(&app, &ls, ws, CARD_OK)?;
+    save_card_through_app(&app, &ls, ws, CARD_OK)?;
     expect(&top_up(&app, ws, "20", &[])?, 201, "top-up")?;
 
     // 500 messages at 0.01: 5 plan credits.
