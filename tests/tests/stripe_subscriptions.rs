@@ -136,8 +136,40 @@ fn a_paid_plan_is_charged_granted_once_upgraded_and_ended_with_the_period() -> R
     assert_eq!(listed[0]["amount_paid"], "29");
     assert_eq!(listed[0]["currency"], "USD");
 
-    // Upgrade: the Stripe item moves (Stripe prorates the fee), R14 prorates the credits.
+    // While the last invoice is unpaid, no upgrade (new credits for nothing); paid, it goes on.
     let before = summary(&app, ws)?;
+    let invoice_event = |event_id: &str, kind: &str, invoice_id: &str| {
+        json!({"id": event_id, "object": "event", "type": kind, "created": now_secs(),
+               "data": {"object": {"id": invoice_id, "object": "invoice", "customer": customer,
+                                   "subscription": sub_id, "billing_reason": "subscription_cycle",
+                                   "period_start": e2e::api::parse_time(&before["cycle_start"])
+                                       .unwrap_or_default()}}})
+        .to_string()
+    };
+    let failed = invoice_event("evt_sub_failed", "invoice.payment_failed", "in_e2e_1");
+    expect(
+        &e2e::api::deliver_signed(&app, &failed, WEBHOOK_SECRET)?,
+        200,
+        "invoice.payment_failed",
+    )?;
+    assert_eq!(summary(&app, ws)?["status"], "past_due");
+    expect_error(
+        &subscribe(&app, ws, "professional")?,
+        409,
+        "subscription_past_due",
+        "upgrade while past due",
+    )?;
+    let paid = invoice_event("evt_sub_paid", "invoice.paid", "in_e2e_1");
+    let body = expect(
+        &e2e::api::deliver_signed(&app, &paid, WEBHOOK_SECRET)?,
+        200,
+        "invoice.paid",
+    )?;
+    assert_eq!(body["outcome"], "applied", "{body}");
+    assert_eq!(summary(&app, ws)?["status"], "ok");
+    assert_eq!(grants(&app, ws)?.len(), 1, "the cycle was granted already");
+
+    // Upgrade: the Stripe item moves (Stripe prorates the fee), R14 prorates the credits.
     let upgrade = expect(&subscribe(&app, ws, "professional")?, 200, "upgrade")?;
     assert_eq!(upgrade["action"], "upgraded", "{upgrade}");
     let start = e2e::api::parse_time(&before["cycle_start"])?;

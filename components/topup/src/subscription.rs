@@ -118,6 +118,14 @@ pub async fn subscribe(
             let client = client.ok_or_else(payments_unavailable)?;
             start_paid(client, ws, plan_id, &context, headers, now).await?
         }
+        (Some(_), _) if context.upgrade && context.state.subscription_status == "past_due" => {
+            // New credits for a plan whose last invoice is unpaid would be credit for nothing.
+            return Err(ApiError::new(
+                409,
+                "subscription_past_due",
+                "Your last invoice is unpaid. Update your payment method in the billing portal, then upgrade.",
+            ));
+        }
         (Some(subscription), _) => {
             let client = client.ok_or_else(payments_unavailable)?;
             change_paid(client, ws, plan_id, subscription, &context, headers).await?;
