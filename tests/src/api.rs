@@ -251,3 +251,23 @@ pub fn deliver_signed(app: &App, payload: &str, secret: &str) -> Result<Reply> {
         &[("stripe-signature", header.as_str())],
     )
 }
+
+/// A catalog for tests: USD at 1 credit per dollar, top-ups from 10 to 5,000, 900 s inbound
+/// grace, 120 s holds, low balance under 5, five automatic recharges a day; with `plans` and
+/// `rates`. Tests change a setting with `catalog["settings"]["..."] = ...`.
+pub fn test_catalog(plans: Value, rates: Value) -> Value {
+    json!({
+        "settings": {
+            "currency": "USD",
+            "credit_price": "1",
+            "topup_min": "10",
+            "topup_max": "5000",
+            "inbound_grace_secs": 900,
+            "hold_timeout_secs": 120,
+            "low_balance_threshold": "5",
+            "auto_recharge_max_per_day": 5
+        },
+        "plans": plans,
+        "rates": rates
+    })
+}

@@ -21,25 +21,17 @@ use serde_json::{Value, json};
 
 /// USD, 1 credit = 1 USD, top-ups from 10 to 5000, the free plan grants 10 credits.
 fn test_catalog(max_per_day: u32) -> Value {
-    json!({
-        "settings": {
-            "currency": "USD",
-            "credit_price": "1",
-            "topup_min": "10",
-            "topup_max": "5000",
-            "inbound_grace_secs": 900,
-            "hold_timeout_secs": 120,
-            "low_balance_threshold": "5",
-            "auto_recharge_max_per_day": max_per_day
-        },
-        "plans": [
+    let mut catalog = e2e::api::test_catalog(
+        json!([
             {"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"}
-        ],
-        "rates": [
+        ]),
+        json!([
             {"kind": "call", "direction": "outbound", "price": "0.05", "increment_secs": 60},
             {"kind": "message", "price": "0.01"}
-        ]
-    })
+        ]),
+    );
+    catalog["settings"]["auto_recharge_max_per_day"] = max_per_day.into();
+    catalog
 }
 
 /// The app against `ls`, with the test catalog and workspace `ws` on the free plan.

@@ -18,33 +18,23 @@ const PAYMENT_METHOD_REQUIRED: &str =
 /// A catalog whose plans are free (so upgrades and downgrades work without Stripe) plus one paid
 /// plan, on the default rate card.
 fn test_catalog() -> Value {
-    json!({
-        "settings": {
-            "currency": "USD",
-            "credit_price": "1",
-            "topup_min": "10",
-            "topup_max": "5000",
-            "inbound_grace_secs": 900,
-            "hold_timeout_secs": 120,
-            "low_balance_threshold": "5",
-            "auto_recharge_max_per_day": 5
-        },
-        "plans": [
+    e2e::api::test_catalog(
+        json!([
             {"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"},
             {"id": "starter", "name": "Starter", "price": "0", "monthly_credits": "100"},
             {"id": "growth", "name": "Growth", "price": "0", "monthly_credits": "1000"},
             {"id": "pro", "name": "Pro", "price": "49", "monthly_credits": "5000",
              "rollover_max_credits": "1000", "stripe_price_id": "price_pro"}
-        ],
-        "rates": [
+        ]),
+        json!([
             {"kind": "call", "direction": "outbound", "price": "0.05", "increment_secs": 60},
             {"kind": "call", "direction": "inbound", "price": "0.01", "increment_secs": 60},
             {"kind": "message", "price": "0.01"},
             {"kind": "sms", "price": "0.0075"},
             {"kind": "stt", "price": "0.006"},
             {"kind": "ai_task", "price": "0.02"}
-        ]
-    })
+        ]),
+    )
 }
 
 /// Starts the app with the test catalog stored.

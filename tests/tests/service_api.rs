@@ -21,18 +21,13 @@ const T0_SECS: i64 = 1_894_269_600;
 /// A test catalog: the free plan grants `free_credits`; calls cost 0.1/min outbound and 0.05/min
 /// inbound (per started minute), messages 0.01, AI tasks 0.25.
 fn catalog(free_credits: &str) -> Value {
-    json!({
-        "settings": {
-            "currency": "USD", "credit_price": "1", "topup_min": "10", "topup_max": "5000",
-            "inbound_grace_secs": 900, "hold_timeout_secs": 120,
-            "low_balance_threshold": "0.5", "auto_recharge_max_per_day": 5
-        },
-        "plans": [
+    let mut catalog = e2e::api::test_catalog(
+        json!([
             {"id": "free", "name": "Free", "price": "0", "monthly_credits": free_credits},
             {"id": "basic", "name": "Basic", "price": "29", "monthly_credits": "1000",
              "stripe_price_id": "price_basic"}
-        ],
-        "rates": [
+        ]),
+        json!([
             {"kind": "call", "direction": "outbound", "price": "0.1"},
             {"kind": "call", "direction": "inbound", "price": "0.05"},
             {"kind": "call", "prefix": "+1800", "number_type": "toll_free", "price": "0.2"},
@@ -40,8 +35,10 @@ fn catalog(free_credits: &str) -> Value {
             {"kind": "sms", "price": "0.0075"},
             {"kind": "stt", "price": "0.006"},
             {"kind": "ai_task", "price": "0.25"}
-        ]
-    })
+        ]),
+    );
+    catalog["settings"]["low_balance_threshold"] = "0.5".into();
+    catalog
 }
 
 /// Asserts a status (and, for errors, the error code), showing the body when it differs.

@@ -22,25 +22,15 @@ const DECLINED_ADVICE: &str = "Your bank has declined the transaction. Check tha
 
 /// USD, 1 credit = 1 USD, top-ups from 10 to 5000.
 fn test_catalog() -> Value {
-    json!({
-        "settings": {
-            "currency": "USD",
-            "credit_price": "1",
-            "topup_min": "10",
-            "topup_max": "5000",
-            "inbound_grace_secs": 900,
-            "hold_timeout_secs": 120,
-            "low_balance_threshold": "5",
-            "auto_recharge_max_per_day": 5
-        },
-        "plans": [
+    e2e::api::test_catalog(
+        json!([
             {"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"}
-        ],
-        "rates": [
+        ]),
+        json!([
             {"kind": "call", "direction": "outbound", "price": "0.05", "increment_secs": 60},
             {"kind": "message", "price": "0.01"}
-        ]
-    })
+        ]),
+    )
 }
 
 /// The app against `ls`, with the test catalog and workspace `ws` provisioned.
