@@ -439,7 +439,7 @@ pub struct WebhookReceiver {
 impl WebhookReceiver {
     /// Listens on a free loopback port.
     pub fn start() -> Result<Self> {
-        let (url, deliveries) = listen(Arc::new(|_: &Delivery| (200, String::new())))?;
+        let (url, deliveries) = listen(Arc::new(|_: &Delivery| Some((200, String::new()))))?;
         Ok(Self {
             url: format!("{url}/webhook"),
             deliveries,
@@ -478,8 +478,9 @@ impl WebhookReceiver {
     }
 }
 
-/// How a loopback endpoint answers a request: status and JSON body.
-type Responder = Arc<dyn Fn(&Delivery) -> (u16, String) + Send + Sync>;
+/// How a loopback endpoint answers a request: status and JSON body, or `None` to close the
+/// connection without answering.
+type Responder = Arc<dyn Fn(&Delivery) -> Option<(u16, String)> + Send + Sync>;
 
 /// Serves HTTP/1.1 on a free loopback port, answering with `respond` and recording every
 /// request: the base URL and the recorded requests.
@@ -550,11 +551,14 @@ fn serve(stream: TcpStream, tx: &mpsc::Sender<Delivery>, respond: &Responder) {
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         };
-        let (status, answer) = respond(&delivery);
+        let answer = respond(&delivery);
         // Recorded before the answer goes out: whoever got the answer finds the request.
         if tx.send(delivery).is_err() {
             return;
         }
+        let Some((status, answer)) = answer else {
+            return;
+        };
         let head = format!(
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             answer.len()
@@ -641,10 +645,10 @@ impl StripeStub {
                 _ => {
                     let error = json!({"error": {"type": "invalid_request_error",
                                                  "message": format!("stub: no route {path}")}});
-                    return (404, error.to_string());
+                    return Some((404, error.to_string()));
                 }
             };
-            (200, answer)
+            Some((200, answer))
         });
         let (url, requests) = listen(respond)?;
         Ok(Self {
@@ -672,6 +676,114 @@ impl StripeStub {
             .filter(|r| r.method == method && r.path.split('?').next() == Some(path))
             .map(|r| form_pairs(&r.body))
             .collect()
+    }
+}
+
+/// What a [`FaultProxy`] does to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Forwards it, then closes the connection without answering: Stripe acted, the app never
+    /// hears of it.
+    DropAnswer,
+    /// Answers this status with a Stripe error body, without forwarding.
+    Answer(u16),
+}
+
+/// A proxy in front of localstripe that injects faults into chosen requests and records every
+/// request it sees.
+pub struct FaultProxy {
+    url: String,
+    faults: Arc<Mutex<Vec<(String, String, Fault)>>>,
+    requests: mpsc::Receiver<Delivery>,
+    seen: Vec<Delivery>,
+}
+
+impl FaultProxy {
+    /// Proxies to `upstream` (e.g. [`Localstripe::base_url`]).
+    pub fn start(upstream: String) -> Result<Self> {
+        let faults: Arc<Mutex<Vec<(String, String, Fault)>>> = Arc::default();
+        let pending = faults.clone();
+        let respond: Responder = Arc::new(move |request: &Delivery| {
+            let fault = {
+                let mut faults = pending.lock().unwrap_or_else(|e| e.into_inner());
+                let found = faults.iter().position(|(method, prefix, _)| {
+                    *method == request.method && request.path.starts_with(prefix.as_str())
+                });
+                found.map(|index| faults.remove(index).2)
+            };
+            if let Some(Fault::Answer(status)) = fault {
+                let error = json!({"error": {"type": "api_error",
+                                             "message": format!("injected {status}")}});
+                return Some((status, error.to_string()));
+            }
+            let answer = forward(&upstream, request);
+            match fault {
+                Some(Fault::DropAnswer) => None,
+                _ => Some(answer),
+            }
+        });
+        let (url, requests) = listen(respond)?;
+        Ok(Self {
+            url,
+            faults,
+            requests,
+            seen: Vec::new(),
+        })
+    }
+
+    /// The base URL to give the app as `stripe_api_base`.
+    pub fn base_url(&self) -> &str {
+        &self.url
+    }
+
+    /// Applies `fault` once, to the next `method` request whose path starts with `path_prefix`.
+    pub fn inject(&self, method: &str, path_prefix: &str, fault: Fault) {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).push((
+            method.to_owned(),
+            path_prefix.to_owned(),
+            fault,
+        ));
+    }
+
+    /// The requests seen so far.
+    pub fn requests(&mut self) -> &[Delivery] {
+        self.seen.extend(self.requests.try_iter());
+        &self.seen
+    }
+}
+
+/// Sends `request` to `upstream` as it came (the headers Stripe reads) and returns the answer;
+/// an unreachable upstream is a 502 with a Stripe error body.
+fn forward(upstream: &str, request: &Delivery) -> (u16, String) {
+    let url = format!("{upstream}{}", request.path);
+    let mut builder = ureq::http::Request::builder()
+        .method(request.method.as_str())
+        .uri(url);
+    for name in [
+        "authorization",
+        "idempotency-key",
+        "stripe-version",
+        "content-type",
+    ] {
+        if let Some(value) = request.header(name) {
+            builder = builder.header(name, value);
+        }
+    }
+    let sent = builder
+        .body(request.body.clone())
+        .map_err(anyhow::Error::from)
+        .and_then(|req| agent().run(req).map_err(anyhow::Error::from));
+    match sent {
+        Ok(mut res) => {
+            let status = res.status().as_u16();
+            let body = res.body_mut().read_to_string().unwrap_or_default();
+            (status, body)
+        }
+        Err(error) => {
+            let body =
+                json!({"error": {"type": "api_error", "message": format!("proxy: {error}")}});
+            (502, body.to_string())
+        }
     }
 }
 

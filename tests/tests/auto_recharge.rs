@@ -14,7 +14,7 @@ use anyhow::{Context as _, Result, ensure};
 use e2e::HostOptions;
 use e2e::api::{App, expect};
 use e2e::stripe::{
-    CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, SECRET_KEY, payment_intents,
+    CARD_DECLINED_ON_CHARGE, CARD_OK, Fault, FaultProxy, Localstripe, SECRET_KEY, payment_intents,
     save_card_through_app,
 };
 use serde_json::{Value, json};
@@ -36,8 +36,13 @@ fn test_catalog(max_per_day: u32) -> Value {
 
 /// The app against `ls`, with the test catalog and workspace `ws` on the free plan.
 fn start(ls: &Localstripe, ws: &str, max_per_day: u32) -> Result<App> {
+    start_on(&ls.base_url(), ws, max_per_day)
+}
+
+/// The app against the Stripe at `stripe_base`, as [`start`].
+fn start_on(stripe_base: &str, ws: &str, max_per_day: u32) -> Result<App> {
     let options = HostOptions::default()
-        .env("SPIN_VARIABLE_STRIPE_API_BASE", ls.base_url())
+        .env("SPIN_VARIABLE_STRIPE_API_BASE", stripe_base)
         .env("SPIN_VARIABLE_STRIPE_SECRET_KEY", SECRET_KEY);
     let app = App::start_with(options)?;
     let reply = app.service("PUT", "/v1/catalog", Some(&test_catalog(max_per_day)))?;
@@ -299,6 +304,43 @@ fn stripe_down_leaves_the_recharge_pending_until_reconciled() -> Result<()> {
     assert_eq!(count(&idle, "recharges_started"), 0, "{idle}");
     assert_eq!(count(&idle, "reconciled"), 0, "{idle}");
     assert_eq!(wallet(&app, ws)?, "20");
+    app.check_invariants()
+}
+
+#[test]
+fn a_charge_whose_answer_is_lost_while_localstripe_restarts_is_credited_once() -> Result<()> {
+    let mut ls = Localstripe::start()?;
+    let proxy = FaultProxy::start(ls.base_url())?;
+    let ws = "ws-ar-lost";
+    let app = start_on(proxy.base_url(), ws, 5)?;
+    let customer = save_card(&app, &ls, ws, CARD_OK)?;
+    enable(&app, ws)?;
+    // Stripe charges the card, then the answer never comes back; Stripe goes down and up again
+    // (localstripe keeps no idempotency keys, so a blind retry would charge a second time).
+    proxy.inject("POST", "/v1/payment_intents", Fault::DropAnswer);
+    let report = run_job(&app)?;
+    assert_eq!(count(&report, "recharges_started"), 1, "{report}");
+    assert_eq!(count(&report, "recharges_succeeded"), 0, "{report}");
+    let charged = payment_intents(&ls, &customer)?;
+    assert_eq!(charged.len(), 1, "{charged:?}");
+    assert_eq!(charged[0]["status"], "succeeded");
+    ls.stop();
+    ls.restart()?;
+    assert_eq!(wallet(&app, ws)?, "0");
+    // In flight: no second charge for the same crossing.
+    let again = run_job(&app)?;
+    assert_eq!(count(&again, "recharges_started"), 0, "{again}");
+    assert_eq!(count(&again, "reconciled"), 0, "{again}");
+    // Reconciled: the PaymentIntent is found by its metadata and credited once.
+    age_pending_payments(&app)?;
+    let reconciled = run_job(&app)?;
+    assert_eq!(count(&reconciled, "reconciled"), 1, "{reconciled}");
+    assert_eq!(wallet(&app, ws)?, "20");
+    assert_eq!(transactions(&app, ws, "auto_recharge")?.len(), 1);
+    let idle = run_job(&app)?;
+    assert_eq!(count(&idle, "recharges_started"), 0, "{idle}");
+    assert_eq!(wallet(&app, ws)?, "20");
+    assert_eq!(payment_intents(&ls, &customer)?.len(), 1, "one card charge");
     app.check_invariants()
 }
 

@@ -242,9 +242,10 @@ fn beyond_idempotency_window(payment: &Payment, now: i64) -> bool {
 
 /// Reconciles one payment pending for too long (R21): with a PaymentIntent, reads it and
 /// settles it as the webhook would (still pending: it goes to the back of the queue); without
-/// one, a recharge is charged again with the same idempotency key (within 23 h of its creation)
-/// and anything else, never started at Stripe, is settled failed (a late webhook can still
-/// credit it).
+/// one, the customer's PaymentIntents are searched for it (a charge whose answer was lost) and
+/// settled from the one found; if none, a recharge is charged again with the same idempotency
+/// key (within 23 h of its creation) and anything else, never started at Stripe, is settled
+/// failed (a late webhook can still credit it).
 pub async fn reconcile_payment(
     client: &Client,
     payment: &Payment,
@@ -252,6 +253,36 @@ pub async fn reconcile_payment(
     now: i64,
 ) -> Result<Outcome, ApiError> {
     let Some(intent_id) = payment.payment_intent_id.as_deref() else {
+        // The charge may have happened with its answer lost: look for it before anything else.
+        let ws =
+            run_ledger(async |db| ledger::workspace::get(db, &payment.workspace_id).await).await?;
+        // Clocks differ: look a minute before the payment was created.
+        let since = ledger::calendar::parse_rfc3339("created_at", &payment.created_at)
+            .map_or(0, |created| created - 60);
+        let found = match ws.stripe_customer_id.as_deref() {
+            Some(customer) => {
+                client
+                    .find_payment_intent(customer, &payment.id, since)
+                    .await
+            }
+            None => Ok(None),
+        };
+        match found {
+            Ok(Some(intent)) => {
+                if !attach(payment, &intent.id, now).await? {
+                    return Ok(Outcome::Pending);
+                }
+                return settle_from_intent(payment, &intent, now).await;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                eprintln!(
+                    "auto-recharge: PaymentIntents of payment {} unreadable: {error}",
+                    payment.id
+                );
+                return Ok(Outcome::Unreachable);
+            }
+        }
         if payment.kind == "auto_recharge" && !beyond_idempotency_window(payment, now) {
             return charge_recharge(client, payment, currency, now).await;
         }

@@ -459,6 +459,39 @@ impl Client {
         PaymentIntent::from_json(&self.get(&path, &Form::new()).await?)
     }
 
+    /// The PaymentIntent created for our payment `payment_id` (its `metadata[payment_id]`), found
+    /// through the customer's charges created after `created_after` (Unix seconds), if any: how a
+    /// charge whose answer was lost is found again without relying on idempotency keys (kept
+    /// 24 h by Stripe, not at all by localstripe). A PaymentIntent that made no charge is not
+    /// found.
+    pub async fn find_payment_intent(
+        &self,
+        customer: &str,
+        payment_id: &str,
+        created_after: i64,
+    ) -> Result<Option<PaymentIntent>> {
+        let query = Form::new()
+            .with("customer", customer)
+            .with(key(&["created", "gt"]), created_after.to_string())
+            .with("limit", "100");
+        let charges = self.get("/v1/charges", &query).await?;
+        let mut seen = Vec::new();
+        for charge in list_data(&charges)? {
+            let Some(intent_id) = id_of(charge.get("payment_intent")) else {
+                continue;
+            };
+            if seen.contains(&intent_id) {
+                continue;
+            }
+            let intent = self.retrieve_payment_intent(&intent_id).await?;
+            if intent.metadata.get("payment_id").map(String::as_str) == Some(payment_id) {
+                return Ok(Some(intent));
+            }
+            seen.push(intent_id);
+        }
+        Ok(None)
+    }
+
     /// `GET /v1/charges/{id}`.
     pub async fn retrieve_charge(&self, id: &str) -> Result<Charge> {
         let path = format!("/v1/charges/{}", path_id(id)?);
