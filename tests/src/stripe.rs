@@ -19,7 +19,12 @@
 //! - only Plans (no Prices): create one with [`Localstripe::create_plan`];
 //! - an unknown parameter is a 400 "Unexpected ..." on create, but a bare 500 on some updates
 //!   (`POST /v1/subscriptions/{id}` with `proration_behavior`);
-//! - no billing-portal or Checkout endpoints (404, not JSON).
+//! - no billing-portal or Checkout endpoints (404, not JSON): [`StripeStub`] answers those
+//!   with Stripe's example objects and records the requests;
+//! - no idempotency keys: a retried POST creates a second object.
+//!
+//! [`FaultProxy`] sits between the app and localstripe and injects faults into chosen requests
+//! (an answer lost after Stripe acted, an error status).
 
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::{Value, json};
