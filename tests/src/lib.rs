@@ -76,7 +76,8 @@ pub struct TestHost {
     base_url: String,
     state_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
-    output: mpsc::Receiver<String>,
+    // Behind a mutex so that a TestHost (and an App) can be shared by client threads.
+    output: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 impl TestHost {
@@ -141,7 +142,7 @@ impl TestHost {
             base_url,
             state_dir,
             _temp: temp,
-            output: rx,
+            output: std::sync::Mutex::new(rx),
         })
     }
 
@@ -162,7 +163,10 @@ impl TestHost {
 
     /// Lines the host printed on stdout after `listening on` so far.
     pub fn drain_output(&self) -> Vec<String> {
-        self.output.try_iter().collect()
+        self.output
+            .lock()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default()
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
