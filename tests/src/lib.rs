@@ -169,6 +169,12 @@ impl TestHost {
             .unwrap_or_default()
     }
 
+    /// Kills the host with SIGKILL (no chance to finish anything) and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
         let pid = self.child.id().to_string();

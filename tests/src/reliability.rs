@@ -231,3 +231,159 @@ pub fn raw_exchange(base_url: &str, request: &[u8], wait: Duration) -> Result<Op
         Cutoff::StillOpen => Ok(None),
     }
 }
+
+/// Runs every ledger invariant on the database in `state_dir` (the host may be dead).
+pub fn check_invariants_at(state_dir: &Path) -> Result<()> {
+    let path = state_dir.join("sqlite_db.db");
+    let db = NativeDb::open(&path).with_context(|| format!("open {}", path.display()))?;
+    let violations = block_on(ledger::audit::check(&db))?;
+    anyhow::ensure!(
+        violations.is_empty(),
+        "ledger invariants broken: {violations:#?}"
+    );
+    Ok(())
+}
+
+/// A small deterministic random source (xorshift64*): the seed is printed so a failing
+/// interleaving can be replayed with `RELIABILITY_SEED`.
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from `RELIABILITY_SEED`, else the clock; prints the seed.
+    pub fn from_env(what: &str) -> Self {
+        let seed = std::env::var("RELIABILITY_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(1, |d| d.as_nanos() as u64)
+            });
+        eprintln!("{what}: RELIABILITY_SEED={seed}");
+        Self(seed.max(1))
+    }
+
+    /// The next number in `0..bound` (`bound` > 0).
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % bound.max(1)
+    }
+
+    /// Shuffles `items` in place.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+/// A decimal string ("12.5", "-0.25") as micro-units.
+pub fn micros(text: &str) -> Result<i64> {
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    anyhow::ensure!(fraction.len() <= 6, "too many decimals in {text}");
+    let whole: i64 = whole.parse().with_context(|| format!("decimal {text}"))?;
+    let fraction: i64 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<6}").parse()?
+    };
+    let value = whole * 1_000_000 + fraction;
+    Ok(if negative { -value } else { value })
+}
+
+/// Stripe webhooks as Stripe signs them, built from Stripe's example objects
+/// (`../shared/stripe-fixtures`), for ledger payments created natively.
+pub mod webhooks {
+    use super::*;
+    use hmac::{Hmac, KeyInit as _, Mac as _};
+    use serde_json::{Value, json};
+
+    /// One of Stripe's example objects.
+    pub fn fixture(name: &str) -> Result<Value> {
+        let path = crate::workspace_root()
+            .join("../shared/stripe-fixtures")
+            .join(format!("{name}.json"));
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// A `payment_intent.succeeded` event for our payment `payment_id` (amount in cents).
+    pub fn payment_succeeded(
+        event_id: &str,
+        intent_id: &str,
+        payment_id: &str,
+        cents: i64,
+    ) -> Result<String> {
+        let mut intent = fixture("payment_intent")?;
+        for (key, value) in [
+            ("id", json!(intent_id)),
+            ("amount", json!(cents)),
+            ("amount_received", json!(cents)),
+            ("currency", json!("usd")),
+            ("status", json!("succeeded")),
+            ("metadata", json!({"payment_id": payment_id})),
+            ("last_payment_error", Value::Null),
+        ] {
+            intent[key] = value;
+        }
+        let mut event = fixture("event")?;
+        event["id"] = event_id.into();
+        event["type"] = "payment_intent.succeeded".into();
+        event["created"] = crate::api::now_secs().into();
+        event["data"]["object"] = intent;
+        Ok(event.to_string())
+    }
+
+    /// The `Stripe-Signature` header for `payload` signed now with `secret`.
+    pub fn signature_header(secret: &str, payload: &str) -> String {
+        let t = crate::api::now_secs();
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+            return String::new();
+        };
+        mac.update(format!("{t}.{payload}").as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("t={t},v1={hex}")
+    }
+
+    /// Creates a pending top-up of `amount_micros` (currency) natively on the host's database,
+    /// attached to PaymentIntent `intent`, as the top-up route would have.
+    pub fn pending_topup(
+        state_dir: &Path,
+        ws: &str,
+        id: &str,
+        amount_micros: i64,
+        intent: &str,
+    ) -> Result<()> {
+        let db = NativeDb::open(state_dir.join("sqlite_db.db"))?;
+        let now = crate::api::now_secs();
+        block_on(async {
+            ledger::schema::migrate(&db).await?;
+            let catalog = ledger::catalog::load(&db).await?;
+            ledger::payments::create_topup(
+                &db,
+                &catalog,
+                ws,
+                id,
+                ledger::money::to_decimal(amount_micros),
+                now,
+            )
+            .await?;
+            ledger::payments::attach_intent(&db, id, intent, now).await?;
+            Ok::<_, ledger::LedgerError>(())
+        })?;
+        Ok(())
+    }
+}
