@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod faults;
 pub mod reliability;
 pub mod stripe;
 
