@@ -35,6 +35,7 @@ struct State {
     fault: Option<Fault>,
     requests: u64,
     faults_injected: u64,
+    forwarded: u64,
     /// (method path, Idempotency-Key) -> the first raw answer.
     answers: HashMap<String, Vec<u8>>,
     /// Keys whose first request is still being answered.
@@ -85,6 +86,11 @@ impl StripeProxy {
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         self.state.lock().map_or(0, |s| s.requests)
+    }
+
+    /// Requests localstripe has answered so far (answered by it, whatever the app then got).
+    pub fn forwarded(&self) -> u64 {
+        self.state.lock().map_or(0, |s| s.forwarded)
     }
 
     /// Requests a fault was injected into so far.
@@ -187,6 +193,9 @@ fn serve(stream: TcpStream, upstream: &str, state: &Mutex<State>) -> Result<()> 
         Some(answer) => answer,
         None => {
             let answer = forward(upstream, &request_line, &headers, &body);
+            if let Ok(mut state) = state.lock() {
+                state.forwarded += 1;
+            }
             if let (Some(key), Ok(mut state)) = (cache_key, state.lock()) {
                 state.in_flight.remove(&key);
                 if let Ok(answer) = &answer {

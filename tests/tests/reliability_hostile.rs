@@ -519,7 +519,7 @@ fn oversized_deep_and_overlong_inputs_are_refused_without_writes() -> Result<()>
 #[test]
 fn slow_clients_are_cut_off_without_slowing_anyone_else() -> Result<()> {
     let scenario = Scenario::new("slowloris and stalled bodies");
-    let read_timeout = Duration::from_millis(2_000);
+    let read_timeout = Duration::from_millis(3_000);
     let app = start(HostOptions::default().arg(format!(
         "--request-read-timeout-ms={}",
         read_timeout.as_millis()

@@ -68,18 +68,35 @@ fn wallet_micros(app: &App, ws: &str) -> Result<i64> {
     )
 }
 
+/// The app against `proxy`, on `state_dir` when given; localstripe's webhooks go to it.
+fn start_app(
+    ls: &mut Localstripe,
+    proxy: &StripeProxy,
+    state_dir: Option<&std::path::Path>,
+) -> Result<App> {
+    let app = App::start_with(
+        HostOptions {
+            state_dir: state_dir.map(std::path::Path::to_path_buf),
+            ..HostOptions::default()
+        }
+        .env("SPIN_VARIABLE_STRIPE_API_BASE", proxy.url())
+        .env("SPIN_VARIABLE_STRIPE_SECRET_KEY", SECRET_KEY)
+        .env("SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
+    )?;
+    ls.register_webhook(&app.host.url("/webhooks/stripe"), WEBHOOK_SECRET)?;
+    Ok(app)
+}
+
 /// The app behind the proxy, localstripe's webhooks registered, `ws` on the free plan with a
 /// saved card (saved while the proxy forwards normally).
 fn world(ws: &str) -> Result<World> {
+    world_at(ws, None)
+}
+
+fn world_at(ws: &str, state_dir: Option<&std::path::Path>) -> Result<World> {
     let mut ls = Localstripe::start()?;
     let proxy = StripeProxy::start(&ls.base_url())?;
-    let app = App::start_with(
-        HostOptions::default()
-            .env("SPIN_VARIABLE_STRIPE_API_BASE", proxy.url())
-            .env("SPIN_VARIABLE_STRIPE_SECRET_KEY", SECRET_KEY)
-            .env("SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET),
-    )?;
-    ls.register_webhook(&app.host.url("/webhooks/stripe"), WEBHOOK_SECRET)?;
+    let app = start_app(&mut ls, &proxy, state_dir)?;
     expect(
         &app.service("PUT", "/v1/catalog", Some(&catalog()))?,
         200,
@@ -423,6 +440,167 @@ fn auto_recharge_under_stripe_faults_charges_once_per_crossing() -> Result<()> {
         crossings.len(),
         succeeded_by_payment(&world)?.len()
     );
+    scenario.passed();
+    Ok(())
+}
+
+/// Kills the host (SIGKILL) while `action` (run on another thread) is waiting on Stripe: the
+/// proxy holds the request (slow), forwards it after the host is dead (Stripe charges), and the
+/// answer goes nowhere. Restarts the app on the same files.
+fn kill_while_at_stripe(
+    world: &mut World,
+    state_dir: &std::path::Path,
+    action: impl FnOnce(String) + Send,
+) -> Result<()> {
+    world.proxy.set(Fault::Slow(Duration::from_millis(1500)));
+    let before = world.proxy.requests();
+    let forwarded = world.proxy.forwarded();
+    let base_url = world.app.host.base_url().to_owned();
+    std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(move || action(base_url));
+        wait_for(Duration::from_secs(20), || {
+            (world.proxy.requests() > before).then_some(())
+        })
+        .context("the request never reached Stripe")?;
+        world.app.host.kill();
+        Ok(())
+    })?;
+    e2e::reliability::check_invariants_at(state_dir)?;
+    // The held request reaches localstripe (the card is charged), then the app comes back.
+    wait_for(Duration::from_secs(20), || {
+        (world.proxy.forwarded() > forwarded).then_some(())
+    })
+    .context("the held request never reached localstripe")?;
+    world.proxy.set(Fault::None);
+    world.app = start_app(&mut world.ls, &world.proxy, Some(state_dir))?;
+    Ok(())
+}
+
+#[test]
+fn a_crash_while_stripe_charges_never_charges_twice() -> Result<()> {
+    let scenario = Scenario::new("SIGKILL while a charge is at Stripe");
+    let ws = "ws-crash-stripe";
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("state");
+    let mut world = world_at(ws, Some(&state_dir))?;
+
+    // A top-up: the host dies while Stripe confirms it; the client retries with its key.
+    kill_while_at_stripe(&mut world, &state_dir, |base_url| {
+        let token = e2e::api::token(ws, Role::Owner, e2e::api::now_secs() + 3600);
+        let _ = e2e::request(
+            "POST",
+            &format!("{base_url}/v1/workspaces/{ws}/topups"),
+            Some(&json!({"amount": "20"}).to_string()),
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("idempotency-key", "crash-topup"),
+            ],
+        );
+    })?;
+    scenario.faults(1);
+    scenario.invariants_checked();
+    let mut last = None;
+    let settled = wait_for(Duration::from_secs(30), || {
+        let reply = owner(
+            &world.app,
+            ws,
+            "POST",
+            "/topups",
+            Some(&json!({"amount": "20"})),
+            &[("idempotency-key", "crash-topup")],
+        )
+        .ok()?;
+        scenario.requests(1);
+        let body = json_of(&reply);
+        last = Some((reply.status, reply.body));
+        (body["status"] == "succeeded").then_some(body)
+    })
+    .with_context(|| {
+        let intents = payment_intents(&world.ls, &world.customer).map(|all| {
+            all.iter()
+                .map(|pi| {
+                    format!(
+                        "{} {} {}",
+                        pi["id"], pi["status"], pi["metadata"]["payment_id"]
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        format!(
+            "the top-up never succeeded after the crash: last answer {last:?}; intents {intents:?}"
+        )
+    })?;
+    ensure!(settled["credits"] == "20", "{settled}");
+    let charged = succeeded_by_payment(&world)?;
+    ensure!(charged.len() == 1, "one top-up, charges {charged:?}");
+    ensure!(
+        wallet_micros(&world.app, ws)? == 20_000_000,
+        "{}",
+        summary(&world.app, ws)?
+    );
+
+    // An automatic recharge: burn the wallet below the threshold, the host dies while the sweep
+    // charges; after the restart sweeps and reconciliation settle that one crossing.
+    let settings = json!({"enabled": true, "threshold": "5", "amount": "20"});
+    expect(
+        &owner(
+            &world.app,
+            ws,
+            "PUT",
+            "/auto-recharge",
+            Some(&settings),
+            &[],
+        )?,
+        200,
+        "enable",
+    )?;
+    let event = json!({"id": "burn", "workspace_id": ws, "agent_id": "a", "kind": "message",
+        "quantity": "2600", "occurred_at": "2026-11-21T12:00:00Z"});
+    expect(
+        &world.app.service("POST", "/v1/usage", Some(&event))?,
+        200,
+        "burn",
+    )?;
+    kill_while_at_stripe(&mut world, &state_dir, |base_url| {
+        let _ = e2e::request(
+            "POST",
+            &format!("{base_url}/internal/jobs/auto-recharge"),
+            None,
+            &[(
+                "authorization",
+                &format!("Bearer {}", e2e::api::SERVICE_KEY),
+            )],
+        );
+    })?;
+    scenario.faults(1);
+    scenario.invariants_checked();
+    wait_for(Duration::from_secs(40), || {
+        let _ = age_pending_payments(&world.app);
+        sweeps(&world.app, &scenario).ok()?;
+        let shown = summary(&world.app, ws).ok()?;
+        (shown["wallet_balance"] == "24" && shown["pending_topups"] == json!([])).then_some(())
+    })
+    .with_context(|| {
+        format!(
+            "the recharge never settled: {}",
+            summary(&world.app, ws)
+                .map(|s| s.to_string())
+                .unwrap_or_default()
+        )
+    })?;
+    sweeps(&world.app, &scenario)?;
+    let charged = succeeded_by_payment(&world)?;
+    ensure!(
+        charged.len() == 2,
+        "a top-up and one crossing, charges {charged:?}"
+    );
+    ensure!(
+        wallet_micros(&world.app, ws)? == 24_000_000,
+        "{}",
+        summary(&world.app, ws)?
+    );
+    world.app.check_invariants()?;
+    scenario.invariants_checked();
     scenario.passed();
     Ok(())
 }
