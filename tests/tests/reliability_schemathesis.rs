@@ -4,7 +4,10 @@
 //! Every documented operation gets generated valid and invalid requests (examples, coverage
 //! and fuzzing phases) with the right credential for its security scheme and the workspace of
 //! the token, Stripe played by localstripe. Checks: never a 5xx, and every answer conforms to
-//! the document (status, content type, body schema). Afterwards the ledger's invariants hold.
+//! the document (status, content type, body schema), and requests the document calls invalid
+//! are refused. (Not the converse: the document is looser than the app, which refuses unknown
+//! fields, over-long ids and out-of-range numbers the document does not mention.) Afterwards
+//! the ledger's invariants hold.
 //! `RELIABILITY_SCHEMATHESIS_EXAMPLES` sets the examples per operation (default 25; 200 under
 //! `RELIABILITY_SOAK=1`).
 
@@ -60,7 +63,7 @@ not_a_server_error.enabled = true
 status_code_conformance.enabled = true
 content_type_conformance.enabled = true
 response_schema_conformance.enabled = true
-negative_data_rejection.enabled = false
+negative_data_rejection.enabled = true
 positive_data_acceptance.enabled = false
 missing_required_header.enabled = false
 unsupported_method.enabled = false
@@ -82,6 +85,13 @@ enabled = false
 include-path-regex = "/agents/"
 headers = {{ Authorization = "Bearer {owner}" }}
 checks.status_code_conformance.enabled = false
+
+# Known mismatch (reported): `month=` (empty) means "not set", as for every query of the
+# component; the document's pattern does not allow the empty string.
+[[operations]]
+include-path-regex = "/usage/summary$"
+headers = {{ Authorization = "Bearer {owner}" }}
+checks.negative_data_rejection.enabled = false
 
 # Not built yet (issue 5): invoices and the billing portal answer 503 payment_processing_error.
 [[operations]]
