@@ -1,7 +1,7 @@
 //! Reliability: crash safety. The host is killed with SIGKILL at random moments while clients
 //! run a mixed load (debits with `Idempotency-Key`, batches, calls authorized then ended, top-up
-//! webhooks signed as Stripe signs them, the renewal job through its HTTP twin), then restarted
-//! on the same state directory. After every kill, every ledger invariant holds on the files the
+//! webhooks signed as Stripe signs them, the renewal job through its HTTP twin for a dozen due
+//! workspaces), then restarted on the same state directory. After every kill, every ledger invariant holds on the files the
 //! dead host left. The clients replay every request they saw no answer to, with the same ids,
 //! until each is answered: in the end every operation took effect exactly once, so the balances
 //! equal the serial total to the micro-credit, and replaying everything once more moves nothing.
@@ -26,8 +26,12 @@ use serde_json::{Value, json};
 const WEBHOOK_SECRET: &str = "whsec_reliability_crash";
 /// The load's workspace: plan credits far beyond what the load spends, so nothing is refused.
 const WS: &str = "ws-load";
-/// A workspace whose cycle is due: the renewal job renews it during the load.
-const WS_RENEW: &str = "ws-renew";
+/// Workspaces whose cycle is due: the renewal job renews them during the load.
+const RENEW_WORKSPACES: usize = 12;
+
+fn renew_ws(n: usize) -> String {
+    format!("ws-renew-{n}")
+}
 const BIG_PLAN_CREDITS: i64 = 1_000_000;
 const RENEW_PLAN_CREDITS: i64 = 100;
 /// Every top-up: 20 USD = 20 credits.
@@ -281,9 +285,12 @@ fn prepare(app: &App, state_dir: &Path, rng: &mut Rng, operations: usize) -> Res
         200,
         "catalog",
     )?;
-    for (ws, plan) in [(WS, "big"), (WS_RENEW, "small")] {
+    let mut workspaces = vec![(WS.to_owned(), "big")];
+    workspaces.extend((0..RENEW_WORKSPACES).map(|n| (renew_ws(n), "small")));
+    for (ws, plan) in &workspaces {
         app.provision(ws)?;
-        if ws == WS_RENEW {
+        let due = *plan == "small";
+        if due {
             let clock = json!({"frozen_time": "2030-01-10T10:00:00Z"});
             expect(
                 &app.service("POST", &format!("/v1/test-clocks/{ws}"), Some(&clock))?,
@@ -299,21 +306,23 @@ fn prepare(app: &App, state_dir: &Path, rng: &mut Rng, operations: usize) -> Res
             Some(&json!({"plan_id": plan})),
         )?;
         expect(&reply, 200, "subscribe")?;
+        if due {
+            // It spends some credits, then its cycle ends.
+            let spend = json!({"id": "renew-spend", "workspace_id": ws, "agent_id": "a",
+                "kind": "ai_task", "quantity": "1", "occurred_at": "2030-01-10T10:00:00Z"});
+            expect(
+                &app.service("POST", "/v1/usage", Some(&spend))?,
+                200,
+                "spend",
+            )?;
+            let clock = json!({"frozen_time": "2030-02-11T10:00:00Z"});
+            expect(
+                &app.service("POST", &format!("/v1/test-clocks/{ws}"), Some(&clock))?,
+                200,
+                "clock",
+            )?;
+        }
     }
-    // The renewal workspace spends some credits, then its cycle ends.
-    let spend = json!({"id": "renew-spend", "workspace_id": WS_RENEW, "agent_id": "a",
-        "kind": "ai_task", "quantity": "1", "occurred_at": "2030-01-10T10:00:00Z"});
-    expect(
-        &app.service("POST", "/v1/usage", Some(&spend))?,
-        200,
-        "spend",
-    )?;
-    let clock = json!({"frozen_time": "2030-02-11T10:00:00Z"});
-    expect(
-        &app.service("POST", &format!("/v1/test-clocks/{WS_RENEW}"), Some(&clock))?,
-        200,
-        "clock",
-    )?;
 
     let webhooks = operations / 12;
     for n in 0..webhooks {
@@ -455,12 +464,37 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() -> Result<()> {
             topups * TOPUP_MICROS
         );
         ensure!(summary["held"] == "0", "holds left: {summary}");
-        let renewed = billing(app, WS_RENEW)?;
+        // A pass that a kill cut short left the rest for the next pass: finish it.
+        let reply = app.service("POST", "/internal/jobs/renew-cycles", None)?;
         ensure!(
-            micros(renewed["plan_credits_remaining"].as_str().unwrap_or(""))?
-                == RENEW_PLAN_CREDITS * 1_000_000,
-            "renewed once: {renewed}"
+            expect(&reply, 200, "renew")?["more"] == false,
+            "{}",
+            reply.body
         );
+        for n in 0..RENEW_WORKSPACES {
+            let ws = renew_ws(n);
+            let renewed = billing(app, &ws)?;
+            ensure!(
+                micros(renewed["plan_credits_remaining"].as_str().unwrap_or(""))?
+                    == RENEW_PLAN_CREDITS * 1_000_000,
+                "{ws} renewed once: {renewed}"
+            );
+            let grants = expect(
+                &app.user(
+                    &ws,
+                    Role::Owner,
+                    "GET",
+                    &format!("/v1/workspaces/{ws}/transactions?type=plan_grant&limit=100"),
+                    None,
+                )?,
+                200,
+                "grants",
+            )?;
+            ensure!(
+                grants["data"].as_array().map(Vec::len) == Some(2),
+                "{ws}: the first cycle's grant and one renewal: {grants}"
+            );
+        }
         app.check_invariants()
     };
     check(&app)?;
