@@ -7,3 +7,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 python3 -c 'import localstripe' 2>/dev/null || python3 -m pip install --quiet localstripe==1.15.10
+# The reliability suite: schemathesis fuzzes the HTTP API from docs/openapi.json.
+# Pinned with the hypothesis it was tested with (newer hypothesis broke older schemathesis).
+python3 -c "import importlib.metadata as m; assert m.version('schemathesis') == '4.32.5'" 2>/dev/null ||
+    python3 -m pip install --quiet schemathesis==4.32.5 hypothesis==6.170.15 hypothesis-jsonschema==0.23.1

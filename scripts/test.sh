@@ -25,5 +25,15 @@ for dir in components/*/ tests/components/*/ shared/spin-adapter/ shared/spin-cr
 done
 cargo clippy --release --target wasm32-wasip2 --target-dir "$PWD/target" "${wasm_packages[@]}" -- -D warnings
 
-step "tests"
+step "tests (the reliability suite, tests/tests/reliability_*.rs, among them)"
+# Each reliability scenario appends a line to the summary printed at the end, even on failure.
+export RELIABILITY_SUMMARY="$CARGO_TARGET_DIR/reliability-summary.tsv"
+rm -f "$RELIABILITY_SUMMARY"
+trap 'scripts/reliability-summary.sh || true' EXIT
 cargo test --release
+
+step "fuzz: the parsers, coverage-guided (docs/reliability.md)"
+cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+# RELIABILITY_SOAK=1 fuzzes 5 minutes per target instead of 15 s.
+if [ "${RELIABILITY_SOAK:-0}" = 1 ]; then fuzz_secs=300; else fuzz_secs=15; fi
+scripts/fuzz.sh "${RELIABILITY_FUZZ_SECS:-$fuzz_secs}"

@@ -91,6 +91,10 @@ struct UpArgs {
     /// Idle time after which an instance is dropped, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     idle_instance_timeout_ms: u64,
+    /// Time a client has to send a whole request (headers and body), in milliseconds; a slower
+    /// client is cut off (0 disables). Bounds what slow or stalled clients can hold.
+    #[arg(long, default_value_t = 30_000)]
+    request_read_timeout_ms: u64,
     /// Do not run cron schedules.
     #[arg(long)]
     no_cron: bool,
@@ -180,7 +184,16 @@ async fn up(args: UpArgs) -> Result<()> {
         }
         Some(tokio::spawn(cron::run_schedules(app.clone())))
     };
-    let result = server::serve(&app, args.listen, reuse, server::shutdown_signal()).await;
+    let read_timeout = (args.request_read_timeout_ms > 0)
+        .then(|| Duration::from_millis(args.request_read_timeout_ms));
+    let result = server::serve(
+        &app,
+        args.listen,
+        reuse,
+        read_timeout,
+        server::shutdown_signal(),
+    )
+    .await;
     if let Some(task) = cron_task {
         task.abort();
     }

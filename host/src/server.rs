@@ -142,6 +142,8 @@ impl WorkerState for Worker {
 struct Server {
     router: Router,
     handlers: BTreeMap<String, ProxyHandler<ComponentHandler>>,
+    /// Time a client has to send a request's headers, then again its body (`None`: unbounded).
+    read_timeout: Option<Duration>,
 }
 
 type HostBody = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -203,6 +205,10 @@ impl Server {
         let body = body
             .map_err(|e| handler::ErrorCode::from(incoming_error(&e)))
             .boxed_unsync();
+        let body = match self.read_timeout {
+            Some(timeout) => DeadlineBody::boxed(body, timeout),
+            None => body,
+        };
         let mut req = Request::from_parts(parts, body);
         // Transport-level header, meaningless to the guest (Spin removes it too).
         req.headers_mut().remove(http::header::CONNECTION);
@@ -325,6 +331,60 @@ impl http_body::Body for Prefixed {
     }
 }
 
+type GuestBody = UnsyncBoxBody<Bytes, handler::ErrorCode>;
+
+/// A request body that must arrive completely within a time limit: past it, the guest reads a
+/// `connection-read-timeout` error (and hyper closes the connection, whose body is unread), so
+/// a client that stalls mid-body cannot hold a request, and its instance slot, forever.
+struct DeadlineBody {
+    inner: GuestBody,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    expired: bool,
+}
+
+impl DeadlineBody {
+    fn boxed(inner: GuestBody, timeout: Duration) -> GuestBody {
+        Self {
+            inner,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            expired: false,
+        }
+        .boxed_unsync()
+    }
+}
+
+impl http_body::Body for DeadlineBody {
+    type Data = Bytes;
+    type Error = handler::ErrorCode;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.expired = true;
+            return Poll::Ready(Some(Err(handler::ErrorCode::from(
+                P3ErrorCode::ConnectionReadTimeout,
+            ))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.expired || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn incoming_error(e: &hyper::Error) -> P3ErrorCode {
     if e.is_timeout() {
         P3ErrorCode::ConnectionReadTimeout
@@ -334,10 +394,14 @@ fn incoming_error(e: &hyper::Error) -> P3ErrorCode {
 }
 
 /// Serves the app's HTTP routes on `listen` until SIGINT/SIGTERM (or `shutdown` resolves).
+///
+/// `read_timeout` bounds how long a client may take to send a request's headers, and then its
+/// body; `None` leaves both unbounded.
 pub async fn serve(
     app: &App,
     listen: SocketAddr,
     reuse: ReuseConfig,
+    read_timeout: Option<Duration>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let mut patterns = Vec::new();
@@ -380,7 +444,11 @@ pub async fn serve(
         };
         handlers.insert(r.component.clone(), ProxyHandler::new(state));
     }
-    let server = Arc::new(Server { router, handlers });
+    let server = Arc::new(Server {
+        router,
+        handlers,
+        read_timeout,
+    });
 
     let listener = TcpListener::bind(listen)
         .await
@@ -416,6 +484,7 @@ pub async fn serve(
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(read_timeout)
             .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod faults;
+pub mod reliability;
 pub mod stripe;
 
 use anyhow::{Context as _, Result, bail};
@@ -75,7 +77,8 @@ pub struct TestHost {
     base_url: String,
     state_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
-    output: mpsc::Receiver<String>,
+    // Behind a mutex so that a TestHost (and an App) can be shared by client threads.
+    output: std::sync::Mutex<mpsc::Receiver<String>>,
 }
 
 impl TestHost {
@@ -140,7 +143,7 @@ impl TestHost {
             base_url,
             state_dir,
             _temp: temp,
-            output: rx,
+            output: std::sync::Mutex::new(rx),
         })
     }
 
@@ -161,7 +164,16 @@ impl TestHost {
 
     /// Lines the host printed on stdout after `listening on` so far.
     pub fn drain_output(&self) -> Vec<String> {
-        self.output.try_iter().collect()
+        self.output
+            .lock()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// Kills the host with SIGKILL (no chance to finish anything) and waits for it to exit.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.

@@ -442,3 +442,32 @@ fn graceful_stop_finishes_in_flight_requests() -> Result<()> {
     assert_eq!(reply.status, 200, "in-flight request was cut: {reply:?}");
     Ok(())
 }
+
+#[test]
+fn slow_clients_are_cut_off_at_the_request_read_timeout() -> Result<()> {
+    use e2e::reliability::{Cutoff, connect, wait_for_cutoff};
+    let host = conformance(HostOptions::default().arg("--request-read-timeout-ms=1000"))?;
+    // Headers that never finish, and a body that stops half way.
+    let mut slow_headers = connect(host.base_url())?;
+    slow_headers.write_all(b"POST /body HTTP/1.1\r\nhost: x\r\nx-slow: ")?;
+    let mut stalled_body = connect(host.base_url())?;
+    stalled_body
+        .write_all(b"POST /body HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nonly-ten-b")?;
+    // Others are served meanwhile.
+    assert!(!body(&host, "/echo")?.is_empty());
+    let cut = wait_for_cutoff(&mut slow_headers, Duration::from_secs(10))?;
+    ensure!(
+        matches!(cut, Cutoff::Closed(None | Some(408))),
+        "slow headers: {cut:?}"
+    );
+    // The guest reads a connection-read-timeout error (its 400 `ERR ...`), then hyper closes.
+    let cut = wait_for_cutoff(&mut stalled_body, Duration::from_secs(10))?;
+    ensure!(
+        matches!(cut, Cutoff::Closed(None | Some(400))),
+        "stalled body: {cut:?}"
+    );
+    // A body that arrives in time is unaffected.
+    let reply = e2e::post_json(&host.url("/body"), "{\"a\":1}", &[])?;
+    assert_eq!(reply.body, "{\"a\":1}");
+    Ok(())
+}

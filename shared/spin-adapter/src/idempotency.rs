@@ -7,11 +7,16 @@
 //! response (status and body); the same key with another body is a 409 `idempotency_conflict`.
 //!
 //! Concurrent duplicates: before running the handler a request writes an "in progress" record
-//! carrying a random owner token, reads it back, and runs only if it still owns it; a duplicate
-//! that finds the record in progress gets a 409 (`"reason": "in_progress"`) and may retry. Spin's
-//! key-value interface has no compare-and-swap, so two duplicates racing within one
-//! get/set/get window can still both run; the ledger's own idempotency keeps that harmless.
-//! A marker whose request died (trap, cancellation) expires after [`IN_PROGRESS_TIMEOUT_SECS`].
+//! carrying a random owner token, reads it back, and runs only if it still owns it. A duplicate
+//! that finds the record in progress waits for it (up to [`IN_PROGRESS_WAIT`]) and replays the
+//! response once it is done. If it is still in progress after that, its request may have died
+//! with its host (SIGKILL, crash, trap) and nothing would ever finish it: the duplicate takes
+//! over and runs the handler itself, which is safe because the ledger's own idempotency makes
+//! a second run a no-op. (Before, such a marker refused every retry with 409 for two minutes
+//! after a crash.) Spin's key-value interface has no compare-and-swap, so two duplicates racing
+//! within one get/set/get window can still both run, equally harmlessly; the loser of the
+//! read-back gets a 409 (`"reason": "in_progress"`) and may retry. A marker older than
+//! [`IN_PROGRESS_TIMEOUT_SECS`] is ignored at once.
 //! Responses of 5xx are not cached (the marker is deleted), so a retry runs again.
 
 use base64::Engine as _;
@@ -33,8 +38,12 @@ const STORE_LABEL: &str = "default";
 const KEY_LENGTH_MAX: usize = 255;
 /// How long a completed response is replayed.
 const RECORD_TTL_SECS: i64 = 24 * 60 * 60;
-/// How long an "in progress" marker blocks duplicates before it is presumed dead.
+/// How old an "in progress" marker may be before it is ignored outright.
 const IN_PROGRESS_TIMEOUT_SECS: i64 = 120;
+/// How long a duplicate waits for an in-progress request with its key before taking over.
+const IN_PROGRESS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often a waiting duplicate looks at the record again.
+const IN_PROGRESS_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Who and what an idempotency key is scoped to: the same key on another route or for another
 /// workspace is a different record.
@@ -103,14 +112,11 @@ pub async fn idempotent(
         Ok(store) => store,
         Err(error) => return kv_failure("open", &error),
     };
-    let now = now_secs();
-    match read(&store, &record_key).await {
-        Err(reply) => return reply,
-        Ok(Some(record)) if record.is_live(now) => {
-            return answer_existing(&record, &request_sha256);
-        }
-        Ok(_) => {}
+    match settled(&store, &record_key, &request_sha256).await {
+        Err(reply) | Ok(Some(reply)) => return reply,
+        Ok(None) => {}
     }
+    let now = now_secs();
     let owner = format!(
         "{:016x}",
         spin_sdk::wasip3::random::random::get_random_u64()
@@ -155,6 +161,33 @@ pub async fn idempotent(
     // The work is done: failing to cache its response must not turn it into an error.
     let _ = write(&store, &record_key, &done).await;
     reply
+}
+
+/// What an existing record answers for this request: `Some` reply (a completed response to
+/// replay, or a conflict), or `None` when the request should run: no live record, or one still
+/// in progress after [`IN_PROGRESS_WAIT`] (see the module docs: its owner may be dead).
+async fn settled(
+    store: &Store,
+    record_key: &str,
+    request_sha256: &str,
+) -> Result<Option<Reply>, Reply> {
+    let started = std::time::Instant::now();
+    loop {
+        let record = match read(store, record_key).await? {
+            Some(record) if record.is_live(now_secs()) => record,
+            _ => return Ok(None),
+        };
+        if record.state == State::Done || record.request_sha256 != request_sha256 {
+            return Ok(Some(answer_existing(&record, request_sha256)));
+        }
+        if started.elapsed() >= IN_PROGRESS_WAIT {
+            eprintln!(
+                "spin-adapter: taking over an idempotency key in progress for {IN_PROGRESS_WAIT:?}"
+            );
+            return Ok(None);
+        }
+        spin_sdk::time::sleep(IN_PROGRESS_POLL).await;
+    }
 }
 
 /// The request's `Idempotency-Key`: `None` without one, 400 if it is not 1 to 255 visible
