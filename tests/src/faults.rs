@@ -36,6 +36,8 @@ struct State {
     requests: u64,
     faults_injected: u64,
     forwarded: u64,
+    /// Whether `Idempotency-Key` is honoured as Stripe does (true unless turned off).
+    ignore_idempotency_keys: bool,
     /// (method path, Idempotency-Key) -> the first raw answer.
     answers: HashMap<String, Vec<u8>>,
     /// Keys whose first request is still being answered.
@@ -83,6 +85,14 @@ impl StripeProxy {
         }
     }
 
+    /// From now on ignores `Idempotency-Key` as localstripe does: a retried POST acts again, as
+    /// Stripe would after its 24 h window (for code that must not rely on the keys alone).
+    pub fn ignore_idempotency_keys(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.ignore_idempotency_keys = true;
+        }
+    }
+
     /// Requests received so far.
     pub fn requests(&self) -> u64 {
         self.state.lock().map_or(0, |s| s.requests)
@@ -124,7 +134,7 @@ fn serve(stream: TcpStream, upstream: &str, state: &Mutex<State>) -> Result<()> 
     let chunked =
         header_of(&headers, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
     let body = if chunked {
-        read_chunked(&mut reader)?
+        crate::stripe::read_chunked(&mut reader)?
     } else {
         let length: usize = header_of(&headers, "content-length")
             .and_then(|v| v.parse().ok())
@@ -149,8 +159,9 @@ fn serve(stream: TcpStream, upstream: &str, state: &Mutex<State>) -> Result<()> 
             .take(2)
             .collect::<Vec<_>>()
             .join(" ");
-        let cache_key =
-            header_of(&headers, "idempotency-key").map(|key| format!("{method_path} {key}"));
+        let cache_key = header_of(&headers, "idempotency-key")
+            .filter(|_| !state.ignore_idempotency_keys)
+            .map(|key| format!("{method_path} {key}"));
         let cached = cache_key
             .as_ref()
             .and_then(|key| state.answers.get(key).cloned());
@@ -218,27 +229,6 @@ fn header_of(headers: &[(String, String)], name: &str) -> Option<String> {
         .iter()
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.clone())
-}
-
-/// Reads a chunked body (no trailers).
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let mut size_line = String::new();
-        reader.read_line(&mut size_line)?;
-        let size_text = size_line.trim().split(';').next().unwrap_or("");
-        let size = usize::from_str_radix(size_text, 16)?;
-        if size == 0 {
-            let mut end = String::new();
-            reader.read_line(&mut end)?;
-            return Ok(body);
-        }
-        let start = body.len();
-        body.resize(start + size, 0);
-        reader.read_exact(&mut body[start..])?;
-        let mut crlf = [0u8; 2];
-        reader.read_exact(&mut crlf)?;
-    }
 }
 
 /// Sends the request to localstripe on a fresh connection and returns its whole raw answer.

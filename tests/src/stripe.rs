@@ -23,8 +23,7 @@
 //!   with Stripe's example objects and records the requests;
 //! - no idempotency keys: a retried POST creates a second object.
 //!
-//! [`FaultProxy`] sits between the app and localstripe and injects faults into chosen requests
-//! (an answer lost after Stripe acted, an error status).
+//! `crate::faults::StripeProxy` sits between the app and localstripe and injects faults.
 
 use anyhow::{Context as _, Result, bail, ensure};
 use serde_json::{Value, json};
@@ -537,7 +536,7 @@ fn serve(stream: TcpStream, tx: &mpsc::Sender<Delivery>, respond: &Responder) {
             .iter()
             .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
         let body = if chunked {
-            read_chunked(&mut reader)
+            read_chunked(&mut reader).ok()
         } else {
             let length = headers
                 .iter()
@@ -574,20 +573,20 @@ fn serve(stream: TcpStream, tx: &mpsc::Sender<Delivery>, respond: &Responder) {
     }
 }
 
-/// Reads a `Transfer-Encoding: chunked` body (no trailers), or `None` if the stream breaks.
-fn read_chunked(reader: &mut BufReader<TcpStream>) -> Option<Vec<u8>> {
+/// Reads a `Transfer-Encoding: chunked` body (no trailers).
+pub(crate) fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>> {
     let mut body = Vec::new();
     loop {
         let mut size_line = String::new();
-        reader.read_line(&mut size_line).ok()?;
+        reader.read_line(&mut size_line)?;
         let size_text = size_line.trim().split(';').next().unwrap_or_default();
-        let size = usize::from_str_radix(size_text, 16).ok()?;
+        let size = usize::from_str_radix(size_text, 16)?;
         let mut chunk = vec![0; size + 2];
-        reader.read_exact(&mut chunk).ok()?;
+        reader.read_exact(&mut chunk)?;
         if size == 0 {
-            return Some(body);
+            return Ok(body);
         }
-        body.extend_from_slice(chunk.get(..size)?);
+        body.extend_from_slice(chunk.get(..size).context("short chunk")?);
     }
 }
 
@@ -681,114 +680,6 @@ impl StripeStub {
             .filter(|r| r.method == method && r.path.split('?').next() == Some(path))
             .map(|r| form_pairs(&r.body))
             .collect()
-    }
-}
-
-/// What a [`FaultProxy`] does to a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// Forwards it, then closes the connection without answering: Stripe acted, the app never
-    /// hears of it.
-    DropAnswer,
-    /// Answers this status with a Stripe error body, without forwarding.
-    Answer(u16),
-}
-
-/// A proxy in front of localstripe that injects faults into chosen requests and records every
-/// request it sees.
-pub struct FaultProxy {
-    url: String,
-    faults: Arc<Mutex<Vec<(String, String, Fault)>>>,
-    requests: mpsc::Receiver<Delivery>,
-    seen: Vec<Delivery>,
-}
-
-impl FaultProxy {
-    /// Proxies to `upstream` (e.g. [`Localstripe::base_url`]).
-    pub fn start(upstream: String) -> Result<Self> {
-        let faults: Arc<Mutex<Vec<(String, String, Fault)>>> = Arc::default();
-        let pending = faults.clone();
-        let respond: Responder = Arc::new(move |request: &Delivery| {
-            let fault = {
-                let mut faults = pending.lock().unwrap_or_else(|e| e.into_inner());
-                let found = faults.iter().position(|(method, prefix, _)| {
-                    *method == request.method && request.path.starts_with(prefix.as_str())
-                });
-                found.map(|index| faults.remove(index).2)
-            };
-            if let Some(Fault::Answer(status)) = fault {
-                let error = json!({"error": {"type": "api_error",
-                                             "message": format!("injected {status}")}});
-                return Some((status, error.to_string()));
-            }
-            let answer = forward(&upstream, request);
-            match fault {
-                Some(Fault::DropAnswer) => None,
-                _ => Some(answer),
-            }
-        });
-        let (url, requests) = listen(respond)?;
-        Ok(Self {
-            url,
-            faults,
-            requests,
-            seen: Vec::new(),
-        })
-    }
-
-    /// The base URL to give the app as `stripe_api_base`.
-    pub fn base_url(&self) -> &str {
-        &self.url
-    }
-
-    /// Applies `fault` once, to the next `method` request whose path starts with `path_prefix`.
-    pub fn inject(&self, method: &str, path_prefix: &str, fault: Fault) {
-        self.faults.lock().unwrap_or_else(|e| e.into_inner()).push((
-            method.to_owned(),
-            path_prefix.to_owned(),
-            fault,
-        ));
-    }
-
-    /// The requests seen so far.
-    pub fn requests(&mut self) -> &[Delivery] {
-        self.seen.extend(self.requests.try_iter());
-        &self.seen
-    }
-}
-
-/// Sends `request` to `upstream` as it came (the headers Stripe reads) and returns the answer;
-/// an unreachable upstream is a 502 with a Stripe error body.
-fn forward(upstream: &str, request: &Delivery) -> (u16, String) {
-    let url = format!("{upstream}{}", request.path);
-    let mut builder = ureq::http::Request::builder()
-        .method(request.method.as_str())
-        .uri(url);
-    for name in [
-        "authorization",
-        "idempotency-key",
-        "stripe-version",
-        "content-type",
-    ] {
-        if let Some(value) = request.header(name) {
-            builder = builder.header(name, value);
-        }
-    }
-    let sent = builder
-        .body(request.body.clone())
-        .map_err(anyhow::Error::from)
-        .and_then(|req| agent().run(req).map_err(anyhow::Error::from));
-    match sent {
-        Ok(mut res) => {
-            let status = res.status().as_u16();
-            let body = res.body_mut().read_to_string().unwrap_or_default();
-            (status, body)
-        }
-        Err(error) => {
-            let body =
-                json!({"error": {"type": "api_error", "message": format!("proxy: {error}")}});
-            (502, body.to_string())
-        }
     }
 }
 

@@ -13,8 +13,9 @@
 use anyhow::{Context as _, Result, ensure};
 use e2e::HostOptions;
 use e2e::api::{App, expect};
+use e2e::faults::{Fault, StripeProxy};
 use e2e::stripe::{
-    CARD_DECLINED_ON_CHARGE, CARD_OK, Fault, FaultProxy, Localstripe, SECRET_KEY, payment_intents,
+    CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, SECRET_KEY, payment_intents,
     save_card_through_app,
 };
 use serde_json::{Value, json};
@@ -310,15 +311,17 @@ fn stripe_down_leaves_the_recharge_pending_until_reconciled() -> Result<()> {
 #[test]
 fn a_charge_whose_answer_is_lost_while_localstripe_restarts_is_credited_once() -> Result<()> {
     let mut ls = Localstripe::start()?;
-    let proxy = FaultProxy::start(ls.base_url())?;
+    let proxy = StripeProxy::start(&ls.base_url())?;
+    proxy.ignore_idempotency_keys();
     let ws = "ws-ar-lost";
-    let app = start_on(proxy.base_url(), ws, 5)?;
+    let app = start_on(proxy.url(), ws, 5)?;
     let customer = save_card(&app, &ls, ws, CARD_OK)?;
     enable(&app, ws)?;
     // Stripe charges the card, then the answer never comes back; Stripe goes down and up again
     // (localstripe keeps no idempotency keys, so a blind retry would charge a second time).
-    proxy.inject("POST", "/v1/payment_intents", Fault::DropAnswer);
+    proxy.set(Fault::LoseResponse);
     let report = run_job(&app)?;
+    proxy.set(Fault::None);
     assert_eq!(count(&report, "recharges_started"), 1, "{report}");
     assert_eq!(count(&report, "recharges_succeeded"), 0, "{report}");
     let charged = payment_intents(&ls, &customer)?;

@@ -79,23 +79,10 @@ enabled = false
 [parameters]
 "path.ws" = "ws-a"
 
-# Known mismatch (reported): an invalid agent id is a 422 the document does not list
-# (tests/tests/reliability_schemathesis.rs, `openapi_lists_422_for_an_invalid_agent_id`).
+# localstripe has no billing-portal endpoint: the app answers 502 payment_processing_error (the
+# session request is checked against a stub in tests/tests/stripe_subscriptions.rs).
 [[operations]]
-include-path-regex = "/agents/"
-headers = {{ Authorization = "Bearer {owner}" }}
-checks.status_code_conformance.enabled = false
-
-# Known mismatch (reported): `month=` (empty) means "not set", as for every query of the
-# component; the document's pattern does not allow the empty string.
-[[operations]]
-include-path-regex = "/usage/summary$"
-headers = {{ Authorization = "Bearer {owner}" }}
-checks.negative_data_rejection.enabled = false
-
-# Not built yet (issue 5): invoices and the billing portal answer 503 payment_processing_error.
-[[operations]]
-include-path-regex = "/(invoices|billing-portal)$"
+include-path-regex = "/billing-portal$"
 headers = {{ Authorization = "Bearer {owner}" }}
 checks.not_a_server_error.enabled = false
 
@@ -163,7 +150,6 @@ fn test_cases(report: &str) -> u64 {
 }
 
 #[test]
-#[ignore = "bug: docs/openapi.json lists 200/401/403/404 for the agent limits routes, the app answers 422 validation_error for an invalid agent id"]
 fn openapi_lists_422_for_an_invalid_agent_id() -> Result<()> {
     let text = std::fs::read_to_string(workspace_root().join("docs/openapi.json"))?;
     let doc: serde_json::Value = serde_json::from_str(&text)?;
