@@ -72,6 +72,9 @@ impl Spec {
 pub fn cached(spec: Spec) -> Result<PathBuf> {
     let dir = data_dir().join(spec.name());
     if db_file(&dir).exists() {
+        // A set generated before a schema migration gets it here, outside any measurement.
+        let db = NativeDb::open(db_file(&dir))?;
+        block_on(ledger::schema::migrate(&db))?;
         return Ok(dir);
     }
     std::fs::create_dir_all(data_dir())?;

@@ -24,14 +24,24 @@ pub fn noop_manifest() -> PathBuf {
     e2e::workspace_root().join("tests/components/noop.toml")
 }
 
+/// Extra `local-host up` flags for every host the bench starts, from `$BENCH_HOST_ARGS`
+/// (e.g. `--max-instance-concurrent-reuse-count 1`), to compare host settings.
+fn extra_args() -> Vec<String> {
+    std::env::var("BENCH_HOST_ARGS")
+        .map(|args| args.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 fn options(state_dir: &Path) -> HostOptions {
-    HostOptions {
+    let mut options = HostOptions {
         state_dir: Some(state_dir.to_path_buf()),
         ..HostOptions::default()
     }
     .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
     .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
-    .arg("--no-cron")
+    .arg("--no-cron");
+    options.args.extend(extra_args());
+    options
 }
 
 /// Starts the local host on `manifest` with the bench's secrets and `state_dir`.
