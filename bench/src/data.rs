@@ -97,6 +97,13 @@ pub fn cached(spec: Spec) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Reads a file once so that it is in the OS page cache.
+pub fn warm_page_cache(path: &Path) -> Result<()> {
+    let mut file = std::fs::File::open(path)?;
+    std::io::copy(&mut file, &mut std::io::sink())?;
+    Ok(())
+}
+
 /// Copies a cached set's database into a fresh state directory (for runs that change it).
 pub fn copy_into(cached_dir: &Path, state_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(state_dir)?;
