@@ -1,129 +1,709 @@
-//! `bench`: prints figures, never asserts them. `cargo run --release -p bench -- native`.
+//! `bench`: prints figures, never asserts them. `scripts/bench.sh [--quick] [PART...]`, or
+//! `cargo run --release -p bench -- [--quick] [PART...]` once the components and the host are
+//! built. PART is `all` (the default) or any of [`PARTS`]. Every side of a ratio is measured in
+//! the same run; the load average is printed with every figure (the machine may be shared).
 
-use std::sync::{Arc, Barrier};
+mod data;
+mod host;
+mod load;
+mod native;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::executor::block_on;
-use ledger::catalog::{Catalog, UsageKind};
-use ledger::native::NativeDb;
-use ledger::usage::UsageEvent;
-use ledger::workspace::WorkspaceInput;
-use ledger::{payments, plans, workspace};
+use anyhow::{Context as _, Result, bail};
+use ledger::catalog::Catalog;
 
-/// 2026-11-01T00:00:00Z.
-const NOV_1: i64 = 1_793_491_200;
-/// How long each measurement runs.
-const RUN: Duration = Duration::from_secs(3);
+use crate::data::Spec;
+use crate::load::{LoadResult, MakeRequest};
+use crate::native::Op;
 
-fn main() {
-    let which = std::env::args().nth(1).unwrap_or_else(|| "native".into());
-    match which.as_str() {
-        "native" => native(),
-        other => {
-            eprintln!("unknown benchmark {other}; available: native");
-            std::process::exit(2);
+/// The parts, in the order `all` runs them.
+const PARTS: &[&str] = &[
+    "sizes",
+    "fsync",
+    "native",
+    "native-http",
+    "noop",
+    "product",
+    "batch",
+    "scale",
+    "renewal",
+    "cold-start",
+];
+
+/// How long and how big: the full run, or `--quick` (~1 s per measurement, small data sets).
+struct Config {
+    quick: bool,
+    run: Duration,
+    warmup: Duration,
+    clients: Vec<usize>,
+    small: Spec,
+    large: Spec,
+    renewal: Spec,
+}
+
+impl Config {
+    fn new(quick: bool) -> Self {
+        let shape = |workspaces, plan, age_days, debits_per_workspace| Spec {
+            workspaces,
+            plan,
+            age_days,
+            debits_per_workspace,
+        };
+        Self {
+            quick,
+            run: Duration::from_secs(if quick { 1 } else { 5 }),
+            warmup: Duration::from_millis(if quick { 300 } else { 1000 }),
+            clients: vec![1, 8, 16, 64],
+            // Every set has 2 journal rows per workspace from its set-up plus 2 per seeded debit:
+            // 1,000,000 workspaces x (2 + 4 x 2) = 10 million journal rows.
+            small: shape(1_000, "professional", 0, 4),
+            large: shape(
+                if quick { 100_000 } else { 1_000_000 },
+                "professional",
+                0,
+                4,
+            ),
+            renewal: shape(if quick { 10_000 } else { 100_000 }, "free", 45, 0),
         }
     }
 }
 
-fn setup(dir: &std::path::Path, catalog: &Catalog, workspaces: usize) -> Result<(), String> {
-    let db = NativeDb::open(dir.join("ledger.db")).map_err(|e| e.to_string())?;
-    block_on(ledger::schema::migrate(&db)).map_err(|e| e.to_string())?;
-    for n in 0..workspaces {
-        let id = format!("ws{n}");
-        let input = WorkspaceInput {
-            name: id.clone(),
-            email: format!("{id}@example.com"),
-            currency: None,
-            timezone: None,
+/// A unique tag for this run's event and call ids (runs reuse cached data sets).
+fn run_tag() -> String {
+    format!("b{}-{}", data::now_secs(), std::process::id())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// Every figure of the run, and what the ratios need.
+#[derive(Default)]
+struct Report {
+    rows: Vec<(String, String, String, String)>,
+    fsync_per_sec: Option<f64>,
+    in_process: BTreeMap<(&'static str, usize), f64>,
+    native_http: BTreeMap<(&'static str, usize), LoadResult>,
+    product: BTreeMap<(&'static str, usize), LoadResult>,
+    noop: BTreeMap<usize, LoadResult>,
+    batch_full_per_sec: Option<f64>,
+    single_full_per_sec: Option<f64>,
+    scale_p50: BTreeMap<&'static str, Duration>,
+    scale_p99: BTreeMap<&'static str, Duration>,
+}
+
+impl Report {
+    fn add(&mut self, part: &str, measure: impl Into<String>, value: impl Into<String>) {
+        let row = (
+            part.to_owned(),
+            measure.into(),
+            value.into(),
+            load_average(),
+        );
+        eprintln!("  {} | {} | {} | load {}", row.0, row.1, row.2, row.3);
+        self.rows.push(row);
+    }
+
+    fn add_load(&mut self, part: &str, what: &str, r: &LoadResult) {
+        let errors = if r.errors == 0 {
+            String::new()
+        } else {
+            format!(
+                ", {} errors (first: {})",
+                r.errors,
+                r.first_error.as_deref().unwrap_or("?")
+            )
         };
-        block_on(workspace::upsert(&db, catalog, &id, &input, NOV_1)).map_err(|e| e.to_string())?;
-        block_on(plans::change_plan(
-            &db,
-            catalog,
-            &id,
-            "professional",
-            true,
-            NOV_1,
-        ))
-        .map_err(|e| e.to_string())?;
-        block_on(payments::create_topup(
-            &db,
-            catalog,
-            &id,
-            &format!("tp{n}"),
-            5_000.into(),
-            NOV_1,
-        ))
-        .map_err(|e| e.to_string())?;
-        block_on(payments::settle_succeeded(&db, &format!("tp{n}"), NOV_1))
-            .map_err(|e| e.to_string())?;
+        self.add(
+            part,
+            format!("{what}, {} clients", r.clients),
+            format!(
+                "{:.0} req/s, p50 {}, p99 {}, p99.9 {}{errors}",
+                r.rps(),
+                ms(r.p50),
+                ms(r.p99),
+                ms(r.p999)
+            ),
+        );
+    }
+
+    fn ratios(&mut self) {
+        let mut out = Vec::new();
+        for (&(op, clients), product) in &self.product {
+            if op == "debit"
+                && let Some(noop) = self.noop.get(&clients)
+            {
+                out.push((
+                    format!("debit / no-op throughput on the host, {clients} clients"),
+                    product.rps() / noop.rps(),
+                ));
+            }
+            if let Some(native) = self.native_http.get(&(op, clients)) {
+                out.push((
+                    format!("product / native-HTTP {op} throughput, {clients} clients"),
+                    product.rps() / native.rps(),
+                ));
+            }
+        }
+        for op in ["debit", "call-authorize"] {
+            let best = self
+                .product
+                .iter()
+                .filter(|((o, _), _)| *o == op)
+                .map(|(_, r)| r.rps())
+                .fold(0.0, f64::max);
+            let ceiling = self
+                .in_process
+                .iter()
+                .filter(|((o, _), _)| *o == op)
+                .map(|(_, v)| *v)
+                .fold(0.0, f64::max);
+            if best > 0.0 && ceiling > 0.0 {
+                out.push((
+                    format!("product (best) / in-process (best) {op} throughput"),
+                    best / ceiling,
+                ));
+            }
+        }
+        if let (Some(p), Some(n)) = (
+            self.product.get(&("debit", 64)),
+            self.native_http.get(&("debit", 64)),
+        ) && !n.p99.is_zero()
+        {
+            out.push((
+                "product p99 / native-HTTP p99, debit, 64 clients".into(),
+                p.p99.as_secs_f64() / n.p99.as_secs_f64(),
+            ));
+        }
+        if let (Some(batch), Some(fsync)) = (self.batch_full_per_sec, self.fsync_per_sec) {
+            out.push((
+                "batch-ingest debits/s at synchronous=FULL / fsyncs/s (durable debits per fsync)"
+                    .into(),
+                batch / fsync,
+            ));
+        }
+        if let (Some(batch), Some(single)) = (self.batch_full_per_sec, self.single_full_per_sec) {
+            // The same ratio against this run's own durable single debits, which (unlike the raw
+            // fsync rate) pay the same per-commit costs as a batch: steadier on a shared disk.
+            out.push((
+                "batch-ingest debits/s / single durable debits/s, both at synchronous=FULL".into(),
+                batch / single,
+            ));
+        }
+        if let (Some(small), Some(large)) =
+            (self.scale_p50.get("small"), self.scale_p50.get("large"))
+        {
+            out.push((
+                "scale: debit p50 at the large set / at 1,000 workspaces".into(),
+                large.as_secs_f64() / small.as_secs_f64(),
+            ));
+        }
+        if let (Some(small), Some(large)) =
+            (self.scale_p99.get("small"), self.scale_p99.get("large"))
+        {
+            out.push((
+                "scale: debit p99 at the large set / at 1,000 workspaces".into(),
+                large.as_secs_f64() / small.as_secs_f64(),
+            ));
+        }
+        for (measure, value) in out {
+            self.add("ratio", measure, format!("{value:.2}"));
+        }
+    }
+
+    fn print(&self) {
+        println!("| part | measure | value | load avg (1/5/15 min) |");
+        println!("|---|---|---|---|");
+        for (part, measure, value, load) in &self.rows {
+            println!("| {part} | {measure} | {value} | {load} |");
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn main() {
+    let mut quick = false;
+    let mut parts = Vec::new();
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--quick" => quick = true,
+            "all" => parts.extend(PARTS.iter().map(|p| (*p).to_owned())),
+            p if PARTS.contains(&p) => parts.push(p.to_owned()),
+            other => {
+                eprintln!(
+                    "unknown argument {other}; usage: bench [--quick] [all | {}]...",
+                    PARTS.join(" | ")
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    if parts.is_empty() {
+        parts.extend(PARTS.iter().map(|p| (*p).to_owned()));
+    }
+    let config = Config::new(quick);
+    let mut report = Report::default();
+    print_machine(&config, &parts);
+    let mut failed = false;
+    for part in &parts {
+        let started = Instant::now();
+        eprintln!("bench: {part} ...");
+        if let Err(error) = run_part(part, &config, &mut report) {
+            eprintln!("bench: {part} failed: {error:#}");
+            report.add(part, "FAILED", format!("{error:#}"));
+            failed = true;
+        }
+        eprintln!("bench: {part} took {:.1?}", started.elapsed());
+    }
+    report.ratios();
+    report.print();
+    if failed {
+        std::process::exit(1);
+    }
+}
+
+fn print_machine(config: &Config, parts: &[String]) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "?".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    println!(
+        "bench {}: {} | {cores} cores | Linux {kernel} | load {} | parts: {} | data: {}",
+        if config.quick { "--quick" } else { "(full)" },
+        cpu,
+        load_average(),
+        parts.join(" "),
+        data::data_dir().display()
+    );
+    println!();
+}
+
+fn run_part(part: &str, config: &Config, report: &mut Report) -> Result<()> {
+    let catalog = Catalog::default_catalog().map_err(|e| anyhow::anyhow!("catalog: {e}"))?;
+    match part {
+        "sizes" => sizes(report),
+        "fsync" => fsync(config, report),
+        "native" => native_ceiling(config, &catalog, report),
+        "native-http" => native_http(config, &catalog, report),
+        "noop" => noop(config, report),
+        "product" => product(config, report),
+        "batch" => batch(config, &catalog, report),
+        "scale" => scale(config, report),
+        "renewal" => renewal(config, report),
+        "cold-start" => cold_start(report),
+        other => bail!("unknown part {other}"),
+    }
+}
+
+fn sizes(report: &mut Report) -> Result<()> {
+    let sizes = host::component_sizes();
+    if sizes.is_empty() {
+        bail!("no .wasm under target/wasm32-wasip2/release: run scripts/build-components.sh");
+    }
+    for (name, bytes) in sizes {
+        report.add(
+            "sizes",
+            name,
+            format!("{bytes} bytes ({:.1} MiB)", bytes as f64 / 1_048_576.0),
+        );
     }
     Ok(())
 }
 
-/// Debits per second from `threads` threads, each with its own connection, for [`RUN`].
-fn debits_per_sec(
-    dir: &std::path::Path,
-    catalog: &Catalog,
-    threads: usize,
-    workspaces: usize,
-) -> f64 {
-    let barrier = Arc::new(Barrier::new(threads));
-    let handles: Vec<_> = (0..threads)
-        .map(|thread| {
-            let path = dir.join("ledger.db");
-            let catalog = catalog.clone();
-            let barrier = Arc::clone(&barrier);
-            std::thread::spawn(move || {
-                let Ok(db) = NativeDb::open(path) else {
-                    return 0;
-                };
-                barrier.wait();
-                let started = Instant::now();
-                let mut done = 0u64;
-                while started.elapsed() < RUN {
-                    let event = UsageEvent {
-                        id: format!("t{thread}-{done}"),
-                        workspace_id: format!("ws{}", (done as usize + thread) % workspaces),
-                        agent_id: "agent".into(),
-                        kind: UsageKind::Message,
-                        quantity: 1.into(),
-                        occurred_at: "2026-11-01T00:00:00Z".into(),
-                        direction: None,
-                        to: None,
-                        from: None,
-                    };
-                    if block_on(ledger::usage::record(&db, &catalog, &event, NOV_1)).is_ok() {
-                        done += 1;
-                    }
-                }
-                done
-            })
-        })
-        .collect();
-    let total: u64 = handles.into_iter().map(|h| h.join().unwrap_or(0)).sum();
-    total as f64 / RUN.as_secs_f64()
+/// 4 KiB written in place and `fdatasync`ed, as fast as possible, on the data directory's disk.
+fn fsync(config: &Config, report: &mut Report) -> Result<()> {
+    use std::io::{Seek as _, SeekFrom, Write as _};
+    std::fs::create_dir_all(data::data_dir())?;
+    let dir = tempfile::tempdir_in(data::data_dir())?;
+    let mut file = std::fs::File::create(dir.path().join("fsync.bin"))?;
+    file.write_all(&vec![0u8; 1 << 20])?;
+    file.sync_all()?;
+    let block = vec![7u8; 4096];
+    let started = Instant::now();
+    let mut count = 0u64;
+    while started.elapsed() < config.run {
+        file.seek(SeekFrom::Start((count % 256) * 4096))?;
+        file.write_all(&block)?;
+        file.sync_data()?;
+        count += 1;
+    }
+    let per_sec = count as f64 / started.elapsed().as_secs_f64();
+    report.fsync_per_sec = Some(per_sec);
+    report.add(
+        "fsync",
+        "4 KiB write + fdatasync, same disk as the data",
+        format!("{per_sec:.0} /s ({:.2} ms each)", 1000.0 / per_sec),
+    );
+    Ok(())
 }
 
-fn native() {
-    let catalog = match Catalog::default_catalog() {
-        Ok(c) => c,
-        Err(e) => return eprintln!("catalog: {e}"),
-    };
-    let dir = match tempfile::tempdir() {
-        Ok(d) => d,
-        Err(e) => return eprintln!("temp dir: {e}"),
-    };
-    if let Err(e) = setup(dir.path(), &catalog, 16) {
-        return eprintln!("setup: {e}");
+fn native_ceiling(config: &Config, catalog: &Catalog, report: &mut Report) -> Result<()> {
+    let small = data::cached(config.small)?;
+    for op in [Op::Debit, Op::Authorize] {
+        for threads in [1, 2] {
+            let temp = tempfile::tempdir()?;
+            let path = native::fresh_copy(&small, temp.path())?;
+            let rate = native::in_process(
+                &path,
+                catalog,
+                op,
+                threads,
+                config.small.workspaces,
+                config.run,
+            )?;
+            report.in_process.insert((op.name(), threads), rate);
+            report.add(
+                "native",
+                format!(
+                    "in-process {}, {threads} thread(s), WAL, synchronous=NORMAL",
+                    op.name()
+                ),
+                format!("{rate:.0} /s"),
+            );
+        }
     }
-    println!(
-        "| benchmark (native, in-process ledger on rusqlite, WAL, synchronous=NORMAL) | debits/s |"
+    Ok(())
+}
+
+fn op_request(op: Op, tag: String, workspaces: u64) -> MakeRequest {
+    Arc::new(move |client, seq| {
+        let n = ((client as u64) << 40) | seq;
+        match op {
+            Op::Debit => load::json_request(
+                http::Method::POST,
+                "/v1/usage",
+                Some(host::SERVICE_KEY),
+                serde_json::to_string(&native::usage_event(&tag, n, workspaces))
+                    .unwrap_or_default(),
+            ),
+            Op::Authorize => load::json_request(
+                http::Method::POST,
+                "/v1/calls",
+                Some(host::SERVICE_KEY),
+                serde_json::to_string(&native::call_request(&tag, n, workspaces))
+                    .unwrap_or_default(),
+            ),
+        }
+    })
+}
+
+/// Runs both operations at every client count against `addr`.
+fn op_sweep(
+    config: &Config,
+    addr: &str,
+    workspaces: u64,
+    mut record: impl FnMut(Op, LoadResult),
+) -> Result<()> {
+    let tag = run_tag();
+    for op in [Op::Debit, Op::Authorize] {
+        for &clients in &config.clients {
+            let make = op_request(op, format!("{tag}-{}-{clients}", op.name()), workspaces);
+            record(
+                op,
+                load::run(addr, clients, config.warmup, config.run, make)?,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn native_http(config: &Config, catalog: &Catalog, report: &mut Report) -> Result<()> {
+    let small = data::cached(config.small)?;
+    let temp = tempfile::tempdir()?;
+    let path = native::fresh_copy(&small, temp.path())?;
+    let server = native::start_server(path, catalog.clone(), host::SERVICE_KEY)?;
+    let mut results = Vec::new();
+    op_sweep(config, &server.addr, config.small.workspaces, |op, r| {
+        results.push((op, r));
+    })?;
+    drop(server);
+    for (op, r) in results {
+        report.add_load(
+            "native-http",
+            &format!("hyper + rusqlite {}", op.name()),
+            &r,
+        );
+        report.native_http.insert((op.name(), r.clients), r);
+    }
+    Ok(())
+}
+
+fn noop(config: &Config, report: &mut Report) -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let host = host::start(&host::noop_manifest(), &temp.path().join("state"))?;
+    let addr = host::addr(&host);
+    for &clients in &config.clients {
+        let make: MakeRequest = Arc::new(|_, _| load::get_request("/", None));
+        let r = load::run(&addr, clients, config.warmup, config.run, make)?;
+        report.add_load("noop", "GET / on the no-op component", &r);
+        report.noop.insert(clients, r);
+    }
+    Ok(())
+}
+
+fn product(config: &Config, report: &mut Report) -> Result<()> {
+    let small = data::cached(config.small)?;
+    let temp = tempfile::tempdir()?;
+    let state = temp.path().join("state");
+    data::copy_into(&small, &state)?;
+    let host = host::start(&host::app_manifest(), &state)?;
+    let addr = host::addr(&host);
+    let mut results = Vec::new();
+    op_sweep(config, &addr, config.small.workspaces, |op, r| {
+        results.push((op, r));
+    })?;
+    drop(host);
+    for (op, r) in results {
+        report.add_load("product", &format!("usage component {}", op.name()), &r);
+        report.product.insert((op.name(), r.clients), r);
+    }
+    Ok(())
+}
+
+fn batch_body(tag: &str, first: u64, workspaces: u64) -> String {
+    let events: Vec<_> = (0..ledger::usage::BATCH_EVENTS_MAX as u64)
+        .map(|k| native::usage_event(tag, first + k, workspaces))
+        .collect();
+    serde_json::json!({ "events": events }).to_string()
+}
+
+fn batch(config: &Config, catalog: &Catalog, report: &mut Report) -> Result<()> {
+    let small = data::cached(config.small)?;
+    let events = ledger::usage::BATCH_EVENTS_MAX;
+    // In-process at synchronous=FULL: every commit is durable (one WAL fsync per commit).
+    for (synchronous, size) in [("FULL", 1), ("FULL", events), ("NORMAL", events)] {
+        let temp = tempfile::tempdir()?;
+        let path = native::fresh_copy(&small, temp.path())?;
+        let rate = native::batch_in_process(
+            &path,
+            catalog,
+            synchronous,
+            size,
+            config.small.workspaces,
+            config.run,
+        )?;
+        if synchronous == "FULL" && size == events {
+            report.batch_full_per_sec = Some(rate);
+        }
+        if synchronous == "FULL" && size == 1 {
+            report.single_full_per_sec = Some(rate);
+        }
+        report.add(
+            "batch",
+            format!("in-process record_batch of {size}, synchronous={synchronous}"),
+            format!("{rate:.0} debits/s"),
+        );
+    }
+    // Through the product (the components' synchronous=NORMAL).
+    let temp = tempfile::tempdir()?;
+    let state = temp.path().join("state");
+    data::copy_into(&small, &state)?;
+    let host = host::start(&host::app_manifest(), &state)?;
+    let addr = host::addr(&host);
+    let tag = run_tag();
+    let (status, body) = host::send_once(
+        &addr,
+        load::json_request(
+            http::Method::POST,
+            "/v1/usage/batch",
+            Some(host::SERVICE_KEY),
+            batch_body(&format!("{tag}-check"), 0, config.small.workspaces),
+        ),
+    )?;
+    let text = String::from_utf8_lossy(&body);
+    if status != 200 || text.contains("\"status\":\"error\"") {
+        bail!("batch check: {status} {}", &text[..text.len().min(400)]);
+    }
+    // A batch takes seconds through the product: time whole requests, one client.
+    let batches = if config.quick { 2 } else { 6 };
+    let started = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for n in 0..batches {
+        let sent = Instant::now();
+        let (status, body) = host::send_once(
+            &addr,
+            load::json_request(
+                http::Method::POST,
+                "/v1/usage/batch",
+                Some(host::SERVICE_KEY),
+                batch_body(&tag, (n + 1) * events as u64, config.small.workspaces),
+            ),
+        )?;
+        if status != 200 {
+            bail!("batch {n}: {status} {}", String::from_utf8_lossy(&body));
+        }
+        slowest = slowest.max(sent.elapsed());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    report.add(
+        "batch",
+        format!("POST /v1/usage/batch ({events} events), {batches} requests, 1 client"),
+        format!(
+            "{:.0} events/s (slowest request {})",
+            (batches * events as u64) as f64 / elapsed,
+            ms(slowest)
+        ),
     );
-    println!("|---|---|");
-    for threads in [1, 2] {
-        let rate = debits_per_sec(dir.path(), &catalog, threads, 16);
-        println!("| usage debit, {threads} thread(s), 16 workspaces | {rate:.0} |");
+    Ok(())
+}
+
+/// Debit latency (1 client) and throughput (16 clients), then summary and history pages, on the
+/// 1,000-workspace set and on the large one.
+fn scale(config: &Config, report: &mut Report) -> Result<()> {
+    let large = data::cached(config.large)?;
+    let small = data::cached(config.small)?;
+    // Measure the database, not the page cache: a large set evicted by other work on the machine
+    // (builds, tests) made the first debits read from disk (3x slower p50 in one run).
+    data::warm_page_cache(&data::db_file(&large))?;
+    let temp = tempfile::tempdir()?;
+    let small_state = temp.path().join("state");
+    data::copy_into(&small, &small_state)?;
+    for (label, spec, state) in [
+        ("small", config.small, small_state.as_path()),
+        // The large set is used in place: a run adds a few thousand rows to millions.
+        ("large", config.large, large.as_path()),
+    ] {
+        let what = format!(
+            "{} workspaces, {} journal rows",
+            spec.workspaces,
+            spec.workspaces * (2 + 2 * spec.debits_per_workspace)
+        );
+        scale_one(config, report, label, spec.workspaces, state, &what)?;
     }
+    Ok(())
+}
+
+fn scale_one(
+    config: &Config,
+    report: &mut Report,
+    label: &'static str,
+    workspaces: u64,
+    state: &Path,
+    what: &str,
+) -> Result<()> {
+    let host = host::start(&host::app_manifest(), state)?;
+    let addr = host::addr(&host);
+    let tag = format!("{}-scale-{label}", run_tag());
+    for clients in [1, 16] {
+        let make = op_request(Op::Debit, format!("{tag}-{clients}"), workspaces);
+        let r = load::run(&addr, clients, config.warmup, config.run, make)?;
+        if clients == 1 {
+            report.scale_p50.insert(label, r.p50);
+            report.scale_p99.insert(label, r.p99);
+        }
+        report.add_load("scale", &format!("debit at {what}"), &r);
+    }
+    let exp = data::now_secs() + 3600;
+    for (page, path) in [
+        ("billing summary", "billing"),
+        ("transactions page (limit 50)", "transactions?limit=50"),
+    ] {
+        let make: MakeRequest = Arc::new(move |_, seq| {
+            let ws = data::workspace_id(load::mix(seq ^ 0x5eed) % workspaces);
+            let token = e2e::api::token(&ws, e2e::api::Role::Owner, exp);
+            load::get_request(&format!("/v1/workspaces/{ws}/{path}"), Some(&token))
+        });
+        let r = load::run(&addr, 1, config.warmup, config.run, make)?;
+        report.add_load("scale", &format!("{page} at {what}"), &r);
+    }
+    Ok(())
+}
+
+/// The cycle-renewal job's HTTP twin over every due workspace, then once more (nothing to do).
+fn renewal(config: &Config, report: &mut Report) -> Result<()> {
+    let set = data::cached(config.renewal)?;
+    let temp = tempfile::tempdir()?;
+    let state = temp.path().join("state");
+    data::copy_into(&set, &state)?;
+    let host = host::start(&host::app_manifest(), &state)?;
+    let addr = host::addr(&host);
+    let pass = || -> Result<serde_json::Value> {
+        let (status, body) = host::send_once(
+            &addr,
+            load::json_request(
+                http::Method::POST,
+                "/internal/jobs/renew-cycles",
+                Some(host::SERVICE_KEY),
+                String::new(),
+            ),
+        )?;
+        if status != 200 {
+            bail!("renew-cycles: {status} {}", String::from_utf8_lossy(&body));
+        }
+        serde_json::from_slice(&body).context("renew-cycles answer")
+    };
+    let started = Instant::now();
+    let (mut renewed, mut passes) = (0u64, 0u64);
+    // Bounded: each pass renews up to 20,000 workspaces.
+    for _ in 0..1_000 {
+        let answer = pass()?;
+        passes += 1;
+        renewed += answer["workspaces_renewed"].as_u64().unwrap_or(0);
+        if answer["more"] != serde_json::Value::Bool(true) {
+            break;
+        }
+    }
+    let elapsed = started.elapsed();
+    report.add(
+        "renewal",
+        format!(
+            "renew {} due workspaces (free plan: expiry + grant)",
+            config.renewal.workspaces
+        ),
+        format!(
+            "{renewed} renewed in {:.2} s over {passes} passes ({:.0} workspaces/s)",
+            elapsed.as_secs_f64(),
+            renewed as f64 / elapsed.as_secs_f64()
+        ),
+    );
+    let again = Instant::now();
+    let second = pass()?;
+    report.add(
+        "renewal",
+        "second run (must do nothing)",
+        format!(
+            "{} renewed, {} cycles advanced, in {}",
+            second["workspaces_renewed"],
+            second["cycles_advanced"],
+            ms(again.elapsed())
+        ),
+    );
+    Ok(())
+}
+
+fn cold_start(report: &mut Report) -> Result<()> {
+    let temp = tempfile::tempdir()?;
+    let cache = temp.path().join("cache");
+    let cold = host::cold_start(&temp.path().join("state-1"), &cache)?;
+    report.add(
+        "cold-start",
+        "spawn to first answer, empty compile cache (5 components compiled)",
+        ms(cold),
+    );
+    let warm = host::cold_start(&temp.path().join("state-2"), &cache)?;
+    report.add(
+        "cold-start",
+        "spawn to first answer, warm compile cache, new database",
+        ms(warm),
+    );
+    Ok(())
 }

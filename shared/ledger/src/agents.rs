@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar;
 use crate::money;
-use crate::row::{i, int, oi, opt_int, t, text};
+use crate::row::{i, int, oi, opt_int, opt_text, t, text};
 use crate::storage::Storage;
 use crate::workspace::{self, WorkspaceState};
 use crate::{LedgerError, LimitKind, Result};
@@ -106,6 +106,19 @@ pub(crate) fn fund(ws: &WorkspaceState, agent: &AgentState, amount_micros: i64) 
     }
 }
 
+/// An agent's stored row and its active calls, for a query that binds the workspace id as `?1`,
+/// the agent id as `?2` and joins `agents a` (NULLs when the agent was never used). Decoded by
+/// [`from_columns`]; one statement instead of two (each is a host round trip in Wasm).
+pub(crate) const AGENT_COLUMNS: &str = "a.overage_policy, a.monthly_spend_limit_micros,
+    a.daily_call_limit, a.max_concurrent_calls, a.spend_cycle_start_at, a.cycle_spend_micros,
+    a.call_day, a.day_calls,
+    (SELECT COUNT(*) FROM calls c WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active'),
+    (SELECT COALESCE(SUM(c.held_plan_micros + c.held_wallet_micros), 0) FROM calls c
+     WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active')";
+
+/// How many columns [`AGENT_COLUMNS`] selects.
+pub(crate) const AGENT_COLUMN_COUNT: usize = 10;
+
 /// Reads an agent with its counters for `now_secs` (defaults if it was never used; reading
 /// creates nothing, the first write does).
 pub(crate) async fn load<S: Storage>(
@@ -115,28 +128,28 @@ pub(crate) async fn load<S: Storage>(
     now_secs: i64,
 ) -> Result<AgentState> {
     workspace::validate_id("agent_id", agent_id)?;
+    let sql = format!(
+        "SELECT {AGENT_COLUMNS} FROM (SELECT 1)
+         LEFT JOIN agents a ON a.workspace_id = ?1 AND a.agent_id = ?2"
+    );
+    let rows = db.query(&sql, &[t(&ws.id), t(agent_id)]).await?;
+    let row = rows
+        .first()
+        .ok_or(LedgerError::NotFound { what: "agent" })?;
+    from_columns(ws, agent_id, now_secs, row, 0)
+}
+
+/// Decodes [`AGENT_COLUMNS`] starting at column `first`: the counters of a cycle or a day that
+/// is over count as zero.
+pub(crate) fn from_columns(
+    ws: &WorkspaceState,
+    agent_id: &str,
+    now_secs: i64,
+    row: &crate::Row,
+    first: usize,
+) -> Result<AgentState> {
     let today = calendar::local_day(now_secs, &ws.timezone)?;
     let cycle_start = ws.cycle_start_at.unwrap_or(0);
-    let rows = db
-        .query(
-            "SELECT a.overage_policy, a.monthly_spend_limit_micros, a.daily_call_limit, a.max_concurrent_calls,
-                    CASE WHEN a.spend_cycle_start_at = ?3 THEN a.cycle_spend_micros ELSE 0 END,
-                    CASE WHEN a.call_day = ?4 THEN a.day_calls ELSE 0 END
-             FROM agents a WHERE a.workspace_id = ?1 AND a.agent_id = ?2",
-            &[t(&ws.id), t(agent_id), i(cycle_start), t(&today)],
-        )
-        .await?;
-    let calls = db
-        .query(
-            "SELECT COUNT(*), COALESCE(SUM(held_plan_micros + held_wallet_micros), 0)
-             FROM calls WHERE workspace_id = ?1 AND agent_id = ?2 AND status = 'active'",
-            &[t(&ws.id), t(agent_id)],
-        )
-        .await?;
-    let (active_calls, active_held_micros) = match calls.first() {
-        Some(row) => (int(row, 0)?, int(row, 1)?),
-        None => (0, 0),
-    };
     let mut agent = AgentState {
         agent_id: agent_id.to_owned(),
         policy: OveragePolicy::UseBalance,
@@ -146,20 +159,25 @@ pub(crate) async fn load<S: Storage>(
         cycle_spend_micros: 0,
         day_calls: 0,
         today,
-        active_calls,
-        active_held_micros,
+        active_calls: int(row, first + 8)?,
+        active_held_micros: int(row, first + 9)?,
     };
-    if let Some(row) = rows.first() {
-        agent.policy = if text(row, 0)? == "stop" {
+    // `overage_policy` is NOT NULL: NULL means no agent row yet, so the defaults stand.
+    if let Some(policy) = opt_text(row, first)? {
+        agent.policy = if policy == "stop" {
             OveragePolicy::Stop
         } else {
             OveragePolicy::UseBalance
         };
-        agent.monthly_spend_limit_micros = opt_int(row, 1)?;
-        agent.daily_call_limit = opt_int(row, 2)?;
-        agent.max_concurrent_calls = opt_int(row, 3)?;
-        agent.cycle_spend_micros = int(row, 4)?;
-        agent.day_calls = int(row, 5)?;
+        agent.monthly_spend_limit_micros = opt_int(row, first + 1)?;
+        agent.daily_call_limit = opt_int(row, first + 2)?;
+        agent.max_concurrent_calls = opt_int(row, first + 3)?;
+        if int(row, first + 4)? == cycle_start {
+            agent.cycle_spend_micros = int(row, first + 5)?;
+        }
+        if text(row, first + 6)? == agent.today {
+            agent.day_calls = int(row, first + 7)?;
+        }
     }
     Ok(agent)
 }

@@ -200,8 +200,12 @@ pub async fn authorize<S: Storage>(
             return Err(LedgerError::BillingNotConfigured);
         }
         let now = ws.now(real_now_secs);
-        expire_overdue(db, Some(&ws.id), now, EXPIRY_BATCH_MAX).await?;
-        let ws = workspace::get(db, &request.workspace_id).await?;
+        // Posting an expired hold moves balances and holds: read the workspace again only then.
+        let ws = if expire_overdue(db, Some(&ws.id), now, EXPIRY_BATCH_MAX).await? > 0 {
+            workspace::get(db, &request.workspace_id).await?
+        } else {
+            ws
+        };
         let agent = agents::load(db, &ws, &request.agent_id, now).await?;
         if agent.daily_call_limit.is_some_and(|limit| agent.day_calls >= limit) {
             return Err(LedgerError::LimitReached { limit: LimitKind::DailyCallLimit });
@@ -251,7 +255,12 @@ pub async fn authorize<S: Storage>(
                 &[t(&ws.id), i(now)],
             )
             .await?;
-        } else {
+        } else if ws.exhausted_at.is_none()
+            && ws.plan_credits_micros - ws.held_plan_micros - funding.from_plan_micros <= 0
+            && ws.wallet_micros - ws.held_wallet_micros - funding.from_wallet_micros <= 0
+        {
+            // Only a hold that leaves nothing available starts the grace period (the trigger
+            // just added this hold to the workspace's holds; nothing else moved since `ws`).
             workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
         }
         Ok(CallAuthorized {
@@ -524,8 +533,16 @@ pub async fn expire_overdue<S: Storage>(
     now_secs: i64,
     limit: i64,
 ) -> Result<usize> {
+    // Two statements rather than `(?2 IS NULL OR workspace_id = ?2)`: SQLite cannot pick an
+    // index for that, so one workspace's check (every call authorization) scanned every active
+    // call of every workspace.
+    let filter = if workspace_id.is_some() {
+        "workspace_id = ?2"
+    } else {
+        "?2 IS NULL"
+    };
     let sql = format!(
-        "SELECT {CALL_COLUMNS} FROM calls c WHERE status = 'active' AND (?2 IS NULL OR workspace_id = ?2)
+        "SELECT {CALL_COLUMNS} FROM calls c WHERE status = 'active' AND {filter}
            AND expires_at <= COALESCE((SELECT test_clock_at FROM workspaces w WHERE w.id = c.workspace_id), ?1)
          ORDER BY expires_at LIMIT ?3"
     );

@@ -3,12 +3,12 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::agents::{self, Funding};
+use crate::agents::{self, AgentState, Funding};
 use crate::calendar;
 use crate::catalog::{self, Catalog, Direction, UsageKind};
 use crate::money::{self, MICROS_PER_UNIT};
 use crate::post::{self, Entry};
-use crate::row::{i, t, text};
+use crate::row::{i, opt_text, t, text};
 use crate::storage::Storage;
 use crate::tx;
 use crate::workspace::{self, WorkspaceState};
@@ -197,15 +197,14 @@ async fn debit_in_tx<S: Storage>(
     fingerprint: &str,
     real_now_secs: i64,
 ) -> Result<DebitResult> {
-    if let Some(previous) = replay(db, &event.workspace_id, &event.id, fingerprint).await? {
-        return Ok(previous);
-    }
-    let ws = workspace::get(db, &event.workspace_id).await?;
+    let (ws, agent) = match read_for_debit(db, event, fingerprint, real_now_secs).await? {
+        DebitRead::Replay(previous) => return Ok(*previous),
+        DebitRead::Fresh(ws, agent) => (*ws, *agent),
+    };
     if ws.plan_id.is_none() {
         return Err(LedgerError::BillingNotConfigured);
     }
     let now = ws.now(real_now_secs);
-    let agent = agents::load(db, &ws, &event.agent_id, now).await?;
     let funding = agents::fund(&ws, &agent, rated.charge_micros)?;
     let occurred_at = calendar::parse_rfc3339("occurred_at", &event.occurred_at)?;
     let posted = post::post(
@@ -227,7 +226,14 @@ async fn debit_in_tx<S: Storage>(
     )
     .await?;
     agents::record_use(db, &ws, &agent, funding.total(), 0, now).await?;
-    workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
+    // Holds and `exhausted_at` cannot change inside this transaction: only a debit that leaves
+    // nothing available can start the grace period, so only then is the statement needed.
+    if ws.exhausted_at.is_none()
+        && posted.plan_after_micros - ws.held_plan_micros <= 0
+        && posted.wallet_after_micros - ws.held_wallet_micros <= 0
+    {
+        workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
+    }
     let result = DebitResult {
         id: event.id.clone(),
         charged: money::to_decimal(funding.total()),
@@ -259,27 +265,59 @@ pub(crate) fn recharge_due(
         && wallet_after_micros - ws.held_wallet_micros < ws.auto_recharge_threshold_credits_micros
 }
 
-async fn replay<S: Storage>(
+/// What a debit reads before it writes.
+enum DebitRead {
+    /// The event was already debited: its first result.
+    Replay(Box<DebitResult>),
+    /// The workspace and the agent, for a new debit.
+    Fresh(Box<WorkspaceState>, Box<AgentState>),
+}
+
+/// Reads the replay record, the workspace and the agent in ONE statement (each statement is a
+/// host round trip in Wasm): unknown workspace is 404, a replay with another body is 409.
+async fn read_for_debit<S: Storage>(
     db: &S,
-    workspace_id: &str,
-    event_id: &str,
+    event: &UsageEvent,
     fingerprint: &str,
-) -> Result<Option<DebitResult>> {
+    real_now_secs: i64,
+) -> Result<DebitRead> {
+    const REPLAY_FIRST: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
+    let sql = format!(
+        "SELECT {WORKSPACE_COLUMNS}, {AGENT_COLUMNS},
+             (SELECT request_hash FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
+             (SELECT result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3)
+         FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
+         WHERE workspaces.id = ?1",
+        WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
+        AGENT_COLUMNS = agents::AGENT_COLUMNS,
+    );
     let rows = db
         .query(
-            "SELECT request_hash, result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?2",
-            &[t(workspace_id), t(event_id)],
+            &sql,
+            &[t(&event.workspace_id), t(&event.agent_id), t(&event.id)],
         )
         .await?;
-    let Some(row) = rows.first() else {
-        return Ok(None);
-    };
-    if text(row, 0)? != fingerprint {
-        return Err(LedgerError::IdempotencyConflict);
+    let row = rows
+        .first()
+        .ok_or(LedgerError::NotFound { what: "workspace" })?;
+    if let Some(request_hash) = opt_text(row, REPLAY_FIRST)? {
+        if request_hash != fingerprint {
+            return Err(LedgerError::IdempotencyConflict);
+        }
+        let previous = serde_json::from_str(&text(row, REPLAY_FIRST + 1)?).map_err(|e| {
+            LedgerError::Storage(crate::StorageError::from_sqlite_message(format!(
+                "stored result unreadable: {e}"
+            )))
+        })?;
+        return Ok(DebitRead::Replay(Box::new(previous)));
     }
-    serde_json::from_str(&text(row, 1)?).map(Some).map_err(|e| {
-        LedgerError::Storage(crate::StorageError::from_sqlite_message(format!(
-            "stored result unreadable: {e}"
-        )))
-    })
+    let ws = workspace::from_row(row)?;
+    let agent = agents::from_columns(
+        &ws,
+        &event.agent_id,
+        ws.now(real_now_secs),
+        row,
+        workspace::WORKSPACE_COLUMN_COUNT,
+    )?;
+    Ok(DebitRead::Fresh(Box::new(ws), Box::new(agent)))
 }

@@ -123,7 +123,11 @@ pub(crate) const WORKSPACE_COLUMNS: &str = "id, name, email, currency, timezone,
     auto_recharge_enabled, auto_recharge_threshold_micros, auto_recharge_threshold_credits_micros,
     auto_recharge_amount_micros, auto_recharge_warning, test_clock_at";
 
-fn from_row(r: &crate::Row) -> Result<WorkspaceState> {
+/// How many columns [`WORKSPACE_COLUMNS`] selects.
+pub(crate) const WORKSPACE_COLUMN_COUNT: usize = 32;
+
+/// Decodes the first columns of a row that selected [`WORKSPACE_COLUMNS`].
+pub(crate) fn from_row(r: &crate::Row) -> Result<WorkspaceState> {
     Ok(WorkspaceState {
         id: text(r, 0)?,
         name: text(r, 1)?,
@@ -377,4 +381,14 @@ pub async fn find_by_stripe_subscription<S: Storage>(
 async fn find_id<S: Storage>(db: &S, sql: &str, key: &str) -> Result<Option<String>> {
     let rows = db.query(sql, &[t(key)]).await?;
     rows.first().map(|row| text(row, 0)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn column_count_matches_the_column_list() {
+        assert_eq!(WORKSPACE_COLUMNS.split(',').count(), WORKSPACE_COLUMN_COUNT);
+    }
 }

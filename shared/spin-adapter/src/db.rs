@@ -14,6 +14,7 @@ use ledger::{LedgerError, Row, SqlValue, Storage, StorageError, StorageErrorKind
 use spin_sdk::sqlite::{Connection, Error as SqliteError, Value};
 
 use crate::error::ApiError;
+use crate::turnstile::Turnstile;
 
 /// The SQLite database label every component uses (`sqlite_databases = ["default"]`).
 const DATABASE_LABEL: &str = "default";
@@ -169,6 +170,9 @@ type Slot = Rc<Mutex<Option<SpinDb>>>;
 thread_local! {
     // Wasm instances are single-threaded: a thread-local is an instance-wide value.
     static LEDGER: Slot = Rc::new(Mutex::new(None));
+    // Requests enter ledger sections in arrival order (the mutex alone let late arrivals
+    // overtake waiters, which gave p99 tails 80x the median under load).
+    static TURNS: Rc<Turnstile> = Rc::new(Turnstile::default());
 }
 
 /// Runs `f` with the instance's ledger connection, holding the instance-wide lock throughout.
@@ -179,14 +183,18 @@ thread_local! {
 /// connection is dropped (closing it rolls the transaction back) instead of being reused with
 /// a transaction still open.
 ///
-/// Waiting on the lock from another request's task needs wit-bindgen's `inter-task-wakeup`
-/// feature, enabled by this crate's direct `wit-bindgen` dependency.
+/// Requests take the lock in arrival order (a ticket turnstile). Waiting on it from another request's
+/// task needs wit-bindgen's `inter-task-wakeup` feature, enabled by this crate's direct
+/// `wit-bindgen` dependency.
 ///
 /// The lock serialises every ledger operation of the instance, so `f` must be short: no
 /// outbound HTTP (Stripe) inside it, and never a nested `with_ledger` call (it would wait on
 /// itself forever).
 pub async fn with_ledger<T>(f: impl AsyncFnOnce(&SpinDb) -> T) -> Result<T, StorageError> {
+    let turnstile = TURNS.with(Rc::clone);
+    let _turn = turnstile.enter().await;
     let slot = LEDGER.with(Rc::clone);
+    // Uncontended: the turn already excludes every other request of this instance.
     let mut cached = slot.lock().await;
     let db = match cached.take() {
         Some(db) => db,

@@ -21,6 +21,7 @@ mod db;
 mod error;
 mod http;
 mod idempotency;
+mod turnstile;
 
 pub use auth::{
     Claims, Role, authenticate_service, authenticate_user, bearer_token, require_billing_manager,
