@@ -271,3 +271,34 @@ pub fn test_catalog(plans: Value, rates: Value) -> Value {
         "rates": rates
     })
 }
+
+/// Every route of the `topup` component under workspace `ws` (agent `agent` for the limits),
+/// reads and writes, each with a plausible body: what authorization tests walk through.
+pub fn frontend_routes(ws: &str, agent: &str) -> Vec<(&'static str, String, Option<Value>)> {
+    let p = |rest: &str| format!("/v1/workspaces/{ws}{rest}");
+    vec![
+        ("GET", p("/billing"), None),
+        ("POST", p("/subscription"), Some(json!({"plan_id": "free"}))),
+        ("DELETE", p("/subscription/pending-change"), None),
+        ("POST", p("/payment-method/setup"), Some(json!({}))),
+        ("POST", p("/payment-method/refresh"), Some(json!({}))),
+        ("POST", p("/topups"), Some(json!({"amount": "20"}))),
+        ("GET", p("/topups/tp_1"), None),
+        (
+            "PUT",
+            p("/auto-recharge"),
+            Some(json!({"enabled": false, "threshold": "5", "amount": "20"})),
+        ),
+        ("GET", p(&format!("/agents/{agent}/limits")), None),
+        (
+            "PUT",
+            p(&format!("/agents/{agent}/limits")),
+            Some(json!({"overage_policy": "stop"})),
+        ),
+        ("GET", p("/transactions"), None),
+        ("GET", p("/transactions?format=csv"), None),
+        ("GET", p("/usage/summary"), None),
+        ("GET", p("/invoices"), None),
+        ("POST", p("/billing-portal"), Some(json!({}))),
+    ]
+}

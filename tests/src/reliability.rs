@@ -282,20 +282,7 @@ impl Rng {
 
 /// A decimal string ("12.5", "-0.25") as micro-units.
 pub fn micros(text: &str) -> Result<i64> {
-    let (negative, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text),
-    };
-    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
-    anyhow::ensure!(fraction.len() <= 6, "too many decimals in {text}");
-    let whole: i64 = whole.parse().with_context(|| format!("decimal {text}"))?;
-    let fraction: i64 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{fraction:0<6}").parse()?
-    };
-    let value = whole * 1_000_000 + fraction;
-    Ok(if negative { -value } else { value })
+    crate::api::micros_of(&serde_json::Value::from(text))
 }
 
 /// Stripe webhooks as Stripe signs them, built from Stripe's example objects

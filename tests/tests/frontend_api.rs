@@ -959,36 +959,6 @@ fn usage_summary_by_kind_agent_and_day() -> Result<()> {
     app.check_invariants()
 }
 
-/// Every route this component serves under workspace `ws`, with a plausible body.
-fn workspace_routes(ws: &str) -> Vec<(&'static str, String, Option<Value>)> {
-    let p = |rest: &str| format!("/v1/workspaces/{ws}{rest}");
-    vec![
-        ("GET", p("/billing"), None),
-        ("POST", p("/subscription"), Some(json!({"plan_id": "free"}))),
-        ("DELETE", p("/subscription/pending-change"), None),
-        ("POST", p("/payment-method/setup"), Some(json!({}))),
-        ("POST", p("/payment-method/refresh"), Some(json!({}))),
-        ("POST", p("/topups"), Some(json!({"amount": "20"}))),
-        ("GET", p("/topups/tp_1"), None),
-        (
-            "PUT",
-            p("/auto-recharge"),
-            Some(json!({"enabled": false, "threshold": "5", "amount": "20"})),
-        ),
-        ("GET", p("/agents/agent-1/limits"), None),
-        (
-            "PUT",
-            p("/agents/agent-1/limits"),
-            Some(json!({"overage_policy": "stop"})),
-        ),
-        ("GET", p("/transactions"), None),
-        ("GET", p("/transactions?format=csv"), None),
-        ("GET", p("/usage/summary"), None),
-        ("GET", p("/invoices"), None),
-        ("POST", p("/billing-portal"), Some(json!({}))),
-    ]
-}
-
 #[test]
 fn access_is_isolated_authenticated_and_role_checked() -> Result<()> {
     let app = start()?;
@@ -997,7 +967,7 @@ fn access_is_isolated_authenticated_and_role_checked() -> Result<()> {
     choose_plan(&app, "ws-b", "starter")?;
 
     // A token of workspace A on B's routes: 403, whatever the role.
-    for (method, path, body) in workspace_routes("ws-b") {
+    for (method, path, body) in e2e::api::frontend_routes("ws-b", "agent-1") {
         for role in [Role::Owner, Role::Admin, Role::Member] {
             let reply = app.user("ws-a", role, method, &path, body.as_ref())?;
             expect_error(
@@ -1014,7 +984,7 @@ fn access_is_isolated_authenticated_and_role_checked() -> Result<()> {
     assert_eq!(body["plan_credits_remaining"], "100");
 
     // Members: the banner only, 403 on everything else (plans and rates included).
-    for (method, path, body) in workspace_routes("ws-a") {
+    for (method, path, body) in e2e::api::frontend_routes("ws-a", "agent-1") {
         let reply = app.user("ws-a", Role::Member, method, &path, body.as_ref())?;
         if path.ends_with("/billing") {
             expect(&reply, 200, "member banner")?;
@@ -1064,7 +1034,7 @@ fn access_is_isolated_authenticated_and_role_checked() -> Result<()> {
         "Bearer not-a-token".to_owned(),
         "Basic dXNlcjpwYXNz".to_owned(),
     ];
-    let mut routes = workspace_routes("ws-b");
+    let mut routes = e2e::api::frontend_routes("ws-b", "agent-1");
     routes.push(("GET", "/v1/plans".to_owned(), None));
     routes.push(("GET", "/v1/rates".to_owned(), None));
     for (method, path, body) in &routes {

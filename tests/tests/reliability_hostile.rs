@@ -61,36 +61,6 @@ fn event(id: &str, ws: &str, agent: &str) -> Value {
            "quantity": "1", "occurred_at": "2026-11-21T12:00:00Z"})
 }
 
-/// Every frontend route of workspace `ws`, reads and writes.
-fn workspace_routes(ws: &str) -> Vec<(&'static str, String, Option<Value>)> {
-    let p = |rest: &str| format!("/v1/workspaces/{ws}{rest}");
-    vec![
-        ("GET", p("/billing"), None),
-        ("POST", p("/subscription"), Some(json!({"plan_id": "free"}))),
-        ("DELETE", p("/subscription/pending-change"), None),
-        ("POST", p("/payment-method/setup"), Some(json!({}))),
-        ("POST", p("/payment-method/refresh"), Some(json!({}))),
-        ("POST", p("/topups"), Some(json!({"amount": "20"}))),
-        ("GET", p("/topups/tp_1"), None),
-        (
-            "PUT",
-            p("/auto-recharge"),
-            Some(json!({"enabled": false, "threshold": "5", "amount": "20"})),
-        ),
-        ("GET", p("/agents/secret-agent-b/limits"), None),
-        (
-            "PUT",
-            p("/agents/secret-agent-b/limits"),
-            Some(json!({"overage_policy": "stop"})),
-        ),
-        ("GET", p("/transactions"), None),
-        ("GET", p("/transactions?format=csv"), None),
-        ("GET", p("/usage/summary"), None),
-        ("GET", p("/invoices"), None),
-        ("POST", p("/billing-portal"), Some(json!({}))),
-    ]
-}
-
 /// Tokens that must open nothing of workspace `ws-b`.
 fn hostile_credentials() -> Vec<(&'static str, String)> {
     let claims = |ws: &str, role: &str, exp: i64| json!({"sub": "attacker", "workspace_id": ws, "role": role, "exp": exp});
@@ -235,7 +205,7 @@ fn hostile_tokens_roles_and_paths_open_nothing_and_write_nothing() -> Result<()>
 
     // Every route of B, every hostile credential: 401 or 403, no data of B, no write.
     let credentials = hostile_credentials();
-    for (method, path, body) in workspace_routes("ws-b") {
+    for (method, path, body) in e2e::api::frontend_routes("ws-b", "secret-agent-b") {
         for (what, credential) in &credentials {
             let reply = app.request(
                 method,
@@ -259,7 +229,7 @@ fn hostile_tokens_roles_and_paths_open_nothing_and_write_nothing() -> Result<()>
         }
     }
     // A member of B: the banner only (no amount), 403 on everything else.
-    for (method, path, body) in workspace_routes("ws-b") {
+    for (method, path, body) in e2e::api::frontend_routes("ws-b", "secret-agent-b") {
         let reply = app.user("ws-b", Role::Member, method, &path, body.as_ref())?;
         scenario.requests(1);
         if method == "GET" && path.ends_with("/billing") {

@@ -12,7 +12,7 @@ use anyhow::{Context as _, Result, ensure};
 use e2e::api::{App, Role, expect, json_of};
 use e2e::faults::{Fault, StripeProxy};
 use e2e::reliability::{Scenario, micros, webhooks::signature_header};
-use e2e::stripe::{CARD_OK, Localstripe, SECRET_KEY, payment_intents};
+use e2e::stripe::{CARD_OK, Localstripe, SECRET_KEY, payment_intents, save_card_through_app};
 use e2e::{HostOptions, Reply, wait_for};
 use serde_json::{Value, json};
 
@@ -115,35 +115,7 @@ fn world_at(ws: &str, state_dir: Option<&std::path::Path>) -> Result<World> {
         200,
         "subscribe",
     )?;
-    let setup = expect(
-        &owner(
-            &app,
-            ws,
-            "POST",
-            "/payment-method/setup",
-            Some(&json!({})),
-            &[],
-        )?,
-        200,
-        "setup",
-    )?;
-    let seti = setup["setup_intent_id"]
-        .as_str()
-        .context("no setup_intent_id")?;
-    let confirmed = ls.confirm_setup_intent(seti, CARD_OK)?.ok()?;
-    let customer = confirmed["customer"]
-        .as_str()
-        .context("no customer")?
-        .to_owned();
-    let pm = confirmed["payment_method"]
-        .as_str()
-        .context("no payment_method")?;
-    ls.attach(pm, &customer)?.ok()?;
-    expect(
-        &owner(&app, ws, "POST", "/payment-method/refresh", None, &[])?,
-        200,
-        "refresh",
-    )?;
+    let (_, customer) = save_card_through_app(&app, &ls, ws, CARD_OK)?;
     Ok(World {
         ls,
         proxy,
