@@ -440,10 +440,16 @@ pub async fn renew_due<S: Storage>(
     let batch = batch_max.clamp(1, RENEWAL_BATCH_MAX);
     let rows = db
         .query(
+            // Each branch walks its partial index in order and stops at the batch size, so a
+            // batch costs the same with 100 or 100,000 workspaces due.
             "SELECT id FROM (
-                 SELECT id, cycle_end_at FROM workspaces WHERE plan_id IS NOT NULL AND cycle_end_at <= ?1 AND test_clock_at IS NULL
+                 SELECT * FROM (SELECT id, cycle_end_at FROM workspaces
+                     WHERE plan_id IS NOT NULL AND cycle_end_at <= ?1 AND test_clock_at IS NULL
+                     ORDER BY cycle_end_at LIMIT ?2)
                  UNION ALL
-                 SELECT id, cycle_end_at FROM workspaces WHERE plan_id IS NOT NULL AND test_clock_at IS NOT NULL AND cycle_end_at <= test_clock_at)
+                 SELECT * FROM (SELECT id, cycle_end_at FROM workspaces
+                     WHERE plan_id IS NOT NULL AND test_clock_at IS NOT NULL AND cycle_end_at <= test_clock_at
+                     ORDER BY cycle_end_at LIMIT ?2))
              ORDER BY cycle_end_at LIMIT ?2",
             &[i(real_now_secs), i(batch + 1)],
         )
