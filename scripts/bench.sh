@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 
 scripts/build-components.sh >/dev/null
-# Builds the host and the bench binary with one feature resolution (see build-host.sh).
-BUILD_HOST_FOR_TESTS=1 scripts/build-host.sh >/dev/null
+scripts/build-host.sh >/dev/null
+cargo build --release -p bench
 
 exec "$CARGO_TARGET_DIR/release/bench" "$@"

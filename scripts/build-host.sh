@@ -9,14 +9,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
-# With BUILD_HOST_FOR_TESTS=1 every default member is built, so dependencies get the features
-# `cargo test` and the bench resolve: the test step then reuses this binary instead of compiling
-# local-host a second time (about 3 minutes on a 2-core machine).
-if [ "${BUILD_HOST_FOR_TESTS:-0}" = 1 ]; then
-    cargo build --release
-else
-    cargo build --release -p local-host
-fi
+cargo build --release -p local-host
 
 components=()
 for dir in tests/components/*/; do

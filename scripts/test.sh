@@ -13,7 +13,7 @@ cargo fmt --all -- --check
 
 step "build: Wasm components and the local host"
 scripts/build-components.sh >/dev/null
-BUILD_HOST_FOR_TESTS=1 scripts/build-host.sh
+scripts/build-host.sh
 
 step "lint: native crates"
 cargo clippy --release --all-targets -- -D warnings
