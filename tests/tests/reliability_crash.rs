@@ -38,22 +38,20 @@ const RENEW_PLAN_CREDITS: i64 = 100;
 const TOPUP_MICROS: i64 = 20_000_000;
 
 fn catalog() -> Value {
-    json!({
-        "settings": {
-            "currency": "USD", "credit_price": "1", "topup_min": "10", "topup_max": "5000",
-            "inbound_grace_secs": 900, "hold_timeout_secs": 600,
-            "low_balance_threshold": "1", "auto_recharge_max_per_day": 5
-        },
-        "plans": [
+    let mut catalog = e2e::api::test_catalog(
+        json!([
             {"id": "big", "name": "Big", "price": "0", "monthly_credits": BIG_PLAN_CREDITS.to_string()},
             {"id": "small", "name": "Small", "price": "0", "monthly_credits": RENEW_PLAN_CREDITS.to_string()}
-        ],
-        "rates": [
+        ]),
+        json!([
             {"kind": "call", "direction": "outbound", "price": "0.1"},
             {"kind": "message", "price": "0.01"},
             {"kind": "ai_task", "price": "0.25"}
-        ]
-    })
+        ]),
+    );
+    catalog["settings"]["hold_timeout_secs"] = 600.into();
+    catalog["settings"]["low_balance_threshold"] = "1".into();
+    catalog
 }
 
 /// One client operation; each is retried until answered.
@@ -265,17 +263,7 @@ fn start(state_dir: &Path) -> Result<App> {
 
 /// The workspace's billing summary as its owner sees it.
 fn billing(app: &App, ws: &str) -> Result<Value> {
-    expect(
-        &app.user(
-            ws,
-            Role::Owner,
-            "GET",
-            &format!("/v1/workspaces/{ws}/billing"),
-            None,
-        )?,
-        200,
-        "billing",
-    )
+    expect(&app.owner(ws, "GET", "/billing", None)?, 200, "billing")
 }
 
 /// Sets up both workspaces; returns the operations, shuffled.
@@ -298,13 +286,7 @@ fn prepare(app: &App, state_dir: &Path, rng: &mut Rng, operations: usize) -> Res
                 "clock",
             )?;
         }
-        let reply = app.user(
-            ws,
-            Role::Owner,
-            "POST",
-            &format!("/v1/workspaces/{ws}/subscription"),
-            Some(&json!({"plan_id": plan})),
-        )?;
+        let reply = app.owner(ws, "POST", "/subscription", Some(&json!({"plan_id": plan})))?;
         expect(&reply, 200, "subscribe")?;
         if due {
             // It spends some credits, then its cycle ends.

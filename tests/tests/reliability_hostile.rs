@@ -18,20 +18,17 @@ use serde_json::{Value, json};
 
 /// One plan, a few rates: enough for every route to have something to show.
 fn catalog() -> Value {
-    json!({
-        "settings": {
-            "currency": "USD", "credit_price": "1", "topup_min": "10", "topup_max": "5000",
-            "inbound_grace_secs": 900, "hold_timeout_secs": 120,
-            "low_balance_threshold": "1", "auto_recharge_max_per_day": 5
-        },
-        "plans": [{"id": "free", "name": "Free", "price": "0", "monthly_credits": "100"}],
-        "rates": [
+    let mut catalog = e2e::api::test_catalog(
+        json!([{"id": "free", "name": "Free", "price": "0", "monthly_credits": "100"}]),
+        json!([
             {"kind": "call", "direction": "outbound", "price": "0.1"},
             {"kind": "call", "direction": "inbound", "price": "0.05"},
             {"kind": "message", "price": "0.01"},
             {"kind": "ai_task", "price": "0.25"}
-        ]
-    })
+        ]),
+    );
+    catalog["settings"]["low_balance_threshold"] = "1".into();
+    catalog
 }
 
 fn start(options: HostOptions) -> Result<App> {

@@ -26,24 +26,22 @@ const WS: &str = "ws-race";
 const WS_ROLL: &str = "ws-roll";
 
 fn catalog() -> Value {
-    json!({
-        "settings": {
-            "currency": "USD", "credit_price": "1", "topup_min": "10", "topup_max": "5000",
-            "inbound_grace_secs": 900, "hold_timeout_secs": 600,
-            "low_balance_threshold": "1", "auto_recharge_max_per_day": 5
-        },
-        "plans": [
+    let mut catalog = e2e::api::test_catalog(
+        json!([
             {"id": "small", "name": "Small", "price": "0", "monthly_credits": "3000"},
             {"id": "large", "name": "Large", "price": "0", "monthly_credits": "9000"},
             {"id": "roll", "name": "Roll", "price": "0", "monthly_credits": "100",
              "rollover_max_credits": "100"}
-        ],
-        "rates": [
+        ]),
+        json!([
             {"kind": "call", "direction": "outbound", "price": "0.1", "increment_secs": 6},
             {"kind": "message", "price": "0.01"},
             {"kind": "ai_task", "price": "0.25"}
-        ]
-    })
+        ]),
+    );
+    catalog["settings"]["hold_timeout_secs"] = 600.into();
+    catalog["settings"]["low_balance_threshold"] = "1".into();
+    catalog
 }
 
 #[derive(Debug, Clone)]
@@ -106,11 +104,10 @@ fn run(app: &App, op: &Op) -> Result<()> {
             expect(&reply, 200, "webhook")?;
         }
         Op::Upgrade => {
-            let reply = app.user(
+            let reply = app.owner(
                 WS,
-                Role::Owner,
                 "POST",
-                &format!("/v1/workspaces/{WS}/subscription"),
+                "/subscription",
                 Some(&json!({"plan_id": "large"})),
             )?;
             let body = expect(&reply, 200, "upgrade")?;
@@ -218,17 +215,7 @@ fn operations(scale: usize) -> Vec<Op> {
 fn final_state(app: &App) -> Result<Value> {
     let mut state = BTreeMap::new();
     for ws in [WS, WS_ROLL] {
-        let summary = expect(
-            &app.user(
-                ws,
-                Role::Owner,
-                "GET",
-                &format!("/v1/workspaces/{ws}/billing"),
-                None,
-            )?,
-            200,
-            "billing",
-        )?;
+        let summary = expect(&app.owner(ws, "GET", "/billing", None)?, 200, "billing")?;
         let mut rows = Vec::new();
         let mut cursor: Option<String> = None;
         loop {

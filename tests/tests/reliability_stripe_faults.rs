@@ -19,15 +19,12 @@ use serde_json::{Value, json};
 const WEBHOOK_SECRET: &str = "whsec_reliability_faults";
 
 fn catalog() -> Value {
-    json!({
-        "settings": {
-            "currency": "USD", "credit_price": "1", "topup_min": "10", "topup_max": "5000",
-            "inbound_grace_secs": 900, "hold_timeout_secs": 120,
-            "low_balance_threshold": "5", "auto_recharge_max_per_day": 10
-        },
-        "plans": [{"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"}],
-        "rates": [{"kind": "message", "price": "0.01"}]
-    })
+    let mut catalog = e2e::api::test_catalog(
+        json!([{"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"}]),
+        json!([{"kind": "message", "price": "0.01"}]),
+    );
+    catalog["settings"]["auto_recharge_max_per_day"] = 10.into();
+    catalog
 }
 
 struct World {
