@@ -111,13 +111,20 @@ struct FireArgs {
 
 impl AppArgs {
     fn load(&self, only: Option<&str>) -> Result<runtime::App> {
-        let cache_dir = self
-            .cache_dir
-            .clone()
-            .unwrap_or_else(|| self.state_dir.join("cache"));
+        // wasmtime's compile cache wants an absolute directory; relative paths are the user's
+        // (`scripts/up.sh` passes `--state-dir .spin-state`), so resolve them here once.
+        let absolute = |path: &std::path::Path| {
+            std::path::absolute(path)
+                .with_context(|| format!("cannot resolve the path {}", path.display()))
+        };
+        let state_dir = absolute(&self.state_dir)?;
+        let cache_dir = match &self.cache_dir {
+            Some(dir) => absolute(dir)?,
+            None => state_dir.join("cache"),
+        };
         runtime::load(&runtime::LoadOptions {
             manifest_path: &self.manifest,
-            state_dir: &self.state_dir,
+            state_dir: &state_dir,
             cache_dir: &cache_dir,
             only,
         })

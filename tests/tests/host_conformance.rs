@@ -413,6 +413,31 @@ fn cron_fire_on_demand() -> Result<()> {
 }
 
 #[test]
+fn a_relative_state_dir_and_the_default_cache_dir_work() -> Result<()> {
+    // As `scripts/up.sh` starts it: `--state-dir .spin-state`, no `--cache-dir`. wasmtime's
+    // compile cache refused the relative directory derived from it.
+    let dir = tempfile::tempdir()?;
+    let out = Command::new(host_binary())
+        .args(["cron", "fire", "--component", "main", "--manifest"])
+        .arg(manifest("conformance.toml"))
+        .args(["--state-dir", ".spin-state"])
+        .current_dir(dir.path())
+        .output()
+        .context("cannot run local-host cron fire")?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        dir.path().join(".spin-state/cache").is_dir(),
+        "no compile cache under the state dir"
+    );
+    ensure!(dir.path().join(".spin-state/sqlite_db.db").is_file());
+    Ok(())
+}
+
+#[test]
 fn cron_schedule_fires() -> Result<()> {
     let host = TestHost::start(manifest("cron.toml"), HostOptions::default())?;
     let runs = wait_for(Duration::from_secs(15), || {
