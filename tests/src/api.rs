@@ -102,6 +102,29 @@ impl App {
         self.user(workspace, Role::Owner, method, &path, body)
     }
 
+    /// Runs component `component`'s cron export once on this app's state, as the scheduler would
+    /// (`local-host cron fire`), with the app's secrets plus `env`; fails unless it succeeds.
+    pub fn fire_cron(&self, component: &str, env: &[(&str, &str)]) -> Result<()> {
+        let output = std::process::Command::new(crate::host_binary())
+            .args(["cron", "fire", "--component", component, "--manifest"])
+            .arg(workspace_root().join("spin.toml"))
+            .arg("--state-dir")
+            .arg(self.host.state_dir())
+            .arg("--cache-dir")
+            .arg(crate::shared_cache_dir())
+            .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+            .env("SPIN_VARIABLE_AUTH_JWT_SECRET", JWT_SECRET)
+            .envs(env.iter().copied())
+            .output()
+            .context("run local-host cron fire")?;
+        anyhow::ensure!(
+            output.status.success(),
+            "cron fire failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
     /// A request with explicit headers.
     pub fn request(
         &self,

@@ -423,24 +423,14 @@ fn the_cron_export_runs_the_same_pass() -> Result<()> {
     let customer = save_card(&app, &ls, ws, CARD_OK)?;
     enable(&app, ws)?;
     // The cron trigger's export, fired once on the app's state, as the scheduler would.
-    let output = std::process::Command::new(e2e::host_binary())
-        .args(["cron", "fire", "--component", "auto-recharge", "--manifest"])
-        .arg(e2e::workspace_root().join("spin.toml"))
-        .arg("--state-dir")
-        .arg(app.host.state_dir())
-        .arg("--cache-dir")
-        .arg(e2e::shared_cache_dir())
-        .env("SPIN_VARIABLE_USAGE_API_KEY", e2e::api::SERVICE_KEY)
-        .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
-        .env("SPIN_VARIABLE_STRIPE_API_BASE", ls.base_url())
-        .env("SPIN_VARIABLE_STRIPE_SECRET_KEY", SECRET_KEY)
-        .output()
-        .context("run local-host cron fire")?;
-    ensure!(
-        output.status.success(),
-        "cron fire failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stripe_base = ls.base_url();
+    app.fire_cron(
+        "auto-recharge",
+        &[
+            ("SPIN_VARIABLE_STRIPE_API_BASE", stripe_base.as_str()),
+            ("SPIN_VARIABLE_STRIPE_SECRET_KEY", SECRET_KEY),
+        ],
+    )?;
     assert_eq!(wallet(&app, ws)?, "20");
     assert_eq!(transactions(&app, ws, "auto_recharge")?.len(), 1);
     assert_eq!(payment_intents(&ls, &customer)?.len(), 1);

@@ -1070,22 +1070,7 @@ fn cron_export_runs_the_same_job() -> Result<()> {
     set_clock(&app, "ws-cron", "2031-02-15T00:00:00Z")?;
 
     // The cron trigger's export, fired once on the app's state, as the scheduler would.
-    let output = std::process::Command::new(e2e::host_binary())
-        .args(["cron", "fire", "--component", "cycle-renewal", "--manifest"])
-        .arg(e2e::workspace_root().join("spin.toml"))
-        .arg("--state-dir")
-        .arg(app.host.state_dir())
-        .arg("--cache-dir")
-        .arg(e2e::shared_cache_dir())
-        .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
-        .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
-        .output()
-        .context("run local-host cron fire")?;
-    ensure!(
-        output.status.success(),
-        "cron fire failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    app.fire_cron("cycle-renewal", &[])?;
     // The cycle advanced: the HTTP twin finds nothing left, and the new cycle's credit is whole.
     let report = renew(&app)?;
     ensure!(report["cycles_advanced"] == 0, "{report}");
