@@ -66,10 +66,7 @@ async fn context(ws: &str, plan_id: Option<&str>) -> Result<PlanContext, ApiErro
             Some(id) => {
                 let target = catalog.plan(id)?;
                 let upgrade = match state.plan_id.as_deref().map(|c| catalog.plan(c)) {
-                    Some(Ok(current)) => {
-                        (target.price_micros, target.monthly_credits_micros)
-                            > (current.price_micros, current.monthly_credits_micros)
-                    }
+                    Some(Ok(current)) => plans::is_upgrade(current, target),
                     _ => true,
                 };
                 (target.price_micros, stripe_price(&catalog, id), upgrade)

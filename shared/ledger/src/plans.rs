@@ -36,7 +36,9 @@ pub struct PlanChange {
     pub credits_granted: rust_decimal::Decimal,
 }
 
-fn is_upgrade(from: &PlanTerms, to: &PlanTerms) -> bool {
+/// Whether moving from `from` to `to` is an upgrade (at once, R14) rather than a downgrade (at
+/// the next cycle, R15): a higher (price, monthly credits).
+pub fn is_upgrade(from: &PlanTerms, to: &PlanTerms) -> bool {
     (to.price_micros, to.monthly_credits_micros) > (from.price_micros, from.monthly_credits_micros)
 }
 
