@@ -286,21 +286,13 @@ pub fn micros(text: &str) -> Result<i64> {
 }
 
 /// Stripe webhooks as Stripe signs them, built from Stripe's example objects
-/// (`../shared/stripe-fixtures`), for ledger payments created natively.
+/// ([`crate::stripe::fixture`]), for ledger payments created natively.
 pub mod webhooks {
     use super::*;
     use hmac::{Hmac, KeyInit as _, Mac as _};
     use serde_json::{Value, json};
 
-    /// One of Stripe's example objects.
-    pub fn fixture(name: &str) -> Result<Value> {
-        let path = crate::workspace_root()
-            .join("../shared/stripe-fixtures")
-            .join(format!("{name}.json"));
-        let text =
-            std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-        Ok(serde_json::from_str(&text)?)
-    }
+    use crate::stripe::fixture;
 
     /// A `payment_intent.succeeded` event for our payment `payment_id` (amount in cents).
     pub fn payment_succeeded(

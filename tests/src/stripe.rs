@@ -590,6 +590,17 @@ pub(crate) fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>>
     }
 }
 
+/// One of Stripe's example objects, copied into the repository (`shared/stripe/tests/fixtures`,
+/// from `../shared/stripe-fixtures`) so a clone runs without the folder beside it.
+pub fn fixture(name: &str) -> Result<Value> {
+    let path = crate::workspace_root()
+        .join("shared/stripe/tests/fixtures")
+        .join(format!("{name}.json"));
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
 /// A stand-in for the Stripe endpoints localstripe lacks (the billing portal, subscription
 /// updates with `proration_behavior`): it answers with Stripe's own example objects
 /// (`shared/stripe/tests/fixtures`) and records every request, so tests check the requests the
@@ -603,13 +614,7 @@ pub struct StripeStub {
 impl StripeStub {
     /// Listens on a free loopback port.
     pub fn start() -> Result<Self> {
-        let fixtures = crate::workspace_root().join("shared/stripe/tests/fixtures");
-        let load = |name: &str| -> Result<Value> {
-            let path = fixtures.join(format!("{name}.json"));
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("read {}", path.display()))?;
-            Ok(serde_json::from_str(&text)?)
-        };
+        let load = fixture;
         let list = |items: Vec<Value>| json!({"object": "list", "data": items}).to_string();
         let customer = load("customer")?.to_string();
         let setup_intent = load("setup_intent")?.to_string();

@@ -394,6 +394,7 @@ fn sigkill_at_random_moments_loses_and_doubles_nothing() -> Result<()> {
             while finished.load(Ordering::Relaxed) < progress
                 && (finished.load(Ordering::Relaxed) as usize) < ops.len()
                 && Instant::now() < deadline
+                && !workers.iter().all(|worker| worker.is_finished())
             {
                 std::thread::sleep(Duration::from_millis(5));
             }

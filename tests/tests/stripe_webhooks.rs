@@ -1,7 +1,7 @@
 //! End-to-end journeys of `POST /webhooks/stripe` (component `stripe-webhook`, DESIGN section 7)
 //! against the real `spin.toml` in the local host.
 //!
-//! Events are built from Stripe's own object examples (`../shared/stripe-fixtures`: an event is
+//! Events are built from Stripe's own object examples (`shared/stripe/tests/fixtures`: an event is
 //! `event.json` with `type` set and `data.object` replaced by the resource) and signed exactly as
 //! Stripe signs them. Ledger state the webhooks act on (pending top-ups, a paid plan awaiting its
 //! invoice, a saved card) is set up natively on the host's own database; results are read back
@@ -9,7 +9,8 @@
 
 use anyhow::{Context as _, Result, ensure};
 use e2e::api::{App, Role, json_of, micros_of, now_secs, stripe_signature};
-use e2e::{HostOptions, Reply, workspace_root};
+use e2e::stripe::fixture;
+use e2e::{HostOptions, Reply};
 use ledger::native::NativeDb;
 use ledger::{payments, plans, workspace};
 use serde_json::{Value, json};
@@ -31,16 +32,6 @@ fn ledger_db(app: &App) -> Result<NativeDb> {
     let db = NativeDb::open(&path).with_context(|| format!("open {}", path.display()))?;
     block_on(ledger::schema::migrate(&db))?;
     Ok(db)
-}
-
-/// One of Stripe's example objects.
-fn fixture(name: &str) -> Result<Value> {
-    let path = workspace_root()
-        .join("../shared/stripe-fixtures")
-        .join(format!("{name}.json"));
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    Ok(serde_json::from_str(&text)?)
 }
 
 /// Sets each `(key, value)` of `changes` on the object (top-level keys).
