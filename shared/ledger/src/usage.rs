@@ -8,7 +8,7 @@ use crate::calendar;
 use crate::catalog::{self, Catalog, Direction, UsageKind};
 use crate::money::{self, MICROS_PER_UNIT};
 use crate::post::{self, Entry};
-use crate::row::{i, opt_text, t, text};
+use crate::row::{i, int, opt_text, t, text};
 use crate::storage::Storage;
 use crate::tx;
 use crate::workspace::{self, WorkspaceState};
@@ -130,15 +130,44 @@ fn fingerprint(event: &UsageEvent) -> Result<String> {
     serde_json::to_string(event).map_err(|e| invalid("event", &e.to_string()))
 }
 
-/// Debits one usage event in its own transaction.
+/// How many times a debit tries its one-statement write (see [`debit_unlocked`]) before it takes
+/// the write lock for its whole read-decide-write instead.
+const UNLOCKED_ATTEMPTS: u32 = 2;
+
+/// Debits one usage event, atomically.
+///
+/// The fast path reads without a transaction, decides in Rust, and writes everything in ONE
+/// statement guarded by what it read (one host round trip holding the write lock, where a
+/// `BEGIN IMMEDIATE` ... `COMMIT` debit holds it for five). If another writer changed any of it
+/// meanwhile the write changes nothing and the debit starts again; after
+/// [`UNLOCKED_ATTEMPTS`] such races (a busy workspace) it runs inside one write transaction.
 pub async fn record<S: Storage>(
     db: &S,
     catalog: &Catalog,
     event: &UsageEvent,
     real_now_secs: i64,
 ) -> Result<DebitResult> {
+    record_with_attempts(db, catalog, event, real_now_secs, UNLOCKED_ATTEMPTS).await
+}
+
+/// [`record`] with a chosen number of unlocked attempts (tests force the locked path with 0).
+#[doc(hidden)]
+pub async fn record_with_attempts<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    event: &UsageEvent,
+    real_now_secs: i64,
+    unlocked_attempts: u32,
+) -> Result<DebitResult> {
     let rated = rate(catalog, event)?;
     let fingerprint = fingerprint(event)?;
+    for _ in 0..unlocked_attempts {
+        if let Some(result) =
+            debit_unlocked(db, catalog, event, &rated, &fingerprint, real_now_secs).await?
+        {
+            return Ok(result);
+        }
+    }
     tx::immediate(db, async |db| {
         debit_in_tx(db, event, &rated, &fingerprint, real_now_secs).await
     })
@@ -190,6 +219,52 @@ pub async fn record_batch<S: Storage>(
     .await
 }
 
+/// What a debit decided from the state it read: how it is funded, and its answer (but for the
+/// transaction id, known once posted).
+struct Decided {
+    now: i64,
+    occurred_at: i64,
+    funding: Funding,
+    result: DebitResult,
+}
+
+/// Decides a debit against the workspace and agent as read (R2, R3, R6, R7, R11).
+fn decide(
+    ws: &WorkspaceState,
+    agent: &AgentState,
+    event: &UsageEvent,
+    rated: &Rated,
+    real_now_secs: i64,
+) -> Result<Decided> {
+    if ws.plan_id.is_none() {
+        return Err(LedgerError::BillingNotConfigured);
+    }
+    let funding = agents::fund(ws, agent, rated.charge_micros)?;
+    let wallet_after_micros = ws.wallet_micros - funding.from_wallet_micros;
+    Ok(Decided {
+        now: ws.now(real_now_secs),
+        occurred_at: calendar::parse_rfc3339("occurred_at", &event.occurred_at)?,
+        funding,
+        result: DebitResult {
+            id: event.id.clone(),
+            charged: money::to_decimal(funding.total()),
+            from_plan: money::to_decimal(funding.from_plan_micros),
+            from_wallet: money::to_decimal(funding.from_wallet_micros),
+            wallet_balance: money::to_decimal(wallet_after_micros),
+            plan_credits_remaining: money::to_decimal(
+                ws.plan_credits_micros - funding.from_plan_micros,
+            ),
+            transaction_id: 0,
+            auto_recharge_due: recharge_due(ws, funding, wallet_after_micros),
+        },
+    })
+}
+
+fn result_json(result: &DebitResult) -> Result<String> {
+    serde_json::to_string(result).map_err(|e| invalid("result", &e.to_string()))
+}
+
+/// The debit inside a write transaction (the locked path, and every event of a batch).
 async fn debit_in_tx<S: Storage>(
     db: &S,
     event: &UsageEvent,
@@ -199,14 +274,14 @@ async fn debit_in_tx<S: Storage>(
 ) -> Result<DebitResult> {
     let (ws, agent) = match read_for_debit(db, event, fingerprint, real_now_secs).await? {
         DebitRead::Replay(previous) => return Ok(*previous),
-        DebitRead::Fresh(ws, agent) => (*ws, *agent),
+        DebitRead::Fresh { ws, agent, .. } => (*ws, *agent),
     };
-    if ws.plan_id.is_none() {
-        return Err(LedgerError::BillingNotConfigured);
-    }
-    let now = ws.now(real_now_secs);
-    let funding = agents::fund(&ws, &agent, rated.charge_micros)?;
-    let occurred_at = calendar::parse_rfc3339("occurred_at", &event.occurred_at)?;
+    let Decided {
+        now,
+        occurred_at,
+        funding,
+        mut result,
+    } = decide(&ws, &agent, event, rated, real_now_secs)?;
     let posted = post::post(
         db,
         &ws.id,
@@ -234,24 +309,109 @@ async fn debit_in_tx<S: Storage>(
     {
         workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
     }
-    let result = DebitResult {
-        id: event.id.clone(),
-        charged: money::to_decimal(funding.total()),
-        from_plan: money::to_decimal(funding.from_plan_micros),
-        from_wallet: money::to_decimal(funding.from_wallet_micros),
-        wallet_balance: money::to_decimal(posted.wallet_after_micros),
-        plan_credits_remaining: money::to_decimal(posted.plan_after_micros),
-        transaction_id: posted.transaction_id,
-        auto_recharge_due: recharge_due(&ws, funding, posted.wallet_after_micros),
-    };
-    let body = serde_json::to_string(&result).map_err(|e| invalid("result", &e.to_string()))?;
+    result.transaction_id = posted.transaction_id;
+    result.wallet_balance = money::to_decimal(posted.wallet_after_micros);
+    result.plan_credits_remaining = money::to_decimal(posted.plan_after_micros);
     db.execute(
         "INSERT INTO usage_events (workspace_id, event_id, request_hash, transaction_id, result, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        &[t(&ws.id), t(&event.id), t(fingerprint), i(posted.transaction_id), t(body), i(now)],
+        &[t(&ws.id), t(&event.id), t(fingerprint), i(posted.transaction_id), t(result_json(&result)?), i(now)],
     )
     .await?;
     Ok(result)
+}
+
+/// What a debit's decision depends on, re-read by its one-statement write: `?1` is the workspace,
+/// `?2` the agent, `?3` the event id. Any change (a posting, a hold, a renewal, a setting, the
+/// agent's spend or limits, the same event debited) makes the write a no-op.
+const DEBIT_STAMP: &str = "workspaces.plan_id, workspaces.plan_credits_micros,
+    workspaces.wallet_micros, workspaces.held_plan_micros, workspaces.held_wallet_micros,
+    workspaces.exhausted_at, workspaces.cycle_start_at, workspaces.test_clock_at,
+    workspaces.timezone, workspaces.auto_recharge_enabled,
+    workspaces.auto_recharge_threshold_credits_micros,
+    a.overage_policy, a.monthly_spend_limit_micros, a.spend_cycle_start_at, a.cycle_spend_micros,
+    (SELECT COALESCE(SUM(c.held_plan_micros + c.held_wallet_micros), 0) FROM calls c
+     WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active'),
+    (SELECT COUNT(*) FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3)";
+
+/// How many columns [`DEBIT_STAMP`] selects.
+const DEBIT_STAMP_COLUMN_COUNT: usize = 17;
+
+/// The first parameter number of the stamp in [`debit_unlocked`]'s statement.
+const DEBIT_STAMP_FIRST_PARAM: usize = 19;
+
+/// The fast path of [`record`]: reads (no transaction), decides, then writes the posting, the
+/// agent's spend, the grace mark and the replay record in ONE statement (`usage_debit`'s trigger,
+/// schema.rs), which changes nothing unless the stamp and the catalog version are still as read.
+/// `None`: another writer got there first; nothing was written.
+async fn debit_unlocked<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    event: &UsageEvent,
+    rated: &Rated,
+    fingerprint: &str,
+    real_now_secs: i64,
+) -> Result<Option<DebitResult>> {
+    let (ws, agent, stamp) = match read_for_debit(db, event, fingerprint, real_now_secs).await? {
+        DebitRead::Replay(previous) => return Ok(Some(*previous)),
+        DebitRead::Fresh { ws, agent, stamp } => (ws, agent, stamp),
+    };
+    let Decided {
+        now,
+        occurred_at,
+        funding,
+        mut result,
+    } = decide(&ws, &agent, event, rated, real_now_secs)?;
+    let stamp_params = (0..DEBIT_STAMP_COLUMN_COUNT)
+        .map(|k| format!("?{}", DEBIT_STAMP_FIRST_PARAM + k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "INSERT INTO usage_debit (workspace_id, agent_id, event_id, request_hash, result,
+             transaction_id, kind, quantity_micros, unit, rate_micros, plan_delta_micros,
+             wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, created_at,
+             spend_cycle_start_at, call_day)
+         SELECT ?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(id), 0) + 1 FROM transactions), ?6, ?7,
+             ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
+         WHERE (SELECT COALESCE(MAX(version), 0) FROM catalog_versions) = ?18
+           AND (SELECT {DEBIT_STAMP} FROM workspaces
+                LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
+                WHERE workspaces.id = ?1) IS ({stamp_params})
+         RETURNING transaction_id"
+    );
+    let mut params = vec![
+        t(&ws.id),
+        t(&agent.agent_id),
+        t(&event.id),
+        t(fingerprint),
+        t(result_json(&result)?),
+        t(event.kind.as_str()),
+        i(rated.quantity_micros),
+        t(rated.unit),
+        i(rated.rate_micros),
+        i(-funding.from_plan_micros),
+        i(-funding.from_wallet_micros),
+        i(ws.plan_credits_micros - funding.from_plan_micros),
+        i(ws.wallet_micros - funding.from_wallet_micros),
+        i(occurred_at),
+        i(now),
+        i(ws.cycle_start_at.unwrap_or(0)),
+        t(&agent.today),
+        i(catalog.version),
+    ];
+    params.extend(stamp);
+    let written = match db.query(&sql, &params).await {
+        Ok(rows) => rows,
+        // Another connection held the write lock past the busy timeout: the same as losing
+        // the race, nothing was written.
+        Err(error) if error.kind == crate::StorageErrorKind::Busy => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let Some(row) = written.first() else {
+        return Ok(None);
+    };
+    result.transaction_id = int(row, 0)?;
+    Ok(Some(result))
 }
 
 /// Whether a debit left the wallet under an armed auto-recharge threshold.
@@ -269,8 +429,12 @@ pub(crate) fn recharge_due(
 enum DebitRead {
     /// The event was already debited: its first result.
     Replay(Box<DebitResult>),
-    /// The workspace and the agent, for a new debit.
-    Fresh(Box<WorkspaceState>, Box<AgentState>),
+    /// The workspace and the agent, for a new debit, and the stamp [`debit_unlocked`] guards.
+    Fresh {
+        ws: Box<WorkspaceState>,
+        agent: Box<AgentState>,
+        stamp: Vec<crate::SqlValue>,
+    },
 }
 
 /// Reads the replay record, the workspace and the agent in ONE statement (each statement is a
@@ -285,7 +449,8 @@ async fn read_for_debit<S: Storage>(
     let sql = format!(
         "SELECT {WORKSPACE_COLUMNS}, {AGENT_COLUMNS},
              (SELECT request_hash FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
-             (SELECT result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3)
+             (SELECT result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
+             {DEBIT_STAMP}
          FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
          WHERE workspaces.id = ?1",
         WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
@@ -319,5 +484,17 @@ async fn read_for_debit<S: Storage>(
         row,
         workspace::WORKSPACE_COLUMN_COUNT,
     )?;
-    Ok(DebitRead::Fresh(Box::new(ws), Box::new(agent)))
+    let stamp = row
+        .get(REPLAY_FIRST + 2..REPLAY_FIRST + 2 + DEBIT_STAMP_COLUMN_COUNT)
+        .ok_or_else(|| {
+            LedgerError::Storage(crate::StorageError::from_sqlite_message(
+                "debit read returned too few columns",
+            ))
+        })?
+        .to_vec();
+    Ok(DebitRead::Fresh {
+        ws: Box::new(ws),
+        agent: Box::new(agent),
+        stamp,
+    })
 }

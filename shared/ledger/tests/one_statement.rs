@@ -1,0 +1,288 @@
+//! A usage debit's fast path: one read and one guarded write, no transaction (usage::record).
+//! It must write exactly what the locked path writes, and write nothing when another connection
+//! changed what it read in between.
+
+mod common;
+
+use std::cell::RefCell;
+
+use common::{Fixture, NOV_1, dec, micros};
+use futures::executor::block_on;
+use ledger::agents::{self, AgentLimits, OveragePolicy};
+use ledger::catalog::{Direction, UsageKind};
+use ledger::native::NativeDb;
+use ledger::usage::{self, DebitResult, UsageEvent};
+use ledger::{LedgerError, Row, SqlValue, Storage, StorageError};
+
+/// The ledger's connection, recording each statement's first word, and running `hook` (on
+/// another connection) just before the statements whose numbers `hook_before` lists.
+struct Watched<'a> {
+    db: &'a NativeDb,
+    statements: RefCell<Vec<String>>,
+    hook_before: Vec<usize>,
+    hook: Box<dyn Fn() + 'a>,
+}
+
+impl<'a> Watched<'a> {
+    fn new(db: &'a NativeDb, hook_before: Vec<usize>, hook: impl Fn() + 'a) -> Self {
+        Self {
+            db,
+            statements: RefCell::default(),
+            hook_before,
+            hook: Box::new(hook),
+        }
+    }
+
+    fn before(&self, sql: &str) {
+        let number = self.statements.borrow().len();
+        if self.hook_before.contains(&number) {
+            (self.hook)();
+        }
+        let first = sql.split_whitespace().next().unwrap_or("").to_owned();
+        self.statements.borrow_mut().push(first);
+    }
+
+    fn statements(&self) -> Vec<String> {
+        self.statements.borrow().clone()
+    }
+}
+
+impl Storage for Watched<'_> {
+    async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<(), StorageError> {
+        self.before(sql);
+        self.db.execute(sql, params).await
+    }
+
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StorageError> {
+        self.before(sql);
+        self.db.query(sql, params).await
+    }
+}
+
+/// Debits `event` on a new connection of its own, on another thread (as another instance would).
+fn debit_elsewhere(fx: &Fixture, event: UsageEvent) -> DebitResult {
+    let path = fx.dir.path().join("ledger.db");
+    let catalog = fx.catalog.clone();
+    std::thread::spawn(move || {
+        let db = NativeDb::open(path).expect("open");
+        block_on(usage::record(&db, &catalog, &event, NOV_1)).expect("the other debit")
+    })
+    .join()
+    .expect("other thread")
+}
+
+fn message(id: &str) -> UsageEvent {
+    UsageEvent {
+        id: id.into(),
+        workspace_id: "w".into(),
+        agent_id: "a".into(),
+        kind: UsageKind::Message,
+        quantity: 1.into(),
+        occurred_at: "2026-11-01T00:00:00Z".into(),
+        direction: None,
+        to: None,
+        from: None,
+    }
+}
+
+/// A free-plan workspace (10 plan credits) with 10 credits in its wallet.
+fn funded() -> Fixture {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp1", "10", NOV_1);
+    fx
+}
+
+#[test]
+fn an_uncontended_debit_is_one_read_and_one_write() {
+    let fx = funded();
+    let before = fx.journal_rows();
+    let watched = Watched::new(&fx.db, vec![], || {});
+    let debited =
+        block_on(usage::record(&watched, &fx.catalog, &message("m1"), NOV_1)).expect("debit");
+    assert_eq!(watched.statements(), ["SELECT", "INSERT"]);
+    // Free plan: 10 credits granted, so the message (0.01) comes from plan credits.
+    assert_eq!(debited.charged, dec("0.01"));
+    assert_eq!(fx.balances("w"), (micros("9.99"), micros("10")));
+    assert_eq!(fx.journal_rows(), before + 1);
+    // The replay record carries the posted transaction id: a replay answers the same.
+    let replay = fx.debit("w", "a", "m1", UsageKind::Message, "1", NOV_1);
+    assert_eq!(replay, Ok(debited));
+    fx.assert_invariants();
+}
+
+#[test]
+fn a_debit_whose_workspace_changed_after_its_read_writes_nothing_and_decides_again() {
+    let fx = funded();
+    // Just before the fast path's write, another connection debits the same workspace.
+    let watched = Watched::new(&fx.db, vec![1], || {
+        debit_elsewhere(&fx, message("other"));
+    });
+    let debited =
+        block_on(usage::record(&watched, &fx.catalog, &message("m1"), NOV_1)).expect("debit");
+    // The first write found the workspace changed and wrote nothing; the second went through.
+    assert_eq!(
+        watched.statements(),
+        ["SELECT", "INSERT", "SELECT", "INSERT"]
+    );
+    assert_eq!(debited.plan_credits_remaining, dec("9.98"));
+    assert_eq!(fx.balances("w"), (micros("9.98"), micros("10")));
+    fx.assert_invariants();
+}
+
+#[test]
+fn a_debit_that_keeps_losing_the_race_takes_the_write_lock() {
+    let fx = funded();
+    let n = RefCell::new(0);
+    let watched = Watched::new(&fx.db, vec![1, 3], || {
+        *n.borrow_mut() += 1;
+        let id = format!("other-{}", n.borrow());
+        debit_elsewhere(&fx, message(&id));
+    });
+    let debited =
+        block_on(usage::record(&watched, &fx.catalog, &message("m1"), NOV_1)).expect("debit");
+    assert_eq!(
+        watched.statements(),
+        [
+            "SELECT", "INSERT", "SELECT", "INSERT", "BEGIN", "SELECT", "INSERT", "INSERT",
+            "INSERT", "COMMIT"
+        ]
+    );
+    assert_eq!(debited.plan_credits_remaining, dec("9.97"));
+    assert_eq!(fx.balances("w"), (micros("9.97"), micros("10")));
+    fx.assert_invariants();
+}
+
+#[test]
+fn a_concurrent_replay_of_the_same_event_is_answered_not_debited_twice() {
+    let fx = funded();
+    let first = RefCell::new(None);
+    let watched = Watched::new(&fx.db, vec![1], || {
+        *first.borrow_mut() = Some(debit_elsewhere(&fx, message("m1")));
+    });
+    let replayed =
+        block_on(usage::record(&watched, &fx.catalog, &message("m1"), NOV_1)).expect("replay");
+    drop(watched);
+    assert_eq!(Some(replayed), first.into_inner());
+    assert_eq!(fx.balances("w"), (micros("9.99"), micros("10")));
+    fx.assert_invariants();
+}
+
+/// Every row of the tables a debit writes, in a stable order.
+fn dump(db: &NativeDb) -> Vec<(&'static str, Vec<Row>)> {
+    [
+        ("workspaces", "SELECT * FROM workspaces ORDER BY id"),
+        ("transactions", "SELECT * FROM transactions ORDER BY id"),
+        ("journal", "SELECT * FROM journal ORDER BY id"),
+        ("agents", "SELECT * FROM agents ORDER BY 1, 2"),
+        (
+            "usage_events",
+            "SELECT workspace_id, event_id, request_hash, transaction_id, json(result), created_at
+             FROM usage_events ORDER BY 1, 2",
+        ),
+    ]
+    .into_iter()
+    .map(|(table, sql)| (table, block_on(db.query(sql, &[])).expect("dump")))
+    .collect()
+}
+
+/// One scenario through `record` with `unlocked_attempts`: plan credits, then the wallet, an
+/// agent's spend limit and stop policy, refusals, replays, a call's price, and running dry.
+fn scenario(unlocked_attempts: u32) -> (Vec<Result<DebitResult, LedgerError>>, Fixture) {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp1", "10", NOV_1);
+    let limits = |policy, limit: Option<&str>| AgentLimits {
+        overage_policy: policy,
+        monthly_spend_limit: limit.map(dec),
+        daily_call_limit: None,
+        max_concurrent_calls: None,
+    };
+    block_on(agents::put_limits(
+        &fx.db,
+        "w",
+        "capped",
+        &limits(OveragePolicy::UseBalance, Some("5")),
+        NOV_1,
+    ))
+    .expect("limits");
+    block_on(agents::put_limits(
+        &fx.db,
+        "w",
+        "stopper",
+        &limits(OveragePolicy::Stop, None),
+        NOV_1,
+    ))
+    .expect("limits");
+    let mut call = fx.event("w", "a", "call-1", UsageKind::Call, "61");
+    call.direction = Some(Direction::Outbound);
+    call.to = Some("+14155550123".into());
+    let record = |event: &UsageEvent| {
+        block_on(usage::record_with_attempts(
+            &fx.db,
+            &fx.catalog,
+            event,
+            NOV_1 + 3_600,
+            unlocked_attempts,
+        ))
+    };
+    let mut results: Vec<_> = [
+        fx.event("w", "a", "e1", UsageKind::Message, "1"),
+        fx.event("w", "capped", "e2", UsageKind::AiTask, "200"),
+        fx.event("w", "capped", "e3", UsageKind::AiTask, "100"),
+        fx.event("w", "a", "e1", UsageKind::Message, "1"),
+        fx.event("w", "a", "e1", UsageKind::Message, "2"),
+        call,
+        fx.event("w", "a", "e4", UsageKind::Stt, "200"),
+        fx.event("w", "a", "e5", UsageKind::Stt, "800"),
+        fx.event("w", "stopper", "e6", UsageKind::Message, "1"),
+        fx.event("w", "a", "e7", UsageKind::Stt, "100000"),
+    ]
+    .iter()
+    .map(record)
+    .collect();
+    // Spend exactly what is left, which starts the grace period; then nothing is affordable.
+    let left_micros = fx.state("w").wallet_micros;
+    let message_rate_micros = fx
+        .catalog
+        .unit_rate_micros(UsageKind::Message, None)
+        .expect("message rate");
+    assert_eq!(left_micros % message_rate_micros, 0, "{left_micros}");
+    let drain = UsageEvent {
+        quantity: (left_micros / message_rate_micros).into(),
+        ..fx.event("w", "a", "e8", UsageKind::Message, "1")
+    };
+    results.push(record(&drain));
+    results.push(record(&fx.event("w", "a", "e9", UsageKind::Message, "1")));
+    fx.assert_invariants();
+    (results, fx)
+}
+
+#[test]
+fn the_fast_path_writes_exactly_what_the_locked_path_writes() {
+    let (fast, fast_fx) = scenario(2);
+    let (locked, locked_fx) = scenario(0);
+    assert_eq!(fast, locked);
+    // The scenario reaches every branch: debits, a replay, a 409, the limit, the stop policy,
+    // running out of funds.
+    assert!(fast.iter().filter(|r| r.is_ok()).count() >= 5, "{fast:#?}");
+    for expected in [
+        LedgerError::IdempotencyConflict,
+        LedgerError::PlanCreditsExhausted,
+        LedgerError::InsufficientFunds,
+    ] {
+        assert!(
+            fast.contains(&Err(expected.clone())),
+            "{expected:?}: {fast:#?}"
+        );
+    }
+    assert!(
+        fast.iter()
+            .any(|r| matches!(r, Err(LedgerError::LimitReached { .. }))),
+        "{fast:#?}"
+    );
+    let ws = fast_fx.state("w");
+    assert_eq!((ws.plan_credits_micros, ws.wallet_micros), (0, 0));
+    assert_eq!(ws.exhausted_at, Some(NOV_1 + 3_600));
+    assert_eq!(dump(&fast_fx.db), dump(&locked_fx.db));
+}
