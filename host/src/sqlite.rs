@@ -61,6 +61,9 @@ impl SqliteDatabases {
             .keys()
             .map(|label| (label.clone(), WriteGate::default()))
             .collect();
+        for path in files.values() {
+            spawn_checkpointer(path.clone());
+        }
         Self { files, gates }
     }
 
@@ -93,6 +96,42 @@ impl SqliteDatabases {
         }))
         .map_err(io)?;
         Ok(conn)
+    }
+}
+
+/// How often the background checkpointer looks at a database's WAL.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Keeps one connection to `path` open for the life of the process, and checkpoints its WAL
+/// from it in the background (PASSIVE: never blocks a reader or a writer).
+///
+/// Two costs leave the request path with it. A guest's commit no longer copies the WAL back
+/// into the database once the WAL passes its `wal_autocheckpoint` (which, with the write turn
+/// held, made every waiting writer wait too). And closing an instance's connection is no longer
+/// closing the last one, which made SQLite checkpoint and delete the whole WAL every time an
+/// instance retired (every 128 requests). Real Spin has neither helper; the ledger is correct
+/// without them (its connections checkpoint themselves), just slower.
+fn spawn_checkpointer(path: PathBuf) {
+    let shown = path.display().to_string();
+    let spawned = std::thread::Builder::new()
+        .name("sqlite-checkpointer".into())
+        .spawn(move || {
+            let mut conn = None;
+            loop {
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+                // Opened once a component has created the file: never create it here.
+                if conn.is_none() && path.exists() {
+                    conn = rusqlite::Connection::open(&path).ok();
+                }
+                if let Some(conn) = &conn {
+                    // In rollback-journal mode (before a component switched the file to WAL)
+                    // this is a no-op; a checkpoint that found a lock busy simply runs next time.
+                    let _ = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        eprintln!("local-host: no background checkpointer for {shown}: {error}");
     }
 }
 
