@@ -11,7 +11,8 @@
 //! async functions use `spawn_blocking`, sync functions use `block_in_place`. The exception is a
 //! statement of a connection that holds its file's write turn (other than COMMIT, which may
 //! checkpoint): no other writer of this process can hold the lock then, and the thread hop would
-//! cost more than the statement. `execute-async` runs the statement to completion and then
+//! cost more than the statement. So is a `SELECT` on a file in WAL mode, where readers never
+//! wait for writers (a ledger debit reads outside any transaction). `execute-async` runs the statement to completion and then
 //! streams the collected rows, so a guest that leaves a row stream undrained can still call
 //! `changes` on the same connection without a deadlock.
 
@@ -144,6 +145,8 @@ pub struct Connection {
     /// Held from the first writing statement of a transaction until autocommit again.
     turn: Arc<Mutex<Option<tokio::sync::OwnedMutexGuard<()>>>>,
     gate: WriteGate,
+    /// Set once the file was seen in WAL mode (see [`Connection::in_wal_mode`]).
+    wal: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Connection {
@@ -152,7 +155,22 @@ impl Connection {
             conn: Arc::new(Mutex::new(conn)),
             turn: Arc::default(),
             gate,
+            wal: Arc::default(),
         }
+    }
+
+    /// Whether the file is in WAL mode, where a reader never waits for a writer. Remembered once
+    /// seen (the ledger switches its file to WAL at its first open and never back).
+    fn in_wal_mode(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.wal.load(Ordering::Relaxed) {
+            return true;
+        }
+        let wal = lock(&self.conn)
+            .pragma_query_value(None, "journal_mode", |row| row.get::<_, String>(0))
+            .is_ok_and(|mode| mode.eq_ignore_ascii_case("wal"));
+        self.wal.store(wal, Ordering::Relaxed);
+        wal
     }
 
     fn holds_turn(&self) -> bool {
@@ -199,6 +217,14 @@ fn starts_write(sql: &str) -> bool {
         | "REINDEX" => true,
         _ => false,
     }
+}
+
+/// Whether `sql` only reads: in WAL mode a reader never waits for a writer, so (outside a
+/// transaction) it runs on the calling thread instead of hopping to a blocking one.
+fn is_plain_read(sql: &str) -> bool {
+    sql.split_whitespace()
+        .next()
+        .is_some_and(|first| first.eq_ignore_ascii_case("SELECT"))
 }
 
 /// Whether `sql` ends a transaction (and may checkpoint the WAL, which syncs files).
@@ -405,7 +431,12 @@ impl<T: Send> HostConnectionWithStore<T> for Ctx {
     > {
         let conn = accessor.with(|mut access| get_connection(access.get(), &self_))?;
         conn.take_turn_for(&statement).await;
-        let executed = if conn.holds_turn() && !is_commit(&statement) {
+        let inline = if conn.holds_turn() {
+            !is_commit(&statement)
+        } else {
+            is_plain_read(&statement) && conn.in_wal_mode()
+        };
+        let executed = if inline {
             conn.run(&statement, &parameters)
         } else {
             blocking(move || conn.run(&statement, &parameters)).await?
