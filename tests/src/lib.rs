@@ -22,12 +22,20 @@ use std::time::{Duration, Instant};
 /// How long a host may take to print its `listening on` line (compiling components included).
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The workspace root (the parent of this crate's directory).
+/// The workspace root (the parent of this crate's directory, where `spin.toml` is).
+///
+/// Cargo sets `CARGO_MANIFEST_DIR` when it runs a test, so the checkout being tested wins over
+/// the path compiled into the binary: a target directory shared between checkouts may hold a
+/// binary built in another one.
 pub fn workspace_root() -> PathBuf {
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
-    here.parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| here.to_path_buf())
+    let compiled = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([compiled.clone()])
+        .filter_map(|crate_dir| crate_dir.parent().map(Path::to_path_buf))
+        .find(|root| root.join("spin.toml").is_file())
+        .unwrap_or(compiled)
 }
 
 /// The local host binary to run.
