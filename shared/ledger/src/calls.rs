@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agents::{self, AgentState, Funding, OveragePolicy};
 use crate::catalog::{self, CallRate, Catalog, Direction, NumberType};
+use crate::guarded;
 use crate::money;
 use crate::post::{self, Entry};
 use crate::row::{i, int, opt_int, t, text};
@@ -169,23 +170,119 @@ fn validate(request: &CallRequest) -> Result<String> {
         .map_err(|e| LedgerError::invalid("validation_error", "call", e.to_string()))
 }
 
+/// What an authorization needs from the catalog, priced before any storage access.
+struct Priced {
+    fingerprint: String,
+    number_type: NumberType,
+    rate: CallRate,
+    first_secs: i64,
+    hold_micros: i64,
+    hold_timeout_secs: i64,
+    grace_secs: i64,
+}
+
+fn price(catalog: &Catalog, request: &CallRequest) -> Result<Priced> {
+    let fingerprint = validate(request)?;
+    let number_type = catalog::number_type_of(&request.to);
+    let rate = catalog.call_rate(request.direction, &request.to, number_type)?;
+    let first_secs = rate.billed_secs(rate.increment_secs);
+    Ok(Priced {
+        fingerprint,
+        number_type,
+        hold_micros: rate.charge_for_secs(first_secs),
+        rate,
+        first_secs,
+        hold_timeout_secs: i64::from(catalog.settings().hold_timeout_secs),
+        grace_secs: i64::from(catalog.settings().inbound_grace_secs),
+    })
+}
+
+/// How an authorization is held, decided from the workspace and agent as read (R5, R6, R7).
+fn decide(
+    ws: &WorkspaceState,
+    agent: &AgentState,
+    request: &CallRequest,
+    priced: &Priced,
+    now: i64,
+) -> Result<(Funding, bool)> {
+    if agent
+        .daily_call_limit
+        .is_some_and(|limit| agent.day_calls >= limit)
+    {
+        return Err(LedgerError::LimitReached {
+            limit: LimitKind::DailyCallLimit,
+        });
+    }
+    if agent
+        .max_concurrent_calls
+        .is_some_and(|limit| agent.active_calls >= limit)
+    {
+        return Err(LedgerError::LimitReached {
+            limit: LimitKind::MaxConcurrentCalls,
+        });
+    }
+    match agents::fund(ws, agent, priced.hold_micros) {
+        Ok(funding) => Ok((funding, false)),
+        Err(LedgerError::InsufficientFunds)
+            if inbound_grace_open(
+                ws,
+                request.direction,
+                priced.number_type,
+                now,
+                priced.grace_secs,
+            ) =>
+        {
+            Ok((Funding::default(), true))
+        }
+        Err(refused) => Err(refused),
+    }
+}
+
+fn authorized(request: &CallRequest, funding: Funding, grace: bool) -> CallAuthorized {
+    CallAuthorized {
+        call_id: request.call_id.clone(),
+        status: "authorized".into(),
+        held: money::to_decimal(funding.total()),
+        grace,
+    }
+}
+
 /// Authorizes a call: checks billing, limits and funds, and reserves its first increment.
 /// Replaying the same request returns the call as it is; another request with the same call id
 /// is an idempotency conflict.
+///
+/// Like a debit (`guarded.rs`), a new call on a workspace without overdue holds is one read and
+/// one guarded write; a replay, overdue holds to post first, or two lost races take the
+/// transactional path.
 pub async fn authorize<S: Storage>(
     db: &S,
     catalog: &Catalog,
     request: &CallRequest,
     real_now_secs: i64,
 ) -> Result<CallAuthorized> {
-    let fingerprint = validate(request)?;
-    let number_type = catalog::number_type_of(&request.to);
-    let rate = catalog.call_rate(request.direction, &request.to, number_type)?;
-    let hold_timeout_secs = i64::from(catalog.settings().hold_timeout_secs);
-    let grace_secs = i64::from(catalog.settings().inbound_grace_secs);
+    authorize_with_attempts(db, catalog, request, real_now_secs, guarded::ATTEMPTS).await
+}
+
+/// [`authorize`] with a chosen number of unlocked attempts (tests force the locked path with 0).
+#[doc(hidden)]
+pub async fn authorize_with_attempts<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    request: &CallRequest,
+    real_now_secs: i64,
+    unlocked_attempts: u32,
+) -> Result<CallAuthorized> {
+    let priced = price(catalog, request)?;
+    for _ in 0..unlocked_attempts {
+        match authorize_unlocked(db, catalog, request, &priced, real_now_secs).await? {
+            Unlocked::Done(answer) => return Ok(answer),
+            Unlocked::Raced => {}
+            Unlocked::NeedsLock => break,
+        }
+    }
     tx::immediate(db, async |db| {
         if let Some(existing) = find_call(db, &request.call_id).await? {
-            if existing.request_hash != fingerprint {
+            if existing.request_hash != priced.fingerprint {
                 return Err(LedgerError::IdempotencyConflict);
             }
             return Ok(CallAuthorized {
@@ -207,21 +304,7 @@ pub async fn authorize<S: Storage>(
             ws
         };
         let agent = agents::load(db, &ws, &request.agent_id, now).await?;
-        if agent.daily_call_limit.is_some_and(|limit| agent.day_calls >= limit) {
-            return Err(LedgerError::LimitReached { limit: LimitKind::DailyCallLimit });
-        }
-        if agent.max_concurrent_calls.is_some_and(|limit| agent.active_calls >= limit) {
-            return Err(LedgerError::LimitReached { limit: LimitKind::MaxConcurrentCalls });
-        }
-        let first_secs = rate.billed_secs(rate.increment_secs);
-        let hold_micros = rate.charge_for_secs(first_secs);
-        let (funding, grace) = match agents::fund(&ws, &agent, hold_micros) {
-            Ok(funding) => (funding, false),
-            Err(LedgerError::InsufficientFunds) if inbound_grace_open(&ws, request.direction, number_type, now, grace_secs) => {
-                (Funding::default(), true)
-            }
-            Err(refused) => return Err(refused),
-        };
+        let (funding, grace) = decide(&ws, &agent, request, &priced, now)?;
         db.execute(
             "INSERT INTO calls (call_id, workspace_id, agent_id, direction, to_number, from_number, number_type,
                  rate_micros, increment_secs, minimum_secs, status, grace, reserved_secs, held_plan_micros,
@@ -234,17 +317,17 @@ pub async fn authorize<S: Storage>(
                 t(request.direction.as_str()),
                 t(&request.to),
                 t(&request.from),
-                t(number_type.as_str()),
-                i(rate.per_minute_micros),
-                i(rate.increment_secs),
-                i(rate.minimum_secs),
+                t(priced.number_type.as_str()),
+                i(priced.rate.per_minute_micros),
+                i(priced.rate.increment_secs),
+                i(priced.rate.minimum_secs),
                 i(i64::from(grace)),
-                i(first_secs),
+                i(priced.first_secs),
                 i(funding.from_plan_micros),
                 i(funding.from_wallet_micros),
-                t(&fingerprint),
+                t(&priced.fingerprint),
                 i(now),
-                i(now + hold_timeout_secs),
+                i(now + priced.hold_timeout_secs),
             ],
         )
         .await?;
@@ -263,14 +346,126 @@ pub async fn authorize<S: Storage>(
             // just added this hold to the workspace's holds; nothing else moved since `ws`).
             workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
         }
-        Ok(CallAuthorized {
-            call_id: request.call_id.clone(),
-            status: "authorized".into(),
-            held: money::to_decimal(funding.total()),
-            grace,
-        })
+        Ok(authorized(request, funding, grace))
     })
     .await
+}
+
+/// What an authorization's decision depends on, re-read by its guarded write (`guarded.rs`):
+/// `?1` is the workspace, `?2` the agent, `?3` the call id, `?4` the real time. The last two
+/// columns send the authorization to the transactional path: the call id already exists (a
+/// replay or a conflict), or the workspace has overdue holds to post first.
+const CALL_STAMP: &str = "workspaces.plan_id, workspaces.plan_credits_micros,
+    workspaces.wallet_micros, workspaces.held_plan_micros, workspaces.held_wallet_micros,
+    workspaces.exhausted_at, workspaces.cycle_start_at, workspaces.test_clock_at,
+    workspaces.timezone,
+    a.overage_policy, a.monthly_spend_limit_micros, a.daily_call_limit, a.max_concurrent_calls,
+    a.spend_cycle_start_at, a.cycle_spend_micros, a.call_day, a.day_calls,
+    (SELECT COUNT(*) FROM calls c WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active'),
+    (SELECT COALESCE(SUM(c.held_plan_micros + c.held_wallet_micros), 0) FROM calls c
+     WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active'),
+    EXISTS (SELECT 1 FROM calls WHERE call_id = ?3),
+    EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = ?1 AND c.status = 'active'
+            AND c.expires_at <= COALESCE(workspaces.test_clock_at, ?4))";
+
+/// How many columns [`CALL_STAMP`] selects.
+const CALL_STAMP_COLUMN_COUNT: usize = 21;
+
+/// The first parameter number of the stamp in [`authorize_unlocked`]'s write.
+const CALL_STAMP_FIRST_PARAM: usize = 22;
+
+/// What the fast path of an authorization did.
+enum Unlocked {
+    /// Authorized or refused: the answer.
+    Done(CallAuthorized),
+    /// Another writer changed what it read: nothing was written.
+    Raced,
+    /// A replay, or overdue holds to post first: only the transactional path does these.
+    NeedsLock,
+}
+
+/// The fast path of [`authorize`]: one read, then the call, the agent's day count and the grace
+/// mark in ONE statement (`call_authorize`'s trigger, schema.rs), guarded by [`CALL_STAMP`].
+async fn authorize_unlocked<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    request: &CallRequest,
+    priced: &Priced,
+    real_now_secs: i64,
+) -> Result<Unlocked> {
+    let sql = format!(
+        "SELECT {WORKSPACE_COLUMNS}, {AGENT_COLUMNS}, {CALL_STAMP}
+         FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
+         WHERE workspaces.id = ?1",
+        WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
+        AGENT_COLUMNS = agents::AGENT_COLUMNS,
+    );
+    let params = [
+        t(&request.workspace_id),
+        t(&request.agent_id),
+        t(&request.call_id),
+        i(real_now_secs),
+    ];
+    let rows = db.query(&sql, &params).await?;
+    // An unknown workspace: the transactional path tells a conflicting call id from a 404.
+    let Some(row) = rows.first() else {
+        return Ok(Unlocked::NeedsLock);
+    };
+    let stamp_first = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
+    let stamp = guarded::stamp_of(row, stamp_first, CALL_STAMP_COLUMN_COUNT)?;
+    let needs_lock = |value: &crate::SqlValue| *value != crate::SqlValue::Integer(0);
+    if stamp[CALL_STAMP_COLUMN_COUNT - 2..].iter().any(needs_lock) {
+        return Ok(Unlocked::NeedsLock);
+    }
+    let ws = workspace::from_row(row)?;
+    if ws.plan_id.is_none() {
+        return Err(LedgerError::BillingNotConfigured);
+    }
+    let now = ws.now(real_now_secs);
+    let agent = agents::from_columns(
+        &ws,
+        &request.agent_id,
+        now,
+        row,
+        workspace::WORKSPACE_COLUMN_COUNT,
+    )?;
+    let (funding, grace) = decide(&ws, &agent, request, priced, now)?;
+    let sql = format!(
+        "INSERT INTO call_authorize (call_id, workspace_id, agent_id, direction, to_number,
+             from_number, number_type, rate_micros, increment_secs, minimum_secs, grace,
+             reserved_secs, held_plan_micros, held_wallet_micros, request_hash, started_at,
+             expires_at, spend_cycle_start_at, call_day)
+         SELECT ?3, ?1, ?2, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
+             ?20
+         WHERE (SELECT COALESCE(MAX(version), 0) FROM catalog_versions) = ?21 AND {}
+         RETURNING grace",
+        guarded::stamp_unchanged(CALL_STAMP, CALL_STAMP_COLUMN_COUNT, CALL_STAMP_FIRST_PARAM)
+    );
+    let mut params = params.to_vec();
+    params.extend([
+        t(request.direction.as_str()),
+        t(&request.to),
+        t(&request.from),
+        t(priced.number_type.as_str()),
+        i(priced.rate.per_minute_micros),
+        i(priced.rate.increment_secs),
+        i(priced.rate.minimum_secs),
+        i(i64::from(grace)),
+        i(priced.first_secs),
+        i(funding.from_plan_micros),
+        i(funding.from_wallet_micros),
+        t(&priced.fingerprint),
+        i(now),
+        i(now + priced.hold_timeout_secs),
+        i(ws.cycle_start_at.unwrap_or(0)),
+        t(&agent.today),
+        i(catalog.version),
+    ]);
+    params.extend(stamp);
+    Ok(match guarded::write(db, &sql, &params).await? {
+        Some(_) => Unlocked::Done(authorized(request, funding, grace)),
+        None => Unlocked::Raced,
+    })
 }
 
 /// R7: inbound calls to standard numbers keep working for the grace period after the balance ran

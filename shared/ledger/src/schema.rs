@@ -32,6 +32,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 4,
         statements: V4,
     },
+    Migration {
+        version: 5,
+        statements: V5,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -390,6 +394,47 @@ const V4: &[&str] = &[
         INSERT INTO usage_events (workspace_id, event_id, request_hash, transaction_id, result, created_at)
         VALUES (NEW.workspace_id, NEW.event_id, NEW.request_hash, NEW.transaction_id,
                 json_set(NEW.result, '$.transaction_id', NEW.transaction_id), NEW.created_at);
+     END",
+];
+
+/// A call authorization as ONE statement, like a debit (V4): inserting a row into this view
+/// inserts the call (whose trigger adds its hold to the workspace's holds), counts it in the
+/// agent's day (resetting a cycle's spend or a day's count that is over, creating the agent on
+/// first use), and starts the grace period: at once for a grace call, else if the hold left
+/// nothing available (`calls::authorize_unlocked`).
+const V5: &[&str] = &[
+    "CREATE VIEW call_authorize AS SELECT
+        NULL AS call_id, NULL AS workspace_id, NULL AS agent_id, NULL AS direction,
+        NULL AS to_number, NULL AS from_number, NULL AS number_type, NULL AS rate_micros,
+        NULL AS increment_secs, NULL AS minimum_secs, NULL AS grace, NULL AS reserved_secs,
+        NULL AS held_plan_micros, NULL AS held_wallet_micros, NULL AS request_hash,
+        NULL AS started_at, NULL AS expires_at, NULL AS spend_cycle_start_at, NULL AS call_day
+     WHERE 0",
+    "CREATE TRIGGER call_authorize_hold INSTEAD OF INSERT ON call_authorize
+     BEGIN
+        INSERT INTO calls (call_id, workspace_id, agent_id, direction, to_number, from_number,
+                           number_type, rate_micros, increment_secs, minimum_secs, status, grace,
+                           reserved_secs, held_plan_micros, held_wallet_micros, request_hash,
+                           started_at, expires_at)
+        VALUES (NEW.call_id, NEW.workspace_id, NEW.agent_id, NEW.direction, NEW.to_number,
+                NEW.from_number, NEW.number_type, NEW.rate_micros, NEW.increment_secs,
+                NEW.minimum_secs, 'active', NEW.grace, NEW.reserved_secs, NEW.held_plan_micros,
+                NEW.held_wallet_micros, NEW.request_hash, NEW.started_at, NEW.expires_at);
+        INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros,
+                            call_day, day_calls, created_at)
+        VALUES (NEW.workspace_id, NEW.agent_id, NEW.spend_cycle_start_at, 0, NEW.call_day, 1,
+                NEW.started_at)
+        ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+            cycle_spend_micros = CASE WHEN spend_cycle_start_at = excluded.spend_cycle_start_at
+                                      THEN cycle_spend_micros ELSE 0 END,
+            spend_cycle_start_at = excluded.spend_cycle_start_at,
+            day_calls = CASE WHEN call_day = excluded.call_day THEN day_calls ELSE 0 END + 1,
+            call_day = excluded.call_day;
+        UPDATE workspaces SET exhausted_at = COALESCE(exhausted_at, NEW.started_at)
+        WHERE id = NEW.workspace_id AND NEW.grace = 1;
+        UPDATE workspaces SET exhausted_at = NEW.started_at
+        WHERE id = NEW.workspace_id AND NEW.grace = 0 AND exhausted_at IS NULL
+          AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0;
      END",
 ];
 

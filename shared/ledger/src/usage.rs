@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use crate::agents::{self, AgentState, Funding};
 use crate::calendar;
 use crate::catalog::{self, Catalog, Direction, UsageKind};
+use crate::guarded;
 use crate::money::{self, MICROS_PER_UNIT};
 use crate::post::{self, Entry};
-use crate::row::{i, int, opt_text, t, text};
+use crate::row::{i, opt_text, t, text};
 use crate::storage::Storage;
 use crate::tx;
 use crate::workspace::{self, WorkspaceState};
@@ -130,24 +131,20 @@ fn fingerprint(event: &UsageEvent) -> Result<String> {
     serde_json::to_string(event).map_err(|e| invalid("event", &e.to_string()))
 }
 
-/// How many times a debit tries its one-statement write (see [`debit_unlocked`]) before it takes
-/// the write lock for its whole read-decide-write instead.
-const UNLOCKED_ATTEMPTS: u32 = 2;
-
 /// Debits one usage event, atomically.
 ///
 /// The fast path reads without a transaction, decides in Rust, and writes everything in ONE
 /// statement guarded by what it read (one host round trip holding the write lock, where a
 /// `BEGIN IMMEDIATE` ... `COMMIT` debit holds it for five). If another writer changed any of it
-/// meanwhile the write changes nothing and the debit starts again; after
-/// [`UNLOCKED_ATTEMPTS`] such races (a busy workspace) it runs inside one write transaction.
+/// meanwhile the write changes nothing and the debit starts again; after two such races (a busy
+/// workspace) it runs inside one write transaction (`guarded.rs`).
 pub async fn record<S: Storage>(
     db: &S,
     catalog: &Catalog,
     event: &UsageEvent,
     real_now_secs: i64,
 ) -> Result<DebitResult> {
-    record_with_attempts(db, catalog, event, real_now_secs, UNLOCKED_ATTEMPTS).await
+    record_with_attempts(db, catalog, event, real_now_secs, guarded::ATTEMPTS).await
 }
 
 /// [`record`] with a chosen number of unlocked attempts (tests force the locked path with 0).
@@ -340,10 +337,10 @@ const DEBIT_STAMP_COLUMN_COUNT: usize = 17;
 /// The first parameter number of the stamp in [`debit_unlocked`]'s statement.
 const DEBIT_STAMP_FIRST_PARAM: usize = 19;
 
-/// The fast path of [`record`]: reads (no transaction), decides, then writes the posting, the
-/// agent's spend, the grace mark and the replay record in ONE statement (`usage_debit`'s trigger,
-/// schema.rs), which changes nothing unless the stamp and the catalog version are still as read.
-/// `None`: another writer got there first; nothing was written.
+/// The fast path of [`record`] (see `guarded.rs`): reads, decides, then writes the posting, the
+/// agent's spend, the grace mark and the replay record in ONE statement (`usage_debit`'s
+/// trigger, schema.rs) that changes nothing unless the stamp and the catalog version are still
+/// as read. `None`: another writer got there first; nothing was written.
 async fn debit_unlocked<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -362,10 +359,6 @@ async fn debit_unlocked<S: Storage>(
         funding,
         mut result,
     } = decide(&ws, &agent, event, rated, real_now_secs)?;
-    let stamp_params = (0..DEBIT_STAMP_COLUMN_COUNT)
-        .map(|k| format!("?{}", DEBIT_STAMP_FIRST_PARAM + k))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
         "INSERT INTO usage_debit (workspace_id, agent_id, event_id, request_hash, result,
              transaction_id, kind, quantity_micros, unit, rate_micros, plan_delta_micros,
@@ -373,11 +366,13 @@ async fn debit_unlocked<S: Storage>(
              spend_cycle_start_at, call_day)
          SELECT ?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(id), 0) + 1 FROM transactions), ?6, ?7,
              ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
-         WHERE (SELECT COALESCE(MAX(version), 0) FROM catalog_versions) = ?18
-           AND (SELECT {DEBIT_STAMP} FROM workspaces
-                LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
-                WHERE workspaces.id = ?1) IS ({stamp_params})
-         RETURNING transaction_id"
+         WHERE (SELECT COALESCE(MAX(version), 0) FROM catalog_versions) = ?18 AND {}
+         RETURNING transaction_id",
+        guarded::stamp_unchanged(
+            DEBIT_STAMP,
+            DEBIT_STAMP_COLUMN_COUNT,
+            DEBIT_STAMP_FIRST_PARAM
+        )
     );
     let mut params = vec![
         t(&ws.id),
@@ -400,17 +395,10 @@ async fn debit_unlocked<S: Storage>(
         i(catalog.version),
     ];
     params.extend(stamp);
-    let written = match db.query(&sql, &params).await {
-        Ok(rows) => rows,
-        // Another connection held the write lock past the busy timeout: the same as losing
-        // the race, nothing was written.
-        Err(error) if error.kind == crate::StorageErrorKind::Busy => return Ok(None),
-        Err(error) => return Err(error.into()),
-    };
-    let Some(row) = written.first() else {
+    let Some(transaction_id) = guarded::write(db, &sql, &params).await? else {
         return Ok(None);
     };
-    result.transaction_id = int(row, 0)?;
+    result.transaction_id = transaction_id;
     Ok(Some(result))
 }
 
@@ -484,14 +472,7 @@ async fn read_for_debit<S: Storage>(
         row,
         workspace::WORKSPACE_COLUMN_COUNT,
     )?;
-    let stamp = row
-        .get(REPLAY_FIRST + 2..REPLAY_FIRST + 2 + DEBIT_STAMP_COLUMN_COUNT)
-        .ok_or_else(|| {
-            LedgerError::Storage(crate::StorageError::from_sqlite_message(
-                "debit read returned too few columns",
-            ))
-        })?
-        .to_vec();
+    let stamp = guarded::stamp_of(row, REPLAY_FIRST + 2, DEBIT_STAMP_COLUMN_COUNT)?;
     Ok(DebitRead::Fresh {
         ws: Box::new(ws),
         agent: Box::new(agent),

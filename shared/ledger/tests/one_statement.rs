@@ -1,18 +1,20 @@
-//! A usage debit's fast path: one read and one guarded write, no transaction (usage::record).
-//! It must write exactly what the locked path writes, and write nothing when another connection
-//! changed what it read in between.
+//! The fast paths of a usage debit and a call authorization: one read and one guarded write, no
+//! transaction (ledger `guarded.rs`). Each must write exactly what its locked path writes, and
+//! write nothing when another connection changed what it read in between.
 
 mod common;
 
 use std::cell::RefCell;
 
-use common::{Fixture, NOV_1, dec, micros};
+use common::{DAY, Fixture, NOV_1, dec, micros};
 use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
-use ledger::catalog::{Direction, UsageKind};
+use ledger::calls::{self, CallAuthorized, CallRequest};
+use ledger::catalog::{self, Direction, UsageKind};
 use ledger::native::NativeDb;
 use ledger::usage::{self, DebitResult, UsageEvent};
-use ledger::{LedgerError, Row, SqlValue, Storage, StorageError};
+use ledger::{LedgerError, LimitKind, Row, SqlValue, Storage, StorageError};
+use rust_decimal::Decimal;
 
 /// The ledger's connection, recording each statement's first word, and running `hook` (on
 /// another connection) just before the statements whose numbers `hook_before` lists.
@@ -284,5 +286,164 @@ fn the_fast_path_writes_exactly_what_the_locked_path_writes() {
     let ws = fast_fx.state("w");
     assert_eq!((ws.plan_credits_micros, ws.wallet_micros), (0, 0));
     assert_eq!(ws.exhausted_at, Some(NOV_1 + 3_600));
+    assert_eq!(dump(&fast_fx.db), dump(&locked_fx.db));
+}
+
+fn call_request(ws: &str, agent: &str, call_id: &str, direction: Direction) -> CallRequest {
+    CallRequest {
+        workspace_id: ws.into(),
+        agent_id: agent.into(),
+        call_id: call_id.into(),
+        direction,
+        to: "+14155550123".into(),
+        from: "+14155550100".into(),
+    }
+}
+
+#[test]
+fn an_uncontended_authorization_is_one_read_and_one_write() {
+    let fx = funded();
+    let watched = Watched::new(&fx.db, vec![], || {});
+    let request = call_request("w", "a", "c1", Direction::Outbound);
+    let authorized =
+        block_on(calls::authorize(&watched, &fx.catalog, &request, NOV_1)).expect("authorized");
+    assert_eq!(watched.statements(), ["SELECT", "INSERT"]);
+    let ws = fx.state("w");
+    assert!(authorized.held > Decimal::ZERO, "{authorized:?}");
+    assert_eq!(
+        ws.held_plan_micros + ws.held_wallet_micros,
+        micros(&authorized.held.to_string())
+    );
+    // A replay goes the transactional way and answers the call as it is.
+    let watched = Watched::new(&fx.db, vec![], || {});
+    let replay = block_on(calls::authorize(&watched, &fx.catalog, &request, NOV_1));
+    let active = CallAuthorized {
+        status: "active".into(),
+        ..authorized
+    };
+    assert_eq!(replay, Ok(active));
+    assert_eq!(watched.statements()[..2], ["SELECT", "BEGIN"]);
+    fx.assert_invariants();
+}
+
+/// One scenario of authorizations with `unlocked_attempts`: a call and its replay and conflict,
+/// the daily and concurrency limits, the stop policy, a hold that uses up the balance, inbound
+/// grace, refusals, and overdue holds posted before a new call.
+fn call_scenario(unlocked_attempts: u32) -> (Vec<Result<CallAuthorized, LedgerError>>, Fixture) {
+    let fx = funded();
+    for (id, plan) in [("dry", "free"), ("edge", "free")] {
+        fx.subscribed(id, plan, NOV_1);
+    }
+    let limits = |policy, daily, concurrent| AgentLimits {
+        overage_policy: policy,
+        monthly_spend_limit: None,
+        daily_call_limit: daily,
+        max_concurrent_calls: concurrent,
+    };
+    for (ws, agent, limits) in [
+        (
+            "w",
+            "daily",
+            limits(OveragePolicy::UseBalance, Some(2), None),
+        ),
+        (
+            "w",
+            "single",
+            limits(OveragePolicy::UseBalance, None, Some(1)),
+        ),
+        ("dry", "stopper", limits(OveragePolicy::Stop, None, None)),
+    ] {
+        block_on(agents::put_limits(&fx.db, ws, agent, &limits, NOV_1)).expect("limits");
+    }
+    // "dry" spends its 10 plan credits; "edge" keeps exactly one outbound hold's worth.
+    let message_rate_micros = fx
+        .catalog
+        .unit_rate_micros(UsageKind::Message, None)
+        .expect("rate");
+    let to = "+14155550123";
+    let rate = fx
+        .catalog
+        .call_rate(Direction::Outbound, to, catalog::number_type_of(to))
+        .expect("call rate");
+    let hold_micros = rate.charge_for_secs(rate.billed_secs(rate.increment_secs));
+    for (ws, keep_micros) in [("dry", 0), ("edge", hold_micros)] {
+        let spend_micros = micros("10") - keep_micros;
+        assert_eq!(spend_micros % message_rate_micros, 0);
+        let event = UsageEvent {
+            quantity: (spend_micros / message_rate_micros).into(),
+            ..fx.event(ws, "a", "drain", UsageKind::Message, "1")
+        };
+        block_on(usage::record(&fx.db, &fx.catalog, &event, NOV_1)).expect("drain");
+    }
+    let authorize = |request: &CallRequest, now| {
+        block_on(calls::authorize_with_attempts(
+            &fx.db,
+            &fx.catalog,
+            request,
+            now,
+            unlocked_attempts,
+        ))
+    };
+    let at = NOV_1 + 60;
+    let mut conflicting = call_request("w", "a", "c1", Direction::Outbound);
+    conflicting.from = "+14155550199".into();
+    let mut results: Vec<_> = [
+        call_request("w", "a", "c1", Direction::Outbound),
+        call_request("w", "a", "c1", Direction::Outbound),
+        conflicting,
+        call_request("w", "daily", "d1", Direction::Outbound),
+        call_request("w", "daily", "d2", Direction::Outbound),
+        call_request("w", "daily", "d3", Direction::Outbound),
+        call_request("w", "single", "s1", Direction::Outbound),
+        call_request("w", "single", "s2", Direction::Outbound),
+        call_request("dry", "stopper", "x1", Direction::Outbound),
+        call_request("dry", "a", "x2", Direction::Outbound),
+        call_request("dry", "a", "x3", Direction::Inbound),
+        call_request("edge", "a", "e1", Direction::Outbound),
+        call_request("edge", "a", "e2", Direction::Outbound),
+        call_request("nowhere", "a", "n1", Direction::Outbound),
+    ]
+    .iter()
+    .map(|request| authorize(request, at))
+    .collect();
+    // A day later every hold above is overdue: they are posted before the new call.
+    results.push(authorize(
+        &call_request("w", "a", "late", Direction::Outbound),
+        at + DAY,
+    ));
+    fx.assert_invariants();
+    (results, fx)
+}
+
+#[test]
+fn the_fast_authorization_writes_exactly_what_the_locked_one_writes() {
+    let (fast, fast_fx) = call_scenario(2);
+    let (locked, locked_fx) = call_scenario(0);
+    assert_eq!(fast, locked);
+    let grace: Vec<bool> = fast.iter().flatten().map(|a| a.grace).collect();
+    assert_eq!(grace.iter().filter(|g| **g).count(), 1, "{fast:#?}");
+    for expected in [
+        LedgerError::IdempotencyConflict,
+        LedgerError::LimitReached {
+            limit: LimitKind::DailyCallLimit,
+        },
+        LedgerError::LimitReached {
+            limit: LimitKind::MaxConcurrentCalls,
+        },
+        LedgerError::PlanCreditsExhausted,
+        LedgerError::InsufficientFunds,
+        LedgerError::NotFound { what: "workspace" },
+    ] {
+        assert!(
+            fast.contains(&Err(expected.clone())),
+            "{expected:?}: {fast:#?}"
+        );
+    }
+    // The hold that used "edge"'s last credits started its grace period.
+    assert_eq!(fast_fx.state("edge").exhausted_at, Some(NOV_1 + 60));
+    let calls_of = |db: &NativeDb| {
+        block_on(db.query("SELECT * FROM calls ORDER BY call_id", &[])).expect("calls")
+    };
+    assert_eq!(calls_of(&fast_fx.db), calls_of(&locked_fx.db));
     assert_eq!(dump(&fast_fx.db), dump(&locked_fx.db));
 }

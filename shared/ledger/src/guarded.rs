@@ -1,0 +1,57 @@
+//! One-statement writes guarded by what they were decided from (the hot paths: `usage::record`,
+//! `calls::authorize`).
+//!
+//! The operation reads without a transaction, decides in Rust, then writes everything in ONE
+//! `INSERT INTO <view> SELECT ... WHERE <the stamp is still as read>`: the view's INSTEAD OF
+//! trigger (schema.rs) does the writes. The stamp is a list of SQL expressions over the
+//! workspace (`workspaces`, parameter `?1`) and its agent (`a`, parameter `?2`): everything the
+//! decision depended on. If another writer changed any of it in between, the SELECT yields no
+//! row, nothing is written, and the caller decides again. In Wasm that is one host round trip
+//! holding the write lock, where a `BEGIN IMMEDIATE` ... `COMMIT` operation holds it for several.
+
+use crate::row::int;
+use crate::storage::{Row, SqlValue, Storage, StorageErrorKind};
+use crate::{LedgerError, Result};
+
+/// How many times a hot path tries its guarded write before it runs as one write transaction.
+pub(crate) const ATTEMPTS: u32 = 2;
+
+/// `FROM` clause the stamps are written against.
+const STAMP_FROM: &str = "FROM workspaces
+    LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
+    WHERE workspaces.id = ?1";
+
+/// The guard: the stamp, evaluated now, `IS` the values read (bound from `?first_param` on).
+pub(crate) fn stamp_unchanged(stamp: &str, stamp_columns: usize, first_param: usize) -> String {
+    let read = (first_param..first_param + stamp_columns)
+        .map(|n| format!("?{n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("(SELECT {stamp} {STAMP_FROM}) IS ({read})")
+}
+
+/// The stamp's values in a row that selected it from column `first` on.
+pub(crate) fn stamp_of(row: &Row, first: usize, stamp_columns: usize) -> Result<Vec<SqlValue>> {
+    row.get(first..first + stamp_columns)
+        .map(<[SqlValue]>::to_vec)
+        .ok_or_else(|| {
+            LedgerError::Storage(crate::StorageError::from_sqlite_message(
+                "a read returned fewer columns than its stamp",
+            ))
+        })
+}
+
+/// Runs a guarded `INSERT ... RETURNING <one integer>`: `Some(value)` if it wrote, `None` if the
+/// guard found the state changed (or another connection held the lock past the busy timeout):
+/// then nothing was written.
+pub(crate) async fn write<S: Storage>(
+    db: &S,
+    sql: &str,
+    params: &[SqlValue],
+) -> Result<Option<i64>> {
+    match db.query(sql, params).await {
+        Ok(rows) => rows.first().map(|row| int(row, 0)).transpose(),
+        Err(error) if error.kind == StorageErrorKind::Busy => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
