@@ -101,7 +101,7 @@ impl SqliteDatabases {
 }
 
 /// How often the background checkpointer looks at a database's WAL.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(50);
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Keeps one connection to `path` open for the life of the process, and checkpoints its WAL
 /// from it in the background (PASSIVE: never blocks a reader or a writer).
