@@ -238,6 +238,33 @@ fn decide(
     }
 }
 
+/// A new call's columns from `direction` to `expires_at`, in the order both the transactional
+/// insert and `call_authorize` list them.
+fn hold_values(
+    request: &CallRequest,
+    priced: &Priced,
+    funding: &Funding,
+    grace: bool,
+    now: i64,
+) -> [crate::SqlValue; 14] {
+    [
+        t(request.direction.as_str()),
+        t(&request.to),
+        t(&request.from),
+        t(priced.number_type.as_str()),
+        i(priced.rate.per_minute_micros),
+        i(priced.rate.increment_secs),
+        i(priced.rate.minimum_secs),
+        i(i64::from(grace)),
+        i(priced.first_secs),
+        i(funding.from_plan_micros),
+        i(funding.from_wallet_micros),
+        t(&priced.fingerprint),
+        i(now),
+        i(now + priced.hold_timeout_secs),
+    ]
+}
+
 fn authorized(request: &CallRequest, funding: Funding, grace: bool) -> CallAuthorized {
     CallAuthorized {
         call_id: request.call_id.clone(),
@@ -311,24 +338,10 @@ pub async fn authorize_with_attempts<S: Storage>(
                  held_wallet_micros, request_hash, started_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             &[
-                t(&request.call_id),
-                t(&ws.id),
-                t(&agent.agent_id),
-                t(request.direction.as_str()),
-                t(&request.to),
-                t(&request.from),
-                t(priced.number_type.as_str()),
-                i(priced.rate.per_minute_micros),
-                i(priced.rate.increment_secs),
-                i(priced.rate.minimum_secs),
-                i(i64::from(grace)),
-                i(priced.first_secs),
-                i(funding.from_plan_micros),
-                i(funding.from_wallet_micros),
-                t(&priced.fingerprint),
-                i(now),
-                i(now + priced.hold_timeout_secs),
-            ],
+                [t(&request.call_id), t(&ws.id), t(&agent.agent_id)].as_slice(),
+                &hold_values(request, &priced, &funding, grace, now),
+            ]
+            .concat(),
         )
         .await?;
         agents::record_use(db, &ws, &agent, 0, 1, now).await?;
@@ -442,21 +455,8 @@ async fn authorize_unlocked<S: Storage>(
         guarded::stamp_unchanged(CALL_STAMP, CALL_STAMP_COLUMN_COUNT, CALL_STAMP_FIRST_PARAM)
     );
     let mut params = params.to_vec();
+    params.extend(hold_values(request, priced, &funding, grace, now));
     params.extend([
-        t(request.direction.as_str()),
-        t(&request.to),
-        t(&request.from),
-        t(priced.number_type.as_str()),
-        i(priced.rate.per_minute_micros),
-        i(priced.rate.increment_secs),
-        i(priced.rate.minimum_secs),
-        i(i64::from(grace)),
-        i(priced.first_secs),
-        i(funding.from_plan_micros),
-        i(funding.from_wallet_micros),
-        t(&priced.fingerprint),
-        i(now),
-        i(now + priced.hold_timeout_secs),
         i(ws.cycle_start_at.unwrap_or(0)),
         t(&agent.today),
         i(catalog.version),

@@ -257,6 +257,29 @@ fn decide(
     })
 }
 
+/// A debit read and decided: its first result if it is a replay, else the state it was decided
+/// from (with the stamp its guarded write checks) and the decision.
+enum Prepared {
+    Replay(Box<DebitResult>),
+    Fresh(Box<(WorkspaceState, AgentState, Vec<crate::SqlValue>, Decided)>),
+}
+
+async fn read_and_decide<S: Storage>(
+    db: &S,
+    event: &UsageEvent,
+    rated: &Rated,
+    fingerprint: &str,
+    real_now_secs: i64,
+) -> Result<Prepared> {
+    match read_for_debit(db, event, fingerprint, real_now_secs).await? {
+        DebitRead::Replay(previous) => Ok(Prepared::Replay(previous)),
+        DebitRead::Fresh { ws, agent, stamp } => {
+            let decided = decide(&ws, &agent, event, rated, real_now_secs)?;
+            Ok(Prepared::Fresh(Box::new((*ws, *agent, stamp, decided))))
+        }
+    }
+}
+
 fn result_json(result: &DebitResult) -> Result<String> {
     serde_json::to_string(result).map_err(|e| invalid("result", &e.to_string()))
 }
@@ -269,16 +292,20 @@ async fn debit_in_tx<S: Storage>(
     fingerprint: &str,
     real_now_secs: i64,
 ) -> Result<DebitResult> {
-    let (ws, agent) = match read_for_debit(db, event, fingerprint, real_now_secs).await? {
-        DebitRead::Replay(previous) => return Ok(*previous),
-        DebitRead::Fresh { ws, agent, .. } => (*ws, *agent),
+    let (
+        ws,
+        agent,
+        _,
+        Decided {
+            now,
+            occurred_at,
+            funding,
+            mut result,
+        },
+    ) = match read_and_decide(db, event, rated, fingerprint, real_now_secs).await? {
+        Prepared::Replay(previous) => return Ok(*previous),
+        Prepared::Fresh(fresh) => *fresh,
     };
-    let Decided {
-        now,
-        occurred_at,
-        funding,
-        mut result,
-    } = decide(&ws, &agent, event, rated, real_now_secs)?;
     let posted = post::post(
         db,
         &ws.id,
@@ -349,16 +376,20 @@ async fn debit_unlocked<S: Storage>(
     fingerprint: &str,
     real_now_secs: i64,
 ) -> Result<Option<DebitResult>> {
-    let (ws, agent, stamp) = match read_for_debit(db, event, fingerprint, real_now_secs).await? {
-        DebitRead::Replay(previous) => return Ok(Some(*previous)),
-        DebitRead::Fresh { ws, agent, stamp } => (ws, agent, stamp),
+    let (
+        ws,
+        agent,
+        stamp,
+        Decided {
+            now,
+            occurred_at,
+            funding,
+            mut result,
+        },
+    ) = match read_and_decide(db, event, rated, fingerprint, real_now_secs).await? {
+        Prepared::Replay(previous) => return Ok(Some(*previous)),
+        Prepared::Fresh(fresh) => *fresh,
     };
-    let Decided {
-        now,
-        occurred_at,
-        funding,
-        mut result,
-    } = decide(&ws, &agent, event, rated, real_now_secs)?;
     let sql = format!(
         "INSERT INTO usage_debit (workspace_id, agent_id, event_id, request_hash, result,
              transaction_id, kind, quantity_micros, unit, rate_micros, plan_delta_micros,
