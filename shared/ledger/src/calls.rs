@@ -238,33 +238,6 @@ fn decide(
     }
 }
 
-/// A new call's columns from `direction` to `expires_at`, in the order both the transactional
-/// insert and `call_authorize` list them.
-fn hold_values(
-    request: &CallRequest,
-    priced: &Priced,
-    funding: &Funding,
-    grace: bool,
-    now: i64,
-) -> [crate::SqlValue; 14] {
-    [
-        t(request.direction.as_str()),
-        t(&request.to),
-        t(&request.from),
-        t(priced.number_type.as_str()),
-        i(priced.rate.per_minute_micros),
-        i(priced.rate.increment_secs),
-        i(priced.rate.minimum_secs),
-        i(i64::from(grace)),
-        i(priced.first_secs),
-        i(funding.from_plan_micros),
-        i(funding.from_wallet_micros),
-        t(&priced.fingerprint),
-        i(now),
-        i(now + priced.hold_timeout_secs),
-    ]
-}
-
 fn authorized(request: &CallRequest, funding: Funding, grace: bool) -> CallAuthorized {
     CallAuthorized {
         call_id: request.call_id.clone(),
@@ -332,33 +305,16 @@ pub async fn authorize_with_attempts<S: Storage>(
         };
         let agent = agents::load(db, &ws, &request.agent_id, now).await?;
         let (funding, grace) = decide(&ws, &agent, request, &priced, now)?;
-        db.execute(
-            "INSERT INTO calls (call_id, workspace_id, agent_id, direction, to_number, from_number, number_type,
-                 rate_micros, increment_secs, minimum_secs, status, grace, reserved_secs, held_plan_micros,
-                 held_wallet_micros, request_hash, started_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'active', ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
-            &[
-                [t(&request.call_id), t(&ws.id), t(&agent.agent_id)].as_slice(),
-                &hold_values(request, &priced, &funding, grace, now),
-            ]
-            .concat(),
-        )
-        .await?;
-        agents::record_use(db, &ws, &agent, 0, 1, now).await?;
-        if grace {
-            db.execute(
-                "UPDATE workspaces SET exhausted_at = COALESCE(exhausted_at, ?2) WHERE id = ?1",
-                &[t(&ws.id), i(now)],
-            )
-            .await?;
-        } else if ws.exhausted_at.is_none()
-            && ws.plan_credits_micros - ws.held_plan_micros - funding.from_plan_micros <= 0
-            && ws.wallet_micros - ws.held_wallet_micros - funding.from_wallet_micros <= 0
-        {
-            // Only a hold that leaves nothing available starts the grace period (the trigger
-            // just added this hold to the workspace's holds; nothing else moved since `ws`).
-            workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
-        }
+        let (sql, params) = hold_write(
+            request,
+            &priced,
+            &ws,
+            &agent,
+            (funding, grace, now),
+            real_now_secs,
+            None,
+        );
+        guarded::write_locked(db, &sql, &params).await?;
         Ok(authorized(request, funding, grace))
     })
     .await
@@ -384,8 +340,8 @@ const CALL_STAMP: &str = "workspaces.plan_id, workspaces.plan_credits_micros,
 /// How many columns [`CALL_STAMP`] selects.
 const CALL_STAMP_COLUMN_COUNT: usize = 21;
 
-/// The first parameter number of the stamp in [`authorize_unlocked`]'s write.
-const CALL_STAMP_FIRST_PARAM: usize = 22;
+/// The first parameter of [`hold_write`]'s guard (`guarded::unchanged`).
+const CALL_GUARD_FIRST_PARAM: usize = 21;
 
 /// What the fast path of an authorization did.
 enum Unlocked {
@@ -443,6 +399,43 @@ async fn authorize_unlocked<S: Storage>(
         workspace::WORKSPACE_COLUMN_COUNT,
     )?;
     let (funding, grace) = decide(&ws, &agent, request, priced, now)?;
+    let guard = guarded::guard_params(catalog.version, stamp);
+    let (sql, params) = hold_write(
+        request,
+        priced,
+        &ws,
+        &agent,
+        (funding, grace, now),
+        real_now_secs,
+        Some(guard),
+    );
+    Ok(match guarded::write(db, &sql, &params).await? {
+        Some(_) => Unlocked::Done(authorized(request, funding, grace)),
+        None => Unlocked::Raced,
+    })
+}
+
+/// A decided authorization's ONE statement: a row into the view `call_authorize`, whose trigger
+/// (schema.rs) inserts the call (its hold trigger adds the hold to the workspace), counts it in
+/// the agent's day and starts the grace period: at once for a grace call, else if the hold left
+/// nothing available. With `guard` ([`guarded::guard_params`]) the row is selected only if
+/// nothing the decision read has changed; without, the caller holds the write lock.
+fn hold_write(
+    request: &CallRequest,
+    priced: &Priced,
+    ws: &WorkspaceState,
+    agent: &AgentState,
+    (funding, grace, now): (Funding, bool, i64),
+    real_now_secs: i64,
+    guard: Option<Vec<crate::SqlValue>>,
+) -> (String, Vec<crate::SqlValue>) {
+    let condition = match guard {
+        Some(_) => format!(
+            "WHERE {}",
+            guarded::unchanged(CALL_STAMP, CALL_STAMP_COLUMN_COUNT, CALL_GUARD_FIRST_PARAM)
+        ),
+        None => String::new(),
+    };
     let sql = format!(
         "INSERT INTO call_authorize (call_id, workspace_id, agent_id, direction, to_number,
              from_number, number_type, rate_micros, increment_secs, minimum_secs, grace,
@@ -450,22 +443,34 @@ async fn authorize_unlocked<S: Storage>(
              expires_at, spend_cycle_start_at, call_day)
          SELECT ?3, ?1, ?2, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
              ?20
-         WHERE (SELECT COALESCE(MAX(version), 0) FROM catalog_versions) = ?21 AND {}
-         RETURNING grace",
-        guarded::stamp_unchanged(CALL_STAMP, CALL_STAMP_COLUMN_COUNT, CALL_STAMP_FIRST_PARAM)
+         {condition}
+         RETURNING grace"
     );
-    let mut params = params.to_vec();
-    params.extend(hold_values(request, priced, &funding, grace, now));
-    params.extend([
+    // ?1-?4 as in `CALL_STAMP` (?4, the real time, only the guard reads).
+    let mut params = vec![
+        t(&ws.id),
+        t(&agent.agent_id),
+        t(&request.call_id),
+        i(real_now_secs),
+        t(request.direction.as_str()),
+        t(&request.to),
+        t(&request.from),
+        t(priced.number_type.as_str()),
+        i(priced.rate.per_minute_micros),
+        i(priced.rate.increment_secs),
+        i(priced.rate.minimum_secs),
+        i(i64::from(grace)),
+        i(priced.first_secs),
+        i(funding.from_plan_micros),
+        i(funding.from_wallet_micros),
+        t(&priced.fingerprint),
+        i(now),
+        i(now + priced.hold_timeout_secs),
         i(ws.cycle_start_at.unwrap_or(0)),
         t(&agent.today),
-        i(catalog.version),
-    ]);
-    params.extend(stamp);
-    Ok(match guarded::write(db, &sql, &params).await? {
-        Some(_) => Unlocked::Done(authorized(request, funding, grace)),
-        None => Unlocked::Raced,
-    })
+    ];
+    params.extend(guard.into_iter().flatten());
+    (sql, params)
 }
 
 /// R7: inbound calls to standard numbers keep working for the grace period after the balance ran

@@ -21,13 +21,26 @@ const STAMP_FROM: &str = "FROM workspaces
     LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
     WHERE workspaces.id = ?1";
 
-/// The guard: the stamp, evaluated now, `IS` the values read (bound from `?first_param` on).
-pub(crate) fn stamp_unchanged(stamp: &str, stamp_columns: usize, first_param: usize) -> String {
-    let read = (first_param..first_param + stamp_columns)
+/// The guard: the stored catalog version `IS` the one the decision priced with (bound as
+/// `?first_param`), and the stamp, evaluated now, `IS` the values read (bound from
+/// `?first_param + 1` on). Callers bind [`guard_params`] there.
+pub(crate) fn unchanged(stamp: &str, stamp_columns: usize, first_param: usize) -> String {
+    let read = (first_param + 1..=first_param + stamp_columns)
         .map(|n| format!("?{n}"))
         .collect::<Vec<_>>()
         .join(", ");
-    format!("(SELECT {stamp} {STAMP_FROM}) IS ({read})")
+    format!(
+        "(SELECT COALESCE(MAX(version), 0) FROM catalog_versions) = ?{first_param}
+         AND (SELECT {stamp} {STAMP_FROM}) IS ({read})"
+    )
+}
+
+/// The values [`unchanged`] binds: the catalog version, then the stamp as read.
+pub(crate) fn guard_params(catalog_version: i64, stamp: Vec<SqlValue>) -> Vec<SqlValue> {
+    let mut params = Vec::with_capacity(stamp.len() + 1);
+    params.push(SqlValue::Integer(catalog_version));
+    params.extend(stamp);
+    params
 }
 
 /// The stamp's values in a row that selected it from column `first` on.
@@ -41,9 +54,9 @@ pub(crate) fn stamp_of(row: &Row, first: usize, stamp_columns: usize) -> Result<
         })
 }
 
-/// Runs a guarded `INSERT ... RETURNING <one integer>`: `Some(value)` if it wrote, `None` if the
-/// guard found the state changed (or another connection held the lock past the busy timeout):
-/// then nothing was written.
+/// Runs an `INSERT ... SELECT ... RETURNING <one integer>`: `Some(value)` if it wrote, `None` if
+/// its guard found the state changed (or another connection held the lock past the busy
+/// timeout): then nothing was written.
 pub(crate) async fn write<S: Storage>(
     db: &S,
     sql: &str,
@@ -54,4 +67,17 @@ pub(crate) async fn write<S: Storage>(
         Err(error) if error.kind == StorageErrorKind::Busy => Ok(None),
         Err(error) => Err(error.into()),
     }
+}
+
+/// The same write made under the write lock with no guard: it always writes one row.
+pub(crate) async fn write_locked<S: Storage>(
+    db: &S,
+    sql: &str,
+    params: &[SqlValue],
+) -> Result<i64> {
+    write(db, sql, params).await?.ok_or_else(|| {
+        LedgerError::Storage(crate::StorageError::from_sqlite_message(
+            "an unguarded write under the write lock wrote nothing",
+        ))
+    })
 }

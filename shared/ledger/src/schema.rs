@@ -360,7 +360,7 @@ const V3: &[&str] = &[
 /// charge to the agent's cycle spend (creating the agent on first use), starts the grace period
 /// if nothing is left, and stores the replay record with its transaction id. The ledger computes
 /// every value, and the statement that inserts it is guarded by what that computation read
-/// (`usage::debit_unlocked`).
+/// (`usage::debit_write`).
 const V4: &[&str] = &[
     "CREATE VIEW usage_debit AS SELECT
         NULL AS workspace_id, NULL AS agent_id, NULL AS event_id, NULL AS request_hash,
@@ -401,7 +401,7 @@ const V4: &[&str] = &[
 /// inserts the call (whose trigger adds its hold to the workspace's holds), counts it in the
 /// agent's day (resetting a cycle's spend or a day's count that is over, creating the agent on
 /// first use), and starts the grace period: at once for a grace call, else if the hold left
-/// nothing available (`calls::authorize_unlocked`).
+/// nothing available (`calls::hold_write`).
 const V5: &[&str] = &[
     "CREATE VIEW call_authorize AS SELECT
         NULL AS call_id, NULL AS workspace_id, NULL AS agent_id, NULL AS direction,

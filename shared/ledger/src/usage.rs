@@ -8,7 +8,6 @@ use crate::calendar;
 use crate::catalog::{self, Catalog, Direction, UsageKind};
 use crate::guarded;
 use crate::money::{self, MICROS_PER_UNIT};
-use crate::post::{self, Entry};
 use crate::row::{i, opt_text, t, text};
 use crate::storage::Storage;
 use crate::tx;
@@ -284,7 +283,8 @@ fn result_json(result: &DebitResult) -> Result<String> {
     serde_json::to_string(result).map_err(|e| invalid("result", &e.to_string()))
 }
 
-/// The debit inside a write transaction (the locked path, and every event of a batch).
+/// The debit inside a write transaction (the locked path, and every event of a batch): the same
+/// read, decision and write as [`debit_unlocked`], the write unguarded since the lock is held.
 async fn debit_in_tx<S: Storage>(
     db: &S,
     event: &UsageEvent,
@@ -292,57 +292,17 @@ async fn debit_in_tx<S: Storage>(
     fingerprint: &str,
     real_now_secs: i64,
 ) -> Result<DebitResult> {
-    let (
-        ws,
-        agent,
-        _,
-        Decided {
-            now,
-            occurred_at,
-            funding,
-            mut result,
-        },
-    ) = match read_and_decide(db, event, rated, fingerprint, real_now_secs).await? {
-        Prepared::Replay(previous) => return Ok(*previous),
-        Prepared::Fresh(fresh) => *fresh,
-    };
-    let posted = post::post(
-        db,
-        &ws.id,
-        &Entry {
-            kind: event.kind.as_str(),
-            agent_id: Some(&agent.agent_id),
-            reference: Some(&event.id),
-            quantity_micros: Some(rated.quantity_micros),
-            unit: Some(rated.unit),
-            rate_micros: Some(rated.rate_micros),
-            plan_delta_micros: -funding.from_plan_micros,
-            wallet_delta_micros: -funding.from_wallet_micros,
-            occurred_at,
-            description: None,
-        },
-        now,
-    )
-    .await?;
-    agents::record_use(db, &ws, &agent, funding.total(), 0, now).await?;
-    // Holds and `exhausted_at` cannot change inside this transaction: only a debit that leaves
-    // nothing available can start the grace period, so only then is the statement needed.
-    if ws.exhausted_at.is_none()
-        && posted.plan_after_micros - ws.held_plan_micros <= 0
-        && posted.wallet_after_micros - ws.held_wallet_micros <= 0
-    {
-        workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
-    }
-    result.transaction_id = posted.transaction_id;
-    result.wallet_balance = money::to_decimal(posted.wallet_after_micros);
-    result.plan_credits_remaining = money::to_decimal(posted.plan_after_micros);
-    db.execute(
-        "INSERT INTO usage_events (workspace_id, event_id, request_hash, transaction_id, result, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        &[t(&ws.id), t(&event.id), t(fingerprint), i(posted.transaction_id), t(result_json(&result)?), i(now)],
-    )
-    .await?;
-    Ok(result)
+    let (ws, agent, _, decided) =
+        match read_and_decide(db, event, rated, fingerprint, real_now_secs).await? {
+            Prepared::Replay(previous) => return Ok(*previous),
+            Prepared::Fresh(fresh) => *fresh,
+        };
+    let (sql, params) = debit_write(event, rated, fingerprint, &ws, &agent, &decided, None)?;
+    let transaction_id = guarded::write_locked(db, &sql, &params).await?;
+    Ok(DebitResult {
+        transaction_id,
+        ..decided.result
+    })
 }
 
 /// What a debit's decision depends on, re-read by its one-statement write: `?1` is the workspace,
@@ -361,13 +321,12 @@ const DEBIT_STAMP: &str = "workspaces.plan_id, workspaces.plan_credits_micros,
 /// How many columns [`DEBIT_STAMP`] selects.
 const DEBIT_STAMP_COLUMN_COUNT: usize = 17;
 
-/// The first parameter number of the stamp in [`debit_unlocked`]'s statement.
-const DEBIT_STAMP_FIRST_PARAM: usize = 19;
+/// The first parameter of [`debit_write`]'s guard (`guarded::unchanged`).
+const DEBIT_GUARD_FIRST_PARAM: usize = 18;
 
-/// The fast path of [`record`] (see `guarded.rs`): reads, decides, then writes the posting, the
-/// agent's spend, the grace mark and the replay record in ONE statement (`usage_debit`'s
-/// trigger, schema.rs) that changes nothing unless the stamp and the catalog version are still
-/// as read. `None`: another writer got there first; nothing was written.
+/// The fast path of [`record`] (see `guarded.rs`): reads, decides, then makes the write guarded
+/// by the stamp and the catalog version. `None`: another writer got there first; nothing was
+/// written.
 async fn debit_unlocked<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -376,19 +335,52 @@ async fn debit_unlocked<S: Storage>(
     fingerprint: &str,
     real_now_secs: i64,
 ) -> Result<Option<DebitResult>> {
-    let (
-        ws,
-        agent,
-        stamp,
-        Decided {
-            now,
-            occurred_at,
-            funding,
-            mut result,
-        },
-    ) = match read_and_decide(db, event, rated, fingerprint, real_now_secs).await? {
-        Prepared::Replay(previous) => return Ok(Some(*previous)),
-        Prepared::Fresh(fresh) => *fresh,
+    let (ws, agent, stamp, decided) =
+        match read_and_decide(db, event, rated, fingerprint, real_now_secs).await? {
+            Prepared::Replay(previous) => return Ok(Some(*previous)),
+            Prepared::Fresh(fresh) => *fresh,
+        };
+    let guard = guarded::guard_params(catalog.version, stamp);
+    let (sql, params) = debit_write(
+        event,
+        rated,
+        fingerprint,
+        &ws,
+        &agent,
+        &decided,
+        Some(guard),
+    )?;
+    let written = guarded::write(db, &sql, &params).await?;
+    Ok(written.map(|transaction_id| DebitResult {
+        transaction_id,
+        ..decided.result
+    }))
+}
+
+/// A decided debit's ONE statement: a row into the view `usage_debit`, whose trigger
+/// (schema.rs) posts the history row, adds the agent's spend, starts the grace period if nothing
+/// is left and stores the replay record. With `guard` ([`guarded::guard_params`]) the row is
+/// selected only if nothing the decision read has changed; without, the caller holds the write
+/// lock.
+fn debit_write(
+    event: &UsageEvent,
+    rated: &Rated,
+    fingerprint: &str,
+    ws: &WorkspaceState,
+    agent: &AgentState,
+    decided: &Decided,
+    guard: Option<Vec<crate::SqlValue>>,
+) -> Result<(String, Vec<crate::SqlValue>)> {
+    let condition = match guard {
+        Some(_) => format!(
+            "WHERE {}",
+            guarded::unchanged(
+                DEBIT_STAMP,
+                DEBIT_STAMP_COLUMN_COUNT,
+                DEBIT_GUARD_FIRST_PARAM
+            )
+        ),
+        None => String::new(),
     };
     let sql = format!(
         "INSERT INTO usage_debit (workspace_id, agent_id, event_id, request_hash, result,
@@ -397,20 +389,16 @@ async fn debit_unlocked<S: Storage>(
              spend_cycle_start_at, call_day)
          SELECT ?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(id), 0) + 1 FROM transactions), ?6, ?7,
              ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
-         WHERE (SELECT COALESCE(MAX(version), 0) FROM catalog_versions) = ?18 AND {}
-         RETURNING transaction_id",
-        guarded::stamp_unchanged(
-            DEBIT_STAMP,
-            DEBIT_STAMP_COLUMN_COUNT,
-            DEBIT_STAMP_FIRST_PARAM
-        )
+         {condition}
+         RETURNING transaction_id"
     );
+    let funding = decided.funding;
     let mut params = vec![
         t(&ws.id),
         t(&agent.agent_id),
         t(&event.id),
         t(fingerprint),
-        t(result_json(&result)?),
+        t(result_json(&decided.result)?),
         t(event.kind.as_str()),
         i(rated.quantity_micros),
         t(rated.unit),
@@ -419,18 +407,13 @@ async fn debit_unlocked<S: Storage>(
         i(-funding.from_wallet_micros),
         i(ws.plan_credits_micros - funding.from_plan_micros),
         i(ws.wallet_micros - funding.from_wallet_micros),
-        i(occurred_at),
-        i(now),
+        i(decided.occurred_at),
+        i(decided.now),
         i(ws.cycle_start_at.unwrap_or(0)),
         t(&agent.today),
-        i(catalog.version),
     ];
-    params.extend(stamp);
-    let Some(transaction_id) = guarded::write(db, &sql, &params).await? else {
-        return Ok(None);
-    };
-    result.transaction_id = transaction_id;
-    Ok(Some(result))
+    params.extend(guard.into_iter().flatten());
+    Ok((sql, params))
 }
 
 /// Whether a debit left the wallet under an armed auto-recharge threshold.

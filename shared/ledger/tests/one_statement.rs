@@ -146,8 +146,7 @@ fn a_debit_that_keeps_losing_the_race_takes_the_write_lock() {
     assert_eq!(
         watched.statements(),
         [
-            "SELECT", "INSERT", "SELECT", "INSERT", "BEGIN", "SELECT", "INSERT", "INSERT",
-            "INSERT", "COMMIT"
+            "SELECT", "INSERT", "SELECT", "INSERT", "BEGIN", "SELECT", "INSERT", "COMMIT"
         ]
     );
     assert_eq!(debited.plan_credits_remaining, dec("9.97"));
