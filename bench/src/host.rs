@@ -49,6 +49,29 @@ pub fn start(manifest: &Path, state_dir: &Path) -> Result<TestHost> {
     TestHost::start(manifest, options(state_dir))
 }
 
+/// The app served by a host over its own copy of a data set; the copy is removed after the host
+/// stops (fields drop in order).
+pub struct AppOnCopy {
+    /// Its `IP:PORT`.
+    pub addr: String,
+    /// Kept running until this is dropped.
+    _host: TestHost,
+    _state: tempfile::TempDir,
+}
+
+/// Copies the data set `set` into a temporary state directory and starts the app on it.
+pub fn start_on_copy(set: &Path) -> Result<AppOnCopy> {
+    let state = tempfile::tempdir()?;
+    let state_dir = state.path().join("state");
+    crate::data::copy_into(set, &state_dir)?;
+    let host = start(&app_manifest(), &state_dir)?;
+    Ok(AppOnCopy {
+        addr: addr(&host),
+        _host: host,
+        _state: state,
+    })
+}
+
 /// `IP:PORT` of a running host.
 pub fn addr(host: &TestHost) -> String {
     host.base_url().trim_start_matches("http://").to_owned()

@@ -461,17 +461,13 @@ fn noop(config: &Config, report: &mut Report) -> Result<()> {
 }
 
 fn product(config: &Config, report: &mut Report) -> Result<()> {
-    let small = data::cached(config.small)?;
-    let temp = tempfile::tempdir()?;
-    let state = temp.path().join("state");
-    data::copy_into(&small, &state)?;
-    let host = host::start(&host::app_manifest(), &state)?;
-    let addr = host::addr(&host);
+    let app = host::start_on_copy(&data::cached(config.small)?)?;
+    let addr = app.addr.clone();
     let mut results = Vec::new();
     op_sweep(config, &addr, config.small.workspaces, |op, r| {
         results.push((op, r));
     })?;
-    drop(host);
+    drop(app);
     for (op, r) in results {
         report.add_load("product", &format!("usage component {}", op.name()), &r);
         report.product.insert((op.name(), r.clients), r);
@@ -514,14 +510,11 @@ fn batch(config: &Config, catalog: &Catalog, report: &mut Report) -> Result<()> 
         );
     }
     // Through the product (the components' synchronous=NORMAL).
-    let temp = tempfile::tempdir()?;
-    let state = temp.path().join("state");
-    data::copy_into(&small, &state)?;
-    let host = host::start(&host::app_manifest(), &state)?;
-    let addr = host::addr(&host);
+    let app = host::start_on_copy(&small)?;
+    let addr = &app.addr;
     let tag = run_tag();
     let (status, body) = host::send_once(
-        &addr,
+        addr,
         load::json_request(
             http::Method::POST,
             "/v1/usage/batch",
@@ -540,7 +533,7 @@ fn batch(config: &Config, catalog: &Catalog, report: &mut Report) -> Result<()> 
     for n in 0..batches {
         let sent = Instant::now();
         let (status, body) = host::send_once(
-            &addr,
+            addr,
             load::json_request(
                 http::Method::POST,
                 "/v1/usage/batch",
@@ -630,15 +623,11 @@ fn scale_one(
 
 /// The cycle-renewal job's HTTP twin over every due workspace, then once more (nothing to do).
 fn renewal(config: &Config, report: &mut Report) -> Result<()> {
-    let set = data::cached(config.renewal)?;
-    let temp = tempfile::tempdir()?;
-    let state = temp.path().join("state");
-    data::copy_into(&set, &state)?;
-    let host = host::start(&host::app_manifest(), &state)?;
-    let addr = host::addr(&host);
+    let app = host::start_on_copy(&data::cached(config.renewal)?)?;
+    let addr = &app.addr;
     let pass = || -> Result<serde_json::Value> {
         let (status, body) = host::send_once(
-            &addr,
+            addr,
             load::json_request(
                 http::Method::POST,
                 "/internal/jobs/renew-cycles",
