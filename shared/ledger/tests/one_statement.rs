@@ -73,18 +73,9 @@ fn debit_elsewhere(fx: &Fixture, event: UsageEvent) -> DebitResult {
     .expect("other thread")
 }
 
-fn message(id: &str) -> UsageEvent {
-    UsageEvent {
-        id: id.into(),
-        workspace_id: "w".into(),
-        agent_id: "a".into(),
-        kind: UsageKind::Message,
-        quantity: 1.into(),
-        occurred_at: "2026-11-01T00:00:00Z".into(),
-        direction: None,
-        to: None,
-        from: None,
-    }
+/// One message on workspace "w", agent "a" (the fixture's event builder).
+fn message(fx: &Fixture, id: &str) -> UsageEvent {
+    fx.event("w", "a", id, UsageKind::Message, "1")
 }
 
 /// A free-plan workspace (10 plan credits) with 10 credits in its wallet.
@@ -100,8 +91,13 @@ fn an_uncontended_debit_is_one_read_and_one_write() {
     let fx = funded();
     let before = fx.journal_rows();
     let watched = Watched::new(&fx.db, vec![], || {});
-    let debited =
-        block_on(usage::record(&watched, &fx.catalog, &message("m1"), NOV_1)).expect("debit");
+    let debited = block_on(usage::record(
+        &watched,
+        &fx.catalog,
+        &message(&fx, "m1"),
+        NOV_1,
+    ))
+    .expect("debit");
     assert_eq!(watched.statements(), ["SELECT", "INSERT"]);
     // Free plan: 10 credits granted, so the message (0.01) comes from plan credits.
     assert_eq!(debited.charged, dec("0.01"));
@@ -118,10 +114,15 @@ fn a_debit_whose_workspace_changed_after_its_read_writes_nothing_and_decides_aga
     let fx = funded();
     // Just before the fast path's write, another connection debits the same workspace.
     let watched = Watched::new(&fx.db, vec![1], || {
-        debit_elsewhere(&fx, message("other"));
+        debit_elsewhere(&fx, message(&fx, "other"));
     });
-    let debited =
-        block_on(usage::record(&watched, &fx.catalog, &message("m1"), NOV_1)).expect("debit");
+    let debited = block_on(usage::record(
+        &watched,
+        &fx.catalog,
+        &message(&fx, "m1"),
+        NOV_1,
+    ))
+    .expect("debit");
     // The first write found the workspace changed and wrote nothing; the second went through.
     assert_eq!(
         watched.statements(),
@@ -139,10 +140,15 @@ fn a_debit_that_keeps_losing_the_race_takes_the_write_lock() {
     let watched = Watched::new(&fx.db, vec![1, 3], || {
         *n.borrow_mut() += 1;
         let id = format!("other-{}", n.borrow());
-        debit_elsewhere(&fx, message(&id));
+        debit_elsewhere(&fx, message(&fx, &id));
     });
-    let debited =
-        block_on(usage::record(&watched, &fx.catalog, &message("m1"), NOV_1)).expect("debit");
+    let debited = block_on(usage::record(
+        &watched,
+        &fx.catalog,
+        &message(&fx, "m1"),
+        NOV_1,
+    ))
+    .expect("debit");
     assert_eq!(
         watched.statements(),
         [
@@ -159,10 +165,15 @@ fn a_concurrent_replay_of_the_same_event_is_answered_not_debited_twice() {
     let fx = funded();
     let first = RefCell::new(None);
     let watched = Watched::new(&fx.db, vec![1], || {
-        *first.borrow_mut() = Some(debit_elsewhere(&fx, message("m1")));
+        *first.borrow_mut() = Some(debit_elsewhere(&fx, message(&fx, "m1")));
     });
-    let replayed =
-        block_on(usage::record(&watched, &fx.catalog, &message("m1"), NOV_1)).expect("replay");
+    let replayed = block_on(usage::record(
+        &watched,
+        &fx.catalog,
+        &message(&fx, "m1"),
+        NOV_1,
+    ))
+    .expect("replay");
     drop(watched);
     assert_eq!(Some(replayed), first.into_inner());
     assert_eq!(fx.balances("w"), (micros("9.99"), micros("10")));
