@@ -35,6 +35,32 @@ pub(crate) fn unchanged(stamp: &str, stamp_columns: usize, first_param: usize) -
     )
 }
 
+/// SQL written for one operation (`?1` the workspace, `?2` the agent, `?3` the event id)
+/// rewritten for each row of a statement over many (`usage::rounds`), whose columns `g_ws`,
+/// `g_agent` and `g_event` hold them.
+pub(crate) fn per_row(sql: &str) -> String {
+    sql.replace("?1", "g_ws")
+        .replace("?2", "g_agent")
+        .replace("?3", "g_event")
+}
+
+/// A row of values as the JSON array a statement over many rows reads with `->>` (which gives back the
+/// same SQL types: integer, text, null). Blobs have no JSON form and are never written here.
+pub(crate) fn json_row(values: &[SqlValue]) -> Result<serde_json::Value> {
+    values
+        .iter()
+        .map(|value| match value {
+            SqlValue::Null => Ok(serde_json::Value::Null),
+            SqlValue::Integer(v) => Ok((*v).into()),
+            SqlValue::Real(v) => Ok((*v).into()),
+            SqlValue::Text(v) => Ok(v.as_str().into()),
+            SqlValue::Blob(_) => Err(LedgerError::Storage(
+                crate::StorageError::from_sqlite_message("a blob in a row bound as JSON"),
+            )),
+        })
+        .collect()
+}
+
 /// The values [`unchanged`] binds: the catalog version, then the stamp as read.
 pub(crate) fn guard_params(catalog_version: i64, stamp: Vec<SqlValue>) -> Vec<SqlValue> {
     let mut params = Vec::with_capacity(stamp.len() + 1);
@@ -80,4 +106,29 @@ pub(crate) async fn write_locked<S: Storage>(
             "an unguarded write under the write lock wrote nothing",
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// [`per_row`] only knows `?1` to `?3`: SQL it rewrites must not use any other parameter.
+    #[test]
+    fn per_row_sql_uses_only_the_first_three_parameters() {
+        for sql in [
+            STAMP_FROM,
+            crate::usage::DEBIT_STAMP,
+            crate::agents::AGENT_COLUMNS,
+        ] {
+            let rewritten = per_row(sql);
+            assert!(!rewritten.contains('?'), "a parameter left in {rewritten}");
+            for (at, _) in sql.match_indices('?') {
+                let next = sql[at + 1..].chars().nth(1);
+                assert!(
+                    !next.is_some_and(|c| c.is_ascii_digit()),
+                    "a parameter past ?9 in {sql}"
+                );
+            }
+        }
+    }
 }

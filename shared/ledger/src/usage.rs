@@ -14,6 +14,8 @@ use crate::tx;
 use crate::workspace::{self, WorkspaceState};
 use crate::{LedgerError, Result};
 
+mod rounds;
+
 /// The most events one batch may carry.
 pub const BATCH_EVENTS_MAX: usize = 1_000;
 
@@ -171,7 +173,9 @@ pub async fn record_with_attempts<S: Storage>(
 }
 
 /// Debits up to [`BATCH_EVENTS_MAX`] events in ONE transaction (one durable commit); each event
-/// succeeds or is refused on its own and a refused event writes nothing.
+/// succeeds or is refused on its own and a refused event writes nothing. The events are debited
+/// in rounds (`rounds.rs`): each round reads and writes the next event of every workspace of the
+/// batch in one statement each. Answers are in the events' order.
 pub async fn record_batch<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -181,38 +185,31 @@ pub async fn record_batch<S: Storage>(
     if events.is_empty() || events.len() > BATCH_EVENTS_MAX {
         return Err(invalid("events", "a batch has 1 to 1000 events"));
     }
-    let prepared: Vec<Result<(Rated, String)>> = events
-        .iter()
-        .map(|event| Ok((rate(catalog, event)?, fingerprint(event)?)))
-        .collect();
-    tx::immediate(db, async |db| {
-        let mut results = Vec::with_capacity(events.len());
-        for (event, prepared) in events.iter().zip(&prepared) {
-            let (rated, fingerprint) = match prepared {
-                Ok(p) => p,
-                Err(error) => {
-                    results.push(Err(error.clone()));
-                    continue;
-                }
-            };
-            db.execute("SAVEPOINT usage_event", &[]).await?;
-            match debit_in_tx(db, event, rated, fingerprint, real_now_secs).await {
-                // A storage failure is not this event's fault: the whole batch rolls back.
-                Err(LedgerError::Storage(error)) => return Err(LedgerError::Storage(error)),
-                Err(refused) => {
-                    db.execute("ROLLBACK TO usage_event", &[]).await?;
-                    db.execute("RELEASE usage_event", &[]).await?;
-                    results.push(Err(refused));
-                }
-                Ok(debited) => {
-                    db.execute("RELEASE usage_event", &[]).await?;
-                    results.push(Ok(debited));
-                }
-            }
+    let mut answers: Vec<Option<Result<DebitResult>>> = vec![None; events.len()];
+    let mut checked = Vec::with_capacity(events.len());
+    for (index, event) in events.iter().enumerate() {
+        match rate(catalog, event).and_then(|rated| Ok((rated, fingerprint(event)?))) {
+            Ok((rated, fingerprint)) => checked.push((index, rated, fingerprint)),
+            Err(refused) => answers[index] = Some(Err(refused)),
         }
-        Ok(results)
+    }
+    let debited = tx::immediate(db, async |db| {
+        rounds::debit_in_rounds(db, events, &checked, real_now_secs).await
     })
-    .await
+    .await?;
+    for (index, answer) in debited {
+        answers[index] = Some(answer);
+    }
+    answers
+        .into_iter()
+        .map(|answer| {
+            answer.ok_or_else(|| {
+                LedgerError::Storage(crate::StorageError::from_sqlite_message(
+                    "a batch event was left unanswered",
+                ))
+            })
+        })
+        .collect()
 }
 
 /// What a debit decided from the state it read: how it is funded, and its answer (but for the
@@ -270,7 +267,18 @@ async fn read_and_decide<S: Storage>(
     fingerprint: &str,
     real_now_secs: i64,
 ) -> Result<Prepared> {
-    match read_for_debit(db, event, fingerprint, real_now_secs).await? {
+    let read = read_for_debit(db, event, fingerprint, real_now_secs).await?;
+    prepare(read, event, rated, real_now_secs)
+}
+
+/// Decides a debit from what it read.
+fn prepare(
+    read: DebitRead,
+    event: &UsageEvent,
+    rated: &Rated,
+    real_now_secs: i64,
+) -> Result<Prepared> {
+    match read {
         DebitRead::Replay(previous) => Ok(Prepared::Replay(previous)),
         DebitRead::Fresh { ws, agent, stamp } => {
             let decided = decide(&ws, &agent, event, rated, real_now_secs)?;
@@ -308,7 +316,7 @@ async fn debit_in_tx<S: Storage>(
 /// What a debit's decision depends on, re-read by its one-statement write: `?1` is the workspace,
 /// `?2` the agent, `?3` the event id. Any change (a posting, a hold, a renewal, a setting, the
 /// agent's spend or limits, the same event debited) makes the write a no-op.
-const DEBIT_STAMP: &str = "workspaces.plan_id, workspaces.plan_credits_micros,
+pub(crate) const DEBIT_STAMP: &str = "workspaces.plan_id, workspaces.plan_credits_micros,
     workspaces.wallet_micros, workspaces.held_plan_micros, workspaces.held_wallet_micros,
     workspaces.exhausted_at, workspaces.cycle_start_at, workspaces.test_clock_at,
     workspaces.timezone, workspaces.auto_recharge_enabled,
@@ -392,8 +400,23 @@ fn debit_write(
          {condition}
          RETURNING transaction_id"
     );
+    let mut params = debit_values(event, rated, fingerprint, ws, agent, decided)?;
+    params.extend(guard.into_iter().flatten());
+    Ok((sql, params))
+}
+
+/// The values of a decided debit's row in `usage_debit`, in [`DEBIT_VALUE_COLUMNS`] order
+/// (without the transaction id, which the write allocates).
+fn debit_values(
+    event: &UsageEvent,
+    rated: &Rated,
+    fingerprint: &str,
+    ws: &WorkspaceState,
+    agent: &AgentState,
+    decided: &Decided,
+) -> Result<Vec<crate::SqlValue>> {
     let funding = decided.funding;
-    let mut params = vec![
+    Ok(vec![
         t(&ws.id),
         t(&agent.agent_id),
         t(&event.id),
@@ -411,9 +434,7 @@ fn debit_write(
         i(decided.now),
         i(ws.cycle_start_at.unwrap_or(0)),
         t(&agent.today),
-    ];
-    params.extend(guard.into_iter().flatten());
-    Ok((sql, params))
+    ])
 }
 
 /// Whether a debit left the wallet under an armed auto-recharge threshold.
@@ -439,6 +460,23 @@ enum DebitRead {
     },
 }
 
+/// The columns a debit reads (`?1` workspace, `?2` agent, `?3` event id): the workspace, the
+/// agent, the replay record and the stamp; [`debit_read_of`] parses them.
+fn debit_read_columns() -> String {
+    format!(
+        "{WORKSPACE_COLUMNS}, {AGENT_COLUMNS},
+         (SELECT request_hash FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
+         (SELECT result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
+         {DEBIT_STAMP}",
+        WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
+        AGENT_COLUMNS = agents::AGENT_COLUMNS,
+    )
+}
+
+/// How many columns [`debit_read_columns`] selects.
+const DEBIT_READ_COLUMN_COUNT: usize =
+    workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT + 2 + DEBIT_STAMP_COLUMN_COUNT;
+
 /// Reads the replay record, the workspace and the agent in ONE statement (each statement is a
 /// host round trip in Wasm): unknown workspace is 404, a replay with another body is 409.
 async fn read_for_debit<S: Storage>(
@@ -447,16 +485,11 @@ async fn read_for_debit<S: Storage>(
     fingerprint: &str,
     real_now_secs: i64,
 ) -> Result<DebitRead> {
-    const REPLAY_FIRST: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
     let sql = format!(
-        "SELECT {WORKSPACE_COLUMNS}, {AGENT_COLUMNS},
-             (SELECT request_hash FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
-             (SELECT result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
-             {DEBIT_STAMP}
+        "SELECT {columns}
          FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
          WHERE workspaces.id = ?1",
-        WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
-        AGENT_COLUMNS = agents::AGENT_COLUMNS,
+        columns = debit_read_columns(),
     );
     let rows = db
         .query(
@@ -467,6 +500,17 @@ async fn read_for_debit<S: Storage>(
     let row = rows
         .first()
         .ok_or(LedgerError::NotFound { what: "workspace" })?;
+    debit_read_of(row, event, fingerprint, real_now_secs)
+}
+
+/// Parses a row of [`debit_read_columns`]: a replay (409 if its body differs), or the state.
+fn debit_read_of(
+    row: &crate::Row,
+    event: &UsageEvent,
+    fingerprint: &str,
+    real_now_secs: i64,
+) -> Result<DebitRead> {
+    const REPLAY_FIRST: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
     if let Some(request_hash) = opt_text(row, REPLAY_FIRST)? {
         if request_hash != fingerprint {
             return Err(LedgerError::IdempotencyConflict);

@@ -6,72 +6,15 @@ mod common;
 
 use std::cell::RefCell;
 
-use common::{DAY, Fixture, NOV_1, dec, micros};
+use common::{DAY, Fixture, NOV_1, Watched, debit_elsewhere, dec, dump, micros};
 use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::calls::{self, CallAuthorized, CallRequest};
 use ledger::catalog::{self, Direction, UsageKind};
 use ledger::native::NativeDb;
 use ledger::usage::{self, DebitResult, UsageEvent};
-use ledger::{LedgerError, LimitKind, Row, SqlValue, Storage, StorageError};
+use ledger::{LedgerError, LimitKind, Storage};
 use rust_decimal::Decimal;
-
-/// The ledger's connection, recording each statement's first word, and running `hook` (on
-/// another connection) just before the statements whose numbers `hook_before` lists.
-struct Watched<'a> {
-    db: &'a NativeDb,
-    statements: RefCell<Vec<String>>,
-    hook_before: Vec<usize>,
-    hook: Box<dyn Fn() + 'a>,
-}
-
-impl<'a> Watched<'a> {
-    fn new(db: &'a NativeDb, hook_before: Vec<usize>, hook: impl Fn() + 'a) -> Self {
-        Self {
-            db,
-            statements: RefCell::default(),
-            hook_before,
-            hook: Box::new(hook),
-        }
-    }
-
-    fn before(&self, sql: &str) {
-        let number = self.statements.borrow().len();
-        if self.hook_before.contains(&number) {
-            (self.hook)();
-        }
-        let first = sql.split_whitespace().next().unwrap_or("").to_owned();
-        self.statements.borrow_mut().push(first);
-    }
-
-    fn statements(&self) -> Vec<String> {
-        self.statements.borrow().clone()
-    }
-}
-
-impl Storage for Watched<'_> {
-    async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<(), StorageError> {
-        self.before(sql);
-        self.db.execute(sql, params).await
-    }
-
-    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StorageError> {
-        self.before(sql);
-        self.db.query(sql, params).await
-    }
-}
-
-/// Debits `event` on a new connection of its own, on another thread (as another instance would).
-fn debit_elsewhere(fx: &Fixture, event: UsageEvent) -> DebitResult {
-    let path = fx.dir.path().join("ledger.db");
-    let catalog = fx.catalog.clone();
-    std::thread::spawn(move || {
-        let db = NativeDb::open(path).expect("open");
-        block_on(usage::record(&db, &catalog, &event, NOV_1)).expect("the other debit")
-    })
-    .join()
-    .expect("other thread")
-}
 
 /// One message on workspace "w", agent "a" (the fixture's event builder).
 fn message(fx: &Fixture, id: &str) -> UsageEvent {
@@ -178,24 +121,6 @@ fn a_concurrent_replay_of_the_same_event_is_answered_not_debited_twice() {
     assert_eq!(Some(replayed), first.into_inner());
     assert_eq!(fx.balances("w"), (micros("9.99"), micros("10")));
     fx.assert_invariants();
-}
-
-/// Every row of the tables a debit writes, in a stable order.
-fn dump(db: &NativeDb) -> Vec<(&'static str, Vec<Row>)> {
-    [
-        ("workspaces", "SELECT * FROM workspaces ORDER BY id"),
-        ("transactions", "SELECT * FROM transactions ORDER BY id"),
-        ("journal", "SELECT * FROM journal ORDER BY id"),
-        ("agents", "SELECT * FROM agents ORDER BY 1, 2"),
-        (
-            "usage_events",
-            "SELECT workspace_id, event_id, request_hash, transaction_id, json(result), created_at
-             FROM usage_events ORDER BY 1, 2",
-        ),
-    ]
-    .into_iter()
-    .map(|(table, sql)| (table, block_on(db.query(sql, &[])).expect("dump")))
-    .collect()
 }
 
 /// One scenario through `record` with `unlocked_attempts`: plan credits, then the wallet, an

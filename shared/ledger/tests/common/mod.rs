@@ -1,12 +1,17 @@
 //! A ledger on a real SQLite file in a temp dir, with helpers that speak in micro-credits.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
+
 use futures::executor::block_on;
 use ledger::catalog::{Catalog, Direction, UsageKind};
 use ledger::native::NativeDb;
 use ledger::usage::{DebitResult, UsageEvent};
 use ledger::workspace::{WorkspaceInput, WorkspaceState};
-use ledger::{LedgerError, audit, calendar, calls, payments, plans, usage, workspace};
+use ledger::{
+    LedgerError, Row, SqlValue, Storage, StorageError, audit, calendar, calls, payments, plans,
+    usage, workspace,
+};
 use rust_decimal::Decimal;
 
 /// 2026-11-01T00:00:00Z: a 30-day month.
@@ -198,4 +203,79 @@ pub fn micros(text: &str) -> i64 {
         Some(positive) => -micros(positive),
         None => ledger::money::parse_micros("test", text, true).expect("amount literal"),
     }
+}
+
+/// The ledger's connection, recording each statement's first word, and running `hook` (on
+/// another connection) just before the statements whose numbers `hook_before` lists.
+pub struct Watched<'a> {
+    db: &'a NativeDb,
+    statements: RefCell<Vec<String>>,
+    hook_before: Vec<usize>,
+    hook: Box<dyn Fn() + 'a>,
+}
+
+impl<'a> Watched<'a> {
+    pub fn new(db: &'a NativeDb, hook_before: Vec<usize>, hook: impl Fn() + 'a) -> Self {
+        Self {
+            db,
+            statements: RefCell::default(),
+            hook_before,
+            hook: Box::new(hook),
+        }
+    }
+
+    fn before(&self, sql: &str) {
+        let number = self.statements.borrow().len();
+        if self.hook_before.contains(&number) {
+            (self.hook)();
+        }
+        let first = sql.split_whitespace().next().unwrap_or("").to_owned();
+        self.statements.borrow_mut().push(first);
+    }
+
+    pub fn statements(&self) -> Vec<String> {
+        self.statements.borrow().clone()
+    }
+}
+
+impl Storage for Watched<'_> {
+    async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<(), StorageError> {
+        self.before(sql);
+        self.db.execute(sql, params).await
+    }
+
+    async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StorageError> {
+        self.before(sql);
+        self.db.query(sql, params).await
+    }
+}
+
+/// Debits `event` on a new connection of its own, on another thread (as another instance would).
+pub fn debit_elsewhere(fx: &Fixture, event: UsageEvent) -> DebitResult {
+    let path = fx.dir.path().join("ledger.db");
+    let catalog = fx.catalog.clone();
+    std::thread::spawn(move || {
+        let db = NativeDb::open(path).expect("open");
+        block_on(usage::record(&db, &catalog, &event, NOV_1)).expect("the other debit")
+    })
+    .join()
+    .expect("other thread")
+}
+
+/// Every row of the tables a debit writes, in a stable order.
+pub fn dump(db: &NativeDb) -> Vec<(&'static str, Vec<Row>)> {
+    [
+        ("workspaces", "SELECT * FROM workspaces ORDER BY id"),
+        ("transactions", "SELECT * FROM transactions ORDER BY id"),
+        ("journal", "SELECT * FROM journal ORDER BY id"),
+        ("agents", "SELECT * FROM agents ORDER BY 1, 2"),
+        (
+            "usage_events",
+            "SELECT workspace_id, event_id, request_hash, transaction_id, json(result), created_at
+             FROM usage_events ORDER BY 1, 2",
+        ),
+    ]
+    .into_iter()
+    .map(|(table, sql)| (table, block_on(db.query(sql, &[])).expect("dump")))
+    .collect()
 }
