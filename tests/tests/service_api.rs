@@ -638,6 +638,85 @@ fn renewal_across_month_ends_is_idempotent() -> Result<()> {
     app.check_invariants()
 }
 
+/// 16 simultaneous debits of one message on `ws`, each answered 200: their charges.
+fn concurrent_message_charges(app: &App, ws: &str, prefix: &str) -> Result<Vec<String>> {
+    let url = app.host.url("/v1/usage");
+    let handles: Vec<_> = (0..16)
+        .map(|n| {
+            let url = url.clone();
+            let body = event(&format!("{prefix}-{n}"), ws, "agent-1", "message", "1");
+            std::thread::spawn(move || {
+                e2e::post_json(
+                    &url,
+                    &body.to_string(),
+                    &[("authorization", &format!("Bearer {SERVICE_KEY}"))],
+                )
+            })
+        })
+        .collect();
+    let mut charges = Vec::new();
+    for handle in handles {
+        let reply = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("thread panicked"))??;
+        let body = expect(&reply, 200, None)?;
+        charges.push(body["charged"].as_str().unwrap_or("").to_owned());
+    }
+    Ok(charges)
+}
+
+#[test]
+fn a_new_catalog_prices_the_next_debit_on_every_warm_instance() -> Result<()> {
+    // Debits and authorizations use the instance's cached catalog and read the stored version
+    // with their state: a change must still price the very next request, on every instance.
+    let app = app_with_catalog("100")?;
+    subscribed(&app, "ws-cat")?;
+    // Warm several instances on version 1 (messages 0.01).
+    let before = concurrent_message_charges(&app, "ws-cat", "v1")?;
+    ensure!(before.iter().all(|c| c == "0.01"), "{before:?}");
+    let mut dearer = catalog("100");
+    for rate in dearer["rates"].as_array_mut().into_iter().flatten() {
+        match (rate["kind"].as_str(), rate["direction"].as_str()) {
+            (Some("message"), _) => rate["price"] = "0.02".into(),
+            (Some("call"), Some("outbound")) => rate["price"] = "0.2".into(),
+            _ => {}
+        }
+    }
+    let body = expect(
+        &app.service("PUT", "/v1/catalog", Some(&dearer))?,
+        200,
+        None,
+    )?;
+    ensure!(body["version"] == 2, "{body}");
+
+    let after = concurrent_message_charges(&app, "ws-cat", "v2")?;
+    ensure!(after.iter().all(|c| c == "0.02"), "{after:?}");
+    let held = expect(
+        &authorize(
+            &app,
+            &call("ws-cat", "agent-1", "c-v2", "outbound", US_NUMBER),
+        )?,
+        201,
+        None,
+    )?;
+    amount(&held, "held", "0.2")?;
+    let batch = json!({"events": [event("b-v2", "ws-cat", "agent-1", "message", "3")]});
+    let body = expect(
+        &app.service("POST", "/v1/usage/batch", Some(&batch))?,
+        200,
+        None,
+    )?;
+    amount(&body["results"][0], "charged", "0.06")?;
+    // 100 plan credits - 16 x 0.01 - 16 x 0.02 - 0.06 - 0.02 (the hold is held, not spent).
+    let debit = expect(
+        &usage(&app, &event("last", "ws-cat", "agent-1", "message", "1"))?,
+        200,
+        None,
+    )?;
+    amount(&debit, "plan_credits_remaining", "99.44")?;
+    app.check_invariants()
+}
+
 #[test]
 fn concurrent_authorizations_never_overspend() -> Result<()> {
     concurrent_authorizations(App::start()?)

@@ -15,7 +15,7 @@ use ledger::usage::{BATCH_EVENTS_MAX, DebitResult, UsageEvent};
 use ledger::workspace::WorkspaceInput;
 use spin_adapter::{
     ApiError, IdempotencyScope, Reply, authenticate_service, flag, idempotent, method_not_allowed,
-    not_found, now_secs, parse_json, path_segments, read_body, run_ledger,
+    not_found, now_secs, parse_json, path_segments, read_body, run_ledger, with_catalog,
 };
 use spin_sdk::http::Request;
 use spin_sdk::wasip3::http_compat::IncomingRequestBody;
@@ -204,8 +204,10 @@ async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
         Route::AuthorizeCall => {
             let request: CallRequest = parse_json(body)?;
             let authorized = run_ledger(async |db| {
-                let catalog = spin_adapter::catalog(db).await?;
-                ledger::calls::authorize(db, &catalog, &request, now).await
+                with_catalog(db, async |catalog| {
+                    ledger::calls::authorize(db, catalog, &request, now).await
+                })
+                .await
             })
             .await?;
             Ok(Reply::json(201, &authorized))
@@ -229,8 +231,10 @@ async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
         Route::Usage => {
             let event: UsageEvent = parse_json(body)?;
             let debited = run_ledger(async |db| {
-                let catalog = spin_adapter::catalog(db).await?;
-                ledger::usage::record(db, &catalog, &event, now).await
+                with_catalog(db, async |catalog| {
+                    ledger::usage::record(db, catalog, &event, now).await
+                })
+                .await
             })
             .await?;
             Ok(Reply::json(200, &debited))
@@ -292,8 +296,10 @@ async fn usage_batch(body: &[u8], now: i64) -> Result<Reply, ApiError> {
         Vec::new()
     } else {
         run_ledger(async |db| {
-            let catalog = spin_adapter::catalog(db).await?;
-            ledger::usage::record_batch(db, &catalog, &valid, now).await
+            with_catalog(db, async |catalog| {
+                ledger::usage::record_batch(db, catalog, &valid, now).await
+            })
+            .await
         })
         .await?
     }

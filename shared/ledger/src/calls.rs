@@ -172,6 +172,8 @@ fn validate(request: &CallRequest) -> Result<String> {
 
 /// What an authorization needs from the catalog, priced before any storage access.
 struct Priced {
+    /// The catalog version it was priced with: the authorization checks it is still the stored one.
+    catalog_version: i64,
     fingerprint: String,
     number_type: NumberType,
     rate: CallRate,
@@ -187,6 +189,7 @@ fn price(catalog: &Catalog, request: &CallRequest) -> Result<Priced> {
     let rate = catalog.call_rate(request.direction, &request.to, number_type)?;
     let first_secs = rate.billed_secs(rate.increment_secs);
     Ok(Priced {
+        catalog_version: catalog.version,
         fingerprint,
         number_type,
         hold_micros: rate.charge_for_secs(first_secs),
@@ -272,9 +275,16 @@ pub async fn authorize_with_attempts<S: Storage>(
     real_now_secs: i64,
     unlocked_attempts: u32,
 ) -> Result<CallAuthorized> {
-    let priced = price(catalog, request)?;
+    let priced = match price(catalog, request) {
+        Ok(priced) => priced,
+        Err(refused) => {
+            // Priced before any read: a refusal only stands against the stored catalog.
+            catalog::ensure_current(db, catalog).await?;
+            return Err(refused);
+        }
+    };
     for _ in 0..unlocked_attempts {
-        match authorize_unlocked(db, catalog, request, &priced, real_now_secs).await? {
+        match authorize_unlocked(db, request, &priced, real_now_secs).await? {
             Unlocked::Done(answer) => return Ok(answer),
             Unlocked::Raced => {}
             Unlocked::NeedsLock => break,
@@ -292,6 +302,7 @@ pub async fn authorize_with_attempts<S: Storage>(
                 grace: existing.grace,
             });
         }
+        catalog::ensure_current(db, catalog).await?;
         let ws = workspace::get(db, &request.workspace_id).await?;
         if ws.plan_id.is_none() {
             return Err(LedgerError::BillingNotConfigured);
@@ -357,17 +368,17 @@ enum Unlocked {
 /// mark in ONE statement (`call_authorize`'s trigger, schema.rs), guarded by [`CALL_STAMP`].
 async fn authorize_unlocked<S: Storage>(
     db: &S,
-    catalog: &Catalog,
     request: &CallRequest,
     priced: &Priced,
     real_now_secs: i64,
 ) -> Result<Unlocked> {
     let sql = format!(
-        "SELECT {WORKSPACE_COLUMNS}, {AGENT_COLUMNS}, {CALL_STAMP}
+        "SELECT {WORKSPACE_COLUMNS}, {AGENT_COLUMNS}, {CALL_STAMP}, {CURRENT_VERSION}
          FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
          WHERE workspaces.id = ?1",
         WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
         AGENT_COLUMNS = agents::AGENT_COLUMNS,
+        CURRENT_VERSION = catalog::CURRENT_VERSION,
     );
     let params = [
         t(&request.workspace_id),
@@ -382,6 +393,10 @@ async fn authorize_unlocked<S: Storage>(
     };
     let stamp_first = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
     let stamp = guarded::stamp_of(row, stamp_first, CALL_STAMP_COLUMN_COUNT)?;
+    // The stored catalog version, read with the state: a cached catalog needs no query of its own.
+    if int(row, stamp_first + CALL_STAMP_COLUMN_COUNT)? != priced.catalog_version {
+        return Err(LedgerError::CatalogChanged);
+    }
     let needs_lock = |value: &crate::SqlValue| *value != crate::SqlValue::Integer(0);
     if stamp[CALL_STAMP_COLUMN_COUNT - 2..].iter().any(needs_lock) {
         return Ok(Unlocked::NeedsLock);
@@ -399,7 +414,7 @@ async fn authorize_unlocked<S: Storage>(
         workspace::WORKSPACE_COLUMN_COUNT,
     )?;
     let (funding, grace) = decide(&ws, &agent, request, priced, now)?;
-    let guard = guarded::guard_params(catalog.version, stamp);
+    let guard = guarded::guard_params(priced.catalog_version, stamp);
     let (sql, params) = hold_write(
         request,
         priced,

@@ -509,15 +509,25 @@ pub async fn load<S: Storage>(db: &S) -> Result<Catalog> {
     Catalog::validate(version, doc)
 }
 
+/// The newest stored version number (0 if none) as a scalar subquery: hot paths select it with
+/// their read instead of asking for it in a statement of its own.
+pub(crate) const CURRENT_VERSION: &str = "(SELECT COALESCE(MAX(version), 0) FROM catalog_versions)";
+
 /// The newest stored version number (0 if none): cheap, for per-instance caches.
 pub async fn current_version<S: Storage>(db: &S) -> Result<i64> {
-    let rows = db
-        .query(
-            "SELECT COALESCE(MAX(version), 0) FROM catalog_versions",
-            &[],
-        )
-        .await?;
+    let rows = db.query(&format!("SELECT {CURRENT_VERSION}"), &[]).await?;
     rows.first().map_or(Ok(0), |row| int(row, 0))
+}
+
+/// `Err(CatalogChanged)` unless `catalog` is the stored version (a hot path's check when it did
+/// not read the version with its state: on a refusal priced before any read, and on the
+/// transactional paths).
+pub(crate) async fn ensure_current<S: Storage>(db: &S, catalog: &Catalog) -> Result<()> {
+    if current_version(db).await? == catalog.version {
+        Ok(())
+    } else {
+        Err(LedgerError::CatalogChanged)
+    }
 }
 
 /// Validates and stores a new catalog version.

@@ -28,8 +28,9 @@ impl LimitKind {
     }
 }
 
-/// Everything a ledger operation can refuse or fail with. Every variant but `Storage` is the
-/// caller's to fix and has written nothing.
+/// Everything a ledger operation can refuse or fail with. Every variant but `Storage` and
+/// `CatalogChanged` ([`LedgerError::is_failure`]) is the caller's to fix; none has written
+/// anything.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LedgerError {
     /// Malformed or out-of-range input (400/422 depending on `code`).
@@ -97,6 +98,10 @@ pub enum LedgerError {
         /// Human sentence.
         message: String,
     },
+    /// The catalog the operation was priced with is no longer the stored one (a new version was
+    /// put meanwhile); nothing was written. The caller reloads the catalog and runs it again.
+    #[error("The price catalog changed while this request ran; retry it.")]
+    CatalogChanged,
     /// The database failed (not the caller's fault); nothing was committed.
     #[error("storage failure: {0}")]
     Storage(#[from] StorageError),
@@ -112,6 +117,12 @@ impl LedgerError {
         }
     }
 
+    /// Whether this is a failure of the operation rather than a refusal of the request: the
+    /// database failed, or the catalog changed under it. A batch stops whole on one.
+    pub fn is_failure(&self) -> bool {
+        matches!(self, Self::Storage(_) | Self::CatalogChanged)
+    }
+
     /// The contract's error code.
     pub fn code(&self) -> &'static str {
         match self {
@@ -125,7 +136,7 @@ impl LedgerError {
             Self::AmountBelowMinimum { .. } => "amount_below_minimum",
             Self::AmountAboveMaximum { .. } => "amount_above_maximum",
             Self::IdempotencyConflict => "idempotency_conflict",
-            Self::Storage(_) => "internal_error",
+            Self::CatalogChanged | Self::Storage(_) => "internal_error",
         }
     }
 
@@ -141,6 +152,7 @@ impl LedgerError {
             Self::PaymentMethodRequired
             | Self::AmountBelowMinimum { .. }
             | Self::AmountAboveMaximum { .. } => 422,
+            Self::CatalogChanged => 503,
             Self::Storage(e) if e.kind == crate::storage::StorageErrorKind::Busy => 503,
             Self::Storage(_) => 500,
         }

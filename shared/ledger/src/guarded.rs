@@ -30,8 +30,9 @@ pub(crate) fn unchanged(stamp: &str, stamp_columns: usize, first_param: usize) -
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "(SELECT COALESCE(MAX(version), 0) FROM catalog_versions) = ?{first_param}
-         AND (SELECT {stamp} {STAMP_FROM}) IS ({read})"
+        "{CURRENT_VERSION} = ?{first_param}
+         AND (SELECT {stamp} {STAMP_FROM}) IS ({read})",
+        CURRENT_VERSION = crate::catalog::CURRENT_VERSION,
     )
 }
 

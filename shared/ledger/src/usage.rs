@@ -8,7 +8,7 @@ use crate::calendar;
 use crate::catalog::{self, Catalog, Direction, UsageKind};
 use crate::guarded;
 use crate::money::{self, MICROS_PER_UNIT};
-use crate::row::{i, opt_text, t, text};
+use crate::row::{i, int, opt_text, t, text};
 use crate::storage::Storage;
 use crate::tx;
 use crate::workspace::{self, WorkspaceState};
@@ -70,6 +70,8 @@ pub struct DebitResult {
 }
 
 struct Rated {
+    /// The catalog version it was priced with: the debit's read checks it is still the stored one.
+    catalog_version: i64,
     charge_micros: i64,
     quantity_micros: i64,
     unit: &'static str,
@@ -107,6 +109,7 @@ fn rate(catalog: &Catalog, event: &UsageEvent) -> Result<Rated> {
             let call = catalog.call_rate(direction, to, catalog::number_type_of(to))?;
             let billed_secs = call.billed_secs(quantity_micros / MICROS_PER_UNIT);
             Ok(Rated {
+                catalog_version: catalog.version,
                 charge_micros: call.charge_for_secs(billed_secs),
                 quantity_micros: billed_secs * MICROS_PER_UNIT,
                 unit: "second",
@@ -119,6 +122,7 @@ fn rate(catalog: &Catalog, event: &UsageEvent) -> Result<Rated> {
             }
             let rate_micros = catalog.unit_rate_micros(kind, event.direction)?;
             Ok(Rated {
+                catalog_version: catalog.version,
                 charge_micros: money::charge_micros(rate_micros, quantity_micros),
                 quantity_micros,
                 unit: kind.unit(),
@@ -157,7 +161,14 @@ pub async fn record_with_attempts<S: Storage>(
     real_now_secs: i64,
     unlocked_attempts: u32,
 ) -> Result<DebitResult> {
-    let rated = rate(catalog, event)?;
+    let rated = match rate(catalog, event) {
+        Ok(rated) => rated,
+        Err(refused) => {
+            // Priced before any read: a refusal only stands against the stored catalog.
+            catalog::ensure_current(db, catalog).await?;
+            return Err(refused);
+        }
+    };
     let fingerprint = fingerprint(event)?;
     for _ in 0..unlocked_attempts {
         if let Some(result) =
@@ -194,6 +205,10 @@ pub async fn record_batch<S: Storage>(
         }
     }
     let debited = tx::immediate(db, async |db| {
+        if checked.len() < events.len() {
+            // Refusals priced before the transaction only stand against the stored catalog.
+            catalog::ensure_current(db, catalog).await?;
+        }
         rounds::debit_in_rounds(db, events, &checked, real_now_secs).await
     })
     .await?;
@@ -280,7 +295,12 @@ fn prepare(
 ) -> Result<Prepared> {
     match read {
         DebitRead::Replay(previous) => Ok(Prepared::Replay(previous)),
-        DebitRead::Fresh { ws, agent, stamp } => {
+        DebitRead::Fresh {
+            catalog_version, ..
+        } if catalog_version != rated.catalog_version => Err(LedgerError::CatalogChanged),
+        DebitRead::Fresh {
+            ws, agent, stamp, ..
+        } => {
             let decided = decide(&ws, &agent, event, rated, real_now_secs)?;
             Ok(Prepared::Fresh(Box::new((*ws, *agent, stamp, decided))))
         }
@@ -457,25 +477,32 @@ enum DebitRead {
         ws: Box<WorkspaceState>,
         agent: Box<AgentState>,
         stamp: Vec<crate::SqlValue>,
+        /// The stored catalog version when it was read.
+        catalog_version: i64,
     },
 }
 
 /// The columns a debit reads (`?1` workspace, `?2` agent, `?3` event id): the workspace, the
-/// agent, the replay record and the stamp; [`debit_read_of`] parses them.
+/// agent, the replay record, the stamp and the stored catalog version (so that a cached catalog
+/// needs no query of its own); [`debit_read_of`] parses them.
 fn debit_read_columns() -> String {
     format!(
         "{WORKSPACE_COLUMNS}, {AGENT_COLUMNS},
          (SELECT request_hash FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
          (SELECT result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
-         {DEBIT_STAMP}",
+         {DEBIT_STAMP}, {CURRENT_VERSION}",
         WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
         AGENT_COLUMNS = agents::AGENT_COLUMNS,
+        CURRENT_VERSION = catalog::CURRENT_VERSION,
     )
 }
 
 /// How many columns [`debit_read_columns`] selects.
-const DEBIT_READ_COLUMN_COUNT: usize =
-    workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT + 2 + DEBIT_STAMP_COLUMN_COUNT;
+const DEBIT_READ_COLUMN_COUNT: usize = workspace::WORKSPACE_COLUMN_COUNT
+    + agents::AGENT_COLUMN_COUNT
+    + 2
+    + DEBIT_STAMP_COLUMN_COUNT
+    + 1;
 
 /// Reads the replay record, the workspace and the agent in ONE statement (each statement is a
 /// host round trip in Wasm): unknown workspace is 404, a replay with another body is 409.
@@ -535,5 +562,6 @@ fn debit_read_of(
         ws: Box::new(ws),
         agent: Box::new(agent),
         stamp,
+        catalog_version: int(row, DEBIT_READ_COLUMN_COUNT - 1)?,
     })
 }

@@ -382,3 +382,46 @@ fn the_fast_authorization_writes_exactly_what_the_locked_one_writes() {
     assert_eq!(calls_of(&fast_fx.db), calls_of(&locked_fx.db));
     assert_eq!(dump(&fast_fx.db), dump(&locked_fx.db));
 }
+
+#[test]
+fn an_operation_priced_with_a_replaced_catalog_writes_nothing_and_says_so() {
+    let fx = funded();
+    let stale = fx.catalog.clone();
+    // A new version (the same document): the cached one is now stale.
+    block_on(catalog::put(&fx.db, stale.doc.clone(), NOV_1)).expect("put");
+    let before = dump(&fx.db);
+    let call = call_request("w", "a", "c1", Direction::Outbound);
+    let m1 = message(&fx, "m1");
+    let invalid = UsageEvent {
+        quantity: dec("-1"),
+        ..message(&fx, "bad")
+    };
+    // The fast paths (the version is read with the state) and the locked ones.
+    for attempts in [2, 0] {
+        let debit = usage::record_with_attempts(&fx.db, &stale, &m1, NOV_1, attempts);
+        assert_eq!(block_on(debit), Err(LedgerError::CatalogChanged));
+        let hold = calls::authorize_with_attempts(&fx.db, &stale, &call, NOV_1, attempts);
+        assert_eq!(block_on(hold), Err(LedgerError::CatalogChanged));
+    }
+    let batch = usage::record_batch(&fx.db, &stale, std::slice::from_ref(&m1), NOV_1);
+    assert_eq!(block_on(batch), Err(LedgerError::CatalogChanged));
+    // A refusal made before any read only stands against the stored catalog.
+    let refused = usage::record(&fx.db, &stale, &invalid, NOV_1);
+    assert_eq!(block_on(refused), Err(LedgerError::CatalogChanged));
+    let batch = usage::record_batch(&fx.db, &stale, std::slice::from_ref(&invalid), NOV_1);
+    assert_eq!(block_on(batch), Err(LedgerError::CatalogChanged));
+    assert_eq!(dump(&fx.db), before);
+
+    // With the stored catalog the same requests go through, and a debit is still one read and
+    // one write: no statement of its own for the version.
+    let current = block_on(catalog::load(&fx.db)).expect("load");
+    let watched = Watched::new(&fx.db, vec![], || {});
+    block_on(usage::record(&watched, &current, &m1, NOV_1)).expect("debit");
+    assert_eq!(watched.statements(), ["SELECT", "INSERT"]);
+    block_on(calls::authorize(&fx.db, &current, &call, NOV_1)).expect("hold");
+    assert!(matches!(
+        block_on(usage::record(&fx.db, &current, &invalid, NOV_1)),
+        Err(LedgerError::Invalid { .. })
+    ));
+    fx.assert_invariants();
+}

@@ -146,13 +146,18 @@ impl From<LedgerError> for ApiError {
                 mapped
             };
         }
-        Self {
+        let mapped = Self {
             status,
             code: Cow::Borrowed(error.code()),
             message: error.to_string(),
             details: error.details(),
             headers: Vec::new(),
+        };
+        if error == LedgerError::CatalogChanged {
+            // The catalog kept changing under the request (`with_catalog` reloads it first).
+            return mapped.with_header("retry-after", "1".to_owned());
         }
+        mapped
     }
 }
 

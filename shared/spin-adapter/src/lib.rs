@@ -27,7 +27,7 @@ pub use auth::{
     Claims, Role, authenticate_service, authenticate_user, bearer_token, require_billing_manager,
     require_workspace, verify_jwt, verify_service_key,
 };
-pub use catalog::catalog;
+pub use catalog::{catalog, with_catalog};
 pub use config::{flag, now_secs, variable};
 pub use db::{SpinDb, run_ledger, with_ledger};
 pub use error::ApiError;

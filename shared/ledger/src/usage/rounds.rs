@@ -46,8 +46,9 @@ struct Decided {
 }
 
 /// Debits the `checked` events of `events` in rounds, inside the caller's write transaction:
-/// an answer per checked event, with its position in `events`. A storage failure is returned (the
-/// caller rolls the whole batch back); a refused event is its own answer and writes nothing.
+/// an answer per checked event, with its position in `events`. A failure (the database, or a
+/// catalog that changed) is returned and the caller rolls the whole batch back; a refused event
+/// is its own answer and writes nothing.
 pub(super) async fn debit_in_rounds<S: Storage>(
     db: &S,
     events: &[UsageEvent],
@@ -77,7 +78,7 @@ pub(super) async fn debit_in_rounds<S: Storage>(
 }
 
 /// One event in a savepoint (the batch's path for every event before rounds): a refusal rolls
-/// back whatever it wrote and is its answer; a storage failure is returned.
+/// back whatever it wrote and is its answer; a failure ([`LedgerError::is_failure`]) is returned.
 async fn debit_alone<S: Storage>(
     db: &S,
     event: &UsageEvent,
@@ -87,7 +88,7 @@ async fn debit_alone<S: Storage>(
 ) -> Result<Result<DebitResult>> {
     db.execute("SAVEPOINT usage_event", &[]).await?;
     match debit_in_tx(db, event, rated, fingerprint, real_now_secs).await {
-        Err(LedgerError::Storage(error)) => Err(LedgerError::Storage(error)),
+        Err(failure) if failure.is_failure() => Err(failure),
         Err(refused) => {
             db.execute("ROLLBACK TO usage_event", &[]).await?;
             db.execute("RELEASE usage_event", &[]).await?;
@@ -144,6 +145,7 @@ async fn debit_round<'c, S: Storage>(
         match prepared {
             // Not this event's answer: it is read again, alone.
             Err(LedgerError::Storage(_)) => alone.push(member),
+            Err(failure) if failure.is_failure() => return Err(failure),
             Err(refused) => answers.push((index, Err(refused))),
             Ok(Prepared::Replay(previous)) => answers.push((index, Ok(*previous))),
             Ok(Prepared::Fresh(fresh)) => {
