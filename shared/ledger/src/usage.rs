@@ -411,10 +411,7 @@ fn debit_write(
         None => String::new(),
     };
     let sql = format!(
-        "INSERT INTO usage_debit (workspace_id, agent_id, event_id, request_hash, result,
-             transaction_id, kind, quantity_micros, unit, rate_micros, plan_delta_micros,
-             wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, created_at,
-             spend_cycle_start_at, call_day)
+        "INSERT INTO usage_debit ({DEBIT_WRITE_COLUMNS})
          SELECT ?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(id), 0) + 1 FROM transactions), ?6, ?7,
              ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
          {condition}
@@ -425,8 +422,18 @@ fn debit_write(
     Ok((sql, params))
 }
 
-/// The values of a decided debit's row in `usage_debit`, in [`DEBIT_VALUE_COLUMNS`] order
-/// (without the transaction id, which the write allocates).
+/// The columns of `usage_debit` a debit writes: [`debit_values`] in order, with the transaction
+/// id (allocated by the write itself) sixth.
+const DEBIT_WRITE_COLUMNS: &str = "workspace_id, agent_id, event_id, request_hash, result,
+    transaction_id, kind, quantity_micros, unit, rate_micros, plan_delta_micros,
+    wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, created_at,
+    spend_cycle_start_at, call_day";
+
+/// How many values [`debit_values`] gives.
+const DEBIT_VALUE_COUNT: usize = 17;
+
+/// The values of a decided debit's row in `usage_debit`, in [`DEBIT_WRITE_COLUMNS`] order
+/// without the transaction id.
 fn debit_values(
     event: &UsageEvent,
     rated: &Rated,

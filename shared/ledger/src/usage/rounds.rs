@@ -11,8 +11,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::{
-    DEBIT_READ_COLUMN_COUNT, DebitResult, Prepared, Rated, UsageEvent, debit_in_tx,
-    debit_read_columns, debit_read_of, debit_values, prepare,
+    DEBIT_READ_COLUMN_COUNT, DEBIT_VALUE_COUNT, DEBIT_WRITE_COLUMNS, DebitResult, Prepared, Rated,
+    UsageEvent, debit_in_tx, debit_read_columns, debit_read_of, debit_values, prepare,
 };
 use crate::guarded;
 use crate::row::{int, t, text};
@@ -23,16 +23,6 @@ use crate::{LedgerError, Result};
 /// `?1`, `g_value` the row (a JSON array), `g_ws`, `g_agent` and `g_event` its first three values.
 const ROUND_ROWS: &str = "(SELECT key AS g_key, value AS g_value, value ->> 0 AS g_ws,
     value ->> 1 AS g_agent, value ->> 2 AS g_event FROM json_each(?1)) g";
-
-/// The columns of `usage_debit` a debit writes, in [`debit_values`] order, the transaction id
-/// (allocated by the write) sixth.
-const WRITE_COLUMNS: &str = "workspace_id, agent_id, event_id, request_hash, result,
-    transaction_id, kind, quantity_micros, unit, rate_micros, plan_delta_micros,
-    wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, created_at,
-    spend_cycle_start_at, call_day";
-
-/// How many values [`debit_values`] gives.
-const VALUE_COUNT: usize = 17;
 
 /// A checked and priced event: its position in the batch, its price and its fingerprint.
 pub(super) type Checked = (usize, Rated, String);
@@ -190,11 +180,14 @@ async fn write<S: Storage>(db: &S, decided: &[Decided]) -> Result<BTreeMap<Strin
         .collect::<Result<Vec<_>>>()?;
     let value = |n: usize| format!("g_value ->> {n}");
     let before_id = (0..5).map(value).collect::<Vec<_>>().join(", ");
-    let after_id = (5..VALUE_COUNT).map(value).collect::<Vec<_>>().join(", ");
+    let after_id = (5..DEBIT_VALUE_COUNT)
+        .map(value)
+        .collect::<Vec<_>>()
+        .join(", ");
     // SQLite selects every row of an `INSERT ... SELECT` into a view with triggers before the
     // first trigger runs: the largest id is read once, and each row adds its rank to it.
     let sql = format!(
-        "INSERT INTO usage_debit ({WRITE_COLUMNS})
+        "INSERT INTO usage_debit ({DEBIT_WRITE_COLUMNS})
          SELECT {before_id},
              (SELECT COALESCE(MAX(id), 0) FROM transactions) + ROW_NUMBER() OVER (ORDER BY g_key),
              {after_id}
