@@ -638,13 +638,14 @@ fn renewal_across_month_ends_is_idempotent() -> Result<()> {
     app.check_invariants()
 }
 
-/// 16 simultaneous debits of one message on `ws`, each answered 200: their charges.
-fn concurrent_message_charges(app: &App, ws: &str, prefix: &str) -> Result<Vec<String>> {
-    let url = app.host.url("/v1/usage");
-    let handles: Vec<_> = (0..16)
-        .map(|n| {
+/// POSTs every body to `path` at the same time (a thread each) as the service: the replies, in
+/// the bodies' order.
+fn post_concurrently(app: &App, path: &str, bodies: Vec<Value>) -> Result<Vec<Reply>> {
+    let url = app.host.url(path);
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .map(|body| {
             let url = url.clone();
-            let body = event(&format!("{prefix}-{n}"), ws, "agent-1", "message", "1");
             std::thread::spawn(move || {
                 e2e::post_json(
                     &url,
@@ -654,15 +655,28 @@ fn concurrent_message_charges(app: &App, ws: &str, prefix: &str) -> Result<Vec<S
             })
         })
         .collect();
-    let mut charges = Vec::new();
-    for handle in handles {
-        let reply = handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("thread panicked"))??;
-        let body = expect(&reply, 200, None)?;
-        charges.push(body["charged"].as_str().unwrap_or("").to_owned());
-    }
-    Ok(charges)
+    handles
+        .into_iter()
+        .map(|handle| {
+            handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("thread panicked"))?
+        })
+        .collect()
+}
+
+/// 16 simultaneous debits of one message on `ws`, each answered 200: their charges.
+fn concurrent_message_charges(app: &App, ws: &str, prefix: &str) -> Result<Vec<String>> {
+    let bodies = (0..16)
+        .map(|n| event(&format!("{prefix}-{n}"), ws, "agent-1", "message", "1"))
+        .collect();
+    post_concurrently(app, "/v1/usage", bodies)?
+        .iter()
+        .map(|reply| {
+            let body = expect(reply, 200, None)?;
+            Ok(body["charged"].as_str().unwrap_or("").to_owned())
+        })
+        .collect()
 }
 
 #[test]
@@ -736,35 +750,26 @@ fn concurrent_authorizations(app: App) -> Result<()> {
     let reply = app.service("PUT", "/v1/catalog", Some(&catalog("1")))?;
     expect(&reply, 200, None)?;
     subscribed(&app, "ws-c")?;
-    let url = app.host.url("/v1/calls");
-    let handles: Vec<_> = (0..64)
+    let bodies = (0..64)
         .map(|n| {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let body = call(
-                    "ws-c",
-                    "agent-1",
-                    &format!("race-{n}"),
-                    "outbound",
-                    US_NUMBER,
-                );
-                e2e::post_json(
-                    &url,
-                    &body.to_string(),
-                    &[("authorization", &format!("Bearer {SERVICE_KEY}"))],
-                )
-            })
+            call(
+                "ws-c",
+                "agent-1",
+                &format!("race-{n}"),
+                "outbound",
+                US_NUMBER,
+            )
         })
         .collect();
     let mut authorized = Vec::new();
-    for (n, handle) in handles.into_iter().enumerate() {
-        let reply = handle
-            .join()
-            .map_err(|_| anyhow::anyhow!("thread panicked"))??;
+    for (n, reply) in post_concurrently(&app, "/v1/calls", bodies)?
+        .iter()
+        .enumerate()
+    {
         match reply.status {
             201 => authorized.push(format!("race-{n}")),
             402 => {
-                expect(&reply, 402, Some("insufficient_funds"))?;
+                expect(reply, 402, Some("insufficient_funds"))?;
             }
             _ => anyhow::bail!("unexpected answer: {} {}", reply.status, reply.body),
         }

@@ -325,7 +325,8 @@ async fn debit_in_tx<S: Storage>(
             Prepared::Replay(previous) => return Ok(*previous),
             Prepared::Fresh(fresh) => *fresh,
         };
-    let (sql, params) = debit_write(event, rated, fingerprint, &ws, &agent, &decided, None)?;
+    let values = debit_values(event, rated, fingerprint, &ws, &agent, &decided)?;
+    let (sql, params) = debit_write(values, None);
     let transaction_id = guarded::write_locked(db, &sql, &params).await?;
     Ok(DebitResult {
         transaction_id,
@@ -369,15 +370,8 @@ async fn debit_unlocked<S: Storage>(
             Prepared::Fresh(fresh) => *fresh,
         };
     let guard = guarded::guard_params(catalog.version, stamp);
-    let (sql, params) = debit_write(
-        event,
-        rated,
-        fingerprint,
-        &ws,
-        &agent,
-        &decided,
-        Some(guard),
-    )?;
+    let values = debit_values(event, rated, fingerprint, &ws, &agent, &decided)?;
+    let (sql, params) = debit_write(values, Some(guard));
     let written = guarded::write(db, &sql, &params).await?;
     Ok(written.map(|transaction_id| DebitResult {
         transaction_id,
@@ -387,18 +381,13 @@ async fn debit_unlocked<S: Storage>(
 
 /// A decided debit's ONE statement: a row into the view `usage_debit`, whose trigger
 /// (schema.rs) posts the history row, adds the agent's spend, starts the grace period if nothing
-/// is left and stores the replay record. With `guard` ([`guarded::guard_params`]) the row is
-/// selected only if nothing the decision read has changed; without, the caller holds the write
-/// lock.
+/// is left and stores the replay record; `values` are its [`debit_values`]. With `guard`
+/// ([`guarded::guard_params`]) the row is selected only if nothing the decision read has changed;
+/// without, the caller holds the write lock.
 fn debit_write(
-    event: &UsageEvent,
-    rated: &Rated,
-    fingerprint: &str,
-    ws: &WorkspaceState,
-    agent: &AgentState,
-    decided: &Decided,
+    values: Vec<crate::SqlValue>,
     guard: Option<Vec<crate::SqlValue>>,
-) -> Result<(String, Vec<crate::SqlValue>)> {
+) -> (String, Vec<crate::SqlValue>) {
     let condition = match guard {
         Some(_) => format!(
             "WHERE {}",
@@ -417,9 +406,9 @@ fn debit_write(
          {condition}
          RETURNING transaction_id"
     );
-    let mut params = debit_values(event, rated, fingerprint, ws, agent, decided)?;
+    let mut params = values;
     params.extend(guard.into_iter().flatten());
-    Ok((sql, params))
+    (sql, params)
 }
 
 /// The columns of `usage_debit` a debit writes: [`debit_values`] in order, with the transaction

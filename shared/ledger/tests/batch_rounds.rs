@@ -1,15 +1,13 @@
 //! A batch's debits in rounds (`usage::record_batch`, ledger `usage/rounds.rs`): each round reads
 //! and writes the next event of every workspace in one statement each. Every answer and every row
-//! must be what one-by-one debits give.
+//! must be what one-by-one debits give. (Racing batches: `race.rs`.)
 
 mod common;
 
-use std::sync::{Arc, Barrier};
-
 use common::{Fixture, NOV_1, Watched, dec, dump, micros};
 use futures::executor::block_on;
-use ledger::agents::{self, AgentLimits, OveragePolicy};
-use ledger::catalog::{Direction, UsageKind};
+use ledger::agents::OveragePolicy;
+use ledger::catalog::UsageKind;
 use ledger::usage::{self, DebitResult, UsageEvent};
 use ledger::{LedgerError, Storage};
 
@@ -104,31 +102,9 @@ fn a_batch_is_one_read_and_one_write_per_round() {
 fn scenario(batched: bool) -> (Vec<Result<DebitResult, LedgerError>>, Fixture) {
     let fx = funded(3);
     fx.workspace("unconfigured");
-    let limits = |policy, limit: Option<&str>| AgentLimits {
-        overage_policy: policy,
-        monthly_spend_limit: limit.map(dec),
-        daily_call_limit: None,
-        max_concurrent_calls: None,
-    };
-    block_on(agents::put_limits(
-        &fx.db,
-        "w1",
-        "capped",
-        &limits(OveragePolicy::UseBalance, Some("5")),
-        NOV_1,
-    ))
-    .expect("limits");
-    block_on(agents::put_limits(
-        &fx.db,
-        "w2",
-        "stopper",
-        &limits(OveragePolicy::Stop, None),
-        NOV_1,
-    ))
-    .expect("limits");
-    let mut call = fx.event("w0", "a", "call-1", UsageKind::Call, "61");
-    call.direction = Some(Direction::Outbound);
-    call.to = Some("+14155550123".into());
+    fx.spend_limits("w1", "capped", OveragePolicy::UseBalance, Some("5"));
+    fx.spend_limits("w2", "stopper", OveragePolicy::Stop, None);
+    let call = fx.outbound_call("w0", "a", "call-1", "61");
     let invalid = UsageEvent {
         quantity: dec("-1"),
         ..fx.event("w3", "a", "bad", UsageKind::Message, "1")
@@ -216,68 +192,4 @@ fn a_batch_answers_and_writes_exactly_what_one_by_one_debits_do() {
     assert_eq!((dry.plan_credits_micros, dry.wallet_micros), (0, 0));
     assert_eq!(dry.exhausted_at, Some(NOV_1 + 3_600), "w0 ran dry");
     assert_eq!(dump(&batched_fx.db), dump(&alone_fx.db));
-}
-
-#[test]
-fn racing_batches_debit_exactly_what_is_affordable() {
-    const THREADS: usize = 8;
-    const ROUNDS: usize = 40;
-    // 4 workspaces with 20 credits each: 2,000 messages of 0.01 each affordable per workspace,
-    // against 8 threads x 40 rounds x 2 events per workspace = 640 attempts of 4 messages.
-    let fx = funded(4);
-    let catalog = fx.catalog.clone();
-    let barrier = Arc::new(Barrier::new(THREADS));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|thread| {
-            let db = fx.connect();
-            let barrier = Arc::clone(&barrier);
-            let catalog = catalog.clone();
-            std::thread::spawn(move || {
-                barrier.wait();
-                let mut results = Vec::new();
-                for round in 0..ROUNDS {
-                    // Each workspace twice per batch: two rounds of four.
-                    let events: Vec<_> = (0..8)
-                        .map(|n| UsageEvent {
-                            id: format!("t{thread}-r{round}-{n}"),
-                            workspace_id: format!("w{}", (n + thread) % 4),
-                            agent_id: format!("agent-{}", n % 3),
-                            kind: UsageKind::Message,
-                            quantity: 4.into(),
-                            occurred_at: "2026-11-01T00:00:00Z".into(),
-                            direction: None,
-                            to: None,
-                            from: None,
-                        })
-                        .collect();
-                    results.extend(
-                        block_on(usage::record_batch(&db, &catalog, &events, NOV_1))
-                            .expect("batch"),
-                    );
-                }
-                results
-            })
-        })
-        .collect();
-    let results: Vec<_> = handles
-        .into_iter()
-        .flat_map(|h| h.join().expect("thread"))
-        .collect();
-    let succeeded = results.iter().filter(|r| r.is_ok()).count();
-    let refused = results
-        .iter()
-        .filter(|r| matches!(r, Err(LedgerError::InsufficientFunds)))
-        .count();
-    assert_eq!(
-        (succeeded, refused),
-        (2_000, 560),
-        "other errors: {:?}",
-        results
-            .iter()
-            .find(|r| matches!(r, Err(e) if *e != LedgerError::InsufficientFunds))
-    );
-    for w in 0..4 {
-        assert_eq!(fx.balances(&format!("w{w}")), (0, 0), "w{w}");
-    }
-    fx.assert_invariants();
 }

@@ -129,31 +129,9 @@ fn scenario(unlocked_attempts: u32) -> (Vec<Result<DebitResult, LedgerError>>, F
     let fx = Fixture::new();
     fx.subscribed("w", "free", NOV_1);
     fx.topup("w", "tp1", "10", NOV_1);
-    let limits = |policy, limit: Option<&str>| AgentLimits {
-        overage_policy: policy,
-        monthly_spend_limit: limit.map(dec),
-        daily_call_limit: None,
-        max_concurrent_calls: None,
-    };
-    block_on(agents::put_limits(
-        &fx.db,
-        "w",
-        "capped",
-        &limits(OveragePolicy::UseBalance, Some("5")),
-        NOV_1,
-    ))
-    .expect("limits");
-    block_on(agents::put_limits(
-        &fx.db,
-        "w",
-        "stopper",
-        &limits(OveragePolicy::Stop, None),
-        NOV_1,
-    ))
-    .expect("limits");
-    let mut call = fx.event("w", "a", "call-1", UsageKind::Call, "61");
-    call.direction = Some(Direction::Outbound);
-    call.to = Some("+14155550123".into());
+    fx.spend_limits("w", "capped", OveragePolicy::UseBalance, Some("5"));
+    fx.spend_limits("w", "stopper", OveragePolicy::Stop, None);
+    let call = fx.outbound_call("w", "a", "call-1", "61");
     let record = |event: &UsageEvent| {
         block_on(usage::record_with_attempts(
             &fx.db,

@@ -1,11 +1,11 @@
-//! Many connections race on one workspace: exactly the affordable number of debits and holds
-//! succeed, and the balances are exact.
+//! Many connections race on one workspace (or a few, in batches): exactly the affordable number
+//! of debits and holds succeed, and the balances are exact.
 
 mod common;
 
 use std::sync::{Arc, Barrier};
 
-use common::{Fixture, NOV_1, micros};
+use common::{Fixture, NOV_1, event, micros};
 use futures::executor::block_on;
 use ledger::catalog::{Direction, UsageKind};
 use ledger::{LedgerError, calls, usage};
@@ -47,32 +47,17 @@ fn sixteen_connections_debit_exactly_what_is_affordable() {
     // 20 credits at 0.01 per message: 2,000 affordable of 16 x 150 = 2,400 attempts.
     let catalog = fx.catalog.clone();
     let results = race(&fx, 150, move |db, thread, n| {
-        let event = usage::UsageEvent {
-            id: format!("t{thread}-{n}"),
-            workspace_id: "w".into(),
-            agent_id: format!("agent-{}", thread % 4),
-            kind: UsageKind::Message,
-            quantity: 1.into(),
-            occurred_at: "2026-11-01T00:00:00Z".into(),
-            direction: None,
-            to: None,
-            from: None,
-        };
+        let agent = format!("agent-{}", thread % 4);
+        let event = event(
+            "w",
+            &agent,
+            &format!("t{thread}-{n}"),
+            UsageKind::Message,
+            "1",
+        );
         block_on(usage::record(db, &catalog, &event, NOV_1))
     });
-    let succeeded = results.iter().filter(|r| r.is_ok()).count();
-    let refused = results
-        .iter()
-        .filter(|r| matches!(r, Err(LedgerError::InsufficientFunds)))
-        .count();
-    assert_eq!(
-        (succeeded, refused),
-        (2_000, 400),
-        "other errors: {:?}",
-        results
-            .iter()
-            .find(|r| matches!(r, Err(e) if *e != LedgerError::InsufficientFunds))
-    );
+    assert_only_affordable(&results, 2_000);
     assert_eq!(fx.balances("w"), (0, 0));
     let from_wallet: i64 = results
         .iter()
@@ -84,6 +69,59 @@ fn sixteen_connections_debit_exactly_what_is_affordable() {
         })
         .sum();
     assert_eq!(from_wallet, micros("10"));
+    fx.assert_invariants();
+}
+
+/// Exactly `succeeded` of `results` went through; every other one was refused for want of funds.
+fn assert_only_affordable<T: std::fmt::Debug>(
+    results: &[Result<T, LedgerError>],
+    succeeded: usize,
+) {
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(LedgerError::InsufficientFunds)))
+        .count();
+    assert_eq!(
+        (results.iter().filter(|r| r.is_ok()).count(), refused),
+        (succeeded, results.len() - succeeded),
+        "other errors: {:?}",
+        results
+            .iter()
+            .find(|r| matches!(r, Err(e) if *e != LedgerError::InsufficientFunds))
+    );
+}
+
+#[test]
+fn sixteen_connections_debit_exactly_what_is_affordable_in_batches() {
+    let fx = Fixture::new();
+    for w in 0..4 {
+        fx.subscribed(&format!("w{w}"), "free", NOV_1);
+        fx.topup(&format!("w{w}"), &format!("tp{w}"), "10", NOV_1);
+    }
+    // 20 credits per workspace: 500 events of 4 messages (0.04) each. 16 x 20 batches of 8
+    // events, each workspace twice per batch (two rounds of four): 2,560 attempts, 2,000 go.
+    let catalog = fx.catalog.clone();
+    let results = race(&fx, 20, move |db, thread, n| {
+        let events: Vec<_> = (0..8)
+            .map(|k| {
+                let ws = format!("w{}", (k + thread) % 4);
+                let agent = format!("agent-{}", k % 3);
+                event(
+                    &ws,
+                    &agent,
+                    &format!("t{thread}-{n}-{k}"),
+                    UsageKind::Message,
+                    "4",
+                )
+            })
+            .collect();
+        block_on(usage::record_batch(db, &catalog, &events, NOV_1)).expect("batch")
+    });
+    let results: Vec<_> = results.into_iter().flatten().collect();
+    assert_only_affordable(&results, 2_000);
+    for w in 0..4 {
+        assert_eq!(fx.balances(&format!("w{w}")), (0, 0), "w{w}");
+    }
     fx.assert_invariants();
 }
 

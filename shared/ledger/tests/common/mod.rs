@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 
 use futures::executor::block_on;
+use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::catalog::{Catalog, Direction, UsageKind};
 use ledger::native::NativeDb;
 use ledger::usage::{DebitResult, UsageEvent};
@@ -136,17 +137,33 @@ impl Fixture {
         kind: UsageKind,
         quantity: &str,
     ) -> UsageEvent {
+        event(ws, agent, id, kind, quantity)
+    }
+
+    /// A finished outbound call of `seconds` to a US number, as a usage event.
+    pub fn outbound_call(&self, ws: &str, agent: &str, id: &str, seconds: &str) -> UsageEvent {
         UsageEvent {
-            id: id.into(),
-            workspace_id: ws.into(),
-            agent_id: agent.into(),
-            kind,
-            quantity: dec(quantity),
-            occurred_at: calendar::rfc3339(NOV_1),
-            direction: None,
-            to: None,
-            from: None,
+            direction: Some(Direction::Outbound),
+            to: Some("+14155550123".into()),
+            ..event(ws, agent, id, UsageKind::Call, seconds)
         }
+    }
+
+    /// Sets an agent's overage policy and monthly spending limit (no call limits).
+    pub fn spend_limits(
+        &self,
+        ws: &str,
+        agent: &str,
+        policy: OveragePolicy,
+        monthly_spend_limit: Option<&str>,
+    ) {
+        let limits = AgentLimits {
+            overage_policy: policy,
+            monthly_spend_limit: monthly_spend_limit.map(dec),
+            daily_call_limit: None,
+            max_concurrent_calls: None,
+        };
+        block_on(agents::put_limits(&self.db, ws, agent, &limits, NOV_1)).expect("limits");
     }
 
     pub fn debit(
@@ -194,6 +211,21 @@ impl Fixture {
     pub fn assert_invariants(&self) {
         let violations = block_on(audit::check(&self.db)).expect("audit runs");
         assert!(violations.is_empty(), "invariants broken: {violations:#?}");
+    }
+}
+
+/// A usage event that happened at [`NOV_1`].
+pub fn event(ws: &str, agent: &str, id: &str, kind: UsageKind, quantity: &str) -> UsageEvent {
+    UsageEvent {
+        id: id.into(),
+        workspace_id: ws.into(),
+        agent_id: agent.into(),
+        kind,
+        quantity: dec(quantity),
+        occurred_at: calendar::rfc3339(NOV_1),
+        direction: None,
+        to: None,
+        from: None,
     }
 }
 
