@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::agents::{self, AgentState, Funding, OveragePolicy};
 use crate::catalog::{self, CallRate, Catalog, Direction, NumberType};
+use crate::fingerprint::Fingerprint;
 use crate::guarded;
 use crate::money;
 use crate::post::{self, Entry};
@@ -154,7 +155,7 @@ async fn load_call<S: Storage>(db: &S, call_id: &str) -> Result<CallRow> {
         .map_or(Err(LedgerError::NotFound { what: "call" }), call_from_row)
 }
 
-fn validate(request: &CallRequest) -> Result<String> {
+fn validate(request: &CallRequest) -> Result<Fingerprint> {
     workspace::validate_id("workspace_id", &request.workspace_id)?;
     workspace::validate_id("agent_id", &request.agent_id)?;
     workspace::validate_id("call_id", &request.call_id)?;
@@ -166,15 +167,14 @@ fn validate(request: &CallRequest) -> Result<String> {
             "from must be 1-32 characters",
         ));
     }
-    serde_json::to_string(request)
-        .map_err(|e| LedgerError::invalid("validation_error", "call", e.to_string()))
+    Fingerprint::of("call", request)
 }
 
 /// What an authorization needs from the catalog, priced before any storage access.
 struct Priced {
     /// The catalog version it was priced with: the authorization checks it is still the stored one.
     catalog_version: i64,
-    fingerprint: String,
+    fingerprint: Fingerprint,
     number_type: NumberType,
     rate: CallRate,
     first_secs: i64,
@@ -292,7 +292,7 @@ pub async fn authorize_with_attempts<S: Storage>(
     }
     tx::immediate(db, async |db| {
         if let Some(existing) = find_call(db, &request.call_id).await? {
-            if existing.request_hash != priced.fingerprint {
+            if !priced.fingerprint.matches(&existing.request_hash) {
                 return Err(LedgerError::IdempotencyConflict);
             }
             return Ok(CallAuthorized {
@@ -478,7 +478,7 @@ fn hold_write(
         i(priced.first_secs),
         i(funding.from_plan_micros),
         i(funding.from_wallet_micros),
-        t(&priced.fingerprint),
+        t(priced.fingerprint.stored()),
         i(now),
         i(now + priced.hold_timeout_secs),
         i(ws.cycle_start_at.unwrap_or(0)),

@@ -10,6 +10,7 @@ pub mod calendar;
 pub mod calls;
 pub mod catalog;
 pub mod error;
+mod fingerprint;
 mod guarded;
 pub mod money;
 #[cfg(not(target_arch = "wasm32"))]

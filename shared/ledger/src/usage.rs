@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::agents::{self, AgentState, Funding};
 use crate::calendar;
 use crate::catalog::{self, Catalog, Direction, UsageKind};
+use crate::fingerprint::Fingerprint;
 use crate::guarded;
 use crate::money::{self, MICROS_PER_UNIT};
 use crate::row::{i, int, opt_text, t, text};
@@ -132,8 +133,8 @@ fn rate(catalog: &Catalog, event: &UsageEvent) -> Result<Rated> {
     }
 }
 
-fn fingerprint(event: &UsageEvent) -> Result<String> {
-    serde_json::to_string(event).map_err(|e| invalid("event", &e.to_string()))
+fn fingerprint(event: &UsageEvent) -> Result<Fingerprint> {
+    Fingerprint::of("event", event)
 }
 
 /// Debits one usage event, atomically.
@@ -279,7 +280,7 @@ async fn read_and_decide<S: Storage>(
     db: &S,
     event: &UsageEvent,
     rated: &Rated,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
     real_now_secs: i64,
 ) -> Result<Prepared> {
     let read = read_for_debit(db, event, fingerprint, real_now_secs).await?;
@@ -317,7 +318,7 @@ async fn debit_in_tx<S: Storage>(
     db: &S,
     event: &UsageEvent,
     rated: &Rated,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
     real_now_secs: i64,
 ) -> Result<DebitResult> {
     let (ws, agent, _, decided) =
@@ -361,7 +362,7 @@ async fn debit_unlocked<S: Storage>(
     catalog: &Catalog,
     event: &UsageEvent,
     rated: &Rated,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
     real_now_secs: i64,
 ) -> Result<Option<DebitResult>> {
     let (ws, agent, stamp, decided) =
@@ -426,7 +427,7 @@ const DEBIT_VALUE_COUNT: usize = 17;
 fn debit_values(
     event: &UsageEvent,
     rated: &Rated,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
     ws: &WorkspaceState,
     agent: &AgentState,
     decided: &Decided,
@@ -436,7 +437,7 @@ fn debit_values(
         t(&ws.id),
         t(&agent.agent_id),
         t(&event.id),
-        t(fingerprint),
+        t(fingerprint.stored()),
         t(result_json(&decided.result)?),
         t(event.kind.as_str()),
         i(rated.quantity_micros),
@@ -505,7 +506,7 @@ const DEBIT_READ_COLUMN_COUNT: usize = workspace::WORKSPACE_COLUMN_COUNT
 async fn read_for_debit<S: Storage>(
     db: &S,
     event: &UsageEvent,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
     real_now_secs: i64,
 ) -> Result<DebitRead> {
     let sql = format!(
@@ -530,12 +531,12 @@ async fn read_for_debit<S: Storage>(
 fn debit_read_of(
     row: &crate::Row,
     event: &UsageEvent,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
     real_now_secs: i64,
 ) -> Result<DebitRead> {
     const REPLAY_FIRST: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
     if let Some(request_hash) = opt_text(row, REPLAY_FIRST)? {
-        if request_hash != fingerprint {
+        if !fingerprint.matches(&request_hash) {
             return Err(LedgerError::IdempotencyConflict);
         }
         let previous = serde_json::from_str(&text(row, REPLAY_FIRST + 1)?).map_err(|e| {

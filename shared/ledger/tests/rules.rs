@@ -7,7 +7,7 @@ use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::catalog::{Direction, UsageKind};
 use ledger::views::{self, Status, TransactionFilter};
-use ledger::{LedgerError, LimitKind, calls, payments, plans, usage};
+use ledger::{LedgerError, LimitKind, SqlValue, Storage, calls, payments, plans, usage};
 
 fn limits(policy: OveragePolicy) -> AgentLimits {
     AgentLimits {
@@ -456,6 +456,72 @@ fn r7_inbound_grace_then_pause_and_negative_wallet_paid_off() {
         t1 + 2001,
     )
     .expect("restored");
+    fx.assert_invariants();
+}
+
+#[test]
+fn r8_replay_records_keep_a_hash_and_records_written_before_it_still_match() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let event = fx.event("w", "a", "e1", UsageKind::Message, "3");
+    let first = fx
+        .debit("w", "a", "e1", UsageKind::Message, "3", NOV_1)
+        .expect("debit");
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("authorize");
+    let stored = |sql: &str| -> String {
+        let rows = block_on(fx.db.query(sql, &[])).expect("read");
+        match rows[0].first() {
+            Some(SqlValue::Text(text)) => text.clone(),
+            other => panic!("request_hash: {other:?}"),
+        }
+    };
+    // A fixed-size hash is stored, not the request.
+    let event_hash = stored("SELECT request_hash FROM usage_events WHERE event_id = 'e1'");
+    let call_hash = stored("SELECT request_hash FROM calls WHERE call_id = 'c1'");
+    for hash in [&event_hash, &call_hash] {
+        assert_eq!(hash.len(), 64, "{hash}");
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    }
+    // Records written before hashing hold the request's JSON: replays still match them, and a
+    // different request still conflicts.
+    let call = calls::CallRequest {
+        workspace_id: "w".into(),
+        agent_id: "a".into(),
+        call_id: "c1".into(),
+        direction: Direction::Outbound,
+        to: "+14155550123".into(),
+        from: "+14155550100".into(),
+    };
+    let legacy = |sql: &str, json: String| {
+        block_on(fx.db.execute(sql, &[SqlValue::Text(json)])).expect("legacy record");
+    };
+    legacy(
+        "UPDATE usage_events SET request_hash = ?1 WHERE event_id = 'e1'",
+        serde_json::to_string(&event).expect("json"),
+    );
+    legacy(
+        "UPDATE calls SET request_hash = ?1 WHERE call_id = 'c1'",
+        serde_json::to_string(&call).expect("json"),
+    );
+    let rows = fx.journal_rows();
+    assert_eq!(
+        fx.debit("w", "a", "e1", UsageKind::Message, "3", NOV_1),
+        Ok(first)
+    );
+    assert_eq!(
+        fx.debit("w", "a", "e1", UsageKind::Message, "4", NOV_1),
+        Err(LedgerError::IdempotencyConflict)
+    );
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("replayed authorize");
+    assert_eq!(
+        fx.call("w", "a", "c1", Direction::Outbound, "+14155550124", NOV_1)
+            .map(|_| ()),
+        Err(LedgerError::IdempotencyConflict)
+    );
+    assert_eq!(fx.journal_rows(), rows);
+    assert_eq!(fx.state("w").held_plan_micros, micros("0.02"), "one hold");
     fx.assert_invariants();
 }
 

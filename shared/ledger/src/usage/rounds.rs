@@ -14,6 +14,7 @@ use super::{
     DEBIT_READ_COLUMN_COUNT, DEBIT_VALUE_COUNT, DEBIT_WRITE_COLUMNS, DebitResult, Prepared, Rated,
     UsageEvent, debit_in_tx, debit_read_columns, debit_read_of, debit_values, prepare,
 };
+use crate::fingerprint::Fingerprint;
 use crate::guarded;
 use crate::row::{int, t, text};
 use crate::storage::{Row, Storage};
@@ -25,7 +26,7 @@ const ROUND_ROWS: &str = "(SELECT key AS g_key, value AS g_value, value ->> 0 AS
     value ->> 1 AS g_agent, value ->> 2 AS g_event FROM json_each(?1)) g";
 
 /// A checked and priced event: its position in the batch, its price and its fingerprint.
-pub(super) type Checked = (usize, Rated, String);
+pub(super) type Checked = (usize, Rated, Fingerprint);
 
 /// A member of a round decided for the write.
 struct Decided {
@@ -73,7 +74,7 @@ async fn debit_alone<S: Storage>(
     db: &S,
     event: &UsageEvent,
     rated: &Rated,
-    fingerprint: &str,
+    fingerprint: &Fingerprint,
     real_now_secs: i64,
 ) -> Result<Result<DebitResult>> {
     db.execute("SAVEPOINT usage_event", &[]).await?;
