@@ -505,45 +505,22 @@ fn r8_replay_records_keep_a_hash_and_records_written_before_it_still_match() {
         serde_json::to_string(&call).expect("json"),
     );
     let rows = fx.journal_rows();
-    assert_eq!(
-        fx.debit("w", "a", "e1", UsageKind::Message, "3", NOV_1),
-        Ok(first)
-    );
-    assert_eq!(
-        fx.debit("w", "a", "e1", UsageKind::Message, "4", NOV_1),
-        Err(LedgerError::IdempotencyConflict)
-    );
-    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
-        .expect("replayed authorize");
-    assert_eq!(
-        fx.call("w", "a", "c1", Direction::Outbound, "+14155550124", NOV_1)
-            .map(|_| ()),
-        Err(LedgerError::IdempotencyConflict)
-    );
+    assert_e1_and_c1_replay(&fx, &first);
     assert_eq!(fx.journal_rows(), rows);
-    assert_eq!(fx.state("w").held_plan_micros, micros("0.02"), "one hold");
     fx.assert_invariants();
 }
 
-#[test]
-fn r8_replays_move_nothing() {
-    let fx = Fixture::new();
-    fx.subscribed("w", "free", NOV_1);
-    let first = fx
-        .debit("w", "a", "e1", UsageKind::Message, "3", NOV_1)
-        .expect("debit");
-    let rows = fx.journal_rows();
+/// A replay of debit `e1` (3 messages) answers `first` and a replay of call `c1` is authorized
+/// again; the same ids with another body conflict; one hold stays.
+fn assert_e1_and_c1_replay(fx: &Fixture, first: &ledger::usage::DebitResult) {
     assert_eq!(
-        fx.debit("w", "a", "e1", UsageKind::Message, "3", NOV_1 + 5)
-            .expect("replay"),
-        first
+        fx.debit("w", "a", "e1", UsageKind::Message, "3", NOV_1 + 5),
+        Ok(first.clone())
     );
     assert_eq!(
         fx.debit("w", "a", "e1", UsageKind::Message, "4", NOV_1),
         Err(LedgerError::IdempotencyConflict)
     );
-    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
-        .expect("authorize");
     fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
         .expect("replayed authorize");
     assert_eq!(
@@ -556,6 +533,19 @@ fn r8_replays_move_nothing() {
         micros("0.02"),
         "one hold, not two"
     );
+}
+
+#[test]
+fn r8_replays_move_nothing() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let first = fx
+        .debit("w", "a", "e1", UsageKind::Message, "3", NOV_1)
+        .expect("debit");
+    fx.call("w", "a", "c1", Direction::Outbound, "+14155550123", NOV_1)
+        .expect("authorize");
+    let rows = fx.journal_rows();
+    assert_e1_and_c1_replay(&fx, &first);
     fx.topup("w", "tp1", "10", NOV_1);
     let credited = fx.balances("w").1;
     block_on(payments::settle_succeeded(&fx.db, "tp1", NOV_1)).expect("second report");
