@@ -18,10 +18,7 @@ impl Fingerprint {
     pub(crate) fn of<T: Serialize>(field: &'static str, request: &T) -> Result<Self> {
         let json = serde_json::to_string(request)
             .map_err(|e| LedgerError::invalid("validation_error", field, e.to_string()))?;
-        let hash = Sha256::digest(json.as_bytes())
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let hash = sha256_hex(&[json.as_bytes()]);
         Ok(Self { json, hash })
     }
 
@@ -37,9 +34,39 @@ impl Fingerprint {
     }
 }
 
+/// Lower-case hex of the SHA-256 of `parts`, each followed by a NUL separator except the last
+/// (so ("ab", "c") and ("a", "bc") differ): the ledger's request fingerprints, and the
+/// components' idempotency records and Stripe idempotency keys.
+pub fn sha256_hex(parts: &[&[u8]]) -> String {
+    use std::fmt::Write as _;
+    let mut hasher = Sha256::new();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            hasher.update([0]);
+        }
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .fold(String::with_capacity(64), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_hex_separates_parts() {
+        assert_eq!(
+            sha256_hex(&[b"abc"]),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_ne!(sha256_hex(&[b"ab", b"c"]), sha256_hex(&[b"a", b"bc"]));
+    }
 
     #[test]
     fn a_fingerprint_is_the_sha256_of_the_json_and_matches_either_form() {

@@ -27,4 +27,5 @@ pub mod views;
 pub mod workspace;
 
 pub use error::{LedgerError, LimitKind, Result};
+pub use fingerprint::sha256_hex;
 pub use storage::{Row, SqlValue, Storage, StorageError, StorageErrorKind};

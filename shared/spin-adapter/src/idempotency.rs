@@ -22,8 +22,8 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
+use ledger::sha256_hex;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use spin_sdk::key_value::Store;
 
 use crate::config::now_secs;
@@ -269,38 +269,9 @@ fn kv_failure(operation: &str, error: &spin_sdk::key_value::Error) -> Reply {
     ApiError::unavailable().into_reply()
 }
 
-/// Lower-case hex of the SHA-256 of `parts`, each followed by a NUL separator except the last
-/// (so ("ab", "c") and ("a", "bc") differ).
-pub fn sha256_hex(parts: &[&[u8]]) -> String {
-    use std::fmt::Write as _;
-    let mut hasher = Sha256::new();
-    for (index, part) in parts.iter().enumerate() {
-        if index > 0 {
-            hasher.update([0]);
-        }
-        hasher.update(part);
-    }
-    hasher
-        .finalize()
-        .iter()
-        .fold(String::with_capacity(64), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sha256_hex_separates_parts() {
-        assert_eq!(
-            sha256_hex(&[b"abc"]),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert_ne!(sha256_hex(&[b"ab", b"c"]), sha256_hex(&[b"a", b"bc"]));
-    }
 
     #[test]
     fn key_validation() {

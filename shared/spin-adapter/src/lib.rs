@@ -35,6 +35,5 @@ pub use http::{
     BODY_LIMIT_BYTES, Reply, method_not_allowed, not_found, parse_json, parse_query, path_segments,
     read_body, read_json,
 };
-pub use idempotency::{
-    IDEMPOTENCY_HEADER, IdempotencyScope, idempotency_key, idempotent, sha256_hex,
-};
+pub use idempotency::{IDEMPOTENCY_HEADER, IdempotencyScope, idempotency_key, idempotent};
+pub use ledger::sha256_hex;
