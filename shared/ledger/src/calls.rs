@@ -275,14 +275,7 @@ pub async fn authorize_with_attempts<S: Storage>(
     real_now_secs: i64,
     unlocked_attempts: u32,
 ) -> Result<CallAuthorized> {
-    let priced = match price(catalog, request) {
-        Ok(priced) => priced,
-        Err(refused) => {
-            // Priced before any read: a refusal only stands against the stored catalog.
-            catalog::ensure_current(db, catalog).await?;
-            return Err(refused);
-        }
-    };
+    let priced = catalog::priced_before_reading(db, catalog, price(catalog, request)).await?;
     for _ in 0..unlocked_attempts {
         match authorize_unlocked(db, request, &priced, real_now_secs).await? {
             Unlocked::Done(answer) => return Ok(answer),

@@ -519,6 +519,20 @@ pub async fn current_version<S: Storage>(db: &S) -> Result<i64> {
     rows.first().map_or(Ok(0), |row| int(row, 0))
 }
 
+/// What was priced with `catalog` before any read: a refusal only stands against the stored
+/// catalog, so it becomes `CatalogChanged` if `catalog` is no longer that (one query, on
+/// refusals only).
+pub(crate) async fn priced_before_reading<S: Storage, T>(
+    db: &S,
+    catalog: &Catalog,
+    priced: Result<T>,
+) -> Result<T> {
+    if priced.is_err() {
+        ensure_current(db, catalog).await?;
+    }
+    priced
+}
+
 /// `Err(CatalogChanged)` unless `catalog` is the stored version (a hot path's check when it did
 /// not read the version with its state: on a refusal priced before any read, and on the
 /// transactional paths).

@@ -162,14 +162,7 @@ pub async fn record_with_attempts<S: Storage>(
     real_now_secs: i64,
     unlocked_attempts: u32,
 ) -> Result<DebitResult> {
-    let rated = match rate(catalog, event) {
-        Ok(rated) => rated,
-        Err(refused) => {
-            // Priced before any read: a refusal only stands against the stored catalog.
-            catalog::ensure_current(db, catalog).await?;
-            return Err(refused);
-        }
-    };
+    let rated = catalog::priced_before_reading(db, catalog, rate(catalog, event)).await?;
     let fingerprint = fingerprint(event)?;
     for _ in 0..unlocked_attempts {
         if let Some(result) =
