@@ -21,6 +21,11 @@ fn message(fx: &Fixture, id: &str) -> UsageEvent {
     fx.event("w", "a", id, UsageKind::Message, "1")
 }
 
+/// Debits message "m1" through `db` (a watched connection).
+fn debit_m1(db: &Watched<'_>, fx: &Fixture) -> Result<DebitResult, LedgerError> {
+    block_on(usage::record(db, &fx.catalog, &message(fx, "m1"), NOV_1))
+}
+
 /// A free-plan workspace (10 plan credits) with 10 credits in its wallet.
 fn funded() -> Fixture {
     let fx = Fixture::new();
@@ -34,13 +39,7 @@ fn an_uncontended_debit_is_one_read_and_one_write() {
     let fx = funded();
     let before = fx.journal_rows();
     let watched = Watched::new(&fx.db, vec![], || {});
-    let debited = block_on(usage::record(
-        &watched,
-        &fx.catalog,
-        &message(&fx, "m1"),
-        NOV_1,
-    ))
-    .expect("debit");
+    let debited = debit_m1(&watched, &fx).expect("debit");
     assert_eq!(watched.statements(), ["SELECT", "INSERT"]);
     // Free plan: 10 credits granted, so the message (0.01) comes from plan credits.
     assert_eq!(debited.charged, dec("0.01"));
@@ -59,13 +58,7 @@ fn a_debit_whose_workspace_changed_after_its_read_writes_nothing_and_decides_aga
     let watched = Watched::new(&fx.db, vec![1], || {
         debit_elsewhere(&fx, message(&fx, "other"));
     });
-    let debited = block_on(usage::record(
-        &watched,
-        &fx.catalog,
-        &message(&fx, "m1"),
-        NOV_1,
-    ))
-    .expect("debit");
+    let debited = debit_m1(&watched, &fx).expect("debit");
     // The first write found the workspace changed and wrote nothing; the second went through.
     assert_eq!(
         watched.statements(),
@@ -85,13 +78,7 @@ fn a_debit_that_keeps_losing_the_race_takes_the_write_lock() {
         let id = format!("other-{}", n.borrow());
         debit_elsewhere(&fx, message(&fx, &id));
     });
-    let debited = block_on(usage::record(
-        &watched,
-        &fx.catalog,
-        &message(&fx, "m1"),
-        NOV_1,
-    ))
-    .expect("debit");
+    let debited = debit_m1(&watched, &fx).expect("debit");
     assert_eq!(
         watched.statements(),
         [
@@ -110,13 +97,7 @@ fn a_concurrent_replay_of_the_same_event_is_answered_not_debited_twice() {
     let watched = Watched::new(&fx.db, vec![1], || {
         *first.borrow_mut() = Some(debit_elsewhere(&fx, message(&fx, "m1")));
     });
-    let replayed = block_on(usage::record(
-        &watched,
-        &fx.catalog,
-        &message(&fx, "m1"),
-        NOV_1,
-    ))
-    .expect("replay");
+    let replayed = debit_m1(&watched, &fx).expect("replay");
     drop(watched);
     assert_eq!(Some(replayed), first.into_inner());
     assert_eq!(fx.balances("w"), (micros("9.99"), micros("10")));
