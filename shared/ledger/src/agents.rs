@@ -106,15 +106,13 @@ pub(crate) fn fund(ws: &WorkspaceState, agent: &AgentState, amount_micros: i64) 
     }
 }
 
-/// An agent's stored row and its active calls, for a query that binds the workspace id as `?1`,
-/// the agent id as `?2` and joins `agents a` (NULLs when the agent was never used). Decoded by
-/// [`from_columns`]; one statement instead of two (each is a host round trip in Wasm).
+/// An agent's stored row with its counters of calls in progress, for a query that joins
+/// `agents a` (NULLs when the agent was never used). Decoded by [`from_columns`]. The counters
+/// are kept by the calls triggers (schema.rs, V6): reading them costs the same whatever the
+/// number of calls in progress.
 pub(crate) const AGENT_COLUMNS: &str = "a.overage_policy, a.monthly_spend_limit_micros,
     a.daily_call_limit, a.max_concurrent_calls, a.spend_cycle_start_at, a.cycle_spend_micros,
-    a.call_day, a.day_calls,
-    (SELECT COUNT(*) FROM calls c WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active'),
-    (SELECT COALESCE(SUM(c.held_plan_micros + c.held_wallet_micros), 0) FROM calls c
-     WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active')";
+    a.call_day, a.day_calls, COALESCE(a.active_calls, 0), COALESCE(a.active_held_micros, 0)";
 
 /// How many columns [`AGENT_COLUMNS`] selects.
 pub(crate) const AGENT_COLUMN_COUNT: usize = 10;
@@ -180,31 +178,6 @@ pub(crate) fn from_columns(
         }
     }
     Ok(agent)
-}
-
-/// Adds a posted charge to the agent's cycle spend and `calls_started` to its day's calls,
-/// creating the agent with defaults on first use. One statement.
-pub(crate) async fn record_use<S: Storage>(
-    db: &S,
-    ws: &WorkspaceState,
-    agent: &AgentState,
-    spent_micros: i64,
-    calls_started: i64,
-    now_secs: i64,
-) -> Result<()> {
-    let cycle_start = ws.cycle_start_at.unwrap_or(0);
-    db.execute(
-        "INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros, call_day, day_calls, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
-             cycle_spend_micros = CASE WHEN spend_cycle_start_at = ?3 THEN cycle_spend_micros ELSE 0 END + ?4,
-             spend_cycle_start_at = ?3,
-             day_calls = CASE WHEN call_day = ?5 THEN day_calls ELSE 0 END + ?6,
-             call_day = ?5",
-        &[t(&ws.id), t(&agent.agent_id), i(cycle_start), i(spent_micros), t(&agent.today), i(calls_started), i(now_secs)],
-    )
-    .await?;
-    Ok(())
 }
 
 /// An agent's limits (defaults if never set).

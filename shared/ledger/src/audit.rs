@@ -37,6 +37,32 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE w.held_plan_micros <> COALESCE(c.p, 0) OR w.held_wallet_micros <> COALESCE(c.wl, 0)",
     ),
     (
+        "each workspace's count of calls in progress equals its active calls",
+        "SELECT w.id, 'active_calls ' || w.active_calls || ' vs ' || COALESCE(c.n, 0)
+         FROM workspaces w LEFT JOIN (
+             SELECT workspace_id, COUNT(*) AS n FROM calls WHERE status = 'active'
+             GROUP BY workspace_id) c ON c.workspace_id = w.id
+         WHERE w.active_calls <> COALESCE(c.n, 0)",
+    ),
+    (
+        "each agent's counters of calls in progress equal its active calls and their holds",
+        "SELECT a.workspace_id, 'agent ' || a.agent_id || ': active_calls ' || a.active_calls
+                 || ' vs ' || COALESCE(c.n, 0) || ', active_held_micros ' || a.active_held_micros
+                 || ' vs ' || COALESCE(c.held, 0)
+         FROM agents a LEFT JOIN (
+             SELECT workspace_id, agent_id, COUNT(*) AS n,
+                    SUM(held_plan_micros + held_wallet_micros) AS held
+             FROM calls WHERE status = 'active' GROUP BY workspace_id, agent_id) c
+           ON c.workspace_id = a.workspace_id AND c.agent_id = a.agent_id
+         WHERE a.active_calls <> COALESCE(c.n, 0) OR a.active_held_micros <> COALESCE(c.held, 0)",
+    ),
+    (
+        "every call in progress has its agent",
+        "SELECT c.workspace_id, 'call ' || c.call_id FROM calls c
+         WHERE c.status = 'active' AND NOT EXISTS (
+             SELECT 1 FROM agents a WHERE a.workspace_id = c.workspace_id AND a.agent_id = c.agent_id)",
+    ),
+    (
         "no call is posted twice",
         "SELECT workspace_id, 'call ' || reference FROM transactions WHERE type = 'call'
          GROUP BY workspace_id, reference HAVING COUNT(*) > 1",

@@ -2,15 +2,16 @@
 //! `end` posts the actual charge and releases the rest; a hold not extended in time is posted at
 //! its reserved amount. Limits (R6) and the inbound grace period (R7) apply at authorization.
 
+use std::sync::LazyLock;
+
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::agents::{self, AgentState, Funding, OveragePolicy};
 use crate::catalog::{self, CallRate, Catalog, Direction, NumberType};
 use crate::fingerprint::Fingerprint;
-use crate::guarded;
+use crate::guarded::{self, Attempt, Read, ViewRow, view_row};
 use crate::money;
-use crate::post::{self, Entry};
 use crate::row::{i, int, opt_int, t, text};
 use crate::storage::Storage;
 use crate::tx;
@@ -92,7 +93,6 @@ pub struct CallPosted {
 #[derive(Debug, Clone)]
 struct CallRow {
     call_id: String,
-    workspace_id: String,
     agent_id: String,
     direction: String,
     rate: CallRate,
@@ -114,45 +114,53 @@ impl CallRow {
     }
 }
 
-const CALL_COLUMNS: &str = "call_id, workspace_id, agent_id, direction, NULL, number_type, rate_micros,
-    increment_secs, minimum_secs, status, grace, reserved_secs, held_plan_micros, held_wallet_micros,
-    request_hash, duration_secs, charged_micros, unbilled_micros, transaction_id";
+/// A call's row, for a query that reads `calls c`. Decoded by [`call_from_row`].
+const CALL_COLUMNS: &str = "c.call_id, c.workspace_id, c.agent_id, c.direction, NULL,
+    c.number_type, c.rate_micros, c.increment_secs, c.minimum_secs, c.status, c.grace,
+    c.reserved_secs, c.held_plan_micros, c.held_wallet_micros, c.request_hash, c.duration_secs,
+    c.charged_micros, c.unbilled_micros, c.transaction_id";
 
-fn call_from_row(r: &crate::Row) -> Result<CallRow> {
+/// How many columns [`CALL_COLUMNS`] selects.
+const CALL_COLUMN_COUNT: usize = 19;
+
+/// Decodes [`CALL_COLUMNS`] starting at column `first`.
+fn call_from_row(r: &crate::Row, first: usize) -> Result<CallRow> {
+    let at = |n: usize| first + n;
     Ok(CallRow {
-        call_id: text(r, 0)?,
-        workspace_id: text(r, 1)?,
-        agent_id: text(r, 2)?,
-        direction: text(r, 3)?,
+        call_id: text(r, at(0))?,
+        agent_id: text(r, at(2))?,
+        direction: text(r, at(3))?,
         rate: CallRate {
-            number_type: if text(r, 5)? == "toll_free" {
+            number_type: if text(r, at(5))? == "toll_free" {
                 NumberType::TollFree
             } else {
                 NumberType::Standard
             },
-            per_minute_micros: int(r, 6)?,
-            increment_secs: int(r, 7)?,
-            minimum_secs: int(r, 8)?,
+            per_minute_micros: int(r, at(6))?,
+            increment_secs: int(r, at(7))?,
+            minimum_secs: int(r, at(8))?,
         },
-        status: text(r, 9)?,
-        grace: int(r, 10)? != 0,
-        reserved_secs: int(r, 11)?,
-        held_plan_micros: int(r, 12)?,
-        held_wallet_micros: int(r, 13)?,
-        request_hash: text(r, 14)?,
-        duration_secs: opt_int(r, 15)?,
-        charged_micros: opt_int(r, 16)?,
-        unbilled_micros: opt_int(r, 17)?,
-        transaction_id: opt_int(r, 18)?,
+        status: text(r, at(9))?,
+        grace: int(r, at(10))? != 0,
+        reserved_secs: int(r, at(11))?,
+        held_plan_micros: int(r, at(12))?,
+        held_wallet_micros: int(r, at(13))?,
+        request_hash: text(r, at(14))?,
+        duration_secs: opt_int(r, at(15))?,
+        charged_micros: opt_int(r, at(16))?,
+        unbilled_micros: opt_int(r, at(17))?,
+        transaction_id: opt_int(r, at(18))?,
     })
 }
 
 async fn load_call<S: Storage>(db: &S, call_id: &str) -> Result<CallRow> {
     workspace::validate_id("call_id", call_id)?;
-    let sql = format!("SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?1");
+    let sql = format!("SELECT {CALL_COLUMNS} FROM calls c WHERE c.call_id = ?1");
     let rows = db.query(&sql, &[t(call_id)]).await?;
     rows.first()
-        .map_or(Err(LedgerError::NotFound { what: "call" }), call_from_row)
+        .map_or(Err(LedgerError::NotFound { what: "call" }), |row| {
+            call_from_row(row, 0)
+        })
 }
 
 fn validate(request: &CallRequest) -> Result<Fingerprint> {
@@ -276,124 +284,163 @@ pub async fn authorize_with_attempts<S: Storage>(
     unlocked_attempts: u32,
 ) -> Result<CallAuthorized> {
     let priced = catalog::priced_before_reading(db, catalog, price(catalog, request)).await?;
-    for _ in 0..unlocked_attempts {
-        match authorize_unlocked(db, request, &priced, real_now_secs).await? {
-            Unlocked::Done(answer) => return Ok(answer),
-            Unlocked::Raced => {}
-            Unlocked::NeedsLock => break,
-        }
-    }
-    tx::immediate(db, async |db| {
-        if let Some(existing) = find_call(db, &request.call_id).await? {
-            if !priced.fingerprint.matches(&existing.request_hash) {
-                return Err(LedgerError::IdempotencyConflict);
-            }
-            return Ok(CallAuthorized {
-                call_id: existing.call_id.clone(),
-                status: existing.status.clone(),
-                held: money::to_decimal(existing.held_micros()),
-                grace: existing.grace,
-            });
-        }
-        catalog::ensure_current(db, catalog).await?;
-        let ws = workspace::get(db, &request.workspace_id).await?;
-        if ws.plan_id.is_none() {
-            return Err(LedgerError::BillingNotConfigured);
-        }
-        let now = ws.now(real_now_secs);
-        // Posting an expired hold moves balances and holds: read the workspace again only then.
-        let ws = if expire_overdue(db, Some(&ws.id), now, EXPIRY_BATCH_MAX).await? > 0 {
-            workspace::get(db, &request.workspace_id).await?
-        } else {
-            ws
-        };
-        let agent = agents::load(db, &ws, &request.agent_id, now).await?;
-        let (funding, grace) = decide(&ws, &agent, request, &priced, now)?;
-        let (sql, params) = hold_write(
-            request,
-            &priced,
-            &ws,
-            &agent,
-            (funding, grace, now),
-            real_now_secs,
-            None,
-        );
-        guarded::write_locked(db, &sql, &params).await?;
-        Ok(authorized(request, funding, grace))
-    })
+    guarded::optimistic(
+        db,
+        unlocked_attempts,
+        async |db| authorize_unlocked(db, request, &priced, real_now_secs).await,
+        async |db| authorize_locked(db, catalog, request, &priced, real_now_secs).await,
+    )
     .await
 }
 
-/// What an authorization's decision depends on, re-read by its guarded write (`guarded.rs`):
-/// `?1` is the workspace, `?2` the agent, `?3` the call id, `?4` the real time. The last two
-/// columns send the authorization to the transactional path: the call id already exists (a
-/// replay or a conflict), or the workspace has overdue holds to post first.
-const CALL_STAMP: &str = "workspaces.plan_id, workspaces.plan_credits_micros,
-    workspaces.wallet_micros, workspaces.held_plan_micros, workspaces.held_wallet_micros,
-    workspaces.exhausted_at, workspaces.cycle_start_at, workspaces.test_clock_at,
-    workspaces.timezone,
-    a.overage_policy, a.monthly_spend_limit_micros, a.daily_call_limit, a.max_concurrent_calls,
-    a.spend_cycle_start_at, a.cycle_spend_micros, a.call_day, a.day_calls,
-    (SELECT COUNT(*) FROM calls c WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active'),
-    (SELECT COALESCE(SUM(c.held_plan_micros + c.held_wallet_micros), 0) FROM calls c
-     WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active'),
-    EXISTS (SELECT 1 FROM calls WHERE call_id = ?3),
-    EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = ?1 AND c.status = 'active'
-            AND c.expires_at <= COALESCE(workspaces.test_clock_at, ?4))";
+/// An authorization's read: `?1` the workspace, `?2` the agent, `?3` the call id, `?4` the real
+/// time. Besides the workspace, the agent and the catalog version, two flags send the
+/// authorization to the transactional path: the call id already exists (a replay or a
+/// conflict), or the workspace has overdue holds to post first.
+static AUTHORIZE_READ: LazyLock<Read> = LazyLock::new(|| Read {
+    stamp: format!(
+        "{WORKSPACE_COLUMNS}, {AGENT_COLUMNS},
+         EXISTS (SELECT 1 FROM calls WHERE call_id = ?3),
+         EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = ?1 AND c.status = 'active'
+                 AND c.expires_at <= COALESCE(workspaces.test_clock_at, ?4)),
+         {CURRENT_VERSION}",
+        WORKSPACE_COLUMNS = *workspace::QUALIFIED_WORKSPACE_COLUMNS,
+        AGENT_COLUMNS = agents::AGENT_COLUMNS,
+        CURRENT_VERSION = catalog::CURRENT_VERSION,
+    ),
+    extra: "",
+    from: "FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
+         WHERE workspaces.id = ?1"
+        .into(),
+    keys: 4,
+});
 
-/// How many columns [`CALL_STAMP`] selects.
-const CALL_STAMP_COLUMN_COUNT: usize = 21;
+/// Where [`AUTHORIZE_READ`]'s flags and catalog version are.
+const CALL_EXISTS: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
+const HOLDS_OVERDUE: usize = CALL_EXISTS + 1;
+const AUTHORIZE_VERSION: usize = CALL_EXISTS + 2;
 
-/// The first parameter of [`hold_write`]'s guard (`guarded::unchanged`).
-const CALL_GUARD_FIRST_PARAM: usize = 21;
+view_row! {
+    /// A decided authorization: a row of the view `call_authorize`, whose trigger (schema.rs)
+    /// inserts the call (its hold trigger adds the hold to the workspace's and the agent's
+    /// counters), counts it in the agent's day and starts the grace period: at once for a grace
+    /// call, else if the hold left nothing available.
+    struct HoldRow in "call_authorize" {
+        call_id: String,
+        workspace_id: String,
+        agent_id: String,
+        direction: &'static str,
+        to_number: String,
+        from_number: String,
+        number_type: &'static str,
+        rate_micros: i64,
+        increment_secs: i64,
+        minimum_secs: i64,
+        grace: bool,
+        reserved_secs: i64,
+        held_plan_micros: i64,
+        held_wallet_micros: i64,
+        request_hash: String,
+        started_at: i64,
+        expires_at: i64,
+        spend_cycle_start_at: i64,
+        call_day: String,
+    }
+}
 
-/// What the fast path of an authorization did.
-enum Unlocked {
-    /// Authorized or refused: the answer.
-    Done(CallAuthorized),
-    /// Another writer changed what it read: nothing was written.
-    Raced,
-    /// A replay, or overdue holds to post first: only the transactional path does these.
-    NeedsLock,
+fn authorize_params(request: &CallRequest, real_now_secs: i64) -> [crate::SqlValue; 4] {
+    [
+        t(&request.workspace_id),
+        t(&request.agent_id),
+        t(&request.call_id),
+        i(real_now_secs),
+    ]
 }
 
 /// The fast path of [`authorize`]: one read, then the call, the agent's day count and the grace
-/// mark in ONE statement (`call_authorize`'s trigger, schema.rs), guarded by [`CALL_STAMP`].
+/// mark in ONE statement guarded by the read.
 async fn authorize_unlocked<S: Storage>(
     db: &S,
     request: &CallRequest,
     priced: &Priced,
     real_now_secs: i64,
-) -> Result<Unlocked> {
-    let sql = format!(
-        "SELECT {WORKSPACE_COLUMNS}, {AGENT_COLUMNS}, {CALL_STAMP}, {CURRENT_VERSION}
-         FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
-         WHERE workspaces.id = ?1",
-        WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
-        AGENT_COLUMNS = agents::AGENT_COLUMNS,
-        CURRENT_VERSION = catalog::CURRENT_VERSION,
-    );
-    let params = [
-        t(&request.workspace_id),
-        t(&request.agent_id),
-        t(&request.call_id),
-        i(real_now_secs),
-    ];
-    let rows = db.query(&sql, &params).await?;
+) -> Result<Attempt<CallAuthorized>> {
+    let params = authorize_params(request, real_now_secs);
+    let rows = db.query(&AUTHORIZE_READ.sql(), &params).await?;
     // An unknown workspace: the transactional path tells a conflicting call id from a 404.
     let Some(row) = rows.first() else {
-        return Ok(Unlocked::NeedsLock);
+        return Ok(Attempt::NeedsLock);
     };
-    let stamp_first = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
-    let stamp = guarded::stamp_of(row, stamp_first, CALL_STAMP_COLUMN_COUNT)?;
     // The stored catalog version, read with the state: a cached catalog needs no query of its own.
-    if int(row, stamp_first + CALL_STAMP_COLUMN_COUNT)? != priced.catalog_version {
+    if int(row, AUTHORIZE_VERSION)? != priced.catalog_version {
         return Err(LedgerError::CatalogChanged);
     }
-    let needs_lock = |value: &crate::SqlValue| *value != crate::SqlValue::Integer(0);
-    if stamp[CALL_STAMP_COLUMN_COUNT - 2..].iter().any(needs_lock) {
-        return Ok(Unlocked::NeedsLock);
+    if int(row, CALL_EXISTS)? != 0 || int(row, HOLDS_OVERDUE)? != 0 {
+        return Ok(Attempt::NeedsLock);
     }
+    let (hold, answer) = decide_hold(row, request, priced, real_now_secs)?;
+    let stamp = AUTHORIZE_READ.stamp_of(row)?;
+    let (sql, params) = guarded::insert(&[hold], Some((&AUTHORIZE_READ, &params, &stamp)))?;
+    Ok(match guarded::write(db, &sql, &params).await? {
+        Some(_) => Attempt::Done(answer),
+        None => Attempt::Raced,
+    })
+}
+
+/// [`authorize`] under the write lock: answers a replay, posts the workspace's overdue holds,
+/// then the same decision and write, unguarded.
+async fn authorize_locked<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    request: &CallRequest,
+    priced: &Priced,
+    real_now_secs: i64,
+) -> Result<CallAuthorized> {
+    if let Some(existing) = find_call(db, &request.call_id).await? {
+        if !priced.fingerprint.matches(&existing.request_hash) {
+            return Err(LedgerError::IdempotencyConflict);
+        }
+        return Ok(CallAuthorized {
+            call_id: existing.call_id.clone(),
+            status: existing.status.clone(),
+            held: money::to_decimal(existing.held_micros()),
+            grace: existing.grace,
+        });
+    }
+    let params = authorize_params(request, real_now_secs);
+    let mut rows = db.query(&AUTHORIZE_READ.sql(), &params).await?;
+    let Some(row) = rows.first() else {
+        catalog::ensure_current(db, catalog).await?;
+        return Err(LedgerError::NotFound { what: "workspace" });
+    };
+    if int(row, AUTHORIZE_VERSION)? != priced.catalog_version {
+        return Err(LedgerError::CatalogChanged);
+    }
+    if int(row, HOLDS_OVERDUE)? != 0 {
+        let ws = workspace::from_row(row)?;
+        if ws.plan_id.is_none() {
+            return Err(LedgerError::BillingNotConfigured);
+        }
+        // Posting an expired hold moves balances and holds: read them again.
+        expire_overdue(db, Some(&ws.id), ws.now(real_now_secs), EXPIRY_BATCH_MAX).await?;
+        rows = db.query(&AUTHORIZE_READ.sql(), &params).await?;
+    }
+    let row = rows
+        .first()
+        .ok_or(LedgerError::NotFound { what: "workspace" })?;
+    let (hold, answer) = decide_hold(row, request, priced, real_now_secs)?;
+    let (sql, params) = guarded::insert(&[hold], None)?;
+    db.execute(&sql, &params).await?;
+    Ok(answer)
+}
+
+/// Decides an authorization from a row of [`AUTHORIZE_READ`]: the row to write and the answer.
+fn decide_hold(
+    row: &crate::Row,
+    request: &CallRequest,
+    priced: &Priced,
+    real_now_secs: i64,
+) -> Result<(HoldRow, CallAuthorized)> {
     let ws = workspace::from_row(row)?;
     if ws.plan_id.is_none() {
         return Err(LedgerError::BillingNotConfigured);
@@ -407,78 +454,28 @@ async fn authorize_unlocked<S: Storage>(
         workspace::WORKSPACE_COLUMN_COUNT,
     )?;
     let (funding, grace) = decide(&ws, &agent, request, priced, now)?;
-    let guard = guarded::guard_params(priced.catalog_version, stamp);
-    let (sql, params) = hold_write(
-        request,
-        priced,
-        &ws,
-        &agent,
-        (funding, grace, now),
-        real_now_secs,
-        Some(guard),
-    );
-    Ok(match guarded::write(db, &sql, &params).await? {
-        Some(_) => Unlocked::Done(authorized(request, funding, grace)),
-        None => Unlocked::Raced,
-    })
-}
-
-/// A decided authorization's ONE statement: a row into the view `call_authorize`, whose trigger
-/// (schema.rs) inserts the call (its hold trigger adds the hold to the workspace), counts it in
-/// the agent's day and starts the grace period: at once for a grace call, else if the hold left
-/// nothing available. With `guard` ([`guarded::guard_params`]) the row is selected only if
-/// nothing the decision read has changed; without, the caller holds the write lock.
-fn hold_write(
-    request: &CallRequest,
-    priced: &Priced,
-    ws: &WorkspaceState,
-    agent: &AgentState,
-    (funding, grace, now): (Funding, bool, i64),
-    real_now_secs: i64,
-    guard: Option<Vec<crate::SqlValue>>,
-) -> (String, Vec<crate::SqlValue>) {
-    let condition = match guard {
-        Some(_) => format!(
-            "WHERE {}",
-            guarded::unchanged(CALL_STAMP, CALL_STAMP_COLUMN_COUNT, CALL_GUARD_FIRST_PARAM)
-        ),
-        None => String::new(),
+    let hold = HoldRow {
+        call_id: request.call_id.clone(),
+        workspace_id: ws.id.clone(),
+        agent_id: agent.agent_id.clone(),
+        direction: request.direction.as_str(),
+        to_number: request.to.clone(),
+        from_number: request.from.clone(),
+        number_type: priced.number_type.as_str(),
+        rate_micros: priced.rate.per_minute_micros,
+        increment_secs: priced.rate.increment_secs,
+        minimum_secs: priced.rate.minimum_secs,
+        grace,
+        reserved_secs: priced.first_secs,
+        held_plan_micros: funding.from_plan_micros,
+        held_wallet_micros: funding.from_wallet_micros,
+        request_hash: priced.fingerprint.stored().to_owned(),
+        started_at: now,
+        expires_at: now + priced.hold_timeout_secs,
+        spend_cycle_start_at: ws.cycle_start_at.unwrap_or(0),
+        call_day: agent.today.clone(),
     };
-    let sql = format!(
-        "INSERT INTO call_authorize (call_id, workspace_id, agent_id, direction, to_number,
-             from_number, number_type, rate_micros, increment_secs, minimum_secs, grace,
-             reserved_secs, held_plan_micros, held_wallet_micros, request_hash, started_at,
-             expires_at, spend_cycle_start_at, call_day)
-         SELECT ?3, ?1, ?2, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19,
-             ?20
-         {condition}
-         RETURNING grace"
-    );
-    // ?1-?4 as in `CALL_STAMP` (?4, the real time, only the guard reads).
-    let mut params = vec![
-        t(&ws.id),
-        t(&agent.agent_id),
-        t(&request.call_id),
-        i(real_now_secs),
-        t(request.direction.as_str()),
-        t(&request.to),
-        t(&request.from),
-        t(priced.number_type.as_str()),
-        i(priced.rate.per_minute_micros),
-        i(priced.rate.increment_secs),
-        i(priced.rate.minimum_secs),
-        i(i64::from(grace)),
-        i(priced.first_secs),
-        i(funding.from_plan_micros),
-        i(funding.from_wallet_micros),
-        t(priced.fingerprint.stored()),
-        i(now),
-        i(now + priced.hold_timeout_secs),
-        i(ws.cycle_start_at.unwrap_or(0)),
-        t(&agent.today),
-    ];
-    params.extend(guard.into_iter().flatten());
-    (sql, params)
+    Ok((hold, authorized(request, funding, grace)))
 }
 
 /// R7: inbound calls to standard numbers keep working for the grace period after the balance ran
@@ -503,14 +500,141 @@ async fn find_call<S: Storage>(db: &S, call_id: &str) -> Result<Option<CallRow>>
     }
 }
 
+/// A call's read, for a heartbeat, an end or an expiry: `?1` the call id, `?2` the real time.
+/// The call, its workspace and its agent, and whether the workspace has overdue holds (which a
+/// heartbeat posts first, on the transactional path).
+static CALL_READ: LazyLock<Read> = LazyLock::new(|| Read {
+    stamp: format!(
+        "{WORKSPACE_COLUMNS}, {AGENT_COLUMNS}, {CALL_COLUMNS},
+         EXISTS (SELECT 1 FROM calls o WHERE o.workspace_id = c.workspace_id AND o.status = 'active'
+                 AND o.expires_at <= COALESCE(workspaces.test_clock_at, ?2))",
+        WORKSPACE_COLUMNS = *workspace::QUALIFIED_WORKSPACE_COLUMNS,
+        AGENT_COLUMNS = agents::AGENT_COLUMNS,
+    ),
+    extra: "",
+    from: "FROM calls c JOIN workspaces ON workspaces.id = c.workspace_id
+         LEFT JOIN agents a ON a.workspace_id = c.workspace_id AND a.agent_id = c.agent_id
+         WHERE c.call_id = ?1"
+        .into(),
+    keys: 2,
+});
+
+/// Where [`CALL_READ`]'s call and flag are.
+const CALL_FIRST: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
+const CALL_HOLDS_OVERDUE: usize = CALL_FIRST + CALL_COLUMN_COUNT;
+
+/// A call with its workspace and agent, as [`CALL_READ`] gave them.
+struct CallState {
+    call: CallRow,
+    ws: WorkspaceState,
+    agent: AgentState,
+    holds_overdue: bool,
+    /// The workspace's time.
+    now: i64,
+    /// What the read gave, for the guarded write.
+    stamp: Vec<crate::SqlValue>,
+}
+
+/// Reads a call with its workspace and agent (404 if the call is unknown).
+async fn read_call<S: Storage>(db: &S, call_id: &str, real_now_secs: i64) -> Result<CallState> {
+    workspace::validate_id("call_id", call_id)?;
+    let rows = db
+        .query(&CALL_READ.sql(), &[t(call_id), i(real_now_secs)])
+        .await?;
+    let row = rows.first().ok_or(LedgerError::NotFound { what: "call" })?;
+    let ws = workspace::from_row(row)?;
+    let call = call_from_row(row, CALL_FIRST)?;
+    let now = ws.now(real_now_secs);
+    let agent = agents::from_columns(
+        &ws,
+        &call.agent_id,
+        now,
+        row,
+        workspace::WORKSPACE_COLUMN_COUNT,
+    )?;
+    Ok(CallState {
+        holds_overdue: int(row, CALL_HOLDS_OVERDUE)? != 0,
+        stamp: CALL_READ.stamp_of(row)?,
+        call,
+        ws,
+        agent,
+        now,
+    })
+}
+
+/// Writes `row` for a call read as `state`: guarded by that read (`Some(true)` written,
+/// `Some(false)` raced), or, with `guard` false, under the caller's write lock.
+async fn write_for_call<S: Storage, R: ViewRow>(
+    db: &S,
+    row: R,
+    state: &CallState,
+    real_now_secs: i64,
+    guard: bool,
+) -> Result<bool> {
+    if !guard {
+        let (sql, params) = guarded::insert(&[row], None)?;
+        db.execute(&sql, &params).await?;
+        return Ok(true);
+    }
+    let keys = [t(&state.call.call_id), i(real_now_secs)];
+    let (sql, params) = guarded::insert(&[row], Some((&CALL_READ, &keys, &state.stamp)))?;
+    Ok(guarded::write(db, &sql, &params).await?.is_some())
+}
+
+view_row! {
+    /// A decided heartbeat: a row of the view `call_extend`, whose trigger (schema.rs) sets the
+    /// call's hold and expiry and starts the grace period if nothing is left.
+    struct ExtendRow in "call_extend" {
+        call_id: String,
+        workspace_id: String,
+        held_plan_micros: i64,
+        held_wallet_micros: i64,
+        reserved_secs: i64,
+        expires_at: i64,
+        now: i64,
+    }
+}
+
+/// What a heartbeat needs from the catalog.
+#[derive(Clone, Copy)]
+struct HeartbeatTerms {
+    elapsed_secs: i64,
+    hold_timeout_secs: i64,
+    grace_secs: i64,
+}
+
 /// Extends a call's hold to cover the next increment after `elapsed_secs`. If the agent cannot
 /// afford it (or the grace period is over), answers `continue: false` with the reason.
+///
+/// A heartbeat on a workspace without overdue holds is one read and one guarded write; overdue
+/// holds to post first, or two lost races, take the transactional path.
 pub async fn heartbeat<S: Storage>(
     db: &S,
     catalog: &Catalog,
     call_id: &str,
     elapsed_secs: i64,
     real_now_secs: i64,
+) -> Result<Heartbeat> {
+    heartbeat_with_attempts(
+        db,
+        catalog,
+        call_id,
+        elapsed_secs,
+        real_now_secs,
+        guarded::ATTEMPTS,
+    )
+    .await
+}
+
+/// [`heartbeat`] with a chosen number of unlocked attempts (tests force the locked path with 0).
+#[doc(hidden)]
+pub async fn heartbeat_with_attempts<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    call_id: &str,
+    elapsed_secs: i64,
+    real_now_secs: i64,
+    unlocked_attempts: u32,
 ) -> Result<Heartbeat> {
     if !(0..=86_400).contains(&elapsed_secs) {
         return Err(LedgerError::invalid(
@@ -519,62 +643,138 @@ pub async fn heartbeat<S: Storage>(
             "elapsed_seconds must be 0..86400",
         ));
     }
-    let hold_timeout_secs = i64::from(catalog.settings().hold_timeout_secs);
-    let grace_secs = i64::from(catalog.settings().inbound_grace_secs);
-    tx::immediate(db, async |db| {
-        let call = load_call(db, call_id).await?;
-        let stopped = |reason: &str, held: i64| Heartbeat { continue_call: false, reason: Some(reason.into()), held: money::to_decimal(held) };
-        if call.status != "active" {
-            return Ok(stopped("call_not_active", 0));
-        }
-        let ws = workspace::get(db, &call.workspace_id).await?;
-        let now = ws.now(real_now_secs);
-        if expire_overdue(db, Some(&ws.id), now, EXPIRY_BATCH_MAX).await? > 0 && load_call(db, call_id).await?.status != "active" {
-            return Ok(stopped("hold_expired", 0));
-        }
-        let needed_secs = call.rate.billed_secs(elapsed_secs) + call.rate.increment_secs;
-        let mut held_plan = call.held_plan_micros;
-        let mut held_wallet = call.held_wallet_micros;
-        let mut reason = None;
-        if call.grace {
-            if ws.exhausted_at.is_some_and(|since| now >= since + grace_secs) {
-                reason = Some(LedgerError::InsufficientFunds.code());
+    let terms = HeartbeatTerms {
+        elapsed_secs,
+        hold_timeout_secs: i64::from(catalog.settings().hold_timeout_secs),
+        grace_secs: i64::from(catalog.settings().inbound_grace_secs),
+    };
+    guarded::optimistic(
+        db,
+        unlocked_attempts,
+        async |db| {
+            let state = read_call(db, call_id, real_now_secs).await?;
+            if state.call.status != "active" {
+                return Ok(Attempt::Done(stopped("call_not_active", 0)));
             }
-        } else if needed_secs > call.reserved_secs {
-            let extra = call.rate.charge_for_secs(needed_secs) - call.rate.charge_for_secs(call.reserved_secs);
-            let agent = agents::load(db, &ws, &call.agent_id, now).await?;
-            match agents::fund(&ws, &agent, extra) {
-                Ok(funding) => {
-                    held_plan += funding.from_plan_micros;
-                    held_wallet += funding.from_wallet_micros;
+            if state.holds_overdue {
+                return Ok(Attempt::NeedsLock);
+            }
+            let (row, answer) = decide_heartbeat(&state, terms);
+            Ok(
+                if write_for_call(db, row, &state, real_now_secs, true).await? {
+                    Attempt::Done(answer)
+                } else {
+                    Attempt::Raced
+                },
+            )
+        },
+        async |db| {
+            let state = read_call(db, call_id, real_now_secs).await?;
+            if state.call.status != "active" {
+                return Ok(stopped("call_not_active", 0));
+            }
+            let state = if state.holds_overdue {
+                expire_overdue(db, Some(&state.ws.id), state.now, EXPIRY_BATCH_MAX).await?;
+                let again = read_call(db, call_id, real_now_secs).await?;
+                if again.call.status != "active" {
+                    return Ok(stopped("hold_expired", 0));
                 }
-                Err(refused) => reason = Some(refused.code()),
-            }
-        }
-        let reserved = if reason.is_none() { needed_secs.max(call.reserved_secs) } else { call.reserved_secs };
-        db.execute(
-            "UPDATE calls SET held_plan_micros = ?2, held_wallet_micros = ?3, reserved_secs = ?4, expires_at = ?5
-             WHERE call_id = ?1",
-            &[t(call_id), i(held_plan), i(held_wallet), i(reserved), i(now + hold_timeout_secs)],
-        )
-        .await?;
-        workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
-        Ok(Heartbeat {
-            continue_call: reason.is_none(),
-            reason: reason.map(str::to_owned),
-            held: money::to_decimal(held_plan + held_wallet),
-        })
-    })
+                again
+            } else {
+                state
+            };
+            let (row, answer) = decide_heartbeat(&state, terms);
+            write_for_call(db, row, &state, real_now_secs, false).await?;
+            Ok(answer)
+        },
+    )
     .await
+}
+
+fn stopped(reason: &str, held_micros: i64) -> Heartbeat {
+    Heartbeat {
+        continue_call: false,
+        reason: Some(reason.into()),
+        held: money::to_decimal(held_micros),
+    }
+}
+
+/// Decides a heartbeat on an active call (R5, R6, R7): the hold it keeps and the answer. A
+/// refused extension keeps the hold as it is, and the call is told to stop.
+fn decide_heartbeat(state: &CallState, terms: HeartbeatTerms) -> (ExtendRow, Heartbeat) {
+    let CallState {
+        call,
+        ws,
+        agent,
+        now,
+        ..
+    } = state;
+    let needed_secs = call.rate.billed_secs(terms.elapsed_secs) + call.rate.increment_secs;
+    let mut held_plan = call.held_plan_micros;
+    let mut held_wallet = call.held_wallet_micros;
+    let mut reason = None;
+    if call.grace {
+        if ws
+            .exhausted_at
+            .is_some_and(|since| *now >= since + terms.grace_secs)
+        {
+            reason = Some(LedgerError::InsufficientFunds.code());
+        }
+    } else if needed_secs > call.reserved_secs {
+        let extra =
+            call.rate.charge_for_secs(needed_secs) - call.rate.charge_for_secs(call.reserved_secs);
+        match agents::fund(ws, agent, extra) {
+            Ok(funding) => {
+                held_plan += funding.from_plan_micros;
+                held_wallet += funding.from_wallet_micros;
+            }
+            Err(refused) => reason = Some(refused.code()),
+        }
+    }
+    let reserved_secs = if reason.is_none() {
+        needed_secs.max(call.reserved_secs)
+    } else {
+        call.reserved_secs
+    };
+    let row = ExtendRow {
+        call_id: call.call_id.clone(),
+        workspace_id: ws.id.clone(),
+        held_plan_micros: held_plan,
+        held_wallet_micros: held_wallet,
+        reserved_secs,
+        expires_at: now + terms.hold_timeout_secs,
+        now: *now,
+    };
+    let answer = Heartbeat {
+        continue_call: reason.is_none(),
+        reason: reason.map(str::to_owned),
+        held: money::to_decimal(held_plan + held_wallet),
+    };
+    (row, answer)
 }
 
 /// Ends a call: posts its charge for `duration_secs` and releases the hold. Replaying the same
 /// end returns the posted charge; an end with another duration is a conflict.
+///
+/// Ending an active call is one read and one guarded write; two lost races take the
+/// transactional path.
 pub async fn end<S: Storage>(
     db: &S,
     call_id: &str,
     duration_secs: i64,
     real_now_secs: i64,
+) -> Result<CallPosted> {
+    end_with_attempts(db, call_id, duration_secs, real_now_secs, guarded::ATTEMPTS).await
+}
+
+/// [`end`] with a chosen number of unlocked attempts (tests force the locked path with 0).
+#[doc(hidden)]
+pub async fn end_with_attempts<S: Storage>(
+    db: &S,
+    call_id: &str,
+    duration_secs: i64,
+    real_now_secs: i64,
+    unlocked_attempts: u32,
 ) -> Result<CallPosted> {
     if !(0..=86_400).contains(&duration_secs) {
         return Err(LedgerError::invalid(
@@ -583,79 +783,113 @@ pub async fn end<S: Storage>(
             "duration_seconds must be 0..86400",
         ));
     }
-    tx::immediate(db, async |db| {
-        let call = load_call(db, call_id).await?;
-        if call.status == "active" {
-            let ws = workspace::get(db, &call.workspace_id).await?;
-            let now = ws.now(real_now_secs);
-            return post_call(db, &ws, &call, duration_secs, "ended", now).await;
+    let attempt = async |db: &S, guard: bool| -> Result<Attempt<CallPosted>> {
+        let state = read_call(db, call_id, real_now_secs).await?;
+        if state.call.status != "active" {
+            // A posted call never changes again: its answer needs no lock.
+            if state.call.status == "ended" && state.call.duration_secs != Some(duration_secs) {
+                return Err(LedgerError::Conflict {
+                    code: "call_already_ended",
+                    message: "This call already ended with another duration.".into(),
+                });
+            }
+            return posted_view(db, &state.call).await.map(Attempt::Done);
         }
-        if call.status == "ended" && call.duration_secs != Some(duration_secs) {
-            return Err(LedgerError::Conflict {
-                code: "call_already_ended",
-                message: "This call already ended with another duration.".into(),
-            });
-        }
-        posted_view(db, &call).await
-    })
+        let (row, answer) = decide_post(&state, duration_secs, "ended");
+        Ok(
+            if write_for_call(db, row, &state, real_now_secs, guard).await? {
+                Attempt::Done(answer)
+            } else {
+                Attempt::Raced
+            },
+        )
+    };
+    guarded::optimistic(
+        db,
+        unlocked_attempts,
+        async |db| attempt(db, true).await,
+        async |db| match attempt(db, false).await? {
+            Attempt::Done(answer) => Ok(answer),
+            Attempt::Raced | Attempt::NeedsLock => {
+                Err(guarded::storage("an unguarded call posting wrote nothing"))
+            }
+        },
+    )
     .await
 }
 
-/// Posts a call at `duration_secs`: the charge is capped at what the hold plus the agent's policy
-/// and limits allow; the rest is recorded as unbilled. A grace call may take the wallet negative.
-async fn post_call<S: Storage>(
-    db: &S,
-    ws: &WorkspaceState,
-    call: &CallRow,
+view_row! {
+    /// A decided posting of a call: a row of the view `call_post`, whose trigger (schema.rs)
+    /// posts the history row (the journal triggers move the balances), releases the call's hold,
+    /// adds the charge to the agent's cycle spend and starts the grace period if nothing is left.
+    struct PostRow in "call_post" (transaction_id) {
+        call_id: String,
+        workspace_id: String,
+        agent_id: String,
+        transaction_id: Option<i64>,
+        status: &'static str,
+        quantity_micros: i64,
+        rate_micros: i64,
+        plan_delta_micros: i64,
+        wallet_delta_micros: i64,
+        plan_after_micros: i64,
+        wallet_after_micros: i64,
+        description: &'static str,
+        duration_secs: i64,
+        charged_micros: i64,
+        unbilled_micros: i64,
+        now: i64,
+        spend_cycle_start_at: i64,
+        call_day: String,
+    }
+}
+
+/// Decides the posting of an active call at `duration_secs` (R5): the charge is capped at what
+/// the hold plus the agent's policy and limits allow; the rest is recorded as unbilled. A grace
+/// call may take the wallet negative.
+fn decide_post(
+    state: &CallState,
     duration_secs: i64,
-    status: &str,
-    now: i64,
-) -> Result<CallPosted> {
+    status: &'static str,
+) -> (PostRow, CallPosted) {
+    let CallState {
+        call,
+        ws,
+        agent,
+        now,
+        ..
+    } = state;
     let billed_secs = call.rate.billed_secs(duration_secs);
     let cost = call.rate.charge_for_secs(billed_secs);
-    let agent = agents::load(db, ws, &call.agent_id, now).await?;
-    let funding = funding_for_posting(ws, &agent, call, cost);
-    let posted = post::post(
-        db,
-        &ws.id,
-        &Entry {
-            kind: "call",
-            agent_id: Some(&call.agent_id),
-            reference: Some(&call.call_id),
-            quantity_micros: Some(billed_secs * money::MICROS_PER_UNIT),
-            unit: Some("second"),
-            rate_micros: Some(call.rate.per_minute_micros),
-            plan_delta_micros: -funding.from_plan_micros,
-            wallet_delta_micros: -funding.from_wallet_micros,
-            occurred_at: now,
-            description: Some(if call.direction == "inbound" {
-                "inbound call"
-            } else {
-                "outbound call"
-            }),
-        },
-        now,
-    )
-    .await?;
+    let funding = funding_for_posting(ws, agent, call, cost);
     let unbilled = cost - funding.total();
-    db.execute(
-        "UPDATE calls SET status = ?2, held_plan_micros = 0, held_wallet_micros = 0, ended_at = ?3,
-             duration_secs = ?4, charged_micros = ?5, unbilled_micros = ?6, transaction_id = ?7
-         WHERE call_id = ?1 AND status = 'active'",
-        &[
-            t(&call.call_id),
-            t(status),
-            i(now),
-            i(duration_secs),
-            i(funding.total()),
-            i(unbilled),
-            i(posted.transaction_id),
-        ],
-    )
-    .await?;
-    agents::record_use(db, ws, &agent, funding.total(), 0, now).await?;
-    workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
-    Ok(CallPosted {
+    let plan_after_micros = ws.plan_credits_micros - funding.from_plan_micros;
+    let wallet_after_micros = ws.wallet_micros - funding.from_wallet_micros;
+    let row = PostRow {
+        call_id: call.call_id.clone(),
+        workspace_id: ws.id.clone(),
+        agent_id: call.agent_id.clone(),
+        transaction_id: None,
+        status,
+        quantity_micros: billed_secs * money::MICROS_PER_UNIT,
+        rate_micros: call.rate.per_minute_micros,
+        plan_delta_micros: -funding.from_plan_micros,
+        wallet_delta_micros: -funding.from_wallet_micros,
+        plan_after_micros,
+        wallet_after_micros,
+        description: if call.direction == "inbound" {
+            "inbound call"
+        } else {
+            "outbound call"
+        },
+        duration_secs,
+        charged_micros: funding.total(),
+        unbilled_micros: unbilled,
+        now: *now,
+        spend_cycle_start_at: ws.cycle_start_at.unwrap_or(0),
+        call_day: agent.today.clone(),
+    };
+    let posted = CallPosted {
         call_id: call.call_id.clone(),
         status: status.into(),
         duration_seconds: duration_secs,
@@ -664,9 +898,10 @@ async fn post_call<S: Storage>(
         from_plan: money::to_decimal(funding.from_plan_micros),
         from_wallet: money::to_decimal(funding.from_wallet_micros),
         unbilled: money::to_decimal(unbilled),
-        wallet_balance: money::to_decimal(posted.wallet_after_micros),
-        plan_credits_remaining: money::to_decimal(posted.plan_after_micros),
-    })
+        wallet_balance: money::to_decimal(wallet_after_micros),
+        plan_credits_remaining: money::to_decimal(plan_after_micros),
+    };
+    (row, posted)
 }
 
 fn funding_for_posting(
@@ -734,7 +969,7 @@ async fn posted_view<S: Storage>(db: &S, call: &CallRow) -> Result<CallPosted> {
 
 /// Posts holds whose timeout passed, at their reserved amount (R5): for one workspace or, with
 /// `None`, for all, each at its workspace's time (test clock, else `now_secs`). Returns how many.
-/// Runs inside the caller's transaction when called from one.
+/// Runs inside the caller's transaction.
 pub async fn expire_overdue<S: Storage>(
     db: &S,
     workspace_id: Option<&str>,
@@ -745,14 +980,14 @@ pub async fn expire_overdue<S: Storage>(
     // index for that, so one workspace's check (every call authorization) scanned every active
     // call of every workspace.
     let filter = if workspace_id.is_some() {
-        "workspace_id = ?2"
+        "c.workspace_id = ?2"
     } else {
         "?2 IS NULL"
     };
     let sql = format!(
-        "SELECT {CALL_COLUMNS} FROM calls c WHERE status = 'active' AND {filter}
-           AND expires_at <= COALESCE((SELECT test_clock_at FROM workspaces w WHERE w.id = c.workspace_id), ?1)
-         ORDER BY expires_at LIMIT ?3"
+        "SELECT c.call_id FROM calls c WHERE c.status = 'active' AND {filter}
+           AND c.expires_at <= COALESCE((SELECT test_clock_at FROM workspaces w WHERE w.id = c.workspace_id), ?1)
+         ORDER BY c.expires_at LIMIT ?3"
     );
     let workspace_param = workspace_id.map_or(crate::SqlValue::Null, t);
     let rows = db
@@ -766,18 +1001,11 @@ pub async fn expire_overdue<S: Storage>(
         )
         .await?;
     for row in &rows {
-        let call = call_from_row(row)?;
-        let ws = workspace::get(db, &call.workspace_id).await?;
-        // Each hold expires at its own workspace's time (a test clock, or the real time).
-        post_call(
-            db,
-            &ws,
-            &call,
-            call.reserved_secs,
-            "expired",
-            ws.now(now_secs),
-        )
-        .await?;
+        // Each hold expires at its own workspace's time (a test clock, or the real time), as the
+        // state left by the holds posted before it.
+        let state = read_call(db, &text(row, 0)?, now_secs).await?;
+        let (post, _) = decide_post(&state, state.call.reserved_secs, "expired");
+        write_for_call(db, post, &state, now_secs, false).await?;
     }
     Ok(rows.len())
 }
@@ -788,4 +1016,16 @@ pub async fn expire_holds<S: Storage>(db: &S, real_now_secs: i64, limit: i64) ->
         expire_overdue(db, None, real_now_secs, limit).await
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_row_writes_every_column_of_its_view() {
+        guarded::assert_view_matches::<HoldRow>();
+        guarded::assert_view_matches::<ExtendRow>();
+        guarded::assert_view_matches::<PostRow>();
+    }
 }

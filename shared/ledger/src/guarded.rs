@@ -1,13 +1,21 @@
-//! One-statement writes guarded by what they were decided from (the hot paths: `usage::record`,
-//! `calls::authorize`).
+//! Hot-path writes: one read, a decision in Rust, then ONE statement that makes every write of the
+//! operation (`usage::record` and `record_batch`, `calls::authorize`, `heartbeat`, `end`).
 //!
-//! The operation reads without a transaction, decides in Rust, then writes everything in ONE
-//! `INSERT INTO <view> SELECT ... WHERE <the stamp is still as read>`: the view's INSTEAD OF
-//! trigger (schema.rs) does the writes. The stamp is a list of SQL expressions over the
-//! workspace (`workspaces`, parameter `?1`) and its agent (`a`, parameter `?2`): everything the
-//! decision depended on. If another writer changed any of it in between, the SELECT yields no
-//! row, nothing is written, and the caller decides again. In Wasm that is one host round trip
+//! Each operation is described once, by two things:
+//! - a [`Read`]: the `SELECT` of everything its decision depends on;
+//! - a [`ViewRow`]: a row of a view whose INSTEAD OF trigger (schema.rs) does the writes. The
+//!   `view_row!` macro declares the row's named fields, which ARE the view's columns: the column
+//!   list, the JSON accessors and the values are generated from that one list, so they cannot
+//!   disagree in number or order.
+//!
+//! [`insert`] writes any number of rows in ONE `INSERT INTO <view> SELECT ... FROM json_each(?)`.
+//! Unlocked, the write is guarded: its `WHERE` evaluates the operation's read again and selects
+//! the rows only if it `IS` what the decision was made from (the "stamp": the whole read, so a
+//! field the decision reads cannot be left out of it). If another writer changed any of it, the
+//! statement writes nothing and the operation decides again; in Wasm that is one host round trip
 //! holding the write lock, where a `BEGIN IMMEDIATE` ... `COMMIT` operation holds it for several.
+//! Under the write lock (a batch, or an operation that lost [`ATTEMPTS`] races) the same
+//! statement runs without the guard.
 
 use crate::row::int;
 use crate::storage::{Row, SqlValue, Storage, StorageErrorKind};
@@ -16,74 +24,214 @@ use crate::{LedgerError, Result};
 /// How many times a hot path tries its guarded write before it runs as one write transaction.
 pub(crate) const ATTEMPTS: u32 = 2;
 
-/// `FROM` clause the stamps are written against.
-const STAMP_FROM: &str = "FROM workspaces
-    LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
-    WHERE workspaces.id = ?1";
+/// What an operation reads before it decides: `SELECT {stamp}, {extra} {from}`, with its own
+/// parameters `?1..=?keys`.
+///
+/// `stamp` is everything the decision depends on (the guard compares all of it); `extra` is
+/// what only the locked path uses and must not make a guarded write fail (the next transaction
+/// id, a row's position in a batch).
+pub(crate) struct Read {
+    pub stamp: String,
+    pub extra: &'static str,
+    pub from: String,
+    pub keys: usize,
+}
 
-/// The guard: the stored catalog version `IS` the one the decision priced with (bound as
-/// `?first_param`), and the stamp, evaluated now, `IS` the values read (bound from
-/// `?first_param + 1` on). Callers bind [`guard_params`] there.
-pub(crate) fn unchanged(stamp: &str, stamp_columns: usize, first_param: usize) -> String {
-    let read = (first_param + 1..=first_param + stamp_columns)
-        .map(|n| format!("?{n}"))
+impl Read {
+    /// The `SELECT` itself.
+    pub fn sql(&self) -> String {
+        if self.extra.is_empty() {
+            format!("SELECT {} {}", self.stamp, self.from)
+        } else {
+            format!("SELECT {}, {} {}", self.stamp, self.extra, self.from)
+        }
+    }
+
+    /// How many columns [`Read::sql`] selects before the extra ones.
+    pub fn stamp_len(&self) -> usize {
+        count_columns(&self.stamp)
+    }
+
+    /// The values a row of [`Read::sql`] read for the stamp.
+    pub fn stamp_of(&self, row: &Row) -> Result<Vec<SqlValue>> {
+        row.get(..self.stamp_len())
+            .map(<[SqlValue]>::to_vec)
+            .ok_or_else(|| storage("a read returned fewer columns than its stamp"))
+    }
+}
+
+/// Counts the top-level comma-separated expressions of a column list.
+fn count_columns(columns: &str) -> usize {
+    let mut depth = 0i32;
+    let mut quoted = false;
+    let mut count = 1;
+    for c in columns.chars() {
+        match c {
+            '\'' => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted => depth -= 1,
+            ',' if !quoted && depth == 0 => count += 1,
+            _ => {}
+        }
+    }
+    count
+}
+
+/// A value as a statement parameter (and as an element of a JSON row).
+pub(crate) trait ToSql {
+    fn to_sql(&self) -> SqlValue;
+}
+
+impl ToSql for i64 {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Integer(*self)
+    }
+}
+
+impl ToSql for bool {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Integer(i64::from(*self))
+    }
+}
+
+impl ToSql for String {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Text(self.clone())
+    }
+}
+
+impl ToSql for &'static str {
+    fn to_sql(&self) -> SqlValue {
+        SqlValue::Text((*self).to_owned())
+    }
+}
+
+impl<T: ToSql> ToSql for Option<T> {
+    fn to_sql(&self) -> SqlValue {
+        self.as_ref().map_or(SqlValue::Null, ToSql::to_sql)
+    }
+}
+
+/// A row of a view whose INSTEAD OF trigger makes an operation's writes. Declared with
+/// `view_row!`, never by hand.
+pub(crate) trait ViewRow {
+    /// The view.
+    const VIEW: &'static str;
+    /// Its columns, in the order of [`ViewRow::values`].
+    const COLUMNS: &'static [&'static str];
+    /// The column holding the history row's id, if the row posts one: NULL there means "the
+    /// next id", allocated by the statement itself (a guarded write cannot know it in advance).
+    const TRANSACTION_ID: Option<&'static str>;
+    /// The row's values.
+    fn values(&self) -> Vec<SqlValue>;
+}
+
+/// Declares a [`ViewRow`]: `view_row! { struct Name in "view" (transaction_id: field) { field:
+/// Type, ... } }`. The field names are the view's columns.
+macro_rules! view_row {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident in $view:literal $(($tx:ident))? {
+            $($(#[$field_meta:meta])* $field:ident: $ty:ty,)+
+        }
+    ) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($(#[$field_meta])* pub $field: $ty,)+
+        }
+
+        impl $crate::guarded::ViewRow for $name {
+            const VIEW: &'static str = $view;
+            const COLUMNS: &'static [&'static str] = &[$(stringify!($field)),+];
+            const TRANSACTION_ID: Option<&'static str> = $crate::guarded::view_row!(@tx $($tx)?);
+            fn values(&self) -> Vec<$crate::SqlValue> {
+                vec![$($crate::guarded::ToSql::to_sql(&self.$field)),+]
+            }
+        }
+    };
+    (@tx) => { None };
+    (@tx $tx:ident) => { Some(stringify!($tx)) };
+}
+pub(crate) use view_row;
+
+/// The one statement that writes `rows` (see the module docs). With `guard` (the read and the
+/// stamp it gave), the rows are written only if the read still gives the stamp, and the
+/// statement returns the transaction id of each written row (none: another writer got there
+/// first). Without, the caller holds the write lock and the statement returns nothing.
+pub(crate) fn insert<R: ViewRow>(
+    rows: &[R],
+    guard: Option<(&Read, &[SqlValue], &[SqlValue])>,
+) -> Result<(String, Vec<SqlValue>)> {
+    let (keys, read_params) = match guard {
+        Some((read, params, _)) => (read.keys, params.to_vec()),
+        None => (0, Vec::new()),
+    };
+    let rows_param = keys + 1;
+    let accessors = R::COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(n, column)| {
+            if R::TRANSACTION_ID == Some(column) {
+                // Rows are selected before the first trigger runs, so MAX(id) is read once.
+                format!(
+                    "COALESCE(r.value ->> {n}, (SELECT COALESCE(MAX(id), 0) FROM transactions) + 1 + r.key)"
+                )
+            } else {
+                format!("r.value ->> {n}")
+            }
+        })
         .collect::<Vec<_>>()
         .join(", ");
-    format!(
-        "{CURRENT_VERSION} = ?{first_param}
-         AND (SELECT {stamp} {STAMP_FROM}) IS ({read})",
-        CURRENT_VERSION = crate::catalog::CURRENT_VERSION,
-    )
+    let mut sql = format!(
+        "INSERT INTO {view} ({columns}) SELECT {accessors} FROM json_each(?{rows_param}) r",
+        view = R::VIEW,
+        columns = R::COLUMNS.join(", "),
+    );
+    let mut params = read_params;
+    params.push(SqlValue::Text(
+        serde_json::Value::Array(
+            rows.iter()
+                .map(|row| json_row(&row.values()))
+                .collect::<Result<_>>()?,
+        )
+        .to_string(),
+    ));
+    if let Some((read, _, stamp)) = guard {
+        let first = rows_param + 1;
+        let read_again = (first..first + stamp.len())
+            .map(|n| format!("?{n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sql.push_str(&format!(
+            " WHERE (SELECT {} {}) IS ({read_again}) RETURNING {}",
+            read.stamp,
+            read.from,
+            R::TRANSACTION_ID.unwrap_or("1"),
+        ));
+        params.extend_from_slice(stamp);
+    }
+    Ok((sql, params))
 }
 
-/// SQL written for one operation (`?1` the workspace, `?2` the agent, `?3` the event id)
-/// rewritten for each row of a statement over many (`usage::rounds`), whose columns `g_ws`,
-/// `g_agent` and `g_event` hold them.
-pub(crate) fn per_row(sql: &str) -> String {
-    sql.replace("?1", "g_ws")
-        .replace("?2", "g_agent")
-        .replace("?3", "g_event")
-}
-
-/// A row of values as the JSON array a statement over many rows reads with `->>` (which gives back the
-/// same SQL types: integer, text, null). Blobs have no JSON form and are never written here.
-pub(crate) fn json_row(values: &[SqlValue]) -> Result<serde_json::Value> {
+/// A row of values as the JSON array [`insert`] reads with `->>` (which gives back the same SQL
+/// types: integer, text, null). Blobs and reals have no place in these rows.
+fn json_row(values: &[SqlValue]) -> Result<serde_json::Value> {
     values
         .iter()
         .map(|value| match value {
             SqlValue::Null => Ok(serde_json::Value::Null),
             SqlValue::Integer(v) => Ok((*v).into()),
-            SqlValue::Real(v) => Ok((*v).into()),
             SqlValue::Text(v) => Ok(v.as_str().into()),
-            SqlValue::Blob(_) => Err(LedgerError::Storage(
-                crate::StorageError::from_sqlite_message("a blob in a row bound as JSON"),
-            )),
+            SqlValue::Real(_) | SqlValue::Blob(_) => {
+                Err(storage("a real or a blob in a row written as JSON"))
+            }
         })
         .collect()
 }
 
-/// The values [`unchanged`] binds: the catalog version, then the stamp as read.
-pub(crate) fn guard_params(catalog_version: i64, stamp: Vec<SqlValue>) -> Vec<SqlValue> {
-    let mut params = Vec::with_capacity(stamp.len() + 1);
-    params.push(SqlValue::Integer(catalog_version));
-    params.extend(stamp);
-    params
-}
-
-/// The stamp's values in a row that selected it from column `first` on.
-pub(crate) fn stamp_of(row: &Row, first: usize, stamp_columns: usize) -> Result<Vec<SqlValue>> {
-    row.get(first..first + stamp_columns)
-        .map(<[SqlValue]>::to_vec)
-        .ok_or_else(|| {
-            LedgerError::Storage(crate::StorageError::from_sqlite_message(
-                "a read returned fewer columns than its stamp",
-            ))
-        })
-}
-
-/// Runs an `INSERT ... SELECT ... RETURNING <one integer>`: `Some(value)` if it wrote, `None` if
-/// its guard found the state changed (or another connection held the lock past the busy
-/// timeout): then nothing was written.
+/// Runs a guarded [`insert`] of one row: `Some(the RETURNING value)` if it wrote, `None` if its
+/// guard found the state changed (or another connection held the lock past the busy timeout):
+/// then nothing was written.
 pub(crate) async fn write<S: Storage>(
     db: &S,
     sql: &str,
@@ -96,40 +244,71 @@ pub(crate) async fn write<S: Storage>(
     }
 }
 
-/// The same write made under the write lock with no guard: it always writes one row.
-pub(crate) async fn write_locked<S: Storage>(
+/// What one attempt of an operation did.
+pub(crate) enum Attempt<T> {
+    /// Done (written, or answered without a write).
+    Done(T),
+    /// Another writer changed what it read: nothing was written.
+    Raced,
+    /// Only the locked path does this (a replay to look up, overdue holds to post first, ...).
+    NeedsLock,
+}
+
+/// Runs `unlocked` up to `attempts` times, then, if it never finished, `locked` inside one write
+/// transaction (`tx.rs`).
+pub(crate) async fn optimistic<S: Storage, T>(
     db: &S,
-    sql: &str,
-    params: &[SqlValue],
-) -> Result<i64> {
-    write(db, sql, params).await?.ok_or_else(|| {
-        LedgerError::Storage(crate::StorageError::from_sqlite_message(
-            "an unguarded write under the write lock wrote nothing",
-        ))
-    })
+    attempts: u32,
+    mut unlocked: impl AsyncFnMut(&S) -> Result<Attempt<T>>,
+    locked: impl AsyncFnMut(&S) -> Result<T>,
+) -> Result<T> {
+    for _ in 0..attempts {
+        match unlocked(db).await? {
+            Attempt::Done(answer) => return Ok(answer),
+            Attempt::Raced => {}
+            Attempt::NeedsLock => break,
+        }
+    }
+    crate::tx::immediate(db, locked).await
+}
+
+pub(crate) fn storage(message: &str) -> LedgerError {
+    LedgerError::Storage(crate::StorageError::from_sqlite_message(message))
+}
+
+/// Checks that `R`'s columns are exactly its view's, on a freshly migrated database.
+#[cfg(all(test, not(target_arch = "wasm32")))]
+pub(crate) fn assert_view_matches<R: ViewRow>() {
+    use futures::executor::block_on;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = crate::native::NativeDb::open(dir.path().join("ledger.db")).expect("open");
+    block_on(crate::schema::migrate(&db)).expect("migrate");
+    let rows = block_on(db.query(
+        &format!(
+            "SELECT name FROM pragma_table_info('{}') ORDER BY name",
+            R::VIEW
+        ),
+        &[],
+    ))
+    .expect("columns");
+    let mut view: Vec<String> = rows
+        .iter()
+        .map(|row| crate::row::text(row, 0).expect("a name"))
+        .collect();
+    let mut written: Vec<String> = R::COLUMNS.iter().map(|c| (*c).to_owned()).collect();
+    view.sort();
+    written.sort();
+    assert_eq!(written, view, "{}", R::VIEW);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// [`per_row`] only knows `?1` to `?3`: SQL it rewrites must not use any other parameter.
     #[test]
-    fn per_row_sql_uses_only_the_first_three_parameters() {
-        for sql in [
-            STAMP_FROM,
-            crate::usage::DEBIT_STAMP,
-            crate::agents::AGENT_COLUMNS,
-        ] {
-            let rewritten = per_row(sql);
-            assert!(!rewritten.contains('?'), "a parameter left in {rewritten}");
-            for (at, _) in sql.match_indices('?') {
-                let next = sql[at + 1..].chars().nth(1);
-                assert!(
-                    !next.is_some_and(|c| c.is_ascii_digit()),
-                    "a parameter past ?9 in {sql}"
-                );
-            }
-        }
+    fn columns_are_counted_at_the_top_level_only() {
+        assert_eq!(count_columns("a"), 1);
+        assert_eq!(count_columns("a, b.c, COALESCE(x, y), (SELECT 1, 2)"), 4);
+        assert_eq!(count_columns("a, 'x, y', f(g(1, 2), 3)"), 3);
     }
 }

@@ -36,6 +36,14 @@ const MIGRATIONS: &[Migration] = &[
         version: 5,
         statements: V5,
     },
+    Migration {
+        version: 6,
+        statements: V6,
+    },
+    Migration {
+        version: 7,
+        statements: V7,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -434,6 +442,132 @@ const V5: &[&str] = &[
         WHERE id = NEW.workspace_id AND NEW.grace = 1;
         UPDATE workspaces SET exhausted_at = NEW.started_at
         WHERE id = NEW.workspace_id AND NEW.grace = 0 AND exhausted_at IS NULL
+          AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0;
+     END",
+];
+
+/// Counters of calls in progress, kept by the statements that open, extend and close holds, so
+/// that a debit or an authorization reads them instead of counting and summing the agent's
+/// active calls (docs/performance.md, round 4: with 1,000 calls in progress on one agent, every
+/// debit and authorization scanned them twice). `audit.rs` checks each counter against the sum it
+/// replaces.
+const V6: &[&str] = &[
+    "ALTER TABLE agents ADD COLUMN active_calls INTEGER NOT NULL DEFAULT 0 CHECK (active_calls >= 0)",
+    "ALTER TABLE agents ADD COLUMN active_held_micros INTEGER NOT NULL DEFAULT 0
+        CHECK (active_held_micros >= 0)",
+    "ALTER TABLE workspaces ADD COLUMN active_calls INTEGER NOT NULL DEFAULT 0 CHECK (active_calls >= 0)",
+    // Calls in progress when this migration runs: every one has its agent row (an authorization
+    // creates it), but a database written by hand might not.
+    "INSERT INTO agents (workspace_id, agent_id, created_at)
+     SELECT workspace_id, agent_id, MIN(started_at) FROM calls WHERE status = 'active'
+     GROUP BY workspace_id, agent_id
+     ON CONFLICT (workspace_id, agent_id) DO NOTHING",
+    "UPDATE agents SET
+        active_calls = (SELECT COUNT(*) FROM calls c WHERE c.workspace_id = agents.workspace_id
+                          AND c.agent_id = agents.agent_id AND c.status = 'active'),
+        active_held_micros = (SELECT COALESCE(SUM(c.held_plan_micros + c.held_wallet_micros), 0)
+                              FROM calls c WHERE c.workspace_id = agents.workspace_id
+                                AND c.agent_id = agents.agent_id AND c.status = 'active')
+     WHERE EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = agents.workspace_id
+                     AND c.agent_id = agents.agent_id AND c.status = 'active')",
+    "UPDATE workspaces SET active_calls = (SELECT COUNT(*) FROM calls c
+                                           WHERE c.workspace_id = workspaces.id AND c.status = 'active')
+     WHERE EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = workspaces.id AND c.status = 'active')",
+    // The hold triggers of V1, now also counting calls per workspace and per agent. The agent
+    // row is created here if the statement that inserts the call has not created it yet.
+    "DROP TRIGGER calls_hold_insert",
+    "DROP TRIGGER calls_hold_update",
+    "CREATE TRIGGER calls_hold_insert AFTER INSERT ON calls WHEN NEW.status = 'active'
+     BEGIN
+        UPDATE workspaces SET held_plan_micros = held_plan_micros + NEW.held_plan_micros,
+                              held_wallet_micros = held_wallet_micros + NEW.held_wallet_micros,
+                              active_calls = active_calls + 1
+        WHERE id = NEW.workspace_id;
+        INSERT INTO agents (workspace_id, agent_id, created_at, active_calls, active_held_micros)
+        VALUES (NEW.workspace_id, NEW.agent_id, NEW.started_at, 1,
+                NEW.held_plan_micros + NEW.held_wallet_micros)
+        ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+            active_calls = active_calls + 1,
+            active_held_micros = active_held_micros + excluded.active_held_micros;
+     END",
+    "CREATE TRIGGER calls_hold_update AFTER UPDATE OF held_plan_micros, held_wallet_micros, status ON calls
+     BEGIN
+        UPDATE workspaces SET
+            held_plan_micros = held_plan_micros + NEW.held_plan_micros - OLD.held_plan_micros,
+            held_wallet_micros = held_wallet_micros + NEW.held_wallet_micros - OLD.held_wallet_micros,
+            active_calls = active_calls + (NEW.status = 'active') - (OLD.status = 'active')
+        WHERE id = NEW.workspace_id;
+        UPDATE agents SET
+            active_calls = active_calls + (NEW.status = 'active') - (OLD.status = 'active'),
+            active_held_micros = active_held_micros
+                + NEW.held_plan_micros + NEW.held_wallet_micros
+                - OLD.held_plan_micros - OLD.held_wallet_micros
+        WHERE workspace_id = NEW.workspace_id AND agent_id = NEW.agent_id;
+     END",
+    // The counters follow a call by its workspace and agent: those never change.
+    "CREATE TRIGGER calls_owner_fixed BEFORE UPDATE OF workspace_id, agent_id ON calls
+     BEGIN SELECT RAISE(ABORT, 'ledger: a call never changes workspace or agent'); END",
+];
+
+/// A heartbeat and the posting of a call as ONE statement each, like a debit (V4) and an
+/// authorization (V5): the ledger decides every value, and the statement that inserts the row is
+/// guarded by the read it was decided from (`guarded.rs`).
+const V7: &[&str] = &[
+    // Sets the call's hold (its hold trigger moves the workspace's and the agent's counters) and
+    // starts the grace period if nothing is left.
+    "CREATE VIEW call_extend AS SELECT
+        NULL AS call_id, NULL AS workspace_id, NULL AS held_plan_micros, NULL AS held_wallet_micros,
+        NULL AS reserved_secs, NULL AS expires_at, NULL AS now
+     WHERE 0",
+    "CREATE TRIGGER call_extend_hold INSTEAD OF INSERT ON call_extend
+     BEGIN
+        UPDATE calls SET held_plan_micros = NEW.held_plan_micros,
+                         held_wallet_micros = NEW.held_wallet_micros,
+                         reserved_secs = NEW.reserved_secs, expires_at = NEW.expires_at
+        WHERE call_id = NEW.call_id;
+        UPDATE workspaces SET exhausted_at = NEW.now
+        WHERE id = NEW.workspace_id AND exhausted_at IS NULL
+          AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0;
+     END",
+    // Posts the call's charge (the history row; its triggers write the journal and check the
+    // balances after), releases its hold, adds the charge to the agent's cycle spend and starts
+    // the grace period if nothing is left. Only an active call is posted, once.
+    "CREATE VIEW call_post AS SELECT
+        NULL AS call_id, NULL AS workspace_id, NULL AS agent_id, NULL AS transaction_id,
+        NULL AS status, NULL AS quantity_micros, NULL AS rate_micros, NULL AS plan_delta_micros,
+        NULL AS wallet_delta_micros, NULL AS plan_after_micros, NULL AS wallet_after_micros,
+        NULL AS description, NULL AS duration_secs, NULL AS charged_micros,
+        NULL AS unbilled_micros, NULL AS now, NULL AS spend_cycle_start_at, NULL AS call_day
+     WHERE 0",
+    "CREATE TRIGGER call_post_charge INSTEAD OF INSERT ON call_post
+     BEGIN
+        SELECT RAISE(ABORT, 'ledger: call already posted')
+        WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = NEW.call_id AND status = 'active');
+        INSERT INTO transactions (id, workspace_id, type, agent_id, reference, quantity_micros, unit,
+                                  rate_micros, plan_delta_micros, wallet_delta_micros,
+                                  plan_after_micros, wallet_after_micros, occurred_at, created_at,
+                                  description)
+        VALUES (NEW.transaction_id, NEW.workspace_id, 'call', NEW.agent_id, NEW.call_id,
+                NEW.quantity_micros, 'second', NEW.rate_micros, NEW.plan_delta_micros,
+                NEW.wallet_delta_micros, NEW.plan_after_micros, NEW.wallet_after_micros, NEW.now,
+                NEW.now, NEW.description);
+        UPDATE calls SET status = NEW.status, held_plan_micros = 0, held_wallet_micros = 0,
+                         ended_at = NEW.now, duration_secs = NEW.duration_secs,
+                         charged_micros = NEW.charged_micros, unbilled_micros = NEW.unbilled_micros,
+                         transaction_id = NEW.transaction_id
+        WHERE call_id = NEW.call_id;
+        INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros,
+                            call_day, day_calls, created_at)
+        VALUES (NEW.workspace_id, NEW.agent_id, NEW.spend_cycle_start_at, NEW.charged_micros,
+                NEW.call_day, 0, NEW.now)
+        ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+            cycle_spend_micros = CASE WHEN spend_cycle_start_at = excluded.spend_cycle_start_at
+                                      THEN cycle_spend_micros ELSE 0 END + excluded.cycle_spend_micros,
+            spend_cycle_start_at = excluded.spend_cycle_start_at,
+            day_calls = CASE WHEN call_day = excluded.call_day THEN day_calls ELSE 0 END,
+            call_day = excluded.call_day;
+        UPDATE workspaces SET exhausted_at = NEW.now
+        WHERE id = NEW.workspace_id AND exhausted_at IS NULL
           AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0;
      END",
 ];

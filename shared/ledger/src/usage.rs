@@ -9,13 +9,11 @@ use crate::catalog::{self, Catalog, Direction, UsageKind};
 use crate::fingerprint::Fingerprint;
 use crate::guarded;
 use crate::money::{self, MICROS_PER_UNIT};
-use crate::row::{i, int, opt_text, t, text};
 use crate::storage::Storage;
-use crate::tx;
 use crate::workspace::{self, WorkspaceState};
 use crate::{LedgerError, Result};
 
-mod rounds;
+mod set;
 
 /// The most events one batch may carry.
 pub const BATCH_EVENTS_MAX: usize = 1_000;
@@ -140,10 +138,9 @@ fn fingerprint(event: &UsageEvent) -> Result<Fingerprint> {
 /// Debits one usage event, atomically.
 ///
 /// The fast path reads without a transaction, decides in Rust, and writes everything in ONE
-/// statement guarded by what it read (one host round trip holding the write lock, where a
-/// `BEGIN IMMEDIATE` ... `COMMIT` debit holds it for five). If another writer changed any of it
+/// statement guarded by what it read (`guarded.rs`). If another writer changed any of it
 /// meanwhile the write changes nothing and the debit starts again; after two such races (a busy
-/// workspace) it runs inside one write transaction (`guarded.rs`).
+/// workspace) it runs as a batch of one inside one write transaction.
 pub async fn record<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -163,24 +160,32 @@ pub async fn record_with_attempts<S: Storage>(
     unlocked_attempts: u32,
 ) -> Result<DebitResult> {
     let rated = catalog::priced_before_reading(db, catalog, rate(catalog, event)).await?;
-    let fingerprint = fingerprint(event)?;
-    for _ in 0..unlocked_attempts {
-        if let Some(result) =
-            debit_unlocked(db, catalog, event, &rated, &fingerprint, real_now_secs).await?
-        {
-            return Ok(result);
-        }
-    }
-    tx::immediate(db, async |db| {
-        debit_in_tx(db, event, &rated, &fingerprint, real_now_secs).await
-    })
+    let checked = [set::Checked {
+        index: 0,
+        event,
+        rated,
+        fingerprint: fingerprint(event)?,
+    }];
+    guarded::optimistic(
+        db,
+        unlocked_attempts,
+        async |db| set::debit_unlocked(db, &checked[0], real_now_secs).await,
+        async |db| {
+            let mut answers = set::debit_locked(db, &checked, real_now_secs).await?;
+            answers.pop().map_or_else(
+                || Err(guarded::storage("a debit was left unanswered")),
+                |a| a.1,
+            )
+        },
+    )
     .await
 }
 
 /// Debits up to [`BATCH_EVENTS_MAX`] events in ONE transaction (one durable commit); each event
-/// succeeds or is refused on its own and a refused event writes nothing. The events are debited
-/// in rounds (`rounds.rs`): each round reads and writes the next event of every workspace of the
-/// batch in one statement each. Answers are in the events' order.
+/// succeeds or is refused on its own and a refused event writes nothing. The events are read,
+/// decided and written as one set (`set.rs`): one read and one write for the whole batch, with
+/// the answers and rows that debiting them one after another gives. Answers are in the events'
+/// order.
 pub async fn record_batch<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -194,16 +199,21 @@ pub async fn record_batch<S: Storage>(
     let mut checked = Vec::with_capacity(events.len());
     for (index, event) in events.iter().enumerate() {
         match rate(catalog, event).and_then(|rated| Ok((rated, fingerprint(event)?))) {
-            Ok((rated, fingerprint)) => checked.push((index, rated, fingerprint)),
+            Ok((rated, fingerprint)) => checked.push(set::Checked {
+                index,
+                event,
+                rated,
+                fingerprint,
+            }),
             Err(refused) => answers[index] = Some(Err(refused)),
         }
     }
-    let debited = tx::immediate(db, async |db| {
+    let debited = crate::tx::immediate(db, async |db| {
         if checked.len() < events.len() {
             // Refusals priced before the transaction only stand against the stored catalog.
             catalog::ensure_current(db, catalog).await?;
         }
-        rounds::debit_in_rounds(db, events, &checked, real_now_secs).await
+        set::debit_locked(db, &checked, real_now_secs).await
     })
     .await?;
     for (index, answer) in debited {
@@ -211,13 +221,7 @@ pub async fn record_batch<S: Storage>(
     }
     answers
         .into_iter()
-        .map(|answer| {
-            answer.ok_or_else(|| {
-                LedgerError::Storage(crate::StorageError::from_sqlite_message(
-                    "a batch event was left unanswered",
-                ))
-            })
-        })
+        .map(|answer| answer.ok_or_else(|| guarded::storage("a batch event was left unanswered")))
         .collect()
 }
 
@@ -262,191 +266,6 @@ fn decide(
     })
 }
 
-/// A debit read and decided: its first result if it is a replay, else the state it was decided
-/// from (with the stamp its guarded write checks) and the decision.
-enum Prepared {
-    Replay(Box<DebitResult>),
-    Fresh(Box<(WorkspaceState, AgentState, Vec<crate::SqlValue>, Decided)>),
-}
-
-async fn read_and_decide<S: Storage>(
-    db: &S,
-    event: &UsageEvent,
-    rated: &Rated,
-    fingerprint: &Fingerprint,
-    real_now_secs: i64,
-) -> Result<Prepared> {
-    let read = read_for_debit(db, event, fingerprint, real_now_secs).await?;
-    prepare(read, event, rated, real_now_secs)
-}
-
-/// Decides a debit from what it read.
-fn prepare(
-    read: DebitRead,
-    event: &UsageEvent,
-    rated: &Rated,
-    real_now_secs: i64,
-) -> Result<Prepared> {
-    match read {
-        DebitRead::Replay(previous) => Ok(Prepared::Replay(previous)),
-        DebitRead::Fresh {
-            catalog_version, ..
-        } if catalog_version != rated.catalog_version => Err(LedgerError::CatalogChanged),
-        DebitRead::Fresh {
-            ws, agent, stamp, ..
-        } => {
-            let decided = decide(&ws, &agent, event, rated, real_now_secs)?;
-            Ok(Prepared::Fresh(Box::new((*ws, *agent, stamp, decided))))
-        }
-    }
-}
-
-fn result_json(result: &DebitResult) -> Result<String> {
-    serde_json::to_string(result).map_err(|e| invalid("result", &e.to_string()))
-}
-
-/// The debit inside a write transaction (the locked path, and every event of a batch): the same
-/// read, decision and write as [`debit_unlocked`], the write unguarded since the lock is held.
-async fn debit_in_tx<S: Storage>(
-    db: &S,
-    event: &UsageEvent,
-    rated: &Rated,
-    fingerprint: &Fingerprint,
-    real_now_secs: i64,
-) -> Result<DebitResult> {
-    let (ws, agent, _, decided) =
-        match read_and_decide(db, event, rated, fingerprint, real_now_secs).await? {
-            Prepared::Replay(previous) => return Ok(*previous),
-            Prepared::Fresh(fresh) => *fresh,
-        };
-    let values = debit_values(event, rated, fingerprint, &ws, &agent, &decided)?;
-    let (sql, params) = debit_write(values, None);
-    let transaction_id = guarded::write_locked(db, &sql, &params).await?;
-    Ok(DebitResult {
-        transaction_id,
-        ..decided.result
-    })
-}
-
-/// What a debit's decision depends on, re-read by its one-statement write: `?1` is the workspace,
-/// `?2` the agent, `?3` the event id. Any change (a posting, a hold, a renewal, a setting, the
-/// agent's spend or limits, the same event debited) makes the write a no-op.
-pub(crate) const DEBIT_STAMP: &str = "workspaces.plan_id, workspaces.plan_credits_micros,
-    workspaces.wallet_micros, workspaces.held_plan_micros, workspaces.held_wallet_micros,
-    workspaces.exhausted_at, workspaces.cycle_start_at, workspaces.test_clock_at,
-    workspaces.timezone, workspaces.auto_recharge_enabled,
-    workspaces.auto_recharge_threshold_credits_micros,
-    a.overage_policy, a.monthly_spend_limit_micros, a.spend_cycle_start_at, a.cycle_spend_micros,
-    (SELECT COALESCE(SUM(c.held_plan_micros + c.held_wallet_micros), 0) FROM calls c
-     WHERE c.workspace_id = ?1 AND c.agent_id = ?2 AND c.status = 'active'),
-    (SELECT COUNT(*) FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3)";
-
-/// How many columns [`DEBIT_STAMP`] selects.
-const DEBIT_STAMP_COLUMN_COUNT: usize = 17;
-
-/// The first parameter of [`debit_write`]'s guard (`guarded::unchanged`).
-const DEBIT_GUARD_FIRST_PARAM: usize = 18;
-
-/// The fast path of [`record`] (see `guarded.rs`): reads, decides, then makes the write guarded
-/// by the stamp and the catalog version. `None`: another writer got there first; nothing was
-/// written.
-async fn debit_unlocked<S: Storage>(
-    db: &S,
-    catalog: &Catalog,
-    event: &UsageEvent,
-    rated: &Rated,
-    fingerprint: &Fingerprint,
-    real_now_secs: i64,
-) -> Result<Option<DebitResult>> {
-    let (ws, agent, stamp, decided) =
-        match read_and_decide(db, event, rated, fingerprint, real_now_secs).await? {
-            Prepared::Replay(previous) => return Ok(Some(*previous)),
-            Prepared::Fresh(fresh) => *fresh,
-        };
-    let guard = guarded::guard_params(catalog.version, stamp);
-    let values = debit_values(event, rated, fingerprint, &ws, &agent, &decided)?;
-    let (sql, params) = debit_write(values, Some(guard));
-    let written = guarded::write(db, &sql, &params).await?;
-    Ok(written.map(|transaction_id| DebitResult {
-        transaction_id,
-        ..decided.result
-    }))
-}
-
-/// A decided debit's ONE statement: a row into the view `usage_debit`, whose trigger
-/// (schema.rs) posts the history row, adds the agent's spend, starts the grace period if nothing
-/// is left and stores the replay record; `values` are its [`debit_values`]. With `guard`
-/// ([`guarded::guard_params`]) the row is selected only if nothing the decision read has changed;
-/// without, the caller holds the write lock.
-fn debit_write(
-    values: Vec<crate::SqlValue>,
-    guard: Option<Vec<crate::SqlValue>>,
-) -> (String, Vec<crate::SqlValue>) {
-    let condition = match guard {
-        Some(_) => format!(
-            "WHERE {}",
-            guarded::unchanged(
-                DEBIT_STAMP,
-                DEBIT_STAMP_COLUMN_COUNT,
-                DEBIT_GUARD_FIRST_PARAM
-            )
-        ),
-        None => String::new(),
-    };
-    let sql = format!(
-        "INSERT INTO usage_debit ({DEBIT_WRITE_COLUMNS})
-         SELECT ?1, ?2, ?3, ?4, ?5, (SELECT COALESCE(MAX(id), 0) + 1 FROM transactions), ?6, ?7,
-             ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17
-         {condition}
-         RETURNING transaction_id"
-    );
-    let mut params = values;
-    params.extend(guard.into_iter().flatten());
-    (sql, params)
-}
-
-/// The columns of `usage_debit` a debit writes: [`debit_values`] in order, with the transaction
-/// id (allocated by the write itself) sixth.
-const DEBIT_WRITE_COLUMNS: &str = "workspace_id, agent_id, event_id, request_hash, result,
-    transaction_id, kind, quantity_micros, unit, rate_micros, plan_delta_micros,
-    wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, created_at,
-    spend_cycle_start_at, call_day";
-
-/// How many values [`debit_values`] gives.
-const DEBIT_VALUE_COUNT: usize = 17;
-
-/// The values of a decided debit's row in `usage_debit`, in [`DEBIT_WRITE_COLUMNS`] order
-/// without the transaction id.
-fn debit_values(
-    event: &UsageEvent,
-    rated: &Rated,
-    fingerprint: &Fingerprint,
-    ws: &WorkspaceState,
-    agent: &AgentState,
-    decided: &Decided,
-) -> Result<Vec<crate::SqlValue>> {
-    let funding = decided.funding;
-    Ok(vec![
-        t(&ws.id),
-        t(&agent.agent_id),
-        t(&event.id),
-        t(fingerprint.stored()),
-        t(result_json(&decided.result)?),
-        t(event.kind.as_str()),
-        i(rated.quantity_micros),
-        t(rated.unit),
-        i(rated.rate_micros),
-        i(-funding.from_plan_micros),
-        i(-funding.from_wallet_micros),
-        i(ws.plan_credits_micros - funding.from_plan_micros),
-        i(ws.wallet_micros - funding.from_wallet_micros),
-        i(decided.occurred_at),
-        i(decided.now),
-        i(ws.cycle_start_at.unwrap_or(0)),
-        t(&agent.today),
-    ])
-}
-
 /// Whether a debit left the wallet under an armed auto-recharge threshold.
 pub(crate) fn recharge_due(
     ws: &WorkspaceState,
@@ -456,102 +275,4 @@ pub(crate) fn recharge_due(
     ws.auto_recharge_enabled
         && funding.from_wallet_micros > 0
         && wallet_after_micros - ws.held_wallet_micros < ws.auto_recharge_threshold_credits_micros
-}
-
-/// What a debit reads before it writes.
-enum DebitRead {
-    /// The event was already debited: its first result.
-    Replay(Box<DebitResult>),
-    /// The workspace and the agent, for a new debit, and the stamp [`debit_unlocked`] guards.
-    Fresh {
-        ws: Box<WorkspaceState>,
-        agent: Box<AgentState>,
-        stamp: Vec<crate::SqlValue>,
-        /// The stored catalog version when it was read.
-        catalog_version: i64,
-    },
-}
-
-/// The columns a debit reads (`?1` workspace, `?2` agent, `?3` event id): the workspace, the
-/// agent, the replay record, the stamp and the stored catalog version (so that a cached catalog
-/// needs no query of its own); [`debit_read_of`] parses them.
-fn debit_read_columns() -> String {
-    format!(
-        "{WORKSPACE_COLUMNS}, {AGENT_COLUMNS},
-         (SELECT request_hash FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
-         (SELECT result FROM usage_events WHERE workspace_id = ?1 AND event_id = ?3),
-         {DEBIT_STAMP}, {CURRENT_VERSION}",
-        WORKSPACE_COLUMNS = workspace::WORKSPACE_COLUMNS,
-        AGENT_COLUMNS = agents::AGENT_COLUMNS,
-        CURRENT_VERSION = catalog::CURRENT_VERSION,
-    )
-}
-
-/// How many columns [`debit_read_columns`] selects.
-const DEBIT_READ_COLUMN_COUNT: usize = workspace::WORKSPACE_COLUMN_COUNT
-    + agents::AGENT_COLUMN_COUNT
-    + 2
-    + DEBIT_STAMP_COLUMN_COUNT
-    + 1;
-
-/// Reads the replay record, the workspace and the agent in ONE statement (each statement is a
-/// host round trip in Wasm): unknown workspace is 404, a replay with another body is 409.
-async fn read_for_debit<S: Storage>(
-    db: &S,
-    event: &UsageEvent,
-    fingerprint: &Fingerprint,
-    real_now_secs: i64,
-) -> Result<DebitRead> {
-    let sql = format!(
-        "SELECT {columns}
-         FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
-         WHERE workspaces.id = ?1",
-        columns = debit_read_columns(),
-    );
-    let rows = db
-        .query(
-            &sql,
-            &[t(&event.workspace_id), t(&event.agent_id), t(&event.id)],
-        )
-        .await?;
-    let row = rows
-        .first()
-        .ok_or(LedgerError::NotFound { what: "workspace" })?;
-    debit_read_of(row, event, fingerprint, real_now_secs)
-}
-
-/// Parses a row of [`debit_read_columns`]: a replay (409 if its body differs), or the state.
-fn debit_read_of(
-    row: &crate::Row,
-    event: &UsageEvent,
-    fingerprint: &Fingerprint,
-    real_now_secs: i64,
-) -> Result<DebitRead> {
-    const REPLAY_FIRST: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
-    if let Some(request_hash) = opt_text(row, REPLAY_FIRST)? {
-        if !fingerprint.matches(&request_hash) {
-            return Err(LedgerError::IdempotencyConflict);
-        }
-        let previous = serde_json::from_str(&text(row, REPLAY_FIRST + 1)?).map_err(|e| {
-            LedgerError::Storage(crate::StorageError::from_sqlite_message(format!(
-                "stored result unreadable: {e}"
-            )))
-        })?;
-        return Ok(DebitRead::Replay(Box::new(previous)));
-    }
-    let ws = workspace::from_row(row)?;
-    let agent = agents::from_columns(
-        &ws,
-        &event.agent_id,
-        ws.now(real_now_secs),
-        row,
-        workspace::WORKSPACE_COLUMN_COUNT,
-    )?;
-    let stamp = guarded::stamp_of(row, REPLAY_FIRST + 2, DEBIT_STAMP_COLUMN_COUNT)?;
-    Ok(DebitRead::Fresh {
-        ws: Box::new(ws),
-        agent: Box::new(agent),
-        stamp,
-        catalog_version: int(row, DEBIT_READ_COLUMN_COUNT - 1)?,
-    })
 }

@@ -123,6 +123,17 @@ pub(crate) const WORKSPACE_COLUMNS: &str = "id, name, email, currency, timezone,
     auto_recharge_enabled, auto_recharge_threshold_micros, auto_recharge_threshold_credits_micros,
     auto_recharge_amount_micros, auto_recharge_warning, test_clock_at";
 
+/// [`WORKSPACE_COLUMNS`] qualified with the table's name, for reads that join tables sharing
+/// some column names (`calls` has its own holds).
+pub(crate) static QUALIFIED_WORKSPACE_COLUMNS: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| {
+        WORKSPACE_COLUMNS
+            .split(',')
+            .map(|column| format!("workspaces.{}", column.trim()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+
 /// How many columns [`WORKSPACE_COLUMNS`] selects.
 pub(crate) const WORKSPACE_COLUMN_COUNT: usize = 32;
 

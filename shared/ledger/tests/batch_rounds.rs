@@ -1,6 +1,6 @@
-//! A batch's debits in rounds (`usage::record_batch`, ledger `usage/rounds.rs`): each round reads
-//! and writes the next event of every workspace in one statement each. Every answer and every row
-//! must be what one-by-one debits give. (Racing batches: `race.rs`.)
+//! A batch's debits as one set (`usage::record_batch`, ledger `usage/set.rs`): one read and one
+//! write for the whole batch, whatever its size. Every answer and every row must be what
+//! one-by-one debits give. (Racing batches: `race.rs`.)
 
 mod common;
 
@@ -9,7 +9,7 @@ use futures::executor::block_on;
 use ledger::agents::OveragePolicy;
 use ledger::catalog::UsageKind;
 use ledger::usage::{self, DebitResult, UsageEvent};
-use ledger::{LedgerError, Storage};
+use ledger::{LedgerError, LimitKind, Storage};
 
 /// `n` free-plan workspaces `w0`.. (10 plan credits each) with 10 credits in each wallet.
 fn funded(n: usize) -> Fixture {
@@ -30,10 +30,10 @@ fn batch<S: Storage>(
 }
 
 #[test]
-fn a_batch_is_one_read_and_one_write_per_round() {
+fn a_batch_is_one_read_and_one_write() {
     let fx = funded(8);
     let before = fx.journal_rows();
-    // Two messages per workspace, interleaved: two rounds of eight.
+    // Two messages per workspace, interleaved.
     let events: Vec<_> = (0..16)
         .map(|n| {
             let quantity = if n < 8 { "2" } else { "3" };
@@ -50,7 +50,7 @@ fn a_batch_is_one_read_and_one_write_per_round() {
     let debited = batch(&watched, &fx, &events);
     assert_eq!(
         watched.statements(),
-        ["BEGIN", "SELECT", "INSERT", "SELECT", "INSERT", "COMMIT"]
+        ["BEGIN", "SELECT", "INSERT", "COMMIT"]
     );
     let debited: Vec<_> = debited.into_iter().map(|r| r.expect("debit")).collect();
     for (n, result) in debited.iter().enumerate() {
@@ -77,33 +77,73 @@ fn a_batch_is_one_read_and_one_write_per_round() {
     assert_eq!(ids, (first..first + 16).collect::<Vec<_>>());
     assert_eq!(fx.journal_rows(), before + 16);
     // The replay records carry those ids: a replay, alone or in a batch, answers the same and
-    // writes nothing (two rounds of reads).
+    // writes nothing (one read).
     assert_eq!(
         fx.debit("w3", "a", "m3", UsageKind::Message, "2", NOV_1),
         Ok(debited[3].clone())
     );
     let watched = Watched::new(&fx.db, vec![], || {});
     let replayed = batch(&watched, &fx, &events);
-    assert_eq!(
-        watched.statements(),
-        ["BEGIN", "SELECT", "SELECT", "COMMIT"]
-    );
+    assert_eq!(watched.statements(), ["BEGIN", "SELECT", "COMMIT"]);
     assert_eq!(replayed, debited.into_iter().map(Ok).collect::<Vec<_>>());
     assert_eq!(fx.journal_rows(), before + 16);
     fx.assert_invariants();
 }
 
+#[test]
+fn a_full_batch_on_one_workspace_is_still_one_read_and_one_write() {
+    let fx = funded(1);
+    // 1,000 messages of 0.02: the first 500 spend the 10 plan credits, the next 500 the wallet.
+    let events: Vec<_> = (0..1_000)
+        .map(|n| fx.event("w0", "a", &format!("m{n}"), UsageKind::Message, "2"))
+        .collect();
+    let watched = Watched::new(&fx.db, vec![], || {});
+    let debited: Vec<_> = batch(&watched, &fx, &events)
+        .into_iter()
+        .map(|r| r.expect("debit"))
+        .collect();
+    assert_eq!(
+        watched.statements(),
+        ["BEGIN", "SELECT", "INSERT", "COMMIT"]
+    );
+    let split = |n: usize| {
+        let r = &debited[n];
+        (
+            r.from_plan,
+            r.from_wallet,
+            r.plan_credits_remaining,
+            r.wallet_balance,
+        )
+    };
+    assert_eq!(split(0), (dec("0.02"), dec("0"), dec("9.98"), dec("10")));
+    assert_eq!(split(499), (dec("0.02"), dec("0"), dec("0"), dec("10")));
+    assert_eq!(split(500), (dec("0"), dec("0.02"), dec("0"), dec("9.98")));
+    assert_eq!(split(999), (dec("0"), dec("0.02"), dec("0"), dec("0")));
+    assert_eq!(fx.balances("w0"), (0, 0));
+    // Nothing left: the grace period starts at the last debit, as one by one.
+    assert!(fx.state("w0").exhausted_at.is_some());
+    // The next event is refused, and writes nothing.
+    let refused = batch(
+        &fx.db,
+        &fx,
+        &[fx.event("w0", "a", "m1000", UsageKind::Message, "1")],
+    );
+    assert_eq!(refused, vec![Err(LedgerError::InsufficientFunds)]);
+    fx.assert_invariants();
+}
+
 /// Workspaces in every state a debit can meet, and batches of events over them: debits from plan
-/// and wallet, a second event of a workspace (the next round), the same event twice in a batch,
+/// and wallet, a second event of a workspace (decided on the state the first left), the same
+/// event twice in a batch,
 /// replays and a 409, a spend limit and a stop policy, an unknown and an unconfigured workspace,
 /// an invalid event, and running dry. Each batch goes through `record_batch` or, one event at a
-/// time, through `record`. (The batches list a workspace's second event after the first event of
-/// every other workspace, so rounds post the history rows in the same order as one by one.)
+/// time, through `record`.
 fn scenario(batched: bool) -> (Vec<Result<DebitResult, LedgerError>>, Fixture) {
     let fx = funded(3);
     fx.workspace("unconfigured");
     fx.spend_limits("w1", "capped", OveragePolicy::UseBalance, Some("5"));
     fx.spend_limits("w2", "stopper", OveragePolicy::Stop, None);
+    fx.spend_limits("w1", "tight", OveragePolicy::UseBalance, Some("1"));
     let call = fx.outbound_call("w0", "a", "call-1", "61");
     let invalid = UsageEvent {
         quantity: dec("-1"),
@@ -134,6 +174,15 @@ fn scenario(batched: bool) -> (Vec<Result<DebitResult, LedgerError>>, Fixture) {
             fx.event("w0", "a", "e4", UsageKind::Message, "1"),
             fx.event("w2", "stopper", "e4", UsageKind::Message, "1"),
         ],
+        // An agent whose spend reaches its limit of 1 credit inside the batch (0.3 each): the
+        // fourth is refused, the fifth (0.1) still fits.
+        vec![
+            fx.event("w1", "tight", "t1", UsageKind::AiTask, "15"),
+            fx.event("w1", "tight", "t2", UsageKind::AiTask, "15"),
+            fx.event("w1", "tight", "t3", UsageKind::AiTask, "15"),
+            fx.event("w1", "tight", "t4", UsageKind::AiTask, "15"),
+            fx.event("w1", "tight", "t5", UsageKind::AiTask, "5"),
+        ],
     ];
     let mut results = Vec::new();
     for events in &batches {
@@ -159,6 +208,24 @@ fn a_batch_answers_and_writes_exactly_what_one_by_one_debits_do() {
     let (batched, batched_fx) = scenario(true);
     let (alone, alone_fx) = scenario(false);
     assert_eq!(batched, alone);
+    // The last batch: an agent's spend reaches its limit inside the batch.
+    let tight: Vec<_> = batched[batched.len() - 5..]
+        .iter()
+        .map(|r| r.as_ref().map(|d| d.charged).map_err(Clone::clone))
+        .collect();
+    let limit = LedgerError::LimitReached {
+        limit: LimitKind::MonthlySpendLimit,
+    };
+    assert_eq!(
+        tight,
+        [
+            Ok(dec("0.3")),
+            Ok(dec("0.3")),
+            Ok(dec("0.3")),
+            Err(limit),
+            Ok(dec("0.1"))
+        ]
+    );
     // The scenario reaches every branch.
     assert!(
         batched.iter().filter(|r| r.is_ok()).count() >= 7,

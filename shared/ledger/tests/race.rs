@@ -157,3 +157,103 @@ fn concurrent_call_authorizations_never_overspend() {
     );
     fx.assert_invariants();
 }
+
+/// A campaign on one agent: 16 connections authorize, extend, end and debit at once. The agent's
+/// counters of calls in progress (kept by triggers, read instead of counting) stay exact: the
+/// simultaneous-call limit admits exactly its number of calls, and every counter returns to zero.
+#[test]
+fn one_agents_counters_stay_exact_under_racing_calls() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp1", "100", NOV_1);
+    let limits = ledger::agents::AgentLimits {
+        overage_policy: ledger::agents::OveragePolicy::UseBalance,
+        monthly_spend_limit: None,
+        daily_call_limit: None,
+        max_concurrent_calls: Some(24),
+    };
+    block_on(ledger::agents::put_limits(&fx.db, "w", "a", &limits, NOV_1)).expect("limits");
+    let catalog = fx.catalog.clone();
+    let request = |call_id: String| calls::CallRequest {
+        workspace_id: "w".into(),
+        agent_id: "a".into(),
+        call_id,
+        direction: Direction::Outbound,
+        to: "+14155550123".into(),
+        from: "+14155550100".into(),
+    };
+    // 16 x 4 attempts for 24 places: exactly 24 calls are authorized.
+    let held = race(&fx, 4, {
+        let catalog = catalog.clone();
+        move |db, thread, n| {
+            let call = request(format!("c-{thread}-{n}"));
+            block_on(calls::authorize(db, &catalog, &call, NOV_1)).map(|_| call.call_id)
+        }
+    });
+    let authorized: Vec<String> = held.iter().flatten().cloned().collect();
+    assert_eq!(authorized.len(), 24, "{held:?}");
+    assert!(held.iter().all(|r| r.is_ok()
+        || *r
+            == Err(LedgerError::LimitReached {
+                limit: ledger::LimitKind::MaxConcurrentCalls
+            })));
+    let agent = |fx: &Fixture| {
+        block_on(ledger::Storage::query(
+            &fx.db,
+            "SELECT active_calls, active_held_micros FROM agents WHERE agent_id = 'a'",
+            &[],
+        ))
+        .expect("agent")
+    };
+    assert_eq!(
+        agent(&fx),
+        vec![vec![
+            ledger::SqlValue::Integer(24),
+            ledger::SqlValue::Integer(24 * micros("0.02"))
+        ]]
+    );
+    fx.assert_invariants();
+    // Each thread heartbeats, then ends, its share of the calls while debiting the same agent.
+    let calls_by_thread = Arc::new(authorized);
+    let ended = race(&fx, 3, {
+        let catalog = catalog.clone();
+        move |db, thread, n| {
+            let mut done = Vec::new();
+            for call in calls_by_thread.iter().skip(thread).step_by(THREADS) {
+                match n {
+                    0 => done.push(
+                        block_on(calls::heartbeat(db, &catalog, call, 30, NOV_1 + 30))
+                            .map(|beat| beat.continue_call),
+                    ),
+                    1 => done.push(block_on(calls::end(db, call, 65, NOV_1 + 65)).map(|_| true)),
+                    _ => {}
+                }
+            }
+            let event = event(
+                "w",
+                "a",
+                &format!("m-{thread}-{n}"),
+                UsageKind::Message,
+                "1",
+            );
+            done.push(block_on(usage::record(db, &catalog, &event, NOV_1 + 70)).map(|_| true));
+            done
+        }
+    });
+    assert!(ended.iter().flatten().all(|r| *r == Ok(true)), "{ended:?}");
+    assert_eq!(
+        agent(&fx),
+        vec![vec![
+            ledger::SqlValue::Integer(0),
+            ledger::SqlValue::Integer(0)
+        ]]
+    );
+    let ws = fx.state("w");
+    assert_eq!((ws.held_plan_micros, ws.held_wallet_micros), (0, 0));
+    // 24 calls of two started minutes at 0.02, and 48 messages at 0.01: 0.96 + 0.48.
+    assert_eq!(
+        ws.plan_credits_micros + ws.wallet_micros,
+        micros("110") - micros("0.96") - micros("0.48")
+    );
+    fx.assert_invariants();
+}
