@@ -97,7 +97,7 @@ fn enable(app: &App, ws: &str) -> Result<()> {
 /// Burns `quantity` messages (0.01 each): plan credits first, then the wallet.
 fn burn(app: &App, ws: &str, id: &str, quantity: &str) -> Result<Value> {
     let event = json!({"id": id, "workspace_id": ws, "agent_id": "agent-1", "kind": "message",
-        "quantity": quantity, "occurred_at": "2026-11-21T12:00:00Z"});
+        "quantity": quantity});
     expect(&app.service("POST", "/v1/usage", Some(&event))?, 200, id)
 }
 

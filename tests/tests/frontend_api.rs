@@ -346,7 +346,7 @@ fn upgrade_mid_cycle_prorates_the_new_plan() -> Result<()> {
         "agent-1",
         "ai_task",
         "2000",
-        "2030-04-05T10:00:00Z",
+        "2030-04-01T09:00:00Z",
     )?;
     assert_eq!(summary(&app, "ws-up")?["plan_credits_remaining"], "60");
 

@@ -163,7 +163,7 @@ impl Target {
         match op {
             Op::Debit { id, kind } => {
                 let event = json!({"id": id, "workspace_id": WS, "agent_id": "agent-1",
-                    "kind": kind, "quantity": "1", "occurred_at": "2026-11-21T12:00:00Z"});
+                    "kind": kind, "quantity": "1"});
                 let reply = call("POST", "/v1/usage", &event, Some(id))?;
                 let body = expect(&reply, 200, id)?;
                 ensure!(
@@ -175,8 +175,7 @@ impl Target {
                 let events: Vec<Value> = (0..5)
                     .map(|n| {
                         json!({"id": format!("{id}-{n}"), "workspace_id": WS,
-                        "agent_id": "agent-2", "kind": "message", "quantity": "1",
-                        "occurred_at": "2026-11-21T12:00:00Z"})
+                        "agent_id": "agent-2", "kind": "message", "quantity": "1"})
                     })
                     .collect();
                 let reply = call(

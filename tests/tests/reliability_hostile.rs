@@ -55,7 +55,7 @@ fn start(options: HostOptions) -> Result<App> {
 
 fn event(id: &str, ws: &str, agent: &str) -> Value {
     json!({"id": id, "workspace_id": ws, "agent_id": agent, "kind": "message",
-           "quantity": "1", "occurred_at": "2026-11-21T12:00:00Z"})
+           "quantity": "1"})
 }
 
 /// Tokens that must open nothing of workspace `ws-b`.

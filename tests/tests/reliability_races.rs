@@ -74,7 +74,7 @@ fn run(app: &App, op: &Op) -> Result<()> {
             quantity,
         } => {
             let event = json!({"id": id, "workspace_id": ws, "agent_id": agent, "kind": kind,
-                "quantity": quantity.to_string(), "occurred_at": "2030-04-11T09:00:00Z"});
+                "quantity": quantity.to_string()});
             expect(&app.service("POST", "/v1/usage", Some(&event))?, 200, id)?;
         }
         Op::Call { id, duration_secs } => {

@@ -124,7 +124,7 @@ fn set_clock(app: &App, ws: &str, frozen_time: &str) -> Result<Value> {
 /// A usage event.
 fn event(id: &str, ws: &str, agent: &str, kind: &str, quantity: &str) -> Value {
     json!({"id": id, "workspace_id": ws, "agent_id": agent, "kind": kind,
-           "quantity": quantity, "occurred_at": "2026-11-21T12:00:00Z"})
+           "quantity": quantity})
 }
 
 /// `POST /v1/usage`.
@@ -828,7 +828,7 @@ fn usage_batch_of_a_thousand_and_partial_failures() -> Result<()> {
     let mixed = json!({"events": [
         event("x-1", "ws-b", "agent-1", "message", "1"),
         {"id": "x-2", "workspace_id": "ws-b", "agent_id": "agent-1", "kind": "message",
-         "quantity": "1", "occurred_at": "2026-11-21T12:00:00Z", "colour": "red"},
+         "quantity": "1", "colour": "red"},
         {"id": "x-3", "kind": 42},
         bad_phone,
         event("x-4", "ws-missing", "agent-1", "message", "1"),
@@ -890,6 +890,48 @@ fn usage_batch_of_a_thousand_and_partial_failures() -> Result<()> {
         "plan_credits_remaining",
         "89.96",
     )?;
+    app.check_invariants()
+}
+
+/// `occurred_at` may be left out (the time of receipt is taken); a report more than 35 days late
+/// or more than 5 minutes early is refused with 422 and moves nothing, alone or in a batch.
+#[test]
+fn usage_time_defaults_to_receipt_and_stays_within_its_window() -> Result<()> {
+    let app = app_with_catalog("1")?;
+    subscribed(&app, "ws-t")?;
+    let now = e2e::api::now_secs();
+    let at = |offset: i64| json!(ledger::calendar::rfc3339(now + offset));
+    let reply = usage(&app, &event("t1", "ws-t", "agent-1", "message", "1"))?;
+    amount(
+        &expect(&reply, 200, None)?,
+        "plan_credits_remaining",
+        "0.99",
+    )?;
+    for (id, offset) in [("late", -35 * 86_400 - 60), ("early", 600)] {
+        let mut stale = event(id, "ws-t", "agent-1", "message", "1");
+        stale["occurred_at"] = at(offset);
+        let body = expect(&usage(&app, &stale)?, 422, Some("validation_error"))?;
+        ensure!(body["error"]["field"] == "occurred_at", "{body}");
+    }
+    let mut on_time = event("t2", "ws-t", "agent-1", "message", "1");
+    on_time["occurred_at"] = at(-34 * 86_400);
+    let mut late = event("t3", "ws-t", "agent-1", "message", "1");
+    late["occurred_at"] = at(-40 * 86_400);
+    let reply = app.service(
+        "POST",
+        "/v1/usage/batch",
+        Some(&json!({"events": [on_time, late]})),
+    )?;
+    let body = expect(&reply, 200, None)?;
+    let results = body["results"].as_array().cloned().unwrap_or_default();
+    ensure!(
+        results.len() == 2
+            && results[0]["status"] == "ok"
+            && results[0]["plan_credits_remaining"] == "0.98"
+            && results[1]["status"] == "error"
+            && results[1]["error"]["code"] == "validation_error",
+        "{body}"
+    );
     app.check_invariants()
 }
 

@@ -416,7 +416,7 @@ fn stripe_down_leaves_the_top_up_pending_and_a_retry_completes_it() -> Result<()
 /// A debit through the service API, answering its JSON.
 fn debit(app: &App, ws: &str, id: &str, quantity: &str) -> Result<Value> {
     let event = json!({"id": id, "workspace_id": ws, "agent_id": "agent-1", "kind": "message",
-        "quantity": quantity, "occurred_at": "2026-11-21T12:00:00Z"});
+        "quantity": quantity});
     expect(&app.service("POST", "/v1/usage", Some(&event))?, 200, id)
 }
 

@@ -18,6 +18,14 @@ mod set;
 /// The most events one batch may carry.
 pub const BATCH_EVENTS_MAX: usize = 1_000;
 
+/// How long after it happened an event may still be reported: 35 days, as Stripe's meter events
+/// (a late report of a platform's outage still lands in the right cycle's history).
+pub const OCCURRED_AT_PAST_MAX_SECS: i64 = 35 * 86_400;
+
+/// How far ahead of the workspace's time an event may say it happened: 5 minutes of clock skew,
+/// as Stripe's meter events.
+pub const OCCURRED_AT_FUTURE_MAX_SECS: i64 = 5 * 60;
+
 /// One usage event (`POST /v1/usage`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,8 +40,11 @@ pub struct UsageEvent {
     pub kind: UsageKind,
     /// Messages, SMS segments, tasks, speech-to-text minutes; for `call`, seconds.
     pub quantity: Decimal,
-    /// When it happened (RFC 3339).
-    pub occurred_at: String,
+    /// When it happened (RFC 3339); the time it is received when absent. At most
+    /// [`OCCURRED_AT_PAST_MAX_SECS`] before the workspace's time and
+    /// [`OCCURRED_AT_FUTURE_MAX_SECS`] after it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<String>,
     /// Calls and messages: direction.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
@@ -86,7 +97,9 @@ fn rate(catalog: &Catalog, event: &UsageEvent) -> Result<Rated> {
     workspace::validate_id("id", &event.id)?;
     workspace::validate_id("workspace_id", &event.workspace_id)?;
     workspace::validate_id("agent_id", &event.agent_id)?;
-    calendar::parse_rfc3339("occurred_at", &event.occurred_at)?;
+    if let Some(occurred_at) = &event.occurred_at {
+        calendar::parse_rfc3339("occurred_at", occurred_at)?;
+    }
     let quantity_micros = money::decimal_to_micros("quantity", event.quantity, false)?;
     match event.kind {
         UsageKind::Call => {
@@ -245,11 +258,13 @@ fn decide(
     if ws.plan_id.is_none() {
         return Err(LedgerError::BillingNotConfigured);
     }
+    let now = ws.now(real_now_secs);
+    let occurred_at = occurred_at(event, now)?;
     let funding = agents::fund(ws, agent, rated.charge_micros)?;
     let wallet_after_micros = ws.wallet_micros - funding.from_wallet_micros;
     Ok(Decided {
-        now: ws.now(real_now_secs),
-        occurred_at: calendar::parse_rfc3339("occurred_at", &event.occurred_at)?,
+        now,
+        occurred_at,
         funding,
         result: DebitResult {
             id: event.id.clone(),
@@ -264,6 +279,22 @@ fn decide(
             auto_recharge_due: recharge_due(ws, funding, wallet_after_micros),
         },
     })
+}
+
+/// When an event happened, in the workspace's time `now` (test clocks included): as reported,
+/// within the window a report may be late or early, or `now` when not reported.
+fn occurred_at(event: &UsageEvent, now: i64) -> Result<i64> {
+    let Some(reported) = &event.occurred_at else {
+        return Ok(now);
+    };
+    let at = calendar::parse_rfc3339("occurred_at", reported)?;
+    if at < now - OCCURRED_AT_PAST_MAX_SECS || at > now + OCCURRED_AT_FUTURE_MAX_SECS {
+        return Err(invalid(
+            "occurred_at",
+            "occurred_at must be within the last 35 days and at most 5 minutes ahead",
+        ));
+    }
+    Ok(at)
 }
 
 /// Whether a debit left the wallet under an armed auto-recharge threshold.

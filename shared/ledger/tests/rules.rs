@@ -6,8 +6,11 @@ use common::{DAY, Fixture, NOV_1, dec, micros};
 use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::catalog::{Direction, UsageKind};
+use ledger::usage::UsageEvent;
 use ledger::views::{self, Status, TransactionFilter};
-use ledger::{LedgerError, LimitKind, SqlValue, Storage, calls, payments, plans, usage};
+use ledger::{
+    LedgerError, LimitKind, SqlValue, Storage, calendar, calls, payments, plans, usage, workspace,
+};
 
 fn limits(policy: OveragePolicy) -> AgentLimits {
     AgentLimits {
@@ -1614,5 +1617,57 @@ fn r15_a_downgrade_to_free_survives_the_subscription_ending_at_period_end() {
     // A late deletion after the renewal changes nothing either.
     block_on(plans::end_subscription(&fx.db, "w", NOV_1 + 30 * DAY + 120)).expect("end again");
     assert_eq!(fx.state("w").plan_id.as_deref(), Some("free"));
+    fx.assert_invariants();
+}
+
+/// An event says when it happened, or takes the time it is received; a report more than 35 days
+/// late or more than 5 minutes early (as Stripe's meter events) is refused and moves nothing.
+#[test]
+fn usage_occurred_at_defaults_to_receipt_and_stays_within_its_window() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let now = NOV_1 + 10 * DAY;
+    // The workspace's time (here a test clock) is what the window is measured from.
+    block_on(workspace::set_test_clock(&fx.db, "w", now, NOV_1)).expect("clock");
+    let at = |offset: i64| Some(calendar::rfc3339(now + offset));
+    let debit = |id: &str, occurred_at: Option<String>| {
+        let event = UsageEvent {
+            occurred_at,
+            ..common::event("w", "a", id, UsageKind::Message, "1")
+        };
+        block_on(usage::record(&fx.db, &fx.catalog, &event, NOV_1))
+    };
+    let occurred = |transaction_id: i64| {
+        let rows = block_on(fx.db.query(
+            "SELECT occurred_at FROM transactions WHERE id = ?1",
+            &[SqlValue::Integer(transaction_id)],
+        ))
+        .expect("row");
+        rows[0][0].clone()
+    };
+    let received = debit("no-time", None).expect("debited");
+    assert_eq!(occurred(received.transaction_id), SqlValue::Integer(now));
+    let late = debit("late", at(-35 * DAY)).expect("35 days late is accepted");
+    assert_eq!(
+        occurred(late.transaction_id),
+        SqlValue::Integer(now - 35 * DAY)
+    );
+    debit("early", at(300)).expect("5 minutes early is accepted");
+    let before = fx.journal_rows();
+    for (id, offset) in [("too-late", -35 * DAY - 1), ("too-early", 301)] {
+        match debit(id, at(offset)) {
+            Err(LedgerError::Invalid { field, code, .. }) => {
+                assert_eq!(
+                    (field, code),
+                    (Some("occurred_at"), "validation_error"),
+                    "{id}"
+                );
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+    assert_eq!(fx.journal_rows(), before);
+    // A replay without the time answers the first result.
+    assert_eq!(debit("no-time", None), Ok(received));
     fx.assert_invariants();
 }

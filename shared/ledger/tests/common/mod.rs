@@ -222,7 +222,7 @@ pub fn event(ws: &str, agent: &str, id: &str, kind: UsageKind, quantity: &str) -
         agent_id: agent.into(),
         kind,
         quantity: dec(quantity),
-        occurred_at: calendar::rfc3339(NOV_1),
+        occurred_at: Some(calendar::rfc3339(NOV_1)),
         direction: None,
         to: None,
         from: None,
