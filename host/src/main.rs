@@ -73,6 +73,10 @@ struct AppArgs {
     /// Directory for compiled components (default: STATE_DIR/cache).
     #[arg(long, env = "LOCAL_HOST_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// How SQLite runs: `local` (this host's: writers take turns, background checkpoints) or
+    /// `spin` (as Spin 4.1: a blocking thread per statement, SQLite's busy handler).
+    #[arg(long, value_enum, default_value_t = sqlite::SqliteMode::Local)]
+    sqlite_mode: sqlite::SqliteMode,
 }
 
 #[derive(Args)]
@@ -127,6 +131,7 @@ impl AppArgs {
             state_dir: &state_dir,
             cache_dir: &cache_dir,
             only,
+            sqlite_mode: self.sqlite_mode,
         })
     }
 }

@@ -301,6 +301,8 @@ pub struct LoadOptions<'a> {
     pub cache_dir: &'a Path,
     /// Only load these components (None = all that a trigger uses).
     pub only: Option<&'a str>,
+    /// How SQLite runs.
+    pub sqlite_mode: crate::sqlite::SqliteMode,
 }
 
 /// Reads the manifest, resolves variables, compiles and pre-links every triggered component.
@@ -328,6 +330,7 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<App> {
     let sqlite = Arc::new(SqliteDatabases::new(
         opts.state_dir.to_path_buf(),
         &sqlite_labels,
+        opts.sqlite_mode,
     ));
     let kv = Arc::new(KvStores::new(opts.state_dir.to_path_buf(), &kv_labels));
 

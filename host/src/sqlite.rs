@@ -1,5 +1,13 @@
 //! `spin:sqlite/sqlite@3.1.0` over rusqlite: one connection per `open`, one file per label.
 //!
+//! Two modes ([`SqliteMode`]). `local`, the default, is described below: it adds to Spin's
+//! semantics what makes this host fast (writers take turns, a background checkpointer, reads on
+//! the calling thread). `spin` runs SQLite the way Spin 4.1's in-process SQLite does (its
+//! `crates/sqlite-inproc`), so that a change can be judged on this host before it is confirmed on
+//! real Spin: every statement on a blocking thread, contending writers left to SQLite's busy
+//! handler (the 5 s busy timeout rusqlite sets, whose sleeps grow from 1 to 100 ms), no helper
+//! connection, and no query-planner setting of our own.
+//!
 //! Writers take turns: a connection that starts a write (`BEGIN IMMEDIATE`, or any writing
 //! statement) first waits, asynchronously and in arrival order, for its database file's write
 //! turn, and keeps it until SQLite is back in autocommit mode (COMMIT, ROLLBACK, or an error that
@@ -37,16 +45,31 @@ const ROWS_MAX: usize = 1_000_000;
 /// One write turn per database file (see the module docs).
 type WriteGate = Arc<tokio::sync::Mutex<()>>;
 
+/// How the host runs SQLite (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SqliteMode {
+    /// This host's own: writers take turns, a background checkpointer, reads inline.
+    #[default]
+    Local,
+    /// As Spin 4.1 does it: a blocking thread per statement, SQLite's busy handler.
+    Spin,
+}
+
 /// The app's SQLite databases: label -> file.
 #[derive(Debug, Default)]
 pub struct SqliteDatabases {
     files: BTreeMap<String, PathBuf>,
     gates: BTreeMap<String, WriteGate>,
+    mode: SqliteMode,
 }
 
 impl SqliteDatabases {
     /// One file per label under `dir` (`default` is `sqlite_db.db`, as in Spin).
-    pub fn new<'a>(dir: PathBuf, labels: impl IntoIterator<Item = &'a String>) -> Self {
+    pub fn new<'a>(
+        dir: PathBuf,
+        labels: impl IntoIterator<Item = &'a String>,
+        mode: SqliteMode,
+    ) -> Self {
         let files = labels
             .into_iter()
             .map(|label| {
@@ -62,10 +85,12 @@ impl SqliteDatabases {
             .keys()
             .map(|label| (label.clone(), WriteGate::default()))
             .collect();
-        for path in files.values() {
-            spawn_checkpointer(path.clone());
+        if mode == SqliteMode::Local {
+            for path in files.values() {
+                spawn_checkpointer(path.clone());
+            }
         }
-        Self { files, gates }
+        Self { files, gates, mode }
     }
 
     fn gate(&self, label: &str) -> WriteGate {
@@ -77,14 +102,17 @@ impl SqliteDatabases {
         let path = self.files.get(label).ok_or(Error::NoSuchDatabase)?;
         let mut conn = rusqlite::Connection::open(path).map_err(io)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(io)?;
-        // Plans never depend on bound values: otherwise SQLite re-prepares (re-parses, re-plans
-        // and re-codes the triggers of) a cached statement whenever a parameter it compared with
-        // a partial index's WHERE changes; that was a quarter of a ledger debit's CPU.
-        conn.set_db_config(
-            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
-            true,
-        )
-        .map_err(io)?;
+        if self.mode == SqliteMode::Local {
+            // Plans never depend on bound values: otherwise SQLite re-prepares (re-parses,
+            // re-plans and re-codes the triggers of) a cached statement whenever a parameter it
+            // compared with a partial index's WHERE changes; that was a quarter of a ledger
+            // debit's CPU. (Spin does not set it: the `spin` mode leaves it off.)
+            conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+                true,
+            )
+            .map_err(io)?;
+        }
         // As in Spin: a guest may not ATTACH other files (temporary and in-memory are fine).
         conn.authorizer(Some(|ctx: rusqlite::hooks::AuthContext<'_>| {
             use rusqlite::hooks::{AuthAction, Authorization};
@@ -429,12 +457,20 @@ impl<T: Send> HostConnectionWithStore<T> for Ctx {
             Error,
         >,
     > {
-        let conn = accessor.with(|mut access| get_connection(access.get(), &self_))?;
-        conn.take_turn_for(&statement).await;
-        let inline = if conn.holds_turn() {
-            !is_commit(&statement)
-        } else {
-            is_plain_read(&statement) && conn.in_wal_mode()
+        let (conn, mode) = accessor.with(|mut access| {
+            let ctx = access.get();
+            get_connection(ctx, &self_).map(|conn| (conn, ctx.env.sqlite.mode))
+        })?;
+        let inline = match mode {
+            SqliteMode::Spin => false,
+            SqliteMode::Local => {
+                conn.take_turn_for(&statement).await;
+                if conn.holds_turn() {
+                    !is_commit(&statement)
+                } else {
+                    is_plain_read(&statement) && conn.in_wal_mode()
+                }
+            }
         };
         let executed = if inline {
             conn.run(&statement, &parameters)
