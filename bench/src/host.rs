@@ -32,7 +32,7 @@ fn extra_args() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn options(state_dir: &Path) -> HostOptions {
+fn options(state_dir: &Path, args: &[&str]) -> HostOptions {
     let mut options = HostOptions {
         state_dir: Some(state_dir.to_path_buf()),
         ..HostOptions::default()
@@ -40,36 +40,14 @@ fn options(state_dir: &Path) -> HostOptions {
     .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
     .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
     .arg("--no-cron");
+    options.args.extend(args.iter().map(|a| (*a).to_owned()));
     options.args.extend(extra_args());
     options
 }
 
-/// Starts the local host on `manifest` with the bench's secrets and `state_dir`.
-pub fn start(manifest: &Path, state_dir: &Path) -> Result<TestHost> {
-    TestHost::start(manifest, options(state_dir))
-}
-
-/// The app served by a host over its own copy of a data set; the copy is removed after the host
-/// stops (fields drop in order).
-pub struct AppOnCopy {
-    /// Its `IP:PORT`.
-    pub addr: String,
-    /// Kept running until this is dropped.
-    _host: TestHost,
-    _state: tempfile::TempDir,
-}
-
-/// Copies the data set `set` into a temporary state directory and starts the app on it.
-pub fn start_on_copy(set: &Path) -> Result<AppOnCopy> {
-    let state = tempfile::tempdir()?;
-    let state_dir = state.path().join("state");
-    crate::data::copy_into(set, &state_dir)?;
-    let host = start(&app_manifest(), &state_dir)?;
-    Ok(AppOnCopy {
-        addr: addr(&host),
-        _host: host,
-        _state: state,
-    })
+/// Starts the local host on `manifest` with the bench's secrets, `state_dir` and `args`.
+pub fn start(manifest: &Path, state_dir: &Path, args: &[&str]) -> Result<TestHost> {
+    TestHost::start(manifest, options(state_dir, args))
 }
 
 /// `IP:PORT` of a running host.

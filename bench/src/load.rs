@@ -1,6 +1,7 @@
 //! The HTTP load generator: N keep-alive clients (hyper, HTTP/1.1, TCP_NODELAY), each sending its
 //! next request as soon as the previous answer is read, for a fixed time after a warm-up.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -34,12 +35,52 @@ pub struct LoadResult {
     pub p999: Duration,
     /// The first error seen, for the report.
     pub first_error: Option<String>,
+    /// The same figures per kind of request ([`kind_of`]).
+    pub by_kind: BTreeMap<&'static str, KindStats>,
+}
+
+/// One kind of request of a mixed load.
+#[derive(Debug, Clone, Copy)]
+pub struct KindStats {
+    /// Successful requests in the measured window.
+    pub ok: u64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
 }
 
 impl LoadResult {
     /// Successful requests per second.
     pub fn rps(&self) -> f64 {
         self.ok as f64 / self.secs
+    }
+
+    /// Successful requests of `kind` per second.
+    pub fn kind_rps(&self, kind: &str) -> f64 {
+        self.by_kind
+            .get(kind)
+            .map_or(0.0, |k| k.ok as f64 / self.secs)
+    }
+}
+
+/// What a request is, by its path: `debit`, `batch`, `authorize`, `heartbeat`, `end` or `other`.
+pub fn kind_of(path: &str) -> &'static str {
+    match path {
+        "/v1/usage" => "debit",
+        "/v1/usage/batch" => "batch",
+        "/v1/calls" => "authorize",
+        p if p.starts_with("/v1/calls/") && p.ends_with("/heartbeat") => "heartbeat",
+        p if p.starts_with("/v1/calls/") && p.ends_with("/end") => "end",
+        _ => "other",
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        Duration::ZERO
+    } else {
+        sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
     }
 }
 
@@ -65,39 +106,49 @@ pub fn run(
             tasks.spawn(async move { client(&addr, client_index, start, end, make).await });
         }
         let mut latencies = Vec::new();
+        let mut kinds: BTreeMap<&'static str, Vec<Duration>> = BTreeMap::new();
         let mut errors = 0;
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
             let outcome = joined.context("client task")?;
-            latencies.extend(outcome.latencies);
+            for (kind, latency) in outcome.latencies {
+                latencies.push(latency);
+                kinds.entry(kind).or_default().push(latency);
+            }
             errors += outcome.errors;
             if first_error.is_none() {
                 first_error = outcome.first_error;
             }
         }
         latencies.sort_unstable();
-        let pct = |p: f64| {
-            if latencies.is_empty() {
-                Duration::ZERO
-            } else {
-                latencies[((latencies.len() as f64 - 1.0) * p).round() as usize]
-            }
-        };
+        let by_kind = kinds
+            .into_iter()
+            .map(|(kind, mut of_kind)| {
+                of_kind.sort_unstable();
+                let stats = KindStats {
+                    ok: of_kind.len() as u64,
+                    p50: percentile(&of_kind, 0.50),
+                    p99: percentile(&of_kind, 0.99),
+                };
+                (kind, stats)
+            })
+            .collect();
         Ok(LoadResult {
             clients,
             ok: latencies.len() as u64,
             errors,
             secs: duration.as_secs_f64(),
-            p50: pct(0.50),
-            p99: pct(0.99),
-            p999: pct(0.999),
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+            p999: percentile(&latencies, 0.999),
             first_error,
+            by_kind,
         })
     })
 }
 
 struct ClientOutcome {
-    latencies: Vec<Duration>,
+    latencies: Vec<(&'static str, Duration)>,
     errors: u64,
     first_error: Option<String>,
 }
@@ -141,6 +192,7 @@ async fn client_loop(
             return Ok(());
         }
         let mut request = make(client_index, seq);
+        let kind = kind_of(request.uri().path());
         seq += 1;
         request
             .headers_mut()
@@ -153,7 +205,7 @@ async fn client_loop(
             continue;
         }
         if status.is_success() {
-            outcome.latencies.push(done - sent);
+            outcome.latencies.push((kind, done - sent));
         } else {
             outcome.errors += 1;
             outcome.first_error.get_or_insert_with(|| {

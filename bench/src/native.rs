@@ -47,7 +47,8 @@ pub fn usage_event(tag: &str, n: u64, workspaces: u64) -> UsageEvent {
         agent_id: "agent".into(),
         kind: UsageKind::Message,
         quantity: 1.into(),
-        occurred_at: "2026-11-01T00:00:00Z".into(),
+        // The time of receipt, as most platforms report usage.
+        occurred_at: None,
         direction: None,
         to: None,
         from: None,

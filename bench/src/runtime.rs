@@ -1,0 +1,173 @@
+//! Where the product runs for a measurement: the local host in either of its SQLite modes, or
+//! real Spin (`scripts/bench.sh --runtime spin`, with `SPIN_BIN` naming a `spin` binary).
+//!
+//! Production runs on Spin; the local host is the test bed. Its `--sqlite-mode spin` runs SQLite
+//! as Spin does, so that a change can be judged here before it is confirmed on Spin. Every part
+//! that measures the product runs once per runtime, in the same run, so their figures compare.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use e2e::TestHost;
+
+/// How long real Spin may take to answer after it starts (it compiles the components first).
+const SPIN_START_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// A runtime the product is measured on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runtime {
+    /// The local host, its default SQLite mode.
+    Local,
+    /// The local host with `--sqlite-mode spin`.
+    LocalSpinSqlite,
+    /// Real Spin.
+    Spin(PathBuf),
+}
+
+impl Runtime {
+    /// Its name in the report.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Local => "local host",
+            Self::LocalSpinSqlite => "local host, spin sqlite",
+            Self::Spin(_) => "real Spin",
+        }
+    }
+
+    /// A short key for ratios.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::LocalSpinSqlite => "local-spin-sqlite",
+            Self::Spin(_) => "spin",
+        }
+    }
+}
+
+/// The runtimes of this run: both local modes, and real Spin when asked for and available.
+pub fn runtimes(spin_requested: bool) -> (Vec<Runtime>, Option<String>) {
+    let mut all = vec![Runtime::Local, Runtime::LocalSpinSqlite];
+    if !spin_requested {
+        return (all, None);
+    }
+    match std::env::var_os("SPIN_BIN").map(PathBuf::from) {
+        Some(bin) if bin.is_file() => {
+            all.push(Runtime::Spin(bin));
+            (all, None)
+        }
+        Some(bin) => (
+            all,
+            Some(format!("real Spin skipped: SPIN_BIN={} is not a file", bin.display())),
+        ),
+        None => (
+            all,
+            Some("real Spin skipped: set SPIN_BIN to a spin binary (Spin 4.1, see docs/performance.md)".into()),
+        ),
+    }
+}
+
+/// A running app; stopped (and its state removed, when it owns it) on drop.
+pub struct Running {
+    /// Its `IP:PORT`.
+    pub addr: String,
+    // Fields drop in order: the process (a local host or `spin up`) stops before its state
+    // directory goes.
+    _process: Box<dyn std::any::Any>,
+    _state: Option<tempfile::TempDir>,
+}
+
+/// Starts `manifest` on `runtime` over `state_dir`.
+pub fn start(runtime: &Runtime, manifest: &Path, state_dir: &Path) -> Result<Running> {
+    let local = |args: &[&str]| -> Result<(String, Box<dyn std::any::Any>)> {
+        let host: TestHost = crate::host::start(manifest, state_dir, args)?;
+        Ok((crate::host::addr(&host), Box::new(host)))
+    };
+    let (addr, process) = match runtime {
+        Runtime::Local => local(&[])?,
+        Runtime::LocalSpinSqlite => local(&["--sqlite-mode", "spin"])?,
+        Runtime::Spin(bin) => {
+            let child = SpinChild::start(bin, manifest, state_dir)?;
+            (
+                child.addr.clone(),
+                Box::new(child) as Box<dyn std::any::Any>,
+            )
+        }
+    };
+    Ok(Running {
+        addr,
+        _process: process,
+        _state: None,
+    })
+}
+
+/// Copies the data set `set` into a temporary state directory and starts the app on it.
+pub fn start_on_copy(runtime: &Runtime, set: &Path) -> Result<Running> {
+    let state = tempfile::tempdir()?;
+    let state_dir = state.path().join("state");
+    crate::data::copy_into(set, &state_dir)?;
+    let mut running = start(runtime, &crate::host::app_manifest(), &state_dir)?;
+    running._state = Some(state);
+    Ok(running)
+}
+
+/// `spin up` on a free loopback port, with the bench's secrets.
+struct SpinChild {
+    child: Child,
+    addr: String,
+}
+
+impl SpinChild {
+    fn start(bin: &Path, manifest: &Path, state_dir: &Path) -> Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        std::fs::create_dir_all(state_dir)?;
+        let log = state_dir.join("spin-up.log");
+        let child = Command::new(bin)
+            .arg("up")
+            .arg("--from")
+            .arg(manifest)
+            .arg("--listen")
+            .arg(&addr)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("SPIN_VARIABLE_USAGE_API_KEY", crate::host::SERVICE_KEY)
+            .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(state_dir.join("spin-up.err"))?)
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let mut spin = Self { child, addr };
+        let started = Instant::now();
+        loop {
+            if let Some(status) = spin.child.try_wait()? {
+                let mut err = String::new();
+                std::fs::File::open(state_dir.join("spin-up.err"))?.read_to_string(&mut err)?;
+                bail!("spin up exited with {status}: {err}");
+            }
+            let health = crate::host::send_once(
+                &spin.addr,
+                crate::load::get_request("/.well-known/spin/health", None),
+            );
+            if matches!(health, Ok((200, _))) {
+                return Ok(spin);
+            }
+            if started.elapsed() > SPIN_START_TIMEOUT {
+                bail!("spin up did not answer within {SPIN_START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for SpinChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
