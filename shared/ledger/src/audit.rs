@@ -86,11 +86,17 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE (SELECT COUNT(*) FROM transactions x WHERE x.id = e.transaction_id) <> 1",
     ),
     (
-        "a negative wallet comes only from a grace call or a reversal",
-        "SELECT w.id, 'wallet ' || w.wallet_micros FROM workspaces w
-         WHERE w.wallet_micros < 0
-           AND NOT EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = w.id AND c.grace = 1)
-           AND NOT EXISTS (SELECT 1 FROM transactions x WHERE x.workspace_id = w.id AND x.type IN ('refund', 'dispute'))",
+        "plan credits are never below what calls in progress hold of them",
+        "SELECT id, 'plan ' || plan_credits_micros || ' held ' || held_plan_micros FROM workspaces
+         WHERE plan_credits_micros < held_plan_micros",
+    ),
+    (
+        "only a refund, a dispute or a call's charge takes the wallet below zero",
+        "SELECT x.workspace_id, 'transaction ' || x.id || ' (' || x.type || ')' FROM transactions x
+         WHERE x.wallet_delta_micros < 0 AND x.wallet_after_micros < 0
+           AND x.type NOT IN ('refund', 'dispute')
+           AND NOT (x.type = 'call' AND EXISTS (
+               SELECT 1 FROM calls c WHERE c.call_id = x.reference AND c.transaction_id = x.id))",
     ),
 ];
 

@@ -44,6 +44,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         statements: V7,
     },
+    Migration {
+        version: 8,
+        statements: V8,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -543,6 +547,18 @@ const V7: &[&str] = &[
      BEGIN
         SELECT RAISE(ABORT, 'ledger: call already posted')
         WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = NEW.call_id AND status = 'active');
+        -- A call takes the wallet below zero only on grace, or within what it held of it.
+        SELECT RAISE(ABORT, 'ledger: a call charged more wallet than it held')
+        FROM calls
+        WHERE call_id = NEW.call_id AND grace = 0 AND NEW.wallet_after_micros < 0
+          AND -NEW.wallet_delta_micros > held_wallet_micros;
+        -- The hold is released before the charge is posted: plan credits never drop below what
+        -- calls hold of them (V8), even for the instant between the two.
+        UPDATE calls SET status = NEW.status, held_plan_micros = 0, held_wallet_micros = 0,
+                         ended_at = NEW.now, duration_secs = NEW.duration_secs,
+                         charged_micros = NEW.charged_micros, unbilled_micros = NEW.unbilled_micros,
+                         transaction_id = NEW.transaction_id
+        WHERE call_id = NEW.call_id;
         INSERT INTO transactions (id, workspace_id, type, agent_id, reference, quantity_micros, unit,
                                   rate_micros, plan_delta_micros, wallet_delta_micros,
                                   plan_after_micros, wallet_after_micros, occurred_at, created_at,
@@ -551,11 +567,6 @@ const V7: &[&str] = &[
                 NEW.quantity_micros, 'second', NEW.rate_micros, NEW.plan_delta_micros,
                 NEW.wallet_delta_micros, NEW.plan_after_micros, NEW.wallet_after_micros, NEW.now,
                 NEW.now, NEW.description);
-        UPDATE calls SET status = NEW.status, held_plan_micros = 0, held_wallet_micros = 0,
-                         ended_at = NEW.now, duration_secs = NEW.duration_secs,
-                         charged_micros = NEW.charged_micros, unbilled_micros = NEW.unbilled_micros,
-                         transaction_id = NEW.transaction_id
-        WHERE call_id = NEW.call_id;
         INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros,
                             call_day, day_calls, created_at)
         VALUES (NEW.workspace_id, NEW.agent_id, NEW.spend_cycle_start_at, NEW.charged_micros,
@@ -570,6 +581,24 @@ const V7: &[&str] = &[
         WHERE id = NEW.workspace_id AND exhausted_at IS NULL
           AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0;
      END",
+];
+
+/// Two invariants the audit only checked after the fact, now refused by the database as well.
+const V8: &[&str] = &[
+    // Plan credits are never below what calls in progress hold of them: holds are reserved from
+    // what is available, expiry takes only what is not held, and a call releases its hold before
+    // its charge is posted.
+    "CREATE TRIGGER workspaces_plan_covers_holds
+     BEFORE UPDATE OF plan_credits_micros, held_plan_micros ON workspaces
+     WHEN NEW.plan_credits_micros < NEW.held_plan_micros
+     BEGIN SELECT RAISE(ABORT, 'ledger: plan credits below what calls hold of them'); END",
+    // The wallet goes below zero only through a refund or a dispute (R12) or a call's charge
+    // (an inbound grace call, R7, or a call within what it held: `call_post` checks which).
+    "CREATE TRIGGER transactions_wallet_below_zero
+     BEFORE INSERT ON transactions
+     WHEN NEW.wallet_delta_micros < 0 AND NEW.wallet_after_micros < 0
+          AND NEW.type NOT IN ('refund', 'dispute', 'call')
+     BEGIN SELECT RAISE(ABORT, 'ledger: only a refund, a dispute or a call takes the wallet below zero'); END",
 ];
 
 /// Applies every migration not yet applied, each in one transaction. Safe to call on every open

@@ -73,10 +73,6 @@ pub struct DebitResult {
     pub plan_credits_remaining: Decimal,
     /// The history row.
     pub transaction_id: i64,
-    /// Whether the wallet is now under the auto-recharge threshold with a charge due (R11):
-    /// the caller may start the recharge at once rather than wait for the sweep.
-    #[serde(default)]
-    pub auto_recharge_due: bool,
 }
 
 struct Rated {
@@ -276,7 +272,6 @@ fn decide(
                 ws.plan_credits_micros - funding.from_plan_micros,
             ),
             transaction_id: 0,
-            auto_recharge_due: recharge_due(ws, funding, wallet_after_micros),
         },
     })
 }
@@ -295,15 +290,4 @@ fn occurred_at(event: &UsageEvent, now: i64) -> Result<i64> {
         ));
     }
     Ok(at)
-}
-
-/// Whether a debit left the wallet under an armed auto-recharge threshold.
-pub(crate) fn recharge_due(
-    ws: &WorkspaceState,
-    funding: Funding,
-    wallet_after_micros: i64,
-) -> bool {
-    ws.auto_recharge_enabled
-        && funding.from_wallet_micros > 0
-        && wallet_after_micros - ws.held_wallet_micros < ws.auto_recharge_threshold_credits_micros
 }

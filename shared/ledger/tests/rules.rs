@@ -686,7 +686,7 @@ fn r11_auto_recharge_once_per_crossing_and_runaway_guard() {
     let debit = fx
         .debit("w", "a", "e1", UsageKind::Message, "1600", NOV_1)
         .expect("debit");
-    assert!(debit.auto_recharge_due);
+    assert_eq!(debit.wallet_balance, dec("4"));
     let recharge = claim().expect("claim").expect("one recharge");
     assert_eq!(
         (recharge.kind.as_str(), recharge.amount),
@@ -1669,5 +1669,33 @@ fn usage_occurred_at_defaults_to_receipt_and_stays_within_its_window() {
     assert_eq!(fx.journal_rows(), before);
     // A replay without the time answers the first result.
     assert_eq!(debit("no-time", None), Ok(received));
+    fx.assert_invariants();
+}
+
+/// Two invariants the database itself refuses to break (schema V8): plan credits never below
+/// what calls hold of them, and a wallet taken below zero only by a refund, a dispute or a call.
+#[test]
+fn the_schema_refuses_holds_above_plan_credits_and_other_negative_wallets() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let over_held = block_on(fx.db.execute(
+        "UPDATE workspaces SET held_plan_micros = plan_credits_micros + 1 WHERE id = 'w'",
+        &[],
+    ));
+    let message = over_held.expect_err("held above plan credits").message;
+    assert!(message.contains("below what calls hold"), "{message}");
+    // A message debit that would take the wallet below zero, written by hand.
+    let negative = block_on(fx.db.execute(
+        "INSERT INTO transactions (workspace_id, type, plan_delta_micros, wallet_delta_micros,
+             plan_after_micros, wallet_after_micros, occurred_at, created_at)
+         SELECT id, 'message', 0, -1, plan_credits_micros, wallet_micros - 1, 0, 0
+         FROM workspaces WHERE id = 'w'",
+        &[],
+    ));
+    let message = negative
+        .expect_err("negative wallet from a message")
+        .message;
+    assert!(message.contains("takes the wallet below zero"), "{message}");
+    assert_eq!(fx.balances("w"), (micros("10"), 0));
     fx.assert_invariants();
 }

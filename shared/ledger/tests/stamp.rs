@@ -46,7 +46,11 @@ const CHANGES: &[(&str, &str, Option<&str>)] = &[
     ("workspaces", "subscription_status", Some("'past_due'")),
     ("workspaces", "stripe_customer_id", Some("'cus_x'")),
     ("workspaces", "stripe_subscription_id", Some("'sub_x'")),
-    ("workspaces", "plan_credits_micros", Some("3000")),
+    (
+        "workspaces",
+        "plan_credits_micros",
+        Some("held_plan_micros + 3000"),
+    ),
     ("workspaces", "wallet_micros", Some("5000")),
     (
         "workspaces",
