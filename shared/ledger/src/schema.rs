@@ -48,6 +48,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 8,
         statements: V8,
     },
+    Migration {
+        version: 9,
+        statements: V9,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -600,6 +604,10 @@ const V8: &[&str] = &[
           AND NEW.type NOT IN ('refund', 'dispute', 'call')
      BEGIN SELECT RAISE(ABORT, 'ledger: only a refund, a dispute or a call takes the wallet below zero'); END",
 ];
+
+/// What the counters of V6 made dead: nothing reads an agent's active calls by index any more,
+/// and every call opened or closed paid for one more index entry.
+const V9: &[&str] = &["DROP INDEX calls_active_by_agent"];
 
 /// Applies every migration not yet applied, each in one transaction. Safe to call on every open
 /// and from many connections at once.
