@@ -5,10 +5,21 @@
 //! The export is looked up by name, not by package, so components built against either
 //! `fermyon:spin-cron@2.0.0` or `spin:cron@3.0.0` work (the types are structurally identical).
 
-use crate::runtime::{App, LoadedComponent, new_store};
+use crate::ctx::{LoadedComponent, new_store};
 use anyhow::{Context as _, Result, bail};
 use croner::parser::{CronParser, Seconds, Year};
+use wasmtime::Engine;
 use wasmtime::component::{ComponentType, Lift, Lower};
+
+/// One cron schedule of the application.
+pub struct CronSchedule {
+    /// Component to run.
+    pub component: String,
+    /// The parsed expression.
+    pub cron: croner::Cron,
+    /// The expression as written.
+    pub expression: String,
+}
 
 /// `cron-types.metadata`.
 #[derive(ComponentType, Lower, Clone, Copy, Debug)]
@@ -42,25 +53,13 @@ pub fn parse(expression: &str) -> Result<croner::Cron> {
         .with_context(|| format!("invalid cron_expression {expression:?}"))
 }
 
-/// Runs `component`'s cron export once in a fresh instance. `Ok(Err(msg))` is the guest's error.
+/// Runs `comp`'s cron export once in a fresh instance. `Ok(Err(msg))` is the guest's error.
 pub async fn fire(
-    app: &App,
-    component: &str,
-    timestamp_secs: u64,
-) -> Result<std::result::Result<(), String>> {
-    let comp = app
-        .components
-        .get(component)
-        .with_context(|| format!("component `{component}` not loaded"))?;
-    fire_component(app, comp, timestamp_secs).await
-}
-
-async fn fire_component(
-    app: &App,
+    engine: &Engine,
     comp: &LoadedComponent,
     timestamp_secs: u64,
 ) -> Result<std::result::Result<(), String>> {
-    let mut store = new_store(&app.engine, comp);
+    let mut store = new_store(engine, comp);
     let instance = comp.pre.instantiate_async(&mut store).await?;
     let func = instance
         .get_typed_func::<(Metadata,), (std::result::Result<(), CronError>,)>(
@@ -90,41 +89,28 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Runs every cron schedule until the task is dropped. Each event runs in a fresh instance;
-/// events of one schedule never overlap (a late event is skipped, not queued).
-pub async fn run_schedules(app: std::sync::Arc<App>) {
-    let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..app.crons.len() {
-        let app = app.clone();
-        tasks.spawn(async move {
-            let Some(schedule) = app.crons.get(index) else {
+/// Fires `comp` on `schedule` until the task is dropped; a late event is skipped, not queued.
+pub async fn run_schedule(engine: &Engine, comp: &LoadedComponent, schedule: &CronSchedule) {
+    loop {
+        let now = chrono::Utc::now();
+        let next = match schedule.cron.find_next_occurrence(&now, false) {
+            Ok(next) => next,
+            Err(e) => {
+                eprintln!(
+                    "cron `{}` ({}): no next occurrence: {e}",
+                    schedule.component, schedule.expression
+                );
                 return;
-            };
-            loop {
-                let now = chrono::Utc::now();
-                let next = match schedule.cron.find_next_occurrence(&now, false) {
-                    Ok(next) => next,
-                    Err(e) => {
-                        eprintln!(
-                            "cron `{}` ({}): no next occurrence: {e}",
-                            schedule.component, schedule.expression
-                        );
-                        return;
-                    }
-                };
-                let wait = (next - now).to_std().unwrap_or_default();
-                tokio::time::sleep(wait).await;
-                match fire(&app, &schedule.component, now_secs()).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(msg)) => {
-                        eprintln!("cron `{}` returned an error: {msg}", schedule.component)
-                    }
-                    Err(e) => eprintln!("cron `{}` failed: {e:#}", schedule.component),
-                }
             }
-        });
+        };
+        let wait = (next - now).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        match fire(engine, comp, now_secs()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(msg)) => eprintln!("cron `{}` returned an error: {msg}", schedule.component),
+            Err(e) => eprintln!("cron `{}` failed: {e:#}", schedule.component),
+        }
     }
-    while tasks.join_next().await.is_some() {}
 }
 
 /// Current time in seconds since the epoch (the `timestamp` an on-demand fire passes).

@@ -6,13 +6,12 @@
 use crate::bindings::spin::key_value::key_value::{
     self as wit, Error, HostStore, HostStoreWithStore,
 };
-use crate::runtime::Ctx;
 use rusqlite::OptionalExtension as _;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
+use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
 
 type Shared = Arc<Mutex<rusqlite::Connection>>;
 
@@ -61,6 +60,35 @@ impl KvStores {
     }
 }
 
+/// The stores one component may open (its `key_value_stores` in the manifest).
+pub struct KvAccess {
+    stores: Arc<KvStores>,
+    allowed: BTreeSet<String>,
+}
+
+impl KvAccess {
+    /// `allowed` labels of the app's `stores`.
+    pub fn new(stores: Arc<KvStores>, allowed: BTreeSet<String>) -> Self {
+        Self { stores, allowed }
+    }
+}
+
+/// What the `spin:key-value` functions of one instance work on: its resource table and what its
+/// component may open.
+pub struct KvView<'a> {
+    /// The instance's resource table (open stores live there).
+    pub table: &'a mut ResourceTable,
+    /// The stores its component may open.
+    pub access: &'a KvAccess,
+}
+
+/// Links `spin:key-value` to a [`KvView`] of the store's data.
+pub struct KvHost;
+
+impl HasData for KvHost {
+    type Data<'a> = KvView<'a>;
+}
+
 /// The host side of a key-value `store` resource.
 pub struct Store {
     conn: Shared,
@@ -83,35 +111,35 @@ async fn with_conn<R: Send + 'static>(
 }
 
 fn store_conn<T: Send>(
-    accessor: &Accessor<T, Ctx>,
+    accessor: &Accessor<T, KvHost>,
     res: &Resource<Store>,
 ) -> wasmtime::Result<Shared> {
     accessor.with(|mut access| Ok(access.get().table.get(res)?.conn.clone()))
 }
 
-impl wit::Host for Ctx {}
+impl wit::Host for KvView<'_> {}
 
-impl HostStore for Ctx {
+impl HostStore for KvView<'_> {
     fn drop(&mut self, rep: Resource<Store>) -> wasmtime::Result<()> {
         self.table.delete(rep)?;
         Ok(())
     }
 }
 
-impl<T: Send> HostStoreWithStore<T> for Ctx {
+impl<T: Send> HostStoreWithStore<T> for KvHost {
     async fn open(
         accessor: &Accessor<T, Self>,
         label: String,
     ) -> wasmtime::Result<Result<Resource<Store>, Error>> {
         let stores = accessor.with(|mut access| {
-            let ctx = access.get();
+            let view = access.get();
             // As in Spin: an unlisted label is access-denied, whether or not it exists.
-            if !ctx.env.allowed_kv.contains(&label) {
+            if !view.access.allowed.contains(&label) {
                 Err(Error::AccessDenied)
-            } else if !ctx.env.kv.files.contains_key(&label) {
+            } else if !view.access.stores.files.contains_key(&label) {
                 Err(Error::NoSuchStore)
             } else {
-                Ok(ctx.env.kv.clone())
+                Ok(view.access.stores.clone())
             }
         });
         let stores = match stores {

@@ -2,6 +2,7 @@
 //! and serves the same .wasm components Spin 4.1 would, with wasmtime.
 
 mod cron;
+mod ctx;
 mod kv;
 mod manifest;
 mod outbound;
@@ -164,7 +165,7 @@ async fn run(cli: Cli) -> Result<()> {
             command: CronCommand::Fire(args),
         } => {
             let app = args.app.load(Some(&args.component))?;
-            match cron::fire(&app, &args.component, cron::timestamp_now()).await? {
+            match runtime::fire_cron(&app, &args.component, cron::timestamp_now()).await? {
                 Ok(()) => {
                     println!("cron handler of `{}` succeeded", args.component);
                     Ok(())
@@ -194,7 +195,7 @@ async fn up(args: UpArgs) -> Result<()> {
         for c in &app.crons {
             println!("  cron {:?} -> {}", c.expression, c.component);
         }
-        Some(tokio::spawn(cron::run_schedules(app.clone())))
+        Some(tokio::spawn(runtime::run_cron_schedules(app.clone())))
     };
     let read_timeout = (args.request_read_timeout_ms > 0)
         .then(|| Duration::from_millis(args.request_read_timeout_ms));

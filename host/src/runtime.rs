@@ -1,210 +1,19 @@
-//! The wasmtime side: engine, linker, per-store state and the loaded application.
+//! The wasmtime side: engine, linker, and the loaded application (its components, routes and
+//! cron schedules).
 
-use crate::bindings::spin::variables::variables as wit_vars;
-use crate::kv::KvStores;
+use crate::cron::CronSchedule;
+use crate::ctx::{ComponentEnv, Ctx, LoadedComponent};
+use crate::kv::{KvAccess, KvHost, KvStores};
 use crate::manifest::{self, Manifest, Route};
 use crate::outbound::OutboundPolicy;
-use crate::sqlite::SqliteDatabases;
+use crate::sqlite::{SqliteAccess, SqliteDatabases, SqliteHost};
 use crate::variables::AppVariables;
 use anyhow::{Context as _, Result, bail};
-use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use wasmtime::component::{Accessor, Component, HasData, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-use wasmtime_wasi_http::WasiHttpCtx;
-use wasmtime_wasi_http::p3::bindings::http::types::ErrorCode;
-use wasmtime_wasi_http::p3::{RequestOptions, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
-
-/// Everything one component may touch, fixed at start-up from the manifest.
-pub struct ComponentEnv {
-    /// The component's name in the manifest.
-    pub name: String,
-    /// The app's SQLite databases.
-    pub sqlite: Arc<SqliteDatabases>,
-    /// Labels this component may open.
-    pub allowed_sqlite: BTreeSet<String>,
-    /// The app's key-value stores.
-    pub kv: Arc<KvStores>,
-    /// Labels this component may open.
-    pub allowed_kv: BTreeSet<String>,
-    /// Resolved component variables.
-    pub variables: BTreeMap<String, String>,
-    /// Outbound allow-list.
-    pub outbound: Arc<OutboundPolicy>,
-    /// Guest environment variables.
-    pub environment: BTreeMap<String, String>,
-}
-
-/// Per-store data.
-pub struct Ctx {
-    /// Resource table shared by WASI and Spin interfaces.
-    pub table: ResourceTable,
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    hooks: OutboundHooks,
-    /// What the component may touch.
-    pub env: Arc<ComponentEnv>,
-}
-
-impl Ctx {
-    /// Fresh store data for one instance of the component.
-    pub fn new(env: Arc<ComponentEnv>) -> Self {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdout().inherit_stderr();
-        for (k, v) in &env.environment {
-            wasi.env(k, v);
-        }
-        Self {
-            table: ResourceTable::new(),
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            hooks: OutboundHooks {
-                policy: env.outbound.clone(),
-                component: env.name.clone(),
-            },
-            env,
-        }
-    }
-
-    /// The p3 `wasi:http` view, as a plain fn pointer for wasmtime-wasi-http's handler.
-    pub fn http_view(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpView::http(self)
-    }
-}
-
-impl WasiView for Ctx {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for Ctx {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            hooks: &mut self.hooks,
-            table: &mut self.table,
-            ctx: &mut self.http,
-        }
-    }
-}
-
-/// WASIp2 `wasi:http` (older components): same context, same outbound policy.
-impl wasmtime_wasi_http::p2::WasiHttpView for Ctx {
-    fn http(&mut self) -> wasmtime_wasi_http::p2::WasiHttpCtxView<'_> {
-        wasmtime_wasi_http::p2::WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
-
-impl Ctx {
-    /// The p2 `wasi:http` view, as a plain fn pointer for wasmtime-wasi-http's handler.
-    pub fn p2_http_view(&mut self) -> wasmtime_wasi_http::p2::WasiHttpCtxView<'_> {
-        wasmtime_wasi_http::p2::WasiHttpView::http(self)
-    }
-}
-
-impl HasData for Ctx {
-    type Data<'a> = &'a mut Ctx;
-}
-
-/// Enforces `allowed_outbound_hosts` on every outgoing `wasi:http` request.
-struct OutboundHooks {
-    policy: Arc<OutboundPolicy>,
-    component: String,
-}
-
-type SendFuture = Box<
-    dyn Future<
-            Output = Result<
-                (
-                    http::Response<UnsyncBoxBody<Bytes, ErrorCode>>,
-                    Box<dyn Future<Output = Result<(), ErrorCode>> + Send>,
-                ),
-                wasmtime_wasi::TrappableError<ErrorCode>,
-            >,
-        > + Send,
->;
-
-impl WasiHttpHooks for OutboundHooks {
-    fn send_request(
-        &mut self,
-        request: http::Request<UnsyncBoxBody<Bytes, ErrorCode>>,
-        options: Option<RequestOptions>,
-        fut: Box<dyn Future<Output = Result<(), ErrorCode>> + Send>,
-    ) -> SendFuture {
-        drop(fut);
-        if !self.policy.allows_uri(request.uri()) {
-            eprintln!(
-                "component `{}`: outbound request to {} denied (not in allowed_outbound_hosts)",
-                self.component,
-                request.uri()
-            );
-            return Box::new(async { Err(ErrorCode::HttpRequestDenied.into()) });
-        }
-        Box::new(async move {
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::p3::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
-
-impl wasmtime_wasi_http::p2::WasiHttpHooks for OutboundHooks {
-    fn send_request(
-        &mut self,
-        request: hyper::Request<wasmtime_wasi_http::p2::body::HyperOutgoingBody>,
-        config: wasmtime_wasi_http::p2::types::OutgoingRequestConfig,
-    ) -> wasmtime_wasi_http::p2::HttpResult<wasmtime_wasi_http::p2::types::HostFutureIncomingResponse>
-    {
-        if !self.policy.allows_uri(request.uri()) {
-            eprintln!(
-                "component `{}`: outbound request to {} denied (not in allowed_outbound_hosts)",
-                self.component,
-                request.uri()
-            );
-            return Err(
-                wasmtime_wasi_http::p2::bindings::http::types::ErrorCode::HttpRequestDenied.into(),
-            );
-        }
-        Ok(wasmtime_wasi_http::p2::default_send_request(
-            request, config,
-        ))
-    }
-}
-
-impl wit_vars::Host for Ctx {}
-
-impl<T: Send> wit_vars::HostWithStore<T> for Ctx {
-    async fn get(
-        accessor: &Accessor<T, Self>,
-        name: String,
-    ) -> wasmtime::Result<Result<String, wit_vars::Error>> {
-        if manifest::check_variable_name(&name).is_err() {
-            return Ok(Err(wit_vars::Error::InvalidName(name)));
-        }
-        Ok(
-            accessor.with(|mut access| match access.get().env.variables.get(&name) {
-                Some(v) => Ok(v.clone()),
-                None => Err(wit_vars::Error::Undefined(format!(
-                    "no variable for component: {name}"
-                ))),
-            }),
-        )
-    }
-}
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Instance reuse limits (Spin 4.1 defaults: 128 requests, 16 concurrent, 1 s idle).
 #[derive(Debug, Clone, Copy)]
@@ -217,30 +26,12 @@ pub struct ReuseConfig {
     pub idle_timeout: std::time::Duration,
 }
 
-/// A compiled, pre-linked component and what it may touch.
-pub struct LoadedComponent {
-    /// Pre-instantiated component.
-    pub pre: InstancePre<Ctx>,
-    /// Its environment.
-    pub env: Arc<ComponentEnv>,
-}
-
 /// One HTTP route of the application.
 pub struct HttpRoute {
     /// Route as written in the manifest.
     pub route: String,
     /// Component serving it.
     pub component: String,
-}
-
-/// One cron schedule of the application.
-pub struct CronSchedule {
-    /// Component to run.
-    pub component: String,
-    /// The parsed expression.
-    pub cron: croner::Cron,
-    /// The expression as written.
-    pub expression: String,
 }
 
 /// The loaded application.
@@ -280,7 +71,15 @@ fn linker(engine: &Engine) -> Result<Linker<Ctx>> {
     wasmtime_wasi::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p3::add_to_linker(&mut linker)?;
     wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-    crate::bindings::SpinImports::add_to_linker::<Ctx, Ctx>(&mut linker, |c| c)?;
+    crate::bindings::spin::sqlite::sqlite::add_to_linker::<Ctx, SqliteHost>(
+        &mut linker,
+        Ctx::sqlite,
+    )?;
+    crate::bindings::spin::key_value::key_value::add_to_linker::<Ctx, KvHost>(
+        &mut linker,
+        Ctx::kv,
+    )?;
+    crate::bindings::spin::variables::variables::add_to_linker::<Ctx, Ctx>(&mut linker, |c| c)?;
     // The cron world's type-only interface, under both names the plugin has used.
     for name in [
         "fermyon:spin-cron/cron-types@2.0.0",
@@ -417,17 +216,46 @@ fn component_env(
         .collect::<Result<Vec<_>>>()?;
     Ok(ComponentEnv {
         name: name.to_owned(),
-        sqlite: sqlite.clone(),
-        allowed_sqlite: def.sqlite_databases.iter().cloned().collect(),
-        kv: kv.clone(),
-        allowed_kv: def.key_value_stores.iter().cloned().collect(),
+        sqlite: SqliteAccess::new(
+            sqlite.clone(),
+            def.sqlite_databases.iter().cloned().collect(),
+        ),
+        kv: KvAccess::new(kv.clone(), def.key_value_stores.iter().cloned().collect()),
         variables,
         outbound: Arc::new(OutboundPolicy::new(&outbound)?),
         environment: def.environment.clone(),
     })
 }
 
-/// A new store for one instance of `comp`.
-pub fn new_store(engine: &Engine, comp: &LoadedComponent) -> Store<Ctx> {
-    Store::new(engine, Ctx::new(comp.env.clone()))
+/// Runs `component`'s cron export once in a fresh instance. `Ok(Err(msg))` is the guest's error.
+pub async fn fire_cron(
+    app: &App,
+    component: &str,
+    timestamp_secs: u64,
+) -> Result<std::result::Result<(), String>> {
+    let comp = app
+        .components
+        .get(component)
+        .with_context(|| format!("component `{component}` not loaded"))?;
+    crate::cron::fire(&app.engine, comp, timestamp_secs).await
+}
+
+/// Runs every cron schedule of `app` until the task is dropped. Each event runs in a fresh
+/// instance; events of one schedule never overlap (a late event is skipped, not queued).
+pub async fn run_cron_schedules(app: Arc<App>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for index in 0..app.crons.len() {
+        let app = app.clone();
+        tasks.spawn(async move {
+            let Some(schedule) = app.crons.get(index) else {
+                return;
+            };
+            let Some(comp) = app.components.get(&schedule.component) else {
+                eprintln!("cron `{}`: component not loaded", schedule.component);
+                return;
+            };
+            crate::cron::run_schedule(&app.engine, comp, schedule).await;
+        });
+    }
+    while tasks.join_next().await.is_some() {}
 }

@@ -1,8 +1,9 @@
 //! The HTTP trigger: accepts connections, routes requests, sets Spin's headers and hands each
 //! request to the component's `ProxyHandler`, which reuses instances as Spin 4.1 does.
 
+use crate::ctx::{Ctx, LoadedComponent};
 use crate::router::{RoutePattern, Router};
-use crate::runtime::{App, Ctx, LoadedComponent, ReuseConfig};
+use crate::runtime::{App, ReuseConfig};
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};

@@ -27,13 +27,12 @@
 use crate::bindings::spin::sqlite::sqlite::{
     self as wit, Error, HostConnection, HostConnectionWithStore, QueryResult, RowResult, Value,
 };
-use crate::runtime::Ctx;
 use rusqlite::types::{ToSqlOutput, ValueRef};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::{Accessor, FutureReader, Resource, StreamReader};
+use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
 
 /// How long a connection waits on another connection's lock before reporting "database is locked"
 /// (rusqlite's default, hence what Spin's in-process SQLite does).
@@ -126,6 +125,35 @@ impl SqliteDatabases {
         .map_err(io)?;
         Ok(conn)
     }
+}
+
+/// The databases one component may open (its `sqlite_databases` in the manifest).
+pub struct SqliteAccess {
+    databases: Arc<SqliteDatabases>,
+    allowed: BTreeSet<String>,
+}
+
+impl SqliteAccess {
+    /// `allowed` labels of the app's `databases`.
+    pub fn new(databases: Arc<SqliteDatabases>, allowed: BTreeSet<String>) -> Self {
+        Self { databases, allowed }
+    }
+}
+
+/// What the `spin:sqlite` functions of one instance work on: its resource table and what its
+/// component may open.
+pub struct SqliteView<'a> {
+    /// The instance's resource table (connections live there).
+    pub table: &'a mut ResourceTable,
+    /// The databases its component may open.
+    pub access: &'a SqliteAccess,
+}
+
+/// Links `spin:sqlite` to a [`SqliteView`] of the store's data.
+pub struct SqliteHost;
+
+impl HasData for SqliteHost {
+    type Data<'a> = SqliteView<'a>;
 }
 
 /// How often the background checkpointer looks at a database's WAL.
@@ -267,11 +295,11 @@ fn io(e: impl std::fmt::Display) -> Error {
 
 /// As in Spin: a label the component does not list is `access-denied` (whether or not another
 /// component lists it); a listed label without a database would be `no-such-database`.
-fn check_access(ctx: &Ctx, label: &str) -> Result<(), Error> {
-    if !ctx.env.allowed_sqlite.contains(label) {
+fn check_access(access: &SqliteAccess, label: &str) -> Result<(), Error> {
+    if !access.allowed.contains(label) {
         return Err(Error::AccessDenied);
     }
-    if !ctx.env.sqlite.files.contains_key(label) {
+    if !access.databases.files.contains_key(label) {
         return Err(Error::NoSuchDatabase);
     }
     Ok(())
@@ -350,24 +378,27 @@ fn run(conn: &rusqlite::Connection, sql: &str, params: &[Value]) -> Result<Execu
 }
 
 fn get_conn(
-    ctx: &Ctx,
+    table: &ResourceTable,
     res: &Resource<Connection>,
 ) -> wasmtime::Result<Arc<Mutex<rusqlite::Connection>>> {
-    Ok(ctx.table.get(res)?.conn.clone())
+    Ok(table.get(res)?.conn.clone())
 }
 
-fn get_connection(ctx: &Ctx, res: &Resource<Connection>) -> wasmtime::Result<Connection> {
-    Ok(ctx.table.get(res)?.clone())
+fn get_connection(
+    table: &ResourceTable,
+    res: &Resource<Connection>,
+) -> wasmtime::Result<Connection> {
+    Ok(table.get(res)?.clone())
 }
 
-impl wit::Host for Ctx {}
+impl wit::Host for SqliteView<'_> {}
 
-impl HostConnection for Ctx {
+impl HostConnection for SqliteView<'_> {
     fn open(&mut self, database: String) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
-        if let Err(e) = check_access(self, &database) {
+        if let Err(e) = check_access(self.access, &database) {
             return Ok(Err(e));
         }
-        let dbs = self.env.sqlite.clone();
+        let dbs = self.access.databases.clone();
         match tokio::task::block_in_place(|| dbs.open(&database)) {
             Ok(conn) => {
                 let conn = Connection::new(conn, dbs.gate(&database));
@@ -383,7 +414,7 @@ impl HostConnection for Ctx {
         statement: String,
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
-        let conn = get_connection(self, &self_)?;
+        let conn = get_connection(self.table, &self_)?;
         let result = tokio::task::block_in_place(|| conn.run(&statement, &parameters));
         Ok(result.and_then(|ex| {
             ex.trailing.map(|()| QueryResult {
@@ -394,14 +425,14 @@ impl HostConnection for Ctx {
     }
 
     fn last_insert_rowid(&mut self, self_: Resource<Connection>) -> wasmtime::Result<i64> {
-        let conn = get_conn(self, &self_)?;
+        let conn = get_conn(self.table, &self_)?;
         Ok(tokio::task::block_in_place(|| {
             lock(&conn).last_insert_rowid()
         }))
     }
 
     fn changes(&mut self, self_: Resource<Connection>) -> wasmtime::Result<u64> {
-        let conn = get_conn(self, &self_)?;
+        let conn = get_conn(self.table, &self_)?;
         Ok(tokio::task::block_in_place(|| lock(&conn).changes()))
     }
 
@@ -419,14 +450,14 @@ async fn blocking<R: Send + 'static>(
         .map_err(|e| wasmtime::format_err!("sqlite worker failed: {e}"))
 }
 
-impl<T: Send> HostConnectionWithStore<T> for Ctx {
+impl<T: Send> HostConnectionWithStore<T> for SqliteHost {
     async fn open_async(
         accessor: &Accessor<T, Self>,
         database: String,
     ) -> wasmtime::Result<Result<Resource<Connection>, Error>> {
         let checked = accessor.with(|mut access| {
-            let ctx = access.get();
-            check_access(ctx, &database).map(|()| ctx.env.sqlite.clone())
+            let view = access.get();
+            check_access(view.access, &database).map(|()| view.access.databases.clone())
         });
         let dbs = match checked {
             Ok(dbs) => dbs,
@@ -458,8 +489,8 @@ impl<T: Send> HostConnectionWithStore<T> for Ctx {
         >,
     > {
         let (conn, mode) = accessor.with(|mut access| {
-            let ctx = access.get();
-            get_connection(ctx, &self_).map(|conn| (conn, ctx.env.sqlite.mode))
+            let view = access.get();
+            get_connection(view.table, &self_).map(|conn| (conn, view.access.databases.mode))
         })?;
         let inline = match mode {
             SqliteMode::Spin => false,
@@ -497,7 +528,7 @@ impl<T: Send> HostConnectionWithStore<T> for Ctx {
         accessor: &Accessor<T, Self>,
         self_: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        let conn = accessor.with(|mut access| get_conn(access.get(), &self_))?;
+        let conn = accessor.with(|mut access| get_conn(access.get().table, &self_))?;
         blocking(move || lock(&conn).last_insert_rowid()).await
     }
 
@@ -505,7 +536,7 @@ impl<T: Send> HostConnectionWithStore<T> for Ctx {
         accessor: &Accessor<T, Self>,
         self_: Resource<Connection>,
     ) -> wasmtime::Result<u64> {
-        let conn = accessor.with(|mut access| get_conn(access.get(), &self_))?;
+        let conn = accessor.with(|mut access| get_conn(access.get().table, &self_))?;
         blocking(move || lock(&conn).changes()).await
     }
 }
