@@ -475,7 +475,7 @@ fn fsync(config: &Config, report: &mut Report) -> Result<()> {
 
 fn native_ceiling(config: &Config, catalog: &Catalog, report: &mut Report) -> Result<()> {
     let small = data::cached(config.small)?;
-    for op in [Op::Debit, Op::Authorize] {
+    for op in [Op::Debit, Op::Authorize, Op::CallCycle] {
         for threads in [1, 2] {
             let temp = tempfile::tempdir()?;
             let path = native::fresh_copy(&small, temp.path())?;
@@ -519,6 +519,21 @@ fn op_request(op: Op, tag: String, workspaces: u64) -> MakeRequest {
                 serde_json::to_string(&native::call_request(&tag, n, workspaces))
                     .unwrap_or_default(),
             ),
+            // Three requests per call, in order on the client's connection.
+            Op::CallCycle => {
+                let call =
+                    native::call_request(&tag, ((client as u64) << 40) | (seq / 3), workspaces);
+                match seq % 3 {
+                    0 => load::json_request(
+                        http::Method::POST,
+                        "/v1/calls",
+                        Some(host::SERVICE_KEY),
+                        serde_json::to_string(&call).unwrap_or_default(),
+                    ),
+                    1 => shapes::heartbeat(&call.call_id, 30),
+                    _ => shapes::end(&call.call_id, 45),
+                }
+            }
         }
     })
 }

@@ -27,6 +27,9 @@ pub enum Op {
     Debit,
     /// `calls::authorize` of one outbound call.
     Authorize,
+    /// `calls::authorize`, `calls::heartbeat` and `calls::end` of one call (a cycle: three
+    /// operations, counted as one).
+    CallCycle,
 }
 
 impl Op {
@@ -35,6 +38,7 @@ impl Op {
         match self {
             Self::Debit => "debit",
             Self::Authorize => "call-authorize",
+            Self::CallCycle => "call-cycle",
         }
     }
 }
@@ -85,6 +89,15 @@ fn run_op(db: &NativeDb, catalog: &Catalog, op: Op, tag: &str, n: u64, workspace
             now,
         ))
         .is_ok(),
+        Op::CallCycle => {
+            let call = call_request(tag, n, workspaces);
+            block_on(async {
+                ledger::calls::authorize(db, catalog, &call, now).await?;
+                ledger::calls::heartbeat(db, catalog, &call.call_id, 30, now).await?;
+                ledger::calls::end(db, &call.call_id, 45, now).await
+            })
+            .is_ok()
+        }
     }
 }
 
