@@ -98,6 +98,13 @@ pub enum LedgerError {
         /// Human sentence.
         message: String,
     },
+    /// Payments cannot be taken now: Stripe is not configured, or the plan has no Stripe price.
+    /// Nothing was written and nothing was sent to Stripe.
+    #[error("{message}")]
+    PaymentsUnavailable {
+        /// Human sentence.
+        message: &'static str,
+    },
     /// The catalog the operation was priced with is no longer the stored one (a new version was
     /// put meanwhile); nothing was written. The caller reloads the catalog and runs it again.
     #[error("The price catalog changed while this request ran; retry it.")]
@@ -114,6 +121,13 @@ impl LedgerError {
             code,
             message: message.into(),
             field: Some(field),
+        }
+    }
+
+    /// Payments refused because Stripe is not configured (no secret key).
+    pub fn payments_not_configured() -> Self {
+        Self::PaymentsUnavailable {
+            message: "Payments are not configured yet.",
         }
     }
 
@@ -136,6 +150,7 @@ impl LedgerError {
             Self::AmountBelowMinimum { .. } => "amount_below_minimum",
             Self::AmountAboveMaximum { .. } => "amount_above_maximum",
             Self::IdempotencyConflict => "idempotency_conflict",
+            Self::PaymentsUnavailable { .. } => "payment_processing_error",
             Self::CatalogChanged | Self::Storage(_) => "internal_error",
         }
     }
@@ -152,7 +167,7 @@ impl LedgerError {
             Self::PaymentMethodRequired
             | Self::AmountBelowMinimum { .. }
             | Self::AmountAboveMaximum { .. } => 422,
-            Self::CatalogChanged => 503,
+            Self::PaymentsUnavailable { .. } | Self::CatalogChanged => 503,
             Self::Storage(e) if e.kind == crate::storage::StorageErrorKind::Busy => 503,
             Self::Storage(_) => 500,
         }
