@@ -9,7 +9,9 @@
 //! - [`Claims`], [`authenticate_user`], [`authenticate_service`], [`verify_jwt`]: section 6 auth;
 //! - [`idempotent`]: `Idempotency-Key` replay over the key-value store;
 //! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock;
-//! - [`catalog`]: the current catalog, cached per instance by version.
+//! - [`catalog`]: the current catalog, cached per instance by version;
+//! - [`ledger_status`], [`payment_failed`]: the HTTP status of every ledger error and failed
+//!   payment, decided here and nowhere else.
 //!
 //! Instances are reused across requests (DESIGN section 3): the only globals here are
 //! per-instance caches (the SQLite connection, the catalog); nothing per-request lives in a global.
@@ -30,7 +32,7 @@ pub use auth::{
 pub use catalog::{catalog, with_catalog};
 pub use config::{flag, now_secs, variable};
 pub use db::{SpinDb, run_ledger, with_ledger};
-pub use error::ApiError;
+pub use error::{ApiError, ledger_status, payment_failed};
 pub use http::{
     BODY_LIMIT_BYTES, Reply, method_not_allowed, not_found, parse_json, parse_query, path_segments,
     read_body, read_json,
