@@ -10,6 +10,9 @@
 //! - [`idempotent`]: `Idempotency-Key` replay over the key-value store;
 //! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock;
 //! - [`catalog`]: the current catalog, cached per instance by version;
+//! - [`stripe_client`], [`classify`], [`intent_report`], [`card_report`], [`stripe_failure`]:
+//!   the one Stripe client constructor, Stripe's answers as the ledger's settlement reads them,
+//!   and Stripe's failures in the HTTP contract;
 //! - [`ledger_status`], [`payment_failed`]: the HTTP status of every ledger error and failed
 //!   payment, decided here and nowhere else.
 //!
@@ -23,6 +26,7 @@ mod db;
 mod error;
 mod http;
 mod idempotency;
+mod stripe;
 mod turnstile;
 
 pub use auth::{
@@ -39,3 +43,7 @@ pub use http::{
 };
 pub use idempotency::{IDEMPOTENCY_HEADER, IdempotencyScope, idempotency_key, idempotent};
 pub use ledger::sha256_hex;
+pub use stripe::{
+    ADVICE_REFUSED, StripeFailure, card_report, classify, intent_report, payment_error_report,
+    stripe_client, stripe_failure,
+};
