@@ -179,7 +179,12 @@ async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let now = now_secs();
     match route {
         Route::ProvisionWorkspace { ws } => {
-            let input: WorkspaceInput = parse_json(body)?;
+            let mut input: WorkspaceInput = parse_json(body)?;
+            // Any case is taken ("usd", as Stripe writes it); stored and answered upper case.
+            input.currency = input
+                .currency
+                .as_deref()
+                .map(ledger::catalog::currency_code);
             let state = run_ledger(async |db| {
                 let catalog = spin_adapter::catalog(db).await?;
                 ledger::workspace::upsert(db, &catalog, ws, &input, now).await
