@@ -1,5 +1,6 @@
-//! End-to-end journeys of the service API (component `usage`, DESIGN section 6) and the renewal
-//! job (component `cycle-renewal`), against the real `spin.toml` in the local host.
+//! End-to-end journeys of the service API (component `usage`; docs/billing-rules.md, "The HTTP
+//! contract") and the renewal job (component `cycle-renewal`), against the real `spin.toml` in
+//! the local host.
 //!
 //! Every amount is checked to the micro-credit through the responses; every test ends with the
 //! ledger's invariants on the host's database. Build first: `scripts/build-components.sh`.

@@ -1,4 +1,4 @@
-//! `POST /webhooks/stripe`: Stripe's signed events (DESIGN section 7).
+//! `POST /webhooks/stripe`: Stripe's signed events (docs/billing-rules.md, "Stripe").
 //!
 //! 1. The body is read (capped by [`read_body`]) and its `Stripe-Signature` verified with the
 //!    Spin variable `stripe_webhook_secret` BEFORE anything is parsed ([`signature`]); any

@@ -1,6 +1,6 @@
-//! The frontend billing API (DESIGN section 6, component `topup`): every route takes a user's
-//! HS256 token; `{ws}` must be the token's workspace, and only owners and admins manage billing
-//! or see amounts (R19).
+//! The frontend billing API (component `topup`; docs/billing-rules.md, "The HTTP contract"):
+//! every route takes a user's HS256 token; `{ws}` must be the token's workspace, and only owners
+//! and admins manage billing or see amounts (R19).
 //!
 //! Each route authenticates, checks the workspace and role, then runs ONE ledger operation in
 //! `run_ledger` (the catalog is read in the same closure, through a per-instance cache keyed by

@@ -13,7 +13,8 @@
 //!   it is random;
 //! - a saved card is charged at once (`confirm=true&off_session=true`); without one the
 //!   PaymentIntent is left for Stripe.js (201 `pending` with its `client_secret`);
-//! - a declined card settles the top-up `failed` and answers 402 with the seeds' advice;
+//! - a declined card settles the top-up `failed` and answers 402 with the help centre's advice
+//!   (R9);
 //!   authentication the customer must complete leaves it `pending` and answers 402
 //!   `authentication_required` with the `client_secret` for 3-D Secure;
 //! - Stripe unreachable, slow or failing leaves it `pending` (the webhook or R21's

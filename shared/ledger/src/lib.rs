@@ -1,6 +1,6 @@
-//! The billing ledger: money, the rules R1-R21, the SQL schema and every ledger operation, and
-//! the decisions about what Stripe reports (settlement, plan-change planning, statuses, which
-//! payment or workspace a Stripe object is about).
+//! The billing ledger: money, the rules (R1-R21, `docs/billing-rules.md`), the SQL schema and
+//! every ledger operation, and the decisions about what Stripe reports (settlement, plan-change
+//! planning, statuses, which payment or workspace a Stripe object is about).
 //!
 //! The crate knows nothing of HTTP, Spin or Stripe's wire format: callers hand it Stripe's words
 //! (codes, statuses) already read. It runs on any [`Storage`] (Spin's SQLite in Wasm, rusqlite

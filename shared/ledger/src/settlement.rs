@@ -118,7 +118,7 @@ impl FailureCode {
         self != Self::PaymentProcessingError
     }
 
-    /// What we tell the customer: the seeds' advice ("Error processing payment").
+    /// What we tell the customer: the help centre's advice ("Error processing payment", R9).
     pub fn advice(self) -> &'static str {
         match self {
             Self::CardDeclined => ADVICE_DECLINED,

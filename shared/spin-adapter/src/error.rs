@@ -151,9 +151,9 @@ pub fn ledger_status(error: &LedgerError) -> u16 {
     }
 }
 
-/// The HTTP answer to a failed payment (R9): 402 with the seeds' advice when the card refused
-/// (`card_declined`, `expired_card`, `authentication_required`), 502 `payment_processing_error`
-/// when it was not the card.
+/// The HTTP answer to a failed payment (R9): 402 with the help centre's advice when the card
+/// refused (`card_declined`, `expired_card`, `authentication_required`), 502
+/// `payment_processing_error` when it was not the card.
 pub fn payment_failed(code: FailureCode) -> ApiError {
     let status = if code.is_card_fault() { 402 } else { 502 };
     ApiError::new(status, code.as_str(), code.advice())

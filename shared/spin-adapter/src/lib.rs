@@ -6,7 +6,8 @@
 //! - [`Reply`], [`ApiError`], [`read_body`], [`parse_json`], [`parse_query`], [`path_segments`]:
 //!   the HTTP contract (JSON bodies that always carry `Content-Length`, the error body, one
 //!   `LedgerError` mapping);
-//! - [`Claims`], [`authenticate_user`], [`authenticate_service`], [`verify_jwt`]: section 6 auth;
+//! - [`Claims`], [`authenticate_user`], [`authenticate_service`], [`verify_jwt`]: the contract's
+//!   authentication (docs/billing-rules.md);
 //! - [`idempotent`]: `Idempotency-Key` replay over the key-value store;
 //! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock;
 //! - [`catalog`]: the current catalog, cached per instance by version;
@@ -16,8 +17,9 @@
 //! - [`ledger_status`], [`payment_failed`]: the HTTP status of every ledger error and failed
 //!   payment, decided here and nowhere else.
 //!
-//! Instances are reused across requests (DESIGN section 3): the only globals here are
-//! per-instance caches (the SQLite connection, the catalog); nothing per-request lives in a global.
+//! Instances are reused across requests (docs/billing-rules.md, "The runtime"): the only globals
+//! here are per-instance caches (the SQLite connection, the catalog); nothing per-request lives
+//! in a global.
 
 mod auth;
 mod catalog;

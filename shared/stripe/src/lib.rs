@@ -1,4 +1,5 @@
-//! A small Stripe API client for the billing product's Spin components (DESIGN section 7).
+//! A small Stripe API client for the billing product's Spin components (docs/billing-rules.md,
+//! "Stripe").
 //!
 //! - [`form`]: Stripe's bracketed form parameters (`items[0][plan]`, `metadata[payment_id]`).
 //! - [`error`]: one error type, mapped from Stripe's error object by `code` (a card's failure
