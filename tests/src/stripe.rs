@@ -9,7 +9,7 @@
 //! back exactly this instance's objects. Webhook registrations live only in memory there:
 //! the harness re-registers them after a restart.
 //!
-//! localstripe's quirks the helpers absorb (see also DESIGN section 7):
+//! localstripe's quirks the helpers absorb (see also docs/billing-rules.md, "Stripe"):
 //! - confirming a SetupIntent with a PaymentMethod does not attach it to the customer (Stripe
 //!   does): [`Localstripe::save_card`] attaches it explicitly;
 //! - a declined confirmed PaymentIntent answers 402 `{"error": {"code": "card_declined",
@@ -591,7 +591,7 @@ pub(crate) fn read_chunked(reader: &mut BufReader<TcpStream>) -> Result<Vec<u8>>
 }
 
 /// One of Stripe's example objects, copied into the repository (`shared/stripe/tests/fixtures`,
-/// from `../shared/stripe-fixtures`) so a clone runs without the folder beside it.
+/// from Stripe's public OpenAPI fixtures) so a clone runs on its own.
 pub fn fixture(name: &str) -> Result<Value> {
     let path = crate::workspace_root()
         .join("shared/stripe/tests/fixtures")

@@ -1,5 +1,6 @@
-//! End-to-end journeys of the service API (component `usage`, DESIGN section 6) and the renewal
-//! job (component `cycle-renewal`), against the real `spin.toml` in the local host.
+//! End-to-end journeys of the service API (component `usage`; docs/billing-rules.md, "The HTTP
+//! contract") and the renewal job (component `cycle-renewal`), against the real `spin.toml` in
+//! the local host.
 //!
 //! Every amount is checked to the micro-credit through the responses; every test ends with the
 //! ledger's invariants on the host's database. Build first: `scripts/build-components.sh`.
@@ -1044,7 +1045,8 @@ fn bad_input_is_refused_and_writes_nothing() -> Result<()> {
     )?;
     expect(&reply, 422, None)?;
     let mut bad_catalog = catalog("1000");
-    bad_catalog["settings"]["currency"] = json!("usd");
+    // Not a currency code in any case ("usd" is one: see `currencies_are_taken_in_any_case`).
+    bad_catalog["settings"]["currency"] = json!("US$");
     expect(
         &app.service("PUT", "/v1/catalog", Some(&bad_catalog))?,
         422,
@@ -1229,4 +1231,136 @@ fn test_clocks_are_absent_unless_enabled() -> Result<()> {
     )?;
     expect(&reply, 404, Some("not_found"))?;
     Ok(())
+}
+
+/// `PUT /v1/catalog` without the settings the rules give a default for, and the currency as
+/// Stripe writes it.
+fn catalog_with_defaults_omitted() -> Result<Value> {
+    let mut minimal = catalog("10");
+    let settings = minimal["settings"]
+        .as_object_mut()
+        .context("the test catalog has settings")?;
+    for defaulted in [
+        "credit_price",
+        "inbound_grace_secs",
+        "auto_recharge_max_per_day",
+    ] {
+        settings.remove(defaulted);
+    }
+    settings.insert("currency".into(), json!("usd"));
+    Ok(minimal)
+}
+
+#[test]
+fn omitted_settings_take_their_documented_defaults() -> Result<()> {
+    let app = App::start()?;
+    let minimal = catalog_with_defaults_omitted()?;
+    let stored = expect(
+        &app.service("PUT", "/v1/catalog", Some(&minimal))?,
+        200,
+        None,
+    )?;
+    // credit_price 1 (R1), inbound_grace_secs 900 (R7), auto_recharge_max_per_day 5 (R11).
+    let settings = json!({
+        "currency": "USD", "credit_price": "1", "topup_min": "10", "topup_max": "5000",
+        "inbound_grace_secs": 900, "hold_timeout_secs": 120, "low_balance_threshold": "0.5",
+        "auto_recharge_max_per_day": 5
+    });
+    ensure!(
+        stored["version"] == 1 && stored["settings"] == settings,
+        "{stored}"
+    );
+    let answered = expect(&app.service("GET", "/v1/catalog", None)?, 200, None)?;
+    ensure!(
+        answered["version"] == 1 && answered["settings"] == settings,
+        "{answered}"
+    );
+    // The settings without a documented default stay required: 400, and nothing stored.
+    for required in [
+        "currency",
+        "topup_min",
+        "topup_max",
+        "hold_timeout_secs",
+        "low_balance_threshold",
+    ] {
+        let mut incomplete = minimal.clone();
+        incomplete["settings"]
+            .as_object_mut()
+            .context("settings")?
+            .remove(required);
+        let reply = app.service("PUT", "/v1/catalog", Some(&incomplete))?;
+        let body = expect(&reply, 400, Some("malformed_request"))?;
+        ensure!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(required)),
+            "{required}: {body}"
+        );
+    }
+    let answered = expect(&app.service("GET", "/v1/catalog", None)?, 200, None)?;
+    ensure!(answered["version"] == 1, "{answered}");
+    // The defaults are in force: 1 credit per dollar, so a message at 0.01 costs 0.01 credits.
+    subscribed(&app, "ws-d")?;
+    let body = expect(
+        &usage(&app, &event("e1", "ws-d", "agent-1", "message", "1"))?,
+        200,
+        None,
+    )?;
+    amount(&body, "charged", "0.01")?;
+    amount(&body, "plan_credits_remaining", "9.99")?;
+    app.check_invariants()
+}
+
+#[test]
+fn currencies_are_taken_in_any_case() -> Result<()> {
+    let app = App::start()?;
+    expect(
+        &app.service(
+            "PUT",
+            "/v1/catalog",
+            Some(&catalog_with_defaults_omitted()?),
+        )?,
+        200,
+        None,
+    )?;
+    for (ws, currency) in [
+        ("ws-lower", "usd"),
+        ("ws-mixed", "uSd"),
+        ("ws-upper", "USD"),
+    ] {
+        let reply = app.service(
+            "PUT",
+            &format!("/v1/workspaces/{ws}"),
+            Some(&json!({"name": "N", "email": "n@n.example", "currency": currency})),
+        )?;
+        let body = expect(&reply, 200, None)?;
+        ensure!(body["currency"] == "USD", "{currency}: {body}");
+        subscribe_free(&app, ws)?;
+        let reply = app.user(
+            ws,
+            Role::Owner,
+            "GET",
+            &format!("/v1/workspaces/{ws}/billing"),
+            None,
+        )?;
+        let summary = expect(&reply, 200, None)?;
+        ensure!(summary["currency"] == "USD", "{currency}: {summary}");
+    }
+    let plans = expect(
+        &app.user("ws-lower", Role::Owner, "GET", "/v1/plans", None)?,
+        200,
+        None,
+    )?;
+    ensure!(plans["currency"] == "USD", "{plans}");
+    // Another currency, in any case, is still not supported.
+    for other in ["eur", "EUR"] {
+        let reply = app.service(
+            "PUT",
+            "/v1/workspaces/ws-eur",
+            Some(&json!({"name": "N", "email": "n@n.example", "currency": other})),
+        )?;
+        let body = expect(&reply, 422, Some("unsupported_currency"))?;
+        ensure!(body["error"]["field"] == "currency", "{body}");
+    }
+    app.check_invariants()
 }

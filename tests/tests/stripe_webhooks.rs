@@ -1,5 +1,5 @@
-//! End-to-end journeys of `POST /webhooks/stripe` (component `stripe-webhook`, DESIGN section 7)
-//! against the real `spin.toml` in the local host.
+//! End-to-end journeys of `POST /webhooks/stripe` (component `stripe-webhook`;
+//! docs/billing-rules.md, "Stripe") against the real `spin.toml` in the local host.
 //!
 //! Events are built from Stripe's own object examples (`shared/stripe/tests/fixtures`: an event is
 //! `event.json` with `type` set and `data.object` replaced by the resource) and signed exactly as

@@ -25,7 +25,7 @@ use http::Method;
 use ledger::{LedgerError, StorageErrorKind, payments};
 use spin_adapter::{
     ApiError, Reply, authenticate_service, method_not_allowed, not_found, now_secs, path_segments,
-    run_ledger, variable,
+    run_ledger, stripe_client,
 };
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
@@ -64,19 +64,9 @@ struct JobReport {
     more: bool,
 }
 
-/// The Stripe client, or `None` when `stripe_secret_key` is empty.
-async fn stripe() -> Result<Option<Client>, ApiError> {
-    let key = variable("stripe_secret_key").await?;
-    if key.trim().is_empty() {
-        return Ok(None);
-    }
-    let base = variable("stripe_api_base").await?;
-    Ok(Some(Client::new(base.trim(), key.trim())))
-}
-
 /// Runs one pass at `now` (seconds since the epoch).
 async fn run_pass(now: i64) -> Result<JobReport, ApiError> {
-    let Some(client) = stripe().await? else {
+    let Some(client) = stripe_client().await? else {
         return Ok(JobReport::default());
     };
     let mut report = JobReport {

@@ -4,6 +4,9 @@
 //! API version, and only a few fields matter here. A known event type whose object lacks a field
 //! we need is malformed (400); an unknown type is ignored (200).
 
+use ledger::resolve::StripeOwner;
+use ledger::settlement::{CardReport, Failure};
+use ledger::statuses::SubscriptionStatus;
 use serde_json::Value;
 
 /// The envelope of a Stripe event.
@@ -38,18 +41,15 @@ pub enum Action {
         /// Our payment id from the PaymentIntent's metadata.
         payment_id: Option<String>,
     },
-    /// `payment_intent.payment_failed`.
+    /// `payment_intent.payment_failed`, or `payment_intent.canceled` (final: it can never
+    /// succeed, so it settles failed as the reconciliation would).
     PaymentFailed {
         /// The PaymentIntent.
         intent_id: String,
         /// Our payment id from the PaymentIntent's metadata.
         payment_id: Option<String>,
-        /// The contract's failure code (R9).
-        code: &'static str,
-        /// The sentence shown with it.
-        message: String,
-        /// Whether retrying the same card is pointless (R11: auto-recharge turns off).
-        hard_decline: bool,
+        /// Why, as the ledger classifies it (R9, R11).
+        failure: Failure,
     },
     /// `charge.refunded`, `refund.created`/`updated`, `charge.dispute.created`.
     Reverse {
@@ -63,26 +63,26 @@ pub enum Action {
         /// `in_...`.
         invoice_id: String,
         /// Where to find the workspace.
-        owner: Owner,
+        owner: StripeOwner,
         /// The period the invoice pays for (Unix seconds).
         period_start: i64,
     },
     /// `invoice.payment_failed`.
     InvoiceFailed {
         /// Where to find the workspace.
-        owner: Owner,
+        owner: StripeOwner,
     },
     /// `customer.subscription.updated`.
     SubscriptionStatus {
         /// Where to find the workspace.
-        owner: Owner,
+        owner: StripeOwner,
         /// Stripe's subscription status.
-        status: String,
+        status: SubscriptionStatus,
     },
     /// `customer.subscription.deleted`.
     SubscriptionEnded {
         /// Where to find the workspace.
-        owner: Owner,
+        owner: StripeOwner,
     },
     /// `setup_intent.succeeded`: the customer saved a card, which becomes the workspace's.
     CardSaved {
@@ -100,15 +100,6 @@ pub enum Action {
     },
     /// Nothing to do (with why, for the log).
     Ignore(String),
-}
-
-/// The Stripe customer and subscription an invoice or subscription event is about.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Owner {
-    /// `cus_...`.
-    pub customer: Option<String>,
-    /// `sub_...`.
-    pub subscription: Option<String>,
 }
 
 /// Reads a verified event body. `Err` is the message of a 400 `malformed_request`.
@@ -132,22 +123,17 @@ fn action(kind: &str, object: &Value) -> Result<Action, String> {
             intent_id: object_id()?,
             payment_id: str_at(object, &["metadata", "payment_id"]),
         },
-        "payment_intent.payment_failed" => {
-            let error = object.get("last_payment_error");
-            let field = |name: &str| error.and_then(|e| str_at(e, &[name]));
-            let stripe_code = field("code");
-            let decline_code = field("decline_code");
-            let code = stripe_client::product_code(stripe_code.as_deref());
-            let message = stripe_client::failure_message(code, field("message").as_deref());
+        "payment_intent.payment_failed" => Action::PaymentFailed {
+            intent_id: object_id()?,
+            payment_id: str_at(object, &["metadata", "payment_id"]),
+            failure: Failure::of_card(card_report(object.get("last_payment_error"))),
+        },
+        "payment_intent.canceled" => {
+            let last_error = object.get("last_payment_error").filter(|e| e.is_object());
             Action::PaymentFailed {
                 intent_id: object_id()?,
                 payment_id: str_at(object, &["metadata", "payment_id"]),
-                code,
-                message,
-                hard_decline: stripe_client::is_hard_decline(
-                    stripe_code.as_deref(),
-                    decline_code.as_deref(),
-                ),
+                failure: Failure::of_canceled_intent(last_error.map(|e| card_report(Some(e)))),
             }
         }
         "charge.refunded" => {
@@ -228,14 +214,14 @@ fn action(kind: &str, object: &Value) -> Result<Action, String> {
             Action::InvoiceFailed { owner }
         }
         "customer.subscription.updated" => Action::SubscriptionStatus {
-            owner: Owner {
+            owner: StripeOwner {
                 customer: id_at(object, "customer"),
                 subscription: Some(object_id()?),
             },
-            status: required(object, &["status"], kind)?,
+            status: SubscriptionStatus::parse(&required(object, &["status"], kind)?),
         },
         "customer.subscription.deleted" => Action::SubscriptionEnded {
-            owner: Owner {
+            owner: StripeOwner {
                 customer: id_at(object, "customer"),
                 subscription: Some(object_id()?),
             },
@@ -303,24 +289,33 @@ fn amount_micros(
         .ok_or_else(|| format!("The {kind} amount {amount} {currency} is out of range."))
 }
 
-/// Stripe's minor units to micros: most currencies have 2 decimals, some none (`jpy`), a few
-/// three (`kwd`). Negative amounts and overflow are refused.
+/// Stripe's minor units to micros (`stripe_client::money`); negative amounts and overflow are
+/// refused.
 pub fn minor_to_micros(amount: i64, currency: &str) -> Option<i64> {
     if amount < 0 {
         return None;
     }
-    let factor = match currency.to_ascii_lowercase().as_str() {
-        "bif" | "clp" | "djf" | "gnf" | "jpy" | "kmf" | "krw" | "mga" | "pyg" | "rwf" | "ugx"
-        | "vnd" | "vuv" | "xaf" | "xof" | "xpf" => 1_000_000,
-        "bhd" | "jod" | "kwd" | "omr" | "tnd" => 1_000,
-        _ => 10_000,
+    stripe_client::money::from_minor(amount, currency).ok()
+}
+
+/// A `last_payment_error` (absent: a failure without a code) as the ledger classifies it.
+fn card_report(error: Option<&Value>) -> CardReport<'_> {
+    let field = |name: &str| {
+        error
+            .and_then(|e| e.get(name))
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
     };
-    amount.checked_mul(factor)
+    CardReport {
+        code: field("code"),
+        decline_code: field("decline_code"),
+        message: field("message"),
+    }
 }
 
 /// The customer and subscription of an invoice (the subscription moved under
 /// `parent.subscription_details` in API version 2025-03-31).
-fn invoice_owner(invoice: &Value) -> Owner {
+fn invoice_owner(invoice: &Value) -> StripeOwner {
     let subscription = id_at(invoice, "subscription")
         .or_else(|| {
             invoice
@@ -332,14 +327,14 @@ fn invoice_owner(invoice: &Value) -> Owner {
                 .pointer("/lines/data/0")
                 .and_then(|line| id_at(line, "subscription"))
         });
-    Owner {
+    StripeOwner {
         customer: id_at(invoice, "customer"),
         subscription,
     }
 }
 
 /// Only subscription invoices pay for plan cycles: a one-off invoice must never grant credits.
-fn is_subscription_invoice(invoice: &Value, owner: &Owner) -> bool {
+fn is_subscription_invoice(invoice: &Value, owner: &StripeOwner) -> bool {
     owner.subscription.is_some()
         || str_at(invoice, &["billing_reason"]).is_some_and(|r| r.starts_with("subscription"))
 }
@@ -411,63 +406,72 @@ mod tests {
         ))
         .expect("valid");
         let Action::PaymentFailed {
-            code,
-            hard_decline,
+            failure,
             payment_id,
-            message,
             ..
         } = failed.action
         else {
             panic!("not a failure: {failed:?}");
         };
         assert_eq!(
-            (code, hard_decline, payment_id),
+            (failure.code.as_str(), failure.hard_decline, payment_id),
             ("card_declined", true, None)
         );
-        assert!(message.contains("Your card was declined."), "{message}");
+        assert!(
+            failure.message.contains("Your card was declined."),
+            "{}",
+            failure.message
+        );
         assert!(parse(&event("payment_intent.succeeded", json!({"metadata": {}}))).is_err());
     }
 
     #[test]
-    fn decline_classification() {
-        assert!(stripe_client::is_hard_decline(Some("expired_card"), None));
-        assert!(stripe_client::is_hard_decline(
-            Some("incorrect_number"),
-            None
-        ));
-        assert!(stripe_client::is_hard_decline(Some("card_declined"), None));
-        assert!(stripe_client::is_hard_decline(
-            Some("card_declined"),
-            Some("lost_card")
-        ));
-        assert!(stripe_client::is_hard_decline(
-            Some("card_declined"),
-            Some("generic_decline")
-        ));
-        assert!(!stripe_client::is_hard_decline(
-            Some("card_declined"),
-            Some("insufficient_funds")
-        ));
-        assert!(!stripe_client::is_hard_decline(
-            Some("card_declined"),
-            Some("try_again_later")
-        ));
-        assert!(!stripe_client::is_hard_decline(
-            Some("processing_error"),
-            None
-        ));
-        assert!(!stripe_client::is_hard_decline(None, None));
+    fn canceled_intents_fail() {
+        let canceled = parse(&event(
+            "payment_intent.canceled",
+            json!({"id": "pi_1", "status": "canceled", "metadata": {"payment_id": "tp_1"},
+                   "last_payment_error": null}),
+        ))
+        .expect("valid");
         assert_eq!(
-            stripe_client::product_code(Some("processing_error")),
-            "payment_processing_error"
+            canceled.action,
+            Action::PaymentFailed {
+                intent_id: "pi_1".into(),
+                payment_id: Some("tp_1".into()),
+                failure: Failure::of_canceled_intent(None),
+            }
         );
+        let after_decline = parse(&event(
+            "payment_intent.canceled",
+            json!({"id": "pi_2", "status": "canceled", "metadata": {},
+                   "last_payment_error": {"code": "expired_card", "message": "Your card has expired."}}),
+        ))
+        .expect("valid");
+        let Action::PaymentFailed { failure, .. } = after_decline.action else {
+            panic!("{after_decline:?}");
+        };
         assert_eq!(
-            stripe_client::product_code(Some("incorrect_cvc")),
-            "card_declined"
+            (failure.code.as_str(), failure.hard_decline),
+            ("expired_card", true)
         );
+    }
+
+    #[test]
+    fn subscription_statuses_are_parsed_once() {
+        let updated = parse(&event(
+            "customer.subscription.updated",
+            json!({"id": "sub_1", "customer": "cus_1", "status": "past_due"}),
+        ))
+        .expect("valid");
         assert_eq!(
-            stripe_client::product_code(None),
-            "payment_processing_error"
+            updated.action,
+            Action::SubscriptionStatus {
+                owner: StripeOwner {
+                    customer: Some("cus_1".into()),
+                    subscription: Some("sub_1".into()),
+                },
+                status: SubscriptionStatus::PastDue,
+            }
         );
     }
 
@@ -585,7 +589,7 @@ mod tests {
             paid.action,
             Action::InvoicePaid {
                 invoice_id: "in_1".into(),
-                owner: Owner {
+                owner: StripeOwner {
                     customer: Some("cus_1".into()),
                     subscription: None
                 },

@@ -1,4 +1,4 @@
-//! `POST /webhooks/stripe`: Stripe's signed events (DESIGN section 7).
+//! `POST /webhooks/stripe`: Stripe's signed events (docs/billing-rules.md, "Stripe").
 //!
 //! 1. The body is read (capped by [`read_body`]) and its `Stripe-Signature` verified with the
 //!    Spin variable `stripe_webhook_secret` BEFORE anything is parsed ([`signature`]); any
@@ -18,13 +18,14 @@
 mod event;
 mod signature;
 
-use event::{Action, Event, Owner};
+use event::{Action, Event};
 use http::{HeaderMap, Method};
+use ledger::resolve::{self, StripeOwner};
 use ledger::{LedgerError, StorageErrorKind, payments, plans, workspace};
 use serde_json::json;
 use spin_adapter::{
     ApiError, Reply, SpinDb, method_not_allowed, not_found, now_secs, path_segments, read_body,
-    run_ledger, variable,
+    run_ledger, stripe_client, variable,
 };
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
@@ -160,14 +161,11 @@ async fn read_card(action: &Action) -> Result<Option<Action>, ApiError> {
     else {
         return Ok(None);
     };
-    let key = variable("stripe_secret_key").await?;
-    if key.trim().is_empty() {
+    let Some(client) = stripe_client().await? else {
         return Ok(Some(Action::Ignore(
             "no Stripe key: the card is read by POST .../payment-method/refresh".into(),
         )));
-    }
-    let base = variable("stripe_api_base").await?;
-    let client = stripe_client::Client::new(base.trim(), key.trim());
+    };
     let card = client
         .retrieve_card(payment_method_id)
         .await
@@ -203,7 +201,9 @@ async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Ou
             intent_id,
             payment_id,
         } => {
-            let Some(id) = payment_for(db, intent_id, payment_id.as_deref(), now).await? else {
+            let Some(id) =
+                resolve::payment_of_intent(db, intent_id, payment_id.as_deref(), now).await?
+            else {
                 return Ok(unknown_payment(intent_id));
             };
             let payment = payments::settle_succeeded(db, &id, now).await?;
@@ -215,15 +215,14 @@ async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Ou
         Action::PaymentFailed {
             intent_id,
             payment_id,
-            code,
-            message,
-            hard_decline,
+            failure,
         } => {
-            let Some(id) = payment_for(db, intent_id, payment_id.as_deref(), now).await? else {
+            let Some(id) =
+                resolve::payment_of_intent(db, intent_id, payment_id.as_deref(), now).await?
+            else {
                 return Ok(unknown_payment(intent_id));
             };
-            let payment =
-                payments::settle_failed(db, &id, code, message, *hard_decline, now).await?;
+            let payment = payments::settle_failure(db, &id, failure, now).await?;
             Ok(Outcome::Applied(format!(
                 "payment {} {}",
                 payment.id, payment.status
@@ -259,7 +258,7 @@ async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Ou
             owner,
             period_start,
         } => {
-            let Some(ws) = workspace_of(db, owner).await? else {
+            let Some(ws) = resolve::workspace_of(db, owner).await? else {
                 return Ok(unknown_owner(owner));
             };
             let granted =
@@ -269,21 +268,21 @@ async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Ou
             )))
         }
         Action::InvoiceFailed { owner } => {
-            let Some(ws) = workspace_of(db, owner).await? else {
+            let Some(ws) = resolve::workspace_of(db, owner).await? else {
                 return Ok(unknown_owner(owner));
             };
             plans::record_invoice_failed(db, &ws).await?;
             Ok(Outcome::Applied(format!("{ws} is past due")))
         }
         Action::SubscriptionStatus { owner, status } => {
-            let Some(ws) = workspace_of(db, owner).await? else {
+            let Some(ws) = resolve::workspace_of(db, owner).await? else {
                 return Ok(unknown_owner(owner));
             };
-            plans::set_subscription_status(db, &ws, status).await?;
+            plans::set_subscription_standing(db, &ws, *status).await?;
             Ok(Outcome::Applied(format!("{ws} subscription {status}")))
         }
         Action::SubscriptionEnded { owner } => {
-            let Some(ws) = workspace_of(db, owner).await? else {
+            let Some(ws) = resolve::workspace_of(db, owner).await? else {
                 return Ok(unknown_owner(owner));
             };
             plans::end_subscription(db, &ws, now).await?;
@@ -332,73 +331,15 @@ async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Ou
     }
 }
 
-/// Our payment for a PaymentIntent: the one it is attached to, else the one its metadata names
-/// (attached now; it was created before the PaymentIntent, so it exists unless it is not ours).
-async fn payment_for(
-    db: &SpinDb,
-    intent_id: &str,
-    payment_id: Option<&str>,
-    now: i64,
-) -> ledger::Result<Option<String>> {
-    if let Some(payment) = payments::find_by_intent(db, intent_id).await? {
-        return Ok(Some(payment.id));
-    }
-    let Some(payment_id) = payment_id else {
-        return Ok(None);
-    };
-    match payments::attach_intent(db, payment_id, intent_id, now).await {
-        Ok(()) => Ok(Some(payment_id.to_owned())),
-        // No such payment, or it has another PaymentIntent: not one we can settle.
-        Err(LedgerError::Conflict { .. }) => {
-            eprintln!(
-                "stripe-webhook: payment {payment_id} (metadata of {intent_id}) is unknown or has another PaymentIntent"
-            );
-            Ok(None)
-        }
-        Err(error) => Err(error),
-    }
-}
-
 fn unknown_payment(intent_id: &str) -> Outcome {
     Outcome::Ignored(format!("no payment of ours for PaymentIntent {intent_id}"))
 }
 
-fn unknown_owner(owner: &Owner) -> Outcome {
+fn unknown_owner(owner: &StripeOwner) -> Outcome {
     Outcome::Ignored(format!(
         "no workspace for customer {:?} / subscription {:?}",
         owner.customer, owner.subscription
     ))
-}
-
-/// The workspace a subscription or invoice belongs to: by subscription id, else by customer,
-/// unless that workspace records a different subscription (an event about an old subscription
-/// of the same customer must not touch the current one).
-async fn workspace_of(db: &SpinDb, owner: &Owner) -> ledger::Result<Option<String>> {
-    if let Some(subscription) = &owner.subscription
-        && let Some(ws) = workspace::find_by_stripe_subscription(db, subscription).await?
-    {
-        return Ok(Some(ws));
-    }
-    let Some(customer) = &owner.customer else {
-        return Ok(None);
-    };
-    let Some(ws) = workspace::find_by_stripe_customer(db, customer).await? else {
-        return Ok(None);
-    };
-    if let Some(subscription) = &owner.subscription {
-        let state = workspace::get(db, &ws).await?;
-        if state
-            .stripe_subscription_id
-            .as_ref()
-            .is_some_and(|current| current != subscription)
-        {
-            eprintln!(
-                "stripe-webhook: subscription {subscription} is not {ws}'s current one; ignored"
-            );
-            return Ok(None);
-        }
-    }
-    Ok(Some(ws))
 }
 
 #[cfg(test)]

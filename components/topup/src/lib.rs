@@ -1,6 +1,6 @@
-//! The frontend billing API (DESIGN section 6, component `topup`): every route takes a user's
-//! HS256 token; `{ws}` must be the token's workspace, and only owners and admins manage billing
-//! or see amounts (R19).
+//! The frontend billing API (component `topup`; docs/billing-rules.md, "The HTTP contract"):
+//! every route takes a user's HS256 token; `{ws}` must be the token's workspace, and only owners
+//! and admins manage billing or see amounts (R19).
 //!
 //! Each route authenticates, checks the workspace and role, then runs ONE ledger operation in
 //! `run_ledger` (the catalog is read in the same closure, through a per-instance cache keyed by
@@ -225,11 +225,11 @@ async fn dispatch(
         Route::Billing { ws } => billing(ws, claims, now).await,
         Route::Subscribe { ws } => {
             let SubscribeRequest { plan_id } = parse_object(body)?;
-            let client = payments::stripe().await?;
+            let client = spin_adapter::stripe_client().await?;
             subscription::subscribe(client.as_ref(), ws, &plan_id, &parts.headers, now).await
         }
         Route::CancelPendingChange { ws } => {
-            let client = payments::stripe().await?;
+            let client = spin_adapter::stripe_client().await?;
             subscription::cancel_pending_change(client.as_ref(), ws, &parts.headers).await
         }
         Route::GetTopup { ws, id } => {
@@ -260,17 +260,17 @@ async fn dispatch(
         }
         Route::Transactions { ws } => transactions(ws, &parts.uri).await,
         Route::UsageSummary { ws } => usage_summary(ws, &parts.uri, now).await,
-        Route::SetupPaymentMethod { ws } => match payments::stripe().await? {
+        Route::SetupPaymentMethod { ws } => match spin_adapter::stripe_client().await? {
             Some(client) => payments::setup(&client, ws, &parts.headers).await,
             None => payments_not_configured(ws).await,
         },
-        Route::RefreshPaymentMethod { ws } => match payments::stripe().await? {
+        Route::RefreshPaymentMethod { ws } => match spin_adapter::stripe_client().await? {
             Some(client) => payments::refresh(&client, ws).await,
             None => payments_not_configured(ws).await,
         },
         Route::CreateTopup { ws } => {
             let TopupRequest { amount } = parse_object(body)?;
-            match payments::stripe().await? {
+            match spin_adapter::stripe_client().await? {
                 Some(client) => {
                     payments::create_topup(&client, ws, &amount, &parts.headers, now).await
                 }
@@ -279,7 +279,7 @@ async fn dispatch(
         }
         Route::Invoices { ws } => {
             let query: subscription::InvoicesQuery = parse_query(&parts.uri)?;
-            match payments::stripe().await? {
+            match spin_adapter::stripe_client().await? {
                 Some(client) => subscription::invoices(&client, ws, query).await,
                 None => payments_not_configured(ws).await,
             }
@@ -290,7 +290,7 @@ async fn dispatch(
             } else {
                 parse_object(body)?
             };
-            match payments::stripe().await? {
+            match spin_adapter::stripe_client().await? {
                 Some(client) => {
                     subscription::billing_portal(&client, ws, request, &parts.headers).await
                 }

@@ -13,66 +13,37 @@
 //!   it is random;
 //! - a saved card is charged at once (`confirm=true&off_session=true`); without one the
 //!   PaymentIntent is left for Stripe.js (201 `pending` with its `client_secret`);
-//! - a declined card settles the top-up `failed` and answers 402 with the seeds' advice;
+//! - a declined card settles the top-up `failed` and answers 402 with the help centre's advice
+//!   (R9);
 //!   authentication the customer must complete leaves it `pending` and answers 402
 //!   `authentication_required` with the `client_secret` for 3-D Secure;
 //! - Stripe unreachable, slow or failing leaves it `pending` (the webhook or R21's
 //!   reconciliation settles it) and answers 503 `payment_processing_error` with its id;
 //! - a retry of a top-up that already has a PaymentIntent reads that PaymentIntent instead of
-//!   creating another.
+//!   creating another (and settles it from what it says: a canceled one fails).
+//!
+//! What a top-up becomes from Stripe's answer is the ledger's decision (`ledger::settlement`),
+//! the one the webhook and the reconciliation make too; this module asks Stripe and carries it
+//! out.
 
 use http::HeaderMap;
 use ledger::LedgerError;
 use ledger::payments::{self, Payment, PaymentMethod};
-use serde_json::{Value, json};
-use spin_adapter::{ApiError, Reply, run_ledger, variable};
-use stripe_client::{
-    ADVICE_AUTHENTICATION, ADVICE_TEMPORARY, Card, Client, Form, NewPaymentIntent, PaymentIntent,
-    StripeError, advice, product_code,
+use ledger::settlement::{
+    FailureCode, Settlement, card_error_needs_intent, settle_card_error, settle_intent,
+    settle_request_failure,
 };
-
-/// Stripe refused a request it should have accepted (configuration, unexpected answer).
-pub(crate) const ADVICE_REFUSED: &str =
-    "The payment could not be processed. Try again later or contact our support team.";
+use ledger::statuses::{IntentStatus, PaymentStatus};
+use serde_json::{Value, json};
+use spin_adapter::{
+    ApiError, Reply, StripeFailure, card_report, classify, intent_report, payment_failed,
+    run_ledger, stripe_failure,
+};
+use stripe_client::{Card, CardError, Client, Form, NewPaymentIntent, PaymentIntent, StripeError};
 
 /// 503 `payment_processing_error`: Stripe is not configured (empty `stripe_secret_key`).
 pub fn payments_unavailable() -> ApiError {
-    ApiError::new(
-        503,
-        "payment_processing_error",
-        "Payments are not configured yet.",
-    )
-}
-
-/// The Stripe client, or `None` when `stripe_secret_key` is empty.
-pub async fn stripe() -> Result<Option<Client>, ApiError> {
-    let key = variable("stripe_secret_key").await?;
-    if key.trim().is_empty() {
-        return Ok(None);
-    }
-    let base = variable("stripe_api_base").await?;
-    Ok(Some(Client::new(base.trim(), key.trim())))
-}
-
-/// A Stripe failure that is not a card's: 503 when it may pass (network, timeout, 5xx, rate
-/// limit, a concurrent request with the same idempotency key), else 502. Details go to the log.
-pub(crate) fn stripe_failure(context: &str, error: &StripeError) -> ApiError {
-    eprintln!("topup: Stripe {context} failed: {error}");
-    if temporary(error) {
-        ApiError::new(503, "payment_processing_error", ADVICE_TEMPORARY)
-            .with_header("retry-after", "60".to_owned())
-    } else {
-        ApiError::new(502, "payment_processing_error", ADVICE_REFUSED)
-    }
-}
-
-/// Whether `error` may pass with a retry of the same request.
-fn temporary(error: &StripeError) -> bool {
-    match error {
-        StripeError::InvalidRequest { status, .. } => *status == 409,
-        StripeError::Card(_) => false,
-        other => other.is_retryable(),
-    }
+    ApiError::from(LedgerError::payments_not_configured())
 }
 
 /// `prefix` + 32 hex digits: of SHA-256 of the workspace and the request's idempotency key when
@@ -232,22 +203,11 @@ fn topup_body(payment: &Payment, client_secret: Option<&str>) -> Value {
 /// The answer for a payment's current state: 201 with it, or, for a failed one, its 402 (or
 /// 502 for a failure that is not the card's).
 fn answer(payment: &Payment, client_secret: Option<&str>) -> Result<Reply, ApiError> {
-    if payment.status != "failed" {
+    if payment.status != PaymentStatus::Failed {
         return Ok(Reply::json(201, &topup_body(payment, client_secret)));
     }
-    let code = match payment.failure_code.as_deref() {
-        Some("card_declined") => "card_declined",
-        Some("expired_card") => "expired_card",
-        Some("authentication_required") => "authentication_required",
-        _ => "payment_processing_error",
-    };
-    let status = if code == "payment_processing_error" {
-        502
-    } else {
-        402
-    };
-    Err(ApiError::new(status, code, advice(code))
-        .with_detail("topup_id", payment.id.clone().into()))
+    let code = FailureCode::parse(payment.failure_code.as_deref());
+    Err(payment_failed(code).with_detail("topup_id", payment.id.clone().into()))
 }
 
 /// `POST /v1/workspaces/{ws}/topups` `{"amount"}` with Stripe configured.
@@ -286,7 +246,7 @@ pub async fn create_topup(
         Ok((payment, currency))
     })
     .await?;
-    if payment.status != "pending" {
+    if payment.status != PaymentStatus::Pending {
         return answer(&payment, None);
     }
     let outcome = match payment.payment_intent_id.as_deref() {
@@ -294,19 +254,28 @@ pub async fn create_topup(
         Some(intent) => client.retrieve_payment_intent(intent).await,
         None => charge(client, ws, &payment, &currency).await?,
     };
-    match outcome {
-        Ok(intent) => intent_outcome(&payment, &intent, now).await,
-        Err(StripeError::Card(card)) => {
-            card_failure(client, &payment, &StripeError::Card(card), now).await
+    let error = match outcome {
+        Ok(intent) => {
+            run_ledger(async |db| payments::attach_intent(db, &payment.id, &intent.id, now).await)
+                .await?;
+            let settlement = settle_intent(&intent_report(&intent), payment.kind);
+            return carry_out(&payment, settlement, Some(&intent), now).await;
         }
-        Err(error) => {
-            eprintln!(
-                "topup: payment {} left pending after a Stripe failure",
-                payment.id
-            );
-            Err(stripe_failure("PaymentIntent", &error)
-                .with_detail("topup_id", payment.id.clone().into()))
-        }
+        Err(error) => error,
+    };
+    match classify(&error) {
+        StripeFailure::Card(card) => card_failure(client, &payment, card, now).await,
+        StripeFailure::Request(failure) => match settle_request_failure(failure, payment.kind) {
+            Settlement::StripeFailed => {
+                eprintln!(
+                    "topup: payment {} left pending after a Stripe failure",
+                    payment.id
+                );
+                Err(stripe_failure("PaymentIntent", &error)
+                    .with_detail("topup_id", payment.id.clone().into()))
+            }
+            settlement => carry_out(&payment, settlement, None, now).await,
+        },
     }
 }
 
@@ -343,49 +312,43 @@ async fn charge(
     Ok(client.create_payment_intent(&new, &payment.id).await)
 }
 
-/// Records a PaymentIntent on its top-up and answers with what it says.
-async fn intent_outcome(
+/// Carries out the ledger's settlement of a top-up and answers with it: credited or failed
+/// (201 or 402/502), still pending (201 with the client secret for Stripe.js), or waiting for
+/// 3-D Secure (402 `authentication_required` with the client secret).
+async fn carry_out(
     payment: &Payment,
-    intent: &PaymentIntent,
+    settlement: Settlement,
+    intent: Option<&PaymentIntent>,
     now: i64,
 ) -> Result<Reply, ApiError> {
-    run_ledger(async |db| payments::attach_intent(db, &payment.id, &intent.id, now).await).await?;
-    let secret = intent.client_secret.as_deref();
-    match intent.status.as_str() {
-        "succeeded" => {
+    match (settlement, intent) {
+        (Settlement::Succeed, _) => {
             let settled =
                 run_ledger(async |db| payments::settle_succeeded(db, &payment.id, now).await)
                     .await?;
             answer(&settled, None)
         }
-        "requires_action" | "requires_confirmation" if intent.payment_method.is_some() => {
-            Err(authentication_required(payment, intent))
-        }
-        "requires_payment_method" if intent.last_payment_error.is_some() => {
-            // The last attempt failed (read back on a retry): settle it as the webhook would.
-            let error = intent.last_payment_error.as_ref();
-            let stripe_code = error.and_then(|e| e.code.as_deref());
-            let decline = error.and_then(|e| e.decline_code.as_deref());
-            let code = product_code(stripe_code);
-            let message =
-                stripe_client::failure_message(code, error.and_then(|e| e.message.as_deref()));
-            let hard = stripe_client::is_hard_decline(stripe_code, decline);
+        (Settlement::Fail(failure), _) => {
             let settled = run_ledger(async |db| {
-                payments::settle_failed(db, &payment.id, code, &message, hard, now).await
+                payments::settle_failure(db, &payment.id, &failure, now).await
             })
             .await?;
             answer(&settled, None)
         }
-        // New card (Stripe.js confirms with the client secret), processing, or anything else:
-        // pending until the webhook or the reconciliation settles it.
-        _ => answer(payment, secret),
+        (
+            Settlement::AwaitCustomer {
+                authentication: true,
+            },
+            Some(intent),
+        ) => Err(authentication_required(payment, intent)),
+        (_, intent) => answer(payment, intent.and_then(|i| i.client_secret.as_deref())),
     }
 }
 
 /// 402 `authentication_required` for a top-up left pending: the frontend completes 3-D Secure
 /// with the client secret.
 fn authentication_required(payment: &Payment, intent: &PaymentIntent) -> ApiError {
-    let mut error = ApiError::new(402, "authentication_required", ADVICE_AUTHENTICATION)
+    let mut error = payment_failed(FailureCode::AuthenticationRequired)
         .with_detail("topup_id", payment.id.clone().into())
         .with_detail("payment_intent_id", intent.id.clone().into());
     if let Some(secret) = &intent.client_secret {
@@ -394,35 +357,29 @@ fn authentication_required(payment: &Payment, intent: &PaymentIntent) -> ApiErro
     error
 }
 
-/// A card error from a confirmed charge: the top-up is settled `failed` (402 with the seeds'
-/// advice), except authentication the customer can still complete (pending, 402 with the
-/// client secret).
+/// A card error from a confirmed charge: its PaymentIntent is recorded, read back when the
+/// ledger's settlement depends on it (authentication the customer may still complete), and the
+/// top-up settled as the ledger decides.
 async fn card_failure(
     client: &Client,
     payment: &Payment,
-    error: &StripeError,
+    card: &CardError,
     now: i64,
 ) -> Result<Reply, ApiError> {
-    let Some(card) = error.card() else {
-        return Err(stripe_failure("PaymentIntent", error));
-    };
     let intent_id = client.payment_intent_of(card).await;
     if let Some(intent) = intent_id.as_deref() {
         run_ledger(async |db| payments::attach_intent(db, &payment.id, intent, now).await).await?;
     }
-    let code = error.product_code();
-    if code == "authentication_required"
-        && let Some(intent) = intent_id.as_deref()
-        && let Ok(intent) = client.retrieve_payment_intent(intent).await
-        && intent.status != "canceled"
-    {
-        return Err(authentication_required(payment, &intent));
-    }
-    let message = stripe_client::failure_message(code, Some(&card.message));
-    let hard = error.is_hard_decline();
-    let settled = run_ledger(async |db| {
-        payments::settle_failed(db, &payment.id, code, &message, hard, now).await
-    })
-    .await?;
-    answer(&settled, None)
+    let report = card_report(card);
+    let live = match intent_id.as_deref() {
+        Some(intent) if card_error_needs_intent(&report, payment.kind) => {
+            client.retrieve_payment_intent(intent).await.ok()
+        }
+        _ => None,
+    };
+    let status = live
+        .as_ref()
+        .map(|intent| IntentStatus::parse(&intent.status));
+    let settlement = settle_card_error(report, payment.kind, status);
+    carry_out(payment, settlement, live.as_ref(), now).await
 }

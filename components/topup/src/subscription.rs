@@ -1,7 +1,9 @@
 //! Plans through Stripe subscriptions (R13-R15, R20): subscribing to a paid plan, upgrades,
 //! downgrades and their cancellation, the invoice list and the billing portal.
 //!
-//! As for top-ups, every Stripe call runs OUTSIDE the ledger lock, between ledger operations:
+//! What to ask Stripe and what to write in the ledger, in which order, is planned by the ledger
+//! (`ledger::plan_change`); this module carries the plan out. As for top-ups, every Stripe call
+//! runs OUTSIDE the ledger lock, between ledger operations:
 //! - subscribe (no paid subscription in force): a claim in the ledger (one subscription per
 //!   workspace, however many requests race), the saved card as the customer's invoice default,
 //!   then the subscription, charged at once (`payment_behavior=error_if_incomplete`). A
@@ -16,90 +18,25 @@
 
 use http::HeaderMap;
 use ledger::LedgerError;
-use ledger::catalog::Catalog;
-use ledger::plans::{self, PlanChange, StartedSubscription};
-use ledger::workspace::WorkspaceState;
-use serde_json::{Value, json};
-use spin_adapter::{ApiError, Reply, run_ledger};
-use stripe_client::{
-    ADVICE_AUTHENTICATION, Client, Proration, StripeError, Subscription, advice, product_code,
+use ledger::plan_change::{
+    self, LiveSubscription, PlanChangePlan, StartPaid, StripeChange, StripeRequest,
 };
+use ledger::plans::{self, PlanChange, StartedSubscription};
+use ledger::settlement::FailureCode;
+use ledger::statuses::SubscriptionStatus;
+use serde_json::{Value, json};
+use spin_adapter::{ApiError, Reply, payment_failed, run_ledger, stripe_failure};
+use stripe_client::{Client, Proration, StripeError, Subscription};
 
-use crate::payments::{derived_id, ensure_customer, payments_unavailable, stripe_failure};
+use crate::payments::{derived_id, ensure_customer, payments_unavailable};
 
-/// What the ledger says about the workspace and the plans involved, read in one section.
-struct PlanContext {
-    state: WorkspaceState,
-    /// The requested plan's fee in currency micros.
-    target_price_micros: i64,
-    /// The requested plan's Stripe price, if the catalog names one.
-    target_stripe_price: Option<String>,
-    /// Whether the requested plan is an upgrade over the plan in force.
-    upgrade: bool,
-    /// The plan in force's Stripe price.
-    current_stripe_price: Option<String>,
-    /// Whether the pending plan (if any) is free.
-    pending_is_free: bool,
-    /// Whether a paid Stripe subscription is in force.
-    paid_subscription: Option<String>,
+/// The client a Stripe step needs (the plan only asks for one when Stripe is configured).
+fn configured(client: Option<&Client>) -> Result<&Client, ApiError> {
+    client.ok_or_else(payments_unavailable)
 }
 
-fn stripe_price(catalog: &Catalog, plan_id: &str) -> Option<String> {
-    catalog
-        .doc
-        .plans
-        .iter()
-        .find(|plan| plan.id == plan_id)
-        .and_then(|plan| plan.stripe_price_id.clone())
-}
-
-fn price_micros(catalog: &Catalog, plan_id: &str) -> i64 {
-    // A plan gone from the catalog counts as paid: only Stripe can tell.
-    catalog.plan(plan_id).map_or(1, |plan| plan.price_micros)
-}
-
-async fn context(ws: &str, plan_id: Option<&str>) -> Result<PlanContext, ApiError> {
-    run_ledger(async |db| {
-        let catalog = spin_adapter::catalog(db).await?;
-        let state = ledger::workspace::get(db, ws).await?;
-        let (target_price_micros, target_stripe_price, upgrade) = match plan_id {
-            Some(id) => {
-                let target = catalog.plan(id)?;
-                let upgrade = match state.plan_id.as_deref().map(|c| catalog.plan(c)) {
-                    Some(Ok(current)) => plans::is_upgrade(current, target),
-                    _ => true,
-                };
-                (target.price_micros, stripe_price(&catalog, id), upgrade)
-            }
-            None => (0, None, false),
-        };
-        let current_price = state.plan_id.as_deref().map(|c| price_micros(&catalog, c));
-        let paid_subscription = state
-            .stripe_subscription_id
-            .clone()
-            .filter(|id| !id.starts_with("claim_"))
-            .filter(|_| state.subscription_status != "canceled")
-            .filter(|_| current_price.is_some_and(|price| price > 0));
-        Ok(PlanContext {
-            current_stripe_price: state
-                .plan_id
-                .as_deref()
-                .and_then(|c| stripe_price(&catalog, c)),
-            pending_is_free: state
-                .pending_plan_id
-                .as_deref()
-                .is_some_and(|p| price_micros(&catalog, p) == 0),
-            target_price_micros,
-            target_stripe_price,
-            upgrade,
-            paid_subscription,
-            state,
-        })
-    })
-    .await
-}
-
-/// `POST /v1/workspaces/{ws}/subscription` `{"plan_id"}`.
+/// `POST /v1/workspaces/{ws}/subscription` `{"plan_id"}`: the ledger plans the change
+/// (`ledger::plan_change`), this carries it out.
 pub async fn subscribe(
     client: Option<&Client>,
     ws: &str,
@@ -107,25 +44,23 @@ pub async fn subscribe(
     headers: &HeaderMap,
     now: i64,
 ) -> Result<Reply, ApiError> {
-    let context = context(ws, Some(plan_id)).await?;
-    let change = match (&context.paid_subscription, context.target_price_micros) {
-        // Free to free (or a first free plan): the ledger alone.
-        (None, 0) => ledger_change(ws, plan_id, now).await?,
-        (None, _) => {
-            let client = client.ok_or_else(payments_unavailable)?;
-            start_paid(client, ws, plan_id, &context, headers, now).await?
+    let plan = run_ledger(async |db| {
+        let catalog = spin_adapter::catalog(db).await?;
+        let subscriber = plan_change::subscriber(db, ws).await?;
+        let plan = plan_change::plan_change(&subscriber, &catalog, plan_id, client.is_some());
+        if let Err(error @ LedgerError::PaymentsUnavailable { .. }) = &plan {
+            eprintln!("topup: {ws} cannot change to plan {plan_id}: {error}");
         }
-        (Some(_), _) if context.upgrade && context.state.subscription_status == "past_due" => {
-            // New credits for a plan whose last invoice is unpaid would be credit for nothing.
-            return Err(ApiError::new(
-                409,
-                "subscription_past_due",
-                "Your last invoice is unpaid. Update your payment method in the billing portal, then upgrade.",
-            ));
+        plan
+    })
+    .await?;
+    let change = match plan {
+        PlanChangePlan::LedgerOnly => ledger_change(ws, plan_id, now).await?,
+        PlanChangePlan::Start(start) => {
+            start_paid(configured(client)?, ws, &start, headers, now).await?
         }
-        (Some(subscription), _) => {
-            let client = client.ok_or_else(payments_unavailable)?;
-            change_paid(client, ws, plan_id, subscription, &context, headers).await?;
+        PlanChangePlan::Change(change) => {
+            change_paid(configured(client)?, ws, &change, headers).await?;
             ledger_change(ws, plan_id, now).await?
         }
     };
@@ -141,41 +76,19 @@ async fn ledger_change(ws: &str, plan_id: &str, now: i64) -> Result<PlanChange, 
     .await
 }
 
-/// 503 for a paid plan the catalog gives no Stripe price.
-fn no_stripe_price(plan_id: &str) -> ApiError {
-    eprintln!("topup: plan {plan_id} has no stripe_price_id in the catalog");
-    ApiError::new(
-        503,
-        "payment_processing_error",
-        "This plan cannot be bought yet. Contact our support team.",
-    )
-}
-
-/// A new paid subscription (no paid plan in force).
+/// A first paid subscription: ledger claim -> Stripe (adopt or create) -> ledger start, or
+/// release of the claim if Stripe refused.
 async fn start_paid(
     client: &Client,
     ws: &str,
-    plan_id: &str,
-    context: &PlanContext,
+    start: &StartPaid,
     headers: &HeaderMap,
     now: i64,
 ) -> Result<PlanChange, ApiError> {
-    let price = context
-        .target_stripe_price
-        .clone()
-        .ok_or_else(|| no_stripe_price(plan_id))?;
-    let Some(card) = context.state.payment_method_id.clone() else {
-        return Err(ApiError::new(
-            422,
-            "payment_method_required",
-            "Add a payment method before subscribing to a paid plan.",
-        ));
-    };
     let customer = ensure_customer(client, ws).await?;
     let claim = plans::subscription_claim(now, &derived_id("", ws, headers));
     run_ledger(async |db| plans::claim_subscription(db, ws, &claim, now).await).await?;
-    let created = create_or_adopt(client, ws, &customer, &card, &price, &claim).await;
-    let subscription = match created {
+    let subscription = match create_or_adopt(client, ws, &customer, start, &claim).await {
         Ok(subscription) => subscription,
         Err(error) => {
             run_ledger(async |db| plans::release_subscription_claim(db, ws, &claim).await).await?;
@@ -183,10 +96,12 @@ async fn start_paid(
         }
     };
     let started = StartedSubscription {
-        plan_id,
+        plan_id: &start.plan_id,
         claim: &claim,
         subscription_id: &subscription.id,
-        first_period_paid: subscription.status == "active",
+        first_period_paid: plan_change::first_period_paid(SubscriptionStatus::parse(
+            &subscription.status,
+        )),
     };
     run_ledger(async |db| {
         let catalog = spin_adapter::catalog(db).await?;
@@ -195,37 +110,40 @@ async fn start_paid(
     .await
 }
 
-/// The customer's running subscription to `price` if an earlier attempt created one, else a new
-/// one charged to `card` now. A declined card or an authentication the customer must complete
-/// leaves no subscription behind (402).
+/// The customer's running subscription to the price if an earlier attempt created one, else a
+/// new one charged to the saved card now. A declined card or an authentication the customer
+/// must complete leaves no subscription behind (402).
 async fn create_or_adopt(
     client: &Client,
     ws: &str,
     customer: &str,
-    card: &str,
-    price: &str,
+    start: &StartPaid,
     claim: &str,
 ) -> Result<Subscription, ApiError> {
+    let price = start.stripe_price.as_str();
     let running = client
         .list_subscriptions(customer)
         .await
         .map_err(|e| stripe_failure("subscription listing", &e))?;
-    if let Some(found) = running
-        .into_iter()
-        .find(|s| s.status == "active" && s.plan_id.as_deref() == Some(price))
-    {
+    if let Some(found) = running.into_iter().find(|s| {
+        plan_change::adopts(
+            SubscriptionStatus::parse(&s.status),
+            s.plan_id.as_deref(),
+            price,
+        )
+    }) {
         eprintln!("topup: {ws} adopts its running subscription {}", found.id);
         return Ok(found);
     }
     client
-        .set_default_payment_method(customer, card, &format!("{claim}_card"))
+        .set_default_payment_method(customer, &start.payment_method, &format!("{claim}_card"))
         .await
         .map_err(|e| stripe_failure("default payment method", &e))?;
     let subscription = client
         .create_subscription(customer, price, ws, claim)
         .await
         .map_err(|e| subscription_failure(&e))?;
-    if subscription.status == "active" {
+    if plan_change::first_period_paid(SubscriptionStatus::parse(&subscription.status)) {
         return Ok(subscription);
     }
     // Not paid at once (Stripe answers a refusal with an error; localstripe declines the first
@@ -247,82 +165,63 @@ async fn create_or_adopt(
             subscription.id
         );
     }
-    Err(match failure {
-        Some(code) => declined(product_code(Some(&code))),
-        None => ApiError::new(402, "authentication_required", ADVICE_AUTHENTICATION),
-    })
-}
-
-/// 402 for a card that refused the first invoice, with the seeds' advice.
-fn declined(product_code: &'static str) -> ApiError {
-    let code = match product_code {
-        "payment_processing_error" => "card_declined",
-        code => code,
-    };
-    ApiError::new(402, code, advice(code))
+    Err(payment_failed(FailureCode::of_refused_invoice(
+        failure.as_deref(),
+    )))
 }
 
 /// A failed subscription creation: a card's refusal is a 402 with its advice; anything else as
 /// for payments (502/503).
 fn subscription_failure(error: &StripeError) -> ApiError {
     match error.card() {
-        Some(_) => declined(error.product_code()),
+        Some(card) => payment_failed(FailureCode::of_refused_invoice(Some(&card.code))),
         None => stripe_failure("subscription", error),
     }
 }
 
-/// Moves the paid subscription in force to `plan_id` at Stripe: prorated for an upgrade, at the
-/// next period for a downgrade, ended with the period for a free plan; back to the plan in
-/// force (undoing a pending change) when `plan_id` is it.
+/// Carries out the Stripe side of a change of the paid subscription in force: reads it, then
+/// sends the planned requests in order, each with its idempotency key.
 async fn change_paid(
     client: &Client,
     ws: &str,
-    plan_id: &str,
-    subscription_id: &str,
-    context: &PlanContext,
+    change: &StripeChange,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
-    let key = |step: &str| derived_id(&format!("{step}_"), ws, headers);
-    let staying = context.state.plan_id.as_deref() == Some(plan_id);
-    let pending = context.state.pending_plan_id.is_some();
-    if staying && !pending {
-        return Ok(());
-    }
     let subscription = client
-        .retrieve_subscription(subscription_id)
+        .retrieve_subscription(&change.subscription_id)
         .await
         .map_err(|e| stripe_failure("subscription", &e))?;
-    // Undo a pending change first: an upgrade or another downgrade starts from the plan paid for.
-    if pending {
-        undo_pending(client, &subscription, context, &key("undo")).await?;
-    }
-    if staying {
-        return Ok(());
-    }
-    if context.target_price_micros == 0 {
-        client
-            .set_cancel_at_period_end(subscription_id, true, &key("end"))
-            .await
-            .map_err(|e| stripe_failure("subscription end", &e))?;
-        return Ok(());
-    }
-    let price = context
-        .target_stripe_price
-        .as_deref()
-        .ok_or_else(|| no_stripe_price(plan_id))?;
-    let item = subscription
-        .item_id
-        .as_deref()
-        .ok_or_else(|| stripe_failure("subscription", &no_item(subscription_id)))?;
-    let proration = if context.upgrade {
-        Proration::Create
-    } else {
-        Proration::None
+    let live = LiveSubscription {
+        cancel_at_period_end: subscription.cancel_at_period_end,
+        price: subscription.plan_id.as_deref(),
     };
-    client
-        .change_subscription_plan(subscription_id, item, price, proration, &key("plan"))
-        .await
-        .map_err(|e| stripe_failure("subscription change", &e))?;
+    for step in change.steps(&live) {
+        let (prefix, suffix) = step.key.parts();
+        let key = format!("{}{suffix}", derived_id(prefix, ws, headers));
+        match step.request {
+            StripeRequest::SetCancelAtPeriodEnd(cancel) => {
+                client
+                    .set_cancel_at_period_end(&subscription.id, cancel, &key)
+                    .await
+                    .map_err(|e| stripe_failure("subscription end", &e))?;
+            }
+            StripeRequest::MoveItem { price, prorate } => {
+                let item = subscription
+                    .item_id
+                    .as_deref()
+                    .ok_or_else(|| stripe_failure("subscription", &no_item(&subscription.id)))?;
+                let proration = if prorate {
+                    Proration::Create
+                } else {
+                    Proration::None
+                };
+                client
+                    .change_subscription_plan(&subscription.id, item, &price, proration, &key)
+                    .await
+                    .map_err(|e| stripe_failure("subscription change", &e))?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -330,60 +229,21 @@ fn no_item(subscription_id: &str) -> StripeError {
     StripeError::Decode(format!("subscription {subscription_id} has no item"))
 }
 
-/// Puts the subscription back on the plan in force: no end at period end, and the item on the
-/// plan in force's price (without proration: that period is paid).
-async fn undo_pending(
-    client: &Client,
-    subscription: &Subscription,
-    context: &PlanContext,
-    key: &str,
-) -> Result<(), ApiError> {
-    if subscription.cancel_at_period_end || context.pending_is_free {
-        client
-            .set_cancel_at_period_end(&subscription.id, false, &format!("{key}_end"))
-            .await
-            .map_err(|e| stripe_failure("subscription", &e))?;
-    }
-    let Some(current) = context.current_stripe_price.as_deref() else {
-        return Ok(());
-    };
-    if subscription.plan_id.as_deref() == Some(current) {
-        return Ok(());
-    }
-    let item = subscription
-        .item_id
-        .as_deref()
-        .ok_or_else(|| stripe_failure("subscription", &no_item(&subscription.id)))?;
-    client
-        .change_subscription_plan(
-            &subscription.id,
-            item,
-            current,
-            Proration::None,
-            &format!("{key}_plan"),
-        )
-        .await
-        .map_err(|e| stripe_failure("subscription", &e))?;
-    Ok(())
-}
-
 /// `DELETE /v1/workspaces/{ws}/subscription/pending-change`: 204, or 404 when nothing is pending.
+/// A pending change of a paid subscription is undone at Stripe first.
 pub async fn cancel_pending_change(
     client: Option<&Client>,
     ws: &str,
     headers: &HeaderMap,
 ) -> Result<Reply, ApiError> {
-    let context = context(ws, None).await?;
-    if context.state.pending_plan_id.is_some()
-        && let Some(subscription_id) = &context.paid_subscription
-    {
-        let client = client.ok_or_else(payments_unavailable)?;
-        let subscription = client
-            .retrieve_subscription(subscription_id)
-            .await
-            .map_err(|e| stripe_failure("subscription", &e))?;
-        let key = derived_id("undo_", ws, headers);
-        undo_pending(client, &subscription, &context, &key).await?;
+    let undo = run_ledger(async |db| {
+        let catalog = spin_adapter::catalog(db).await?;
+        let subscriber = plan_change::subscriber(db, ws).await?;
+        plan_change::plan_cancel_pending(&subscriber, &catalog, client.is_some())
+    })
+    .await?;
+    if let Some(undo) = undo {
+        change_paid(configured(client)?, ws, &undo, headers).await?;
     }
     run_ledger(async |db| plans::cancel_pending_change(db, ws).await).await?;
     Ok(Reply::empty(204))

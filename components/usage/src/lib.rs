@@ -1,5 +1,6 @@
-//! The service API (DESIGN section 6, component `usage`): the voice platform's backend,
-//! authenticated by the service key (`Authorization: Bearer <usage_api_key>`).
+//! The service API (component `usage`; docs/billing-rules.md, "The HTTP contract"): the voice
+//! platform's backend, authenticated by the service key (`Authorization: Bearer
+//! <usage_api_key>`).
 //!
 //! Serves call authorization/heartbeat/end, usage debits (single and batch), the catalog,
 //! workspace provisioning (`PUT /v1/workspaces/{ws}`, routed here by spin.toml's single-segment
@@ -179,7 +180,12 @@ async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
     let now = now_secs();
     match route {
         Route::ProvisionWorkspace { ws } => {
-            let input: WorkspaceInput = parse_json(body)?;
+            let mut input: WorkspaceInput = parse_json(body)?;
+            // Any case is taken ("usd", as Stripe writes it); stored and answered upper case.
+            input.currency = input
+                .currency
+                .as_deref()
+                .map(ledger::catalog::currency_code);
             let state = run_ledger(async |db| {
                 let catalog = spin_adapter::catalog(db).await?;
                 ledger::workspace::upsert(db, &catalog, ws, &input, now).await

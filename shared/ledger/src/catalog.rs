@@ -97,26 +97,59 @@ impl NumberType {
     }
 }
 
-/// Workspace-wide settings.
+/// R1: one credit costs one unit of currency unless the catalog says otherwise.
+pub const DEFAULT_CREDIT_PRICE: Decimal = Decimal::ONE;
+/// R7: inbound calls to standard numbers keep working 15 minutes at zero balance by default.
+pub const DEFAULT_INBOUND_GRACE_SECS: u32 = 15 * 60;
+/// R11: at most 5 automatic charges per rolling 24 h by default.
+pub const DEFAULT_AUTO_RECHARGE_MAX_PER_DAY: u32 = 5;
+
+/// Workspace-wide settings. A setting the rules give a default for may be omitted and takes it
+/// (`credit_price` 1, `inbound_grace_secs` 900, `auto_recharge_max_per_day` 5); the others have
+/// no default anyone could rely on and are required (`currency`, `topup_min`, `topup_max`,
+/// `hold_timeout_secs`, `low_balance_threshold`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
-    /// ISO 4217 code, e.g. "USD".
+    /// ISO 4217 code, e.g. "USD": taken in any case ("usd", as Stripe writes it), stored and
+    /// answered in upper case ([`currency_code`]).
     pub currency: String,
-    /// Price of one credit in currency (1 by default, as CloudTalk).
+    /// Price of one credit in currency (R1: 1 by default, as CloudTalk).
+    #[serde(default = "default_credit_price")]
     pub credit_price: Decimal,
     /// Smallest manual top-up, in currency.
     pub topup_min: Decimal,
     /// Largest manual top-up, in currency.
     pub topup_max: Decimal,
-    /// R7: how long inbound calls to standard numbers keep working at zero balance.
+    /// R7: how long inbound calls to standard numbers keep working at zero balance (default
+    /// 900: 15 minutes).
+    #[serde(default = "default_inbound_grace_secs")]
     pub inbound_grace_secs: u32,
     /// R5: a hold not extended by a heartbeat for this long is posted at its reserved amount.
     pub hold_timeout_secs: u32,
     /// Below this many credits in total, the banner says `low_balance`.
     pub low_balance_threshold: Decimal,
-    /// R11 runaway guard: automatic charges per rolling 24 h.
+    /// R11 runaway guard: automatic charges per rolling 24 h (default 5).
+    #[serde(default = "default_auto_recharge_max_per_day")]
     pub auto_recharge_max_per_day: u32,
+}
+
+fn default_credit_price() -> Decimal {
+    DEFAULT_CREDIT_PRICE
+}
+
+fn default_inbound_grace_secs() -> u32 {
+    DEFAULT_INBOUND_GRACE_SECS
+}
+
+fn default_auto_recharge_max_per_day() -> u32 {
+    DEFAULT_AUTO_RECHARGE_MAX_PER_DAY
+}
+
+/// A currency code as stored and answered: upper case, whatever case it was given in ("usd" is
+/// how Stripe writes it). Validity is checked where it is taken (3 letters, the catalog's).
+pub fn currency_code(text: &str) -> String {
+    text.to_ascii_uppercase()
 }
 
 /// A plan (R13).
@@ -260,8 +293,10 @@ struct RateTerms {
 }
 
 impl Catalog {
-    /// Validates a document as a whole; any problem is a 422 naming the field.
-    pub fn validate(version: i64, doc: CatalogDoc) -> Result<Self> {
+    /// Validates a document as a whole; any problem is a 422 naming the field. The currency is
+    /// normalized to upper case.
+    pub fn validate(version: i64, mut doc: CatalogDoc) -> Result<Self> {
+        doc.settings.currency = currency_code(&doc.settings.currency);
         let s = &doc.settings;
         if s.currency.len() != 3 || !s.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(invalid(
@@ -544,9 +579,9 @@ pub(crate) async fn ensure_current<S: Storage>(db: &S, catalog: &Catalog) -> Res
     }
 }
 
-/// Validates and stores a new catalog version.
+/// Validates and stores a new catalog version (as validated: the currency in upper case).
 pub async fn put<S: Storage>(db: &S, doc: CatalogDoc, now_secs: i64) -> Result<CatalogVersion> {
-    Catalog::validate(0, doc.clone())?;
+    let doc = Catalog::validate(0, doc)?.doc;
     let body = serde_json::to_string(&doc).map_err(|e| invalid("catalog", e.to_string()))?;
     let rows = db
         .query(
@@ -656,6 +691,70 @@ mod tests {
             "+",
         ] {
             assert!(validate_e164("to", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn omitted_settings_take_their_documented_defaults() {
+        // Only the settings without a documented default, and the currency as Stripe writes it.
+        let doc: CatalogDoc = serde_json::from_str(
+            r#"{"settings": {"currency": "usd", "topup_min": "10", "topup_max": "5000",
+                             "hold_timeout_secs": 120, "low_balance_threshold": "5"},
+                "plans": [{"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"}],
+                "rates": [{"kind": "message", "price": "0.01"}]}"#,
+        )
+        .expect("a catalog without the defaulted settings");
+        let catalog = Catalog::validate(1, doc).expect("valid");
+        let s = catalog.settings();
+        assert_eq!(s.currency, "USD");
+        assert_eq!(s.credit_price, Decimal::ONE);
+        assert_eq!(catalog.credit_price_micros, 1_000_000);
+        assert_eq!(s.inbound_grace_secs, 900);
+        assert_eq!(s.auto_recharge_max_per_day, 5);
+        // Stored and answered with the defaults written out.
+        let stored = serde_json::to_value(&catalog.doc.settings).expect("json");
+        assert_eq!(
+            stored,
+            serde_json::json!({"currency": "USD", "credit_price": "1", "topup_min": "10",
+                               "topup_max": "5000", "inbound_grace_secs": 900,
+                               "hold_timeout_secs": 120, "low_balance_threshold": "5",
+                               "auto_recharge_max_per_day": 5})
+        );
+        // No documented default: still required.
+        for required in [
+            "currency",
+            "topup_min",
+            "topup_max",
+            "hold_timeout_secs",
+            "low_balance_threshold",
+        ] {
+            let mut settings = stored.clone();
+            settings.as_object_mut().map(|s| s.remove(required));
+            let parsed = serde_json::from_value::<Settings>(settings);
+            assert!(parsed.is_err(), "{required} has no default");
+        }
+    }
+
+    #[test]
+    fn currencies_in_any_case_are_stored_upper_case() {
+        for given in ["usd", "Usd", "uSD", "USD"] {
+            let mut doc = catalog().doc;
+            doc.settings.currency = given.into();
+            let catalog = Catalog::validate(1, doc).expect(given);
+            assert_eq!(catalog.settings().currency, "USD", "{given}");
+        }
+        assert_eq!(currency_code("eur"), "EUR");
+        for bad in ["us", "usdd", "u$d", "", "12a"] {
+            let mut doc = catalog().doc;
+            doc.settings.currency = bad.into();
+            assert_eq!(
+                Catalog::validate(1, doc).map(|_| ()),
+                Err(invalid(
+                    "settings.currency",
+                    "currency must be an ISO 4217 code such as USD"
+                )),
+                "{bad}"
+            );
         }
     }
 

@@ -1,4 +1,8 @@
-//! The ledger's one error type, carrying the HTTP contract's error code.
+//! The ledger's one error type. Each variant is a refusal or failure the billing rules name,
+//! with the contract's snake_case code ([`LedgerError::code`]): the codes are part of the domain
+//! (R3 `billing_not_configured`, R7 `insufficient_funds`, R9's card codes, R11
+//! `payment_method_required`, ...), and clients branch on them. Which HTTP status answers each is
+//! not the ledger's business: `spin_adapter`'s error module maps variants to statuses.
 
 use crate::storage::StorageError;
 
@@ -33,7 +37,7 @@ impl LimitKind {
 /// anything.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum LedgerError {
-    /// Malformed or out-of-range input (400/422 depending on `code`).
+    /// Malformed (`code` `malformed_request`) or out-of-range input.
     #[error("{message}")]
     Invalid {
         /// Contract code, e.g. `invalid_amount`, `invalid_phone_number`, `validation_error`.
@@ -98,6 +102,13 @@ pub enum LedgerError {
         /// Human sentence.
         message: String,
     },
+    /// Payments cannot be taken now: Stripe is not configured, or the plan has no Stripe price.
+    /// Nothing was written and nothing was sent to Stripe.
+    #[error("{message}")]
+    PaymentsUnavailable {
+        /// Human sentence.
+        message: &'static str,
+    },
     /// The catalog the operation was priced with is no longer the stored one (a new version was
     /// put meanwhile); nothing was written. The caller reloads the catalog and runs it again.
     #[error("The price catalog changed while this request ran; retry it.")]
@@ -114,6 +125,13 @@ impl LedgerError {
             code,
             message: message.into(),
             field: Some(field),
+        }
+    }
+
+    /// Payments refused because Stripe is not configured (no secret key).
+    pub fn payments_not_configured() -> Self {
+        Self::PaymentsUnavailable {
+            message: "Payments are not configured yet.",
         }
     }
 
@@ -136,25 +154,8 @@ impl LedgerError {
             Self::AmountBelowMinimum { .. } => "amount_below_minimum",
             Self::AmountAboveMaximum { .. } => "amount_above_maximum",
             Self::IdempotencyConflict => "idempotency_conflict",
+            Self::PaymentsUnavailable { .. } => "payment_processing_error",
             Self::CatalogChanged | Self::Storage(_) => "internal_error",
-        }
-    }
-
-    /// The contract's HTTP status for this error (section 6).
-    pub fn http_status(&self) -> u16 {
-        match self {
-            Self::Invalid { code, .. } if *code == "malformed_request" => 400,
-            Self::Invalid { .. } => 422,
-            Self::NotFound { .. } => 404,
-            Self::BillingNotConfigured | Self::IdempotencyConflict | Self::Conflict { .. } => 409,
-            Self::InsufficientFunds | Self::PlanCreditsExhausted => 402,
-            Self::LimitReached { .. } => 429,
-            Self::PaymentMethodRequired
-            | Self::AmountBelowMinimum { .. }
-            | Self::AmountAboveMaximum { .. } => 422,
-            Self::CatalogChanged => 503,
-            Self::Storage(e) if e.kind == crate::storage::StorageErrorKind::Busy => 503,
-            Self::Storage(_) => 500,
         }
     }
 

@@ -10,6 +10,8 @@ use crate::catalog::Catalog;
 use crate::money;
 use crate::post::{self, Entry};
 use crate::row::{i, int, oi, opt_text, t, text};
+use crate::settlement::Failure;
+use crate::statuses::{PaymentKind, PaymentStatus};
 use crate::storage::Storage;
 use crate::tx;
 use crate::workspace::{self, WorkspaceState};
@@ -26,9 +28,9 @@ pub struct Payment {
     /// Workspace.
     pub workspace_id: String,
     /// `topup` or `auto_recharge`.
-    pub kind: String,
+    pub kind: PaymentKind,
     /// `pending`, `succeeded` or `failed`.
-    pub status: String,
+    pub status: PaymentStatus,
     /// Currency charged.
     pub amount: Decimal,
     /// Credits it buys.
@@ -44,6 +46,9 @@ pub struct Payment {
     pub failure_message: Option<String>,
     /// Created (RFC 3339).
     pub created_at: String,
+    /// Created, in seconds since the epoch.
+    #[serde(skip)]
+    pub created_at_secs: i64,
     #[serde(skip)]
     /// Amount in currency micros.
     pub amount_micros: i64,
@@ -60,8 +65,8 @@ fn payment_from_row(r: &crate::Row) -> Result<Payment> {
     Ok(Payment {
         id: text(r, 0)?,
         workspace_id: text(r, 1)?,
-        kind: text(r, 2)?,
-        status: text(r, 3)?,
+        kind: PaymentKind::parse(&text(r, 2)?),
+        status: PaymentStatus::parse(&text(r, 3)?),
         amount_micros: int(r, 4)?,
         credits_micros: int(r, 5)?,
         amount: money::to_decimal(int(r, 4)?),
@@ -70,6 +75,7 @@ fn payment_from_row(r: &crate::Row) -> Result<Payment> {
         failure_code: opt_text(r, 7)?,
         failure_message: opt_text(r, 8)?,
         created_at: calendar::rfc3339(int(r, 9)?),
+        created_at_secs: int(r, 9)?,
     })
 }
 
@@ -141,7 +147,7 @@ pub async fn create_topup<S: Storage>(
             db,
             &ws,
             payment_id,
-            "topup",
+            PaymentKind::Topup,
             amount_micros,
             credits_micros,
             ws.now(real_now_secs),
@@ -155,7 +161,7 @@ async fn insert_pending<S: Storage>(
     db: &S,
     ws: &WorkspaceState,
     payment_id: &str,
-    kind: &str,
+    kind: PaymentKind,
     amount_micros: i64,
     credits_micros: i64,
     now: i64,
@@ -171,7 +177,7 @@ async fn insert_pending<S: Storage>(
             &[
                 t(payment_id),
                 t(&ws.id),
-                t(kind),
+                t(kind.as_str()),
                 i(amount_micros),
                 i(credits_micros),
                 i(now),
@@ -222,7 +228,7 @@ pub async fn settle_succeeded<S: Storage>(
 ) -> Result<Payment> {
     tx::immediate(db, async |db| {
         let payment = by_id(db, payment_id).await?;
-        if payment.status == "succeeded" {
+        if payment.status == PaymentStatus::Succeeded {
             return Ok(payment);
         }
         let ws = workspace::get(db, &payment.workspace_id).await?;
@@ -231,11 +237,11 @@ pub async fn settle_succeeded<S: Storage>(
             db,
             &ws.id,
             &Entry {
-                kind: &payment.kind,
+                kind: payment.kind.as_str(),
                 reference: Some(payment.payment_intent_id.as_deref().unwrap_or(&payment.id)),
                 wallet_delta_micros: payment.credits_micros,
                 occurred_at: now,
-                description: Some(if payment.kind == "topup" { "top-up" } else { "automatic recharge" }),
+                description: Some(if payment.kind == PaymentKind::Topup { "top-up" } else { "automatic recharge" }),
                 ..Entry::default()
             },
             now,
@@ -248,7 +254,7 @@ pub async fn settle_succeeded<S: Storage>(
             &[t(&payment.id), i(posted.transaction_id), i(now)],
         )
         .await?;
-        if payment.kind == "auto_recharge" {
+        if payment.kind == PaymentKind::AutoRecharge {
             db.execute("UPDATE workspaces SET auto_recharge_warning = NULL WHERE id = ?1 AND auto_recharge_enabled = 1", &[t(&ws.id)]).await?;
         }
         workspace::after_credit(db, &ws.id).await?;
@@ -270,7 +276,7 @@ pub async fn settle_failed<S: Storage>(
 ) -> Result<Payment> {
     tx::immediate(db, async |db| {
         let payment = by_id(db, payment_id).await?;
-        if payment.status == "succeeded" {
+        if payment.status == PaymentStatus::Succeeded {
             return Ok(payment);
         }
         db.execute(
@@ -278,7 +284,7 @@ pub async fn settle_failed<S: Storage>(
             &[t(&payment.id), t(code), t(message), i(real_now_secs)],
         )
         .await?;
-        if payment.kind == "auto_recharge" {
+        if payment.kind == PaymentKind::AutoRecharge {
             let (enabled_sql, warning) = if hard_decline {
                 ("0", format!("Auto-recharge was turned off: the card was declined ({code}). Update your payment method."))
             } else {
@@ -292,6 +298,25 @@ pub async fn settle_failed<S: Storage>(
         }
         by_id(db, &payment.id).await
     })
+    .await
+}
+
+/// [`settle_failed`] with a failure the domain classified (`settlement`).
+pub async fn settle_failure<S: Storage>(
+    db: &S,
+    payment_id: &str,
+    failure: &Failure,
+    real_now_secs: i64,
+) -> Result<Payment> {
+    let code = failure.code.as_str();
+    settle_failed(
+        db,
+        payment_id,
+        code,
+        &failure.message,
+        failure.hard_decline,
+        real_now_secs,
+    )
     .await
 }
 
@@ -335,7 +360,7 @@ pub async fn reverse<S: Storage>(
         let row = rows.first().ok_or(LedgerError::NotFound { what: "payment" })?;
         let (workspace_id, status) = (text(row, 0)?, text(row, 1)?);
         let (paid, credits, reversed_amount, reversed_credits) = (int(row, 2)?, int(row, 3)?, int(row, 4)?, int(row, 5)?);
-        if status != "succeeded" {
+        if PaymentStatus::parse(&status) != PaymentStatus::Succeeded {
             return Err(LedgerError::Conflict { code: "payment_not_succeeded", message: "Only a succeeded payment can be reversed.".into() });
         }
         let reversed_amount_after = (reversed_amount + amount_micros).min(paid);
@@ -543,7 +568,7 @@ pub async fn claim_auto_recharge<S: Storage>(
             db,
             &ws,
             &payment_id,
-            "auto_recharge",
+            PaymentKind::AutoRecharge,
             ws.auto_recharge_amount_micros,
             credits,
             now,

@@ -8,6 +8,7 @@ use crate::catalog::{Catalog, PlanTerms};
 use crate::money;
 use crate::post::{self, Entry};
 use crate::row::{i, oi, t, text};
+use crate::statuses::SubscriptionStatus;
 use crate::storage::Storage;
 use crate::tx;
 use crate::workspace::{self, WorkspaceState};
@@ -43,7 +44,7 @@ pub fn is_upgrade(from: &PlanTerms, to: &PlanTerms) -> bool {
 }
 
 /// The fee of the plan in force (0 without a plan).
-async fn plan_price_micros<S: Storage>(db: &S, workspace_id: &str) -> Result<i64> {
+pub(crate) async fn plan_price_micros<S: Storage>(db: &S, workspace_id: &str) -> Result<i64> {
     let rows = db
         .query(
             "SELECT plan_price_micros FROM workspaces WHERE id = ?1",
@@ -282,7 +283,16 @@ pub const SUBSCRIPTION_CLAIM_SECS: i64 = 600;
 /// The claim a request holds while it creates a Stripe subscription: `claim_<unix secs>_<nonce>`
 /// in `stripe_subscription_id`, so at most one paid subscription is started per workspace.
 pub fn subscription_claim(real_now_secs: i64, nonce: &str) -> String {
-    format!("claim_{real_now_secs:010}_{nonce}")
+    format!("{SUBSCRIPTION_CLAIM_PREFIX}{real_now_secs:010}_{nonce}")
+}
+
+/// What every claim's id starts with (the SQL of [`claim_subscription`] matches it too).
+const SUBSCRIPTION_CLAIM_PREFIX: &str = "claim_";
+
+/// Whether a stored `stripe_subscription_id` is a claim from [`subscription_claim`] (a
+/// subscription being created) rather than Stripe's `sub_...`.
+pub fn is_subscription_claim(stripe_subscription_id: &str) -> bool {
+    stripe_subscription_id.starts_with(SUBSCRIPTION_CLAIM_PREFIX)
 }
 
 /// Claims the right to create the workspace's Stripe subscription (`claim` from
@@ -319,7 +329,7 @@ pub async fn claim_subscription<S: Storage>(
     let in_progress = ws
         .stripe_subscription_id
         .as_deref()
-        .is_some_and(|id| id.starts_with("claim_"));
+        .is_some_and(is_subscription_claim);
     Err(if in_progress {
         LedgerError::Conflict {
             code: "subscription_in_progress",
@@ -594,23 +604,31 @@ pub async fn record_invoice_paid<S: Storage>(
     .await
 }
 
-/// Mirrors the Stripe subscription's status: `active` (or `trialing`) is active, `past_due` and
-/// `unpaid` are past due; anything else changes nothing here (a deletion ends the subscription
-/// through [`end_subscription`]).
+/// Mirrors the Stripe subscription's status (Stripe's word, e.g. from
+/// `customer.subscription.updated`): see [`set_subscription_standing`].
 pub async fn set_subscription_status<S: Storage>(
     db: &S,
     workspace_id: &str,
     stripe_status: &str,
 ) -> Result<()> {
-    let status = match stripe_status {
-        "active" | "trialing" => "active",
-        "past_due" | "unpaid" => "past_due",
-        _ => return workspace::get(db, workspace_id).await.map(|_| ()),
+    set_subscription_standing(db, workspace_id, SubscriptionStatus::parse(stripe_status)).await
+}
+
+/// Mirrors the Stripe subscription's status: `active` (or `trialing`) is active, `past_due` and
+/// `unpaid` are past due; anything else changes nothing here (a deletion ends the subscription
+/// through [`end_subscription`]). 404 for an unknown workspace.
+pub async fn set_subscription_standing<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    stripe_status: SubscriptionStatus,
+) -> Result<()> {
+    let Some(standing) = stripe_status.standing() else {
+        return workspace::get(db, workspace_id).await.map(|_| ());
     };
     let rows = db
         .query(
             "UPDATE workspaces SET subscription_status = ?2 WHERE id = ?1 AND plan_id IS NOT NULL RETURNING id",
-            &[t(workspace_id), t(status)],
+            &[t(workspace_id), t(standing.as_str())],
         )
         .await?;
     if rows.is_empty() {

@@ -1,4 +1,5 @@
-//! One test per rule (R-numbers of DESIGN.md), each with exact figures and an invariant check.
+//! One test per rule (R-numbers of docs/billing-rules.md), each with exact figures and an
+//! invariant check.
 
 mod common;
 

@@ -1,4 +1,5 @@
-//! Authentication (DESIGN section 6): frontend HS256 JWTs and the service key.
+//! Authentication (docs/billing-rules.md, "The HTTP contract"): frontend HS256 JWTs and the
+//! service key.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -1,8 +1,10 @@
-//! The adapter's one error type: an HTTP contract error, ready to become a response.
+//! The adapter's one error type: an HTTP contract error, ready to become a response; and the
+//! one place where the ledger's errors and payment failures get their HTTP status.
 
 use std::borrow::Cow;
 use std::fmt;
 
+use ledger::settlement::FailureCode;
 use ledger::{LedgerError, StorageError, StorageErrorKind};
 use serde_json::{Map, Value};
 
@@ -126,21 +128,47 @@ impl fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
-/// The one mapping from a ledger error to the HTTP contract: status from `http_status()`, code
+/// The contract's HTTP status of a ledger error: 400 malformed, 404 unknown, 402 the money is not
+/// there (R7, R6 `stop`), 409 the state forbids it (R3, idempotency, conflicts), 422 validation
+/// (incl. R11's payment method and R9's bounds), 429 a limit (R6), 503 payments unavailable or
+/// the catalog changed under the request (retry), and for storage 503 busy, else 500.
+pub fn ledger_status(error: &LedgerError) -> u16 {
+    match error {
+        LedgerError::Invalid { code, .. } if *code == "malformed_request" => 400,
+        LedgerError::Invalid { .. } => 422,
+        LedgerError::NotFound { .. } => 404,
+        LedgerError::BillingNotConfigured
+        | LedgerError::IdempotencyConflict
+        | LedgerError::Conflict { .. } => 409,
+        LedgerError::InsufficientFunds | LedgerError::PlanCreditsExhausted => 402,
+        LedgerError::LimitReached { .. } => 429,
+        LedgerError::PaymentMethodRequired
+        | LedgerError::AmountBelowMinimum { .. }
+        | LedgerError::AmountAboveMaximum { .. } => 422,
+        LedgerError::PaymentsUnavailable { .. } | LedgerError::CatalogChanged => 503,
+        LedgerError::Storage(storage) if storage.kind == StorageErrorKind::Busy => 503,
+        LedgerError::Storage(_) => 500,
+    }
+}
+
+/// The HTTP answer to a failed payment (R9): 402 with the help centre's advice when the card
+/// refused (`card_declined`, `expired_card`, `authentication_required`), 502
+/// `payment_processing_error` when it was not the card.
+pub fn payment_failed(code: FailureCode) -> ApiError {
+    let status = if code.is_card_fault() { 402 } else { 502 };
+    ApiError::new(status, code.as_str(), code.advice())
+}
+
+/// The one mapping from a ledger error to the HTTP contract: status from [`ledger_status`], code
 /// from `code()`, message from `Display`, extra fields from `details()`. Storage failures keep
 /// their SQL out of the response (it goes to the component's log instead).
 impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> Self {
-        let status = error.http_status();
+        let status = ledger_status(&error);
         if let LedgerError::Storage(storage) = &error {
             eprintln!("spin-adapter: storage failure: {storage}");
-            let (status, retry) = if storage.kind == StorageErrorKind::Busy {
-                (503, true)
-            } else {
-                (500, false)
-            };
             let mapped = Self::new(status, error.code(), TEMPORARY_FAILURE);
-            return if retry {
+            return if status == 503 {
                 mapped.with_header("retry-after", "1".to_owned())
             } else {
                 mapped
@@ -164,5 +192,128 @@ impl From<LedgerError> for ApiError {
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
         Self::from(LedgerError::Storage(error))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_and_code(error: LedgerError) -> (u16, String) {
+        let api = ApiError::from(error);
+        (api.status, api.code.into_owned())
+    }
+
+    #[test]
+    fn ledger_errors_get_the_contracts_statuses() {
+        let invalid = |code| LedgerError::Invalid {
+            code,
+            message: "m".into(),
+            field: None,
+        };
+        let cases: Vec<(LedgerError, u16, &str)> = vec![
+            (invalid("malformed_request"), 400, "malformed_request"),
+            (invalid("validation_error"), 422, "validation_error"),
+            (
+                invalid("payment_method_required"),
+                422,
+                "payment_method_required",
+            ),
+            (LedgerError::NotFound { what: "plan" }, 404, "not_found"),
+            (
+                LedgerError::BillingNotConfigured,
+                409,
+                "billing_not_configured",
+            ),
+            (
+                LedgerError::IdempotencyConflict,
+                409,
+                "idempotency_conflict",
+            ),
+            (
+                LedgerError::Conflict {
+                    code: "subscription_past_due",
+                    message: "m".into(),
+                },
+                409,
+                "subscription_past_due",
+            ),
+            (LedgerError::InsufficientFunds, 402, "insufficient_funds"),
+            (
+                LedgerError::PlanCreditsExhausted,
+                402,
+                "plan_credits_exhausted",
+            ),
+            (
+                LedgerError::LimitReached {
+                    limit: ledger::LimitKind::DailyCallLimit,
+                },
+                429,
+                "limit_reached",
+            ),
+            (
+                LedgerError::PaymentMethodRequired,
+                422,
+                "payment_method_required",
+            ),
+            (
+                LedgerError::AmountBelowMinimum {
+                    minimum: 10.into(),
+                    currency: "USD".into(),
+                },
+                422,
+                "amount_below_minimum",
+            ),
+            (
+                LedgerError::AmountAboveMaximum {
+                    maximum: 5000.into(),
+                    currency: "USD".into(),
+                },
+                422,
+                "amount_above_maximum",
+            ),
+            (
+                LedgerError::PaymentsUnavailable { message: "m" },
+                503,
+                "payment_processing_error",
+            ),
+            (LedgerError::CatalogChanged, 503, "internal_error"),
+        ];
+        for (error, status, code) in cases {
+            assert_eq!(status_and_code(error), (status, code.to_owned()));
+        }
+        let storage = |kind| {
+            ApiError::from(LedgerError::Storage(StorageError {
+                kind,
+                message: "SELECT secret".into(),
+            }))
+        };
+        let busy = storage(StorageErrorKind::Busy);
+        assert_eq!(
+            (busy.status, busy.message.as_str()),
+            (503, TEMPORARY_FAILURE)
+        );
+        assert_eq!(busy.headers, vec![("retry-after", "1".to_owned())]);
+        let broken = storage(StorageErrorKind::Unavailable);
+        assert_eq!((broken.status, broken.headers.len()), (500, 0));
+    }
+
+    #[test]
+    fn payment_failures_are_402_for_the_card_else_502() {
+        let answer = payment_failed(FailureCode::ExpiredCard);
+        assert_eq!(
+            (answer.status, answer.code.as_ref(), answer.message.as_str()),
+            (402, "expired_card", ledger::settlement::ADVICE_EXPIRED)
+        );
+        assert_eq!(payment_failed(FailureCode::CardDeclined).status, 402);
+        assert_eq!(
+            payment_failed(FailureCode::AuthenticationRequired).status,
+            402
+        );
+        let processing = payment_failed(FailureCode::PaymentProcessingError);
+        assert_eq!(
+            (processing.status, processing.code.as_ref()),
+            (502, "payment_processing_error")
+        );
     }
 }

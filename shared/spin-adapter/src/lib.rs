@@ -6,13 +6,20 @@
 //! - [`Reply`], [`ApiError`], [`read_body`], [`parse_json`], [`parse_query`], [`path_segments`]:
 //!   the HTTP contract (JSON bodies that always carry `Content-Length`, the error body, one
 //!   `LedgerError` mapping);
-//! - [`Claims`], [`authenticate_user`], [`authenticate_service`], [`verify_jwt`]: section 6 auth;
+//! - [`Claims`], [`authenticate_user`], [`authenticate_service`], [`verify_jwt`]: the contract's
+//!   authentication (docs/billing-rules.md);
 //! - [`idempotent`]: `Idempotency-Key` replay over the key-value store;
 //! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock;
-//! - [`catalog`]: the current catalog, cached per instance by version.
+//! - [`catalog`]: the current catalog, cached per instance by version;
+//! - [`stripe_client`], [`classify`], [`intent_report`], [`card_report`], [`stripe_failure`]:
+//!   the one Stripe client constructor, Stripe's answers as the ledger's settlement reads them,
+//!   and Stripe's failures in the HTTP contract;
+//! - [`ledger_status`], [`payment_failed`]: the HTTP status of every ledger error and failed
+//!   payment, decided here and nowhere else.
 //!
-//! Instances are reused across requests (DESIGN section 3): the only globals here are
-//! per-instance caches (the SQLite connection, the catalog); nothing per-request lives in a global.
+//! Instances are reused across requests (docs/billing-rules.md, "The runtime"): the only globals
+//! here are per-instance caches (the SQLite connection, the catalog); nothing per-request lives
+//! in a global.
 
 mod auth;
 mod catalog;
@@ -21,6 +28,7 @@ mod db;
 mod error;
 mod http;
 mod idempotency;
+mod stripe;
 mod turnstile;
 
 pub use auth::{
@@ -30,10 +38,14 @@ pub use auth::{
 pub use catalog::{catalog, with_catalog};
 pub use config::{flag, now_secs, variable};
 pub use db::{SpinDb, run_ledger, with_ledger};
-pub use error::ApiError;
+pub use error::{ApiError, ledger_status, payment_failed};
 pub use http::{
     BODY_LIMIT_BYTES, Reply, method_not_allowed, not_found, parse_json, parse_query, path_segments,
     read_body, read_json,
 };
 pub use idempotency::{IDEMPOTENCY_HEADER, IdempotencyScope, idempotency_key, idempotent};
 pub use ledger::sha256_hex;
+pub use stripe::{
+    ADVICE_REFUSED, StripeFailure, card_report, classify, intent_report, payment_error_report,
+    stripe_client, stripe_failure,
+};

@@ -1,4 +1,6 @@
-//! Guest-side binding for Spin's cron trigger (`fermyon:spin-cron@2.0.0`, world `spin-cron`).
+//! Guest-side binding for Spin's cron trigger: the `trigger-cron` plugin of
+//! spinframework/spin-trigger-plugins (`spin plugins install trigger-cron`), package
+//! `spin:cron@3.0.0`, world `spin-cron` (`wit/cron.wit` is the plugin's file).
 //!
 //! A component implements [`CronHandler`] and exports it with [`export_cron!`]. The same
 //! component may also export an HTTP handler with `#[spin_sdk::http_service]`:
@@ -23,7 +25,7 @@
 pub mod bindings {
     spin_sdk::wit_bindgen::generate!({
         path: "wit",
-        world: "fermyon:spin-cron/spin-cron",
+        world: "spin:cron/spin-cron",
         runtime_path: "::spin_sdk::wit_bindgen::rt",
         pub_export_macro: true,
         export_macro_name: "__export_spin_cron",
@@ -32,7 +34,7 @@ pub mod bindings {
 }
 
 /// The cron event's metadata as the host sends it.
-pub use bindings::fermyon::spin_cron::cron_types::Metadata;
+pub use bindings::spin::cron::cron_types::Metadata;
 
 /// A component's cron handler.
 pub trait CronHandler {
@@ -51,14 +53,12 @@ macro_rules! export_cron {
 
             impl $crate::bindings::Guest for __SpinCronExport {
                 async fn handle_cron_event(
-                    metadata: $crate::bindings::fermyon::spin_cron::cron_types::Metadata,
-                ) -> ::core::result::Result<
-                    (),
-                    $crate::bindings::fermyon::spin_cron::cron_types::Error,
-                > {
+                    metadata: $crate::bindings::spin::cron::cron_types::Metadata,
+                ) -> ::core::result::Result<(), $crate::bindings::spin::cron::cron_types::Error>
+                {
                     <$handler as $crate::CronHandler>::handle(metadata.timestamp)
                         .await
-                        .map_err($crate::bindings::fermyon::spin_cron::cron_types::Error::Other)
+                        .map_err($crate::bindings::spin::cron::cron_types::Error::Other)
                 }
             }
 

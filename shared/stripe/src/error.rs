@@ -26,49 +26,6 @@ pub const CARD_ERROR_CODES: &[&str] = &[
     "card_decline_rate_limit_exceeded",
 ];
 
-/// `decline_code`s of `card_declined` worth retrying later without the customer (soft declines):
-/// the issuer says to retry, or the condition is temporary (funds, velocity limits). Retries are
-/// bounded by the auto-recharge daily cap. Every other `card_declined` is hard (including
-/// `generic_decline` and a missing decline code, as localstripe sends).
-pub const SOFT_DECLINE_CODES: &[&str] = &[
-    "approve_with_id",
-    "card_velocity_exceeded",
-    "insufficient_funds",
-    "issuer_not_available",
-    "processing_error",
-    "reenter_transaction",
-    "try_again_later",
-    "withdrawal_count_limit_exceeded",
-];
-
-/// The product failure code (R9) of a card failure with Stripe's `code`: `expired_card`,
-/// `authentication_required`, `payment_processing_error` (temporary: processing errors, the
-/// decline rate limit, no code at all) or `card_declined` (every other card code).
-pub fn product_code(stripe_code: Option<&str>) -> &'static str {
-    match stripe_code {
-        Some("expired_card") => "expired_card",
-        Some("authentication_required" | "payment_intent_authentication_failure") => {
-            "authentication_required"
-        }
-        Some("processing_error" | "card_decline_rate_limit_exceeded") | None => {
-            "payment_processing_error"
-        }
-        Some(_) => "card_declined",
-    }
-}
-
-/// Whether a card failure with Stripe's `code` and `decline_code` is a hard decline: retrying the
-/// same card off-session cannot succeed (expired or wrong card, lost or stolen, a non-retryable
-/// decline, authentication the absent customer must complete, any code we do not know). Soft:
-/// processing errors, rate limits, retryable declines, and a failure without a code.
-pub fn is_hard_decline(code: Option<&str>, decline_code: Option<&str>) -> bool {
-    match code {
-        None | Some("processing_error" | "card_decline_rate_limit_exceeded") => false,
-        Some("card_declined") => !decline_code.is_some_and(|d| SOFT_DECLINE_CODES.contains(&d)),
-        Some(_) => true,
-    }
-}
-
 /// A card could not be charged, saved or authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CardError {
@@ -84,15 +41,6 @@ pub struct CardError {
     pub payment_intent: Option<String>,
     /// The failed charge, when named.
     pub charge: Option<String>,
-}
-
-impl CardError {
-    /// Whether retrying off-session cannot succeed without the customer acting (a hard decline):
-    /// `card_declined` with a decline code not in [`SOFT_DECLINE_CODES`], expired or wrong card
-    /// details, and authentication the customer must complete.
-    pub fn is_hard_decline(&self) -> bool {
-        is_hard_decline(Some(&self.code), self.decline_code.as_deref())
-    }
 }
 
 /// Every way a Stripe call can fail.
@@ -225,16 +173,13 @@ impl StripeError {
         }
     }
 
-    /// Whether this is a hard card decline (see [`CardError::is_hard_decline`]).
-    pub fn is_hard_decline(&self) -> bool {
-        self.card().is_some_and(CardError::is_hard_decline)
-    }
-
-    /// Whether the same call may succeed later unchanged: soft declines, rate limits, Stripe's
-    /// own failures, network failures and timeouts.
+    /// Whether the same call may succeed later unchanged because Stripe or the network failed:
+    /// rate limits, Stripe's own failures, network failures and timeouts. A card's answer is not
+    /// such a failure (`false`): whether retrying the card may pass (a soft decline) is the
+    /// ledger's classification (`ledger::settlement::is_hard_decline`).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Card(card) => !card.is_hard_decline(),
+            Self::Card(_) => false,
             Self::RateLimited { .. } | Self::Api { .. } | Self::Network(_) | Self::Timeout(_) => {
                 true
             }
@@ -243,13 +188,6 @@ impl StripeError {
             | Self::Decode(_)
             | Self::BadInput(_) => false,
         }
-    }
-
-    /// The product's error code for a failed payment (DESIGN R9): `card_declined`,
-    /// `expired_card`, `authentication_required`, or `payment_processing_error` for everything
-    /// that is not the card's fault.
-    pub fn product_code(&self) -> &'static str {
-        product_code(self.card().map(|c| c.code.as_str()))
     }
 }
 
@@ -286,11 +224,10 @@ mod tests {
         assert_eq!(card.message, "Your card has insufficient funds.");
         assert_eq!(card.payment_intent.as_deref(), Some("pi_3Pgb"));
         assert_eq!(card.charge.as_deref(), Some("ch_3Pgb"));
-        // Insufficient funds is temporary: a later automatic retry may succeed (bounded by the
-        // auto-recharge daily cap).
-        assert!(!err.is_hard_decline());
-        assert!(err.is_retryable());
-        assert_eq!(err.product_code(), "card_declined");
+        // Whether insufficient funds is soft is the ledger's call (`settlement` tests); the wire
+        // crate only says it is the card's answer, not a transport failure.
+        assert!(!err.is_retryable());
+        assert_eq!(err.code(), Some("card_declined"));
     }
 
     #[test]
@@ -307,36 +244,32 @@ mod tests {
         assert_eq!(card.decline_code, None);
         assert_eq!(card.payment_intent, None);
         assert_eq!(card.charge.as_deref(), Some("ch_abc"));
-        assert!(err.is_hard_decline(), "no decline code: hard");
     }
 
     #[test]
-    fn soft_and_hard_declines() {
-        let declined = |code: &str, decline: Option<&str>| {
-            map(
+    fn every_card_code_keeps_its_words() {
+        // The classification (hard or soft, product code) of these is `ledger::settlement`'s;
+        // here: each is a card error carrying Stripe's code and decline code unchanged.
+        for (code, decline) in [
+            ("card_declined", Some("try_again_later")),
+            ("card_declined", Some("stolen_card")),
+            ("expired_card", None),
+            ("incorrect_number", None),
+            ("incorrect_cvc", None),
+            ("authentication_required", Some("authentication_required")),
+            ("processing_error", None),
+        ] {
+            let err = map(
                 402,
                 json!({"error": {"type": "card_error", "code": code,
                                   "decline_code": decline, "message": "m"}}),
-            )
-        };
-        assert!(!declined("card_declined", Some("try_again_later")).is_hard_decline());
-        assert!(declined("card_declined", Some("try_again_later")).is_retryable());
-        assert!(declined("card_declined", Some("stolen_card")).is_hard_decline());
-        assert!(declined("card_declined", Some("generic_decline")).is_hard_decline());
-        assert!(declined("expired_card", None).is_hard_decline());
-        assert_eq!(
-            declined("expired_card", None).product_code(),
-            "expired_card"
-        );
-        assert!(declined("incorrect_number", None).is_hard_decline());
-        assert!(declined("incorrect_cvc", None).is_hard_decline());
-        let auth = declined("authentication_required", Some("authentication_required"));
-        assert!(auth.is_hard_decline());
-        assert_eq!(auth.product_code(), "authentication_required");
-        let processing = declined("processing_error", None);
-        assert!(!processing.is_hard_decline());
-        assert!(processing.is_retryable());
-        assert_eq!(processing.product_code(), "payment_processing_error");
+            );
+            let card = err.card().expect("card error");
+            assert_eq!(
+                (card.code.as_str(), card.decline_code.as_deref()),
+                (code, decline)
+            );
+        }
     }
 
     #[test]
@@ -353,8 +286,7 @@ mod tests {
             }
         );
         assert!(rate.is_retryable());
-        assert!(!rate.is_hard_decline());
-        assert_eq!(rate.product_code(), "payment_processing_error");
+        assert!(rate.card().is_none());
 
         let auth = map(
             401,

@@ -1,7 +1,10 @@
-//! A small Stripe API client for the billing product's Spin components (DESIGN section 7).
+//! A small Stripe API client for the billing product's Spin components (docs/billing-rules.md,
+//! "Stripe").
 //!
 //! - [`form`]: Stripe's bracketed form parameters (`items[0][plan]`, `metadata[payment_id]`).
-//! - [`error`]: one error type, mapped from Stripe's error object by `code`/`decline_code`.
+//! - [`error`]: one error type, mapped from Stripe's error object by `code` (a card's failure
+//!   keeps its `code`, `decline_code` and message; what they mean for a payment is the ledger's
+//!   decision, `ledger::settlement`).
 //! - [`money`]: currency micro-units <-> Stripe minor units, refusing fractions.
 //! - [`client`]: [`Client`] sends form-encoded requests through `spin_sdk::http::send` with
 //!   `Authorization: Bearer`, a pinned `Stripe-Version`, an `Idempotency-Key` on every POST and
@@ -13,23 +16,16 @@
 
 #![warn(missing_docs)]
 
-pub mod advice;
 mod api;
 pub mod client;
 pub mod error;
 pub mod form;
 pub mod money;
 
-pub use advice::{
-    ADVICE_AUTHENTICATION, ADVICE_DECLINED, ADVICE_EXPIRED, ADVICE_TEMPORARY, advice,
-    failure_message,
-};
 pub use api::{
     Card, Charge, Customer, Invoice, NewPaymentIntent, PaymentError, PaymentIntent, Proration,
     SetupIntent, Subscription,
 };
 pub use client::{Client, DEFAULT_API_BASE, DEFAULT_TIMEOUT, STRIPE_VERSION};
-pub use error::{
-    CardError, Result, SOFT_DECLINE_CODES, StripeError, is_hard_decline, product_code,
-};
+pub use error::{CardError, Result, StripeError};
 pub use form::Form;

@@ -41,6 +41,12 @@ fn error_json(e: &StripeError) -> Value {
         StripeError::BadInput(_) => "bad_input",
     };
     let card = e.card();
+    // The classification a payment would get: the ledger's (`ledger::settlement`).
+    let stripe_code = card.map(|c| c.code.as_str());
+    let hard_decline = card.is_some_and(|c| {
+        ledger::settlement::is_hard_decline(stripe_code, c.decline_code.as_deref())
+    });
+    let product_code = ledger::settlement::FailureCode::of_stripe_code(stripe_code).as_str();
     json!({
         "kind": kind,
         "code": e.code(),
@@ -48,9 +54,9 @@ fn error_json(e: &StripeError) -> Value {
         "payment_intent": card.and_then(|c| c.payment_intent.clone()),
         "charge": card.and_then(|c| c.charge.clone()),
         "message": e.to_string(),
-        "hard_decline": e.is_hard_decline(),
+        "hard_decline": hard_decline,
         "retryable": e.is_retryable(),
-        "product_code": e.product_code(),
+        "product_code": product_code,
     })
 }
 

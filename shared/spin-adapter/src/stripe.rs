@@ -1,0 +1,227 @@
+//! Stripe for the components: the one client constructor (from the Spin variables), Stripe's
+//! answers translated into the domain's inputs (`ledger::settlement`, `ledger::statuses`), and
+//! Stripe's failures answered in the HTTP contract. The decisions themselves are the ledger's.
+
+use ledger::settlement::{CardReport, IntentReport, RequestFailure};
+use ledger::statuses::IntentStatus;
+use stripe_client::{CardError, Client, PaymentError, PaymentIntent, StripeError};
+
+use crate::config::variable;
+use crate::error::ApiError;
+
+/// The customer-facing sentence of a Stripe failure that is not temporary (502).
+pub const ADVICE_REFUSED: &str =
+    "The payment could not be processed. Try again later or contact our support team.";
+
+/// The Stripe client for `stripe_api_base` with `stripe_secret_key`, or `None` when the key is
+/// empty (Stripe not configured: payments answer 503, the jobs do nothing).
+pub async fn stripe_client() -> Result<Option<Client>, ApiError> {
+    let key = variable("stripe_secret_key").await?;
+    if key.trim().is_empty() {
+        return Ok(None);
+    }
+    let base = variable("stripe_api_base").await?;
+    Ok(Some(Client::new(base.trim(), key.trim())))
+}
+
+/// A card error (a declined charge's answer) as settlement reads it.
+pub fn card_report(card: &CardError) -> CardReport<'_> {
+    CardReport {
+        code: Some(card.code.as_str()),
+        decline_code: card.decline_code.as_deref(),
+        message: Some(card.message.as_str()),
+    }
+}
+
+/// A PaymentIntent's `last_payment_error` as settlement reads it.
+pub fn payment_error_report(error: &PaymentError) -> CardReport<'_> {
+    CardReport {
+        code: error.code.as_deref(),
+        decline_code: error.decline_code.as_deref(),
+        message: error.message.as_deref(),
+    }
+}
+
+/// A PaymentIntent as settlement reads it (its status parsed here, once).
+pub fn intent_report(intent: &PaymentIntent) -> IntentReport<'_> {
+    IntentReport {
+        status: IntentStatus::parse(&intent.status),
+        has_payment_method: intent.payment_method.is_some(),
+        last_error: intent.last_payment_error.as_ref().map(payment_error_report),
+    }
+}
+
+/// How a Stripe request failed, as settlement reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StripeFailure<'a> {
+    /// The card refused (its report: [`card_report`]).
+    Card(&'a CardError),
+    /// Not the card: no usable answer, or the request refused.
+    Request(RequestFailure),
+}
+
+/// Classifies a failed Stripe request. Unanswered (the charge may have happened, or the failure
+/// is ours or Stripe's, not the customer's): network, timeout, 5xx, rate limit, a concurrent
+/// request holding the idempotency key (409), our key refused (401), an answer not understood.
+/// Refused: any other 4xx, and a request we would not send.
+pub fn classify(error: &StripeError) -> StripeFailure<'_> {
+    match error {
+        StripeError::Card(card) => StripeFailure::Card(card),
+        StripeError::InvalidRequest { status: 409, .. }
+        | StripeError::RateLimited { .. }
+        | StripeError::Api { .. }
+        | StripeError::Network(_)
+        | StripeError::Timeout(_)
+        | StripeError::Authentication { .. }
+        | StripeError::Decode(_) => StripeFailure::Request(RequestFailure::Unanswered),
+        StripeError::InvalidRequest { .. } | StripeError::BadInput(_) => {
+            StripeFailure::Request(RequestFailure::Refused)
+        }
+    }
+}
+
+/// The HTTP answer to a Stripe failure that is not a card's (`context` names the call in the
+/// log, where the details go): 503 `payment_processing_error` with `Retry-After` when the same
+/// request may pass later (network, timeout, 5xx, rate limit, a concurrent request with the same
+/// idempotency key), else 502.
+pub fn stripe_failure(context: &str, error: &StripeError) -> ApiError {
+    eprintln!("stripe: {context} failed: {error}");
+    let temporary = match error {
+        StripeError::InvalidRequest { status, .. } => *status == 409,
+        StripeError::Card(_) => false,
+        other => other.is_retryable(),
+    };
+    if temporary {
+        ApiError::new(
+            503,
+            "payment_processing_error",
+            ledger::settlement::ADVICE_TEMPORARY,
+        )
+        .with_header("retry-after", "60".to_owned())
+    } else {
+        ApiError::new(502, "payment_processing_error", ADVICE_REFUSED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn invalid(status: u16) -> StripeError {
+        StripeError::InvalidRequest {
+            status,
+            code: None,
+            param: None,
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn failures_are_unanswered_refused_or_the_cards() {
+        let unanswered = [
+            invalid(409),
+            StripeError::RateLimited {
+                message: "m".into(),
+            },
+            StripeError::Api {
+                status: 500,
+                message: "m".into(),
+            },
+            StripeError::Network("reset".into()),
+            StripeError::Timeout(Duration::from_secs(15)),
+            StripeError::Authentication {
+                message: "m".into(),
+            },
+            StripeError::Decode("m".into()),
+        ];
+        for error in &unanswered {
+            assert_eq!(
+                classify(error),
+                StripeFailure::Request(RequestFailure::Unanswered),
+                "{error}"
+            );
+        }
+        for error in [
+            invalid(400),
+            invalid(404),
+            StripeError::BadInput("m".into()),
+        ] {
+            assert_eq!(
+                classify(&error),
+                StripeFailure::Request(RequestFailure::Refused),
+                "{error}"
+            );
+        }
+        let card = StripeError::from_response(
+            402,
+            br#"{"error": {"code": "card_declined", "decline_code": "insufficient_funds",
+                           "message": "Your card has insufficient funds."}}"#,
+        );
+        let StripeFailure::Card(declined) = classify(&card) else {
+            panic!("{card}");
+        };
+        assert_eq!(
+            card_report(declined),
+            CardReport {
+                code: Some("card_declined"),
+                decline_code: Some("insufficient_funds"),
+                message: Some("Your card has insufficient funds."),
+            }
+        );
+    }
+
+    #[test]
+    fn http_answers_to_stripe_failures() {
+        for temporary in [
+            invalid(409),
+            StripeError::Network("reset".into()),
+            StripeError::Api {
+                status: 503,
+                message: "m".into(),
+            },
+        ] {
+            let answer = stripe_failure("test", &temporary);
+            assert_eq!(
+                (answer.status, answer.code.as_ref()),
+                (503, "payment_processing_error")
+            );
+            assert_eq!(answer.headers, vec![("retry-after", "60".to_owned())]);
+        }
+        for refused in [
+            invalid(400),
+            StripeError::Authentication {
+                message: "m".into(),
+            },
+            StripeError::Decode("m".into()),
+        ] {
+            let answer = stripe_failure("test", &refused);
+            assert_eq!(
+                (answer.status, answer.message.as_str()),
+                (502, ADVICE_REFUSED)
+            );
+        }
+    }
+
+    #[test]
+    fn intents_as_settlement_reads_them() {
+        let intent = PaymentIntent::from_json(&serde_json::json!({
+            "id": "pi_1", "status": "requires_payment_method", "amount": 2000,
+            "currency": "usd", "payment_method": "pm_1",
+            "last_payment_error": {"code": "card_declined", "message": "Your card was declined."}
+        }))
+        .expect("intent");
+        assert_eq!(
+            intent_report(&intent),
+            IntentReport {
+                status: IntentStatus::RequiresPaymentMethod,
+                has_payment_method: true,
+                last_error: Some(CardReport {
+                    code: Some("card_declined"),
+                    decline_code: None,
+                    message: Some("Your card was declined."),
+                }),
+            }
+        );
+    }
+}
