@@ -12,7 +12,8 @@
 //! statement) first waits, asynchronously and in arrival order, for its database file's write
 //! turn, and keeps it until SQLite is back in autocommit mode (COMMIT, ROLLBACK, or an error that
 //! ended the transaction). Concurrent instances therefore queue instead of colliding in SQLite's
-//! busy handler, whose growing sleeps gave p99 tails near a second (DESIGN section 4). The wait is
+//! busy handler, whose growing sleeps gave p99 tails near a second on Spin (docs/performance.md,
+//! "Reference figures from real Spin"). The wait is
 //! bounded by the busy timeout; past it the statement runs anyway and SQLite decides, as before.
 //!
 //! Statements that may wait on a lock or run long never run on an async executor thread:

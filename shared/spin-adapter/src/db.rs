@@ -2,9 +2,9 @@
 //!
 //! Spin opens a new SQLite connection on every `open()`, and closing the last connection to a WAL
 //! database checkpoints and deletes the WAL (docs/performance.md, "Reference figures from real
-//! Spin"): so each instance keeps one connection open for all the requests it serves. Concurrent requests of one instance share it
-//! through an instance-wide async lock held for a whole ledger operation, so statements of one
-//! SQL transaction are never interleaved with another request's.
+//! Spin"): so each instance keeps one connection open for all the requests it serves. Concurrent
+//! requests of one instance share it through an instance-wide async lock held for a whole ledger
+//! operation, so statements of one SQL transaction are never interleaved with another request's.
 
 use std::cell::Cell;
 use std::rc::Rc;
