@@ -104,7 +104,7 @@ const V1: &[&str] = &[
         auto_recharge_warning TEXT,
         -- One charge per crossing (R11): armed while the wallet is at or above the threshold.
         auto_recharge_armed INTEGER NOT NULL DEFAULT 0 CHECK (auto_recharge_armed IN (0, 1)),
-        -- Test clock (docs/billing-rules.md, "The HTTP contract"): frozen time for this workspace, forward only.
+        -- Test clock (docs/billing-rules.md, section 'The HTTP contract'): frozen time for this workspace, forward only.
         test_clock_at INTEGER,
         CHECK (plan_id IS NULL OR (cycle_start_at IS NOT NULL AND cycle_end_at > cycle_start_at)),
         CHECK (auto_recharge_enabled = 0 OR payment_method_id IS NOT NULL)
