@@ -119,6 +119,41 @@ struct SpinChild {
     addr: String,
 }
 
+/// `manifest` without its cron triggers (as the local host runs with `--no-cron` in the bench),
+/// its components' `source` made absolute, written into `dir`.
+fn http_only_manifest(manifest: &Path, dir: &Path) -> Result<PathBuf> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("read {}", manifest.display()))?;
+    let base = manifest.parent().unwrap_or(Path::new("."));
+    let mut out = String::new();
+    let mut in_cron = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_cron = trimmed.starts_with("[[trigger.cron]]");
+        }
+        if in_cron {
+            continue;
+        }
+        match trimmed
+            .strip_prefix("source = \"")
+            .and_then(|rest| rest.strip_suffix('"'))
+        {
+            Some(source) if Path::new(source).is_relative() => {
+                let absolute = std::path::absolute(base.join(source))?;
+                out.push_str(&format!("source = \"{}\"\n", absolute.display()));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    let path = dir.join("bench-spin.toml");
+    std::fs::write(&path, out)?;
+    Ok(path)
+}
+
 impl SpinChild {
     fn start(bin: &Path, manifest: &Path, state_dir: &Path) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -126,11 +161,12 @@ impl SpinChild {
             .port();
         let addr = format!("127.0.0.1:{port}");
         std::fs::create_dir_all(state_dir)?;
+        let manifest = http_only_manifest(manifest, state_dir)?;
         let log = state_dir.join("spin-up.log");
         let child = Command::new(bin)
             .arg("up")
             .arg("--from")
-            .arg(manifest)
+            .arg(&manifest)
             .arg("--listen")
             .arg(&addr)
             .arg("--state-dir")
