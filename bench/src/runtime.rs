@@ -203,6 +203,19 @@ impl SpinChild {
 
 impl Drop for SpinChild {
     fn drop(&mut self) {
+        // SIGTERM: `spin up` then stops the `spin trigger http` process it runs, which SIGKILL
+        // would leave running. SIGKILL only if it has not exited within 10 s.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
