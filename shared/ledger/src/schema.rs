@@ -558,11 +558,7 @@ const V7: &[&str] = &[
           AND -NEW.wallet_delta_micros > held_wallet_micros;
         -- The hold is released before the charge is posted: plan credits never drop below what
         -- calls hold of them (V8), even for the instant between the two.
-        UPDATE calls SET status = NEW.status, held_plan_micros = 0, held_wallet_micros = 0,
-                         ended_at = NEW.now, duration_secs = NEW.duration_secs,
-                         charged_micros = NEW.charged_micros, unbilled_micros = NEW.unbilled_micros,
-                         transaction_id = NEW.transaction_id
-        WHERE call_id = NEW.call_id;
+        UPDATE calls SET held_plan_micros = 0, held_wallet_micros = 0 WHERE call_id = NEW.call_id;
         INSERT INTO transactions (id, workspace_id, type, agent_id, reference, quantity_micros, unit,
                                   rate_micros, plan_delta_micros, wallet_delta_micros,
                                   plan_after_micros, wallet_after_micros, occurred_at, created_at,
@@ -571,6 +567,12 @@ const V7: &[&str] = &[
                 NEW.quantity_micros, 'second', NEW.rate_micros, NEW.plan_delta_micros,
                 NEW.wallet_delta_micros, NEW.plan_after_micros, NEW.wallet_after_micros, NEW.now,
                 NEW.now, NEW.description);
+        -- Posted once the charge exists: naming a history row not inserted yet would leave a
+        -- foreign key pending, and inserting it would then scan every call for the reference.
+        UPDATE calls SET status = NEW.status, ended_at = NEW.now, duration_secs = NEW.duration_secs,
+                         charged_micros = NEW.charged_micros, unbilled_micros = NEW.unbilled_micros,
+                         transaction_id = NEW.transaction_id
+        WHERE call_id = NEW.call_id;
         INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros,
                             call_day, day_calls, created_at)
         VALUES (NEW.workspace_id, NEW.agent_id, NEW.spend_cycle_start_at, NEW.charged_micros,
