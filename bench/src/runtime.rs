@@ -48,7 +48,17 @@ impl Runtime {
 }
 
 /// The runtimes of this run: both local modes, and real Spin when asked for and available.
+/// `$BENCH_RUNTIMES` (keys, comma-separated: `local,local-spin-sqlite,spin`) keeps only some, for
+/// a focused experiment.
 pub fn runtimes(spin_requested: bool) -> (Vec<Runtime>, Option<String>) {
+    let (mut all, skipped) = available(spin_requested);
+    if let Ok(only) = std::env::var("BENCH_RUNTIMES") {
+        all.retain(|r| only.split(',').any(|key| key.trim() == r.key()));
+    }
+    (all, skipped)
+}
+
+fn available(spin_requested: bool) -> (Vec<Runtime>, Option<String>) {
     let mut all = vec![Runtime::Local, Runtime::LocalSpinSqlite];
     if !spin_requested {
         return (all, None);
