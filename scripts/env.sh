@@ -11,3 +11,6 @@ python3 -c 'import localstripe' 2>/dev/null || python3 -m pip install --quiet lo
 # Pinned with the hypothesis it was tested with (newer hypothesis broke older schemathesis).
 python3 -c "import importlib.metadata as m; assert m.version('schemathesis') == '4.32.5'" 2>/dev/null ||
     python3 -m pip install --quiet schemathesis==4.32.5 hypothesis==6.170.15 hypothesis-jsonschema==0.23.1
+# The notification tests verify every webhook with the Standard Webhooks reference library.
+python3 -c "import importlib.metadata as m; assert m.version('standardwebhooks') == '1.3.0'" 2>/dev/null ||
+    python3 -m pip install --quiet standardwebhooks==1.3.0

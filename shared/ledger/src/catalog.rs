@@ -15,6 +15,8 @@ pub const DEFAULT_CATALOG_JSON: &str = include_str!("../catalog/default.json");
 
 /// Upper bounds on a catalog (TigerStyle: a limit on everything).
 pub const PLANS_MAX: usize = 100;
+/// Most extra `low_balance_levels` a catalog may set.
+pub const BALANCE_LEVELS_MAX: usize = 10;
 /// The most rate-card entries a catalog may have.
 pub const RATES_MAX: usize = 10_000;
 
@@ -127,8 +129,13 @@ pub struct Settings {
     pub inbound_grace_secs: u32,
     /// R5: a hold not extended by a heartbeat for this long is posted at its reserved amount.
     pub hold_timeout_secs: u32,
-    /// Below this many credits in total, the banner says `low_balance`.
+    /// Below this many credits in total, the banner says `low_balance`; falling to it sends
+    /// `balance.low` (docs/notifications.md).
     pub low_balance_threshold: Decimal,
+    /// More levels, in credits, at which `balance.low` is sent as the balance falls (none by
+    /// default; at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub low_balance_levels: Vec<Decimal>,
     /// R11 runaway guard: automatic charges per rolling 24 h (default 5).
     #[serde(default = "default_auto_recharge_max_per_day")]
     pub auto_recharge_max_per_day: u32,
@@ -277,6 +284,9 @@ pub struct Catalog {
     pub topup_max_micros: i64,
     /// Banner threshold, credit micros.
     pub low_balance_threshold_micros: i64,
+    /// Every level `balance.low` is sent at: the threshold and the extra levels, credit micros,
+    /// ascending, without duplicates.
+    pub balance_levels_micros: Vec<i64>,
     plans: Vec<PlanTerms>,
     rates: Vec<RateTerms>,
 }
@@ -319,6 +329,22 @@ impl Catalog {
             s.low_balance_threshold,
             true,
         )?;
+        if s.low_balance_levels.len() > BALANCE_LEVELS_MAX {
+            return Err(invalid(
+                "settings.low_balance_levels",
+                "low_balance_levels may list at most 10 levels",
+            ));
+        }
+        let mut balance_levels_micros = vec![low_balance_threshold_micros];
+        for level in &s.low_balance_levels {
+            balance_levels_micros.push(money::decimal_to_micros(
+                "settings.low_balance_levels",
+                *level,
+                true,
+            )?);
+        }
+        balance_levels_micros.sort_unstable();
+        balance_levels_micros.dedup();
         if s.hold_timeout_secs == 0 || s.hold_timeout_secs > 86_400 {
             return Err(invalid(
                 "settings.hold_timeout_secs",
@@ -420,6 +446,7 @@ impl Catalog {
             topup_min_micros,
             topup_max_micros,
             low_balance_threshold_micros,
+            balance_levels_micros,
             plans,
             rates,
             doc,
@@ -518,6 +545,32 @@ pub fn number_type_of(number: &str) -> NumberType {
     }
 }
 
+/// Writes what the notification triggers read of the newest catalog (schema.rs, V11): the
+/// levels `balance.low` is sent at and the inbound grace. Runs with each stored version and when
+/// migration 11 creates the tables (with the default catalog if none is stored).
+pub(crate) async fn write_notification_settings<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+) -> Result<()> {
+    db.execute("DELETE FROM notification_levels", &[]).await?;
+    for level in &catalog.balance_levels_micros {
+        db.execute(
+            "INSERT INTO notification_levels (level_micros) VALUES (?1)",
+            &[SqlValue::Integer(*level)],
+        )
+        .await?;
+    }
+    db.execute(
+        "INSERT INTO notification_settings (id, inbound_grace_secs) VALUES (1, ?1)
+         ON CONFLICT (id) DO UPDATE SET inbound_grace_secs = excluded.inbound_grace_secs",
+        &[SqlValue::Integer(i64::from(
+            catalog.doc.settings.inbound_grace_secs,
+        ))],
+    )
+    .await?;
+    Ok(())
+}
+
 /// The current catalog: the newest stored version, or the shipped default.
 pub async fn current<S: Storage>(db: &S) -> Result<CatalogVersion> {
     let catalog = load(db).await?;
@@ -581,18 +634,26 @@ pub(crate) async fn ensure_current<S: Storage>(db: &S, catalog: &Catalog) -> Res
 
 /// Validates and stores a new catalog version (as validated: the currency in upper case).
 pub async fn put<S: Storage>(db: &S, doc: CatalogDoc, now_secs: i64) -> Result<CatalogVersion> {
-    let doc = Catalog::validate(0, doc)?.doc;
-    let body = serde_json::to_string(&doc).map_err(|e| invalid("catalog", e.to_string()))?;
-    let rows = db
-        .query(
-            "INSERT INTO catalog_versions (version, body, created_at)
-             SELECT COALESCE(MAX(version), 0) + 1, ?1, ?2 FROM catalog_versions
-             RETURNING version",
-            &[SqlValue::Text(body), SqlValue::Integer(now_secs)],
-        )
-        .await?;
-    let version = rows.first().map_or(Ok(0), |row| int(row, 0))?;
-    Ok(CatalogVersion { version, doc })
+    let catalog = Catalog::validate(0, doc)?;
+    let body =
+        serde_json::to_string(&catalog.doc).map_err(|e| invalid("catalog", e.to_string()))?;
+    crate::tx::immediate(db, async |db| {
+        let rows = db
+            .query(
+                "INSERT INTO catalog_versions (version, body, created_at)
+                 SELECT COALESCE(MAX(version), 0) + 1, ?1, ?2 FROM catalog_versions
+                 RETURNING version",
+                &[SqlValue::Text(body.clone()), SqlValue::Integer(now_secs)],
+            )
+            .await?;
+        let version = rows.first().map_or(Ok(0), |row| int(row, 0))?;
+        write_notification_settings(db, &catalog).await?;
+        Ok(CatalogVersion {
+            version,
+            doc: catalog.doc.clone(),
+        })
+    })
+    .await
 }
 
 fn valid_id(id: &str) -> bool {

@@ -18,6 +18,7 @@ mod guarded;
 pub mod money;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;
+pub mod notifications;
 pub mod payments;
 pub mod plan_change;
 pub mod plans;

@@ -554,11 +554,30 @@ pub async fn claim_auto_recharge<S: Storage>(
                 "Auto-recharge paused: {max_per_day} automatic charges in the last 24 hours ({}).",
                 LimitKind::AutoRechargeMaxPerDay.as_str()
             );
-            db.execute(
-                "UPDATE workspaces SET auto_recharge_warning = ?2 WHERE id = ?1",
-                &[t(&ws.id), t(warning)],
-            )
-            .await?;
+            // The first sweep that finds the cap reached tells the platform; later sweeps find
+            // the same warning and stay silent (one event per crossing).
+            let newly = db
+                .query(
+                    "UPDATE workspaces SET auto_recharge_warning = ?2
+                     WHERE id = ?1 AND auto_recharge_warning IS NOT ?2 RETURNING id",
+                    &[t(&ws.id), t(&warning)],
+                )
+                .await?;
+            if !newly.is_empty() {
+                crate::notifications::record(
+                    db,
+                    &ws.id,
+                    "auto_recharge.failed",
+                    &serde_json::json!({
+                        "failure_code": "daily_cap_reached", "failure_message": warning,
+                        "amount_micros": ws.auto_recharge_amount_micros,
+                        "credits_micros": money::credits_for_money(ws.auto_recharge_amount_micros, catalog.credit_price_micros),
+                    }),
+                    now,
+                    real_now_secs,
+                )
+                .await?;
+            }
             return Ok(None);
         }
         let payment_id = format!("ar_{}_{}", ws.id, charges_total + 1);

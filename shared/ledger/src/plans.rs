@@ -506,7 +506,7 @@ pub async fn renew_workspace<S: Storage>(
             if end > now || advanced >= RENEWAL_CYCLES_MAX {
                 return Ok(advanced);
             }
-            close_cycle(db, &ws, now).await?;
+            let (expired, rolled_over) = close_cycle(db, &ws, now).await?;
             let next_plan_id = ws.pending_plan_id.clone().unwrap_or(plan_id);
             let terms = match catalog.plan(&next_plan_id) {
                 Ok(terms) => terms.clone(),
@@ -525,16 +525,35 @@ pub async fn renew_workspace<S: Storage>(
             open_cycle_row(db, &ws.id, &terms.id, end, next_end, now).await?;
             advanced += 1;
             // Credits only for the cycle in force, once it is free or paid.
-            if next_end > now && (terms.price_micros == 0 || invoice_paid_for(db, &ws.id, end).await?) {
-                grant_cycle(db, &ws.id, now).await?;
+            if next_end > now {
+                let granted = if terms.price_micros == 0 || invoice_paid_for(db, &ws.id, end).await? {
+                    grant_cycle(db, &ws.id, now).await?
+                } else {
+                    0
+                };
+                crate::notifications::record(
+                    db,
+                    &ws.id,
+                    "plan.renewed",
+                    &serde_json::json!({
+                        "plan_id": terms.id, "cycle_start_at": end, "cycle_end_at": next_end,
+                        "granted_micros": granted, "rolled_over_micros": rolled_over,
+                        "expired_micros": expired,
+                        "awaiting_payment": granted == 0 && terms.price_micros > 0,
+                    }),
+                    end,
+                    real_now_secs,
+                )
+                .await?;
             }
         }
     })
     .await
 }
 
-/// Expires the unheld plan credits at cycle end, keeping up to the plan's rollover.
-async fn close_cycle<S: Storage>(db: &S, ws: &WorkspaceState, now: i64) -> Result<()> {
+/// Expires the unheld plan credits at cycle end, keeping up to the plan's rollover. Returns the
+/// credits expired and the credits kept.
+async fn close_cycle<S: Storage>(db: &S, ws: &WorkspaceState, now: i64) -> Result<(i64, i64)> {
     let expirable = ws.plan_available_micros();
     let keep = expirable.min(ws.plan_rollover_max_micros.unwrap_or(0));
     let expire = expirable - keep;
@@ -555,7 +574,7 @@ async fn close_cycle<S: Storage>(db: &S, ws: &WorkspaceState, now: i64) -> Resul
         .await?;
         workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
     }
-    Ok(())
+    Ok((expire.max(0), keep))
 }
 
 async fn invoice_paid_for<S: Storage>(

@@ -15,7 +15,8 @@
 //!   the one Stripe client constructor, Stripe's answers as the ledger's settlement reads them,
 //!   and Stripe's failures in the HTTP contract;
 //! - [`ledger_status`], [`payment_failed`]: the HTTP status of every ledger error and failed
-//!   payment, decided here and nowhere else.
+//!   payment, decided here and nowhere else;
+//! - [`webhooks`]: outgoing webhooks, signed as Standard Webhooks says.
 //!
 //! Instances are reused across requests (docs/billing-rules.md, "The runtime"): the only globals
 //! here are per-instance caches (the SQLite connection, the catalog); nothing per-request lives
@@ -30,6 +31,7 @@ mod http;
 mod idempotency;
 mod stripe;
 mod turnstile;
+pub mod webhooks;
 
 pub use auth::{
     Claims, Role, authenticate_service, authenticate_user, bearer_token, require_billing_manager,
