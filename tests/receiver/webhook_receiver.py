@@ -30,11 +30,14 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def reply(self, status, body=b""):
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the sender gave up (its timeout) or died: what it sent is recorded already
 
     def body(self):
         length = int(self.headers.get("content-length") or 0)

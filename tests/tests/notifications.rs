@@ -13,27 +13,41 @@ use serde_json::{Value, json};
 /// A fixed start for test clocks, ahead of the wall clock (clocks only move forward).
 const T0: &str = "2030-01-10T10:00:00Z";
 
-/// The app sending to `receiver`, with a short timeout so a slow endpoint costs the test little.
+/// The app sending to `url`, allowed to reach `receiver`, with a short timeout so a slow endpoint
+/// costs the test little; on `state_dir` when given (to restart on it).
+fn start(receiver: &Receiver, url: &str, state_dir: Option<&std::path::Path>) -> Result<App> {
+    App::start_with(
+        HostOptions {
+            state_dir: state_dir.map(std::path::Path::to_path_buf),
+            ..HostOptions::default()
+        }
+        .env("SPIN_VARIABLE_NOTIFICATIONS_URL", url)
+        .env("SPIN_VARIABLE_NOTIFICATIONS_ORIGIN", receiver.origin())
+        .env("SPIN_VARIABLE_NOTIFICATIONS_SECRET", SECRET)
+        .env("SPIN_VARIABLE_NOTIFICATIONS_TIMEOUT_MS", "1000"),
+    )
+}
+
+/// [`start`] on a fresh state, with a catalog: a free plan of 10 credits, messages at 0.01, and
+/// a low-balance threshold of 2.
 fn app_for(receiver: &Receiver, url: &str) -> Result<App> {
-    let app = App::start_with(
-        HostOptions::default()
-            .env("SPIN_VARIABLE_NOTIFICATIONS_URL", url)
-            .env("SPIN_VARIABLE_NOTIFICATIONS_ORIGIN", receiver.origin())
-            .env("SPIN_VARIABLE_NOTIFICATIONS_SECRET", SECRET)
-            .env("SPIN_VARIABLE_NOTIFICATIONS_TIMEOUT_MS", "1000"),
-    )?;
-    let catalog = e2e::api::test_catalog(
+    let app = start(receiver, url, None)?;
+    put_catalog(&app)?;
+    Ok(app)
+}
+
+fn put_catalog(app: &App) -> Result<()> {
+    let mut catalog = e2e::api::test_catalog(
         json!([{"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"}]),
         json!([{"kind": "message", "price": "0.01"}]),
     );
-    let mut catalog = catalog;
     catalog["settings"]["low_balance_threshold"] = "2".into();
     expect(
         &app.service("PUT", "/v1/catalog", Some(&catalog))?,
         200,
         "catalog",
     )?;
-    Ok(app)
+    Ok(())
 }
 
 /// One pass of the delivery job; its report.
@@ -349,5 +363,67 @@ fn nothing_is_sent_while_the_endpoint_is_unset_and_bad_requests_are_refused() ->
     e2e::api::expect_error(&reply, 401, "unauthorized", "no key")?;
     let reply = app.request("POST", "/internal/jobs/deliver-notifications", None, &[])?;
     e2e::api::expect_error(&reply, 401, "unauthorized", "no key")?;
+    app.check_invariants()
+}
+
+#[test]
+fn a_host_killed_while_a_webhook_is_out_loses_nothing() -> Result<()> {
+    let receiver = Receiver::start(SECRET)?;
+    let dir = tempfile::tempdir()?;
+    let state_dir = dir.path().join("state");
+    let mut app = start(&receiver, &receiver.url(), Some(&state_dir))?;
+    put_catalog(&app)?;
+    for n in 0..3 {
+        let ws = format!("ws-kill-{n}");
+        free_workspace(&app, &ws)?;
+        messages(&app, &ws, "agent-1", "m1", "900")?; // plan.changed, balance.low
+    }
+    // The endpoint takes 800 ms (under the 1 s timeout): kill the host while it holds a request.
+    receiver.answer(200, 800)?;
+    let url = app.host.url("/internal/jobs/deliver-notifications");
+    let job = std::thread::spawn(move || {
+        e2e::request(
+            "POST",
+            &url,
+            None,
+            &[(
+                "authorization",
+                &format!("Bearer {}", e2e::api::SERVICE_KEY),
+            )],
+        )
+    });
+    let holding = e2e::wait_for(std::time::Duration::from_secs(20), || {
+        let (accepted, _) = receiver.received().ok()?;
+        (!accepted.is_empty()).then_some(())
+    });
+    ensure!(holding.is_some(), "no webhook reached the receiver");
+    app.host.kill();
+    let _ = job.join();
+    app.check_invariants()?;
+
+    // Restarted on the same files: the events the dead pass had claimed come back when their lease
+    // (the 1 s timeout + 5 s) ends; the next passes send everything.
+    receiver.answer(200, 0)?;
+    let app = start(&receiver, &receiver.url(), Some(&state_dir))?;
+    let drained = e2e::wait_for(std::time::Duration::from_secs(60), || {
+        deliver(&app).ok()?;
+        let reply = app
+            .service("GET", "/v1/notifications?status=pending", None)
+            .ok()?;
+        let page = expect(&reply, 200, "list").ok()?;
+        page["data"].as_array()?.is_empty().then_some(())
+    });
+    ensure!(
+        drained.is_some(),
+        "events still pending a minute after the restart"
+    );
+    let events = delivered(&receiver)?;
+    ensure!(
+        events.len() == 6,
+        "every event of the 3 workspaces, once each: {events:#?}"
+    );
+    let reply = app.service("GET", "/v1/notifications?status=delivered&limit=100", None)?;
+    let page = expect(&reply, 200, "list")?;
+    ensure!(page["data"].as_array().map(Vec::len) == Some(6), "{page}");
     app.check_invariants()
 }
