@@ -47,7 +47,19 @@ fn options(state_dir: &Path, args: &[&str]) -> HostOptions {
 
 /// Starts the local host on `manifest` with the bench's secrets, `state_dir` and `args`.
 pub fn start(manifest: &Path, state_dir: &Path, args: &[&str]) -> Result<TestHost> {
-    TestHost::start(manifest, options(state_dir, args))
+    start_with_env(manifest, state_dir, args, &[])
+}
+
+/// [`start`] with more environment variables (e.g. `SPIN_VARIABLE_*`).
+pub fn start_with_env(
+    manifest: &Path,
+    state_dir: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Result<TestHost> {
+    let mut options = options(state_dir, args);
+    options.env.extend(env.iter().cloned());
+    TestHost::start(manifest, options)
 }
 
 /// `IP:PORT` of a running host.

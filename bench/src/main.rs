@@ -7,6 +7,7 @@ mod data;
 mod host;
 mod load;
 mod native;
+mod notify;
 mod runtime;
 mod shapes;
 
@@ -35,6 +36,7 @@ const PARTS: &[&str] = &[
     "tenants",
     "mixed",
     "batch",
+    "notify",
     "scale",
     "renewal",
     "cold-start",
@@ -82,7 +84,7 @@ impl Config {
 }
 
 /// A unique tag for this run's event and call ids (runs reuse cached data sets).
-fn run_tag() -> String {
+pub(crate) fn run_tag() -> String {
     format!("b{}-{}", data::now_secs(), std::process::id())
 }
 
@@ -424,6 +426,7 @@ fn run_part(part: &str, config: &Config, report: &mut Report) -> Result<()> {
         "tenants" => tenants(config, report),
         "mixed" => mixed(config, report),
         "batch" => batch(config, &catalog, report),
+        "notify" => notify_part(config, report),
         "scale" => scale(config, report),
         "renewal" => renewal(config, report),
         "cold-start" => cold_start(report),
@@ -728,6 +731,56 @@ fn mixed(config: &Config, report: &mut Report) -> Result<()> {
                 kinds,
             );
         }
+    }
+    Ok(())
+}
+
+/// 1,000 workspaces cross a balance level in one batch; the notifier delivers the 1,000 events
+/// while debits run at 16 clients, against the same debits with nothing to deliver.
+fn notify_part(config: &Config, report: &mut Report) -> Result<()> {
+    let small = data::cached(config.small)?;
+    for runtime in &config.runtimes {
+        let debit = op_request(Op::Debit, run_tag(), config.small.workspaces);
+        let figures = notify::run(
+            runtime,
+            &small,
+            config.small.workspaces,
+            config.warmup,
+            config.run,
+            debit,
+        )?;
+        let label = runtime.label();
+        report.add(
+            "notify",
+            format!(
+                "[{label}] {} balance.low events from one batch, delivered by the notifier",
+                figures.events
+            ),
+            format!(
+                "{:.0} events/s ({} in {} passes)",
+                figures.events as f64 / figures.delivery.as_secs_f64(),
+                ms(figures.delivery),
+                figures.passes
+            ),
+        );
+        report.add_load(
+            "notify",
+            &format!("[{label}] debit, nothing to deliver"),
+            &figures.quiet,
+        );
+        report.add_load(
+            "notify",
+            &format!("[{label}] debit, while the events are delivered"),
+            &figures.delivering,
+        );
+        report.add(
+            "ratio",
+            format!("[{label}] debit p99 while delivering / with nothing to deliver, 16 clients"),
+            format!(
+                "{:.2}",
+                figures.delivering.p99.as_secs_f64() / figures.quiet.p99.as_secs_f64()
+            ),
+        );
     }
     Ok(())
 }

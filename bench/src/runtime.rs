@@ -83,6 +83,8 @@ fn available(spin_requested: bool) -> (Vec<Runtime>, Option<String>) {
 pub struct Running {
     /// Its `IP:PORT`.
     pub addr: String,
+    /// Its state directory.
+    pub state_dir: PathBuf,
     // Fields drop in order: the process (a local host or `spin up`) stops before its state
     // directory goes.
     _process: Box<dyn std::any::Any>,
@@ -91,15 +93,25 @@ pub struct Running {
 
 /// Starts `manifest` on `runtime` over `state_dir`.
 pub fn start(runtime: &Runtime, manifest: &Path, state_dir: &Path) -> Result<Running> {
+    start_with_env(runtime, manifest, state_dir, &[])
+}
+
+/// [`start`] with more environment variables (e.g. `SPIN_VARIABLE_*`).
+pub fn start_with_env(
+    runtime: &Runtime,
+    manifest: &Path,
+    state_dir: &Path,
+    env: &[(String, String)],
+) -> Result<Running> {
     let local = |args: &[&str]| -> Result<(String, Box<dyn std::any::Any>)> {
-        let host: TestHost = crate::host::start(manifest, state_dir, args)?;
+        let host: TestHost = crate::host::start_with_env(manifest, state_dir, args, env)?;
         Ok((crate::host::addr(&host), Box::new(host)))
     };
     let (addr, process) = match runtime {
         Runtime::Local => local(&[])?,
         Runtime::LocalSpinSqlite => local(&["--sqlite-mode", "spin"])?,
         Runtime::Spin(bin) => {
-            let child = SpinChild::start(bin, manifest, state_dir)?;
+            let child = SpinChild::start(bin, manifest, state_dir, env)?;
             (
                 child.addr.clone(),
                 Box::new(child) as Box<dyn std::any::Any>,
@@ -108,6 +120,7 @@ pub fn start(runtime: &Runtime, manifest: &Path, state_dir: &Path) -> Result<Run
     };
     Ok(Running {
         addr,
+        state_dir: state_dir.to_path_buf(),
         _process: process,
         _state: None,
     })
@@ -115,10 +128,20 @@ pub fn start(runtime: &Runtime, manifest: &Path, state_dir: &Path) -> Result<Run
 
 /// Copies the data set `set` into a temporary state directory and starts the app on it.
 pub fn start_on_copy(runtime: &Runtime, set: &Path) -> Result<Running> {
+    start_on_copy_with_env(runtime, set, &[])
+}
+
+/// [`start_on_copy`] with more environment variables.
+pub fn start_on_copy_with_env(
+    runtime: &Runtime,
+    set: &Path,
+    env: &[(String, String)],
+) -> Result<Running> {
     let state = tempfile::tempdir()?;
     let state_dir = state.path().join("state");
     crate::data::copy_into(set, &state_dir)?;
-    let mut running = start(runtime, &crate::host::app_manifest(), &state_dir)?;
+    let mut running = start_with_env(runtime, &crate::host::app_manifest(), &state_dir, env)?;
+    running.state_dir = state_dir;
     running._state = Some(state);
     Ok(running)
 }
@@ -165,7 +188,12 @@ fn http_only_manifest(manifest: &Path, dir: &Path) -> Result<PathBuf> {
 }
 
 impl SpinChild {
-    fn start(bin: &Path, manifest: &Path, state_dir: &Path) -> Result<Self> {
+    fn start(
+        bin: &Path,
+        manifest: &Path,
+        state_dir: &Path,
+        env: &[(String, String)],
+    ) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
@@ -183,6 +211,7 @@ impl SpinChild {
             .arg(state_dir)
             .env("SPIN_VARIABLE_USAGE_API_KEY", crate::host::SERVICE_KEY)
             .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log)?)
             .stderr(std::fs::File::create(state_dir.join("spin-up.err"))?)
