@@ -157,3 +157,39 @@ pub fn component_sizes() -> Vec<(String, u64)> {
     })
     .collect()
 }
+
+/// Stores a new catalog version: the current one as `edit` changes it. Returns what `edit`
+/// returned (something it read from the catalog).
+pub fn edit_catalog<T>(
+    addr: &str,
+    edit: impl FnOnce(&mut serde_json::Value) -> Result<T>,
+) -> Result<T> {
+    let (status, body) = send_once(
+        addr,
+        crate::load::get_request("/v1/catalog", Some(SERVICE_KEY)),
+    )?;
+    if status != 200 {
+        bail!("GET /v1/catalog: {status}");
+    }
+    let mut catalog: serde_json::Value = serde_json::from_slice(&body)?;
+    if let Some(doc) = catalog.as_object_mut() {
+        doc.remove("version");
+    }
+    let out = edit(&mut catalog)?;
+    let (status, body) = send_once(
+        addr,
+        crate::load::json_request(
+            http::Method::PUT,
+            "/v1/catalog",
+            Some(SERVICE_KEY),
+            catalog.to_string(),
+        ),
+    )?;
+    if status != 200 {
+        bail!(
+            "PUT /v1/catalog: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(out)
+}

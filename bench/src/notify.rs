@@ -133,42 +133,18 @@ pub fn run(
     if level_micros <= 0 {
         bail!("the data set's workspaces hold too little to cross a level");
     }
-    let (status, body) = host::send_once(
-        &app.addr,
-        load::get_request("/v1/catalog", Some(host::SERVICE_KEY)),
-    )?;
-    if status != 200 {
-        bail!("GET /v1/catalog: {status}");
-    }
-    let mut catalog: serde_json::Value = serde_json::from_slice(&body)?;
-    if let Some(doc) = catalog.as_object_mut() {
-        doc.remove("version");
-    }
-    let message_price_micros = catalog["rates"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|rate| rate["kind"] == "message")
-        .and_then(|rate| rate["price"].as_str())
-        .and_then(|price| ledger::money::parse_micros("price", price, false).ok())
-        .context("the catalog prices no message")?;
-    catalog["settings"]["low_balance_levels"] =
-        serde_json::json!([ledger::money::to_decimal(level_micros).to_string()]);
-    let (status, body) = host::send_once(
-        &app.addr,
-        load::json_request(
-            http::Method::PUT,
-            "/v1/catalog",
-            Some(host::SERVICE_KEY),
-            catalog.to_string(),
-        ),
-    )?;
-    if status != 200 {
-        bail!(
-            "PUT /v1/catalog: {status} {}",
-            String::from_utf8_lossy(&body)
-        );
-    }
+    let message_price_micros = host::edit_catalog(&app.addr, |catalog| {
+        catalog["settings"]["low_balance_levels"] =
+            serde_json::json!([ledger::money::to_decimal(level_micros).to_string()]);
+        catalog["rates"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|rate| rate["kind"] == "message")
+            .and_then(|rate| rate["price"].as_str())
+            .and_then(|price| ledger::money::parse_micros("price", price, false).ok())
+            .context("the catalog prices no message")
+    })?;
 
     // Debits with nothing to deliver.
     let quiet = load::run(&app.addr, 16, warmup, duration, Arc::clone(&debit))?;

@@ -113,22 +113,10 @@ pub fn send_each(addr: &str, requests: Vec<http::Request<Full<Bytes>>>) -> Resul
 /// Makes holds outlive the bench (`hold_timeout_secs` 86,400), so that calls left in progress
 /// are never posted as expired in the middle of a measurement.
 fn long_holds(addr: &str) -> Result<()> {
-    let (status, body) = crate::host::send_once(
-        addr,
-        load::get_request("/v1/catalog", Some(crate::host::SERVICE_KEY)),
-    )?;
-    if status != 200 {
-        bail!("GET /v1/catalog: {status}");
-    }
-    let mut catalog: serde_json::Value = serde_json::from_slice(&body)?;
-    if let Some(doc) = catalog.as_object_mut() {
-        doc.remove("version");
-    }
-    catalog["settings"]["hold_timeout_secs"] = 86_400.into();
-    send_each(
-        addr,
-        vec![service(http::Method::PUT, "/v1/catalog", catalog)],
-    )
+    crate::host::edit_catalog(addr, |catalog| {
+        catalog["settings"]["hold_timeout_secs"] = 86_400.into();
+        Ok(())
+    })
 }
 
 /// What the campaign measured on one runtime.

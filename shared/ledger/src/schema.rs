@@ -766,8 +766,10 @@ const V11: &[&str] = &[
                 COALESCE(NEW.test_clock_at, unixepoch()), unixepoch(), unixepoch(), unixepoch() + 259200);
      END",
     // agent.spend_limit.warning (80%) and agent.spend_limit.reached (100%) of an agent's monthly
-    // limit, by posted spend. A new cycle resets the spend, which re-arms both.
-    "CREATE TRIGGER notify_agent_spend_u AFTER UPDATE OF cycle_spend_micros ON agents
+    // limit, by posted spend. A new cycle resets the spend, which re-arms both. Updates only: an
+    // agent row inserted by a debit has no limit yet, and one inserted by setting its limits has
+    // spent nothing.
+    "CREATE TRIGGER notify_agent_spend AFTER UPDATE OF cycle_spend_micros ON agents
      WHEN NEW.monthly_spend_limit_micros > 0 AND NEW.cycle_spend_micros * 5 >= NEW.monthly_spend_limit_micros * 4
      BEGIN
         INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
@@ -781,20 +783,6 @@ const V11: &[&str] = &[
         WHERE NEW.cycle_spend_micros * 100 >= NEW.monthly_spend_limit_micros * level.percent
           AND (CASE WHEN OLD.spend_cycle_start_at = NEW.spend_cycle_start_at THEN OLD.cycle_spend_micros ELSE 0 END) * 100
               < NEW.monthly_spend_limit_micros * level.percent
-        ORDER BY level.percent;
-     END",
-    "CREATE TRIGGER notify_agent_spend_i AFTER INSERT ON agents
-     WHEN NEW.monthly_spend_limit_micros > 0 AND NEW.cycle_spend_micros * 5 >= NEW.monthly_spend_limit_micros * 4
-     BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
-        SELECT NEW.workspace_id, level.type,
-               json_object('agent_id', NEW.agent_id, 'limit_micros', NEW.monthly_spend_limit_micros,
-                           'spent_micros', NEW.cycle_spend_micros, 'percent', level.percent),
-               COALESCE((SELECT test_clock_at FROM workspaces WHERE id = NEW.workspace_id), unixepoch()),
-               unixepoch(), unixepoch(), unixepoch() + 259200
-        FROM (SELECT 'agent.spend_limit.warning' AS type, 80 AS percent UNION ALL
-              SELECT 'agent.spend_limit.reached', 100) AS level
-        WHERE NEW.cycle_spend_micros * 100 >= NEW.monthly_spend_limit_micros * level.percent
         ORDER BY level.percent;
      END",
 ];
