@@ -5,8 +5,8 @@
 //! the journal is append-only, plan credits and holds never go negative, one auto-recharge is in
 //! flight per workspace at most, and every idempotency id is UNIQUE.
 
+use crate::Result;
 use crate::storage::{SqlValue, Storage};
-use crate::{LedgerError, Result};
 
 /// One migration: a version and its statements, each run as one `execute`.
 struct Migration {
@@ -787,22 +787,25 @@ const V11: &[&str] = &[
      END",
 ];
 
-/// Applies every migration not yet applied, each in one transaction. Safe to call on every open
-/// and from many connections at once.
+/// Applies every migration whose version is not recorded yet, in order, each in one transaction.
+/// Safe to call on every open and from many connections at once. Each version is looked up on
+/// its own rather than compared with the highest recorded: a migration merged below one that a
+/// database already has (V10, the daily usage rollup, merged after V11, the notifications) still
+/// runs there instead of being skipped for ever.
 pub async fn migrate<S: Storage>(db: &S) -> Result<()> {
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
         &[],
     )
     .await?;
-    let latest = MIGRATIONS.last().map_or(0, |m| m.version);
-    if applied_version(db).await? >= latest {
-        return Ok(());
-    }
-    for migration in MIGRATIONS {
+    let recorded = recorded_versions(db).await?;
+    for migration in MIGRATIONS
+        .iter()
+        .filter(|migration| !recorded.contains(&migration.version))
+    {
         crate::tx::immediate(db, async |db| {
             // Re-check inside the write lock: another connection may have applied it meanwhile.
-            if applied_version(db).await? >= migration.version {
+            if is_recorded(db, migration.version).await? {
                 return Ok(());
             }
             for statement in migration.statements {
@@ -825,19 +828,22 @@ pub async fn migrate<S: Storage>(db: &S) -> Result<()> {
     Ok(())
 }
 
-async fn applied_version<S: Storage>(db: &S) -> Result<i64> {
+/// The versions recorded as applied (one row per migration: a few dozen at most).
+async fn recorded_versions<S: Storage>(db: &S) -> Result<Vec<i64>> {
+    let rows = db
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?;
+    rows.iter().map(|row| crate::row::int(row, 0)).collect()
+}
+
+async fn is_recorded<S: Storage>(db: &S, version: i64) -> Result<bool> {
     let rows = db
         .query(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            &[],
+            "SELECT 1 FROM schema_migrations WHERE version = ?1",
+            &[SqlValue::Integer(version)],
         )
         .await?;
-    match rows.first().and_then(|r| r.first()) {
-        Some(SqlValue::Integer(v)) => Ok(*v),
-        _ => Err(LedgerError::Storage(
-            crate::StorageError::from_sqlite_message("schema_migrations returned no version"),
-        )),
-    }
+    Ok(!rows.is_empty())
 }
 
 /// Every connection's pragmas: set at open, before the first operation.
