@@ -86,6 +86,23 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE (SELECT COUNT(*) FROM transactions x WHERE x.id = e.transaction_id) <> 1",
     ),
     (
+        // Exact, zero-charge days included: the trigger (schema V10) writes a row for every
+        // usage row, so a day has a rollup row if and only if it has a usage row.
+        "each workspace's daily usage rollup equals its usage history, day by day",
+        "SELECT workspace_id, 'day ' || day || ' (' || date(day * 86400, 'unixepoch') || '): rollup '
+                 || CASE WHEN SUM(rollup_rows) = 0 THEN 'missing' ELSE SUM(rollup_micros) END
+                 || ' vs history ' || CASE WHEN SUM(history_rows) = 0 THEN 'none' ELSE SUM(history_micros) END
+         FROM (
+             SELECT workspace_id, day, spent_micros AS rollup_micros, 0 AS history_micros,
+                    1 AS rollup_rows, 0 AS history_rows
+             FROM usage_daily
+             UNION ALL
+             SELECT workspace_id, occurred_at / 86400, 0, -(plan_delta_micros + wallet_delta_micros), 0, 1
+             FROM transactions WHERE type IN ('call', 'message', 'sms', 'stt', 'ai_task'))
+         GROUP BY workspace_id, day
+         HAVING SUM(rollup_micros) <> SUM(history_micros) OR SUM(rollup_rows) = 0 OR SUM(history_rows) = 0",
+    ),
+    (
         "plan credits are never below what calls in progress hold of them",
         "SELECT id, 'plan ' || plan_credits_micros || ' held ' || held_plan_micros FROM workspaces
          WHERE plan_credits_micros < held_plan_micros",

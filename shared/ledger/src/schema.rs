@@ -53,6 +53,10 @@ const MIGRATIONS: &[Migration] = &[
         statements: V9,
     },
     Migration {
+        version: 10,
+        statements: V10,
+    },
+    Migration {
         version: NOTIFICATIONS_VERSION,
         statements: V11,
     },
@@ -614,6 +618,37 @@ const V8: &[&str] = &[
 /// What the counters of V6 made dead: nothing reads an agent's active calls by index any more,
 /// and every call opened or closed paid for one more index entry.
 const V9: &[&str] = &["DROP INDEX calls_active_by_agent"];
+
+/// Each workspace's usage spend per UTC day, for the runway forecast of the billing summary
+/// (`runway.rs`): reading 30 rows instead of 30 days of a busy workspace's history (millions of
+/// rows). A trigger keeps it with one small upsert per usage row, whichever statement inserts the
+/// row (a debit, a batch, a call's posting); `audit.rs` checks it against the history, day by
+/// day. No CHECK on the spend: a constraint that aborts would refuse the debit itself.
+const V10: &[&str] = &[
+    "CREATE TABLE usage_daily (
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        -- occurred_at / 86400: the UTC day number.
+        day INTEGER NOT NULL,
+        spent_micros INTEGER NOT NULL,
+        PRIMARY KEY (workspace_id, day)
+    ) STRICT, WITHOUT ROWID",
+    // The history written before this migration, in one pass.
+    "INSERT INTO usage_daily (workspace_id, day, spent_micros)
+     SELECT workspace_id, occurred_at / 86400, -SUM(plan_delta_micros + wallet_delta_micros)
+     FROM transactions WHERE type IN ('call', 'message', 'sms', 'stt', 'ai_task')
+     GROUP BY workspace_id, occurred_at / 86400",
+    // Every usage row adds its charge to its day, a charge of zero included (the row then exists:
+    // the audit expects a rollup row for every day with a usage row, and none for other days).
+    "CREATE TRIGGER transactions_usage_daily AFTER INSERT ON transactions
+     WHEN NEW.type IN ('call', 'message', 'sms', 'stt', 'ai_task')
+     BEGIN
+        INSERT INTO usage_daily (workspace_id, day, spent_micros)
+        VALUES (NEW.workspace_id, NEW.occurred_at / 86400,
+                -(NEW.plan_delta_micros + NEW.wallet_delta_micros))
+        ON CONFLICT (workspace_id, day) DO UPDATE SET
+            spent_micros = spent_micros + excluded.spent_micros;
+     END",
+];
 
 /// The migration that creates the notification outbox.
 const NOTIFICATIONS_VERSION: i64 = 11;

@@ -203,6 +203,22 @@ impl Fixture {
         block_on(calls::authorize(&self.db, &self.catalog, &request, now))
     }
 
+    /// The workspace's daily usage rollup (`usage_daily`): (UTC date, spent micro-credits).
+    pub fn usage_daily(&self, ws: &str) -> Vec<(String, i64)> {
+        let rows = block_on(self.db.query(
+            "SELECT date(day * 86400, 'unixepoch'), spent_micros FROM usage_daily
+             WHERE workspace_id = ?1 ORDER BY day",
+            &[SqlValue::Text(ws.into())],
+        ))
+        .expect("usage_daily");
+        rows.iter()
+            .map(|row| match (&row[0], &row[1]) {
+                (SqlValue::Text(date), SqlValue::Integer(spent)) => (date.clone(), *spent),
+                other => panic!("unexpected usage_daily row {other:?}"),
+            })
+            .collect()
+    }
+
     pub fn journal_rows(&self) -> i64 {
         block_on(audit::journal_rows(&self.db)).expect("count")
     }
@@ -227,6 +243,13 @@ pub fn event(ws: &str, agent: &str, id: &str, kind: UsageKind, quantity: &str) -
         to: None,
         from: None,
     }
+}
+
+/// Rows of [`Fixture::usage_daily`] from (date, credits) literals.
+pub fn days(rows: &[(&str, &str)]) -> Vec<(String, i64)> {
+    rows.iter()
+        .map(|(date, credits)| ((*date).to_owned(), micros(credits)))
+        .collect()
 }
 
 /// Micro-credits from a decimal literal.
