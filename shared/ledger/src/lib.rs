@@ -25,6 +25,7 @@ pub mod plans;
 mod post;
 pub mod resolve;
 mod row;
+pub mod runway;
 pub mod schema;
 pub mod settlement;
 pub mod statuses;

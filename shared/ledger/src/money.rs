@@ -103,6 +103,19 @@ pub fn money_for_credits(credits_micros: i64, credit_price_micros: i64) -> i64 {
     clamp_i64(product.div_euclid(i128::from(MICROS_PER_UNIT)))
 }
 
+/// The currency value of `credits_micros` at `credit_price_micros`, rounded up to a whole
+/// currency unit (a suggested setting: converted back to credits, it covers at least
+/// `credits_micros`). Exact: [`money_for_credits`] first would round down to the micro-unit, and
+/// could land on a whole unit the exact value is above.
+pub fn whole_money_for_credits_up(credits_micros: i64, credit_price_micros: i64) -> i64 {
+    let units = fraction_ceil(
+        credits_micros,
+        credit_price_micros,
+        MICROS_PER_UNIT * MICROS_PER_UNIT,
+    );
+    units.saturating_mul(MICROS_PER_UNIT)
+}
+
 /// `total x numerator / denominator`, rounded up (used for prorations and partial reversals,
 /// where a full fraction must give back exactly `total`).
 pub fn fraction_ceil(total: i64, numerator: i64, denominator: i64) -> i64 {
@@ -160,5 +173,24 @@ mod tests {
         // R14: 5,000 credits x 20/30 = 3,333.333333 (down: a grant).
         assert_eq!(fraction_floor(5_000_000_000, 20, 30), 3_333_333_333);
         assert_eq!(fraction_ceil(10, 1, 3), 4);
+        // 14 credits at 1.5 = 21 exactly; 14.000001 credits = 21.0000015: 22; a micro-credit's
+        // worth is a whole unit.
+        assert_eq!(
+            whole_money_for_credits_up(14_000_000, 1_500_000),
+            21_000_000
+        );
+        assert_eq!(
+            whole_money_for_credits_up(14_000_001, 1_500_000),
+            22_000_000
+        );
+        assert_eq!(whole_money_for_credits_up(1, 1_000_000), 1_000_000);
+        assert_eq!(whole_money_for_credits_up(0, 1_000_000), 0);
+        // 3 credits at 0.333333 = 0.999999: one unit, where a value of exactly 1 stays 1.
+        assert_eq!(whole_money_for_credits_up(3_000_000, 333_333), 1_000_000);
+        assert_eq!(whole_money_for_credits_up(3_000_000, 333_334), 2_000_000);
+        // 0.999999 credits at 1.000002 are worth 1.000000999998: money_for_credits rounds that
+        // down to exactly 1, the exact value rounds up to 2.
+        assert_eq!(money_for_credits(999_999, 1_000_002), 1_000_000);
+        assert_eq!(whole_money_for_credits_up(999_999, 1_000_002), 2_000_000);
     }
 }

@@ -1,5 +1,6 @@
-//! Read models: the billing summary and status banner (R17), the transaction history with
-//! cursor pagination and CSV (R18), and the monthly usage summary with spikes flagged.
+//! Read models: the billing summary and status banner (R17) with its runway, the transaction
+//! history with cursor pagination and CSV (R18), and the monthly usage summary with spikes
+//! flagged.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,6 +13,7 @@ use crate::catalog::Catalog;
 use crate::money;
 use crate::payments::Payment;
 use crate::row::{i, int, opt_int, opt_text, t, text};
+use crate::runway::{self, Runway};
 use crate::storage::Storage;
 use crate::workspace::{self, WorkspaceState};
 use crate::{LedgerError, Result};
@@ -150,6 +152,9 @@ pub struct BillingSummary {
     pub auto_recharge: AutoRechargeView,
     /// Card.
     pub payment_method: Option<CardView>,
+    /// Average daily spend, when the balance runs out at that rate, and a suggested
+    /// auto-recharge (docs/billing-rules.md, "Runway").
+    pub runway: Runway,
 }
 
 /// The banner for a workspace at `now`.
@@ -186,6 +191,7 @@ pub async fn summary<S: Storage>(
     let now = ws.now(real_now_secs);
     let status = status_of(&ws, catalog, now);
     let pending_topups = pending_payments(db, &ws.id).await?;
+    let runway = runway::load(db, catalog, &ws, now).await?;
     let plan = ws.plan_id.as_ref().map(|id| PlanRef {
         id: id.clone(),
         name: catalog
@@ -255,6 +261,7 @@ pub async fn summary<S: Storage>(
             }
             _ => None,
         },
+        runway,
     })
 }
 
