@@ -959,6 +959,65 @@ fn usage_summary_by_kind_agent_and_day() -> Result<()> {
     app.check_invariants()
 }
 
+/// The summary's runway (docs/billing-rules.md, "Runway") after some usage under a test clock.
+#[test]
+fn the_runway_forecasts_from_the_last_7_and_30_days() -> Result<()> {
+    let app = start()?;
+    app.provision("ws-run")?;
+    set_clock(&app, "ws-run", "2030-06-10T12:00:00Z")?;
+    choose_plan(&app, "ws-run", "free")?;
+    // Nothing spent yet (the workspace was created before the clock's 30 days): no usage.
+    let body = summary(&app, "ws-run")?;
+    assert_eq!(
+        body["runway"],
+        json!({
+            "status": "no_usage",
+            "history_days": "29.5",
+            "average_daily_spend_7d": "0",
+            "average_daily_spend_30d": "0",
+            "days_left": null,
+            "runs_out_at": null,
+            "suggested_auto_recharge": null
+        })
+    );
+    // 5.6 credits 20 days ago (the 30-day window only), 3.25 in the 7-day window (June 4 to
+    // 10, 6.5 days at noon): 0.5 a day over 7 days, 8.85 / 29.5 = 0.3 over 30.
+    for (id, quantity, at) in [
+        ("rw-old", "560", "2030-05-21T12:00:00Z"),
+        ("rw-1", "200", "2030-06-04T00:00:00Z"),
+        ("rw-2", "125", "2030-06-10T11:00:00Z"),
+    ] {
+        debit(&app, "ws-run", id, "agent-1", "message", quantity, at)?;
+    }
+    let body = summary(&app, "ws-run")?;
+    assert_eq!(body["plan_credits_remaining"], "1.15");
+    // 1.15 credits at 0.5 a day: 2.3 days, before the cycle ends on July 10. The suggestion
+    // takes the higher average: 0.5 x 14 = 7, and an amount of at least the top-up minimum.
+    assert_eq!(
+        body["runway"],
+        json!({
+            "status": "forecast",
+            "history_days": "29.5",
+            "average_daily_spend_7d": "0.5",
+            "average_daily_spend_30d": "0.3",
+            "days_left": "2.3",
+            "runs_out_at": "2030-06-12T19:12:00Z",
+            "suggested_auto_recharge": {"threshold": "7", "amount": "10"}
+        })
+    );
+    // A member sees the banner only.
+    let reply = app.user(
+        "ws-run",
+        Role::Member,
+        "GET",
+        "/v1/workspaces/ws-run/billing",
+        None,
+    )?;
+    assert!(expect(&reply, 200, "member summary")?["runway"].is_null());
+
+    app.check_invariants()
+}
+
 #[test]
 fn access_is_isolated_authenticated_and_role_checked() -> Result<()> {
     let app = start()?;
