@@ -17,9 +17,9 @@ use ledger::{SqlValue, Storage, payments, plans, workspace};
 
 /// Bumped when the shape of the generated data changes, or when a migration the cached sets already
 /// ran was changed before its release (old caches are then ignored): 2 for migration 7's trigger;
-/// 3 for migration 10 (the daily usage rollup and its trigger): sets generated with it, rather
-/// than shared sets migrated in place (which a branch without it would then measure with its
-/// trigger).
+/// 3 for migrations 10 to 12 (the daily usage rollup, the notifications outbox, whose triggers
+/// changed before release, and the runway watch): sets generated with them, rather than shared
+/// sets migrated in place (which a branch without them would then measure with their triggers).
 const DATA_VERSION: u32 = 3;
 /// The template workspace every clone copies.
 const TEMPLATE: &str = "template";

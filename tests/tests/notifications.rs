@@ -245,7 +245,8 @@ fn an_endpoint_that_fails_times_out_and_comes_back_gets_every_event_with_one_id(
     let app = app_for(&receiver, &receiver.url())?;
     let ws = "ws-faults";
     free_workspace(&app, ws)?;
-    messages(&app, ws, "agent-1", "m1", "900")?; // 10 -> 1: balance.low
+    messages(&app, ws, "agent-1", "m1", "900")?; // 10 -> 1: balance.low; and the pass finds
+    // the runway short (1 credit at the 30-day rate): runway.low
 
     let pending = |app: &App| -> Result<Vec<Value>> {
         let reply = app.service(
@@ -270,15 +271,15 @@ fn an_endpoint_that_fails_times_out_and_comes_back_gets_every_event_with_one_id(
         Ok(())
     };
 
-    // 500: both events stay pending with the status recorded; the next try waits its delay.
+    // 500: the three events stay pending with the status recorded; the next try waits its delay.
     receiver.answer(500, 0)?;
     let report = deliver(&app)?;
     ensure!(
-        report["retrying"] == 2 && report["delivered"] == 0,
+        report["retrying"] == 3 && report["delivered"] == 0 && report["runways_low"] == 1,
         "{report}"
     );
     let waiting = pending(&app)?;
-    ensure!(waiting.len() == 2, "{waiting:?}");
+    ensure!(waiting.len() == 3, "{waiting:?}");
     ensure!(
         waiting
             .iter()
@@ -295,11 +296,11 @@ fn an_endpoint_that_fails_times_out_and_comes_back_gets_every_event_with_one_id(
     receiver.answer(410, 0)?;
     redeliver_all(&app)?;
     let report = deliver(&app)?;
-    ensure!(report["retrying"] == 2, "{report}");
+    ensure!(report["retrying"] == 3, "{report}");
     receiver.answer(200, 2_000)?;
     redeliver_all(&app)?;
     let report = deliver(&app)?;
-    ensure!(report["retrying"] == 2, "{report}");
+    ensure!(report["retrying"] == 3, "{report}");
     let waiting = pending(&app)?;
     ensure!(
         waiting
@@ -312,17 +313,27 @@ fn an_endpoint_that_fails_times_out_and_comes_back_gets_every_event_with_one_id(
     receiver.answer(200, 0)?;
     redeliver_all(&app)?;
     let report = deliver(&app)?;
-    ensure!(report["delivered"] == 2, "{report}");
+    ensure!(report["delivered"] == 3, "{report}");
     let events = delivered(&receiver)?;
-    assert_eq!(types(&events), ["plan.changed", "balance.low"]);
+    assert_eq!(
+        types(&events),
+        ["plan.changed", "balance.low", "runway.low"]
+    );
+    let runway = &events[2]["data"];
+    let days_left: f64 = runway["days_left"].as_str().unwrap_or("99").parse()?;
+    ensure!(days_left < 7.0 && runway["threshold_days"] == 7, "{runway}");
+    ensure!(
+        runway["suggested_auto_recharge"]["currency"] == "USD",
+        "{runway}"
+    );
     let (accepted, _) = receiver.received()?;
     let ids: std::collections::BTreeSet<&str> =
         accepted.iter().map(|r| r.webhook_id.as_str()).collect();
     ensure!(
-        ids.len() == 2,
-        "4 attempts of 2 events under 2 ids: {ids:?}"
+        ids.len() == 3,
+        "4 attempts of 3 events under 3 ids: {ids:?}"
     );
-    ensure!(accepted.len() == 8, "{accepted:?}");
+    ensure!(accepted.len() == 12, "{accepted:?}");
     ensure!(pending(&app)?.is_empty());
     app.check_invariants()
 }
@@ -376,7 +387,7 @@ fn a_host_killed_while_a_webhook_is_out_loses_nothing() -> Result<()> {
     for n in 0..3 {
         let ws = format!("ws-kill-{n}");
         free_workspace(&app, &ws)?;
-        messages(&app, &ws, "agent-1", "m1", "900")?; // plan.changed, balance.low
+        messages(&app, &ws, "agent-1", "m1", "900")?; // plan.changed, balance.low, runway.low
     }
     // The endpoint takes 800 ms (under the 1 s timeout): kill the host while it holds a request.
     receiver.answer(200, 800)?;
@@ -419,11 +430,11 @@ fn a_host_killed_while_a_webhook_is_out_loses_nothing() -> Result<()> {
     );
     let events = delivered(&receiver)?;
     ensure!(
-        events.len() == 6,
+        events.len() == 9,
         "every event of the 3 workspaces, once each: {events:#?}"
     );
     let reply = app.service("GET", "/v1/notifications?status=delivered&limit=100", None)?;
     let page = expect(&reply, 200, "list")?;
-    ensure!(page["data"].as_array().map(Vec::len) == Some(6), "{page}");
+    ensure!(page["data"].as_array().map(Vec::len) == Some(9), "{page}");
     app.check_invariants()
 }

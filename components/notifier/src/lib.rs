@@ -1,7 +1,8 @@
 //! Notifications to the platform (docs/notifications.md).
 //!
 //! - the cron trigger (every 5 seconds) and its HTTP twin `POST /internal/jobs/deliver-notifications`
-//!   (service key) run one pass: end the grace periods that ran out, then send due events to
+//!   (service key) run one pass: end the grace periods that ran out, check the runway of the next
+//!   200 workspaces (`runway.low`), then send due events to
 //!   `notifications_url`, signed with `notifications_secret` (Standard Webhooks), a few at a time,
 //!   each cut off after `notifications_timeout_ms`. Nothing is sent while the URL is empty;
 //! - `GET /v1/notifications` (service key): what was sent and what failed, newest first, with
@@ -42,6 +43,8 @@ struct PassReport {
     sending: bool,
     /// Grace periods that ended by time (each a `grace.ended` event).
     graces_ended: usize,
+    /// Workspaces whose runway was newly found short (each a `runway.low` event).
+    runways_low: usize,
     /// Events delivered.
     delivered: usize,
     /// Failed attempts that will be retried.
@@ -101,6 +104,12 @@ async fn run_pass() -> Result<PassReport, ApiError> {
     let mut report = PassReport {
         graces_ended: run_ledger(async |db| {
             notifications::end_graces(db, now_secs(), notifications::GRACE_BATCH_MAX).await
+        })
+        .await?,
+        runways_low: run_ledger(async |db| {
+            let catalog = spin_adapter::catalog(db).await?;
+            notifications::check_runways(db, &catalog, now_secs(), notifications::RUNWAY_BATCH_MAX)
+                .await
         })
         .await?,
         ..PassReport::default()
@@ -259,7 +268,12 @@ impl spin_cron::CronHandler for Deliver {
     async fn handle(timestamp_secs: u64) -> Result<(), String> {
         let _ = timestamp_secs;
         let report = run_pass().await.map_err(|error| error.to_string())?;
-        if report.delivered + report.retrying + report.failed + report.graces_ended > 0
+        if report.delivered
+            + report.retrying
+            + report.failed
+            + report.graces_ended
+            + report.runways_low
+            > 0
             || report.more
         {
             println!(

@@ -15,6 +15,8 @@ pub const DEFAULT_CATALOG_JSON: &str = include_str!("../catalog/default.json");
 
 /// Upper bounds on a catalog (TigerStyle: a limit on everything).
 pub const PLANS_MAX: usize = 100;
+/// `runway.low` below this many days of balance, unless the catalog says otherwise.
+pub const DEFAULT_RUNWAY_LOW_DAYS: u32 = 7;
 /// Most extra `low_balance_levels` a catalog may set.
 pub const BALANCE_LEVELS_MAX: usize = 10;
 /// The most rate-card entries a catalog may have.
@@ -136,6 +138,10 @@ pub struct Settings {
     /// default; at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub low_balance_levels: Vec<Decimal>,
+    /// `runway.low` is sent when the forecast says the balance lasts fewer than this many days
+    /// (default 7; 0 sends none).
+    #[serde(default = "default_runway_low_days")]
+    pub runway_low_days: u32,
     /// R11 runaway guard: automatic charges per rolling 24 h (default 5).
     #[serde(default = "default_auto_recharge_max_per_day")]
     pub auto_recharge_max_per_day: u32,
@@ -147,6 +153,10 @@ fn default_credit_price() -> Decimal {
 
 fn default_inbound_grace_secs() -> u32 {
     DEFAULT_INBOUND_GRACE_SECS
+}
+
+fn default_runway_low_days() -> u32 {
+    DEFAULT_RUNWAY_LOW_DAYS
 }
 
 fn default_auto_recharge_max_per_day() -> u32 {
@@ -345,6 +355,12 @@ impl Catalog {
         }
         balance_levels_micros.sort_unstable();
         balance_levels_micros.dedup();
+        if s.runway_low_days > 365 {
+            return Err(invalid(
+                "settings.runway_low_days",
+                "runway_low_days must be 0..365",
+            ));
+        }
         if s.hold_timeout_secs == 0 || s.hold_timeout_secs > 86_400 {
             return Err(invalid(
                 "settings.hold_timeout_secs",
@@ -779,7 +795,7 @@ mod tests {
             serde_json::json!({"currency": "USD", "credit_price": "1", "topup_min": "10",
                                "topup_max": "5000", "inbound_grace_secs": 900,
                                "hold_timeout_secs": 120, "low_balance_threshold": "5",
-                               "auto_recharge_max_per_day": 5})
+                               "runway_low_days": 7, "auto_recharge_max_per_day": 5})
         );
         // No documented default: still required.
         for required in [

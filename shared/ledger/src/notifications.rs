@@ -30,6 +30,10 @@ pub const CLAIM_BATCH_MAX: i64 = 100;
 /// The most graces one sweep ends.
 pub const GRACE_BATCH_MAX: i64 = 500;
 
+/// The most workspaces one runway sweep checks (a notifier pass every 5 seconds goes through
+/// 1,000,000 workspaces in about 7 hours; a runway is days long).
+pub const RUNWAY_BATCH_MAX: i64 = 200;
+
 /// The waits between attempts, by attempts made so far: quick at first (a receiver restarting),
 /// then spreading out to hours. Each wait is stretched by up to a fifth ([`retry_delay_secs`]).
 const RETRY_SCHEDULE_SECS: [i64; 10] =
@@ -61,6 +65,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "subscription.past_due",
     "agent.spend_limit.warning",
     "agent.spend_limit.reached",
+    "runway.low",
 ];
 
 /// Where an event's delivery is.
@@ -384,6 +389,105 @@ pub async fn end_graces<S: Storage>(db: &S, real_now_secs: i64, limit: i64) -> R
     .await
 }
 
+/// Checks the runway of the next `limit` workspaces with a plan (round the table, from where the
+/// last sweep stopped) and sends `runway.low` for each whose forecast newly says fewer than the
+/// catalog's `runway_low_days` days; one found long enough again is re-armed. An empty workspace
+/// is left alone (`balance.depleted` told). The forecasts are read outside any transaction; only a
+/// change of state is written, one short transaction for the batch, guarded by the state read so
+/// that two sweeps at once send one event. Returns the events written.
+pub async fn check_runways<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    real_now_secs: i64,
+    limit: i64,
+) -> Result<usize> {
+    let threshold_days = catalog.settings().runway_low_days;
+    let limit = limit.clamp(1, RUNWAY_BATCH_MAX);
+    let after = db
+        .query("SELECT after FROM sweep_cursors WHERE name = 'runway'", &[])
+        .await?
+        .first()
+        .map(|row| text(row, 0))
+        .transpose()?
+        .unwrap_or_default();
+    let rows = db
+        .query(
+            "SELECT w.id, COALESCE(r.low, 0) FROM workspaces w
+             LEFT JOIN runway_watch r ON r.workspace_id = w.id
+             WHERE w.id > ?1 AND w.plan_id IS NOT NULL ORDER BY w.id LIMIT ?2",
+            &[t(&after), i(limit)],
+        )
+        .await?;
+    // Round the table: a short batch means the next sweep starts again from the first.
+    let next_after = if (rows.len() as i64) < limit {
+        String::new()
+    } else {
+        rows.last()
+            .map(|row| text(row, 0))
+            .transpose()?
+            .unwrap_or_default()
+    };
+    let mut changes = Vec::new();
+    for row in &rows {
+        let (workspace_id, was_low) = (text(row, 0)?, int(row, 1)? == 1);
+        let ws = crate::workspace::get(db, &workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        let runway = crate::runway::load(db, catalog, &ws, now).await?;
+        let short = threshold_days > 0
+            && ws.exhausted_at.is_none()
+            && runway.status == crate::runway::RunwayStatus::Forecast
+            && runway
+                .days_left
+                .is_some_and(|days| days < Decimal::from(threshold_days));
+        if short != was_low {
+            changes.push((workspace_id, short, now, runway));
+        }
+    }
+    crate::tx::immediate(db, async |db| {
+        let mut written = 0;
+        for (workspace_id, short, now, runway) in &changes {
+            let changed = db
+                .query(
+                    "INSERT INTO runway_watch (workspace_id, low, checked_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (workspace_id) DO UPDATE SET low = excluded.low, checked_at = excluded.checked_at
+                     WHERE runway_watch.low <> excluded.low
+                     RETURNING low",
+                    &[t(workspace_id), i(i64::from(*short)), i(real_now_secs)],
+                )
+                .await?;
+            if *short && !changed.is_empty() {
+                let suggested = runway.suggested_auto_recharge.as_ref();
+                record(
+                    db,
+                    workspace_id,
+                    "runway.low",
+                    &json!({
+                        "threshold_days": threshold_days,
+                        "days_left": runway.days_left,
+                        "runs_out_at": runway.runs_out_at,
+                        "average_daily_spend_7d": runway.average_daily_spend_7d,
+                        "average_daily_spend_30d": runway.average_daily_spend_30d,
+                        "suggested_threshold": suggested.map(|s| s.threshold),
+                        "suggested_amount": suggested.map(|s| s.amount),
+                    }),
+                    *now,
+                    real_now_secs,
+                )
+                .await?;
+                written += 1;
+            }
+        }
+        db.execute(
+            "INSERT INTO sweep_cursors (name, after) VALUES ('runway', ?1)
+             ON CONFLICT (name) DO UPDATE SET after = excluded.after",
+            &[t(&next_after)],
+        )
+        .await?;
+        Ok(written)
+    })
+    .await
+}
+
 /// The operator's list, newest first, with cursor paging.
 pub async fn list<S: Storage>(
     db: &S,
@@ -672,6 +776,23 @@ fn render(kind: &str, facts: &Value, currency: &str, catalog: &Catalog) -> Value
                 "agent_id": fact_text(facts, "agent_id"), "monthly_spend_limit": limit,
                 "spent": amount(facts, "spent_micros"), "percent": percent,
                 "message": format!("The agent has spent {percent}% of its monthly limit of {limit} credits."),
+            })
+        }
+        "runway.low" => {
+            let days_left = fact_text(facts, "days_left");
+            let days = days_left.as_str().unwrap_or("0").to_owned();
+            json!({
+                "days_left": days_left,
+                "runs_out_at": fact_text(facts, "runs_out_at"),
+                "threshold_days": facts.get("threshold_days").cloned().unwrap_or(Value::Null),
+                "average_daily_spend_7d": fact_text(facts, "average_daily_spend_7d"),
+                "average_daily_spend_30d": fact_text(facts, "average_daily_spend_30d"),
+                "suggested_auto_recharge": {
+                    "threshold": fact_text(facts, "suggested_threshold"),
+                    "amount": fact_text(facts, "suggested_amount"),
+                    "currency": currency,
+                },
+                "message": format!("At the last 7 days' usage the balance lasts about {days} more days. Top up or turn on auto-recharge."),
             })
         }
         _ => facts.clone(),

@@ -60,6 +60,10 @@ const MIGRATIONS: &[Migration] = &[
         version: NOTIFICATIONS_VERSION,
         statements: V11,
     },
+    Migration {
+        version: 12,
+        statements: V12,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -820,6 +824,21 @@ const V11: &[&str] = &[
               < NEW.monthly_spend_limit_micros * level.percent
         ORDER BY level.percent;
      END",
+];
+
+/// `runway.low` (docs/notifications.md): whether each workspace's runway was last found short,
+/// so the event fires once per crossing (a workspace never found short has no row), and where
+/// the sweep that checks them goes on from.
+const V12: &[&str] = &[
+    "CREATE TABLE runway_watch (
+        workspace_id TEXT PRIMARY KEY REFERENCES workspaces (id),
+        low INTEGER NOT NULL CHECK (low IN (0, 1)),
+        checked_at INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID",
+    "CREATE TABLE sweep_cursors (
+        name TEXT PRIMARY KEY,
+        after TEXT NOT NULL
+    ) STRICT, WITHOUT ROWID",
 ];
 
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.

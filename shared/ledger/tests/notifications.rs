@@ -456,3 +456,71 @@ fn nothing_is_written_for_a_change_that_rolls_back() {
     block_on(fx.db.execute("ROLLBACK", &[])).unwrap();
     assert_eq!(types(&fx, "ws"), before);
 }
+
+#[test]
+fn a_short_runway_is_told_once_and_rearmed_when_it_lengthens() {
+    let fx = Fixture::new();
+    fx.subscribed("ws", "free", NOV_1); // 10 plan credits until Dec 1
+    fx.subscribed("calm", "free", NOV_1);
+    let check = |at: i64| {
+        block_on(notifications::check_runways(&fx.db, &fx.catalog, at, 100)).expect("sweep")
+    };
+    let runway_events = || -> Vec<Value> {
+        events(&fx, "ws")
+            .into_iter()
+            .filter(|(kind, _)| kind == "runway.low")
+            .map(|(_, data)| data)
+            .collect()
+    };
+    // 6 credits on the first day; two days later the 7-day rate is 3 a day: 4 left last ~1.3 days.
+    messages(&fx, "ws", "m1", "600", NOV_1 + 3_600);
+    assert_eq!(check(NOV_1 + 2 * DAY), 1);
+    let told = runway_events();
+    assert_eq!(told.len(), 1);
+    assert_eq!(told[0]["days_left"], json!("1.3"));
+    assert_eq!(told[0]["threshold_days"], json!(7));
+    assert_eq!(told[0]["average_daily_spend_7d"], json!("3"));
+    assert_eq!(told[0]["suggested_auto_recharge"]["threshold"], json!("42"));
+    assert_eq!(told[0]["suggested_auto_recharge"]["currency"], json!("USD"));
+    // Still short: not told again.
+    assert_eq!(check(NOV_1 + 2 * DAY + 60), 0);
+    // 100 more credits: about 34 days, re-armed without an event; short again after spending.
+    fx.topup("ws", "pay_1", "100", NOV_1 + 2 * DAY + 120);
+    assert_eq!(check(NOV_1 + 2 * DAY + 180), 0);
+    messages(&fx, "ws", "m2", "9500", NOV_1 + 2 * DAY + 240);
+    assert_eq!(check(NOV_1 + 2 * DAY + 300), 1);
+    assert_eq!(runway_events().len(), 2);
+    // The workspace that spends nothing is never told.
+    assert!(!types(&fx, "calm").contains(&"runway.low".to_owned()));
+    // Re-armed by 5,000 more credits, then spent to nothing before the next sweep: empty,
+    // balance.depleted told it, and no runway.low on top.
+    fx.topup("ws", "pay_2", "5000", NOV_1 + 2 * DAY + 360);
+    assert_eq!(check(NOV_1 + 2 * DAY + 420), 0);
+    messages(&fx, "ws", "m3", "500900", NOV_1 + 2 * DAY + 480);
+    assert!(fx.state("ws").exhausted_at.is_some());
+    assert_eq!(check(NOV_1 + 2 * DAY + 540), 0);
+    assert_eq!(runway_events().len(), 2);
+    fx.assert_invariants();
+}
+
+#[test]
+fn a_catalog_can_turn_runway_notices_off() {
+    let mut fx = Fixture::new();
+    let mut doc = fx.catalog.doc.clone();
+    doc.settings.runway_low_days = 0;
+    let stored = block_on(ledger::catalog::put(&fx.db, doc, NOV_1)).expect("catalog");
+    fx.catalog = ledger::catalog::Catalog::validate(stored.version, stored.doc).unwrap();
+    fx.subscribed("ws", "free", NOV_1);
+    messages(&fx, "ws", "m1", "600", NOV_1 + 3_600);
+    let written = block_on(notifications::check_runways(
+        &fx.db,
+        &fx.catalog,
+        NOV_1 + 2 * DAY,
+        100,
+    ))
+    .unwrap();
+    assert_eq!(written, 0);
+    let mut doc = fx.catalog.doc.clone();
+    doc.settings.runway_low_days = 366;
+    assert!(block_on(ledger::catalog::put(&fx.db, doc, NOV_1)).is_err());
+}
