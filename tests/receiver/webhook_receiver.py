@@ -2,8 +2,8 @@
 `standardwebhooks` package (the reference implementation of the Standard Webhooks
 specification, which nobody here wrote) and keeps what it received.
 
-Usage: python3 webhook_receiver.py SECRET
-Prints the port it listens on (127.0.0.1), then serves:
+Usage: python3 webhook_receiver.py SECRET [PORT]
+Prints the port it listens on (127.0.0.1; PORT, or a free one), then serves:
   POST /hooks          a webhook: verified, recorded, answered as the current mode says
   GET  /received       {"accepted": [...], "rejected": n}: every verified delivery, in order
                        of arrival (retries included), each {"webhook_id", "status", "event"}
@@ -77,6 +77,7 @@ class Handler(BaseHTTPRequestHandler):
         self.reply(status, b"{}")
 
 
-server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+PORT = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+server = ThreadingHTTPServer(("127.0.0.1", PORT), Handler)
 print(server.server_address[1], flush=True)
 server.serve_forever()

@@ -31,12 +31,18 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Starts a receiver that verifies with `secret`.
+    /// Starts a receiver that verifies with `secret`, on a free port.
     pub fn start(secret: &str) -> Result<Self> {
+        Self::start_on(secret, 0)
+    }
+
+    /// Starts a receiver that verifies with `secret`, on `port` (0: a free one).
+    pub fn start_on(secret: &str, port: u16) -> Result<Self> {
         let script = workspace_root().join("tests/receiver/webhook_receiver.py");
         let mut child = Command::new("python3")
             .arg(&script)
             .arg(secret)
+            .arg(port.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

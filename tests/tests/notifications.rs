@@ -16,13 +16,18 @@ const T0: &str = "2030-01-10T10:00:00Z";
 /// The app sending to `url`, allowed to reach `receiver`, with a short timeout so a slow endpoint
 /// costs the test little; on `state_dir` when given (to restart on it).
 fn start(receiver: &Receiver, url: &str, state_dir: Option<&std::path::Path>) -> Result<App> {
+    start_for(&receiver.origin(), url, state_dir)
+}
+
+/// [`start`] allowed to reach `origin`, whether or not anything listens there.
+fn start_for(origin: &str, url: &str, state_dir: Option<&std::path::Path>) -> Result<App> {
     App::start_with(
         HostOptions {
             state_dir: state_dir.map(std::path::Path::to_path_buf),
             ..HostOptions::default()
         }
         .env("SPIN_VARIABLE_NOTIFICATIONS_URL", url)
-        .env("SPIN_VARIABLE_NOTIFICATIONS_ORIGIN", receiver.origin())
+        .env("SPIN_VARIABLE_NOTIFICATIONS_ORIGIN", origin)
         .env("SPIN_VARIABLE_NOTIFICATIONS_SECRET", SECRET)
         .env("SPIN_VARIABLE_NOTIFICATIONS_TIMEOUT_MS", "1000"),
     )
@@ -436,5 +441,42 @@ fn a_host_killed_while_a_webhook_is_out_loses_nothing() -> Result<()> {
     let reply = app.service("GET", "/v1/notifications?status=delivered&limit=100", None)?;
     let page = expect(&reply, 200, "list")?;
     ensure!(page["data"].as_array().map(Vec::len) == Some(9), "{page}");
+    app.check_invariants()
+}
+
+#[test]
+fn an_endpoint_that_is_down_then_up_gets_its_events() -> Result<()> {
+    // A port nothing listens on, yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let origin = format!("http://127.0.0.1:{port}");
+    let app = start_for(&origin, &format!("{origin}/hooks"), None)?;
+    put_catalog(&app)?;
+    free_workspace(&app, "ws-down")?;
+    let report = deliver(&app)?;
+    ensure!(
+        report["retrying"] == 1 && report["delivered"] == 0,
+        "{report}"
+    );
+    let reply = app.service("GET", "/v1/notifications?status=pending", None)?;
+    let page = expect(&reply, 200, "list")?;
+    let waiting = &page["data"][0];
+    ensure!(
+        waiting["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("not delivered"))
+            && waiting["last_response_status"].is_null(),
+        "{page}"
+    );
+    // Up: the event arrives, under its id.
+    let receiver = Receiver::start_on(SECRET, port)?;
+    let id = waiting["id"].as_str().context("id")?;
+    let reply = app.service("POST", &format!("/v1/notifications/{id}/redeliver"), None)?;
+    expect(&reply, 200, "redeliver")?;
+    let report = deliver(&app)?;
+    ensure!(report["delivered"] == 1, "{report}");
+    let events = delivered(&receiver)?;
+    ensure!(events.len() == 1 && events[0]["id"] == id, "{events:#?}");
     app.check_invariants()
 }
