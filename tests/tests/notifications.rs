@@ -480,3 +480,113 @@ fn an_endpoint_that_is_down_then_up_gets_its_events() -> Result<()> {
     ensure!(events.len() == 1 && events[0]["id"] == id, "{events:#?}");
     app.check_invariants()
 }
+
+#[test]
+fn recharges_that_succeed_and_fail_at_stripe_are_told() -> Result<()> {
+    use e2e::stripe::{CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, save_card_through_app};
+    let ls = Localstripe::start()?;
+    let receiver = Receiver::start(SECRET)?;
+    let app = App::start_with(
+        HostOptions::default()
+            .env("SPIN_VARIABLE_STRIPE_API_BASE", ls.base_url())
+            .env("SPIN_VARIABLE_STRIPE_SECRET_KEY", e2e::stripe::SECRET_KEY)
+            .env("SPIN_VARIABLE_NOTIFICATIONS_URL", receiver.url())
+            .env("SPIN_VARIABLE_NOTIFICATIONS_ORIGIN", receiver.origin())
+            .env("SPIN_VARIABLE_NOTIFICATIONS_SECRET", SECRET),
+    )?;
+    let mut catalog = e2e::api::test_catalog(
+        json!([{"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"}]),
+        json!([{"kind": "message", "price": "0.01"}]),
+    );
+    catalog["settings"]["low_balance_threshold"] = "2".into();
+    catalog["settings"]["runway_low_days"] = 0.into();
+    expect(
+        &app.service("PUT", "/v1/catalog", Some(&catalog))?,
+        200,
+        "catalog",
+    )?;
+    let subscribe = |ws: &str| -> Result<()> {
+        app.provision(ws)?;
+        let plan = json!({"plan_id": "free"});
+        expect(
+            &app.owner(ws, "POST", "/subscription", Some(&plan))?,
+            200,
+            "subscribe",
+        )?;
+        Ok(())
+    };
+    let enable = |ws: &str| -> Result<()> {
+        let settings = json!({"enabled": true, "threshold": "5", "amount": "20"});
+        expect(
+            &app.owner(ws, "PUT", "/auto-recharge", Some(&settings))?,
+            200,
+            "enable",
+        )?;
+        Ok(())
+    };
+    // One workspace empty, with a good card: auto-recharge refills it.
+    subscribe("ws-good")?;
+    messages(&app, "ws-good", "agent-1", "m1", "1000")?; // 10 -> 0
+    save_card_through_app(&app, &ls, "ws-good", CARD_OK)?;
+    enable("ws-good")?;
+    // Another with a card declined when charged (its wallet, 0, is under the threshold).
+    subscribe("ws-bad")?;
+    save_card_through_app(&app, &ls, "ws-bad", CARD_DECLINED_ON_CHARGE)?;
+    enable("ws-bad")?;
+    let report = expect(
+        &app.service("POST", "/internal/jobs/auto-recharge", None)?,
+        200,
+        "auto-recharge job",
+    )?;
+    ensure!(
+        report["recharges_succeeded"] == 1 && report["recharges_failed"] == 1,
+        "{report}"
+    );
+
+    deliver(&app)?;
+    let events = delivered(&receiver)?;
+    let of = |ws: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e["workspace_id"] == ws)
+            .cloned()
+            .collect()
+    };
+    let good = of("ws-good");
+    assert_eq!(
+        types(&good),
+        [
+            "plan.changed",
+            "balance.low",
+            "balance.depleted",
+            "grace.started",
+            "auto_recharge.succeeded",
+            "grace.ended",
+            "balance.restored"
+        ],
+        "{good:#?}"
+    );
+    assert_eq!(good[4]["data"]["amount"], "20");
+    assert_eq!(good[4]["data"]["credits"], "20");
+    assert_eq!(good[4]["data"]["currency"], "USD");
+    assert_eq!(good[5]["data"]["reason"], "balance_restored");
+    assert_eq!(good[6]["data"]["balance"], "20");
+    let bad = of("ws-bad");
+    assert_eq!(
+        types(&bad),
+        [
+            "plan.changed",
+            "auto_recharge.failed",
+            "auto_recharge.disabled"
+        ],
+        "{bad:#?}"
+    );
+    assert_eq!(bad[1]["data"]["reason"], "card_declined");
+    ensure!(
+        bad[2]["data"]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("turned off")),
+        "{bad:#?}"
+    );
+    app.check_invariants()
+}
