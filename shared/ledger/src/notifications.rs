@@ -242,6 +242,8 @@ const COLUMNS: &str =
 
 /// Claims up to `limit` events due at `real_now_secs` for `lease_secs`: another sender will not
 /// take them before the lease ends, and will if this one never records an outcome. Oldest first.
+/// The claim is one statement (no transaction holds the write lock across host calls); the
+/// payloads are read after it.
 pub async fn claim_due<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -249,36 +251,33 @@ pub async fn claim_due<S: Storage>(
     lease_secs: i64,
     limit: i64,
 ) -> Result<Vec<Outgoing>> {
-    let claimed = crate::tx::immediate(db, async |db| {
-        let ids = db
-            .query(
-                "UPDATE notifications SET next_attempt_at = ?1 + ?2, attempts = attempts + 1, last_attempt_at = ?1
-                 WHERE id IN (SELECT id FROM notifications
-                              WHERE status = 'pending' AND next_attempt_at <= ?1
-                              ORDER BY next_attempt_at, id LIMIT ?3)
-                 RETURNING id",
-                &[i(real_now_secs), i(lease_secs.max(1)), i(limit.clamp(1, CLAIM_BATCH_MAX))],
-            )
-            .await?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let list = ids
-            .iter()
-            .map(|row| int(row, 0).map(|id| id.to_string()))
-            .collect::<Result<Vec<_>>>()?
-            .join(",");
-        db.query(
+    let ids = db
+        .query(
+            "UPDATE notifications SET next_attempt_at = ?1 + ?2, attempts = attempts + 1, last_attempt_at = ?1
+             WHERE id IN (SELECT id FROM notifications
+                          WHERE status = 'pending' AND next_attempt_at <= ?1
+                          ORDER BY next_attempt_at, id LIMIT ?3)
+             RETURNING id",
+            &[i(real_now_secs), i(lease_secs.max(1)), i(limit.clamp(1, CLAIM_BATCH_MAX))],
+        )
+        .await?;
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = ids
+        .iter()
+        .map(|row| int(row, 0).map(|id| id.to_string()))
+        .collect::<Result<Vec<_>>>()?
+        .join(",");
+    let claimed = db
+        .query(
             &format!(
                 "SELECT {COLUMNS} FROM notifications n JOIN workspaces w ON w.id = n.workspace_id
                  WHERE n.id IN ({list}) ORDER BY n.id"
             ),
             &[],
         )
-        .await
-        .map_err(LedgerError::from)
-    })
-    .await?;
+        .await?;
     claimed
         .iter()
         .map(|row| {
@@ -292,66 +291,63 @@ pub async fn claim_due<S: Storage>(
         .collect()
 }
 
-/// Records how the attempts of one sending went, in one transaction. An event redelivered or
-/// settled meanwhile by another sender is left as that one left it.
+/// Records how the attempts of one sending went: `(row id, attempt number, outcome)` each. Every
+/// delivery of the batch is one statement; each failure another (rare), none in a transaction.
+/// An event redelivered or settled meanwhile by another sender is left as that one left it.
 pub async fn record_outcomes<S: Storage>(
     db: &S,
-    outcomes: &[(i64, Outcome)],
+    outcomes: &[(i64, i64, Outcome)],
     real_now_secs: i64,
 ) -> Result<OutcomeReport> {
-    if outcomes.is_empty() {
-        return Ok(OutcomeReport::default());
+    let mut report = OutcomeReport::default();
+    // `[[row id, status], ...]`.
+    let delivered: Vec<[i64; 2]> = outcomes
+        .iter()
+        .filter_map(|(row_id, _, outcome)| match outcome {
+            Outcome::Delivered { status } => Some([*row_id, i64::from(*status)]),
+            Outcome::Failed { .. } => None,
+        })
+        .collect();
+    if !delivered.is_empty() {
+        let delivered_json = serde_json::to_string(&delivered).unwrap_or_else(|_| "[]".into());
+        let rows = db
+            .query(
+                "UPDATE notifications SET status = 'delivered', delivered_at = ?2, last_error = NULL,
+                     last_response_status = (SELECT d.value ->> 1 FROM json_each(?1) d
+                                             WHERE d.value ->> 0 = notifications.id)
+                 WHERE id IN (SELECT d.value ->> 0 FROM json_each(?1) d) AND status = 'pending'
+                 RETURNING id",
+                &[t(delivered_json.as_str()), i(real_now_secs)],
+            )
+            .await?;
+        report.delivered = rows.len();
     }
-    crate::tx::immediate(db, async |db| {
-        let mut report = OutcomeReport::default();
-        for (row_id, outcome) in outcomes {
-            match outcome {
-                Outcome::Delivered { status } => {
-                    let rows = db
-                        .query(
-                            "UPDATE notifications SET status = 'delivered', delivered_at = ?2,
-                                 last_response_status = ?3, last_error = NULL
-                             WHERE id = ?1 AND status = 'pending' RETURNING id",
-                            &[i(*row_id), i(real_now_secs), i(i64::from(*status))],
-                        )
-                        .await?;
-                    report.delivered += rows.len();
-                }
-                Outcome::Failed { status, error } => {
-                    let rows = db
-                        .query(
-                            "SELECT attempts, retry_until FROM notifications WHERE id = ?1 AND status = 'pending'",
-                            &[i(*row_id)],
-                        )
-                        .await?;
-                    let Some(row) = rows.first() else { continue };
-                    let (attempts, retry_until) = (int(row, 0)?, int(row, 1)?);
-                    let next = real_now_secs + retry_delay_secs(attempts, *row_id);
-                    let gives_up = next > retry_until;
-                    db.execute(
-                        "UPDATE notifications SET status = ?2, next_attempt_at = ?3,
-                             last_response_status = ?4, last_error = ?5
-                         WHERE id = ?1",
-                        &[
-                            i(*row_id),
-                            t(if gives_up { "failed" } else { "pending" }),
-                            i(next),
-                            status.map_or(SqlValue::Null, |s| i(i64::from(s))),
-                            t(error_text(error)),
-                        ],
-                    )
-                    .await?;
-                    if gives_up {
-                        report.failed += 1;
-                    } else {
-                        report.retrying += 1;
-                    }
-                }
-            }
+    for (row_id, attempt, outcome) in outcomes {
+        let Outcome::Failed { status, error } = outcome else {
+            continue;
+        };
+        let next = real_now_secs + retry_delay_secs(*attempt, *row_id);
+        let rows = db
+            .query(
+                "UPDATE notifications SET status = CASE WHEN ?2 > retry_until THEN 'failed' ELSE 'pending' END,
+                     next_attempt_at = ?2, last_response_status = ?3, last_error = ?4
+                 WHERE id = ?1 AND status = 'pending'
+                 RETURNING status",
+                &[
+                    i(*row_id),
+                    i(next),
+                    status.map_or(SqlValue::Null, |s| i(i64::from(s))),
+                    t(error_text(error)),
+                ],
+            )
+            .await?;
+        match rows.first().map(|row| text(row, 0)).transpose()?.as_deref() {
+            Some("failed") => report.failed += 1,
+            Some(_) => report.retrying += 1,
+            None => {}
         }
-        Ok(report)
-    })
-    .await
+    }
+    Ok(report)
 }
 
 /// At most 500 characters of an error, on a character boundary.

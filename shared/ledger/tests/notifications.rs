@@ -304,9 +304,14 @@ fn delivery_states_follow_the_outcomes() {
     let report = block_on(notifications::record_outcomes(
         &fx.db,
         &[
-            (due[0].row_id, Outcome::Delivered { status: 204 }),
+            (
+                due[0].row_id,
+                due[0].attempt,
+                Outcome::Delivered { status: 204 },
+            ),
             (
                 due[1].row_id,
+                due[1].attempt,
                 Outcome::Failed {
                     status: Some(500),
                     error: "the endpoint answered 500".into(),
@@ -333,7 +338,10 @@ fn delivery_states_follow_the_outcomes() {
         .unwrap()
         .data
     };
-    assert_eq!(listed("delivered").len(), 1);
+    let delivered = listed("delivered");
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].last_response_status, Some(204));
+    assert!(delivered[0].delivered_at.is_some() && delivered[0].next_attempt_at.is_none());
     let pending = listed("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].id, failed_id);
@@ -369,6 +377,7 @@ fn delivery_states_follow_the_outcomes() {
         &fx.db,
         &[(
             again[0].row_id,
+            again[0].attempt,
             Outcome::Failed {
                 status: None,
                 error: "no answer".into(),
