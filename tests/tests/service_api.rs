@@ -1260,11 +1260,12 @@ fn omitted_settings_take_their_documented_defaults() -> Result<()> {
         200,
         None,
     )?;
-    // credit_price 1 (R1), inbound_grace_secs 900 (R7), auto_recharge_max_per_day 5 (R11).
+    // credit_price 1 (R1), inbound_grace_secs 900 (R7), auto_recharge_max_per_day 5 (R11),
+    // runway_low_days 7 (docs/notifications.md).
     let settings = json!({
         "currency": "USD", "credit_price": "1", "topup_min": "10", "topup_max": "5000",
         "inbound_grace_secs": 900, "hold_timeout_secs": 120, "low_balance_threshold": "0.5",
-        "auto_recharge_max_per_day": 5
+        "runway_low_days": 7, "auto_recharge_max_per_day": 5
     });
     ensure!(
         stored["version"] == 1 && stored["settings"] == settings,
