@@ -673,11 +673,13 @@ const V11: &[&str] = &[
         type TEXT NOT NULL,
         facts TEXT NOT NULL CHECK (json_valid(facts)),
         occurred_at INTEGER NOT NULL,
-        created_at INTEGER NOT NULL,
+        -- Real time. A trigger's event is written now, due now, and retried for 3 days
+        -- (notifications::RETRY_WINDOW_SECS); the ledger's own events give these explicitly.
+        created_at INTEGER NOT NULL DEFAULT (unixepoch()),
         status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
         attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-        next_attempt_at INTEGER NOT NULL,
-        retry_until INTEGER NOT NULL,
+        next_attempt_at INTEGER NOT NULL DEFAULT (unixepoch()),
+        retry_until INTEGER NOT NULL DEFAULT (unixepoch() + 259200),
         last_attempt_at INTEGER,
         last_response_status INTEGER,
         last_error TEXT,
@@ -707,11 +709,11 @@ const V11: &[&str] = &[
     "CREATE TRIGGER notify_balance_low AFTER INSERT ON transactions
      WHEN NEW.type <> 'plan_expiry' AND NEW.plan_delta_micros + NEW.wallet_delta_micros < 0
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         SELECT NEW.workspace_id, 'balance.low',
                json_object('level_micros', l.level_micros, 'plan_credits_micros', NEW.plan_after_micros,
                            'wallet_micros', NEW.wallet_after_micros, 'transaction_id', NEW.id),
-               NEW.created_at, unixepoch(), unixepoch(), unixepoch() + 259200
+               NEW.created_at
         FROM notification_levels l
         WHERE l.level_micros < NEW.plan_after_micros + NEW.wallet_after_micros
                                - NEW.plan_delta_micros - NEW.wallet_delta_micros
@@ -722,29 +724,29 @@ const V11: &[&str] = &[
     "CREATE TRIGGER notify_reversal AFTER INSERT ON transactions
      WHEN NEW.type IN ('refund', 'dispute')
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         VALUES (NEW.workspace_id, CASE NEW.type WHEN 'refund' THEN 'payment.refunded' ELSE 'payment.disputed' END,
                 json_object('credits_micros', -(NEW.plan_delta_micros + NEW.wallet_delta_micros),
                             'reference', NEW.reference, 'plan_credits_micros', NEW.plan_after_micros,
                             'wallet_micros', NEW.wallet_after_micros, 'transaction_id', NEW.id),
-                NEW.created_at, unixepoch(), unixepoch(), unixepoch() + 259200);
+                NEW.created_at);
      END",
     // balance.depleted, and grace.started when the catalog gives a grace period (R7).
     "CREATE TRIGGER notify_depleted AFTER UPDATE OF exhausted_at ON workspaces
      WHEN OLD.exhausted_at IS NULL AND NEW.exhausted_at IS NOT NULL
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         VALUES (NEW.id, 'balance.depleted',
                 json_object('plan_credits_micros', NEW.plan_credits_micros, 'wallet_micros', NEW.wallet_micros,
                             'held_micros', NEW.held_plan_micros + NEW.held_wallet_micros),
-                NEW.exhausted_at, unixepoch(), unixepoch(), unixepoch() + 259200);
+                NEW.exhausted_at);
         INSERT INTO grace_watch (workspace_id, exhausted_at, ends_at)
         SELECT NEW.id, NEW.exhausted_at, NEW.exhausted_at + s.inbound_grace_secs
         FROM notification_settings s WHERE s.id = 1 AND s.inbound_grace_secs > 0
         ON CONFLICT (workspace_id) DO UPDATE SET exhausted_at = excluded.exhausted_at, ends_at = excluded.ends_at;
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         SELECT NEW.id, 'grace.started', json_object('grace_ends_at', g.ends_at),
-               NEW.exhausted_at, unixepoch(), unixepoch(), unixepoch() + 259200
+               NEW.exhausted_at
         FROM grace_watch g WHERE g.workspace_id = NEW.id AND g.exhausted_at = NEW.exhausted_at;
      END",
     // balance.restored; a grace period still running ends with it. The time is that of the
@@ -752,57 +754,56 @@ const V11: &[&str] = &[
     "CREATE TRIGGER notify_restored AFTER UPDATE OF exhausted_at ON workspaces
      WHEN OLD.exhausted_at IS NOT NULL AND NEW.exhausted_at IS NULL
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         SELECT NEW.id, 'grace.ended',
                json_object('reason', CASE WHEN g.ends_at <= j.created_at THEN 'expired' ELSE 'balance_restored' END),
-               MIN(g.ends_at, j.created_at), unixepoch(), unixepoch(), unixepoch() + 259200
+               MIN(g.ends_at, j.created_at)
         FROM grace_watch g, (SELECT COALESCE(MAX(created_at), unixepoch()) AS created_at
                              FROM journal WHERE id = NEW.last_journal_id) AS j
         WHERE g.workspace_id = NEW.id;
         DELETE FROM grace_watch WHERE workspace_id = NEW.id;
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         SELECT NEW.id, 'balance.restored',
                json_object('plan_credits_micros', NEW.plan_credits_micros, 'wallet_micros', NEW.wallet_micros,
                            'held_micros', NEW.held_plan_micros + NEW.held_wallet_micros),
-               COALESCE(MAX(j.created_at), NEW.test_clock_at, unixepoch()), unixepoch(), unixepoch(), unixepoch() + 259200
+               COALESCE(MAX(j.created_at), NEW.test_clock_at, unixepoch())
         FROM journal j WHERE j.id = NEW.last_journal_id;
      END",
     // topup.succeeded, topup.failed, auto_recharge.succeeded, auto_recharge.failed.
     "CREATE TRIGGER notify_payment_settled AFTER UPDATE OF status ON payments
      WHEN NEW.status IN ('succeeded', 'failed') AND OLD.status <> NEW.status
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         VALUES (NEW.workspace_id,
                 CASE NEW.kind WHEN 'topup' THEN 'topup.' ELSE 'auto_recharge.' END || NEW.status,
                 json_object('payment_id', NEW.id, 'amount_micros', NEW.amount_micros,
                             'credits_micros', NEW.credits_micros, 'failure_code', NEW.failure_code,
                             'failure_message', NEW.failure_message),
-                COALESCE((SELECT test_clock_at FROM workspaces WHERE id = NEW.workspace_id), unixepoch()),
-                unixepoch(), unixepoch(), unixepoch() + 259200);
+                COALESCE((SELECT test_clock_at FROM workspaces WHERE id = NEW.workspace_id), unixepoch()));
      END",
     // auto_recharge.disabled: turned off by the owner, or by the ledger (a card removed, a hard
     // decline), whose warning says why.
     "CREATE TRIGGER notify_auto_recharge_disabled AFTER UPDATE OF auto_recharge_enabled ON workspaces
      WHEN OLD.auto_recharge_enabled = 1 AND NEW.auto_recharge_enabled = 0
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         VALUES (NEW.id, 'auto_recharge.disabled', json_object('warning', NEW.auto_recharge_warning),
-                COALESCE(NEW.test_clock_at, unixepoch()), unixepoch(), unixepoch(), unixepoch() + 259200);
+                COALESCE(NEW.test_clock_at, unixepoch()));
      END",
     // plan.changed: every change of plan, the first one included (from null).
     "CREATE TRIGGER notify_plan_changed AFTER UPDATE OF plan_id ON workspaces
      WHEN OLD.plan_id IS NOT NEW.plan_id
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         VALUES (NEW.id, 'plan.changed', json_object('from_plan_id', OLD.plan_id, 'to_plan_id', NEW.plan_id),
-                COALESCE(NEW.test_clock_at, unixepoch()), unixepoch(), unixepoch(), unixepoch() + 259200);
+                COALESCE(NEW.test_clock_at, unixepoch()));
      END",
     "CREATE TRIGGER notify_past_due AFTER UPDATE OF subscription_status ON workspaces
      WHEN NEW.subscription_status = 'past_due' AND OLD.subscription_status <> 'past_due'
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         VALUES (NEW.id, 'subscription.past_due', json_object('plan_id', NEW.plan_id),
-                COALESCE(NEW.test_clock_at, unixepoch()), unixepoch(), unixepoch(), unixepoch() + 259200);
+                COALESCE(NEW.test_clock_at, unixepoch()));
      END",
     // agent.spend_limit.warning (80%) and agent.spend_limit.reached (100%) of an agent's monthly
     // limit, by posted spend. A new cycle resets the spend, which re-arms both. Updates only: an
@@ -811,12 +812,11 @@ const V11: &[&str] = &[
     "CREATE TRIGGER notify_agent_spend AFTER UPDATE OF cycle_spend_micros ON agents
      WHEN NEW.monthly_spend_limit_micros > 0 AND NEW.cycle_spend_micros * 5 >= NEW.monthly_spend_limit_micros * 4
      BEGIN
-        INSERT INTO notifications (workspace_id, type, facts, occurred_at, created_at, next_attempt_at, retry_until)
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
         SELECT NEW.workspace_id, level.type,
                json_object('agent_id', NEW.agent_id, 'limit_micros', NEW.monthly_spend_limit_micros,
                            'spent_micros', NEW.cycle_spend_micros, 'percent', level.percent),
-               COALESCE((SELECT test_clock_at FROM workspaces WHERE id = NEW.workspace_id), unixepoch()),
-               unixepoch(), unixepoch(), unixepoch() + 259200
+               COALESCE((SELECT test_clock_at FROM workspaces WHERE id = NEW.workspace_id), unixepoch())
         FROM (SELECT 'agent.spend_limit.warning' AS type, 80 AS percent UNION ALL
               SELECT 'agent.spend_limit.reached', 100) AS level
         WHERE NEW.cycle_spend_micros * 100 >= NEW.monthly_spend_limit_micros * level.percent
