@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::catalog::Catalog;
 use crate::row::{i, int, opt_int, opt_text, t, text};
 use crate::storage::{SqlValue, Storage};
+use crate::views::bad_query;
 use crate::{LedgerError, Result, calendar, money};
 
 /// How long an event is retried after it was written (or redelivered): 3 days.
@@ -601,14 +602,6 @@ pub async fn redeliver<S: Storage>(
         what: "notification",
     })?;
     notification_of(row, catalog)
-}
-
-fn bad_query(field: &'static str, message: &str) -> LedgerError {
-    LedgerError::Invalid {
-        code: "malformed_request",
-        message: message.into(),
-        field: Some(field),
-    }
 }
 
 fn notification_of(row: &crate::Row, catalog: &Catalog) -> Result<Notification> {

@@ -349,7 +349,8 @@ const TRANSACTION_TYPES: &[&str] = &[
     "dispute",
 ];
 
-fn bad_query(field: &'static str, message: &str) -> LedgerError {
+/// 400 `malformed_request` naming a query parameter (the history's filters, the notifications').
+pub(crate) fn bad_query(field: &'static str, message: &str) -> LedgerError {
     LedgerError::Invalid {
         code: "malformed_request",
         message: message.into(),
