@@ -1,0 +1,1053 @@
+// The billing page (docs/billing-page.md). No framework and no build step: the page talks to
+// the public HTTP contract with the user's token, which the embedding product hands over by
+// postMessage (or the sign-in form when the page is opened on its own). Every amount is a decimal
+// string from the API and is shown without going through floating point.
+
+const root = document.documentElement;
+const STRIPE_KEY = root.dataset.stripeKey || "";
+const EMBED_ORIGINS = (root.dataset.embedOrigins || "").split(/\s+/).filter(Boolean);
+const EMBEDDED = window.parent !== window;
+const TX_PAGE_SIZE = 25;
+const POLL_LIMIT_MS = 120000;
+
+const state = {
+  token: null,
+  workspace: null,
+  role: null,
+  parentOrigin: null,
+  summary: null,
+  plans: null,
+  usageMonth: null,
+  tx: { cursors: [null], index: 0, next: null, type: "", agent: "" },
+  stripe: null,
+  card: null,
+  loading: null,
+};
+
+// ---- small helpers ---------------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+
+/** Creates an element: `h("td", {class: "num"}, "text", child)`. Text is never parsed as HTML. */
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name === "class") el.className = value;
+    else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+function show(el, visible) {
+  el.hidden = !visible;
+}
+
+/** Shows `message` in the error slot `el` (and marks `field` invalid), or clears it. */
+function setError(el, message, field) {
+  el.textContent = message || "";
+  show(el, Boolean(message));
+  if (field) field.setAttribute("aria-invalid", message ? "true" : "false");
+}
+
+const MICROS = 1000000n;
+
+/** A decimal string ("12.5", "-0.000001") in micro-units, or null when it is not one. */
+function toMicros(text) {
+  const m = /^(-)?(\d{1,15})(?:\.(\d{1,6}))?$/.exec(String(text ?? "").trim());
+  if (!m) return null;
+  const value = BigInt(m[2]) * MICROS + BigInt((m[3] || "").padEnd(6, "0"));
+  return m[1] ? -value : value;
+}
+
+/** Micro-units as a decimal string with exactly `digits` decimals (rounded half away from 0). */
+function fixed(micros, digits = 2) {
+  const negative = micros < 0n;
+  let value = negative ? -micros : micros;
+  const unit = 10n ** BigInt(6 - digits);
+  value = (value + unit / 2n) / unit;
+  const text = value.toString().padStart(digits + 1, "0");
+  const whole = text.slice(0, text.length - digits).replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+  const fraction = digits ? "." + text.slice(text.length - digits) : "";
+  return (negative && value !== 0n ? "−" : "") + whole + fraction;
+}
+
+/** A credits amount for display (2 decimals); the exact value stays in `data-value`. */
+function credits(text) {
+  const micros = toMicros(text);
+  return micros === null ? "—" : fixed(micros, 2);
+}
+
+function currencySymbolFormat(currency) {
+  try {
+    return new Intl.NumberFormat(undefined, { style: "currency", currency });
+  } catch {
+    return null;
+  }
+}
+
+/** Money in the workspace currency ("$1,234.50"). */
+function money(text, currency = state.summary?.currency || "USD") {
+  const micros = toMicros(text);
+  if (micros === null) return "—";
+  const format = currencySymbolFormat(currency);
+  const cents = fixed(micros, 2);
+  if (!format) return `${cents} ${currency}`;
+  // Whole and fraction come from the exact decimal; Intl only supplies the symbol's place.
+  const parts = format.formatToParts(micros < 0n ? -1 : 1);
+  return parts
+    .map((p) => (p.type === "integer" ? cents.replace("−", "").split(".")[0] : p.type === "fraction" ? cents.split(".")[1] : p.type === "minusSign" ? "−" : p.value))
+    .join("");
+}
+
+/** Writes an amount into `el`: display text plus the API's exact value in `data-value`. */
+function setAmount(el, text, format = credits) {
+  el.textContent = format(text);
+  el.dataset.value = text ?? "";
+}
+
+function date(text, withTime = false) {
+  if (!text) return "—";
+  const d = new Date(text);
+  if (Number.isNaN(d.getTime())) return text;
+  const options = withTime
+    ? { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", timeZone: "UTC" }
+    : { year: "numeric", month: "short", day: "numeric", timeZone: "UTC" };
+  return d.toLocaleString(undefined, options) + (withTime ? " UTC" : "");
+}
+
+function newKey() {
+  return crypto.randomUUID();
+}
+
+// ---- the API ---------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const error = (body && body.error) || {};
+    super(error.message || `The request failed (HTTP ${status}).`);
+    this.status = status;
+    this.code = error.code || "http_" + status;
+    this.details = error;
+  }
+}
+
+/** Calls the contract. Errors carry the contract's code and its plain-words message. */
+async function api(method, path, body, { idempotencyKey, accept } = {}) {
+  const headers = { authorization: `Bearer ${state.token}` };
+  if (body !== undefined) headers["content-type"] = "application/json";
+  if (idempotencyKey) headers["idempotency-key"] = idempotencyKey;
+  if (accept) headers.accept = accept;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: "omit",
+      cache: "no-store",
+    });
+  } catch {
+    throw new ApiError(0, { error: { code: "network_error", message: "The billing service could not be reached. Check your connection and try again." } });
+  }
+  if (response.status === 401) tokenExpired();
+  if (accept === "text/csv" && response.ok) return response.blob();
+  const text = await response.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    json = null;
+  }
+  if (!response.ok) throw new ApiError(response.status, json);
+  return json;
+}
+
+const wsPath = (rest) => `/v1/workspaces/${encodeURIComponent(state.workspace)}${rest}`;
+
+// ---- the token -------------------------------------------------------------------------------
+
+function claimsOf(token) {
+  try {
+    const payload = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(payload.padEnd(payload.length + ((4 - (payload.length % 4)) % 4), "=")));
+  } catch {
+    return null;
+  }
+}
+
+function originAllowed(origin) {
+  if (origin === window.location.origin) return true;
+  return EMBED_ORIGINS.some((allowed) => {
+    if (allowed === origin) return true;
+    const star = allowed.indexOf("://*.");
+    if (star < 0) return false;
+    const scheme = allowed.slice(0, star + 3);
+    const suffix = allowed.slice(star + 4);
+    return origin.startsWith(scheme) && origin.endsWith(suffix) && origin.length > scheme.length + suffix.length;
+  });
+}
+
+function tell(message) {
+  if (EMBEDDED && state.parentOrigin) window.parent.postMessage(message, state.parentOrigin);
+}
+
+function tokenExpired() {
+  $("page-status").textContent = "Your session has expired. Reload the page to sign in again.";
+  tell({ type: "voice-billing:token-expired" });
+}
+
+function useToken(token) {
+  const claims = claimsOf(token);
+  if (!claims || typeof claims.workspace_id !== "string") {
+    $("page-status").textContent = "The sign-in token could not be read.";
+    return;
+  }
+  const first = state.token === null;
+  state.token = token;
+  state.workspace = claims.workspace_id;
+  state.role = claims.role;
+  if (first || claims.workspace_id !== state.loadedWorkspace) {
+    state.loadedWorkspace = claims.workspace_id;
+    loadAll();
+  }
+}
+
+window.addEventListener("message", (event) => {
+  if (!EMBEDDED || event.source !== window.parent || !originAllowed(event.origin)) return;
+  const data = event.data;
+  if (!data || typeof data !== "object") return;
+  if (data.type === "voice-billing:token" && typeof data.token === "string") {
+    state.parentOrigin = event.origin;
+    useToken(data.token);
+  } else if (data.type === "voice-billing:theme" && ["light", "dark", "auto"].includes(data.theme)) {
+    if (data.theme === "auto") delete root.dataset.theme;
+    else root.dataset.theme = data.theme;
+  }
+});
+
+// The page's height, for the embedding product to size its frame.
+new ResizeObserver(() => tell({ type: "voice-billing:height", height: Math.ceil(document.body.getBoundingClientRect().height) })).observe(document.body);
+
+// ---- loading ---------------------------------------------------------------------------------
+
+async function loadAll() {
+  $("page-status").textContent = "Loading…";
+  let summary;
+  try {
+    summary = await api("GET", wsPath("/billing"));
+  } catch (error) {
+    $("page-status").textContent = error.message;
+    return;
+  }
+  renderBanner(summary);
+  const manager = "currency" in summary;
+  show($("member-note"), !manager);
+  show($("owner-view"), manager);
+  show($("signin"), false);
+  if (!manager) {
+    $("page-status").textContent = "";
+    return;
+  }
+  renderSummary(summary);
+  $("page-status").textContent = "";
+  await Promise.all([loadPlans(), loadAgents(), loadUsage(), loadTransactions(), loadInvoices()]);
+  $("page-status").textContent = "Up to date.";
+}
+
+async function refreshSummary() {
+  const summary = await api("GET", wsPath("/billing"));
+  renderBanner(summary);
+  if ("currency" in summary) renderSummary(summary);
+  return summary;
+}
+
+// ---- banner ----------------------------------------------------------------------------------
+
+const BANNER_ACTIONS = {
+  billing_not_configured: ["Choose a plan", "plans"],
+  no_payment_method: ["Add a card", "buy"],
+  low_balance: ["Buy credits", "buy"],
+  balance_exhausted: ["Buy credits", "buy"],
+  grace_period: ["Buy credits", "buy"],
+  past_due: ["Update payment details", "portal"],
+};
+const RED = new Set(["balance_exhausted", "grace_period", "past_due"]);
+
+function renderBanner(summary) {
+  const banner = $("banner");
+  const status = summary.status;
+  banner.dataset.status = status;
+  if (status === "ok") {
+    show(banner, false);
+    return;
+  }
+  banner.className = "banner " + (RED.has(status) ? "banner-red" : "banner-amber");
+  banner.setAttribute("role", RED.has(status) ? "alert" : "status");
+  $("banner-message").textContent = summary.message;
+  const action = $("banner-action");
+  const manager = "currency" in summary;
+  const [label, target] = BANNER_ACTIONS[status] || [];
+  show(action, Boolean(label && manager));
+  if (label) {
+    action.textContent = label;
+    action.onclick = () => {
+      if (target === "portal") openPortal();
+      else {
+        $(target).scrollIntoView({ behavior: "smooth", block: "start" });
+        const focus = target === "buy" ? $("buy-amount") : $(target).querySelector("button");
+        focus?.focus({ preventScroll: true });
+      }
+    };
+  }
+  show(banner, true);
+}
+
+// ---- balances --------------------------------------------------------------------------------
+
+function renderSummary(s) {
+  state.summary = s;
+  for (const el of document.querySelectorAll(".currency-code")) el.textContent = s.currency;
+  setAmount($("plan-remaining"), s.plan_credits_remaining);
+  setAmount($("plan-included"), s.plan_credits_included);
+  const included = toMicros(s.plan_credits_included) || 0n;
+  const remaining = toMicros(s.plan_credits_remaining) || 0n;
+  const used = included > remaining ? included - remaining : 0n;
+  setAmount($("plan-used"), fixedPlain(used));
+  const percent = included > 0n ? Number((remaining * 1000n) / included) / 10 : 0;
+  // CSSOM, not a style attribute: the page's policy allows no inline styles.
+  $("plan-meter-bar").style.width = `${Math.max(0, Math.min(100, percent))}%`;
+  $("plan-name").textContent = s.plan ? s.plan.name : "No plan yet";
+  $("plan-renewal").textContent = s.next_renewal_at ? date(s.next_renewal_at) : "—";
+  const pending = s.pending_plan_change;
+  show($("pending-change"), Boolean(pending));
+  if (pending) {
+    const name = planName(pending.plan_id);
+    $("pending-change-text").textContent = `Changes to ${name} on ${date(pending.effective_at)}. Until then your current plan and its credits stay.`;
+  }
+  setAmount($("wallet-balance"), s.wallet_balance);
+  setAmount($("wallet-value"), s.wallet_value, (v) => money(v));
+  setAmount($("wallet-held"), s.held);
+  const card = s.payment_method;
+  $("wallet-card").textContent = card ? cardText(card) : "No card saved";
+  const list = $("pending-topups");
+  list.replaceChildren(
+    ...s.pending_topups.map((p) =>
+      h("li", {}, `${p.kind === "auto_recharge" ? "Auto-recharge" : "Top-up"} of ${money(p.amount)} (${credits(p.credits)} credits): waiting for the card payment`),
+    ),
+  );
+  renderRunway(s);
+  renderBuy(s);
+  renderAutoRecharge(s);
+}
+
+/** Micro-units back to the API's decimal form. */
+function fixedPlain(micros) {
+  const negative = micros < 0n;
+  const value = negative ? -micros : micros;
+  const whole = value / MICROS;
+  const fraction = (value % MICROS).toString().padStart(6, "0").replace(/0+$/, "");
+  return (negative ? "-" : "") + whole + (fraction ? "." + fraction : "");
+}
+
+function cardText(card) {
+  const brand = card.brand ? card.brand[0].toUpperCase() + card.brand.slice(1) : "Card";
+  return `${brand} •••• ${card.last4}, expires ${String(card.exp_month).padStart(2, "0")}/${card.exp_year}`;
+}
+
+function planName(id) {
+  return state.plans?.find((p) => p.id === id)?.name || id;
+}
+
+function renderRunway(s) {
+  const r = s.runway;
+  const el = $("runway-text");
+  if (!r) {
+    el.textContent = "";
+    return;
+  }
+  if (r.status === "forecast") {
+    el.textContent = `At your usage of the last 7 days (${credits(r.average_daily_spend_7d)} credits a day), your credits last about ${r.days_left} days, until ${date(r.runs_out_at)}.`;
+  } else if (r.status === "beyond_horizon") {
+    el.textContent = "At your recent usage, your credits last more than a year.";
+  } else if (r.status === "no_usage") {
+    el.textContent = "No usage in the last 30 days.";
+  } else {
+    el.textContent = "A forecast appears after the first day of usage.";
+  }
+}
+
+$("pending-change-cancel").addEventListener("click", async () => {
+  const button = $("pending-change-cancel");
+  button.disabled = true;
+  setError($("pending-change-error"), "");
+  try {
+    await api("DELETE", wsPath("/subscription/pending-change"), undefined, { idempotencyKey: newKey() });
+    await refreshSummary();
+    renderPlans();
+  } catch (error) {
+    setError($("pending-change-error"), error.message);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+// ---- buy credits -----------------------------------------------------------------------------
+
+function renderBuy(s) {
+  const min = s.topup_min, max = s.topup_max;
+  $("buy-amount-hint").textContent = min && max ? `Between ${money(min)} and ${money(max)}.` : "";
+  const saved = s.payment_method;
+  show($("buy-saved-option"), Boolean(saved));
+  if (saved) $("buy-saved-label").textContent = cardText(saved);
+  const cardsPossible = Boolean(STRIPE_KEY && window.Stripe);
+  $("buy-use-new").disabled = !cardsPossible;
+  show($("cards-unavailable"), !cardsPossible);
+  if (!$("buy-use-saved").checked && !$("buy-use-new").checked) {
+    if (saved) $("buy-use-saved").checked = true;
+    else if (cardsPossible) $("buy-use-new").checked = true;
+  }
+  if (!saved && $("buy-use-saved").checked) $("buy-use-new").checked = cardsPossible;
+  syncCardBox();
+}
+
+/** Stripe.js, once a publishable key and the script are there. */
+function stripeJs() {
+  if (!state.stripe && STRIPE_KEY && window.Stripe) state.stripe = window.Stripe(STRIPE_KEY);
+  return state.stripe;
+}
+
+function syncCardBox() {
+  const wantsNew = $("buy-use-new").checked;
+  show($("card-box"), wantsNew);
+  if (wantsNew && !state.card && stripeJs()) {
+    state.card = stripeJs().elements().create("card");
+    state.card.mount("#card-element");
+    // Stand-in and real Stripe.js both build the card fields; label the plain ones they make.
+    for (const input of $("card-element").querySelectorAll("input")) {
+      if (!input.getAttribute("aria-label")) input.setAttribute("aria-label", input.getAttribute("placeholder") || "Card field");
+    }
+  }
+}
+$("buy-use-new").addEventListener("change", syncCardBox);
+$("buy-use-saved").addEventListener("change", syncCardBox);
+
+/** Checks an amount field against optional bounds; returns its micros or shows why not. */
+function checkAmount(input, errorEl, { min, max, allowZero = false } = {}) {
+  const micros = toMicros(input.value.replace(/,/g, ""));
+  let message = "";
+  if (input.value.trim() === "") message = "Enter an amount.";
+  else if (micros === null || micros < 0n) message = "Enter an amount such as 25 or 25.50.";
+  else if (micros % 10000n !== 0n) message = "Use at most two decimals.";
+  else if (!allowZero && micros === 0n) message = "Enter an amount above zero.";
+  else if (min && micros < toMicros(min)) message = `The minimum is ${money(min)}.`;
+  else if (max && micros > toMicros(max)) message = `The maximum is ${money(max)}.`;
+  setError(errorEl, message, input);
+  return message ? null : micros;
+}
+
+$("buy-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const s = state.summary;
+  const micros = checkAmount($("buy-amount"), $("buy-amount-error"), { min: s.topup_min, max: s.topup_max });
+  setError($("buy-error"), "");
+  setError($("card-error"), "");
+  if (micros === null) {
+    $("buy-amount").focus();
+    return;
+  }
+  const amount = fixedPlain(micros);
+  const button = $("buy-submit");
+  button.disabled = true;
+  const status = $("buy-status");
+  try {
+    if ($("buy-use-new").checked) {
+      status.textContent = "Saving your card…";
+      const saved = await saveNewCard();
+      if (!saved) {
+        status.textContent = "";
+        return;
+      }
+    }
+    status.textContent = `Charging ${money(amount)}…`;
+    await buy(amount);
+  } finally {
+    button.disabled = false;
+  }
+});
+
+/** Saves the card typed into the card fields as the workspace's card (SetupIntent, R10). */
+async function saveNewCard() {
+  try {
+    const setup = await api("POST", wsPath("/payment-method/setup"), {}, { idempotencyKey: newKey() });
+    const result = await stripeJs().confirmCardSetup(setup.client_secret, { payment_method: { card: state.card } });
+    if (result.error) {
+      setError($("card-error"), result.error.message || "The card could not be saved.");
+      return false;
+    }
+    const refreshed = await api("POST", wsPath("/payment-method/refresh"), {}, { idempotencyKey: newKey() });
+    if (!refreshed.payment_method) {
+      setError($("card-error"), "The card was not saved. Try again or use another card.");
+      return false;
+    }
+    await refreshSummary();
+    $("buy-use-saved").checked = true;
+    syncCardBox();
+    return true;
+  } catch (error) {
+    setError($("card-error"), error.message);
+    return false;
+  }
+}
+
+/** Charges the saved card; the balance on screen changes only once the payment succeeded. */
+async function buy(amount) {
+  const status = $("buy-status");
+  const key = newKey();
+  let topup;
+  try {
+    topup = await api("POST", wsPath("/topups"), { amount }, { idempotencyKey: key });
+  } catch (error) {
+    if (error.code === "authentication_required" && error.details.client_secret && stripeJs()) {
+      status.textContent = "Your bank asks you to confirm this payment…";
+      const result = await stripeJs().confirmCardPayment(error.details.client_secret);
+      if (result.error) {
+        status.textContent = "";
+        setError($("buy-error"), result.error.message || "The payment was not confirmed.");
+        await refreshSummary();
+        return;
+      }
+      topup = { id: error.details.topup_id, status: "pending" };
+    } else {
+      status.textContent = "";
+      setError($("buy-error"), error.message);
+      await refreshSummary().catch(() => {});
+      return;
+    }
+  }
+  if (topup.status === "pending") {
+    await refreshSummary();
+    status.textContent = "Payment processing… your credits appear as soon as the card payment succeeds.";
+    topup = await waitForPayment(topup.id);
+  }
+  if (topup.status === "succeeded") {
+    await refreshSummary();
+    status.textContent = `Payment succeeded: ${credits(topup.credits)} credits added to your wallet.`;
+    $("buy-amount").value = "";
+    loadTransactions(true);
+  } else if (topup.status === "failed") {
+    status.textContent = "";
+    setError($("buy-error"), topup.failure_message || "The payment failed.");
+    await refreshSummary();
+  } else {
+    status.textContent = "The payment is still processing. Your credits will appear once it succeeds; you can leave this page.";
+  }
+}
+
+async function waitForPayment(id) {
+  const started = Date.now();
+  let delay = 500;
+  let topup = { id, status: "pending" };
+  while (Date.now() - started < POLL_LIMIT_MS) {
+    await new Promise((resolve) => setTimeout(resolve, delay));
+    delay = Math.min(delay * 1.5, 5000);
+    try {
+      topup = await api("GET", wsPath(`/topups/${encodeURIComponent(id)}`));
+    } catch {
+      continue;
+    }
+    if (topup.status !== "pending") return topup;
+  }
+  return topup;
+}
+
+// ---- auto-recharge ---------------------------------------------------------------------------
+
+function renderAutoRecharge(s) {
+  const ar = s.auto_recharge;
+  const form = $("ar-form");
+  if (!form.dataset.dirty) {
+    $("ar-enabled").checked = ar.enabled;
+    $("ar-threshold").value = toMicros(ar.threshold) ? ar.threshold : "";
+    $("ar-amount").value = toMicros(ar.amount) ? ar.amount : "";
+  }
+  $("ar-enabled").setAttribute("aria-checked", String($("ar-enabled").checked));
+  show($("ar-warning"), Boolean(ar.warning));
+  $("ar-warning").textContent = ar.warning || "";
+  const suggestion = s.runway?.suggested_auto_recharge;
+  show($("ar-suggestion"), Boolean(suggestion));
+  if (suggestion) {
+    $("ar-suggestion-text").textContent = `Suggested from your usage: recharge ${money(suggestion.amount)} when the wallet falls below ${money(suggestion.threshold)} (about two weeks of calls).`;
+    $("ar-use-suggestion").onclick = () => {
+      $("ar-threshold").value = suggestion.threshold;
+      $("ar-amount").value = suggestion.amount;
+      form.dataset.dirty = "1";
+      $("ar-threshold").focus();
+    };
+  }
+}
+
+$("ar-form").addEventListener("input", () => ($("ar-form").dataset.dirty = "1"));
+$("ar-enabled").addEventListener("change", () => $("ar-enabled").setAttribute("aria-checked", String($("ar-enabled").checked)));
+
+$("ar-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const s = state.summary;
+  const enabled = $("ar-enabled").checked;
+  setError($("ar-error"), "");
+  $("ar-status").textContent = "";
+  const threshold = checkAmount($("ar-threshold"), $("ar-threshold-error"), { allowZero: !enabled });
+  const amount = checkAmount($("ar-amount"), $("ar-amount-error"), enabled ? { min: s.topup_min, max: s.topup_max } : { allowZero: true });
+  if (threshold === null || amount === null) return;
+  $("ar-save").disabled = true;
+  try {
+    await api(
+      "PUT",
+      wsPath("/auto-recharge"),
+      { enabled, threshold: fixedPlain(threshold), amount: fixedPlain(amount) },
+      { idempotencyKey: newKey() },
+    );
+    delete $("ar-form").dataset.dirty;
+    await refreshSummary();
+    $("ar-status").textContent = enabled ? "Auto-recharge is on." : "Auto-recharge is off.";
+  } catch (error) {
+    const target = error.code === "payment_method_required" ? $("ar-error") : error.details.field === "threshold" ? $("ar-threshold-error") : error.details.field === "amount" ? $("ar-amount-error") : $("ar-error");
+    setError(target, error.message);
+  } finally {
+    $("ar-save").disabled = false;
+  }
+});
+
+// ---- plans -----------------------------------------------------------------------------------
+
+async function loadPlans() {
+  try {
+    const plans = await api("GET", "/v1/plans");
+    state.plans = plans.data;
+    renderPlans();
+    if (state.summary?.pending_plan_change) renderSummary(state.summary);
+  } catch (error) {
+    setError($("plans-error"), error.message);
+  }
+}
+
+function renderPlans() {
+  const s = state.summary;
+  const current = s.plan?.id;
+  const pending = s.pending_plan_change?.plan_id;
+  $("plan-list").replaceChildren(
+    ...state.plans.map((plan) => {
+      const isCurrent = plan.id === current;
+      const label = isCurrent ? null : !current ? "Choose" : rank(plan) > rank(planOf(current)) ? "Upgrade" : "Downgrade";
+      return h(
+        "li",
+        { class: "plan" + (isCurrent ? " current" : ""), "data-plan": plan.id },
+        h("h3", {}, plan.name),
+        h("p", { class: "price" }, toMicros(plan.price) === 0n ? "Free" : `${money(plan.price)} / month`),
+        h("p", {}, `${credits(plan.monthly_credits)} credits every month`),
+        plan.rollover_max_credits ? h("p", { class: "hint" }, `Unused credits roll over, up to ${credits(plan.rollover_max_credits)}.`) : null,
+        isCurrent ? h("p", { class: "badge" }, "Current plan") : null,
+        plan.id === pending ? h("p", { class: "badge" }, "Starts next cycle") : null,
+        label && plan.id !== pending
+          ? h("button", { type: "button", class: label === "Downgrade" ? "secondary" : "", onclick: () => previewPlan(plan) }, `${label} to ${plan.name}`)
+          : null,
+      );
+    }),
+  );
+}
+
+function planOf(id) {
+  return state.plans.find((p) => p.id === id) || { price: "0", monthly_credits: "0" };
+}
+
+function rank(plan) {
+  return (toMicros(plan.price) || 0n) * 1000000000000n + (toMicros(plan.monthly_credits) || 0n);
+}
+
+async function previewPlan(plan) {
+  setError($("plans-error"), "");
+  $("plans-status").textContent = "";
+  let preview;
+  try {
+    preview = await api("GET", wsPath(`/subscription/preview?plan_id=${encodeURIComponent(plan.id)}`));
+  } catch (error) {
+    setError($("plans-error"), error.message);
+    return;
+  }
+  const text = {
+    subscribe: `Start ${plan.name} now: ${credits(preview.credits_granted)} credits${preview.awaiting_payment ? " once the first payment succeeds" : " now"}, then every month.`,
+    upgrade: `Upgrade to ${plan.name} now: you keep your unused credits and get ${credits(preview.credits_granted)} prorated credits for the rest of this cycle${preview.awaiting_payment ? " once the payment succeeds" : ""}. From the next cycle you pay ${money(preview.price)} a month.`,
+    downgrade: `Downgrade to ${plan.name} on ${date(preview.effective_at)}. Until then you keep your current plan and its credits.`,
+    unchanged: `You are already on ${plan.name}.`,
+  }[preview.change];
+  $("plan-confirm-text").textContent = text;
+  $("plan-confirm-text").dataset.credits = preview.credits_granted;
+  $("plan-confirm-text").dataset.change = preview.change;
+  show($("plan-confirm"), true);
+  $("plan-confirm-yes").textContent = preview.change === "downgrade" ? `Downgrade at period end` : `Confirm ${preview.change === "upgrade" ? "upgrade" : "plan"}`;
+  $("plan-confirm-yes").onclick = () => changePlan(plan);
+  $("plan-confirm-yes").focus();
+}
+
+$("plan-confirm-no").addEventListener("click", () => show($("plan-confirm"), false));
+
+async function changePlan(plan) {
+  $("plan-confirm-yes").disabled = true;
+  try {
+    const result = await api("POST", wsPath("/subscription"), { plan_id: plan.id }, { idempotencyKey: newKey() });
+    show($("plan-confirm"), false);
+    await refreshSummary();
+    renderPlans();
+    $("plans-status").textContent =
+      result.action === "downgrade_scheduled"
+        ? `${plan.name} starts on ${date(result.effective_at)}.`
+        : `You are now on ${plan.name}. ${credits(result.credits_granted)} credits added.`;
+    loadTransactions(true);
+  } catch (error) {
+    setError($("plans-error"), error.message);
+  } finally {
+    $("plan-confirm-yes").disabled = false;
+  }
+}
+
+// ---- agents ----------------------------------------------------------------------------------
+
+async function loadAgents() {
+  setError($("agents-error"), "");
+  let agents = [];
+  try {
+    let cursor = null;
+    do {
+      const page = await api("GET", wsPath(`/agents?limit=500${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`));
+      agents = agents.concat(page.agents);
+      cursor = page.next_cursor;
+    } while (cursor && agents.length < 5000);
+  } catch (error) {
+    setError($("agents-error"), error.message);
+    return;
+  }
+  show($("agents-empty"), agents.length === 0);
+  $("agent-table").querySelector("tbody").replaceChildren(...agents.map(agentRow));
+}
+
+const of = (limit, text) => (limit === null || limit === undefined ? `${text} (no limit)` : `${text} of ${limit}`);
+
+function agentRow(agent) {
+  const row = h(
+    "tr",
+    { "data-agent": agent.agent_id },
+    h("th", { scope: "row" }, agent.agent_id),
+    h("td", {}, agent.overage_policy === "stop" ? "Stop" : "Continue on the wallet"),
+    h("td", { class: "num" }, of(agent.monthly_spend_limit === null ? null : credits(agent.monthly_spend_limit), credits(agent.cycle_spend))),
+    h("td", { class: "num" }, of(agent.daily_call_limit, String(agent.calls_today))),
+    h("td", { class: "num" }, of(agent.max_concurrent_calls, String(agent.calls_in_progress))),
+    h("td", {}, h("button", { type: "button", class: "secondary", "aria-label": `Edit limits of ${agent.agent_id}`, onclick: () => editAgent(row, agent) }, "Edit")),
+  );
+  return row;
+}
+
+function editAgent(row, agent) {
+  const id = (name) => `agent-${name}-${agent.agent_id.replace(/[^A-Za-z0-9_-]/g, "_")}`;
+  const field = (name, label, value, hint) =>
+    h("div", {}, h("label", { for: id(name) }, label), h("input", { id: id(name), inputmode: "numeric", value: value ?? "", placeholder: hint, autocomplete: "off" }));
+  const policy = h(
+    "select",
+    { id: id("policy") },
+    h("option", { value: "use_balance", selected: agent.overage_policy !== "stop" }, "Continue on the wallet"),
+    h("option", { value: "stop", selected: agent.overage_policy === "stop" }, "Stop"),
+  );
+  const error = h("p", { class: "error", role: "alert", hidden: true });
+  const form = h(
+    "form",
+    { class: "agent-form", novalidate: true },
+    h("div", {}, h("label", { for: id("policy") }, "When plan credits run out"), policy),
+    field("spend", "Monthly spending limit (credits)", agent.monthly_spend_limit, "No limit"),
+    field("daily", "Calls per day", agent.daily_call_limit, "No limit"),
+    field("concurrent", "Calls at once", agent.max_concurrent_calls, "No limit"),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Save limits"), h("button", { type: "button", class: "secondary", onclick: () => editor.replaceWith(agentRow(agent)) }, "Cancel")),
+    error,
+  );
+  const editor = h("tr", { class: "editing", "data-agent": agent.agent_id }, h("td", { colspan: 6 }, h("p", { class: "editing-title" }, `Limits of ${agent.agent_id}`), form));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const value = (name) => form.querySelector("#" + id(name)).value.trim();
+    const body = { overage_policy: policy.value };
+    const wholes = { daily: "daily_call_limit", concurrent: "max_concurrent_calls" };
+    for (const [name, key] of Object.entries(wholes)) {
+      if (value(name) === "") continue;
+      if (!/^\d{1,9}$/.test(value(name))) {
+        setError(error, "Calls per day and calls at once are whole numbers; leave empty for no limit.", form.querySelector("#" + id(name)));
+        return;
+      }
+      body[key] = Number(value(name));
+    }
+    if (value("spend") !== "") {
+      if (toMicros(value("spend")) === null) {
+        setError(error, "The monthly spending limit is a number of credits, such as 500; leave empty for no limit.", form.querySelector("#" + id("spend")));
+        return;
+      }
+      body.monthly_spend_limit = value("spend");
+    }
+    try {
+      await api("PUT", wsPath(`/agents/${encodeURIComponent(agent.agent_id)}/limits`), body, { idempotencyKey: newKey() });
+      await loadAgents();
+      $("agents").querySelector(`tr[data-agent="${CSS.escape(agent.agent_id)}"] button`)?.focus();
+    } catch (e) {
+      setError(error, e.message);
+    }
+  });
+  row.replaceWith(editor);
+  policy.focus();
+}
+
+// ---- usage -----------------------------------------------------------------------------------
+
+function monthOf(d) {
+  return `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
+}
+
+function shiftMonth(month, by) {
+  const [y, m] = month.split("-").map(Number);
+  return monthOf(new Date(Date.UTC(y, m - 1 + by, 1)));
+}
+
+async function loadUsage(month = state.usageMonth || monthOf(new Date())) {
+  state.usageMonth = month;
+  const [y, m] = month.split("-").map(Number);
+  $("usage-month").textContent = new Date(Date.UTC(y, m - 1, 1)).toLocaleString(undefined, { month: "long", year: "numeric", timeZone: "UTC" });
+  $("usage-next").disabled = month >= monthOf(new Date());
+  setError($("usage-error"), "");
+  let summary;
+  try {
+    summary = await api("GET", wsPath(`/usage/summary?month=${month}`));
+  } catch (error) {
+    setError($("usage-error"), error.message);
+    return;
+  }
+  setAmount($("usage-total"), summary.total);
+  const rows = (list, label) =>
+    list.map((r) => h("tr", {}, h("th", { scope: "row" }, label(r.key)), h("td", { class: "num" }, String(r.count)), h("td", { class: "num", "data-value": r.amount }, credits(r.amount))));
+  $("usage-by-kind").querySelector("tbody").replaceChildren(...rows(summary.by_kind, kindName));
+  $("usage-by-agent").querySelector("tbody").replaceChildren(...rows(summary.by_agent, (k) => k));
+  $("usage-by-day")
+    .querySelector("tbody")
+    .replaceChildren(
+      ...summary.by_day.map((d) =>
+        h("tr", {}, h("th", { scope: "row" }, d.date), h("td", { class: "num" }, String(d.count)), h("td", { class: "num" }, credits(d.amount)), h("td", {}, d.spike ? "Spike" : "")),
+      ),
+    );
+  renderChart(month, summary);
+}
+
+$("usage-prev").addEventListener("click", () => loadUsage(shiftMonth(state.usageMonth, -1)));
+$("usage-next").addEventListener("click", () => loadUsage(shiftMonth(state.usageMonth, 1)));
+
+const KINDS = { call: "Calls", message: "Messages", sms: "SMS", stt: "Speech-to-text", ai_task: "AI tasks", topup: "Top-up", auto_recharge: "Auto-recharge", plan_grant: "Plan credits", plan_expiry: "Plan credits expired", refund: "Refund", dispute: "Dispute" };
+const kindName = (k) => KINDS[k] || k;
+
+const SVG = "http://www.w3.org/2000/svg";
+function s(tag, attrs, ...children) {
+  const el = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  for (const c of children) el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return el;
+}
+
+/** Credits per day as bars; spikes are marked with a triangle and named in each bar's title. */
+function renderChart(month, summary) {
+  const [y, m] = month.split("-").map(Number);
+  const days = new Date(Date.UTC(y, m, 0)).getUTCDate();
+  const byDate = new Map(summary.by_day.map((d) => [d.date, d]));
+  const values = [];
+  for (let day = 1; day <= days; day++) {
+    const key = `${month}-${String(day).padStart(2, "0")}`;
+    const d = byDate.get(key);
+    values.push({ key, day, micros: d ? toMicros(d.amount) : 0n, amount: d ? d.amount : "0", spike: Boolean(d?.spike), count: d ? d.count : 0 });
+  }
+  const max = values.reduce((a, v) => (v.micros > a ? v.micros : a), 0n);
+  const width = 620, height = 180, left = 44, bottom = 22, top = 16;
+  const plot = height - bottom - top;
+  const step = (width - left) / days;
+  const spikes = values.filter((v) => v.spike).length;
+  const label = `Credits used per day in ${month}: ${summary.total} in total${max > 0n ? `, at most ${credits(fixedPlain(max))} in a day` : ""}${spikes ? `, ${spikes} unusual spike${spikes > 1 ? "s" : ""}` : ""}.`;
+  const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, class: "bars" });
+  svg.append(s("line", { x1: left, x2: width, y1: top + plot, y2: top + plot, class: "axis" }));
+  svg.append(s("text", { x: left - 6, y: top + 4, class: "tick", "text-anchor": "end" }, max > 0n ? credits(fixedPlain(max)) : "0"));
+  svg.append(s("text", { x: left - 6, y: top + plot, class: "tick", "text-anchor": "end" }, "0"));
+  for (const v of values) {
+    const barHeight = max > 0n ? Number((v.micros * BigInt(plot * 100)) / max) / 100 : 0;
+    const x = left + (v.day - 1) * step + step * 0.15;
+    const bar = s("rect", { x, y: top + plot - barHeight, width: step * 0.7, height: Math.max(barHeight, v.micros > 0n ? 1 : 0), class: v.spike ? "bar spike" : "bar", "data-date": v.key, "data-value": v.amount });
+    bar.append(s("title", {}, `${v.key}: ${credits(v.amount)} credits, ${v.count} events${v.spike ? " (unusual spike)" : ""}`));
+    svg.append(bar);
+    if (v.spike) svg.append(s("text", { x: x + step * 0.35, y: top + plot - barHeight - 3, class: "spike-mark", "text-anchor": "middle" }, "▲"));
+    if (v.day === 1 || v.day % 5 === 0) svg.append(s("text", { x: x + step * 0.35, y: height - 6, class: "tick", "text-anchor": "middle" }, v.day));
+  }
+  $("usage-chart").replaceChildren(svg);
+}
+
+/** "3 messages", "1 minute", "2.5 minutes". */
+function quantityText(quantity, unit) {
+  if (!unit) return quantity;
+  return `${quantity} ${unit}${quantity === "1" ? "" : "s"}`;
+}
+
+// ---- transactions ----------------------------------------------------------------------------
+
+function txQuery() {
+  const params = new URLSearchParams();
+  if (state.tx.type) params.set("type", state.tx.type);
+  if (state.tx.agent) params.set("agent", state.tx.agent);
+  return params;
+}
+
+async function loadTransactions(reset = false) {
+  if (reset) state.tx = { ...state.tx, cursors: [null], index: 0 };
+  const params = txQuery();
+  params.set("limit", String(TX_PAGE_SIZE));
+  const cursor = state.tx.cursors[state.tx.index];
+  if (cursor) params.set("cursor", cursor);
+  setError($("tx-error"), "");
+  let page;
+  try {
+    page = await api("GET", wsPath(`/transactions?${params}`));
+  } catch (error) {
+    setError($("tx-error"), error.message);
+    return;
+  }
+  state.tx.next = page.next_cursor;
+  $("tx-table")
+    .querySelector("tbody")
+    .replaceChildren(
+      ...(page.data.length
+        ? page.data.map((t) =>
+            h(
+              "tr",
+              { "data-id": t.id },
+              h("td", { class: "nowrap" }, date(t.occurred_at, true)),
+              h("td", {}, kindName(t.type)),
+              h("td", {}, t.agent_id || ""),
+              h("td", { class: "num" }, t.quantity ? quantityText(t.quantity, t.unit) : ""),
+              h("td", { class: "num" }, t.rate ? credits(t.rate) : ""),
+              h("td", { class: "num", "data-value": t.amount }, credits(t.amount)),
+              h("td", { class: "num" }, credits(t.plan_amount)),
+              h("td", { class: "num" }, credits(t.wallet_amount)),
+              h("td", { class: "num" }, credits(t.wallet_balance_after)),
+              h("td", { class: "ref" }, t.reference || t.description || ""),
+            ),
+          )
+        : [h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No transactions."))]),
+    );
+  $("tx-page").textContent = `Page ${state.tx.index + 1}`;
+  $("tx-newer").disabled = state.tx.index === 0;
+  $("tx-older").disabled = !state.tx.next;
+}
+
+$("tx-filters").addEventListener("submit", (event) => {
+  event.preventDefault();
+  state.tx.type = $("tx-type").value;
+  state.tx.agent = $("tx-agent").value.trim();
+  loadTransactions(true);
+});
+$("tx-older").addEventListener("click", () => {
+  if (!state.tx.next) return;
+  state.tx.cursors[state.tx.index + 1] = state.tx.next;
+  state.tx.index += 1;
+  loadTransactions();
+});
+$("tx-newer").addEventListener("click", () => {
+  if (state.tx.index === 0) return;
+  state.tx.index -= 1;
+  loadTransactions();
+});
+
+$("tx-csv").addEventListener("click", async () => {
+  setError($("tx-csv-error"), "");
+  const params = txQuery();
+  params.set("format", "csv");
+  try {
+    const blob = await api("GET", wsPath(`/transactions?${params}`), undefined, { accept: "text/csv" });
+    const url = URL.createObjectURL(blob);
+    const link = h("a", { href: url, download: `transactions-${state.workspace}-${new Date().toISOString().slice(0, 10)}.csv` });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  } catch (error) {
+    setError($("tx-csv-error"), error.message);
+  }
+});
+
+// ---- invoices and the portal -----------------------------------------------------------------
+
+async function loadInvoices() {
+  setError($("inv-error"), "");
+  try {
+    const invoices = await api("GET", wsPath("/invoices"));
+    show($("inv-empty"), invoices.data.length === 0);
+    $("inv-table")
+      .querySelector("tbody")
+      .replaceChildren(
+        ...invoices.data.map((i) =>
+          h(
+            "tr",
+            {},
+            h("td", {}, date(i.created)),
+            h("td", {}, i.number || i.id),
+            h("td", { class: "num" }, money(i.amount_paid, i.currency.toUpperCase())),
+            h("td", {}, i.status || ""),
+            h(
+              "td",
+              {},
+              i.hosted_invoice_url ? h("a", { href: i.hosted_invoice_url, target: "_blank", rel: "noopener noreferrer" }, "View") : null,
+              i.hosted_invoice_url && i.invoice_pdf ? " · " : null,
+              i.invoice_pdf ? h("a", { href: i.invoice_pdf, target: "_blank", rel: "noopener noreferrer" }, "PDF") : null,
+            ),
+          ),
+        ),
+      );
+  } catch (error) {
+    show($("inv-empty"), false);
+    setError($("inv-error"), error.message);
+  }
+}
+
+async function openPortal() {
+  setError($("portal-error"), "");
+  // Opened at once (a click's popup), pointed at Stripe once the session exists.
+  const popup = window.open("", "_blank");
+  try {
+    const session = await api("POST", wsPath("/billing-portal"), {}, { idempotencyKey: newKey() });
+    if (popup) {
+      popup.opener = null;
+      popup.location.href = session.url;
+    } else window.location.href = session.url;
+  } catch (error) {
+    popup?.close();
+    setError($("portal-error"), error.message);
+    $("invoices").scrollIntoView({ block: "nearest" });
+  }
+}
+$("portal").addEventListener("click", openPortal);
+
+// ---- start -----------------------------------------------------------------------------------
+
+$("signin").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("signin-token").value.trim();
+  $("signin-token").value = "";
+  if (token) useToken(token);
+});
+
+if (EMBEDDED) {
+  // Nothing secret: the embedding product answers with the token, to this origin only.
+  window.parent.postMessage({ type: "voice-billing:ready" }, "*");
+} else {
+  show($("signin"), true);
+  $("page-status").textContent = "";
+}
