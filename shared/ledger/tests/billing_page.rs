@@ -4,11 +4,14 @@
 
 mod common;
 
-use common::{DAY, Fixture, NOV_1, dec, micros};
+use common::{DAY, Fixture, NOV_1, dec, dump, micros};
 use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, AgentPage, OveragePolicy};
 use ledger::catalog::{Catalog, Direction, UsageKind};
-use ledger::{LedgerError, calls, money, plans, views, workspace};
+use ledger::native::NativeDb;
+use ledger::plan_change::{self, PlanChangePlan, PlanChangePreview};
+use ledger::plans::{self, ChangeKind, PlanChange};
+use ledger::{LedgerError, Storage, calendar, calls, money, views, workspace};
 
 // ---------------------------------------------------------------------------------------------
 // The summary: credit price and top-up bounds.
@@ -313,4 +316,407 @@ fn a_bad_limit_or_cursor_is_a_malformed_query() {
     ))
     .expect_err("bad limit");
     assert_eq!(refused.code(), "malformed_request");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan-change preview.
+
+fn preview(
+    fx: &Fixture,
+    ws: &str,
+    plan_id: &str,
+    stripe_configured: bool,
+    now: i64,
+) -> Result<PlanChangePreview, LedgerError> {
+    let subscriber = block_on(plan_change::subscriber(&fx.db, ws))?;
+    plan_change::preview(&subscriber, &fx.catalog, plan_id, stripe_configured, now)
+}
+
+/// `ws` on `plan_id` through Stripe subscription `sub_<ws>` (its first period paid), card pm_1
+/// saved, subscribed at `now`.
+fn paid(fx: &Fixture, ws: &str, plan_id: &str, now: i64) {
+    fx.subscribed(ws, "free", now);
+    fx.save_card(ws);
+    let subscription_id = format!("sub_{ws}");
+    start(
+        &fx.db,
+        &fx.catalog,
+        ws,
+        plan_id,
+        &subscription_id,
+        true,
+        now,
+    );
+}
+
+/// The first paid subscription's ledger steps, as the component runs them around Stripe.
+fn start(
+    db: &NativeDb,
+    catalog: &Catalog,
+    ws: &str,
+    plan_id: &str,
+    subscription_id: &str,
+    first_period_paid: bool,
+    now: i64,
+) -> PlanChange {
+    let claim = plans::subscription_claim(now, "n1");
+    block_on(plans::claim_subscription(db, ws, &claim, now)).expect("claim");
+    block_on(plans::start_subscription(
+        db,
+        catalog,
+        ws,
+        plans::StartedSubscription {
+            plan_id,
+            claim: &claim,
+            subscription_id,
+            first_period_paid,
+        },
+        now,
+    ))
+    .expect("start")
+}
+
+/// `POST .../subscription` as the component carries it out (Stripe configured, every Stripe
+/// call succeeding, the first invoice paid at once): the ledger's plan, then its ledger steps.
+fn carry_out(db: &NativeDb, catalog: &Catalog, ws: &str, plan_id: &str, now: i64) -> PlanChange {
+    let subscriber = block_on(plan_change::subscriber(db, ws)).expect("subscriber");
+    match plan_change::plan_change(&subscriber, catalog, plan_id, true).expect("plan") {
+        PlanChangePlan::Start(_) => start(db, catalog, ws, plan_id, "sub_new", true, now),
+        PlanChangePlan::LedgerOnly | PlanChangePlan::Change(_) => {
+            block_on(plans::change_plan(db, catalog, ws, plan_id, true, now)).expect("change")
+        }
+    }
+}
+
+/// A copy of the fixture's database, to make a change on without touching the original.
+fn copy_of(fx: &Fixture) -> (tempfile::TempDir, NativeDb) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("copy.db");
+    block_on(
+        fx.db
+            .execute(&format!("VACUUM INTO '{}'", path.display()), &[]),
+    )
+    .expect("copy");
+    let db = NativeDb::open(&path).expect("open copy");
+    (dir, db)
+}
+
+fn kind_of(action: &str) -> ChangeKind {
+    match action {
+        "subscribed" => ChangeKind::Subscribe,
+        "upgraded" => ChangeKind::Upgrade,
+        "downgrade_scheduled" => ChangeKind::Downgrade,
+        "unchanged" | "pending_change_cancelled" => ChangeKind::Unchanged,
+        other => panic!("unknown action {other}"),
+    }
+}
+
+/// For every plan of the catalog: the preview, then the change itself on a copy of the ledger,
+/// agree on what it is, when it takes effect and, to the micro-credit, what it grants (the
+/// plan credits move by exactly that); and the preview wrote nothing. Returns what each change
+/// was, and whether its credits awaited payment.
+fn assert_previews_match_changes(fx: &Fixture, ws: &str, now: i64) -> Vec<(ChangeKind, bool)> {
+    let before = dump(&fx.db);
+    let mut seen = Vec::new();
+    for plan_id in ["free", "basic", "professional"] {
+        let shown = preview(fx, ws, plan_id, true, now).expect("preview");
+        assert_eq!(dump(&fx.db), before, "the preview of {plan_id} wrote");
+        let (_dir, copy) = copy_of(fx);
+        let plan_before = block_on(workspace::get(&copy, ws))
+            .expect("ws")
+            .plan_credits_micros;
+        let change = carry_out(&copy, &fx.catalog, ws, plan_id, now);
+        let granted = block_on(workspace::get(&copy, ws))
+            .expect("ws")
+            .plan_credits_micros
+            - plan_before;
+        let what = format!("{ws} to {plan_id}: {shown:?} then {change:?}");
+        assert_eq!(shown.plan_id, plan_id, "{what}");
+        assert_eq!(shown.change, kind_of(change.action), "{what}");
+        assert_eq!(shown.effective_at, change.effective_at, "{what}");
+        assert_eq!(shown.credits_granted, change.credits_granted, "{what}");
+        assert_eq!(money::to_decimal(granted), shown.credits_granted, "{what}");
+        let price = fx.catalog.plan(plan_id).expect("plan").price_micros;
+        assert_eq!(shown.price, money::to_decimal(price), "{what}");
+        // Credits await payment exactly when the change starts a paid subscription.
+        assert_eq!(
+            shown.awaiting_payment,
+            shown.change == ChangeKind::Subscribe && price > 0,
+            "{what}"
+        );
+        seen.push((shown.change, shown.awaiting_payment));
+    }
+    seen
+}
+
+#[test]
+fn every_preview_is_what_the_change_then_does() {
+    let fx = Fixture::new();
+    let now = NOV_1 + 10 * DAY + 5 * 3_600;
+    // No plan yet (with a card, so paid plans can be bought).
+    fx.workspace("none");
+    fx.save_card("none");
+    // Free, spent down a little.
+    fx.subscribed("free", "free", NOV_1);
+    fx.save_card("free");
+    fx.debit("free", "a", "e1", UsageKind::Message, "300", NOV_1)
+        .expect("debit");
+    // Basic through Stripe, 600 of its 1,000 used.
+    paid(&fx, "basic", "basic", NOV_1);
+    fx.debit("basic", "a", "e1", UsageKind::Message, "60000", NOV_1)
+        .expect("debit");
+    // Basic with a downgrade to free pending.
+    paid(&fx, "pending", "basic", NOV_1);
+    block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "pending",
+        "free",
+        true,
+        NOV_1 + DAY,
+    ))
+    .expect("downgrade");
+    // Professional, on a cycle anchored on the 20th (October 20 to November 20).
+    paid(&fx, "pro", "professional", NOV_1 - 12 * DAY);
+    // Basic on a test clock frozen later than the real time.
+    paid(&fx, "clock", "basic", NOV_1);
+    block_on(workspace::set_test_clock(
+        &fx.db,
+        "clock",
+        NOV_1 + 25 * DAY,
+        NOV_1,
+    ))
+    .expect("clock");
+    let mut seen = Vec::new();
+    for ws in ["none", "free", "basic", "pending", "pro", "clock"] {
+        seen.extend(assert_previews_match_changes(&fx, ws, now));
+    }
+    for kind in [
+        (ChangeKind::Subscribe, false),
+        (ChangeKind::Subscribe, true),
+        (ChangeKind::Upgrade, false),
+        (ChangeKind::Downgrade, false),
+        (ChangeKind::Unchanged, false),
+    ] {
+        assert!(seen.contains(&kind), "no {kind:?} among {seen:?}");
+    }
+    fx.assert_invariants();
+}
+
+#[test]
+fn the_preview_of_r14s_example_is_what_the_upgrade_grants() {
+    let fx = Fixture::new();
+    paid(&fx, "w", "basic", NOV_1);
+    // The free plan's 10 credits stay (R14's rule for a first paid plan); 600 used: 410 left.
+    fx.debit("w", "a", "e1", UsageKind::Message, "60000", NOV_1)
+        .expect("600 used");
+    assert_eq!(fx.balances("w").0, micros("410"));
+    // November 11: 20 of the cycle's 30 days left, 5,000 x 20 / 30 rounded down.
+    let now = NOV_1 + 10 * DAY;
+    let r14_micros = 5_000 * 1_000_000 * 20 / 30;
+    let shown = preview(&fx, "w", "professional", true, now).expect("preview");
+    assert_eq!(
+        shown,
+        PlanChangePreview {
+            plan_id: "professional".into(),
+            change: ChangeKind::Upgrade,
+            effective_at: "2026-11-11T00:00:00Z".into(),
+            credits_granted: money::to_decimal(r14_micros),
+            price: dec("99"),
+            awaiting_payment: false,
+        }
+    );
+    assert_eq!(shown.credits_granted, dec("3333.333333"));
+    assert_eq!(
+        serde_json::to_value(&shown).expect("json"),
+        serde_json::json!({
+            "plan_id": "professional", "change": "upgrade",
+            "effective_at": "2026-11-11T00:00:00Z", "credits_granted": "3333.333333",
+            "price": "99", "awaiting_payment": false
+        })
+    );
+    let change = carry_out(&fx.db, &fx.catalog, "w", "professional", now);
+    assert_eq!(
+        (change.action, change.credits_granted),
+        ("upgraded", shown.credits_granted)
+    );
+    assert_eq!(fx.balances("w").0, micros("410") + r14_micros);
+    fx.assert_invariants();
+}
+
+#[test]
+fn previews_of_subscribing_downgrading_and_staying() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    // No plan: subscribing to the free plan grants its 10 credits now.
+    assert_eq!(
+        preview(&fx, "w", "free", false, NOV_1 + 3_600),
+        Ok(PlanChangePreview {
+            plan_id: "free".into(),
+            change: ChangeKind::Subscribe,
+            effective_at: "2026-11-01T01:00:00Z".into(),
+            credits_granted: dec("10"),
+            price: dec("0"),
+            awaiting_payment: false,
+        })
+    );
+    fx.subscribed("w", "free", NOV_1 + 3_600);
+    // Basic from the free plan starts a paid subscription: the full 1,000 credits, with the
+    // paid first invoice.
+    fx.save_card("w");
+    assert_eq!(
+        preview(&fx, "w", "basic", true, NOV_1 + 2 * DAY),
+        Ok(PlanChangePreview {
+            plan_id: "basic".into(),
+            change: ChangeKind::Subscribe,
+            effective_at: "2026-11-03T00:00:00Z".into(),
+            credits_granted: dec("1000"),
+            price: dec("29"),
+            awaiting_payment: true,
+        })
+    );
+    start(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "basic",
+        "sub_1",
+        true,
+        NOV_1 + 2 * DAY,
+    );
+    // Re-anchored on November 3: the downgrade waits for December 3.
+    let down = preview(&fx, "w", "free", true, NOV_1 + 5 * DAY).expect("preview");
+    assert_eq!(
+        (
+            down.change,
+            down.effective_at.as_str(),
+            down.credits_granted,
+            down.price
+        ),
+        (
+            ChangeKind::Downgrade,
+            "2026-12-03T00:00:00Z",
+            dec("0"),
+            dec("0")
+        )
+    );
+    let stay = preview(&fx, "w", "basic", true, NOV_1 + 5 * DAY).expect("preview");
+    assert_eq!(
+        (
+            stay.change,
+            stay.effective_at.as_str(),
+            stay.credits_granted
+        ),
+        (ChangeKind::Unchanged, "2026-11-06T00:00:00Z", dec("0"))
+    );
+    // With the downgrade pending: the plan in force is still "unchanged", an upgrade is still
+    // prorated from the plan in force (and drops the pending change).
+    block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "free",
+        true,
+        NOV_1 + 5 * DAY,
+    ))
+    .expect("downgrade");
+    let stay = preview(&fx, "w", "basic", true, NOV_1 + 6 * DAY).expect("preview");
+    assert_eq!(
+        (stay.change, stay.credits_granted),
+        (ChangeKind::Unchanged, dec("0"))
+    );
+    // November 8: 25 of the 30 days to December 3 left.
+    let up = preview(&fx, "w", "professional", true, NOV_1 + 7 * DAY).expect("preview");
+    assert_eq!(
+        (up.change, up.credits_granted, up.awaiting_payment),
+        (
+            ChangeKind::Upgrade,
+            money::to_decimal(5_000 * 1_000_000 * 25 / 30),
+            false
+        )
+    );
+    let change = carry_out(&fx.db, &fx.catalog, "w", "professional", NOV_1 + 7 * DAY);
+    assert_eq!(
+        (
+            change.action,
+            change.credits_granted,
+            change.pending_plan_id
+        ),
+        ("upgraded", up.credits_granted, None)
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn credits_awaiting_payment_are_what_the_paid_invoice_grants() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.save_card("w");
+    let shown = preview(&fx, "w", "professional", true, NOV_1).expect("preview");
+    assert_eq!(
+        (shown.change, shown.credits_granted, shown.awaiting_payment),
+        (ChangeKind::Subscribe, dec("5000"), true)
+    );
+    // Started with the first invoice not paid yet (R13): nothing now, the preview's credits
+    // with the invoice.
+    let change = start(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "professional",
+        "sub_1",
+        false,
+        NOV_1,
+    );
+    assert_eq!(change.credits_granted, dec("0"));
+    let granted = block_on(plans::record_invoice_paid(
+        &fx.db,
+        "w",
+        "in_1",
+        NOV_1 + 60,
+        NOV_1 + 60,
+    ))
+    .expect("paid");
+    assert_eq!(granted, shown.credits_granted);
+    fx.assert_invariants();
+}
+
+#[test]
+fn a_preview_refuses_what_the_change_refuses() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    assert_eq!(
+        preview(&fx, "w", "gold", true, NOV_1),
+        Err(LedgerError::NotFound { what: "plan" })
+    );
+    assert_eq!(
+        block_on(plan_change::subscriber(&fx.db, "nobody")).map(|_| ()),
+        Err(LedgerError::NotFound { what: "workspace" })
+    );
+    // A paid plan: Stripe must be configured and a card saved, as for the change.
+    assert_eq!(
+        preview(&fx, "w", "basic", false, NOV_1),
+        Err(LedgerError::payments_not_configured())
+    );
+    assert_eq!(
+        preview(&fx, "w", "basic", true, NOV_1).map_err(|e| e.code()),
+        Err("payment_method_required")
+    );
+    // No upgrade while the last invoice is unpaid; a downgrade still previews.
+    paid(&fx, "p", "basic", NOV_1);
+    block_on(plans::record_invoice_failed(&fx.db, "p")).expect("failed");
+    assert_eq!(
+        preview(&fx, "p", "professional", true, NOV_1 + DAY).map_err(|e| e.code()),
+        Err("subscription_past_due")
+    );
+    assert_eq!(
+        preview(&fx, "p", "free", true, NOV_1 + DAY).map(|p| p.change),
+        Ok(ChangeKind::Downgrade)
+    );
+    let effective = calendar::rfc3339(NOV_1 + 30 * DAY);
+    assert_eq!(
+        preview(&fx, "p", "free", true, NOV_1 + DAY).map(|p| p.effective_at),
+        Ok(effective)
+    );
+    fx.assert_invariants();
 }
