@@ -118,6 +118,10 @@ fn new_workspace_is_not_configured_and_lists_plans_and_rates() -> Result<()> {
     assert_eq!(body["message"], NOT_CONFIGURED);
     assert_eq!(body["plan"], Value::Null);
     assert_eq!(body["currency"], "USD");
+    // What a credit costs and the manual top-up bounds, in the currency.
+    assert_eq!(body["credit_price"], "1");
+    assert_eq!(body["topup_min"], "10");
+    assert_eq!(body["topup_max"], "5000");
     assert_eq!(body["wallet_balance"], "0");
     assert_eq!(body["plan_credits_remaining"], "0");
     assert_eq!(body["cycle_start"], Value::Null);
@@ -1194,5 +1198,62 @@ fn huge_amounts_are_refused_not_crashed() -> Result<()> {
         Some(&json!({"enabled": false, "threshold": huge, "amount": "20"})),
     )?;
     expect_error(&reply, 422, "invalid_amount", "huge threshold")?;
+    app.check_invariants()
+}
+
+#[test]
+fn the_summary_shows_the_catalogs_credit_price_and_top_up_bounds() -> Result<()> {
+    let app = start()?;
+    app.provision("ws-price")?;
+    let mut catalog = test_catalog();
+    catalog["settings"]["credit_price"] = json!("2.50");
+    catalog["settings"]["topup_min"] = json!("15");
+    catalog["settings"]["topup_max"] = json!("750.5");
+    expect(
+        &app.service("PUT", "/v1/catalog", Some(&catalog))?,
+        200,
+        "PUT /v1/catalog",
+    )?;
+    let body = summary(&app, "ws-price")?;
+    assert_eq!(
+        (
+            &body["credit_price"],
+            &body["topup_min"],
+            &body["topup_max"]
+        ),
+        (&json!("2.5"), &json!("15"), &json!("750.5")),
+        "{body}"
+    );
+    // The same credit price as the plans list; the bounds are the ones a top-up is held to.
+    let plans = expect(
+        &owner(&app, "ws-price", "GET", "/v1/plans", None)?,
+        200,
+        "plans",
+    )?;
+    assert_eq!(
+        e2e::api::micros_of(&plans["credit_price"])?,
+        e2e::api::micros_of(&body["credit_price"])?
+    );
+    // Members still see the banner only.
+    let reply = app.user(
+        "ws-price",
+        Role::Member,
+        "GET",
+        "/v1/workspaces/ws-price/billing",
+        None,
+    )?;
+    assert_eq!(
+        expect(&reply, 200, "member summary")?,
+        json!({"status": "billing_not_configured", "message": NOT_CONFIGURED})
+    );
+    app.provision("ws-other")?;
+    let reply = app.user(
+        "ws-other",
+        Role::Owner,
+        "GET",
+        "/v1/workspaces/ws-price/billing",
+        None,
+    )?;
+    expect_error(&reply, 403, "forbidden", "another workspace's summary")?;
     app.check_invariants()
 }
