@@ -312,6 +312,7 @@ pub fn frontend_routes(ws: &str, agent: &str) -> Vec<(&'static str, String, Opti
             p("/auto-recharge"),
             Some(json!({"enabled": false, "threshold": "5", "amount": "20"})),
         ),
+        ("GET", p("/agents"), None),
         ("GET", p(&format!("/agents/{agent}/limits")), None),
         (
             "PUT",

@@ -1257,3 +1257,236 @@ fn the_summary_shows_the_catalogs_credit_price_and_top_up_bounds() -> Result<()>
     expect_error(&reply, 403, "forbidden", "another workspace's summary")?;
     app.check_invariants()
 }
+
+/// A route of the billing page refuses a member and a token of another workspace (403), and
+/// answers its owner with `status`.
+fn assert_owners_only(app: &App, ws: &str, other: &str, path: &str, status: u16) -> Result<()> {
+    expect(
+        &owner(app, ws, "GET", path, None)?,
+        status,
+        &format!("owner: {path}"),
+    )?;
+    expect(
+        &app.user(ws, Role::Admin, "GET", path, None)?,
+        status,
+        &format!("admin: {path}"),
+    )?;
+    let reply = app.user(ws, Role::Member, "GET", path, None)?;
+    expect_error(&reply, 403, "forbidden", &format!("member: {path}"))?;
+    for role in [Role::Owner, Role::Admin, Role::Member] {
+        let reply = app.user(other, role, "GET", path, None)?;
+        expect_error(
+            &reply,
+            403,
+            "forbidden",
+            &format!("{role:?} of {other}: {path}"),
+        )?;
+    }
+    Ok(())
+}
+
+/// `GET /v1/workspaces/{ws}/agents{query}` as the owner.
+fn agents(app: &App, ws: &str, query: &str) -> Result<Value> {
+    let reply = owner(
+        app,
+        ws,
+        "GET",
+        &format!("/v1/workspaces/{ws}/agents{query}"),
+        None,
+    )?;
+    expect(&reply, 200, &format!("agents{query}"))
+}
+
+/// (agent, cycle_spend, calls_today, calls_in_progress) of each listed agent.
+fn agent_counters(page: &Value) -> Vec<(String, String, i64, i64)> {
+    page["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|agent| {
+            (
+                agent["agent_id"].as_str().unwrap_or_default().to_owned(),
+                agent["cycle_spend"].as_str().unwrap_or_default().to_owned(),
+                agent["calls_today"].as_i64().unwrap_or(-1),
+                agent["calls_in_progress"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn agents_are_listed_with_their_limits_and_counters() -> Result<()> {
+    let app = start()?;
+    app.provision("ws-ag")?;
+    app.provision("ws-else")?;
+    // Nothing used, nothing set: no agents.
+    assert_eq!(
+        agents(&app, "ws-ag", "")?,
+        json!({"agents": [], "next_cursor": null})
+    );
+    assert_owners_only(&app, "ws-ag", "ws-else", "/v1/workspaces/ws-ag/agents", 200)?;
+
+    set_clock(&app, "ws-ag", "2030-04-01T09:00:00Z")?;
+    choose_plan(&app, "ws-ag", "starter")?;
+    // Limits set on agent-b, never used.
+    let limits = json!({"overage_policy": "stop", "monthly_spend_limit": "5.5",
+                        "daily_call_limit": 3, "max_concurrent_calls": 2});
+    let reply = owner(
+        &app,
+        "ws-ag",
+        "PUT",
+        "/v1/workspaces/ws-ag/agents/agent-b/limits",
+        Some(&limits),
+    )?;
+    expect(&reply, 200, "put limits")?;
+    // agent-c sends 100 messages (1 credit).
+    debit(
+        &app,
+        "ws-ag",
+        "ev-1",
+        "agent-c",
+        "message",
+        "100",
+        "2030-04-01T09:00:00Z",
+    )?;
+    // agent-a: two outbound calls at 0.05 a minute; one ends after 30 s, one goes on.
+    for call_id in ["call-1", "call-2"] {
+        let request = json!({"workspace_id": "ws-ag", "agent_id": "agent-a", "call_id": call_id,
+                             "direction": "outbound", "to": "+442071234567", "from": "+14155550999"});
+        expect(
+            &app.service("POST", "/v1/calls", Some(&request))?,
+            201,
+            call_id,
+        )?;
+    }
+    let reply = app.service(
+        "POST",
+        "/v1/calls/call-2/end",
+        Some(&json!({"duration_seconds": 30})),
+    )?;
+    expect(&reply, 200, "end call-2")?;
+
+    let page = agents(&app, "ws-ag", "")?;
+    assert_eq!(
+        page,
+        json!({"agents": [
+            {"agent_id": "agent-a", "overage_policy": "use_balance", "monthly_spend_limit": null,
+             "daily_call_limit": null, "max_concurrent_calls": null, "cycle_spend": "0.05",
+             "calls_today": 2, "calls_in_progress": 1},
+            {"agent_id": "agent-b", "overage_policy": "stop", "monthly_spend_limit": "5.5",
+             "daily_call_limit": 3, "max_concurrent_calls": 2, "cycle_spend": "0",
+             "calls_today": 0, "calls_in_progress": 0},
+            {"agent_id": "agent-c", "overage_policy": "use_balance", "monthly_spend_limit": null,
+             "daily_call_limit": null, "max_concurrent_calls": null, "cycle_spend": "1",
+             "calls_today": 0, "calls_in_progress": 0}
+        ], "next_cursor": null})
+    );
+    // The limits fields are exactly what GET .../agents/{agent}/limits answers.
+    for agent in page["agents"].as_array().into_iter().flatten() {
+        let id = agent["agent_id"].as_str().unwrap_or_default();
+        let one = expect(
+            &owner(
+                &app,
+                "ws-ag",
+                "GET",
+                &format!("/v1/workspaces/ws-ag/agents/{id}/limits"),
+                None,
+            )?,
+            200,
+            "limits",
+        )?;
+        for (field, value) in one.as_object().into_iter().flatten() {
+            assert_eq!(&agent[field], value, "{id} {field}");
+        }
+    }
+
+    // Pages by agent id; the cursor is the last agent of a page.
+    let first = agents(&app, "ws-ag", "?limit=2")?;
+    assert_eq!(
+        agent_counters(&first)
+            .iter()
+            .map(|a| a.0.as_str())
+            .collect::<Vec<_>>(),
+        ["agent-a", "agent-b"]
+    );
+    assert_eq!(first["next_cursor"], "agent-b");
+    let second = agents(&app, "ws-ag", "?limit=2&cursor=agent-b")?;
+    assert_eq!(second["agents"], json!([page["agents"][2]]));
+    assert_eq!(second["next_cursor"], Value::Null);
+    // Empty values are absent; the largest page is 500.
+    assert_eq!(agents(&app, "ws-ag", "?limit=&cursor=")?, page);
+    assert_eq!(agents(&app, "ws-ag", "?limit=500")?, page);
+    // A bad limit or cursor is a 400, as for the history.
+    for query in [
+        "?limit=0",
+        "?limit=501",
+        "?limit=-1",
+        "?limit=ten",
+        "?limit=1.5",
+    ] {
+        let reply = owner(
+            &app,
+            "ws-ag",
+            "GET",
+            &format!("/v1/workspaces/ws-ag/agents{query}"),
+            None,
+        )?;
+        let error = expect_error(&reply, 400, "malformed_request", query)?;
+        assert_eq!(error["field"], "limit", "{query}");
+        let reply = owner(
+            &app,
+            "ws-ag",
+            "GET",
+            &format!("/v1/workspaces/ws-ag/transactions{query}"),
+            None,
+        )?;
+        expect_error(&reply, 400, "malformed_request", query)?;
+    }
+    for query in ["?cursor=..%2Fx", "?colour=red"] {
+        let reply = owner(
+            &app,
+            "ws-ag",
+            "GET",
+            &format!("/v1/workspaces/ws-ag/agents{query}"),
+            None,
+        )?;
+        expect_error(&reply, 400, "malformed_request", query)?;
+    }
+    assert_owners_only(&app, "ws-ag", "ws-else", "/v1/workspaces/ws-ag/agents", 200)?;
+
+    // The next day: no calls today, the cycle's spend stays.
+    set_clock(&app, "ws-ag", "2030-04-02T00:00:00Z")?;
+    assert_eq!(
+        agent_counters(&agents(&app, "ws-ag", "")?),
+        [
+            ("agent-a".into(), "0.05".into(), 0, 1),
+            ("agent-b".into(), "0".into(), 0, 0),
+            ("agent-c".into(), "1".into(), 0, 0),
+        ]
+    );
+    // The jobs post call-1 at its hold, overdue since April 1 (120 s): no call in progress.
+    let renew = |app: &App| -> Result<Value> {
+        expect(
+            &app.service("POST", "/internal/jobs/renew-cycles", None)?,
+            200,
+            "renew cycles",
+        )
+    };
+    renew(&app)?;
+    assert_eq!(
+        agent_counters(&agents(&app, "ws-ag", "")?)[0],
+        ("agent-a".into(), "0.1".into(), 0, 0)
+    );
+    // A new cycle: last cycle's spend is not this cycle's.
+    set_clock(&app, "ws-ag", "2030-05-01T09:00:00Z")?;
+    renew(&app)?;
+    assert_eq!(
+        agent_counters(&agents(&app, "ws-ag", "")?),
+        [
+            ("agent-a".into(), "0".into(), 0, 0),
+            ("agent-b".into(), "0".into(), 0, 0),
+            ("agent-c".into(), "0".into(), 0, 0),
+        ]
+    );
+    app.check_invariants()
+}
