@@ -5,7 +5,7 @@
 
 use anyhow::{Result, ensure};
 use e2e::Reply;
-use e2e::api::{App, JWT_SECRET, Role, expect, expect_error, now_secs, sign, token};
+use e2e::api::{App, JWT_SECRET, Role, expect, expect_error, json_of, now_secs, sign, token};
 use serde_json::{Value, json};
 
 /// The Status message of `billing_not_configured` (the seeds' "Billing not configured").
@@ -1201,6 +1201,33 @@ fn huge_amounts_are_refused_not_crashed() -> Result<()> {
     app.check_invariants()
 }
 
+/// A route of the billing page refuses a member and a token of another workspace (403), and
+/// answers its owner with `status`.
+fn assert_owners_only(app: &App, ws: &str, other: &str, path: &str, status: u16) -> Result<()> {
+    expect(
+        &owner(app, ws, "GET", path, None)?,
+        status,
+        &format!("owner: {path}"),
+    )?;
+    expect(
+        &app.user(ws, Role::Admin, "GET", path, None)?,
+        status,
+        &format!("admin: {path}"),
+    )?;
+    let reply = app.user(ws, Role::Member, "GET", path, None)?;
+    expect_error(&reply, 403, "forbidden", &format!("member: {path}"))?;
+    for role in [Role::Owner, Role::Admin, Role::Member] {
+        let reply = app.user(other, role, "GET", path, None)?;
+        expect_error(
+            &reply,
+            403,
+            "forbidden",
+            &format!("{role:?} of {other}: {path}"),
+        )?;
+    }
+    Ok(())
+}
+
 #[test]
 fn the_summary_shows_the_catalogs_credit_price_and_top_up_bounds() -> Result<()> {
     let app = start()?;
@@ -1256,33 +1283,6 @@ fn the_summary_shows_the_catalogs_credit_price_and_top_up_bounds() -> Result<()>
     )?;
     expect_error(&reply, 403, "forbidden", "another workspace's summary")?;
     app.check_invariants()
-}
-
-/// A route of the billing page refuses a member and a token of another workspace (403), and
-/// answers its owner with `status`.
-fn assert_owners_only(app: &App, ws: &str, other: &str, path: &str, status: u16) -> Result<()> {
-    expect(
-        &owner(app, ws, "GET", path, None)?,
-        status,
-        &format!("owner: {path}"),
-    )?;
-    expect(
-        &app.user(ws, Role::Admin, "GET", path, None)?,
-        status,
-        &format!("admin: {path}"),
-    )?;
-    let reply = app.user(ws, Role::Member, "GET", path, None)?;
-    expect_error(&reply, 403, "forbidden", &format!("member: {path}"))?;
-    for role in [Role::Owner, Role::Admin, Role::Member] {
-        let reply = app.user(other, role, "GET", path, None)?;
-        expect_error(
-            &reply,
-            403,
-            "forbidden",
-            &format!("{role:?} of {other}: {path}"),
-        )?;
-    }
-    Ok(())
 }
 
 /// `GET /v1/workspaces/{ws}/agents{query}` as the owner.
@@ -1488,5 +1488,182 @@ fn agents_are_listed_with_their_limits_and_counters() -> Result<()> {
             ("agent-c".into(), "0".into(), 0, 0),
         ]
     );
+    app.check_invariants()
+}
+
+/// `GET /v1/workspaces/{ws}/subscription/preview?plan_id={plan}` as the owner.
+fn preview(app: &App, ws: &str, plan: &str) -> Result<Reply> {
+    owner(
+        app,
+        ws,
+        "GET",
+        &format!("/v1/workspaces/{ws}/subscription/preview?plan_id={plan}"),
+        None,
+    )
+}
+
+/// The preview of `plan`, then the change itself: both 200, agreeing on the plan, when, and
+/// (to the micro-credit) what is granted. Returns the preview.
+fn preview_then_choose(app: &App, ws: &str, plan: &str) -> Result<Value> {
+    let before = summary(app, ws)?;
+    let shown = expect(&preview(app, ws, plan)?, 200, &format!("preview {plan}"))?;
+    assert_eq!(
+        summary(app, ws)?,
+        before,
+        "the preview of {plan} changed something"
+    );
+    let change = choose_plan(app, ws, plan)?;
+    let expected_action = match shown["change"].as_str().unwrap_or_default() {
+        "subscribe" => "subscribed",
+        "upgrade" => "upgraded",
+        "downgrade" => "downgrade_scheduled",
+        _ if before["pending_plan_change"].is_null() => "unchanged",
+        _ => "pending_change_cancelled",
+    };
+    assert_eq!(change["action"], expected_action, "{shown} then {change}");
+    assert_eq!(shown["plan_id"], plan);
+    assert_eq!(
+        shown["effective_at"], change["effective_at"],
+        "{shown} then {change}"
+    );
+    assert_eq!(
+        e2e::api::micros_of(&shown["credits_granted"])?,
+        e2e::api::micros_of(&change["credits_granted"])?,
+        "{shown} then {change}"
+    );
+    assert_eq!(shown["awaiting_payment"], false);
+    let after = summary(app, ws)?;
+    assert_eq!(
+        e2e::api::micros_of(&after["plan_credits_remaining"])?
+            - e2e::api::micros_of(&before["plan_credits_remaining"])?,
+        e2e::api::micros_of(&shown["credits_granted"])?,
+        "{shown}: the plan credits moved by something else"
+    );
+    Ok(shown)
+}
+
+#[test]
+fn the_subscription_preview_is_what_the_change_then_does() -> Result<()> {
+    let app = start()?;
+    app.provision("ws-pv")?;
+    app.provision("ws-else")?;
+    // April has 30 days: a cycle anchored on the 1st is 30 days long.
+    set_clock(&app, "ws-pv", "2030-04-01T09:00:00Z")?;
+    let path = "/v1/workspaces/ws-pv/subscription/preview?plan_id=starter";
+    assert_owners_only(&app, "ws-pv", "ws-else", path, 200)?;
+
+    // No plan: subscribing grants the plan's monthly credits now.
+    let shown = preview_then_choose(&app, "ws-pv", "starter")?;
+    assert_eq!(
+        shown,
+        json!({"plan_id": "starter", "change": "subscribe",
+               "effective_at": "2030-04-01T09:00:00Z", "credits_granted": "100", "price": "0",
+               "awaiting_payment": false})
+    );
+    // Use 40 of the 100 credits (2,000 AI tasks at 0.02).
+    debit(
+        &app,
+        "ws-pv",
+        "ev-1",
+        "agent-1",
+        "ai_task",
+        "2000",
+        "2030-04-01T09:00:00Z",
+    )?;
+
+    // April 11: a downgrade waits for May 1, grants nothing; it is then pending.
+    set_clock(&app, "ws-pv", "2030-04-11T09:00:00Z")?;
+    let shown = preview_then_choose(&app, "ws-pv", "free")?;
+    assert_eq!(
+        shown,
+        json!({"plan_id": "free", "change": "downgrade",
+               "effective_at": "2030-05-01T00:00:00Z", "credits_granted": "0", "price": "0",
+               "awaiting_payment": false})
+    );
+    // The plan in force, with a downgrade pending: unchanged.
+    let shown = expect(&preview(&app, "ws-pv", "starter")?, 200, "preview starter")?;
+    assert_eq!(
+        shown,
+        json!({"plan_id": "starter", "change": "unchanged",
+               "effective_at": "2030-04-11T09:00:00Z", "credits_granted": "0", "price": "0",
+               "awaiting_payment": false})
+    );
+
+    // R14, with the downgrade pending: 20 whole days of the 30 left, 1,000 x 20 / 30 rounded
+    // down to the micro-credit; the upgrade grants exactly that and drops the downgrade.
+    let r14_micros = 1_000 * 1_000_000 * 20 / 30;
+    let shown = preview_then_choose(&app, "ws-pv", "growth")?;
+    assert_eq!(shown["change"], "upgrade");
+    assert_eq!(shown["effective_at"], "2030-04-11T09:00:00Z");
+    assert_eq!(e2e::api::micros_of(&shown["credits_granted"])?, r14_micros);
+    assert_eq!(shown["credits_granted"], "666.666666");
+    let body = summary(&app, "ws-pv")?;
+    assert_eq!(body["pending_plan_change"], Value::Null);
+    assert_eq!(
+        e2e::api::micros_of(&body["plan_credits_remaining"])?,
+        60_000_000 + r14_micros
+    );
+
+    // The plan in force again: unchanged, nothing granted.
+    let shown = preview_then_choose(&app, "ws-pv", "growth")?;
+    assert_eq!(shown["change"], "unchanged");
+
+    // What the change refuses, the preview refuses the same way: a paid plan without Stripe
+    // (503), an unknown plan (404).
+    for plan in ["pro", "gold"] {
+        let shown = preview(&app, "ws-pv", plan)?;
+        let done = owner(
+            &app,
+            "ws-pv",
+            "POST",
+            "/v1/workspaces/ws-pv/subscription",
+            Some(&json!({"plan_id": plan})),
+        )?;
+        assert_eq!(
+            (shown.status, json_of(&shown)["error"].clone()),
+            (done.status, json_of(&done)["error"].clone()),
+            "{plan}"
+        );
+    }
+    expect_error(&preview(&app, "ws-pv", "gold")?, 404, "not_found", "gold")?;
+    expect_error(
+        &preview(&app, "ws-pv", "pro")?,
+        503,
+        "payment_processing_error",
+        "pro",
+    )?;
+    // No plan_id (or an empty one): 400 naming it; another parameter: 400.
+    for query in ["", "?plan_id=", "?plan=free", "?plan_id=free&colour=red"] {
+        let reply = owner(
+            &app,
+            "ws-pv",
+            "GET",
+            &format!("/v1/workspaces/ws-pv/subscription/preview{query}"),
+            None,
+        )?;
+        let error = expect_error(&reply, 400, "malformed_request", query)?;
+        if query.len() <= "?plan_id=".len() {
+            assert_eq!(error["field"], "plan_id", "{query}");
+        }
+    }
+    // Only GET.
+    let reply = owner(
+        &app,
+        "ws-pv",
+        "POST",
+        "/v1/workspaces/ws-pv/subscription/preview?plan_id=free",
+        Some(&json!({})),
+    )?;
+    expect_error(&reply, 405, "method_not_allowed", "POST preview")?;
+    // An unknown workspace of the token: 404.
+    let reply = app.user(
+        "ws-nobody",
+        Role::Owner,
+        "GET",
+        "/v1/workspaces/ws-nobody/subscription/preview?plan_id=free",
+        None,
+    )?;
+    expect_error(&reply, 404, "not_found", "unknown workspace")?;
+    assert_owners_only(&app, "ws-pv", "ws-else", path, 200)?;
     app.check_invariants()
 }

@@ -15,6 +15,8 @@
 //!   "monthly_credits", "rollover_max_credits"?}]}` (`price` in currency, credits in credits);
 //! - `GET /v1/rates`: `{"currency", "credit_price", "data": [<catalog rate>...]}`;
 //! - `POST .../subscription`: the ledger's `PlanChange`;
+//! - `GET .../subscription/preview?plan_id=`: the ledger's `PlanChangePreview` (what that POST
+//!   would do, from the same plan and decision, written nowhere; the POST's refusals too);
 //! - `GET .../agents?limit=&cursor=`: the ledger's `AgentPage` (`{"agents", "next_cursor"}`, by
 //!   agent id, `limit` 1-500, default 100);
 //! - `GET .../invoices`: `{"data": [{"id", "number", "status", "amount_paid" (currency),
@@ -50,6 +52,7 @@ enum Route<'a> {
     Rates,
     Billing { ws: &'a str },
     Subscribe { ws: &'a str },
+    PreviewSubscription { ws: &'a str },
     CancelPendingChange { ws: &'a str },
     SetupPaymentMethod { ws: &'a str },
     RefreshPaymentMethod { ws: &'a str },
@@ -72,6 +75,7 @@ impl<'a> Route<'a> {
             Self::Plans | Self::Rates => None,
             Self::Billing { ws }
             | Self::Subscribe { ws }
+            | Self::PreviewSubscription { ws }
             | Self::CancelPendingChange { ws }
             | Self::SetupPaymentMethod { ws }
             | Self::RefreshPaymentMethod { ws }
@@ -95,6 +99,7 @@ impl<'a> Route<'a> {
             Self::Rates => "GET /v1/rates",
             Self::Billing { .. } => "GET /v1/workspaces/{ws}/billing",
             Self::Subscribe { .. } => "POST /v1/workspaces/{ws}/subscription",
+            Self::PreviewSubscription { .. } => "GET /v1/workspaces/{ws}/subscription/preview",
             Self::CancelPendingChange { .. } => {
                 "DELETE /v1/workspaces/{ws}/subscription/pending-change"
             }
@@ -149,6 +154,9 @@ fn resolve<'a>(method: &Method, segments: &[&'a str], path: &str) -> Result<Rout
         ["v1", "rates"] => only(Method::GET, Route::Rates),
         ["v1", "workspaces", ws, "billing"] => only(Method::GET, Route::Billing { ws }),
         ["v1", "workspaces", ws, "subscription"] => only(Method::POST, Route::Subscribe { ws }),
+        ["v1", "workspaces", ws, "subscription", "preview"] => {
+            only(Method::GET, Route::PreviewSubscription { ws })
+        }
         ["v1", "workspaces", ws, "subscription", "pending-change"] => {
             only(Method::DELETE, Route::CancelPendingChange { ws })
         }
@@ -233,6 +241,11 @@ async fn dispatch(
             let SubscribeRequest { plan_id } = parse_object(body)?;
             let client = spin_adapter::stripe_client().await?;
             subscription::subscribe(client.as_ref(), ws, &plan_id, &parts.headers, now).await
+        }
+        Route::PreviewSubscription { ws } => {
+            let query: subscription::PreviewQuery = parse_query(&parts.uri)?;
+            let client = spin_adapter::stripe_client().await?;
+            subscription::preview(client.is_some(), ws, query, now).await
         }
         Route::CancelPendingChange { ws } => {
             let client = spin_adapter::stripe_client().await?;
