@@ -302,6 +302,7 @@ pub fn frontend_routes(ws: &str, agent: &str) -> Vec<(&'static str, String, Opti
     vec![
         ("GET", p("/billing"), None),
         ("POST", p("/subscription"), Some(json!({"plan_id": "free"}))),
+        ("GET", p("/subscription/preview?plan_id=free"), None),
         ("DELETE", p("/subscription/pending-change"), None),
         ("POST", p("/payment-method/setup"), Some(json!({}))),
         ("POST", p("/payment-method/refresh"), Some(json!({}))),
@@ -312,6 +313,7 @@ pub fn frontend_routes(ws: &str, agent: &str) -> Vec<(&'static str, String, Opti
             p("/auto-recharge"),
             Some(json!({"enabled": false, "threshold": "5", "amount": "20"})),
         ),
+        ("GET", p("/agents"), None),
         ("GET", p(&format!("/agents/{agent}/limits")), None),
         (
             "PUT",

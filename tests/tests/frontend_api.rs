@@ -5,7 +5,7 @@
 
 use anyhow::{Result, ensure};
 use e2e::Reply;
-use e2e::api::{App, JWT_SECRET, Role, expect, expect_error, now_secs, sign, token};
+use e2e::api::{App, JWT_SECRET, Role, expect, expect_error, json_of, now_secs, sign, token};
 use serde_json::{Value, json};
 
 /// The Status message of `billing_not_configured` (the seeds' "Billing not configured").
@@ -118,6 +118,10 @@ fn new_workspace_is_not_configured_and_lists_plans_and_rates() -> Result<()> {
     assert_eq!(body["message"], NOT_CONFIGURED);
     assert_eq!(body["plan"], Value::Null);
     assert_eq!(body["currency"], "USD");
+    // What a credit costs and the manual top-up bounds, in the currency.
+    assert_eq!(body["credit_price"], "1");
+    assert_eq!(body["topup_min"], "10");
+    assert_eq!(body["topup_max"], "5000");
     assert_eq!(body["wallet_balance"], "0");
     assert_eq!(body["plan_credits_remaining"], "0");
     assert_eq!(body["cycle_start"], Value::Null);
@@ -1194,5 +1198,472 @@ fn huge_amounts_are_refused_not_crashed() -> Result<()> {
         Some(&json!({"enabled": false, "threshold": huge, "amount": "20"})),
     )?;
     expect_error(&reply, 422, "invalid_amount", "huge threshold")?;
+    app.check_invariants()
+}
+
+/// A route of the billing page refuses a member and a token of another workspace (403), and
+/// answers its owner with `status`.
+fn assert_owners_only(app: &App, ws: &str, other: &str, path: &str, status: u16) -> Result<()> {
+    expect(
+        &owner(app, ws, "GET", path, None)?,
+        status,
+        &format!("owner: {path}"),
+    )?;
+    expect(
+        &app.user(ws, Role::Admin, "GET", path, None)?,
+        status,
+        &format!("admin: {path}"),
+    )?;
+    let reply = app.user(ws, Role::Member, "GET", path, None)?;
+    expect_error(&reply, 403, "forbidden", &format!("member: {path}"))?;
+    for role in [Role::Owner, Role::Admin, Role::Member] {
+        let reply = app.user(other, role, "GET", path, None)?;
+        expect_error(
+            &reply,
+            403,
+            "forbidden",
+            &format!("{role:?} of {other}: {path}"),
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn the_summary_shows_the_catalogs_credit_price_and_top_up_bounds() -> Result<()> {
+    let app = start()?;
+    app.provision("ws-price")?;
+    let mut catalog = test_catalog();
+    catalog["settings"]["credit_price"] = json!("2.50");
+    catalog["settings"]["topup_min"] = json!("15");
+    catalog["settings"]["topup_max"] = json!("750.5");
+    expect(
+        &app.service("PUT", "/v1/catalog", Some(&catalog))?,
+        200,
+        "PUT /v1/catalog",
+    )?;
+    let body = summary(&app, "ws-price")?;
+    assert_eq!(
+        (
+            &body["credit_price"],
+            &body["topup_min"],
+            &body["topup_max"]
+        ),
+        (&json!("2.5"), &json!("15"), &json!("750.5")),
+        "{body}"
+    );
+    // The same credit price as the plans list; the bounds are the ones a top-up is held to.
+    let plans = expect(
+        &owner(&app, "ws-price", "GET", "/v1/plans", None)?,
+        200,
+        "plans",
+    )?;
+    assert_eq!(
+        e2e::api::micros_of(&plans["credit_price"])?,
+        e2e::api::micros_of(&body["credit_price"])?
+    );
+    // Members still see the banner only.
+    let reply = app.user(
+        "ws-price",
+        Role::Member,
+        "GET",
+        "/v1/workspaces/ws-price/billing",
+        None,
+    )?;
+    assert_eq!(
+        expect(&reply, 200, "member summary")?,
+        json!({"status": "billing_not_configured", "message": NOT_CONFIGURED})
+    );
+    app.provision("ws-other")?;
+    let reply = app.user(
+        "ws-other",
+        Role::Owner,
+        "GET",
+        "/v1/workspaces/ws-price/billing",
+        None,
+    )?;
+    expect_error(&reply, 403, "forbidden", "another workspace's summary")?;
+    app.check_invariants()
+}
+
+/// `GET /v1/workspaces/{ws}/agents{query}` as the owner.
+fn agents(app: &App, ws: &str, query: &str) -> Result<Value> {
+    let reply = owner(
+        app,
+        ws,
+        "GET",
+        &format!("/v1/workspaces/{ws}/agents{query}"),
+        None,
+    )?;
+    expect(&reply, 200, &format!("agents{query}"))
+}
+
+/// (agent, cycle_spend, calls_today, calls_in_progress) of each listed agent.
+fn agent_counters(page: &Value) -> Vec<(String, String, i64, i64)> {
+    page["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|agent| {
+            (
+                agent["agent_id"].as_str().unwrap_or_default().to_owned(),
+                agent["cycle_spend"].as_str().unwrap_or_default().to_owned(),
+                agent["calls_today"].as_i64().unwrap_or(-1),
+                agent["calls_in_progress"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn agents_are_listed_with_their_limits_and_counters() -> Result<()> {
+    let app = start()?;
+    app.provision("ws-ag")?;
+    app.provision("ws-else")?;
+    // Nothing used, nothing set: no agents.
+    assert_eq!(
+        agents(&app, "ws-ag", "")?,
+        json!({"agents": [], "next_cursor": null})
+    );
+    assert_owners_only(&app, "ws-ag", "ws-else", "/v1/workspaces/ws-ag/agents", 200)?;
+
+    set_clock(&app, "ws-ag", "2030-04-01T09:00:00Z")?;
+    choose_plan(&app, "ws-ag", "starter")?;
+    // Limits set on agent-b, never used.
+    let limits = json!({"overage_policy": "stop", "monthly_spend_limit": "5.5",
+                        "daily_call_limit": 3, "max_concurrent_calls": 2});
+    let reply = owner(
+        &app,
+        "ws-ag",
+        "PUT",
+        "/v1/workspaces/ws-ag/agents/agent-b/limits",
+        Some(&limits),
+    )?;
+    expect(&reply, 200, "put limits")?;
+    // agent-c sends 100 messages (1 credit).
+    debit(
+        &app,
+        "ws-ag",
+        "ev-1",
+        "agent-c",
+        "message",
+        "100",
+        "2030-04-01T09:00:00Z",
+    )?;
+    // agent-a: two outbound calls at 0.05 a minute; one ends after 30 s, one goes on.
+    for call_id in ["call-1", "call-2"] {
+        let request = json!({"workspace_id": "ws-ag", "agent_id": "agent-a", "call_id": call_id,
+                             "direction": "outbound", "to": "+442071234567", "from": "+14155550999"});
+        expect(
+            &app.service("POST", "/v1/calls", Some(&request))?,
+            201,
+            call_id,
+        )?;
+    }
+    let reply = app.service(
+        "POST",
+        "/v1/calls/call-2/end",
+        Some(&json!({"duration_seconds": 30})),
+    )?;
+    expect(&reply, 200, "end call-2")?;
+
+    let page = agents(&app, "ws-ag", "")?;
+    assert_eq!(
+        page,
+        json!({"agents": [
+            {"agent_id": "agent-a", "overage_policy": "use_balance", "monthly_spend_limit": null,
+             "daily_call_limit": null, "max_concurrent_calls": null, "cycle_spend": "0.05",
+             "calls_today": 2, "calls_in_progress": 1},
+            {"agent_id": "agent-b", "overage_policy": "stop", "monthly_spend_limit": "5.5",
+             "daily_call_limit": 3, "max_concurrent_calls": 2, "cycle_spend": "0",
+             "calls_today": 0, "calls_in_progress": 0},
+            {"agent_id": "agent-c", "overage_policy": "use_balance", "monthly_spend_limit": null,
+             "daily_call_limit": null, "max_concurrent_calls": null, "cycle_spend": "1",
+             "calls_today": 0, "calls_in_progress": 0}
+        ], "next_cursor": null})
+    );
+    // The limits fields are exactly what GET .../agents/{agent}/limits answers.
+    for agent in page["agents"].as_array().into_iter().flatten() {
+        let id = agent["agent_id"].as_str().unwrap_or_default();
+        let one = expect(
+            &owner(
+                &app,
+                "ws-ag",
+                "GET",
+                &format!("/v1/workspaces/ws-ag/agents/{id}/limits"),
+                None,
+            )?,
+            200,
+            "limits",
+        )?;
+        for (field, value) in one.as_object().into_iter().flatten() {
+            assert_eq!(&agent[field], value, "{id} {field}");
+        }
+    }
+
+    // Pages by agent id; the cursor is the last agent of a page.
+    let first = agents(&app, "ws-ag", "?limit=2")?;
+    assert_eq!(
+        agent_counters(&first)
+            .iter()
+            .map(|a| a.0.as_str())
+            .collect::<Vec<_>>(),
+        ["agent-a", "agent-b"]
+    );
+    assert_eq!(first["next_cursor"], "agent-b");
+    let second = agents(&app, "ws-ag", "?limit=2&cursor=agent-b")?;
+    assert_eq!(second["agents"], json!([page["agents"][2]]));
+    assert_eq!(second["next_cursor"], Value::Null);
+    // Empty values are absent; the largest page is 500.
+    assert_eq!(agents(&app, "ws-ag", "?limit=&cursor=")?, page);
+    assert_eq!(agents(&app, "ws-ag", "?limit=500")?, page);
+    // A bad limit or cursor is a 400, as for the history.
+    for query in [
+        "?limit=0",
+        "?limit=501",
+        "?limit=-1",
+        "?limit=ten",
+        "?limit=1.5",
+    ] {
+        let reply = owner(
+            &app,
+            "ws-ag",
+            "GET",
+            &format!("/v1/workspaces/ws-ag/agents{query}"),
+            None,
+        )?;
+        let error = expect_error(&reply, 400, "malformed_request", query)?;
+        assert_eq!(error["field"], "limit", "{query}");
+        let reply = owner(
+            &app,
+            "ws-ag",
+            "GET",
+            &format!("/v1/workspaces/ws-ag/transactions{query}"),
+            None,
+        )?;
+        expect_error(&reply, 400, "malformed_request", query)?;
+    }
+    for query in ["?cursor=..%2Fx", "?colour=red"] {
+        let reply = owner(
+            &app,
+            "ws-ag",
+            "GET",
+            &format!("/v1/workspaces/ws-ag/agents{query}"),
+            None,
+        )?;
+        expect_error(&reply, 400, "malformed_request", query)?;
+    }
+    assert_owners_only(&app, "ws-ag", "ws-else", "/v1/workspaces/ws-ag/agents", 200)?;
+
+    // The next day: no calls today, the cycle's spend stays.
+    set_clock(&app, "ws-ag", "2030-04-02T00:00:00Z")?;
+    assert_eq!(
+        agent_counters(&agents(&app, "ws-ag", "")?),
+        [
+            ("agent-a".into(), "0.05".into(), 0, 1),
+            ("agent-b".into(), "0".into(), 0, 0),
+            ("agent-c".into(), "1".into(), 0, 0),
+        ]
+    );
+    // The jobs post call-1 at its hold, overdue since April 1 (120 s): no call in progress.
+    let renew = |app: &App| -> Result<Value> {
+        expect(
+            &app.service("POST", "/internal/jobs/renew-cycles", None)?,
+            200,
+            "renew cycles",
+        )
+    };
+    renew(&app)?;
+    assert_eq!(
+        agent_counters(&agents(&app, "ws-ag", "")?)[0],
+        ("agent-a".into(), "0.1".into(), 0, 0)
+    );
+    // A new cycle: last cycle's spend is not this cycle's.
+    set_clock(&app, "ws-ag", "2030-05-01T09:00:00Z")?;
+    renew(&app)?;
+    assert_eq!(
+        agent_counters(&agents(&app, "ws-ag", "")?),
+        [
+            ("agent-a".into(), "0".into(), 0, 0),
+            ("agent-b".into(), "0".into(), 0, 0),
+            ("agent-c".into(), "0".into(), 0, 0),
+        ]
+    );
+    app.check_invariants()
+}
+
+/// `GET /v1/workspaces/{ws}/subscription/preview?plan_id={plan}` as the owner.
+fn preview(app: &App, ws: &str, plan: &str) -> Result<Reply> {
+    owner(
+        app,
+        ws,
+        "GET",
+        &format!("/v1/workspaces/{ws}/subscription/preview?plan_id={plan}"),
+        None,
+    )
+}
+
+/// The preview of `plan`, then the change itself: both 200, agreeing on the plan, when, and
+/// (to the micro-credit) what is granted. Returns the preview.
+fn preview_then_choose(app: &App, ws: &str, plan: &str) -> Result<Value> {
+    let before = summary(app, ws)?;
+    let shown = expect(&preview(app, ws, plan)?, 200, &format!("preview {plan}"))?;
+    assert_eq!(
+        summary(app, ws)?,
+        before,
+        "the preview of {plan} changed something"
+    );
+    let change = choose_plan(app, ws, plan)?;
+    let expected_action = match shown["change"].as_str().unwrap_or_default() {
+        "subscribe" => "subscribed",
+        "upgrade" => "upgraded",
+        "downgrade" => "downgrade_scheduled",
+        _ if before["pending_plan_change"].is_null() => "unchanged",
+        _ => "pending_change_cancelled",
+    };
+    assert_eq!(change["action"], expected_action, "{shown} then {change}");
+    assert_eq!(shown["plan_id"], plan);
+    assert_eq!(
+        shown["effective_at"], change["effective_at"],
+        "{shown} then {change}"
+    );
+    assert_eq!(
+        e2e::api::micros_of(&shown["credits_granted"])?,
+        e2e::api::micros_of(&change["credits_granted"])?,
+        "{shown} then {change}"
+    );
+    assert_eq!(shown["awaiting_payment"], false);
+    let after = summary(app, ws)?;
+    assert_eq!(
+        e2e::api::micros_of(&after["plan_credits_remaining"])?
+            - e2e::api::micros_of(&before["plan_credits_remaining"])?,
+        e2e::api::micros_of(&shown["credits_granted"])?,
+        "{shown}: the plan credits moved by something else"
+    );
+    Ok(shown)
+}
+
+#[test]
+fn the_subscription_preview_is_what_the_change_then_does() -> Result<()> {
+    let app = start()?;
+    app.provision("ws-pv")?;
+    app.provision("ws-else")?;
+    // April has 30 days: a cycle anchored on the 1st is 30 days long.
+    set_clock(&app, "ws-pv", "2030-04-01T09:00:00Z")?;
+    let path = "/v1/workspaces/ws-pv/subscription/preview?plan_id=starter";
+    assert_owners_only(&app, "ws-pv", "ws-else", path, 200)?;
+
+    // No plan: subscribing grants the plan's monthly credits now.
+    let shown = preview_then_choose(&app, "ws-pv", "starter")?;
+    assert_eq!(
+        shown,
+        json!({"plan_id": "starter", "change": "subscribe",
+               "effective_at": "2030-04-01T09:00:00Z", "credits_granted": "100", "price": "0",
+               "awaiting_payment": false})
+    );
+    // Use 40 of the 100 credits (2,000 AI tasks at 0.02).
+    debit(
+        &app,
+        "ws-pv",
+        "ev-1",
+        "agent-1",
+        "ai_task",
+        "2000",
+        "2030-04-01T09:00:00Z",
+    )?;
+
+    // April 11: a downgrade waits for May 1, grants nothing; it is then pending.
+    set_clock(&app, "ws-pv", "2030-04-11T09:00:00Z")?;
+    let shown = preview_then_choose(&app, "ws-pv", "free")?;
+    assert_eq!(
+        shown,
+        json!({"plan_id": "free", "change": "downgrade",
+               "effective_at": "2030-05-01T00:00:00Z", "credits_granted": "0", "price": "0",
+               "awaiting_payment": false})
+    );
+    // The plan in force, with a downgrade pending: unchanged.
+    let shown = expect(&preview(&app, "ws-pv", "starter")?, 200, "preview starter")?;
+    assert_eq!(
+        shown,
+        json!({"plan_id": "starter", "change": "unchanged",
+               "effective_at": "2030-04-11T09:00:00Z", "credits_granted": "0", "price": "0",
+               "awaiting_payment": false})
+    );
+
+    // R14, with the downgrade pending: 20 whole days of the 30 left, 1,000 x 20 / 30 rounded
+    // down to the micro-credit; the upgrade grants exactly that and drops the downgrade.
+    let r14_micros = 1_000 * 1_000_000 * 20 / 30;
+    let shown = preview_then_choose(&app, "ws-pv", "growth")?;
+    assert_eq!(shown["change"], "upgrade");
+    assert_eq!(shown["effective_at"], "2030-04-11T09:00:00Z");
+    assert_eq!(e2e::api::micros_of(&shown["credits_granted"])?, r14_micros);
+    assert_eq!(shown["credits_granted"], "666.666666");
+    let body = summary(&app, "ws-pv")?;
+    assert_eq!(body["pending_plan_change"], Value::Null);
+    assert_eq!(
+        e2e::api::micros_of(&body["plan_credits_remaining"])?,
+        60_000_000 + r14_micros
+    );
+
+    // The plan in force again: unchanged, nothing granted.
+    let shown = preview_then_choose(&app, "ws-pv", "growth")?;
+    assert_eq!(shown["change"], "unchanged");
+
+    // What the change refuses, the preview refuses the same way: a paid plan without Stripe
+    // (503), an unknown plan (404).
+    for plan in ["pro", "gold"] {
+        let shown = preview(&app, "ws-pv", plan)?;
+        let done = owner(
+            &app,
+            "ws-pv",
+            "POST",
+            "/v1/workspaces/ws-pv/subscription",
+            Some(&json!({"plan_id": plan})),
+        )?;
+        assert_eq!(
+            (shown.status, json_of(&shown)["error"].clone()),
+            (done.status, json_of(&done)["error"].clone()),
+            "{plan}"
+        );
+    }
+    expect_error(&preview(&app, "ws-pv", "gold")?, 404, "not_found", "gold")?;
+    expect_error(
+        &preview(&app, "ws-pv", "pro")?,
+        503,
+        "payment_processing_error",
+        "pro",
+    )?;
+    // No plan_id (or an empty one): 400 naming it; another parameter: 400.
+    for query in ["", "?plan_id=", "?plan=free", "?plan_id=free&colour=red"] {
+        let reply = owner(
+            &app,
+            "ws-pv",
+            "GET",
+            &format!("/v1/workspaces/ws-pv/subscription/preview{query}"),
+            None,
+        )?;
+        let error = expect_error(&reply, 400, "malformed_request", query)?;
+        if query.len() <= "?plan_id=".len() {
+            assert_eq!(error["field"], "plan_id", "{query}");
+        }
+    }
+    // Only GET.
+    let reply = owner(
+        &app,
+        "ws-pv",
+        "POST",
+        "/v1/workspaces/ws-pv/subscription/preview?plan_id=free",
+        Some(&json!({})),
+    )?;
+    expect_error(&reply, 405, "method_not_allowed", "POST preview")?;
+    // An unknown workspace of the token: 404.
+    let reply = app.user(
+        "ws-nobody",
+        Role::Owner,
+        "GET",
+        "/v1/workspaces/ws-nobody/subscription/preview?plan_id=free",
+        None,
+    )?;
+    expect_error(&reply, 404, "not_found", "unknown workspace")?;
+    assert_owners_only(&app, "ws-pv", "ws-else", path, 200)?;
     app.check_invariants()
 }

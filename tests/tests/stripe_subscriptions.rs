@@ -45,6 +45,16 @@ fn subscribe(app: &App, ws: &str, plan: &str) -> Result<Reply> {
     app.owner(ws, "POST", "/subscription", Some(&json!({"plan_id": plan})))
 }
 
+/// `GET .../subscription/preview?plan_id={plan}`.
+fn preview(app: &App, ws: &str, plan: &str) -> Result<Reply> {
+    app.owner(
+        ws,
+        "GET",
+        &format!("/subscription/preview?plan_id={plan}"),
+        None,
+    )
+}
+
 fn summary(app: &App, ws: &str) -> Result<Value> {
     expect(&app.owner(ws, "GET", "/billing", None)?, 200, "billing")
 }
@@ -91,18 +101,33 @@ fn a_paid_plan_is_charged_granted_once_upgraded_and_ended_with_the_period() -> R
     )?;
     ls.register_webhook(receiver.url(), WEBHOOK_SECRET)?;
 
-    // No card yet: refused, nothing at Stripe.
+    // No card yet: refused, nothing at Stripe; the preview refuses it the same way.
     expect_error(
         &subscribe(&app, ws, "basic")?,
         422,
         "payment_method_required",
         "subscribe without a card",
     )?;
+    expect_error(
+        &preview(&app, ws, "basic")?,
+        422,
+        "payment_method_required",
+        "preview without a card",
+    )?;
     let (_, customer) = save_card_through_app(&app, &ls, ws, CARD_OK)?;
 
+    // The preview: the plan's 1,000 credits, which come with the paid first invoice.
+    let shown = expect(&preview(&app, ws, "basic")?, 200, "preview basic")?;
+    assert_eq!(shown["change"], "subscribe", "{shown}");
+    assert_eq!(shown["credits_granted"], "1000", "{shown}");
+    assert_eq!(shown["price"], "29", "{shown}");
+    assert_eq!(shown["awaiting_payment"], true, "{shown}");
     let change = expect(&subscribe(&app, ws, "basic")?, 200, "subscribe")?;
     assert_eq!(change["action"], "subscribed", "{change}");
-    assert_eq!(change["credits_granted"], "1000", "{change}");
+    assert_eq!(
+        change["credits_granted"], shown["credits_granted"],
+        "{change}"
+    );
     let shown = summary(&app, ws)?;
     assert_eq!(shown["plan"]["id"], "basic", "{shown}");
     assert_eq!(shown["plan_credits_remaining"], "1000", "{shown}");
@@ -159,6 +184,12 @@ fn a_paid_plan_is_charged_granted_once_upgraded_and_ended_with_the_period() -> R
         "subscription_past_due",
         "upgrade while past due",
     )?;
+    expect_error(
+        &preview(&app, ws, "professional")?,
+        409,
+        "subscription_past_due",
+        "upgrade preview while past due",
+    )?;
     let paid = invoice_event("evt_sub_paid", "invoice.paid", "in_e2e_1");
     let body = expect(
         &e2e::api::deliver_signed(&app, &paid, WEBHOOK_SECRET)?,
@@ -169,9 +200,22 @@ fn a_paid_plan_is_charged_granted_once_upgraded_and_ended_with_the_period() -> R
     assert_eq!(summary(&app, ws)?["status"], "ok");
     assert_eq!(grants(&app, ws)?.len(), 1, "the cycle was granted already");
 
-    // Upgrade: the Stripe item moves (Stripe prorates the fee), R14 prorates the credits.
+    // Upgrade: the Stripe item moves (Stripe prorates the fee), R14 prorates the credits, as
+    // the preview said, with no invoice to wait for.
+    let shown = expect(
+        &preview(&app, ws, "professional")?,
+        200,
+        "preview professional",
+    )?;
+    assert_eq!(shown["change"], "upgrade", "{shown}");
+    assert_eq!(shown["awaiting_payment"], false, "{shown}");
     let upgrade = expect(&subscribe(&app, ws, "professional")?, 200, "upgrade")?;
     assert_eq!(upgrade["action"], "upgraded", "{upgrade}");
+    assert_eq!(
+        e2e::api::micros_of(&upgrade["credits_granted"])?,
+        e2e::api::micros_of(&shown["credits_granted"])?,
+        "{shown} then {upgrade}"
+    );
     let start = e2e::api::parse_time(&before["cycle_start"])?;
     let end = e2e::api::parse_time(&before["next_renewal_at"])?;
     let today = now_secs() - now_secs().rem_euclid(86_400);
@@ -193,8 +237,12 @@ fn a_paid_plan_is_charged_granted_once_upgraded_and_ended_with_the_period() -> R
     );
 
     // Down to the free plan: Stripe ends the subscription with the paid period; cancellable.
+    let shown = expect(&preview(&app, ws, "free")?, 200, "preview free")?;
     let down = expect(&subscribe(&app, ws, "free")?, 200, "downgrade")?;
     assert_eq!(down["action"], "downgrade_scheduled", "{down}");
+    assert_eq!(shown["change"], "downgrade", "{shown}");
+    assert_eq!(shown["effective_at"], down["effective_at"], "{shown}");
+    assert_eq!(shown["credits_granted"], "0", "{shown}");
     assert_eq!(down["pending_plan_id"], "free");
     assert_eq!(
         stripe_subscription(&ls, &sub_id)?["cancel_at_period_end"],

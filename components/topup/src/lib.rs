@@ -15,6 +15,10 @@
 //!   "monthly_credits", "rollover_max_credits"?}]}` (`price` in currency, credits in credits);
 //! - `GET /v1/rates`: `{"currency", "credit_price", "data": [<catalog rate>...]}`;
 //! - `POST .../subscription`: the ledger's `PlanChange`;
+//! - `GET .../subscription/preview?plan_id=`: the ledger's `PlanChangePreview` (what that POST
+//!   would do, from the same plan and decision, written nowhere; the POST's refusals too);
+//! - `GET .../agents?limit=&cursor=`: the ledger's `AgentPage` (`{"agents", "next_cursor"}`, by
+//!   agent id, `limit` 1-500, default 100);
 //! - `GET .../invoices`: `{"data": [{"id", "number", "status", "amount_paid" (currency),
 //!   "currency", "created", "hosted_invoice_url", "invoice_pdf"}]}`, newest first, `limit` 1-100
 //!   (default 24);
@@ -48,12 +52,14 @@ enum Route<'a> {
     Rates,
     Billing { ws: &'a str },
     Subscribe { ws: &'a str },
+    PreviewSubscription { ws: &'a str },
     CancelPendingChange { ws: &'a str },
     SetupPaymentMethod { ws: &'a str },
     RefreshPaymentMethod { ws: &'a str },
     CreateTopup { ws: &'a str },
     GetTopup { ws: &'a str, id: &'a str },
     SetAutoRecharge { ws: &'a str },
+    Agents { ws: &'a str },
     GetAgentLimits { ws: &'a str, agent: &'a str },
     SetAgentLimits { ws: &'a str, agent: &'a str },
     Transactions { ws: &'a str },
@@ -69,12 +75,14 @@ impl<'a> Route<'a> {
             Self::Plans | Self::Rates => None,
             Self::Billing { ws }
             | Self::Subscribe { ws }
+            | Self::PreviewSubscription { ws }
             | Self::CancelPendingChange { ws }
             | Self::SetupPaymentMethod { ws }
             | Self::RefreshPaymentMethod { ws }
             | Self::CreateTopup { ws }
             | Self::GetTopup { ws, .. }
             | Self::SetAutoRecharge { ws }
+            | Self::Agents { ws }
             | Self::GetAgentLimits { ws, .. }
             | Self::SetAgentLimits { ws, .. }
             | Self::Transactions { ws }
@@ -91,6 +99,7 @@ impl<'a> Route<'a> {
             Self::Rates => "GET /v1/rates",
             Self::Billing { .. } => "GET /v1/workspaces/{ws}/billing",
             Self::Subscribe { .. } => "POST /v1/workspaces/{ws}/subscription",
+            Self::PreviewSubscription { .. } => "GET /v1/workspaces/{ws}/subscription/preview",
             Self::CancelPendingChange { .. } => {
                 "DELETE /v1/workspaces/{ws}/subscription/pending-change"
             }
@@ -99,6 +108,7 @@ impl<'a> Route<'a> {
             Self::CreateTopup { .. } => "POST /v1/workspaces/{ws}/topups",
             Self::GetTopup { .. } => "GET /v1/workspaces/{ws}/topups/{id}",
             Self::SetAutoRecharge { .. } => "PUT /v1/workspaces/{ws}/auto-recharge",
+            Self::Agents { .. } => "GET /v1/workspaces/{ws}/agents",
             Self::GetAgentLimits { .. } => "GET /v1/workspaces/{ws}/agents/{agent}/limits",
             Self::SetAgentLimits { .. } => "PUT /v1/workspaces/{ws}/agents/{agent}/limits",
             Self::Transactions { .. } => "GET /v1/workspaces/{ws}/transactions",
@@ -144,6 +154,9 @@ fn resolve<'a>(method: &Method, segments: &[&'a str], path: &str) -> Result<Rout
         ["v1", "rates"] => only(Method::GET, Route::Rates),
         ["v1", "workspaces", ws, "billing"] => only(Method::GET, Route::Billing { ws }),
         ["v1", "workspaces", ws, "subscription"] => only(Method::POST, Route::Subscribe { ws }),
+        ["v1", "workspaces", ws, "subscription", "preview"] => {
+            only(Method::GET, Route::PreviewSubscription { ws })
+        }
         ["v1", "workspaces", ws, "subscription", "pending-change"] => {
             only(Method::DELETE, Route::CancelPendingChange { ws })
         }
@@ -158,6 +171,7 @@ fn resolve<'a>(method: &Method, segments: &[&'a str], path: &str) -> Result<Rout
         ["v1", "workspaces", ws, "auto-recharge"] => {
             only(Method::PUT, Route::SetAutoRecharge { ws })
         }
+        ["v1", "workspaces", ws, "agents"] => only(Method::GET, Route::Agents { ws }),
         ["v1", "workspaces", ws, "agents", agent, "limits"] => match *method {
             Method::GET => Ok(Route::GetAgentLimits { ws, agent }),
             Method::PUT => Ok(Route::SetAgentLimits { ws, agent }),
@@ -228,6 +242,11 @@ async fn dispatch(
             let client = spin_adapter::stripe_client().await?;
             subscription::subscribe(client.as_ref(), ws, &plan_id, &parts.headers, now).await
         }
+        Route::PreviewSubscription { ws } => {
+            let query: subscription::PreviewQuery = parse_query(&parts.uri)?;
+            let client = spin_adapter::stripe_client().await?;
+            subscription::preview(client.is_some(), ws, query, now).await
+        }
         Route::CancelPendingChange { ws } => {
             let client = spin_adapter::stripe_client().await?;
             subscription::cancel_pending_change(client.as_ref(), ws, &parts.headers).await
@@ -245,6 +264,7 @@ async fn dispatch(
             .await?;
             Ok(Reply::json(200, &saved))
         }
+        Route::Agents { ws } => agents(ws, &parts.uri, now).await,
         Route::GetAgentLimits { ws, agent } => {
             let limits =
                 run_ledger(async |db| ledger::agents::get_limits(db, ws, agent, now).await).await?;
@@ -423,14 +443,7 @@ fn present(value: Option<String>) -> Option<String> {
 /// `GET /v1/workspaces/{ws}/transactions`: a page of history, or the CSV export.
 async fn transactions(ws: &str, uri: &http::Uri) -> Result<Reply, ApiError> {
     let query: TransactionsQuery = parse_query(uri)?;
-    let limit = present(query.limit)
-        .map(|text| {
-            text.parse::<i64>().map_err(|_| {
-                ApiError::malformed("limit must be a whole number from 1 to 100.")
-                    .with_detail("field", "limit".into())
-            })
-        })
-        .transpose()?;
+    let limit = page_limit(query.limit, ledger::views::PAGE_LIMIT_MAX)?;
     let csv = match present(query.format).as_deref() {
         None | Some("json") => false,
         Some("csv") => true,
@@ -463,6 +476,41 @@ async fn transactions(ws: &str, uri: &http::Uri) -> Result<Reply, ApiError> {
         );
     }
     let page = run_ledger(async |db| ledger::views::transactions(db, ws, &filter).await).await?;
+    Ok(Reply::json(200, &page))
+}
+
+/// A `limit` query value: absent when empty, else a whole number (400 otherwise; the ledger
+/// checks the range, 1 to `max`).
+fn page_limit(value: Option<String>, max: i64) -> Result<Option<i64>, ApiError> {
+    present(value)
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::malformed(format!("limit must be a whole number from 1 to {max}."))
+                    .with_detail("field", "limit".into())
+            })
+        })
+        .transpose()
+}
+
+/// The query of `GET .../agents`; empty values count as absent.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsQuery {
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// `GET /v1/workspaces/{ws}/agents`: a page of the workspace's agents with their limits and
+/// counters, by agent id.
+async fn agents(ws: &str, uri: &http::Uri, now: i64) -> Result<Reply, ApiError> {
+    let query: AgentsQuery = parse_query(uri)?;
+    let limit = page_limit(query.limit, ledger::agents::AGENT_PAGE_LIMIT_MAX)?;
+    let cursor = present(query.cursor);
+    let page =
+        run_ledger(async |db| ledger::agents::list(db, ws, limit, cursor.as_deref(), now).await)
+            .await?;
     Ok(Reply::json(200, &page))
 }
 

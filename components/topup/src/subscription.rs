@@ -67,6 +67,36 @@ pub async fn subscribe(
     Ok(Reply::json(200, &change))
 }
 
+/// The query of `GET .../subscription/preview`.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewQuery {
+    #[serde(default)]
+    plan_id: Option<String>,
+}
+
+/// `GET /v1/workspaces/{ws}/subscription/preview?plan_id=`: what [`subscribe`] would do now,
+/// planned and decided by the same ledger code, nothing written and nothing asked of Stripe
+/// (`stripe_configured` only decides, as for the change, whether a paid plan can be bought).
+pub async fn preview(
+    stripe_configured: bool,
+    ws: &str,
+    query: PreviewQuery,
+    now: i64,
+) -> Result<Reply, ApiError> {
+    let plan_id = query.plan_id.filter(|id| !id.is_empty()).ok_or_else(|| {
+        ApiError::malformed("plan_id is required: the plan to preview a change to.")
+            .with_detail("field", "plan_id".into())
+    })?;
+    let preview = run_ledger(async |db| {
+        let catalog = spin_adapter::catalog(db).await?;
+        let subscriber = plan_change::subscriber(db, ws).await?;
+        plan_change::preview(&subscriber, &catalog, &plan_id, stripe_configured, now)
+    })
+    .await?;
+    Ok(Reply::json(200, &preview))
+}
+
 /// The ledger's side of a plan change whose Stripe side is done (or not needed).
 async fn ledger_change(ws: &str, plan_id: &str, now: i64) -> Result<PlanChange, ApiError> {
     run_ledger(async |db| {

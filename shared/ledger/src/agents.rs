@@ -248,3 +248,88 @@ pub async fn put_limits<S: Storage>(
     .await?;
     get_limits(db, workspace_id, agent_id, real_now_secs).await
 }
+
+/// Largest page of `GET /v1/workspaces/{ws}/agents`.
+pub const AGENT_PAGE_LIMIT_MAX: i64 = 500;
+/// Default page of `GET /v1/workspaces/{ws}/agents`.
+pub const AGENT_PAGE_LIMIT_DEFAULT: i64 = 100;
+
+/// One agent of the list: its limits exactly as `GET .../agents/{agent}/limits` shows them, and
+/// its counters for now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentView {
+    /// The agent.
+    pub agent_id: String,
+    /// Its limits (flattened: `overage_policy`, `monthly_spend_limit`, `daily_call_limit`,
+    /// `max_concurrent_calls`).
+    #[serde(flatten)]
+    pub limits: AgentLimits,
+    /// Credits spent in the workspace's current cycle (0 when its counter is of an older cycle).
+    pub cycle_spend: Decimal,
+    /// Calls authorized on the workspace's current local day (0 when its counter is of another
+    /// day).
+    pub calls_today: i64,
+    /// Calls in progress.
+    pub calls_in_progress: i64,
+}
+
+/// A page of agents, by agent id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AgentPage {
+    /// The agents, ordered by agent id.
+    pub agents: Vec<AgentView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// The agents of a workspace (those used, or whose limits were set), by agent id, `limit` (1 to
+/// [`AGENT_PAGE_LIMIT_MAX`], default [`AGENT_PAGE_LIMIT_DEFAULT`]) at a time after `cursor`
+/// (the last agent id of the page before). Counters are for now on the workspace's clock, as
+/// every debit and authorization reads them ([`from_columns`]).
+pub async fn list<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    real_now_secs: i64,
+) -> Result<AgentPage> {
+    let limit = limit.unwrap_or(AGENT_PAGE_LIMIT_DEFAULT);
+    if !(1..=AGENT_PAGE_LIMIT_MAX).contains(&limit) {
+        return Err(crate::views::bad_query("limit", "limit must be 1..500"));
+    }
+    if let Some(cursor) = cursor {
+        workspace::validate_id("cursor", cursor).map_err(|_| {
+            crate::views::bad_query("cursor", "cursor is not a cursor this API returned")
+        })?;
+    }
+    let ws = workspace::get(db, workspace_id).await?;
+    let now = ws.now(real_now_secs);
+    // The primary key (workspace_id, agent_id) walked in order from the cursor.
+    let sql = format!(
+        "SELECT a.agent_id, {AGENT_COLUMNS} FROM agents a
+         WHERE a.workspace_id = ?1 AND a.agent_id > ?2 ORDER BY a.agent_id LIMIT ?3"
+    );
+    let rows = db
+        .query(&sql, &[t(&ws.id), t(cursor.unwrap_or("")), i(limit + 1)])
+        .await?;
+    let mut agents = Vec::with_capacity(rows.len());
+    for row in rows.iter().take(limit as usize) {
+        let agent = from_columns(&ws, &text(row, 0)?, now, row, 1)?;
+        agents.push(AgentView {
+            limits: limits_of(&agent),
+            cycle_spend: money::to_decimal(agent.cycle_spend_micros),
+            calls_today: agent.day_calls,
+            calls_in_progress: agent.active_calls,
+            agent_id: agent.agent_id,
+        });
+    }
+    let next_cursor = if rows.len() as i64 > limit {
+        agents.last().map(|agent| agent.agent_id.clone())
+    } else {
+        None
+    };
+    Ok(AgentPage {
+        agents,
+        next_cursor,
+    })
+}

@@ -15,13 +15,20 @@
 //! payments are not configured or the plan has no Stripe price (503 `payment_processing_error`),
 //! no saved card for a first paid plan (422 `payment_method_required`), or an upgrade while the
 //! last invoice is unpaid (409 `subscription_past_due`).
+//!
+//! [`preview`] answers what the change would do without doing anything: the same plan (so the
+//! same refusals) and the same decision (`plans::decide`, `plans::decide_subscribe`) the ledger
+//! steps above carry out.
+
+use rust_decimal::Decimal;
+use serde::Serialize;
 
 use crate::catalog::{Catalog, PlanTerms};
-use crate::plans::{self, is_upgrade};
+use crate::plans::{self, ChangeKind, is_upgrade};
 use crate::statuses::{SubscriptionStanding, SubscriptionStatus};
 use crate::storage::Storage;
 use crate::workspace::{self, WorkspaceState};
-use crate::{LedgerError, Result};
+use crate::{LedgerError, Result, calendar, money};
 
 /// What plan changes read about a workspace, in one ledger section.
 #[derive(Debug, Clone, PartialEq)]
@@ -314,6 +321,63 @@ pub fn plan_change(
         undo_pending: undo_pending(subscriber, catalog),
         change,
     }))
+}
+
+/// `GET /v1/workspaces/{ws}/subscription/preview?plan_id=`: what `POST .../subscription` with
+/// that plan would do now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanChangePreview {
+    /// The plan previewed.
+    pub plan_id: String,
+    /// `subscribe`, `upgrade`, `downgrade` or `unchanged` (the plan in force, a pending
+    /// downgrade or not).
+    pub change: ChangeKind,
+    /// When the change takes effect (RFC 3339): now, or the cycle end for a downgrade.
+    pub effective_at: String,
+    /// Plan credits the change grants: the plan's monthly credits on subscribing, R14's prorated
+    /// credits on an upgrade, else 0.
+    pub credits_granted: Decimal,
+    /// The plan's price, in the currency.
+    pub price: Decimal,
+    /// Whether the credits come only with a paid Stripe invoice: a first paid subscription's
+    /// first invoice, charged to the saved card when the change is made (a refusal grants
+    /// nothing and starts nothing).
+    pub awaiting_payment: bool,
+}
+
+/// Previews a change to `plan_id` (writes nothing): [`plan_change`]'s refusals, then the
+/// decision the ledger step of that plan makes, with the arguments the component gives it:
+/// `plans::start_subscription` with Stripe's answer on the first invoice, which is not known
+/// yet (so the credits await payment), `plans::change_plan` with the first period paid.
+pub fn preview(
+    subscriber: &Subscriber,
+    catalog: &Catalog,
+    plan_id: &str,
+    stripe_configured: bool,
+    real_now_secs: i64,
+) -> Result<PlanChangePreview> {
+    let plan = plan_change(subscriber, catalog, plan_id, stripe_configured)?;
+    let target = catalog.plan(plan_id)?;
+    let decision = match plan {
+        PlanChangePlan::Start(_) => {
+            plans::decide_subscribe(&subscriber.state, target, false, real_now_secs)
+        }
+        PlanChangePlan::LedgerOnly | PlanChangePlan::Change(_) => plans::decide(
+            &subscriber.state,
+            subscriber.plan_price_micros,
+            target,
+            true,
+            real_now_secs,
+        )?,
+    };
+    Ok(PlanChangePreview {
+        plan_id: target.id.clone(),
+        change: decision.kind,
+        effective_at: calendar::rfc3339(decision.effective_at),
+        credits_granted: money::to_decimal(decision.credits_micros),
+        price: money::to_decimal(target.price_micros),
+        awaiting_payment: decision.awaiting_payment,
+    })
 }
 
 /// Plans `DELETE /v1/workspaces/{ws}/subscription/pending-change`: the Stripe side to undo (none

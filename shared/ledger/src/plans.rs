@@ -68,9 +68,116 @@ fn current_terms(ws: &WorkspaceState, plan_id: &str, price_micros: i64) -> PlanT
     }
 }
 
-/// Subscribes, upgrades (at once, R14) or schedules a downgrade (R15). `first_period_paid` says
-/// the fee for the period starting now is settled (always true for a free plan), so its credits
-/// are granted at once; otherwise they come with the paid invoice.
+/// What a plan change does (R13-R15), as [`decide`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// The plan starts now, on a cycle anchored on today (R13): no plan in force, or a first
+    /// paid subscription ([`start_subscription`]).
+    Subscribe,
+    /// A higher plan: at once, with R14's prorated credits; a pending downgrade is dropped.
+    Upgrade,
+    /// A lower plan: pending until the cycle ends (R15).
+    Downgrade,
+    /// The plan in force: nothing changes but a pending downgrade, which is dropped.
+    Unchanged,
+}
+
+/// A plan change decided, before anything is written: what [`change_plan`] and
+/// [`start_subscription`] write, and what `plan_change::preview` shows without writing, so the
+/// two cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanDecision {
+    /// What the change is.
+    pub kind: ChangeKind,
+    /// The workspace's time the change runs at (its test clock, when one is set).
+    pub now: i64,
+    /// When it takes effect: now, or the end of the cycle for a downgrade.
+    pub effective_at: i64,
+    /// The plan credits the change grants: the plan's monthly credits when subscribing, R14's
+    /// prorated credits for an upgrade, else 0.
+    pub credits_micros: i64,
+    /// Whether those credits come only with the paid first invoice (subscribing to a paid plan
+    /// whose first period is not paid yet): then nothing is granted now.
+    pub awaiting_payment: bool,
+}
+
+/// Decides a change of `ws` (whose plan in force costs `current_price_micros`, the workspace's
+/// own copy of its terms) to `target`. Pure: [`change_plan`] carries the decision out, the
+/// preview shows it. `first_period_paid` says a subscription's fee for the period starting now
+/// is settled (a free plan needs none).
+pub fn decide(
+    ws: &WorkspaceState,
+    current_price_micros: i64,
+    target: &PlanTerms,
+    first_period_paid: bool,
+    real_now_secs: i64,
+) -> Result<PlanDecision> {
+    let Some(current_id) = ws.plan_id.as_deref() else {
+        return Ok(decide_subscribe(
+            ws,
+            target,
+            first_period_paid,
+            real_now_secs,
+        ));
+    };
+    let now = ws.now(real_now_secs);
+    let current = current_terms(ws, current_id, current_price_micros);
+    let cycle_end = ws.cycle_end_at.unwrap_or(now);
+    let unchanged = PlanDecision {
+        kind: ChangeKind::Unchanged,
+        now,
+        effective_at: now,
+        credits_micros: 0,
+        awaiting_payment: false,
+    };
+    if current_id == target.id {
+        return Ok(unchanged);
+    }
+    if !is_upgrade(&current, target) {
+        return Ok(PlanDecision {
+            kind: ChangeKind::Downgrade,
+            effective_at: cycle_end,
+            ..unchanged
+        });
+    }
+    // R14: unused credits stay; add the new plan's credits for the whole days left.
+    let cycle_start = ws.cycle_start_at.unwrap_or(now);
+    let days_left = calendar::days_between(now, cycle_end)?;
+    let days_in_cycle = calendar::days_between(cycle_start, cycle_end)?;
+    Ok(PlanDecision {
+        kind: ChangeKind::Upgrade,
+        credits_micros: money::fraction_floor(
+            target.monthly_credits_micros,
+            days_left,
+            days_in_cycle,
+        ),
+        ..unchanged
+    })
+}
+
+/// Decides subscribing `ws` to `target` now, whatever plan is in force (a first paid
+/// subscription replaces a free plan this way): the cycle's credits at once if the plan is free
+/// or its first period is paid, else with the paid invoice.
+pub fn decide_subscribe(
+    ws: &WorkspaceState,
+    target: &PlanTerms,
+    first_period_paid: bool,
+    real_now_secs: i64,
+) -> PlanDecision {
+    let now = ws.now(real_now_secs);
+    PlanDecision {
+        kind: ChangeKind::Subscribe,
+        now,
+        effective_at: now,
+        credits_micros: target.monthly_credits_micros,
+        awaiting_payment: !first_period_paid && target.price_micros > 0,
+    }
+}
+
+/// Subscribes, upgrades (at once, R14) or schedules a downgrade (R15), as [`decide`] decides.
+/// `first_period_paid` says the fee for the period starting now is settled (always true for a
+/// free plan), so its credits are granted at once; otherwise they come with the paid invoice.
 pub async fn change_plan<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -82,84 +189,95 @@ pub async fn change_plan<S: Storage>(
     let target = catalog.plan(plan_id)?.clone();
     tx::immediate(db, async |db| {
         let ws = workspace::get(db, workspace_id).await?;
-        let now = ws.now(real_now_secs);
-        let Some(current_id) = ws.plan_id.clone() else {
-            return subscribe(db, &ws, &target, first_period_paid, now).await;
-        };
         let current_price = plan_price_micros(db, &ws.id).await?;
-        let current = current_terms(&ws, &current_id, current_price);
-        let cycle_end = ws.cycle_end_at.unwrap_or(now);
-        if current_id == target.id {
-            let action = if ws.pending_plan_id.is_some() {
-                "pending_change_cancelled"
-            } else {
-                "unchanged"
-            };
+        let decision = decide(
+            &ws,
+            current_price,
+            &target,
+            first_period_paid,
+            real_now_secs,
+        )?;
+        apply(db, &ws, &target, &decision).await
+    })
+    .await
+}
+
+/// Writes a decided plan change.
+async fn apply<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    target: &PlanTerms,
+    decision: &PlanDecision,
+) -> Result<PlanChange> {
+    let effective_at = calendar::rfc3339(decision.effective_at);
+    match decision.kind {
+        ChangeKind::Subscribe => subscribe(db, ws, target, decision).await,
+        ChangeKind::Unchanged => {
             db.execute(
                 "UPDATE workspaces SET pending_plan_id = NULL WHERE id = ?1",
                 &[t(&ws.id)],
             )
             .await?;
-            return Ok(PlanChange {
-                action,
-                plan_id: current_id,
+            Ok(PlanChange {
+                action: if ws.pending_plan_id.is_some() {
+                    "pending_change_cancelled"
+                } else {
+                    "unchanged"
+                },
+                plan_id: target.id.clone(),
                 pending_plan_id: None,
-                effective_at: calendar::rfc3339(now),
+                effective_at,
                 credits_granted: 0.into(),
-            });
+            })
         }
-        if !is_upgrade(&current, &target) {
+        ChangeKind::Downgrade => {
             db.execute(
                 "UPDATE workspaces SET pending_plan_id = ?2 WHERE id = ?1",
                 &[t(&ws.id), t(&target.id)],
             )
             .await?;
-            return Ok(PlanChange {
+            Ok(PlanChange {
                 action: "downgrade_scheduled",
-                plan_id: current_id,
+                plan_id: ws.plan_id.clone().unwrap_or_default(),
                 pending_plan_id: Some(target.id.clone()),
-                effective_at: calendar::rfc3339(cycle_end),
+                effective_at,
                 credits_granted: 0.into(),
-            });
+            })
         }
-        // R14: unused credits stay; add the new plan's credits for the whole days left.
-        let cycle_start = ws.cycle_start_at.unwrap_or(now);
-        let days_left = calendar::days_between(now, cycle_end)?;
-        let days_in_cycle = calendar::days_between(cycle_start, cycle_end)?;
-        let grant = money::fraction_floor(target.monthly_credits_micros, days_left, days_in_cycle);
-        set_plan(db, &ws.id, &target).await?;
-        db.execute(
-            "UPDATE workspaces SET pending_plan_id = NULL WHERE id = ?1",
-            &[t(&ws.id)],
-        )
-        .await?;
-        grant_credits(
-            db,
-            &ws.id,
-            &target.id,
-            grant,
-            "prorated plan credits (upgrade)",
-            now,
-        )
-        .await?;
-        Ok(PlanChange {
-            action: "upgraded",
-            plan_id: target.id.clone(),
-            pending_plan_id: None,
-            effective_at: calendar::rfc3339(now),
-            credits_granted: money::to_decimal(grant),
-        })
-    })
-    .await
+        ChangeKind::Upgrade => {
+            set_plan(db, &ws.id, target).await?;
+            db.execute(
+                "UPDATE workspaces SET pending_plan_id = NULL WHERE id = ?1",
+                &[t(&ws.id)],
+            )
+            .await?;
+            grant_credits(
+                db,
+                &ws.id,
+                &target.id,
+                decision.credits_micros,
+                "prorated plan credits (upgrade)",
+                decision.now,
+            )
+            .await?;
+            Ok(PlanChange {
+                action: "upgraded",
+                plan_id: target.id.clone(),
+                pending_plan_id: None,
+                effective_at,
+                credits_granted: money::to_decimal(decision.credits_micros),
+            })
+        }
+    }
 }
 
 async fn subscribe<S: Storage>(
     db: &S,
     ws: &WorkspaceState,
     plan: &PlanTerms,
-    paid: bool,
-    now: i64,
+    decision: &PlanDecision,
 ) -> Result<PlanChange> {
+    let now = decision.now;
     let today = calendar::utc_date(now)?;
     let anchor_day = today.day();
     let (start, end) = calendar::cycle_containing(now, anchor_day)?;
@@ -172,16 +290,17 @@ async fn subscribe<S: Storage>(
     )
     .await?;
     open_cycle_row(db, &ws.id, &plan.id, start, end, now).await?;
-    let granted = if paid || plan.price_micros == 0 {
-        grant_cycle(db, &ws.id, now).await?
-    } else {
+    // The cycle's grant is the plan's monthly credits just written: the decision's credits.
+    let granted = if decision.awaiting_payment {
         0
+    } else {
+        grant_cycle(db, &ws.id, now).await?
     };
     Ok(PlanChange {
         action: "subscribed",
         plan_id: plan.id.clone(),
         pending_plan_id: None,
-        effective_at: calendar::rfc3339(now),
+        effective_at: calendar::rfc3339(decision.effective_at),
         credits_granted: money::to_decimal(granted),
     })
 }
@@ -405,8 +524,8 @@ pub async fn start_subscription<S: Storage>(
             });
         }
         let ws = workspace::get(db, workspace_id).await?;
-        let now = ws.now(real_now_secs);
-        subscribe(db, &ws, &target, first_period_paid, now).await
+        let decision = decide_subscribe(&ws, &target, first_period_paid, real_now_secs);
+        apply(db, &ws, &target, &decision).await
     })
     .await
 }

@@ -126,6 +126,12 @@ pub struct BillingSummary {
     pub message: String,
     /// Currency.
     pub currency: String,
+    /// What a credit costs, in the currency (R1).
+    pub credit_price: Decimal,
+    /// The smallest manual top-up, in the currency (R9).
+    pub topup_min: Decimal,
+    /// The largest manual top-up, in the currency (R9).
+    pub topup_max: Decimal,
     /// Plan.
     pub plan: Option<PlanRef>,
     /// Subscription state: none, active, past_due, canceled.
@@ -205,6 +211,9 @@ pub async fn summary<S: Storage>(
         status,
         message: status.message().into(),
         currency: ws.currency.clone(),
+        credit_price: money::to_decimal(catalog.credit_price_micros),
+        topup_min: money::to_decimal(catalog.topup_min_micros),
+        topup_max: money::to_decimal(catalog.topup_max_micros),
         plan,
         subscription_status: ws.subscription_status.clone(),
         plan_credits_included: money::to_decimal(if ws.plan_id.is_some() {
