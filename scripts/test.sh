@@ -25,6 +25,17 @@ for dir in components/*/ tests/components/*/ shared/spin-adapter/ shared/spin-cr
 done
 cargo clippy --release --target wasm32-wasip2 --target-dir "$PWD/target" "${wasm_packages[@]}" -- -D warnings
 
+step "browser test tools: Chromium and Playwright"
+# The billing page's browser tests (tests/browser/): Debian's Chromium, driven by Playwright for
+# Python (its own browser download is not used: the tests launch /usr/bin/chromium).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
+    DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq chromium >/dev/null
+fi
+python3 -c "import importlib.metadata as m; assert m.version('playwright') == '1.65.3'" 2>/dev/null ||
+    python3 -m pip install --quiet playwright==1.65.3
+
 step "tests (the reliability suite, tests/tests/reliability_*.rs, among them)"
 # Each reliability scenario appends a line to the summary printed at the end, even on failure.
 export RELIABILITY_SUMMARY="$CARGO_TARGET_DIR/reliability-summary.tsv"

@@ -681,7 +681,7 @@ async function previewPlan(plan) {
   }
   const text = {
     subscribe: `Start ${plan.name} now: ${credits(preview.credits_granted)} credits${preview.awaiting_payment ? " once the first payment succeeds" : " now"}, then every month.`,
-    upgrade: `Upgrade to ${plan.name} now: you keep your unused credits and get ${credits(preview.credits_granted)} prorated credits for the rest of this cycle${preview.awaiting_payment ? " once the payment succeeds" : ""}. From the next cycle you pay ${money(preview.price)} a month.`,
+    upgrade: `Upgrade to ${plan.name} now: you keep your unused credits and get ${credits(preview.credits_granted)} prorated credits for the rest of this cycle${preview.awaiting_payment ? " once the payment succeeds" : ""}.${toMicros(preview.price) > 0n ? ` The plan costs ${money(preview.price)} a month.` : ""}`,
     downgrade: `Downgrade to ${plan.name} on ${date(preview.effective_at)}. Until then you keep your current plan and its credits.`,
     unchanged: `You are already on ${plan.name}.`,
   }[preview.change];
@@ -816,19 +816,22 @@ function shiftMonth(month, by) {
   return monthOf(new Date(Date.UTC(y, m - 1 + by, 1)));
 }
 
-async function loadUsage(month = state.usageMonth || monthOf(new Date())) {
-  state.usageMonth = month;
-  const [y, m] = month.split("-").map(Number);
-  $("usage-month").textContent = new Date(Date.UTC(y, m - 1, 1)).toLocaleString(undefined, { month: "long", year: "numeric", timeZone: "UTC" });
-  $("usage-next").disabled = month >= monthOf(new Date());
+/** Loads a month's usage; without `month`, the workspace's current month (its own clock). */
+async function loadUsage(month = state.usageMonth) {
   setError($("usage-error"), "");
   let summary;
   try {
-    summary = await api("GET", wsPath(`/usage/summary?month=${month}`));
+    summary = await api("GET", wsPath(month ? `/usage/summary?month=${month}` : "/usage/summary"));
   } catch (error) {
     setError($("usage-error"), error.message);
     return;
   }
+  month = summary.month;
+  state.usageMonth = month;
+  state.currentMonth = state.currentMonth || month;
+  const [y, m] = month.split("-").map(Number);
+  $("usage-month").textContent = new Date(Date.UTC(y, m - 1, 1)).toLocaleString(undefined, { month: "long", year: "numeric", timeZone: "UTC" });
+  $("usage-next").disabled = month >= state.currentMonth;
   setAmount($("usage-total"), summary.total);
   const rows = (list, label) =>
     list.map((r) => h("tr", {}, h("th", { scope: "row" }, label(r.key)), h("td", { class: "num" }, String(r.count)), h("td", { class: "num", "data-value": r.amount }, credits(r.amount))));
@@ -870,6 +873,10 @@ function renderChart(month, summary) {
     values.push({ key, day, micros: d ? toMicros(d.amount) : 0n, amount: d ? d.amount : "0", spike: Boolean(d?.spike), count: d ? d.count : 0 });
   }
   const max = values.reduce((a, v) => (v.micros > a ? v.micros : a), 0n);
+  if (max === 0n) {
+    $("usage-chart").replaceChildren(h("p", { class: "muted" }, "No usage this month."));
+    return;
+  }
   const width = 620, height = 180, left = 44, bottom = 22, top = 16;
   const plot = height - bottom - top;
   const step = (width - left) / days;
@@ -931,7 +938,7 @@ async function loadTransactions(reset = false) {
               { "data-id": t.id },
               h("td", { class: "nowrap" }, date(t.occurred_at, true)),
               h("td", {}, kindName(t.type)),
-              h("td", {}, t.agent_id || ""),
+              h("td", { class: "nowrap" }, t.agent_id || ""),
               h("td", { class: "num" }, t.quantity ? quantityText(t.quantity, t.unit) : ""),
               h("td", { class: "num" }, t.rate ? credits(t.rate) : ""),
               h("td", { class: "num", "data-value": t.amount }, credits(t.amount)),

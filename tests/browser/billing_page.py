@@ -1,0 +1,486 @@
+"""Browser journeys of the billing page (docs/billing-page.md), in Debian's Chromium driven by
+Playwright for Python.
+
+The Rust test `tests/tests/billing_page.rs` starts the app (local host, localstripe), sets a
+workspace up through the API, then runs one journey here:
+
+    python3 tests/browser/billing_page.py JOURNEY CONFIG_JSON
+
+CONFIG_JSON carries `app` (the app's base URL), `embed_port` (where this script serves the
+embedding product's page, an origin the app lists in `billing_embed_origins`), `token`, `stripe`
+(localstripe's base URL and secret key), `screenshots` (a folder) and journey values. The
+embedding page is the README's example: it loads `/billing/embed.js` and sets the token on
+`<voice-billing>` from script (`how: element`), or frames `/billing/` and posts the token itself
+(`how: iframe`).
+
+A journey asserts what the user sees; it prints one JSON line of what it observed for the Rust
+side, which checks the ledger. Any failed expectation exits non-zero with the reason.
+"""
+
+import json
+import os
+import sys
+import threading
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from playwright.sync_api import expect, sync_playwright
+
+CHROMIUM = os.environ.get("CHROMIUM_BIN", "/usr/bin/chromium")
+# Without these Chromium reaches for Google's services, which this machine's network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 20_000
+
+EMBED_ELEMENT = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Acme Voice: billing</title></head>
+<body>
+<h1>Acme Voice</h1>
+<script src="{app}/billing/embed.js"></script>
+<voice-billing id="billing"></voice-billing>
+</body></html>
+"""
+
+# The README's second way: the product frames the page and posts the token itself.
+EMBED_IFRAME = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Acme Voice: billing</title></head>
+<body>
+<h1>Acme Voice</h1>
+<iframe id="billing" title="Billing" src="{app}/billing/" width="100%" height="900"></iframe>
+<script>
+  const billing = document.getElementById("billing");
+  window.addEventListener("message", (event) => {{
+    if (event.origin !== "{app}" || event.source !== billing.contentWindow) return;
+    if (event.data.type === "voice-billing:ready")
+      billing.contentWindow.postMessage({{ type: "voice-billing:token", token: window.userToken }}, "{app}");
+  }});
+</script>
+</body></html>
+"""
+
+
+class Failed(Exception):
+    pass
+
+
+def check(condition, message):
+    if not condition:
+        raise Failed(message)
+
+
+def serve_embedder(port, app):
+    pages = {
+        "/element": EMBED_ELEMENT.format(app=app).encode(),
+        "/iframe": EMBED_IFRAME.format(app=app).encode(),
+    }
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            body = pages.get(path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("content-type", "text/html; charset=utf-8")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+class Stripe:
+    """localstripe, for what Stripe itself would do and localstripe does not."""
+
+    def __init__(self, config):
+        self.base = config["base"]
+        self.key = config["secret_key"]
+
+    def call(self, method, path, form=None):
+        data = urllib.parse.urlencode(form).encode() if form is not None else None
+        request = urllib.request.Request(
+            self.base + path,
+            data=data,
+            method=method,
+            headers={"authorization": f"Bearer {self.key}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.loads(reply.read())
+
+    def attach_confirmed_card(self, setup_intent_id):
+        # Stripe attaches a SetupIntent's card to its customer when the SetupIntent is
+        # confirmed; localstripe does not, so the journey does it before the page's refresh.
+        intent = self.call("GET", f"/v1/setup_intents/{setup_intent_id}")
+        pm, customer = intent.get("payment_method"), intent.get("customer")
+        if intent.get("status") == "succeeded" and pm and customer:
+            self.call("POST", f"/v1/payment_methods/{pm}/attach", {"customer": customer})
+
+
+class Session:
+    """One browser page on the embedding product, with the billing frame inside it."""
+
+    def __init__(self, playwright, config, *, how="element", color_scheme="light", viewport=None):
+        self.config = config
+        self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        self.context = self.browser.new_context(
+            viewport=viewport or {"width": 1200, "height": 900},
+            color_scheme=color_scheme,
+            accept_downloads=True,
+        )
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.page = self.context.new_page()
+        self.console_errors = []
+        self.page.on(
+            "console",
+            lambda m: self.console_errors.append(m.text) if m.type == "error" else None,
+        )
+        self.requests = []
+        self.page.on("request", lambda r: self.requests.append((r.method, r.url)))
+        self.setup_intents = []
+        self.page.on("response", self._remember_setup_intent)
+        embed = f"http://localhost:{config['embed_port']}/{how}"
+        self.page.goto(embed)
+        if how == "element":
+            self.page.evaluate(
+                "token => { document.getElementById('billing').token = token; }", config["token"]
+            )
+            self.frame = self.page.frame_locator("voice-billing iframe")
+        else:
+            self.page.evaluate("token => { window.userToken = token; }", config["token"])
+            # The page announced itself before the token was set: reload the frame.
+            self.page.evaluate("() => { const f = document.getElementById('billing'); f.src = f.src; }")
+            self.frame = self.page.frame_locator("#billing")
+
+    def _remember_setup_intent(self, response):
+        if response.url.endswith("/payment-method/setup") and response.ok:
+            try:
+                self.setup_intents.append(response.json()["setup_intent_id"])
+            except Exception:  # noqa: BLE001 - a reply without JSON is the page's problem
+                pass
+
+    def emulate_stripe_attach(self):
+        stripe = Stripe(self.config["stripe"])
+
+        def handle(route):
+            for intent in self.setup_intents:
+                stripe.attach_confirmed_card(intent)
+            route.continue_()
+
+        self.page.route("**/payment-method/refresh", handle)
+
+    def el(self, selector):
+        return self.frame.locator(selector)
+
+    def wait_loaded(self):
+        expect(self.el("#page-status")).to_have_text("Up to date.")
+
+    def screenshot(self, name):
+        folder = self.config["screenshots"]
+        os.makedirs(folder, exist_ok=True)
+        # Chromium paints a cross-origin frame only where the viewport is: make the viewport
+        # as tall as the page for the picture, then put it back.
+        size = self.page.viewport_size
+        height = self.page.evaluate("() => document.documentElement.scrollHeight")
+        self.page.set_viewport_size({"width": size["width"], "height": min(height, 10_000)})
+        self.page.wait_for_timeout(100)  # a frame to repaint; the picture only, no assertion
+        self.page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)
+        self.page.set_viewport_size(size)
+
+    def api_requests(self, method, suffix):
+        return [u for m, u in self.requests if m == method and u.split("?")[0].endswith(suffix)]
+
+    def close(self):
+        csp = [e for e in self.console_errors if "Content Security Policy" in e]
+        self.browser.close()
+        check(not csp, f"the page broke its Content-Security-Policy: {csp}")
+
+
+def value(locator):
+    return locator.get_attribute("data-value")
+
+
+def fill_card(s, number):
+    card = s.el("#card-element")
+    expect(card.locator("input").first).to_be_visible()
+    card.get_by_placeholder("number").fill(number)
+    card.get_by_placeholder("exp_month").fill("12")
+    card.get_by_placeholder("exp_year").fill("30")
+    card.get_by_placeholder("cvc").fill("123")
+    card.get_by_placeholder("postal_code").fill("10001")
+
+
+# ---- journeys ----------------------------------------------------------------------------------
+
+
+def buy_credits(p, config):
+    """An owner buys credits with a new test card; the balance changes only once paid."""
+    s = Session(p, config)
+    s.emulate_stripe_attach()
+    s.wait_loaded()
+    before = config["wallet_before"]
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
+    s.screenshot("owner-overview")
+    # Below the catalog's minimum: refused on the page, nothing sent.
+    s.el("#buy-amount").fill("5")
+    s.el("#buy-submit").click()
+    expect(s.el("#buy-amount-error")).to_have_text("The minimum is $10.00.")
+    expect(s.el("#buy-amount")).to_have_attribute("aria-invalid", "true")
+    s.el("#buy-amount").fill("6000")
+    s.el("#buy-submit").click()
+    expect(s.el("#buy-amount-error")).to_have_text("The maximum is $5,000.00.")
+    check(not s.api_requests("POST", "/topups"), "an out-of-bounds amount reached the API")
+    # The card through Stripe.js (localstripe's stand-in), then the charge, held on its way back
+    # so that the page can be looked at while the payment is not yet confirmed.
+    expect(s.el("#buy-use-new")).to_be_checked()
+    fill_card(s, config["card"])
+    s.el("#buy-amount").fill(config["amount"])
+    held = []
+    s.page.route("**/topups", lambda route: held.append(route))
+    with s.page.expect_request("**/topups"):
+        s.el("#buy-submit").click()
+    expect(s.el("#buy-status")).to_have_text(f"Charging ${config['amount']}.00…")
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
+    check(held, "the top-up request was not held")
+    s.screenshot("buy-processing")
+    route = held[0]
+    route.fulfill(response=route.fetch())
+    expect(s.el("#buy-status")).to_contain_text("Payment succeeded")
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", config["wallet_after"])
+    expect(s.el("#wallet-card")).to_contain_text(f"•••• {config['card'][-4:]}")
+    expect(s.el("#tx-table tbody tr").first).to_contain_text("Top-up")
+    s.screenshot("buy-succeeded")
+    s.close()
+    return {"card_saved": True}
+
+
+def buy_with_authentication(p, config):
+    """A saved card that needs the bank's confirmation: nothing lands until it is confirmed."""
+    s = Session(p, config)
+    s.wait_loaded()
+    before = config["wallet_before"]
+    expect(s.el("#buy-use-saved")).to_be_checked()
+    s.el("#buy-amount").fill(config["amount"])
+    s.el("#buy-submit").click()
+    # localstripe's stand-in shows its 3-D Secure box inside the page.
+    confirm = s.el("text=Complete authentication")
+    expect(confirm).to_be_visible()
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
+    s.screenshot("buy-3ds")
+    confirm.click()
+    expect(s.el("#buy-status")).to_contain_text("Payment succeeded", timeout=60_000)
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", config["wallet_after"])
+    s.close()
+    return {}
+
+
+def declined_card(p, config):
+    """A card the bank declines: the seeds' advice next to the button, nothing credited."""
+    s = Session(p, config)
+    s.emulate_stripe_attach()
+    s.wait_loaded()
+    before = value(s.el("#wallet-balance"))
+    fill_card(s, config["card"])
+    s.el("#buy-amount").fill("30")
+    s.el("#buy-submit").click()
+    expect(s.el("#buy-error")).to_contain_text(config["advice"])
+    expect(s.el("#buy-status")).to_have_text("")
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
+    s.screenshot("buy-declined")
+    s.close()
+    return {}
+
+
+def red_bar(p, config):
+    """At zero the red bar shows the contract's message; a top-up clears it."""
+    s = Session(p, config)
+    s.wait_loaded()
+    banner = s.el("#banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_have_class("banner banner-red")
+    expect(banner).to_have_attribute("role", "alert")
+    expect(s.el("#banner-message")).to_have_text(config["message"])
+    s.screenshot("red-bar")
+    s.el("#banner-action").click()
+    expect(s.el("#buy-amount")).to_be_focused()
+    s.el("#buy-amount").fill(config["amount"])
+    s.el("#buy-submit").click()
+    expect(s.el("#buy-status")).to_contain_text("Payment succeeded")
+    expect(banner).to_be_hidden()
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", config["wallet_after"])
+    s.close()
+    return {}
+
+
+def upgrade(p, config):
+    """An upgrade shows its prorated credits before it is confirmed, then grants them."""
+    s = Session(p, config)
+    s.wait_loaded()
+    plan = s.el(f'#plan-list li[data-plan="{config["plan"]}"]')
+    plan.get_by_role("button").click()
+    text = s.el("#plan-confirm-text")
+    expect(text).to_be_visible()
+    expect(text).to_have_attribute("data-change", "upgrade")
+    shown = text.get_attribute("data-credits")
+    expect(text).to_contain_text(f"{config['credits_text']} prorated credits")
+    check(not s.api_requests("POST", "/subscription"), "the plan changed before it was confirmed")
+    s.screenshot("upgrade-preview")
+    s.el("#plan-confirm-yes").click()
+    expect(s.el("#plans-status")).to_contain_text(f"You are now on {config['plan_name']}.")
+    expect(s.el("#plan-name")).to_have_text(config["plan_name"])
+    expect(s.el("#plan-remaining")).to_have_attribute("data-value", config["plan_after"])
+    s.close()
+    return {"preview_credits": shown}
+
+
+def agent_limits(p, config):
+    """An owner edits an agent's limits; bad values are refused next to the form."""
+    s = Session(p, config)
+    s.wait_loaded()
+    row = s.el('#agent-table tr[data-agent="agent-a"]')
+    expect(row).to_contain_text("Continue on the wallet")
+    row.get_by_role("button", name="Edit limits of agent-a").click()
+    editor = s.el('#agent-table tr.editing[data-agent="agent-a"]')
+    editor.get_by_label("Calls per day").fill("ten")
+    editor.get_by_role("button", name="Save limits").click()
+    expect(editor.locator(".error")).to_contain_text("whole numbers")
+    check(not s.api_requests("PUT", "/limits"), "a bad value reached the API")
+    # A value the API refuses: its message appears next to the form.
+    editor.get_by_label("Calls per day").fill("")
+    editor.get_by_label("Monthly spending limit (credits)").fill("-5")
+    editor.get_by_role("button", name="Save limits").click()
+    expect(editor.locator(".error")).to_contain_text("monthly_spend_limit")
+    editor.get_by_label("When plan credits run out").select_option("stop")
+    editor.get_by_label("Monthly spending limit (credits)").fill("50")
+    editor.get_by_label("Calls per day").fill("100")
+    editor.get_by_label("Calls at once").fill("3")
+    s.screenshot("agent-edit")
+    editor.get_by_role("button", name="Save limits").click()
+    row = s.el('#agent-table tr[data-agent="agent-a"]:not(.editing)')
+    expect(row).to_contain_text("Stop")
+    expect(row).to_contain_text("of 50.00")
+    expect(row).to_contain_text("of 100")
+    expect(row).to_contain_text("of 3")
+    s.close()
+    return {}
+
+
+def csv_export(p, config):
+    """The history pages through every row, and the CSV carries all of them."""
+    s = Session(p, config)
+    s.wait_loaded()
+    rows = s.el("#tx-table tbody tr")
+    expect(rows).to_have_count(25)
+    first_page = rows.first.get_attribute("data-id")
+    s.el("#tx-older").click()
+    expect(s.el("#tx-page")).to_have_text("Page 2")
+    expect(rows.first).not_to_have_attribute("data-id", first_page)
+    s.el("#tx-newer").click()
+    expect(rows.first).to_have_attribute("data-id", first_page)
+    with s.page.expect_download() as download:
+        s.el("#tx-csv").click()
+    path = download.value.path()
+    name = download.value.suggested_filename
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    check(name.endswith(".csv"), f"download named {name}")
+    check(lines and lines[0].startswith("id,type,"), f"CSV header: {lines[:1]}")
+    ids = [line.split(",")[0] for line in lines[1:]]
+    s.close()
+    return {"csv_ids": ids}
+
+
+def member(p, config):
+    """A member sees the banner and nothing else (the page framed by the product itself)."""
+    s = Session(p, config, how="iframe")
+    expect(s.el("#banner")).to_be_visible()
+    expect(s.el("#banner-message")).to_have_text(config["message"])
+    expect(s.el("#banner-action")).to_be_hidden()
+    expect(s.el("#member-note")).to_be_visible()
+    expect(s.el("#owner-view")).to_be_hidden()
+    amounts = s.el("[data-value]:visible")
+    expect(amounts).to_have_count(0)
+    s.screenshot("member")
+    refused = [u for _, u in s.requests if "/v1/" in u and not u.split("?")[0].endswith("/billing")]
+    check(not refused, f"a member's page asked for more than the banner: {refused}")
+    s.close()
+    return {}
+
+
+def looks(p, config):
+    """The main states for the README and reviewers: light, dark, and a phone's width."""
+    s = Session(p, config)
+    s.wait_loaded()
+    expect(s.el("#usage-chart svg rect.bar")).not_to_have_count(0)
+    folder = config["screenshots"]
+    os.makedirs(folder, exist_ok=True)
+    s.page.screenshot(path=os.path.join(folder, "readme.png"))
+    s.close()
+    s = Session(p, config, color_scheme="dark")
+    s.wait_loaded()
+    background = s.el("body").evaluate("b => getComputedStyle(b).backgroundColor")
+    check(background == "rgb(17, 20, 24)", f"dark background: {background}")
+    s.screenshot("owner-dark")
+    s.close()
+    s = Session(p, config, viewport={"width": 390, "height": 844})
+    s.wait_loaded()
+    overflow = s.el("body").evaluate("b => document.documentElement.scrollWidth - window.innerWidth")
+    check(overflow <= 0, f"the page is wider than a phone by {overflow}px")
+    # The keyboard reaches the first control after the skip link.
+    s.el("#main").focus()
+    s.page.keyboard.press("Tab")
+    focused = s.el(":focus").get_attribute("href")
+    check(focused == "#balances", f"first tab stop: {focused}")
+    s.screenshot("owner-phone")
+    # An origin that is not in billing_embed_origins cannot frame the page (127.0.0.1 is not
+    # localhost, to the browser).
+    stranger = s.context.new_page()
+    with stranger.expect_console_message(lambda m: "frame-ancestors" in m.text):
+        stranger.goto(f"http://127.0.0.1:{config['embed_port']}/iframe")
+    expect(stranger.frame_locator("#billing").locator("#main")).to_have_count(0)
+    s.close()
+    return {}
+
+
+JOURNEYS = {
+    "buy_credits": buy_credits,
+    "buy_with_authentication": buy_with_authentication,
+    "declined_card": declined_card,
+    "red_bar": red_bar,
+    "upgrade": upgrade,
+    "agent_limits": agent_limits,
+    "csv_export": csv_export,
+    "member": member,
+    "looks": looks,
+}
+
+
+def main():
+    name, config = sys.argv[1], json.loads(sys.argv[2])
+    server = serve_embedder(config["embed_port"], config["app"])
+    try:
+        with sync_playwright() as p:
+            observed = JOURNEYS[name](p, config)
+    except Failed as failure:
+        print(f"journey {name} failed: {failure}", file=sys.stderr)
+        sys.exit(1)
+    finally:
+        server.shutdown()
+    print(json.dumps(observed))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+//! The billing page (component `billing-ui`, docs/billing-page.md) in a real browser: Debian's
+//! Chromium driven by Playwright for Python (`tests/browser/billing_page.py`), against the real
+//! `spin.toml` in the local host and localstripe, whose stand-in Stripe.js the page loads.
+//!
+//! Each test sets a workspace up through the API, runs one browser journey (which asserts what
+//! the user sees, and embeds the page as the README shows), then checks the ledger: balances to
+//! the micro-credit, journal rows, the invariants. Screenshots of the main states are written to
+//! `target/billing-page-screenshots/` (or `$BILLING_SCREENSHOTS`).
+//!
+//! Needs localstripe, Playwright and Chromium (`source scripts/env.sh` installs them), the host
+//! and the components (`scripts/build-components.sh`).
+
+use std::net::TcpListener;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, ensure};
+use e2e::api::{App, Role, expect, micros_of, now_secs, token};
+use e2e::stripe::{
+    CARD_DECLINED_ON_CHARGE, CARD_OK, CARD_REQUIRES_AUTH, Localstripe, SECRET_KEY,
+    save_card_through_app,
+};
+use e2e::{HostOptions, workspace_root};
+use serde_json::{Value, json};
+
+const WEBHOOK_SECRET: &str = "whsec_e2e_billing_page";
+const PUBLISHABLE_KEY: &str = "pk_test_localstripe";
+/// The seeds' advice for a declined card.
+const DECLINED_ADVICE: &str = "Your bank has declined the transaction. Check that the card has sufficient funds and isn't blocked for online purchases.";
+
+/// The app, localstripe, and the port the journeys serve the embedding product's page on.
+struct Setup {
+    ls: Localstripe,
+    app: App,
+    embed_port: u16,
+}
+
+fn catalog() -> Value {
+    e2e::api::test_catalog(
+        json!([
+            {"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"},
+            {"id": "starter", "name": "Starter", "price": "0", "monthly_credits": "300"},
+            {"id": "growth", "name": "Growth", "price": "0", "monthly_credits": "3000"}
+        ]),
+        json!([
+            {"kind": "call", "direction": "outbound", "price": "0.05", "increment_secs": 60},
+            {"kind": "message", "price": "0.01"},
+            {"kind": "ai_task", "price": "0.02"}
+        ]),
+    )
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Starts localstripe and the app, framed only by the journey's embedding page.
+fn start(ws: &str) -> Result<Setup> {
+    let mut ls = Localstripe::start()?;
+    let embed_port = free_port()?;
+    let options = HostOptions::default()
+        .env("SPIN_VARIABLE_STRIPE_API_BASE", ls.base_url())
+        .env("SPIN_VARIABLE_STRIPE_SECRET_KEY", SECRET_KEY)
+        .env("SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET)
+        .env("SPIN_VARIABLE_STRIPE_PUBLISHABLE_KEY", PUBLISHABLE_KEY)
+        .env(
+            "SPIN_VARIABLE_STRIPE_JS_URL",
+            format!("{}/js.stripe.com/v3/", ls.base_url()),
+        )
+        .env(
+            "SPIN_VARIABLE_BILLING_EMBED_ORIGINS",
+            format!("http://localhost:{embed_port}"),
+        );
+    let app = App::start_with(options)?;
+    ls.register_webhook(&app.host.url("/webhooks/stripe"), WEBHOOK_SECRET)?;
+    expect(
+        &app.service("PUT", "/v1/catalog", Some(&catalog()))?,
+        200,
+        "catalog",
+    )?;
+    app.provision(ws)?;
+    Ok(Setup {
+        ls,
+        app,
+        embed_port,
+    })
+}
+
+impl Setup {
+    /// Runs browser journey `name` as `role` of `ws` with `extra` config; returns what it saw.
+    fn journey(&self, name: &str, ws: &str, role: Role, extra: Value) -> Result<Value> {
+        let screenshots = std::env::var_os("BILLING_SCREENSHOTS")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target/billing-page-screenshots"));
+        let mut config = json!({
+            "app": self.app.host.base_url(),
+            "embed_port": self.embed_port,
+            "token": token(ws, role, now_secs() + 3600),
+            "stripe": {"base": self.ls.base_url(), "secret_key": SECRET_KEY},
+            "screenshots": screenshots,
+        });
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            config[key] = value.clone();
+        }
+        let output = Command::new("python3")
+            .arg(workspace_root().join("tests/browser/billing_page.py"))
+            .arg(name)
+            .arg(config.to_string())
+            .output()
+            .context("run python3 tests/browser/billing_page.py (source scripts/env.sh)")?;
+        ensure!(
+            output.status.success(),
+            "browser journey {name} failed:\n{}\n{}",
+            String::from_utf8_lossy(&output.stderr),
+            String::from_utf8_lossy(&output.stdout)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().last().context("journey printed nothing")?;
+        serde_json::from_str(last).with_context(|| format!("journey output {last}"))
+    }
+
+    fn summary(&self, ws: &str) -> Result<Value> {
+        expect(
+            &self.app.owner(ws, "GET", "/billing", None)?,
+            200,
+            "billing",
+        )
+    }
+
+    fn transactions(&self, ws: &str, query: &str) -> Result<Vec<Value>> {
+        let mut rows = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page_query = match &cursor {
+                Some(c) => format!("?limit=100&cursor={c}{query}"),
+                None => format!("?limit=100{query}"),
+            };
+            let page = expect(
+                &self
+                    .app
+                    .owner(ws, "GET", &format!("/transactions{page_query}"), None)?,
+                200,
+                "transactions",
+            )?;
+            rows.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return Ok(rows),
+            }
+        }
+    }
+
+    fn subscribe(&self, ws: &str, plan: &str) -> Result<Value> {
+        expect(
+            &self
+                .app
+                .owner(ws, "POST", "/subscription", Some(&json!({"plan_id": plan})))?,
+            200,
+            "subscribe",
+        )
+    }
+
+    /// Debits `count` events of `kind` for `agent`, each of `quantity`.
+    fn use_credits(
+        &self,
+        ws: &str,
+        agent: &str,
+        kind: &str,
+        quantity: u32,
+        count: usize,
+    ) -> Result<()> {
+        for i in 0..count {
+            let event = json!({"id": format!("{ws}-{agent}-{kind}-{i}"), "workspace_id": ws,
+                "agent_id": agent, "kind": kind, "quantity": quantity});
+            expect(
+                &self.app.service("POST", "/v1/usage", Some(&event))?,
+                200,
+                "usage",
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or_default()
+}
+
+#[test]
+fn an_owner_buys_credits_with_a_new_card_and_sees_them_only_once_paid() -> Result<()> {
+    let ws = "ws-buy";
+    let s = start(ws)?;
+    s.subscribe(ws, "free")?;
+    s.use_credits(ws, "agent-a", "message", 100, 3)?;
+    s.journey(
+        "buy_credits",
+        ws,
+        Role::Owner,
+        json!({"card": CARD_OK, "amount": "25", "wallet_before": "0", "wallet_after": "25"}),
+    )?;
+    let summary = s.summary(ws)?;
+    assert_eq!(micros_of(&summary["wallet_balance"])?, 25_000_000);
+    assert_eq!(summary["payment_method"]["last4"], "4242");
+    let topups = s.transactions(ws, "&type=topup")?;
+    assert_eq!(topups.len(), 1, "{topups:?}");
+    assert_eq!(micros_of(&topups[0]["amount"])?, 25_000_000);
+    assert_eq!(micros_of(&topups[0]["wallet_balance_after"])?, 25_000_000);
+    s.app.check_invariants()
+}
+
+#[test]
+fn a_payment_the_bank_must_confirm_credits_nothing_until_it_is_confirmed() -> Result<()> {
+    let ws = "ws-3ds";
+    let s = start(ws)?;
+    s.subscribe(ws, "free")?;
+    // The card needs 3-D Secure on every charge (saved as Stripe.js would after its own check).
+    let setup = expect(
+        &s.app
+            .owner(ws, "POST", "/payment-method/setup", Some(&json!({})))?,
+        200,
+        "setup",
+    )?;
+    let intent =
+        s.ls.get(&format!(
+            "/v1/setup_intents/{}",
+            str_of(&setup, "setup_intent_id")
+        ))?
+        .ok()?;
+    let customer = intent["customer"].as_str().context("no customer")?;
+    let card = s.ls.create_card(CARD_REQUIRES_AUTH)?;
+    s.ls.attach(&card, customer)?.ok()?;
+    expect(
+        &s.app
+            .owner(ws, "POST", "/payment-method/refresh", Some(&json!({})))?,
+        200,
+        "refresh",
+    )?;
+    s.journey(
+        "buy_with_authentication",
+        ws,
+        Role::Owner,
+        json!({"amount": "40", "wallet_before": "0", "wallet_after": "40"}),
+    )?;
+    let topups = s.transactions(ws, "&type=topup")?;
+    assert_eq!(topups.len(), 1, "credited once: {topups:?}");
+    assert_eq!(micros_of(&s.summary(ws)?["wallet_balance"])?, 40_000_000);
+    s.app.check_invariants()
+}
+
+#[test]
+fn a_declined_card_shows_the_banks_advice_and_credits_nothing() -> Result<()> {
+    let ws = "ws-declined";
+    let s = start(ws)?;
+    s.subscribe(ws, "free")?;
+    s.journey(
+        "declined_card",
+        ws,
+        Role::Owner,
+        json!({"card": CARD_DECLINED_ON_CHARGE, "advice": DECLINED_ADVICE}),
+    )?;
+    let summary = s.summary(ws)?;
+    assert_eq!(micros_of(&summary["wallet_balance"])?, 0);
+    assert!(s.transactions(ws, "&type=topup")?.is_empty());
+    s.app.check_invariants()
+}
+
+#[test]
+fn the_red_bar_appears_at_zero_and_goes_after_a_top_up() -> Result<()> {
+    let ws = "ws-red";
+    let s = start(ws)?;
+    s.subscribe(ws, "free")?;
+    save_card_through_app(&s.app, &s.ls, ws, CARD_OK)?;
+    // The plan's 10 credits, all used: 1,000 messages at 0.01.
+    s.use_credits(ws, "agent-a", "message", 1_000, 1)?;
+    let before = s.summary(ws)?;
+    ensure!(
+        ["balance_exhausted", "grace_period"].contains(&str_of(&before, "status")),
+        "status at zero: {before}"
+    );
+    s.journey(
+        "red_bar",
+        ws,
+        Role::Owner,
+        json!({"message": str_of(&before, "message"), "amount": "20", "wallet_after": "20"}),
+    )?;
+    let after = s.summary(ws)?;
+    assert_eq!(after["status"], "ok", "{after}");
+    assert_eq!(micros_of(&after["wallet_balance"])?, 20_000_000);
+    s.app.check_invariants()
+}
+
+#[test]
+fn an_upgrade_shows_then_grants_the_prorated_credits() -> Result<()> {
+    let ws = "ws-upgrade";
+    let s = start(ws)?;
+    let clock = |time: &str| -> Result<()> {
+        expect(
+            &s.app.service(
+                "POST",
+                &format!("/v1/test-clocks/{ws}"),
+                Some(&json!({"frozen_time": time})),
+            )?,
+            200,
+            "test clock",
+        )?;
+        Ok(())
+    };
+    // A 30-day cycle (April), upgraded with 20 whole days left: R14 grants 3,000 x 20 / 30.
+    clock("2027-04-01T09:00:00Z")?;
+    s.subscribe(ws, "starter")?;
+    clock("2027-04-11T09:00:00Z")?;
+    s.use_credits(ws, "agent-a", "ai_task", 500, 1)?; // 10 credits of the 300
+    let seen = s.journey(
+        "upgrade",
+        ws,
+        Role::Owner,
+        json!({"plan": "growth", "plan_name": "Growth", "credits_text": "2,000.00",
+               "plan_after": "2290"}),
+    )?;
+    assert_eq!(seen["preview_credits"], "2000");
+    let grants = s.transactions(ws, "&type=plan_grant")?;
+    assert_eq!(grants.len(), 2, "{grants:?}");
+    assert_eq!(micros_of(&grants[0]["amount"])?, 2_000_000_000);
+    let summary = s.summary(ws)?;
+    assert_eq!(summary["plan"]["id"], "growth");
+    assert_eq!(
+        micros_of(&summary["plan_credits_remaining"])?,
+        2_290_000_000
+    );
+    s.app.check_invariants()
+}
+
+#[test]
+fn an_owner_edits_an_agents_limits() -> Result<()> {
+    let ws = "ws-agents";
+    let s = start(ws)?;
+    s.subscribe(ws, "starter")?;
+    s.use_credits(ws, "agent-a", "message", 10, 2)?;
+    s.use_credits(ws, "agent-b", "message", 10, 1)?;
+    s.journey("agent_limits", ws, Role::Owner, json!({}))?;
+    let limits = expect(
+        &s.app.owner(ws, "GET", "/agents/agent-a/limits", None)?,
+        200,
+        "limits",
+    )?;
+    assert_eq!(
+        limits,
+        json!({"overage_policy": "stop", "monthly_spend_limit": "50", "daily_call_limit": 100,
+               "max_concurrent_calls": 3})
+    );
+    let other = expect(
+        &s.app.owner(ws, "GET", "/agents/agent-b/limits", None)?,
+        200,
+        "limits",
+    )?;
+    assert_eq!(other["overage_policy"], "use_balance", "{other}");
+    s.app.check_invariants()
+}
+
+#[test]
+fn the_history_pages_and_its_csv_carries_every_row() -> Result<()> {
+    let ws = "ws-csv";
+    let s = start(ws)?;
+    s.subscribe(ws, "starter")?;
+    s.use_credits(ws, "agent-a", "message", 1, 40)?;
+    s.use_credits(ws, "agent-b", "ai_task", 1, 20)?;
+    let seen = s.journey("csv_export", ws, Role::Owner, json!({}))?;
+    let api_ids: Vec<String> = s
+        .transactions(ws, "")?
+        .iter()
+        .map(|row| str_of(row, "id").to_owned())
+        .collect();
+    assert_eq!(api_ids.len(), 61, "60 debits and the plan grant");
+    let csv_ids: Vec<String> = seen["csv_ids"]
+        .as_array()
+        .context("csv_ids")?
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(csv_ids, api_ids, "the CSV holds every row, newest first");
+    s.app.check_invariants()
+}
+
+#[test]
+fn a_member_sees_only_the_banner() -> Result<()> {
+    let ws = "ws-member";
+    let s = start(ws)?;
+    s.subscribe(ws, "free")?;
+    s.use_credits(ws, "agent-a", "message", 800, 1)?; // 2 credits left: low balance
+    let summary = s.summary(ws)?;
+    assert_eq!(summary["status"], "low_balance", "{summary}");
+    s.journey(
+        "member",
+        ws,
+        Role::Member,
+        json!({"message": str_of(&summary, "message")}),
+    )?;
+    Ok(())
+}
+
+#[test]
+fn the_page_reads_well_in_dark_and_at_a_phones_width() -> Result<()> {
+    let ws = "ws-looks";
+    let s = start(ws)?;
+    s.subscribe(ws, "starter")?;
+    save_card_through_app(&s.app, &s.ls, ws, CARD_OK)?;
+    for (agent, kind, quantity, count) in [
+        ("support-bot", "message", 40, 6),
+        ("sales-agent", "ai_task", 30, 4),
+    ] {
+        s.use_credits(ws, agent, kind, quantity, count)?;
+    }
+    expect(
+        &s.app
+            .owner(ws, "POST", "/topups", Some(&json!({"amount": "50"})))?,
+        201,
+        "top-up",
+    )?;
+    s.journey("looks", ws, Role::Owner, json!({}))?;
+    Ok(())
+}
