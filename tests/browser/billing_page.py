@@ -278,6 +278,7 @@ def buy_with_authentication(p, config):
     # localstripe's stand-in shows its 3-D Secure box inside the page.
     confirm = s.el("text=Complete authentication")
     expect(confirm).to_be_visible()
+    expect(s.el("#pending-topups")).to_contain_text(f"Top-up of ${config['amount']}.00")
     expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
     s.screenshot("buy-3ds")
     confirm.click()
@@ -329,6 +330,15 @@ def upgrade(p, config):
     """An upgrade shows its prorated credits before it is confirmed, then grants them."""
     s = Session(p, config)
     s.wait_loaded()
+    # A downgrade waits for the period's end, and can be called off.
+    s.el('#plan-list li[data-plan="free"]').get_by_role("button").click()
+    expect(s.el("#plan-confirm-text")).to_have_attribute("data-change", "downgrade")
+    expect(s.el("#plan-confirm-text")).to_contain_text("Downgrade to Free on May 1, 2027")
+    s.el("#plan-confirm-yes").click()
+    expect(s.el("#pending-change")).to_be_visible()
+    expect(s.el("#pending-change-text")).to_contain_text("Changes to Free on May 1, 2027")
+    s.el("#pending-change-cancel").click()
+    expect(s.el("#pending-change")).to_be_hidden()
     plan = s.el(f'#plan-list li[data-plan="{config["plan"]}"]')
     plan.get_by_role("button").click()
     text = s.el("#plan-confirm-text")
@@ -336,7 +346,10 @@ def upgrade(p, config):
     expect(text).to_have_attribute("data-change", "upgrade")
     shown = text.get_attribute("data-credits")
     expect(text).to_contain_text(f"{config['credits_text']} prorated credits")
-    check(not s.api_requests("POST", "/subscription"), "the plan changed before it was confirmed")
+    check(
+        len(s.api_requests("POST", "/subscription")) == 1,
+        "the upgrade was sent before it was confirmed",
+    )
     s.screenshot("upgrade-preview")
     s.el("#plan-confirm-yes").click()
     expect(s.el("#plans-status")).to_contain_text(f"You are now on {config['plan_name']}.")
@@ -425,9 +438,18 @@ def looks(p, config):
     s = Session(p, config)
     s.wait_loaded()
     expect(s.el("#usage-chart svg rect.bar")).not_to_have_count(0)
+    spikes = s.el("#usage-chart svg rect.bar.spike")
+    expect(spikes).to_have_count(1)
+    expect(spikes).to_have_attribute("data-date", config["spike_date"])
+    expect(s.el("#usage-chart svg text.spike-mark")).to_have_count(1)
+    expect(s.el("#runway-text")).to_contain_text("your credits last about")
     folder = config["screenshots"]
     os.makedirs(folder, exist_ok=True)
     s.page.screenshot(path=os.path.join(folder, "readme.png"))
+    # localstripe has no billing portal: the refusal shows under the button.
+    s.el("#portal").click()
+    expect(s.el("#portal-error")).to_be_visible()
+    check(len(s.context.pages) == 1, "the portal's empty tab was left open")
     s.close()
     s = Session(p, config, color_scheme="dark")
     s.wait_loaded()
@@ -455,7 +477,38 @@ def looks(p, config):
     return {}
 
 
+def auto_recharge(p, config):
+    """Auto-recharge is refused without a card, in the seeds' words; with one, the runway's
+    suggested setting is taken as it is."""
+    s = Session(p, config)
+    s.emulate_stripe_attach()
+    s.wait_loaded()
+    suggestion = config["suggestion"]
+    expect(s.el("#ar-suggestion")).to_be_visible()
+    s.el("#ar-use-suggestion").click()
+    expect(s.el("#ar-threshold")).to_have_value(suggestion["threshold"])
+    expect(s.el("#ar-amount")).to_have_value(suggestion["amount"])
+    s.el("#ar-enabled").check()
+    s.el("#ar-save").click()
+    expect(s.el("#ar-error")).to_have_text(
+        "Payment method must be configured before enabling auto-recharge."
+    )
+    # A card, saved while buying credits; then the same setting is accepted.
+    fill_card(s, config["card"])
+    s.el("#buy-amount").fill("15")
+    s.el("#buy-submit").click()
+    expect(s.el("#buy-status")).to_contain_text("Payment succeeded")
+    expect(s.el("#ar-threshold")).to_have_value(suggestion["threshold"])
+    s.el("#ar-save").click()
+    expect(s.el("#ar-status")).to_have_text("Auto-recharge is on.")
+    expect(s.el("#ar-error")).to_be_hidden()
+    s.screenshot("auto-recharge")
+    s.close()
+    return {}
+
+
 JOURNEYS = {
+    "auto_recharge": auto_recharge,
     "buy_credits": buy_credits,
     "buy_with_authentication": buy_with_authentication,
     "declined_card": declined_card,

@@ -181,6 +181,60 @@ impl Setup {
     }
 }
 
+impl Setup {
+    /// Sets `ws`'s test clock (forward only).
+    fn clock(&self, ws: &str, time: &str) -> Result<()> {
+        expect(
+            &self.app.service(
+                "POST",
+                &format!("/v1/test-clocks/{ws}"),
+                Some(&json!({"frozen_time": time})),
+            )?,
+            200,
+            "test clock",
+        )?;
+        Ok(())
+    }
+
+    /// A workspace on `plan` since 2027-03-01 whose clock reads 2027-03-20, with a week of
+    /// usage behind it: 0.80 credits a day, and 7.20 on 2027-03-18 (a spike: over 3x the median
+    /// day). The runway then has a forecast and a suggested auto-recharge. With `wallet`, a card
+    /// is saved and that much bought before the usage.
+    fn with_history(&self, ws: &str, plan: &str, wallet: Option<&str>) -> Result<()> {
+        self.clock(ws, "2027-03-01T08:00:00Z")?;
+        self.subscribe(ws, plan)?;
+        self.clock(ws, "2027-03-20T12:00:00Z")?;
+        if let Some(amount) = wallet {
+            save_card_through_app(&self.app, &self.ls, ws, CARD_OK)?;
+            expect(
+                &self
+                    .app
+                    .owner(ws, "POST", "/topups", Some(&json!({"amount": amount})))?,
+                201,
+                "top-up",
+            )?;
+        }
+        for day in 14..=20 {
+            let (agent, kind, quantity, count) = if day == 18 {
+                ("sales-agent", "ai_task", 30, 12)
+            } else {
+                ("support-bot", "message", 40, 2)
+            };
+            for i in 0..count {
+                let event = json!({"id": format!("{ws}-{day}-{i}"), "workspace_id": ws,
+                    "agent_id": agent, "kind": kind, "quantity": quantity,
+                    "occurred_at": format!("2027-03-{day}T10:00:00Z")});
+                expect(
+                    &self.app.service("POST", "/v1/usage", Some(&event))?,
+                    200,
+                    "usage",
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn str_of<'a>(value: &'a Value, key: &str) -> &'a str {
     value[key].as_str().unwrap_or_default()
 }
@@ -292,22 +346,10 @@ fn the_red_bar_appears_at_zero_and_goes_after_a_top_up() -> Result<()> {
 fn an_upgrade_shows_then_grants_the_prorated_credits() -> Result<()> {
     let ws = "ws-upgrade";
     let s = start(ws)?;
-    let clock = |time: &str| -> Result<()> {
-        expect(
-            &s.app.service(
-                "POST",
-                &format!("/v1/test-clocks/{ws}"),
-                Some(&json!({"frozen_time": time})),
-            )?,
-            200,
-            "test clock",
-        )?;
-        Ok(())
-    };
     // A 30-day cycle (April), upgraded with 20 whole days left: R14 grants 3,000 x 20 / 30.
-    clock("2027-04-01T09:00:00Z")?;
+    s.clock(ws, "2027-04-01T09:00:00Z")?;
     s.subscribe(ws, "starter")?;
-    clock("2027-04-11T09:00:00Z")?;
+    s.clock(ws, "2027-04-11T09:00:00Z")?;
     s.use_credits(ws, "agent-a", "ai_task", 500, 1)?; // 10 credits of the 300
     let seen = s.journey(
         "upgrade",
@@ -322,6 +364,11 @@ fn an_upgrade_shows_then_grants_the_prorated_credits() -> Result<()> {
     assert_eq!(micros_of(&grants[0]["amount"])?, 2_000_000_000);
     let summary = s.summary(ws)?;
     assert_eq!(summary["plan"]["id"], "growth");
+    assert_eq!(
+        summary["pending_plan_change"],
+        Value::Null,
+        "the downgrade was cancelled"
+    );
     assert_eq!(
         micros_of(&summary["plan_credits_remaining"])?,
         2_290_000_000
@@ -401,20 +448,41 @@ fn a_member_sees_only_the_banner() -> Result<()> {
 fn the_page_reads_well_in_dark_and_at_a_phones_width() -> Result<()> {
     let ws = "ws-looks";
     let s = start(ws)?;
-    s.subscribe(ws, "starter")?;
-    save_card_through_app(&s.app, &s.ls, ws, CARD_OK)?;
-    for (agent, kind, quantity, count) in [
-        ("support-bot", "message", 40, 6),
-        ("sales-agent", "ai_task", 30, 4),
-    ] {
-        s.use_credits(ws, agent, kind, quantity, count)?;
-    }
-    expect(
-        &s.app
-            .owner(ws, "POST", "/topups", Some(&json!({"amount": "50"})))?,
-        201,
-        "top-up",
+    // The free plan's 10 credits run out within the week: the wallet's 50 then last a month.
+    s.with_history(ws, "free", Some("50"))?;
+    s.journey(
+        "looks",
+        ws,
+        Role::Owner,
+        json!({"spike_date": "2027-03-18"}),
     )?;
-    s.journey("looks", ws, Role::Owner, json!({}))?;
     Ok(())
+}
+
+#[test]
+fn auto_recharge_needs_a_card_and_takes_the_suggested_setting() -> Result<()> {
+    let ws = "ws-auto";
+    let s = start(ws)?;
+    s.with_history(ws, "starter", None)?;
+    let suggestion = s.summary(ws)?["runway"]["suggested_auto_recharge"].clone();
+    ensure!(suggestion.is_object(), "no suggestion: {suggestion}");
+    s.journey(
+        "auto_recharge",
+        ws,
+        Role::Owner,
+        json!({"suggestion": suggestion, "card": CARD_OK}),
+    )?;
+    let summary = s.summary(ws)?;
+    let auto = &summary["auto_recharge"];
+    assert_eq!(auto["enabled"], true, "{summary}");
+    assert_eq!(
+        micros_of(&auto["threshold"])?,
+        micros_of(&suggestion["threshold"])?
+    );
+    assert_eq!(
+        micros_of(&auto["amount"])?,
+        micros_of(&suggestion["amount"])?
+    );
+    assert_eq!(summary["payment_method"]["last4"], "4242");
+    s.app.check_invariants()
 }

@@ -515,6 +515,7 @@ async function buy(amount) {
   } catch (error) {
     if (error.code === "authentication_required" && error.details.client_secret && stripeJs()) {
       status.textContent = "Your bank asks you to confirm this payment…";
+      await refreshSummary().catch(() => {});
       const result = await stripeJs().confirmCardPayment(error.details.client_secret);
       if (result.error) {
         status.textContent = "";
