@@ -209,6 +209,50 @@ class Session:
         check(not csp, f"the page broke its Content-Security-Policy: {csp}")
 
 
+# Text and background pairs of the page's palette (CSS variables) that must reach WCAG AA.
+CONTRAST_PAIRS = [
+    ("--text", "--card"),
+    ("--text", "--bg"),
+    ("--muted", "--card"),
+    ("--muted", "--bg"),
+    ("--accent", "--card"),
+    ("--accent-text", "--accent"),
+    ("--red", "--card"),
+    ("--amber-text", "--amber-bg"),
+    ("#ffffff", "--red-bg"),
+]
+
+
+def contrast_ratio(a, b):
+    def luminance(color):
+        channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    high, low = sorted((luminance(a), luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def check_accessibility(s, theme):
+    """Every pair of the palette reads at 4.5:1 or better, and every control has a name."""
+    palette = s.el("html").evaluate(
+        "(h, names) => Object.fromEntries(names.map(n => [n, getComputedStyle(h).getPropertyValue(n).trim()]))",
+        sorted({n for pair in CONTRAST_PAIRS for n in pair if n.startswith("--")}),
+    )
+    for fg, bg in CONTRAST_PAIRS:
+        a, b = palette.get(fg, fg), palette.get(bg, bg)
+        ratio = contrast_ratio(a, b)
+        check(ratio >= 4.5, f"{theme}: {fg} {a} on {bg} {b} reads at {ratio:.2f}:1, under 4.5:1")
+    unnamed = s.el("body").evaluate(
+        """b => [...document.querySelectorAll('input, select, button')]
+            .filter(e => e.offsetParent !== null)
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')
+                         && !e.getAttribute('aria-labelledby') && !(e.tagName === 'BUTTON' && e.textContent.trim()))
+            .map(e => e.outerHTML.slice(0, 80))"""
+    )
+    check(not unnamed, f"{theme}: controls without a name: {unnamed}")
+
+
 def value(locator):
     return locator.get_attribute("data-value")
 
@@ -437,6 +481,7 @@ def looks(p, config):
     """The main states for the README and reviewers: light, dark, and a phone's width."""
     s = Session(p, config)
     s.wait_loaded()
+    check_accessibility(s, "light")
     expect(s.el("#usage-chart svg rect.bar")).not_to_have_count(0)
     spikes = s.el("#usage-chart svg rect.bar.spike")
     expect(spikes).to_have_count(1)
@@ -455,6 +500,7 @@ def looks(p, config):
     s.wait_loaded()
     background = s.el("body").evaluate("b => getComputedStyle(b).backgroundColor")
     check(background == "rgb(17, 20, 24)", f"dark background: {background}")
+    check_accessibility(s, "dark")
     s.screenshot("owner-dark")
     s.close()
     s = Session(p, config, viewport={"width": 390, "height": 844})
@@ -507,7 +553,30 @@ def auto_recharge(p, config):
     return {}
 
 
+def invoices(p, config):
+    """A paid plan's invoice: its number, amount, status and documents."""
+    s = Session(p, config)
+    s.wait_loaded()
+    invoice = config["invoice"]
+    rows = s.el("#inv-table tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text(invoice["number"] or invoice["id"])
+    expect(rows.first).to_contain_text(config["amount_text"])
+    expect(rows.first).to_contain_text(invoice["status"])
+    for name, key in (("View", "hosted_invoice_url"), ("PDF", "invoice_pdf")):
+        link = rows.first.get_by_role("link", name=name)
+        if invoice.get(key):
+            expect(link).to_have_attribute("href", invoice[key])
+            expect(link).to_have_attribute("rel", "noopener noreferrer")
+        else:
+            expect(link).to_have_count(0)
+    expect(s.el("#inv-empty")).to_be_hidden()
+    s.close()
+    return {}
+
+
 JOURNEYS = {
+    "invoices": invoices,
     "auto_recharge": auto_recharge,
     "buy_credits": buy_credits,
     "buy_with_authentication": buy_with_authentication,

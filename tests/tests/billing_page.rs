@@ -39,7 +39,9 @@ fn catalog() -> Value {
         json!([
             {"id": "free", "name": "Free", "price": "0", "monthly_credits": "10"},
             {"id": "starter", "name": "Starter", "price": "0", "monthly_credits": "300"},
-            {"id": "growth", "name": "Growth", "price": "0", "monthly_credits": "3000"}
+            {"id": "growth", "name": "Growth", "price": "0", "monthly_credits": "3000"},
+            {"id": "pro", "name": "Pro", "price": "49", "monthly_credits": "5000",
+             "stripe_price_id": "plan_pro"}
         ]),
         json!([
             {"kind": "call", "direction": "outbound", "price": "0.05", "increment_secs": 60},
@@ -70,6 +72,7 @@ fn start(ws: &str) -> Result<Setup> {
             "SPIN_VARIABLE_BILLING_EMBED_ORIGINS",
             format!("http://localhost:{embed_port}"),
         );
+    ls.create_plan("plan_pro", 4900, "usd")?;
     let app = App::start_with(options)?;
     ls.register_webhook(&app.host.url("/webhooks/stripe"), WEBHOOK_SECRET)?;
     expect(
@@ -485,4 +488,22 @@ fn auto_recharge_needs_a_card_and_takes_the_suggested_setting() -> Result<()> {
     );
     assert_eq!(summary["payment_method"]["last4"], "4242");
     s.app.check_invariants()
+}
+
+#[test]
+fn a_paid_plans_invoice_is_listed_with_its_documents() -> Result<()> {
+    let ws = "ws-invoices";
+    let s = start(ws)?;
+    save_card_through_app(&s.app, &s.ls, ws, CARD_OK)?;
+    s.subscribe(ws, "pro")?;
+    let invoices = expect(&s.app.owner(ws, "GET", "/invoices", None)?, 200, "invoices")?;
+    let first = invoices["data"][0].clone();
+    ensure!(first.is_object(), "no invoice: {invoices}");
+    s.journey(
+        "invoices",
+        ws,
+        Role::Owner,
+        json!({"invoice": first, "amount_text": "$49.00"}),
+    )?;
+    Ok(())
 }
