@@ -225,7 +225,7 @@ CONTRAST_PAIRS = [
 
 def contrast_ratio(a, b):
     def luminance(color):
-        channels = [int(color[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        channels = [int(c) / 255 for c in color.split("(")[1].rstrip(")").split(",")[:3]]
         linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
         return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 
@@ -235,12 +235,20 @@ def contrast_ratio(a, b):
 
 def check_accessibility(s, theme):
     """Every pair of the palette reads at 4.5:1 or better, and every control has a name."""
-    palette = s.el("html").evaluate(
-        "(h, names) => Object.fromEntries(names.map(n => [n, getComputedStyle(h).getPropertyValue(n).trim()]))",
-        sorted({n for pair in CONTRAST_PAIRS for n in pair if n.startswith("--")}),
+    # Each colour as the page resolves it (light-dark() included), read through a probe element.
+    palette = s.el("body").evaluate(
+        """(b, names) => Object.fromEntries(names.map(n => {
+            const probe = document.createElement("span");
+            probe.style.color = n.startsWith("--") ? `var(${n})` : n;
+            b.append(probe);
+            const color = getComputedStyle(probe).color;
+            probe.remove();
+            return [n, color];
+        }))""",
+        sorted({n for pair in CONTRAST_PAIRS for n in pair}),
     )
     for fg, bg in CONTRAST_PAIRS:
-        a, b = palette.get(fg, fg), palette.get(bg, bg)
+        a, b = palette[fg], palette[bg]
         ratio = contrast_ratio(a, b)
         check(ratio >= 4.5, f"{theme}: {fg} {a} on {bg} {b} reads at {ratio:.2f}:1, under 4.5:1")
     unnamed = s.el("body").evaluate(
