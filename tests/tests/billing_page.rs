@@ -507,3 +507,65 @@ fn a_paid_plans_invoice_is_listed_with_its_documents() -> Result<()> {
     )?;
     Ok(())
 }
+
+#[test]
+fn the_page_is_served_with_its_policy_and_nothing_else_is() -> Result<()> {
+    let ws = "ws-headers";
+    let s = start(ws)?;
+    let page = e2e::get(&s.app.host.url("/billing/"))?;
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        page.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    let policy = page.header("content-security-policy").unwrap_or_default();
+    let stripe = s.ls.base_url();
+    for directive in [
+        "default-src 'none'".to_owned(),
+        format!("script-src 'self' {stripe};"),
+        "style-src 'self';".to_owned(),
+        format!("connect-src 'self' {stripe};"),
+        format!("frame-ancestors 'self' http://localhost:{};", s.embed_port),
+        "base-uri 'none'".to_owned(),
+        "form-action 'none'".to_owned(),
+    ] {
+        ensure!(policy.contains(&directive), "{directive} not in {policy}");
+    }
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(page.header("referrer-policy"), Some("no-referrer"));
+    ensure!(
+        page.body.contains(&format!(
+            "<script src=\"{stripe}/js.stripe.com/v3/\"></script>"
+        )),
+        "Stripe.js is not loaded from the configured URL"
+    );
+    ensure!(
+        page.body
+            .contains(&format!("data-stripe-key=\"{PUBLISHABLE_KEY}\""))
+    );
+
+    let embed = e2e::get(&s.app.host.url("/billing/embed.js"))?;
+    assert_eq!(embed.status, 200);
+    assert_eq!(
+        embed.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        embed.header("cross-origin-resource-policy"),
+        Some("cross-origin")
+    );
+    // The bare path redirects to the page (the client follows it).
+    let bare = e2e::get(&s.app.host.url("/billing"))?;
+    assert_eq!(bare.status, 200);
+    assert_eq!(bare.body, page.body);
+    let unknown = e2e::get(&s.app.host.url("/billing/secrets.json"))?;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(e2e::api::json_of(&unknown)["error"]["code"], "not_found");
+    let post = e2e::post_json(&s.app.host.url("/billing/"), "{}", &[])?;
+    assert_eq!(post.status, 405);
+    assert_eq!(
+        e2e::api::json_of(&post)["error"]["code"],
+        "method_not_allowed"
+    );
+    Ok(())
+}

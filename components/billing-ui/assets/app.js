@@ -21,7 +21,7 @@ const state = {
   tx: { cursors: [null], index: 0, next: null, type: "", agent: "" },
   stripe: null,
   card: null,
-  loading: null,
+  loadedWorkspace: null,
 };
 
 // ---- small helpers ---------------------------------------------------------------------------
