@@ -49,6 +49,15 @@ EMBED_ELEMENT = """<!doctype html>
 </body></html>
 """
 
+# The element before its script: the product sets the token first, then loads embed.js.
+EMBED_EARLY = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Acme Voice: billing</title></head>
+<body>
+<h1>Acme Voice</h1>
+<voice-billing id="billing"></voice-billing>
+</body></html>
+"""
+
 # The README's second way: the product frames the page and posts the token itself.
 EMBED_IFRAME = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Acme Voice: billing</title></head>
@@ -80,6 +89,7 @@ def serve_embedder(port, app):
     pages = {
         "/element": EMBED_ELEMENT.format(app=app).encode(),
         "/iframe": EMBED_IFRAME.format(app=app).encode(),
+        "/early": EMBED_EARLY.encode(),
     }
 
     class Handler(BaseHTTPRequestHandler):
@@ -157,6 +167,17 @@ class Session:
         if how == "element":
             self.page.evaluate(
                 "token => { document.getElementById('billing').token = token; }", config["token"]
+            )
+            self.frame = self.page.frame_locator("voice-billing iframe")
+        elif how == "early":
+            self.page.evaluate(
+                """([token, app]) => {
+                    document.getElementById('billing').token = token;
+                    const script = document.createElement('script');
+                    script.src = app + '/billing/embed.js';
+                    document.head.append(script);
+                }""",
+                [config["token"], config["app"]],
             )
             self.frame = self.page.frame_locator("voice-billing iframe")
         else:
@@ -341,8 +362,9 @@ def buy_with_authentication(p, config):
 
 
 def declined_card(p, config):
-    """A card the bank declines: the seeds' advice next to the button, nothing credited."""
-    s = Session(p, config)
+    """A card the bank declines: the seeds' advice next to the button, nothing credited. (The
+    product set the token before embed.js defined the element.)"""
+    s = Session(p, config, how="early")
     s.emulate_stripe_attach()
     s.wait_loaded()
     before = value(s.el("#wallet-balance"))

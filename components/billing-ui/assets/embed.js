@@ -44,6 +44,13 @@
     }
 
     connectedCallback() {
+      // A token set on the element before this script defined it is an own property that
+      // hides the setter: take it over.
+      if (Object.prototype.hasOwnProperty.call(this, "token")) {
+        const early = this.token;
+        delete this.token;
+        this.token = early;
+      }
       window.addEventListener("message", this._onMessage);
       if (!this._frame.isConnected) this.append(this._frame);
     }
