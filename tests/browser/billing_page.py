@@ -507,6 +507,27 @@ def member(p, config):
     return {}
 
 
+def token_refresh(p, config):
+    """An expired token: the page says so and the element fires `token-expired`; the product
+    sets a fresh token and the page loads, without reloading anything."""
+    config = dict(config, token=config["expired_token"])
+    s = Session(p, config)
+    s.page.evaluate(
+        """() => { window.expiredEvents = 0;
+            document.getElementById('billing')
+                .addEventListener('token-expired', () => { window.expiredEvents += 1; }); }"""
+    )
+    expect(s.el("#page-status")).to_have_text("Your session has expired. Signing you in again…")
+    s.page.wait_for_function("() => window.expiredEvents > 0")
+    s.page.evaluate(
+        "token => { document.getElementById('billing').token = token; }", config["fresh_token"]
+    )
+    s.wait_loaded()
+    expect(s.el("#owner-view")).to_be_visible()
+    s.close()
+    return {}
+
+
 def looks(p, config):
     """The main states for the README and reviewers: light, dark, and a phone's width."""
     s = Session(p, config)
@@ -606,6 +627,7 @@ def invoices(p, config):
 
 
 JOURNEYS = {
+    "token_refresh": token_refresh,
     "invoices": invoices,
     "auto_recharge": auto_recharge,
     "buy_credits": buy_credits,

@@ -569,3 +569,18 @@ fn the_page_is_served_with_its_policy_and_nothing_else_is() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn an_expired_token_is_reported_and_a_fresh_one_opens_the_page() -> Result<()> {
+    let ws = "ws-token";
+    let s = start(ws)?;
+    s.subscribe(ws, "free")?;
+    s.journey(
+        "token_refresh",
+        ws,
+        Role::Owner,
+        json!({"expired_token": token(ws, Role::Owner, now_secs() - 60),
+               "fresh_token": token(ws, Role::Owner, now_secs() + 3600)}),
+    )?;
+    Ok(())
+}

@@ -198,8 +198,14 @@ function tell(message) {
 }
 
 function tokenExpired() {
-  $("page-status").textContent = "Your session has expired. Reload the page to sign in again.";
-  tell({ type: "voice-billing:token-expired" });
+  state.loadedWorkspace = null;
+  if (EMBEDDED) {
+    $("page-status").textContent = "Your session has expired. Signing you in again…";
+    tell({ type: "voice-billing:token-expired" });
+  } else {
+    $("page-status").textContent = "Your session has expired. Paste a new token to go on.";
+    show($("signin"), true);
+  }
 }
 
 function useToken(token) {
@@ -208,14 +214,12 @@ function useToken(token) {
     $("page-status").textContent = "The sign-in token could not be read.";
     return;
   }
-  const first = state.token === null;
   state.token = token;
   state.workspace = claims.workspace_id;
   state.role = claims.role;
-  if (first || claims.workspace_id !== state.loadedWorkspace) {
-    state.loadedWorkspace = claims.workspace_id;
-    loadAll();
-  }
+  // A fresh token for the page already shown changes nothing on screen; a first token, another
+  // workspace, or a token after a load that failed (e.g. it had expired) loads the page.
+  if (claims.workspace_id !== state.loadedWorkspace) loadAll();
 }
 
 window.addEventListener("message", (event) => {
@@ -242,9 +246,10 @@ async function loadAll() {
   try {
     summary = await api("GET", wsPath("/billing"));
   } catch (error) {
-    $("page-status").textContent = error.message;
+    if (error.status !== 401) $("page-status").textContent = error.message;
     return;
   }
+  state.loadedWorkspace = state.workspace;
   renderBanner(summary);
   const manager = "currency" in summary;
   show($("member-note"), !manager);
