@@ -9,9 +9,7 @@ red bar and a member's view. Exits non-zero if any journey fails. Not part of sc
 CI has no Spin binary (Spin 4.1 builds from source in about 40 minutes).
 """
 
-import base64
-import hashlib
-import hmac
+import importlib.util
 import json
 import os
 import socket
@@ -54,16 +52,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def b64(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+def _dev_token():
+    path = os.path.join(ROOT, "scripts", "dev-token.py")
+    spec = importlib.util.spec_from_file_location("dev_token", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DEV_TOKEN = _dev_token()
 
 
 def token(workspace, role):
-    header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    claims = {"sub": "u", "workspace_id": workspace, "role": role, "exp": int(time.time()) + 3600}
-    payload = b64(json.dumps(claims).encode())
-    mac = hmac.new(JWT_SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256)
-    return f"{header}.{payload}.{b64(mac.digest())}"
+    return DEV_TOKEN.token(JWT_SECRET, workspace, role, 3600)
 
 
 def call(method, url, bearer, body=None, form=None):

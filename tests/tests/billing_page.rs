@@ -121,12 +121,13 @@ impl Setup {
         serde_json::from_str(last).with_context(|| format!("journey output {last}"))
     }
 
+    /// GET `/v1/workspaces/{ws}{rest}` as its owner; the JSON of a 200.
+    fn owner_get(&self, ws: &str, rest: &str) -> Result<Value> {
+        expect(&self.app.owner(ws, "GET", rest, None)?, 200, rest)
+    }
+
     fn summary(&self, ws: &str) -> Result<Value> {
-        expect(
-            &self.app.owner(ws, "GET", "/billing", None)?,
-            200,
-            "billing",
-        )
+        self.owner_get(ws, "/billing")
     }
 
     fn transactions(&self, ws: &str, query: &str) -> Result<Vec<Value>> {
@@ -137,13 +138,7 @@ impl Setup {
                 Some(c) => format!("?limit=100&cursor={c}{query}"),
                 None => format!("?limit=100{query}"),
             };
-            let page = expect(
-                &self
-                    .app
-                    .owner(ws, "GET", &format!("/transactions{page_query}"), None)?,
-                200,
-                "transactions",
-            )?;
+            let page = self.owner_get(ws, &format!("/transactions{page_query}"))?;
             rows.extend(page["data"].as_array().cloned().unwrap_or_default());
             match page["next_cursor"].as_str() {
                 Some(next) => cursor = Some(next.to_owned()),
@@ -387,21 +382,13 @@ fn an_owner_edits_an_agents_limits() -> Result<()> {
     s.use_credits(ws, "agent-a", "message", 10, 2)?;
     s.use_credits(ws, "agent-b", "message", 10, 1)?;
     s.journey("agent_limits", ws, Role::Owner, json!({}))?;
-    let limits = expect(
-        &s.app.owner(ws, "GET", "/agents/agent-a/limits", None)?,
-        200,
-        "limits",
-    )?;
+    let limits = s.owner_get(ws, "/agents/agent-a/limits")?;
     assert_eq!(
         limits,
         json!({"overage_policy": "stop", "monthly_spend_limit": "50", "daily_call_limit": 100,
                "max_concurrent_calls": 3})
     );
-    let other = expect(
-        &s.app.owner(ws, "GET", "/agents/agent-b/limits", None)?,
-        200,
-        "limits",
-    )?;
+    let other = s.owner_get(ws, "/agents/agent-b/limits")?;
     assert_eq!(other["overage_policy"], "use_balance", "{other}");
     s.app.check_invariants()
 }
@@ -496,7 +483,7 @@ fn a_paid_plans_invoice_is_listed_with_its_documents() -> Result<()> {
     let s = start(ws)?;
     save_card_through_app(&s.app, &s.ls, ws, CARD_OK)?;
     s.subscribe(ws, "pro")?;
-    let invoices = expect(&s.app.owner(ws, "GET", "/invoices", None)?, 200, "invoices")?;
+    let invoices = s.owner_get(ws, "/invoices")?;
     let first = invoices["data"][0].clone();
     ensure!(first.is_object(), "no invoice: {invoices}");
     s.journey(
