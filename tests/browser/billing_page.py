@@ -560,6 +560,9 @@ def looks(p, config):
     s.wait_loaded()
     overflow = s.el("body").evaluate("b => document.documentElement.scrollWidth - window.innerWidth")
     check(overflow <= 0, f"the page is wider than a phone by {overflow}px")
+    edit = s.el('#agent-table tr[data-agent="sales-agent"] button')
+    edge = edit.evaluate("b => b.getBoundingClientRect().right - window.innerWidth")
+    check(edge <= 0, f"an agent's Edit button is {edge}px beyond a phone's width")
     # The keyboard reaches the first control after the skip link.
     s.el("#main").focus()
     s.page.keyboard.press("Tab")

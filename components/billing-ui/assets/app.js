@@ -748,10 +748,11 @@ function agentRow(agent) {
     "tr",
     { "data-agent": agent.agent_id },
     h("th", { scope: "row" }, agent.agent_id),
-    h("td", {}, agent.overage_policy === "stop" ? "Stop" : "Continue on the wallet"),
-    h("td", { class: "num" }, of(agent.monthly_spend_limit === null ? null : credits(agent.monthly_spend_limit), credits(agent.cycle_spend))),
-    h("td", { class: "num" }, of(agent.daily_call_limit, String(agent.calls_today))),
-    h("td", { class: "num" }, of(agent.max_concurrent_calls, String(agent.calls_in_progress))),
+    // data-label names each cell where a phone's width stacks the row (app.css).
+    h("td", { "data-label": "When plan credits run out" }, agent.overage_policy === "stop" ? "Stop" : "Continue on the wallet"),
+    h("td", { class: "num", "data-label": "Spent this cycle" }, of(agent.monthly_spend_limit === null ? null : credits(agent.monthly_spend_limit), credits(agent.cycle_spend))),
+    h("td", { class: "num", "data-label": "Calls today" }, of(agent.daily_call_limit, String(agent.calls_today))),
+    h("td", { class: "num", "data-label": "Calls in progress" }, of(agent.max_concurrent_calls, String(agent.calls_in_progress))),
     h("td", {}, h("button", { type: "button", class: "secondary", "aria-label": `Edit limits of ${agent.agent_id}`, onclick: () => editAgent(row, agent) }, "Edit")),
   );
   return row;
