@@ -38,7 +38,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+# How long any wait and any expectation may take: CI runs two journeys at once on 2 cores.
 TIMEOUT_MS = 20_000
+expect.set_options(timeout=TIMEOUT_MS)
 
 EMBED_ELEMENT = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Acme Voice: billing</title></head>
@@ -131,19 +133,19 @@ class Stripe:
         with urllib.request.urlopen(request, timeout=10) as reply:
             return json.loads(reply.read())
 
-    def attach_confirmed_card(self, setup_intent_id):
+    def attach(self, payment_method, customer):
         # Stripe attaches a SetupIntent's card to its customer when the SetupIntent is
-        # confirmed; localstripe does not, so the journey does it before the page's refresh.
-        intent = self.call("GET", f"/v1/setup_intents/{setup_intent_id}")
-        pm, customer = intent.get("payment_method"), intent.get("customer")
-        if intent.get("status") == "succeeded" and pm and customer:
-            self.call("POST", f"/v1/payment_methods/{pm}/attach", {"customer": customer})
+        # confirmed; localstripe does not.
+        if self.call("GET", f"/v1/payment_methods/{payment_method}").get("customer") != customer:
+            self.call("POST", f"/v1/payment_methods/{payment_method}/attach", {"customer": customer})
 
 
 class Session:
     """One browser page on the embedding product, with the billing frame inside it."""
 
-    def __init__(self, playwright, config, *, how="element", color_scheme="light", viewport=None):
+    def __init__(
+        self, playwright, config, *, how="element", color_scheme="light", viewport=None, before_token=None
+    ):
         self.config = config
         self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         self.context = self.browser.new_context(
@@ -160,10 +162,10 @@ class Session:
         )
         self.requests = []
         self.page.on("request", lambda r: self.requests.append((r.method, r.url)))
-        self.setup_intents = []
-        self.page.on("response", self._remember_setup_intent)
         embed = f"http://localhost:{config['embed_port']}/{how}"
         self.page.goto(embed)
+        if before_token:
+            self.page.evaluate(before_token)
         if how == "element":
             self.page.evaluate(
                 "token => { document.getElementById('billing').token = token; }", config["token"]
@@ -186,22 +188,21 @@ class Session:
             self.page.evaluate("() => { const f = document.getElementById('billing'); f.src = f.src; }")
             self.frame = self.page.frame_locator("#billing")
 
-    def _remember_setup_intent(self, response):
-        if response.url.endswith("/payment-method/setup") and response.ok:
-            try:
-                self.setup_intents.append(response.json()["setup_intent_id"])
-            except Exception:  # noqa: BLE001 - a reply without JSON is the page's problem
-                pass
-
     def emulate_stripe_attach(self):
+        """Stripe.js's SetupIntent confirmation, as Stripe answers it: the card is attached to
+        the customer before the answer reaches the page."""
         stripe = Stripe(self.config["stripe"])
 
         def handle(route):
-            for intent in self.setup_intents:
-                stripe.attach_confirmed_card(intent)
-            route.continue_()
+            response = route.fetch()
+            try:
+                intent = response.json()
+                if intent.get("status") == "succeeded":
+                    stripe.attach(intent["payment_method"], intent["customer"])
+            finally:
+                route.fulfill(response=response)
 
-        self.page.route("**/payment-method/refresh", handle)
+        self.page.route(f"{self.config['stripe']['base']}/v1/setup_intents/*/confirm", handle)
 
     def el(self, selector):
         return self.frame.locator(selector)
@@ -513,12 +514,10 @@ def token_refresh(p, config):
     """An expired token: the page says so and the element fires `token-expired`; the product
     sets a fresh token and the page loads, without reloading anything."""
     config = dict(config, token=config["expired_token"])
-    s = Session(p, config)
-    s.page.evaluate(
-        """() => { window.expiredEvents = 0;
-            document.getElementById('billing')
-                .addEventListener('token-expired', () => { window.expiredEvents += 1; }); }"""
-    )
+    listen = """() => { window.expiredEvents = 0;
+        document.getElementById('billing')
+            .addEventListener('token-expired', () => { window.expiredEvents += 1; }); }"""
+    s = Session(p, config, before_token=listen)
     expect(s.el("#page-status")).to_have_text("Your session has expired. Signing you in again…")
     s.page.wait_for_function("() => window.expiredEvents > 0")
     s.page.evaluate(
@@ -545,9 +544,16 @@ def looks(p, config):
     os.makedirs(folder, exist_ok=True)
     s.page.screenshot(path=os.path.join(folder, "readme.png"))
     # localstripe has no billing portal: the refusal shows under the button.
-    s.el("#portal").click()
+    with s.context.expect_page() as opened:
+        s.el("#portal").click()
     expect(s.el("#portal-error")).to_be_visible()
-    check(len(s.context.pages) == 1, "the portal's empty tab was left open")
+    # The empty tab opened for the portal (a click's popup) is closed again.
+    popup = opened.value
+    for _ in range(TIMEOUT_MS // 50):
+        if popup.is_closed():
+            break
+        s.page.wait_for_timeout(50)
+    check(popup.is_closed(), "the portal's empty tab was left open")
     s.close()
     s = Session(p, config, color_scheme="dark")
     s.wait_loaded()
