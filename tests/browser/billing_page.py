@@ -82,6 +82,9 @@ class Failed(Exception):
     pass
 
 
+NETWORK_LOG = []
+
+
 def check(condition, message):
     if not condition:
         raise Failed(message)
@@ -144,7 +147,15 @@ class Session:
     """One browser page on the embedding product, with the billing frame inside it."""
 
     def __init__(
-        self, playwright, config, *, how="element", color_scheme="light", viewport=None, before_token=None
+        self,
+        playwright,
+        config,
+        *,
+        how="element",
+        color_scheme="light",
+        viewport=None,
+        before_token=None,
+        stripe_attach=False,
     ):
         self.config = config
         self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -154,6 +165,13 @@ class Session:
             accept_downloads=True,
         )
         self.context.set_default_timeout(TIMEOUT_MS)
+        # Routes are set on the context before any page exists: the billing page runs in a
+        # cross-origin frame (its own process), and a route added once that frame is up can
+        # miss its first requests.
+        if stripe_attach:
+            self._emulate_stripe_attach()
+        self.held_topups = None
+        self.context.route("**/topups", self._topups)
         self.page = self.context.new_page()
         self.console_errors = []
         self.page.on(
@@ -162,6 +180,8 @@ class Session:
         )
         self.requests = []
         self.page.on("request", lambda r: self.requests.append((r.method, r.url)))
+        # What the page asked and got, printed if the journey fails.
+        self.page.on("response", lambda r: NETWORK_LOG.append(f"{r.status} {r.request.method} {r.url}"))
         embed = f"http://localhost:{config['embed_port']}/{how}"
         self.page.goto(embed)
         if before_token:
@@ -188,7 +208,18 @@ class Session:
             self.page.evaluate("() => { const f = document.getElementById('billing'); f.src = f.src; }")
             self.frame = self.page.frame_locator("#billing")
 
-    def emulate_stripe_attach(self):
+    def _topups(self, route):
+        if self.held_topups is None:
+            route.continue_()
+        else:
+            self.held_topups.append(route)
+
+    def hold_topups(self):
+        """From now on, top-up requests wait in the returned list until the journey lets them go."""
+        self.held_topups = []
+        return self.held_topups
+
+    def _emulate_stripe_attach(self):
         """Stripe.js's SetupIntent confirmation, as Stripe answers it: the card is attached to
         the customer before the answer reaches the page."""
         stripe = Stripe(self.config["stripe"])
@@ -197,12 +228,16 @@ class Session:
             response = route.fetch()
             try:
                 intent = response.json()
+                NETWORK_LOG.append(f"glue: SetupIntent {intent.get('id')} {intent.get('status')}")
                 if intent.get("status") == "succeeded":
                     stripe.attach(intent["payment_method"], intent["customer"])
+                    NETWORK_LOG.append(f"glue: attached {intent['payment_method']} to {intent['customer']}")
+            except Exception as error:  # noqa: BLE001 - reported with the journey's failure
+                NETWORK_LOG.append(f"glue: {error!r}")
             finally:
                 route.fulfill(response=response)
 
-        self.page.route(f"{self.config['stripe']['base']}/v1/setup_intents/*/confirm", handle)
+        self.context.route(f"{self.config['stripe']['base']}/v1/setup_intents/*/confirm", handle)
 
     def el(self, selector):
         return self.frame.locator(selector)
@@ -302,8 +337,7 @@ def fill_card(s, number):
 
 def buy_credits(p, config):
     """An owner buys credits with a new test card; the balance changes only once paid."""
-    s = Session(p, config)
-    s.emulate_stripe_attach()
+    s = Session(p, config, stripe_attach=True)
     s.wait_loaded()
     before = config["wallet_before"]
     expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
@@ -322,8 +356,7 @@ def buy_credits(p, config):
     expect(s.el("#buy-use-new")).to_be_checked()
     fill_card(s, config["card"])
     s.el("#buy-amount").fill(config["amount"])
-    held = []
-    s.page.route("**/topups", lambda route: held.append(route))
+    held = s.hold_topups()
     with s.page.expect_request("**/topups"):
         s.el("#buy-submit").click()
     expect(s.el("#buy-status")).to_have_text(f"Charging ${config['amount']}.00…")
@@ -365,8 +398,7 @@ def buy_with_authentication(p, config):
 def declined_card(p, config):
     """A card the bank declines: the seeds' advice next to the button, nothing credited. (The
     product set the token before embed.js defined the element.)"""
-    s = Session(p, config, how="early")
-    s.emulate_stripe_attach()
+    s = Session(p, config, how="early", stripe_attach=True)
     s.wait_loaded()
     before = value(s.el("#wallet-balance"))
     fill_card(s, config["card"])
@@ -588,8 +620,7 @@ def looks(p, config):
 def auto_recharge(p, config):
     """Auto-recharge is refused without a card, in the seeds' words; with one, the runway's
     suggested setting is taken as it is."""
-    s = Session(p, config)
-    s.emulate_stripe_attach()
+    s = Session(p, config, stripe_attach=True)
     s.wait_loaded()
     suggestion = config["suggestion"]
     expect(s.el("#ar-suggestion")).to_be_visible()
@@ -659,9 +690,12 @@ def main():
     try:
         with sync_playwright() as p:
             observed = JOURNEYS[name](p, config)
-    except Failed as failure:
-        print(f"journey {name} failed: {failure}", file=sys.stderr)
-        sys.exit(1)
+    except BaseException as failure:
+        print("network and glue, in order:", *NETWORK_LOG, sep="\n  ", file=sys.stderr)
+        if isinstance(failure, Failed):
+            print(f"journey {name} failed: {failure}", file=sys.stderr)
+            sys.exit(1)
+        raise
     finally:
         server.shutdown()
     print(json.dumps(observed))
