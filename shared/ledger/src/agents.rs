@@ -293,10 +293,7 @@ pub async fn list<S: Storage>(
     cursor: Option<&str>,
     real_now_secs: i64,
 ) -> Result<AgentPage> {
-    let limit = limit.unwrap_or(AGENT_PAGE_LIMIT_DEFAULT);
-    if !(1..=AGENT_PAGE_LIMIT_MAX).contains(&limit) {
-        return Err(crate::views::bad_query("limit", "limit must be 1..500"));
-    }
+    let limit = crate::views::page_limit(limit, AGENT_PAGE_LIMIT_DEFAULT, AGENT_PAGE_LIMIT_MAX)?;
     if let Some(cursor) = cursor {
         workspace::validate_id("cursor", cursor).map_err(|_| {
             crate::views::bad_query("cursor", "cursor is not a cursor this API returned")

@@ -511,11 +511,7 @@ pub async fn list<S: Storage>(
     catalog: &Catalog,
     filter: &NotificationFilter,
 ) -> Result<NotificationPage> {
-    let limit = match filter.limit {
-        None => LIST_LIMIT_DEFAULT,
-        Some(limit) if (1..=LIST_LIMIT_MAX).contains(&limit) => limit,
-        Some(_) => return Err(bad_query("limit", "limit must be 1..100")),
-    };
+    let limit = crate::views::page_limit(filter.limit, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     let cursor = match &filter.cursor {
         None => i64::MAX,
         Some(cursor) => parse_event_id(cursor)

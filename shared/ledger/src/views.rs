@@ -367,6 +367,17 @@ pub(crate) fn bad_query(field: &'static str, message: &str) -> LedgerError {
     }
 }
 
+/// A page size: `requested`, else `default`; 400 `malformed_request` outside 1 to `max` (the
+/// history's, the agents' and the notifications' pages).
+pub(crate) fn page_limit(requested: Option<i64>, default: i64, max: i64) -> Result<i64> {
+    let limit = requested.unwrap_or(default);
+    if (1..=max).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(bad_query("limit", &format!("limit must be 1..{max}")))
+    }
+}
+
 async fn query_transactions<S: Storage>(
     db: &S,
     workspace_id: &str,
@@ -434,10 +445,7 @@ pub async fn transactions<S: Storage>(
     workspace_id: &str,
     filter: &TransactionFilter,
 ) -> Result<TransactionPage> {
-    let limit = filter.limit.unwrap_or(PAGE_LIMIT_DEFAULT);
-    if !(1..=PAGE_LIMIT_MAX).contains(&limit) {
-        return Err(bad_query("limit", "limit must be 1..100"));
-    }
+    let limit = page_limit(filter.limit, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX)?;
     workspace::get(db, workspace_id).await?;
     let mut data = query_transactions(db, workspace_id, filter, limit + 1).await?;
     let next_cursor = if data.len() as i64 > limit {
