@@ -370,7 +370,8 @@ impl Drop for Localstripe {
     }
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port free when asked (another process may take it before it is bound).
+pub fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -10,13 +10,12 @@
 //! Needs localstripe, Playwright and Chromium (`source scripts/env.sh` installs them), the host
 //! and the components (`scripts/build-components.sh`).
 
-use std::net::TcpListener;
 use std::process::Command;
 
 use anyhow::{Context as _, Result, ensure};
 use e2e::api::{App, Role, expect, micros_of, now_secs, token};
 use e2e::stripe::{
-    CARD_DECLINED_ON_CHARGE, CARD_OK, CARD_REQUIRES_AUTH, Localstripe, SECRET_KEY,
+    CARD_DECLINED_ON_CHARGE, CARD_OK, CARD_REQUIRES_AUTH, Localstripe, SECRET_KEY, free_port,
     save_card_through_app,
 };
 use e2e::{HostOptions, workspace_root};
@@ -49,10 +48,6 @@ fn catalog() -> Value {
             {"kind": "ai_task", "price": "0.02"}
         ]),
     )
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Starts localstripe and the app, framed only by the journey's embedding page.
@@ -167,19 +162,24 @@ impl Setup {
         count: usize,
     ) -> Result<()> {
         for i in 0..count {
-            let event = json!({"id": format!("{ws}-{agent}-{kind}-{i}"), "workspace_id": ws,
-                "agent_id": agent, "kind": kind, "quantity": quantity});
-            expect(
-                &self.app.service("POST", "/v1/usage", Some(&event))?,
-                200,
-                "usage",
+            self.debit(
+                &json!({"id": format!("{ws}-{agent}-{kind}-{i}"), "workspace_id": ws,
+                "agent_id": agent, "kind": kind, "quantity": quantity}),
             )?;
         }
         Ok(())
     }
-}
 
-impl Setup {
+    /// Posts one usage event (service key); fails unless it is debited.
+    fn debit(&self, event: &Value) -> Result<()> {
+        expect(
+            &self.app.service("POST", "/v1/usage", Some(event))?,
+            200,
+            "usage",
+        )?;
+        Ok(())
+    }
+
     /// Sets `ws`'s test clock (forward only).
     fn clock(&self, ws: &str, time: &str) -> Result<()> {
         expect(
@@ -219,14 +219,9 @@ impl Setup {
                 ("support-bot", "message", 40, 2)
             };
             for i in 0..count {
-                let event = json!({"id": format!("{ws}-{day}-{i}"), "workspace_id": ws,
+                self.debit(&json!({"id": format!("{ws}-{day}-{i}"), "workspace_id": ws,
                     "agent_id": agent, "kind": kind, "quantity": quantity,
-                    "occurred_at": format!("2027-03-{day}T10:00:00Z")});
-                expect(
-                    &self.app.service("POST", "/v1/usage", Some(&event))?,
-                    200,
-                    "usage",
-                )?;
+                    "occurred_at": format!("2027-03-{day}T10:00:00Z")}))?;
             }
         }
         Ok(())

@@ -13,7 +13,6 @@ const POLL_LIMIT_MS = 120000;
 const state = {
   token: null,
   workspace: null,
-  role: null,
   parentOrigin: null,
   summary: null,
   plans: null,
@@ -216,7 +215,6 @@ function useToken(token) {
   }
   state.token = token;
   state.workspace = claims.workspace_id;
-  state.role = claims.role;
   // A fresh token for the page already shown changes nothing on screen; a first token, another
   // workspace, or a token after a load that failed (e.g. it had expired) loads the page.
   if (claims.workspace_id !== state.loadedWorkspace) loadAll();
