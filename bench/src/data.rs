@@ -175,7 +175,13 @@ fn template(db: &NativeDb, catalog: &Catalog, spec: Spec) -> Result<()> {
             at,
         ))
         .map_err(ledger_error)?;
-        block_on(payments::settle_succeeded(db, "template-topup", at)).map_err(ledger_error)?;
+        block_on(payments::settle_succeeded(
+            db,
+            "template-topup",
+            &payments::PaidWith::default(),
+            at,
+        ))
+        .map_err(ledger_error)?;
     }
     Ok(())
 }

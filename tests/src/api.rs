@@ -162,6 +162,20 @@ impl App {
         );
         Ok(())
     }
+
+    /// Makes every pending payment look [`ledger::payments::RECONCILE_AFTER_SECS`] older (R21's
+    /// reconciliation uses the real clock), writing the host's SQLite file as the ledger does.
+    pub fn age_pending_payments(&self) -> Result<()> {
+        use ledger::Storage as _;
+        let path = self.host.state_dir().join("sqlite_db.db");
+        let db = ledger::native::NativeDb::open(&path)?;
+        let back = ledger::SqlValue::Integer(ledger::payments::RECONCILE_AFTER_SECS + 60);
+        futures::executor::block_on(db.execute(
+            "UPDATE payments SET updated_at = updated_at - ?1 WHERE status = 'pending'",
+            &[back],
+        ))?;
+        Ok(())
+    }
 }
 
 /// Seconds since the epoch.

@@ -53,7 +53,6 @@ pub const CARD_REQUIRES_AUTH: &str = "4000002500003155";
 const WRAPPER: &str = r#"
 import pickle, sys
 import localstripe.resources as resources
-from localstripe import server
 state = sys.argv[1]
 def load(self):
     try:
@@ -68,6 +67,38 @@ def dump(self):
         pickle.dump(self, f, protocol=pickle.HIGHEST_PROTOCOL)
 resources.Store.try_load_from_disk = load
 resources.Store.dump_to_disk = dump
+# Stripe's "pay and save this card": a PaymentIntent with `setup_future_usage` attaches its card
+# to the customer only once the payment succeeds, and Stripe.js confirms it with the card typed
+# into the page (`payment_method` on confirm). localstripe 1.15.10 has neither.
+PI = resources.PaymentIntent
+pi_init, pi_confirm, pi_on_success = PI.__init__, PI._api_confirm.__func__, PI._on_success
+def init(self, setup_future_usage=None, **kwargs):
+    if setup_future_usage not in (None, 'off_session', 'on_session'):
+        raise resources.UserError(400, 'Bad request')
+    pi_init(self, **kwargs)
+    self.setup_future_usage = setup_future_usage
+def confirm(cls, id, payment_method=None, **kwargs):
+    if payment_method is None:
+        return pi_confirm(cls, id, **kwargs)
+    if kwargs:
+        raise resources.UserError(400, 'Unexpected ' + ', '.join(kwargs.keys()))
+    obj = cls._api_retrieve(id)
+    resources.PaymentMethod._api_retrieve(payment_method)
+    if obj.status not in ('requires_payment_method', 'requires_confirmation'):
+        raise resources.UserError(400, 'Bad request')
+    obj.payment_method, obj.latest_charge = payment_method, None
+    obj._confirm(on_failure_now=obj._report_failure)
+    return obj
+def on_success(self):
+    if getattr(self, 'setup_future_usage', None) and self.customer and self.payment_method:
+        card = resources.PaymentMethod._api_retrieve(self.payment_method)
+        if card.customer is None:
+            card.customer = self.customer
+    pi_on_success(self)
+PI.__init__, PI._api_confirm, PI._on_success = init, classmethod(confirm), on_success
+resources.extra_apis[:] = [(m, u, PI._api_confirm if u == '/v1/payment_intents/{id}/confirm' else f)
+                           for (m, u, f) in resources.extra_apis]
+from localstripe import server
 sys.argv = ['localstripe'] + sys.argv[2:]
 server.start()
 "#;
@@ -344,6 +375,41 @@ impl Localstripe {
             .to_owned();
         self.attach(&pm, customer)?.ok()?;
         Ok((seti_id, pm))
+    }
+
+    /// As Stripe.js `confirmCardPayment(client_secret, {payment_method: {card}})` with a card
+    /// typed into the page: the card becomes a PaymentMethod that confirms the PaymentIntent (a
+    /// decline answers 402; a card that needs 3-D Secure leaves it `requires_action`). Returns
+    /// the answer and the PaymentMethod's id.
+    pub fn confirm_card_payment(
+        &self,
+        client_secret: &str,
+        number: &str,
+    ) -> Result<(StripeReply, String)> {
+        let intent = client_secret
+            .split("_secret_")
+            .next()
+            .filter(|id| id.starts_with("pi_"))
+            .with_context(|| format!("not a PaymentIntent's client secret: {client_secret}"))?;
+        let pm = self.create_card(number)?;
+        let reply = self.post_form(
+            &format!("/v1/payment_intents/{intent}/confirm"),
+            &[("payment_method", &pm)],
+        )?;
+        Ok((reply, pm))
+    }
+
+    /// The customer answers the bank's 3-D Secure challenge of a PaymentIntent, as Stripe.js's
+    /// modal does: `success` completes the payment, otherwise it is abandoned.
+    pub fn authenticate(&self, client_secret: &str, success: bool) -> Result<StripeReply> {
+        let intent = client_secret.split("_secret_").next().unwrap_or_default();
+        self.post_form(
+            &format!("/v1/payment_intents/{intent}/_authenticate"),
+            &[
+                ("client_secret", client_secret),
+                ("success", if success { "true" } else { "false" }),
+            ],
+        )
     }
 
     /// Creates a monthly Plan `id` (the only way localstripe takes subscription items).

@@ -5,7 +5,7 @@
 //!
 //! R21's reconciliation looks at payments pending for 5 minutes by the real clock: the tests
 //! make a payment look that old by moving its `updated_at` back in the host's SQLite file
-//! ([`age_pending_payments`]) instead of waiting.
+//! ([`App::age_pending_payments`]) instead of waiting.
 //!
 //! Needs localstripe (`source scripts/env.sh`), the host and the components
 //! (`scripts/build-components.sh`).
@@ -108,20 +108,6 @@ fn run_job(app: &App) -> Result<Value> {
         200,
         "job",
     )
-}
-
-/// Makes every pending payment look [`ledger::payments::RECONCILE_AFTER_SECS`] older (the
-/// reconciliation uses the real clock), writing the host's SQLite file as the ledger does.
-fn age_pending_payments(app: &App) -> Result<()> {
-    use ledger::Storage as _;
-    let path = app.host.state_dir().join("sqlite_db.db");
-    let db = ledger::native::NativeDb::open(&path)?;
-    let back = ledger::SqlValue::Integer(ledger::payments::RECONCILE_AFTER_SECS + 60);
-    futures::executor::block_on(db.execute(
-        "UPDATE payments SET updated_at = updated_at - ?1 WHERE status = 'pending'",
-        &[back],
-    ))?;
-    Ok(())
 }
 
 /// A top-up of the workspace as its owner sees it.
@@ -291,7 +277,7 @@ fn stripe_down_leaves_the_recharge_pending_until_reconciled() -> Result<()> {
 
     // Five minutes later the reconciliation charges it, with its own id as idempotency key.
     let id = pending[0]["id"].as_str().context("no id")?;
-    age_pending_payments(&app)?;
+    app.age_pending_payments()?;
     let reconciled = run_job(&app)?;
     assert_eq!(count(&reconciled, "reconciled"), 1, "{reconciled}");
     assert_eq!(count(&reconciled, "recharges_started"), 0, "{reconciled}");
@@ -335,7 +321,7 @@ fn a_charge_whose_answer_is_lost_while_localstripe_restarts_is_credited_once() -
     assert_eq!(count(&again, "recharges_started"), 0, "{again}");
     assert_eq!(count(&again, "reconciled"), 0, "{again}");
     // Reconciled: the PaymentIntent is found by its metadata and credited once.
-    age_pending_payments(&app)?;
+    app.age_pending_payments()?;
     let reconciled = run_job(&app)?;
     assert_eq!(count(&reconciled, "reconciled"), 1, "{reconciled}");
     assert_eq!(wallet(&app, ws)?, "20");
@@ -389,7 +375,7 @@ fn reconciliation_settles_top_ups_whose_webhook_never_came() -> Result<()> {
     // Not yet 5 minutes: nothing is reconciled.
     let early = run_job(&app)?;
     assert_eq!(count(&early, "reconciled"), 0, "{early}");
-    age_pending_payments(&app)?;
+    app.age_pending_payments()?;
     let report = run_job(&app)?;
     assert_eq!(count(&report, "reconciled"), 2, "{report}");
     let failed = topup(&app, carded, &not_started)?;
@@ -407,7 +393,7 @@ fn reconciliation_settles_top_ups_whose_webhook_never_came() -> Result<()> {
     assert_eq!(topup(&app, stripe_js, unpaid_id)?["status"], "pending");
 
     // The unpaid one waits for its customer: looked at again, still pending.
-    age_pending_payments(&app)?;
+    app.age_pending_payments()?;
     let again = run_job(&app)?;
     assert_eq!(count(&again, "reconciled"), 0, "{again}");
     assert_eq!(topup(&app, stripe_js, unpaid_id)?["status"], "pending");

@@ -11,6 +11,10 @@ use serde_json::{Value, json};
 /// The Status message of `billing_not_configured` (the seeds' "Billing not configured").
 const NOT_CONFIGURED: &str =
     "Billing not configured: select a plan and set up your payment method to use your agents.";
+/// The same for a member, who cannot act on it (R19): it says who can.
+const NOT_CONFIGURED_MEMBER: &str = "Billing not configured: agents can be used once an owner or admin of this workspace selects a plan and sets up a payment method.";
+/// The member's `low_balance` sentence.
+const LOW_BALANCE_MEMBER: &str = "The balance is low. Ask an owner or admin of this workspace to top up or enable auto-recharge.";
 /// R11's sentence, word for word from the seeds.
 const PAYMENT_METHOD_REQUIRED: &str =
     "Payment method must be configured before enabling auto-recharge.";
@@ -141,7 +145,7 @@ fn new_workspace_is_not_configured_and_lists_plans_and_rates() -> Result<()> {
     let body = expect(&reply, 200, "member summary")?;
     assert_eq!(
         body,
-        json!({"status": "billing_not_configured", "message": NOT_CONFIGURED})
+        json!({"status": "billing_not_configured", "message": NOT_CONFIGURED_MEMBER})
     );
     // An admin sees everything.
     let reply = app.user(
@@ -303,7 +307,7 @@ fn subscribing_to_a_free_plan_funds_the_workspace() -> Result<()> {
     )?;
     assert_eq!(
         expect(&reply, 200, "member summary")?,
-        json!({"status": "low_balance", "message": body["message"]})
+        json!({"status": "low_balance", "message": LOW_BALANCE_MEMBER})
     );
 
     // An Idempotency-Key replays the first answer; the same key with another body is a 409.
@@ -1271,7 +1275,7 @@ fn the_summary_shows_the_catalogs_credit_price_and_top_up_bounds() -> Result<()>
     )?;
     assert_eq!(
         expect(&reply, 200, "member summary")?,
-        json!({"status": "billing_not_configured", "message": NOT_CONFIGURED})
+        json!({"status": "billing_not_configured", "message": NOT_CONFIGURED_MEMBER})
     );
     app.provision("ws-other")?;
     let reply = app.user(

@@ -138,18 +138,6 @@ fn succeeded_by_payment(world: &World) -> Result<Vec<(String, String)>> {
         .collect())
 }
 
-/// Makes every pending payment look 6 minutes old (reconciliation uses the real clock).
-fn age_pending_payments(app: &App) -> Result<()> {
-    use ledger::Storage as _;
-    let db = ledger::native::NativeDb::open(app.host.state_dir().join("sqlite_db.db"))?;
-    let back = ledger::SqlValue::Integer(ledger::payments::RECONCILE_AFTER_SECS + 60);
-    futures::executor::block_on(db.execute(
-        "UPDATE payments SET updated_at = updated_at - ?1 WHERE status = 'pending'",
-        &[back],
-    ))?;
-    Ok(())
-}
-
 fn no_server_error(reply: &Reply, what: &str) -> Result<()> {
     ensure!(
         reply.status != 500
@@ -343,14 +331,14 @@ fn auto_recharge_under_stripe_faults_charges_once_per_crossing() -> Result<()> {
         for fault in *faults {
             world.proxy.set(*fault);
             // A recharge left pending by the previous fault is retried (reconciled) under this one.
-            age_pending_payments(&world.app)?;
+            world.app.age_pending_payments()?;
             sweeps(&world.app, &scenario)?;
         }
         world.proxy.set(Fault::None);
         // Stripe is back: sweeps (and, after 5 minutes, reconciliation with the same key) settle
         // the crossing's one recharge.
         let recharged = wait_for(Duration::from_secs(40), || {
-            let _ = age_pending_payments(&world.app);
+            let _ = world.app.age_pending_payments();
             sweeps(&world.app, &scenario).ok()?;
             let shown = summary(&world.app, ws).ok()?;
             let wallet = micros(shown["wallet_balance"].as_str()?).ok()?;
@@ -544,7 +532,7 @@ fn a_crash_while_stripe_charges_never_charges_twice() -> Result<()> {
     scenario.faults(1);
     scenario.invariants_checked();
     wait_for(Duration::from_secs(40), || {
-        let _ = age_pending_payments(&world.app);
+        let _ = world.app.age_pending_payments();
         sweeps(&world.app, &scenario).ok()?;
         let shown = summary(&world.app, ws).ok()?;
         (shown["wallet_balance"] == "24" && shown["pending_topups"] == json!([])).then_some(())

@@ -6,15 +6,18 @@
 //! webhook and the synchronous top-up use, so whichever reports first, the ledger credits once
 //! and fails alike. This module only asks Stripe and carries the settlement out.
 
-use ledger::payments::{self, Payment};
+use ledger::payments::{self, PaidWith, Payment, PaymentMethod};
 use ledger::resolve;
 use ledger::settlement::{
     self, Failure, RequestFailure, Settlement, Unstarted, settle_card_error, settle_intent,
     settle_request_failure, settle_unreadable_intent,
 };
 use ledger::statuses::PaymentStatus;
-use spin_adapter::{ApiError, StripeFailure, classify, intent_report, run_ledger};
-use stripe_client::{CardError, Client, NewPaymentIntent};
+use spin_adapter::{
+    ApiError, StripeFailure, classify, intent_report, make_saved_card_default, paid_with,
+    run_ledger,
+};
+use stripe_client::{CardError, Client, NewPaymentIntent, PaymentIntent};
 
 /// What became of one payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,16 +42,41 @@ fn outcome_of(payment: &Payment) -> Outcome {
 }
 
 /// Carries out the ledger's settlement of `payment`: credits it (exactly once, whoever reports
-/// it first) or settles it failed (a hard decline of a recharge turns auto-recharge off with a
-/// warning, a soft one re-arms it: the ledger decides), or leaves it pending.
+/// it first, with the card that paid: `charged` when it was the saved card, else read from
+/// Stripe through the PaymentIntent) or settles it failed (a hard decline of a recharge turns
+/// auto-recharge off with a warning, a soft one re-arms it: the ledger decides), or leaves it
+/// pending.
 async fn carry_out(
+    client: &Client,
     payment: &Payment,
     settlement: Settlement,
+    paid_by: (Option<&PaymentIntent>, Option<&PaymentMethod>),
     now: i64,
 ) -> Result<Outcome, ApiError> {
     let settled = match settlement {
         Settlement::Succeed => {
-            run_ledger(async |db| payments::settle_succeeded(db, &payment.id, now).await).await?
+            let paid = match paid_by {
+                (Some(intent), charged) => match paid_with(client, intent, charged).await {
+                    Ok(paid) => paid,
+                    Err(error) => {
+                        eprintln!(
+                            "auto-recharge: payment {} left pending: {error}",
+                            payment.id
+                        );
+                        return Ok(Outcome::Unreachable);
+                    }
+                },
+                (None, charged) => PaidWith {
+                    card: charged.cloned(),
+                    saves_card: false,
+                },
+            };
+            let settled = run_ledger(async |db| {
+                payments::settle_succeeded(db, &payment.id, &paid, now).await
+            })
+            .await?;
+            make_saved_card_default(client, &settled, &paid).await;
+            settled
         }
         Settlement::Fail(failure) => {
             run_ledger(async |db| payments::settle_failure(db, &payment.id, &failure, now).await)
@@ -85,8 +113,9 @@ pub async fn charge_recharge(
     now: i64,
 ) -> Result<Outcome, ApiError> {
     let ws = run_ledger(async |db| ledger::workspace::get(db, &payment.workspace_id).await).await?;
-    let (Some(customer), Some(method)) = (ws.stripe_customer_id, ws.payment_method_id) else {
-        return carry_out(payment, Settlement::Fail(Failure::no_saved_card()), now).await;
+    let (Some(customer), Some(card)) = (ws.stripe_customer_id.clone(), ws.saved_card()) else {
+        let settlement = Settlement::Fail(Failure::no_saved_card());
+        return carry_out(client, payment, settlement, (None, None), now).await;
     };
     let amount_minor = match stripe_client::money::to_minor(payment.amount_micros, currency) {
         Ok(minor) => minor,
@@ -95,16 +124,18 @@ pub async fn charge_recharge(
                 "auto-recharge: payment {} not chargeable: {error}",
                 payment.id
             );
-            return carry_out(payment, Settlement::Fail(Failure::not_chargeable()), now).await;
+            let settlement = Settlement::Fail(Failure::not_chargeable());
+            return carry_out(client, payment, settlement, (None, None), now).await;
         }
     };
     let new = NewPaymentIntent {
         amount_minor,
         currency: currency.to_owned(),
         customer,
-        payment_method: Some(method),
+        payment_method: Some(card.id.clone()),
         confirm: true,
         off_session: true,
+        save_card: false,
         payment_id: payment.id.clone(),
         workspace_id: payment.workspace_id.clone(),
     };
@@ -114,18 +145,26 @@ pub async fn charge_recharge(
                 return Ok(Outcome::Pending);
             }
             let settlement = settle_intent(&intent_report(&intent), payment.kind);
-            return carry_out(payment, settlement, now).await;
+            return carry_out(
+                client,
+                payment,
+                settlement,
+                (Some(&intent), Some(&card)),
+                now,
+            )
+            .await;
         }
         Err(error) => error,
     };
     match classify(&error) {
-        StripeFailure::Card(card) => card_failure(client, payment, card, now).await,
+        StripeFailure::Card(declined) => card_failure(client, payment, declined, now).await,
         StripeFailure::Request(failure) => {
             eprintln!(
                 "auto-recharge: charge of payment {} failed at Stripe: {error}",
                 payment.id
             );
-            carry_out(payment, settle_request_failure(failure, payment.kind), now).await
+            let settlement = settle_request_failure(failure, payment.kind);
+            carry_out(client, payment, settlement, (None, None), now).await
         }
     }
 }
@@ -146,7 +185,7 @@ async fn card_failure(
     }
     // Off-session: the intent's status never matters (nobody can authenticate).
     let settlement = settle_card_error(spin_adapter::card_report(card), payment.kind, None);
-    carry_out(payment, settlement, now).await
+    carry_out(client, payment, settlement, (None, None), now).await
 }
 
 /// Reconciles one payment pending for too long (R21): with a PaymentIntent, reads it and
@@ -166,7 +205,8 @@ pub async fn reconcile_payment(
     match client.retrieve_payment_intent(intent_id).await {
         Ok(intent) => {
             let settlement = settle_intent(&intent_report(&intent), payment.kind);
-            let outcome = carry_out(payment, settlement, now).await?;
+            let outcome =
+                carry_out(client, payment, settlement, (Some(&intent), None), now).await?;
             if outcome == Outcome::Pending {
                 attach(payment, intent_id, now).await?;
             }
@@ -185,7 +225,7 @@ pub async fn reconcile_payment(
             if settlement == Settlement::Wait {
                 attach(payment, intent_id, now).await?;
             }
-            carry_out(payment, settlement, now).await
+            carry_out(client, payment, settlement, (None, None), now).await
         }
     }
 }
@@ -214,13 +254,20 @@ async fn reconcile_without_intent(
                 return Ok(Outcome::Pending);
             }
             let settlement = settle_intent(&intent_report(&intent), payment.kind);
-            carry_out(payment, settlement, now).await
+            carry_out(client, payment, settlement, (Some(&intent), None), now).await
         }
         Ok(None) => {
             match settlement::reconcile_unstarted(payment.kind, payment.created_at_secs, now) {
                 Unstarted::ChargeAgain => charge_recharge(client, payment, currency, now).await,
                 Unstarted::Fail(failure) => {
-                    carry_out(payment, Settlement::Fail(failure), now).await
+                    carry_out(
+                        client,
+                        payment,
+                        Settlement::Fail(failure),
+                        (None, None),
+                        now,
+                    )
+                    .await
                 }
             }
         }

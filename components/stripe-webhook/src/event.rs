@@ -40,6 +40,11 @@ pub enum Action {
         intent_id: String,
         /// Our payment id from the PaymentIntent's metadata.
         payment_id: Option<String>,
+        /// The card that paid.
+        payment_method_id: Option<String>,
+        /// Whether the payment saves its card (`setup_future_usage`): then it becomes the
+        /// workspace's card with this success.
+        saves_card: bool,
     },
     /// `payment_intent.payment_failed`, or `payment_intent.canceled` (final: it can never
     /// succeed, so it settles failed as the reconciliation would).
@@ -122,6 +127,8 @@ fn action(kind: &str, object: &Value) -> Result<Action, String> {
         "payment_intent.succeeded" => Action::PaymentSucceeded {
             intent_id: object_id()?,
             payment_id: str_at(object, &["metadata", "payment_id"]),
+            payment_method_id: id_at(object, "payment_method"),
+            saves_card: str_at(object, &["setup_future_usage"]).is_some(),
         },
         "payment_intent.payment_failed" => Action::PaymentFailed {
             intent_id: object_id()?,
@@ -396,7 +403,24 @@ mod tests {
             ok.action,
             Action::PaymentSucceeded {
                 intent_id: "pi_1".into(),
-                payment_id: Some("tp_1".into())
+                payment_id: Some("tp_1".into()),
+                payment_method_id: None,
+                saves_card: false,
+            }
+        );
+        let saving = parse(&event(
+            "payment_intent.succeeded",
+            json!({"id": "pi_2", "metadata": {"payment_id": "tp_2"}, "payment_method": "pm_9",
+                   "setup_future_usage": "off_session"}),
+        ))
+        .expect("valid");
+        assert_eq!(
+            saving.action,
+            Action::PaymentSucceeded {
+                intent_id: "pi_2".into(),
+                payment_id: Some("tp_2".into()),
+                payment_method_id: Some("pm_9".into()),
+                saves_card: true,
             }
         );
         let failed = parse(&event(

@@ -20,12 +20,14 @@ mod signature;
 
 use event::{Action, Event};
 use http::{HeaderMap, Method};
+use ledger::payments::PaidWith;
 use ledger::resolve::{self, StripeOwner};
 use ledger::{LedgerError, StorageErrorKind, payments, plans, workspace};
 use serde_json::json;
 use spin_adapter::{
-    ApiError, Reply, SpinDb, method_not_allowed, not_found, now_secs, path_segments, read_body,
-    run_ledger, stripe_client, variable,
+    ApiError, Reply, SpinDb, card_paid_with, make_saved_card_default, method_not_allowed,
+    not_found, now_secs, path_segments, payment_method, read_body, run_ledger, stripe_client,
+    variable,
 };
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
@@ -146,7 +148,41 @@ async fn apply(event: &Event) -> Result<Outcome, ApiError> {
     let now = now_secs();
     let action = read_card(&event.action).await?;
     let action = action.as_ref().unwrap_or(&event.action);
-    run_ledger(async |db| refusal_is_outcome(run_action(db, action, now).await)).await
+    let paid = paying_card(action).await?;
+    let outcome =
+        run_ledger(async |db| refusal_is_outcome(run_action(db, action, &paid, now).await)).await?;
+    if let (Action::PaymentSucceeded { intent_id, .. }, true) = (action, paid.saves_card)
+        && let Some(client) = stripe_client().await?
+        && let Ok(Some(payment)) =
+            run_ledger(async |db| payments::find_by_intent(db, intent_id).await).await
+    {
+        make_saved_card_default(&client, &payment, &paid).await;
+    }
+    Ok(outcome)
+}
+
+/// The card a succeeded payment was made with, read from Stripe (outside the ledger lock) for
+/// its receipt and, when the payment saves it, to make it the workspace's card: a card to save
+/// that cannot be read yet is a failure Stripe retries, so the payment is never credited without
+/// the card it saves.
+async fn paying_card(action: &Action) -> Result<PaidWith, ApiError> {
+    let Action::PaymentSucceeded {
+        payment_method_id,
+        saves_card,
+        ..
+    } = action
+    else {
+        return Ok(PaidWith::default());
+    };
+    let Some(client) = stripe_client().await? else {
+        return Ok(PaidWith::default());
+    };
+    card_paid_with(&client, payment_method_id.as_deref(), *saves_card, None)
+        .await
+        .map_err(|error| {
+            eprintln!("stripe-webhook: the card a payment saves is unreadable: {error}");
+            ApiError::unavailable()
+        })
 }
 
 /// A saved card's details, read from Stripe (outside the ledger lock) when the event does not
@@ -195,18 +231,24 @@ fn refusal_is_outcome(result: ledger::Result<Outcome>) -> ledger::Result<Outcome
     }
 }
 
-async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Outcome> {
+async fn run_action(
+    db: &SpinDb,
+    action: &Action,
+    paid: &PaidWith,
+    now: i64,
+) -> ledger::Result<Outcome> {
     match action {
         Action::PaymentSucceeded {
             intent_id,
             payment_id,
+            ..
         } => {
             let Some(id) =
                 resolve::payment_of_intent(db, intent_id, payment_id.as_deref(), now).await?
             else {
                 return Ok(unknown_payment(intent_id));
             };
-            let payment = payments::settle_succeeded(db, &id, now).await?;
+            let payment = payments::settle_succeeded(db, &id, paid, now).await?;
             Ok(Outcome::Applied(format!(
                 "payment {} {}",
                 payment.id, payment.status
@@ -303,13 +345,7 @@ async fn run_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Ou
                     "no workspace for customer {customer}"
                 )));
             };
-            let method = payments::PaymentMethod {
-                id: card.id.clone(),
-                brand: card.brand.clone(),
-                last4: card.last4.clone(),
-                exp_month: i64::from(card.exp_month),
-                exp_year: i64::from(card.exp_year),
-            };
+            let method = payment_method(card.clone());
             payments::set_payment_method(db, &ws, &method).await?;
             Ok(Outcome::Applied(format!(
                 "{ws} saved card {} ending {}",

@@ -58,6 +58,8 @@ enum Route<'a> {
     RefreshPaymentMethod { ws: &'a str },
     CreateTopup { ws: &'a str },
     GetTopup { ws: &'a str, id: &'a str },
+    Receipts { ws: &'a str },
+    GetReceipt { ws: &'a str, id: &'a str },
     SetAutoRecharge { ws: &'a str },
     Agents { ws: &'a str },
     GetAgentLimits { ws: &'a str, agent: &'a str },
@@ -81,6 +83,8 @@ impl<'a> Route<'a> {
             | Self::RefreshPaymentMethod { ws }
             | Self::CreateTopup { ws }
             | Self::GetTopup { ws, .. }
+            | Self::Receipts { ws }
+            | Self::GetReceipt { ws, .. }
             | Self::SetAutoRecharge { ws }
             | Self::Agents { ws }
             | Self::GetAgentLimits { ws, .. }
@@ -107,6 +111,8 @@ impl<'a> Route<'a> {
             Self::RefreshPaymentMethod { .. } => "POST /v1/workspaces/{ws}/payment-method/refresh",
             Self::CreateTopup { .. } => "POST /v1/workspaces/{ws}/topups",
             Self::GetTopup { .. } => "GET /v1/workspaces/{ws}/topups/{id}",
+            Self::Receipts { .. } => "GET /v1/workspaces/{ws}/receipts",
+            Self::GetReceipt { .. } => "GET /v1/workspaces/{ws}/receipts/{id}",
             Self::SetAutoRecharge { .. } => "PUT /v1/workspaces/{ws}/auto-recharge",
             Self::Agents { .. } => "GET /v1/workspaces/{ws}/agents",
             Self::GetAgentLimits { .. } => "GET /v1/workspaces/{ws}/agents/{agent}/limits",
@@ -168,6 +174,8 @@ fn resolve<'a>(method: &Method, segments: &[&'a str], path: &str) -> Result<Rout
         }
         ["v1", "workspaces", ws, "topups"] => only(Method::POST, Route::CreateTopup { ws }),
         ["v1", "workspaces", ws, "topups", id] => only(Method::GET, Route::GetTopup { ws, id }),
+        ["v1", "workspaces", ws, "receipts"] => only(Method::GET, Route::Receipts { ws }),
+        ["v1", "workspaces", ws, "receipts", id] => only(Method::GET, Route::GetReceipt { ws, id }),
         ["v1", "workspaces", ws, "auto-recharge"] => {
             only(Method::PUT, Route::SetAutoRecharge { ws })
         }
@@ -255,6 +263,16 @@ async fn dispatch(
             let payment = run_ledger(async |db| ledger::payments::get(db, ws, id).await).await?;
             Ok(Reply::json(200, &payment))
         }
+        Route::Receipts { ws } => {
+            let query: ReceiptsQuery = parse_query(&parts.uri)?;
+            let limit = page_limit(query.limit, ledger::receipts::LIST_LIMIT_MAX)?;
+            let data = run_ledger(async |db| ledger::receipts::list(db, ws, limit).await).await?;
+            Ok(Reply::json(200, &serde_json::json!({ "data": data })))
+        }
+        Route::GetReceipt { ws, id } => {
+            let receipt = run_ledger(async |db| ledger::receipts::get(db, ws, id).await).await?;
+            Ok(Reply::json(200, &receipt))
+        }
         Route::SetAutoRecharge { ws } => {
             let settings: AutoRechargeSettings = parse_object(body)?;
             let saved = run_ledger(async |db| {
@@ -289,10 +307,10 @@ async fn dispatch(
             None => payments_not_configured(ws).await,
         },
         Route::CreateTopup { ws } => {
-            let TopupRequest { amount } = parse_object(body)?;
+            let TopupRequest { amount, card } = parse_object(body)?;
             match spin_adapter::stripe_client().await? {
                 Some(client) => {
-                    payments::create_topup(&client, ws, &amount, &parts.headers, now).await
+                    payments::create_topup(&client, ws, &amount, card, &parts.headers, now).await
                 }
                 None => payments_not_configured(ws).await,
             }
@@ -376,7 +394,7 @@ async fn billing(ws: &str, claims: &Claims, now: i64) -> Result<Reply, ApiError>
     } else {
         Ok(Reply::json(
             200,
-            &json!({"status": summary.status, "message": summary.message}),
+            &json!({"status": summary.status, "message": summary.status.member_message()}),
         ))
     }
 }
@@ -492,6 +510,14 @@ fn page_limit(value: Option<String>, max: i64) -> Result<Option<i64>, ApiError> 
         .transpose()
 }
 
+/// The query of `GET .../receipts`; an empty `limit` counts as absent.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptsQuery {
+    #[serde(default)]
+    limit: Option<String>,
+}
+
 /// The query of `GET .../agents`; empty values count as absent.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -554,4 +580,7 @@ struct SubscribeRequest {
 #[serde(deny_unknown_fields)]
 struct TopupRequest {
     amount: String,
+    /// `saved` or `new`; by default the saved card when there is one, else a new card.
+    #[serde(default)]
+    card: Option<payments::CardChoice>,
 }

@@ -11,8 +11,12 @@
 //!   (`tp_` + 32 hex digits of SHA-256 of the workspace and the key), so a retried request finds
 //!   the same pending row and sends Stripe the same idempotency key (the payment id); otherwise
 //!   it is random;
-//! - a saved card is charged at once (`confirm=true&off_session=true`); without one the
-//!   PaymentIntent is left for Stripe.js (201 `pending` with its `client_secret`);
+//! - `"card": "saved"` (the default when a card is on file) charges the saved card at once
+//!   (`confirm=true&off_session=true`); `"card": "new"` (the default without one) leaves the
+//!   PaymentIntent for Stripe.js (201 `pending` with its `client_secret`), created with
+//!   `setup_future_usage=off_session`: Stripe saves the new card only if the payment succeeds,
+//!   and only then does the ledger make it the workspace's card (`PaidWith::saves_card`), so a
+//!   declined card, an abandoned 3-D Secure or an expired card never replaces the one on file;
 //! - a declined card settles the top-up `failed` and answers 402 with the help centre's advice
 //!   (R9);
 //!   authentication the customer must complete leaves it `pending` and answers 402
@@ -28,7 +32,7 @@
 
 use http::HeaderMap;
 use ledger::LedgerError;
-use ledger::payments::{self, Payment, PaymentMethod};
+use ledger::payments::{self, PaidWith, Payment, PaymentMethod};
 use ledger::settlement::{
     FailureCode, Settlement, card_error_needs_intent, settle_card_error, settle_intent,
     settle_request_failure,
@@ -36,10 +40,20 @@ use ledger::settlement::{
 use ledger::statuses::{IntentStatus, PaymentStatus};
 use serde_json::{Value, json};
 use spin_adapter::{
-    ApiError, Reply, StripeFailure, card_report, classify, intent_report, payment_failed,
-    run_ledger, stripe_failure,
+    ApiError, Reply, StripeFailure, card_report, classify, intent_report, make_saved_card_default,
+    paid_with, payment_failed, payment_method, run_ledger, stripe_failure,
 };
 use stripe_client::{Card, CardError, Client, Form, NewPaymentIntent, PaymentIntent, StripeError};
+
+/// Which card a top-up is paid with (`"card"` in its request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CardChoice {
+    /// The card on file, charged at once.
+    Saved,
+    /// A card the customer enters in Stripe.js; saved only if the payment succeeds.
+    New,
+}
 
 /// 503 `payment_processing_error`: Stripe is not configured (empty `stripe_secret_key`).
 pub fn payments_unavailable() -> ApiError {
@@ -123,13 +137,7 @@ pub async fn refresh(client: &Client, ws: &str) -> Result<Reply, ApiError> {
         }
         return Ok(Reply::json(200, &json!({"payment_method": null})));
     };
-    let method = PaymentMethod {
-        id: card.id,
-        brand: card.brand,
-        last4: card.last4,
-        exp_month: i64::from(card.exp_month),
-        exp_year: i64::from(card.exp_year),
-    };
+    let method = payment_method(card);
     run_ledger(async |db| payments::set_payment_method(db, ws, &method).await).await?;
     Ok(Reply::json(200, &json!({"payment_method": method})))
 }
@@ -210,16 +218,23 @@ fn answer(payment: &Payment, client_secret: Option<&str>) -> Result<Reply, ApiEr
     Err(payment_failed(code).with_detail("topup_id", payment.id.clone().into()))
 }
 
-/// `POST /v1/workspaces/{ws}/topups` `{"amount"}` with Stripe configured.
+/// `POST /v1/workspaces/{ws}/topups` `{"amount", "card"?}` with Stripe configured.
 pub async fn create_topup(
     client: &Client,
     ws: &str,
     amount: &str,
+    card: Option<CardChoice>,
     headers: &HeaderMap,
     now: i64,
 ) -> Result<Reply, ApiError> {
     let payment_id = derived_id("tp_", ws, headers);
-    let (payment, currency) = run_ledger(async |db| {
+    let (payment, currency, saved) = run_ledger(async |db| {
+        let saved = ledger::workspace::get(db, ws).await?.saved_card();
+        let saved = match (card, saved) {
+            (Some(CardChoice::New), _) | (None, None) => None,
+            (Some(CardChoice::Saved) | None, Some(saved)) => Some(saved),
+            (Some(CardChoice::Saved), None) => return Err(LedgerError::PaymentMethodRequired),
+        };
         let catalog = spin_adapter::catalog(db).await?;
         let currency = catalog.settings().currency.clone();
         let micros = ledger::money::parse_micros("amount", amount, false)?;
@@ -243,7 +258,7 @@ pub async fn create_topup(
             now,
         )
         .await?;
-        Ok((payment, currency))
+        Ok((payment, currency, saved))
     })
     .await?;
     if payment.status != PaymentStatus::Pending {
@@ -252,19 +267,25 @@ pub async fn create_topup(
     let outcome = match payment.payment_intent_id.as_deref() {
         // A retry of a top-up whose PaymentIntent exists: read it, never create another.
         Some(intent) => client.retrieve_payment_intent(intent).await,
-        None => charge(client, ws, &payment, &currency).await?,
+        None => charge(client, ws, &payment, &currency, saved.as_ref()).await?,
+    };
+    let charge = Charge {
+        client,
+        payment: &payment,
+        card: saved.as_ref(),
+        now,
     };
     let error = match outcome {
         Ok(intent) => {
             run_ledger(async |db| payments::attach_intent(db, &payment.id, &intent.id, now).await)
                 .await?;
             let settlement = settle_intent(&intent_report(&intent), payment.kind);
-            return carry_out(&payment, settlement, Some(&intent), now).await;
+            return charge.carry_out(settlement, Some(&intent)).await;
         }
         Err(error) => error,
     };
     match classify(&error) {
-        StripeFailure::Card(card) => card_failure(client, &payment, card, now).await,
+        StripeFailure::Card(card) => charge.card_failure(card).await,
         StripeFailure::Request(failure) => match settle_request_failure(failure, payment.kind) {
             Settlement::StripeFailed => {
                 eprintln!(
@@ -274,26 +295,25 @@ pub async fn create_topup(
                 Err(stripe_failure("PaymentIntent", &error)
                     .with_detail("topup_id", payment.id.clone().into()))
             }
-            settlement => carry_out(&payment, settlement, None, now).await,
+            settlement => charge.carry_out(settlement, None).await,
         },
     }
 }
 
-/// Creates the PaymentIntent of a pending top-up (Stripe idempotency key: the payment id): a
-/// saved card is charged at once, off-session; without one it waits for Stripe.js.
+/// Creates the PaymentIntent of a pending top-up (Stripe idempotency key: the payment id): the
+/// `saved` card is charged at once, off-session; without it the PaymentIntent waits for
+/// Stripe.js and saves the new card if, and only if, it pays.
 /// `Err` is a failure before the PaymentIntent (the customer); the inner result is Stripe's.
 async fn charge(
     client: &Client,
     ws: &str,
     payment: &Payment,
     currency: &str,
+    saved: Option<&PaymentMethod>,
 ) -> Result<stripe_client::Result<PaymentIntent>, ApiError> {
     let customer = ensure_customer(client, ws)
         .await
         .map_err(|e| e.with_detail("topup_id", payment.id.clone().into()))?;
-    let saved = run_ledger(async |db| ledger::workspace::get(db, ws).await)
-        .await?
-        .payment_method_id;
     let amount_minor = match stripe_client::money::to_minor(payment.amount_micros, currency) {
         Ok(minor) => minor,
         Err(error) => return Ok(Err(error)),
@@ -303,45 +323,96 @@ async fn charge(
         amount_minor,
         currency: currency.to_owned(),
         customer,
-        payment_method: saved,
+        payment_method: saved.map(|card| card.id.clone()),
         confirm: charge_now,
         off_session: charge_now,
+        save_card: !charge_now,
         payment_id: payment.id.clone(),
         workspace_id: ws.to_owned(),
     };
     Ok(client.create_payment_intent(&new, &payment.id).await)
 }
 
-/// Carries out the ledger's settlement of a top-up and answers with it: credited or failed
-/// (201 or 402/502), still pending (201 with the client secret for Stripe.js), or waiting for
-/// 3-D Secure (402 `authentication_required` with the client secret).
-async fn carry_out(
-    payment: &Payment,
-    settlement: Settlement,
-    intent: Option<&PaymentIntent>,
+/// A top-up being charged: what its settlement needs to be carried out.
+struct Charge<'a> {
+    client: &'a Client,
+    payment: &'a Payment,
+    /// The saved card charged, if it was one.
+    card: Option<&'a PaymentMethod>,
     now: i64,
-) -> Result<Reply, ApiError> {
-    match (settlement, intent) {
-        (Settlement::Succeed, _) => {
-            let settled =
-                run_ledger(async |db| payments::settle_succeeded(db, &payment.id, now).await)
-                    .await?;
-            answer(&settled, None)
+}
+
+impl Charge<'_> {
+    /// Carries out the ledger's settlement of the top-up and answers with it: credited (with the
+    /// card that paid, saved as the workspace's when the payment saves it) or failed (201 or
+    /// 402/502), still pending (201 with the client secret for Stripe.js), or waiting for 3-D
+    /// Secure (402 `authentication_required` with the client secret).
+    async fn carry_out(
+        &self,
+        settlement: Settlement,
+        intent: Option<&PaymentIntent>,
+    ) -> Result<Reply, ApiError> {
+        let (payment, now) = (self.payment, self.now);
+        match (settlement, intent) {
+            (Settlement::Succeed, intent) => {
+                let paid = match intent {
+                    Some(intent) => match paid_with(self.client, intent, self.card).await {
+                        Ok(paid) => paid,
+                        // The card it saves cannot be read yet: the webhook or the
+                        // reconciliation settles it.
+                        Err(error) => {
+                            eprintln!("topup: payment {} left pending: {error}", payment.id);
+                            return answer(payment, None);
+                        }
+                    },
+                    None => PaidWith::default(),
+                };
+                let settled = run_ledger(async |db| {
+                    payments::settle_succeeded(db, &payment.id, &paid, now).await
+                })
+                .await?;
+                make_saved_card_default(self.client, &settled, &paid).await;
+                answer(&settled, None)
+            }
+            (Settlement::Fail(failure), _) => {
+                let settled = run_ledger(async |db| {
+                    payments::settle_failure(db, &payment.id, &failure, now).await
+                })
+                .await?;
+                answer(&settled, None)
+            }
+            (
+                Settlement::AwaitCustomer {
+                    authentication: true,
+                },
+                Some(intent),
+            ) => Err(authentication_required(payment, intent)),
+            (_, intent) => answer(payment, intent.and_then(|i| i.client_secret.as_deref())),
         }
-        (Settlement::Fail(failure), _) => {
-            let settled = run_ledger(async |db| {
-                payments::settle_failure(db, &payment.id, &failure, now).await
-            })
-            .await?;
-            answer(&settled, None)
+    }
+
+    /// A card error from a confirmed charge: its PaymentIntent is recorded, read back when the
+    /// ledger's settlement depends on it (authentication the customer may still complete), and
+    /// the top-up settled as the ledger decides.
+    async fn card_failure(&self, card: &CardError) -> Result<Reply, ApiError> {
+        let (client, payment, now) = (self.client, self.payment, self.now);
+        let intent_id = client.payment_intent_of(card).await;
+        if let Some(intent) = intent_id.as_deref() {
+            run_ledger(async |db| payments::attach_intent(db, &payment.id, intent, now).await)
+                .await?;
         }
-        (
-            Settlement::AwaitCustomer {
-                authentication: true,
-            },
-            Some(intent),
-        ) => Err(authentication_required(payment, intent)),
-        (_, intent) => answer(payment, intent.and_then(|i| i.client_secret.as_deref())),
+        let report = card_report(card);
+        let live = match intent_id.as_deref() {
+            Some(intent) if card_error_needs_intent(&report, payment.kind) => {
+                client.retrieve_payment_intent(intent).await.ok()
+            }
+            _ => None,
+        };
+        let status = live
+            .as_ref()
+            .map(|intent| IntentStatus::parse(&intent.status));
+        let settlement = settle_card_error(report, payment.kind, status);
+        self.carry_out(settlement, live.as_ref()).await
     }
 }
 
@@ -355,31 +426,4 @@ fn authentication_required(payment: &Payment, intent: &PaymentIntent) -> ApiErro
         error = error.with_detail("client_secret", secret.clone().into());
     }
     error
-}
-
-/// A card error from a confirmed charge: its PaymentIntent is recorded, read back when the
-/// ledger's settlement depends on it (authentication the customer may still complete), and the
-/// top-up settled as the ledger decides.
-async fn card_failure(
-    client: &Client,
-    payment: &Payment,
-    card: &CardError,
-    now: i64,
-) -> Result<Reply, ApiError> {
-    let intent_id = client.payment_intent_of(card).await;
-    if let Some(intent) = intent_id.as_deref() {
-        run_ledger(async |db| payments::attach_intent(db, &payment.id, intent, now).await).await?;
-    }
-    let report = card_report(card);
-    let live = match intent_id.as_deref() {
-        Some(intent) if card_error_needs_intent(&report, payment.kind) => {
-            client.retrieve_payment_intent(intent).await.ok()
-        }
-        _ => None,
-    };
-    let status = live
-        .as_ref()
-        .map(|intent| IntentStatus::parse(&intent.status));
-    let settlement = settle_card_error(report, payment.kind, status);
-    carry_out(payment, settlement, live.as_ref(), now).await
 }

@@ -23,6 +23,7 @@ pub mod payments;
 pub mod plan_change;
 pub mod plans;
 mod post;
+pub mod receipts;
 pub mod resolve;
 mod row;
 pub mod runway;

@@ -9,7 +9,7 @@ use crate::calendar;
 use crate::catalog::Catalog;
 use crate::money;
 use crate::post::{self, Entry};
-use crate::row::{i, int, oi, opt_text, t, text};
+use crate::row::{i, int, oi, opt_text, ot, t, text};
 use crate::settlement::Failure;
 use crate::statuses::{PaymentKind, PaymentStatus};
 use crate::storage::Storage;
@@ -148,8 +148,7 @@ pub async fn create_topup<S: Storage>(
             &ws,
             payment_id,
             PaymentKind::Topup,
-            amount_micros,
-            credits_micros,
+            (amount_micros, credits_micros, catalog.credit_price_micros),
             ws.now(real_now_secs),
         )
         .await
@@ -157,18 +156,19 @@ pub async fn create_topup<S: Storage>(
     .await
 }
 
+/// Records a pending payment of `(amount, credits, credit price)` micros.
 async fn insert_pending<S: Storage>(
     db: &S,
     ws: &WorkspaceState,
     payment_id: &str,
     kind: PaymentKind,
-    amount_micros: i64,
-    credits_micros: i64,
+    (amount_micros, credits_micros, credit_price_micros): (i64, i64, i64),
     now: i64,
 ) -> Result<Payment> {
     let sql = format!(
-        "INSERT INTO payments (id, workspace_id, kind, amount_micros, credits_micros, status, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)
+        "INSERT INTO payments (id, workspace_id, kind, amount_micros, credits_micros, credit_price_micros, status,
+                               created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?7)
          ON CONFLICT (id) DO NOTHING RETURNING {PAYMENT_COLUMNS}"
     );
     let rows = db
@@ -180,6 +180,7 @@ async fn insert_pending<S: Storage>(
                 t(kind.as_str()),
                 i(amount_micros),
                 i(credits_micros),
+                i(credit_price_micros),
                 i(now),
             ],
         )
@@ -220,15 +221,50 @@ pub async fn attach_intent<S: Storage>(
     Ok(())
 }
 
-/// Credits a succeeded payment exactly once (R9): every later report returns it unchanged.
+/// What a payment was made with, as far as whoever reports its success knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaidWith {
+    /// The card that paid (its brand and last 4 go on the receipt), when known.
+    pub card: Option<PaymentMethod>,
+    /// The customer paid with a new card to save it (Stripe's `setup_future_usage`): the card
+    /// becomes the workspace's card when, and only when, this payment succeeds (R10).
+    pub saves_card: bool,
+}
+
+impl PaidWith {
+    /// A charge of the card on file (or of a card whose details the reporter has).
+    pub fn card(card: PaymentMethod) -> Self {
+        Self {
+            card: Some(card),
+            saves_card: false,
+        }
+    }
+}
+
+/// Credits a succeeded payment exactly once (R9): every later report returns it unchanged,
+/// except that a card a report names fills a receipt that had none. The success numbers the
+/// payment's receipt and, for a payment that saves its card, makes that card the workspace's
+/// (a card that was declined, or whose payment never completed, never replaces the one on file).
 pub async fn settle_succeeded<S: Storage>(
     db: &S,
     payment_id: &str,
+    paid: &PaidWith,
     real_now_secs: i64,
 ) -> Result<Payment> {
+    let (brand, last4) = match &paid.card {
+        Some(card) => (Some(card.brand.as_str()), Some(card.last4.as_str())),
+        None => (None, None),
+    };
     tx::immediate(db, async |db| {
         let payment = by_id(db, payment_id).await?;
         if payment.status == PaymentStatus::Succeeded {
+            if paid.card.is_some() {
+                db.execute(
+                    "UPDATE payments SET card_brand = ?2, card_last4 = ?3 WHERE id = ?1 AND card_last4 IS NULL",
+                    &[t(&payment.id), ot(brand), ot(last4)],
+                )
+                .await?;
+            }
             return Ok(payment);
         }
         let ws = workspace::get(db, &payment.workspace_id).await?;
@@ -249,13 +285,17 @@ pub async fn settle_succeeded<S: Storage>(
         .await?;
         db.execute(
             "UPDATE payments SET status = 'succeeded', transaction_id = ?2, failure_code = NULL,
-                 failure_message = NULL, updated_at = ?3
+                 failure_message = NULL, updated_at = ?3, paid_at = ?3, card_brand = ?4, card_last4 = ?5,
+                 receipt_number = (SELECT COALESCE(MAX(receipt_number), 0) + 1 FROM payments WHERE workspace_id = ?6)
              WHERE id = ?1",
-            &[t(&payment.id), i(posted.transaction_id), i(now)],
+            &[t(&payment.id), i(posted.transaction_id), i(now), ot(brand), ot(last4), t(&ws.id)],
         )
         .await?;
         if payment.kind == PaymentKind::AutoRecharge {
             db.execute("UPDATE workspaces SET auto_recharge_warning = NULL WHERE id = ?1 AND auto_recharge_enabled = 1", &[t(&ws.id)]).await?;
+        }
+        if let (true, Some(card)) = (paid.saves_card, &paid.card) {
+            set_payment_method(db, &ws.id, card).await?;
         }
         workspace::after_credit(db, &ws.id).await?;
         by_id(db, &payment.id).await
@@ -588,8 +628,7 @@ pub async fn claim_auto_recharge<S: Storage>(
             &ws,
             &payment_id,
             PaymentKind::AutoRecharge,
-            ws.auto_recharge_amount_micros,
-            credits,
+            (ws.auto_recharge_amount_micros, credits, catalog.credit_price_micros),
             now,
         )
         .await?;

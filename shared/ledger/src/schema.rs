@@ -64,6 +64,14 @@ const MIGRATIONS: &[Migration] = &[
         version: 12,
         statements: V12,
     },
+    Migration {
+        version: 13,
+        statements: V13,
+    },
+    Migration {
+        version: 14,
+        statements: V14,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -839,6 +847,74 @@ const V12: &[&str] = &[
         name TEXT PRIMARY KEY,
         after TEXT NOT NULL
     ) STRICT, WITHOUT ROWID",
+];
+
+/// Receipts (docs/billing-rules.md, R20): what each card payment bought and with which card. A
+/// payment gets its receipt number (1, 2, ... per workspace, in order of success) and its
+/// `paid_at` in the transaction that credits it; the credit price is the one it was priced at.
+/// Payments that succeeded before this version are numbered in the order they were last updated.
+const V13: &[&str] = &[
+    "ALTER TABLE payments ADD COLUMN credit_price_micros INTEGER",
+    "ALTER TABLE payments ADD COLUMN card_brand TEXT",
+    "ALTER TABLE payments ADD COLUMN card_last4 TEXT",
+    "ALTER TABLE payments ADD COLUMN receipt_number INTEGER",
+    "ALTER TABLE payments ADD COLUMN paid_at INTEGER",
+    "UPDATE payments SET credit_price_micros = amount_micros * 1000000 / credits_micros",
+    "UPDATE payments SET paid_at = updated_at,
+         receipt_number = (SELECT n FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY workspace_id ORDER BY updated_at, rowid) AS n
+                                          FROM payments WHERE status = 'succeeded') AS numbered
+                           WHERE numbered.id = payments.id)
+     WHERE status = 'succeeded'",
+    "CREATE UNIQUE INDEX payments_receipts ON payments (workspace_id, receipt_number) WHERE receipt_number IS NOT NULL",
+];
+
+/// `balance.low` for a workspace that is below a level it was never told of (docs/notifications.md):
+/// born below it (a low-balance threshold at or above what its plan grants), or left below it by
+/// a catalog that added it. `low_notified_micros` is the lowest level `balance.low` was sent for
+/// that the balance has stayed at or below since, so every level at or above both the balance and
+/// it has been sent, and no other (NULL: none). A fall sends every level at or above the new
+/// balance that is below it (a crossing, or a level never sent), then it becomes the lowest level
+/// at or above the balance; a rise above it re-arms the levels the balance is now above. Both
+/// triggers do nothing unless a level changes state, so a debit pays two indexed look-ups.
+/// Existing workspaces start as if told of every level they are below (they were, at the crossing
+/// the old trigger sent).
+const V14: &[&str] = &[
+    "ALTER TABLE workspaces ADD COLUMN low_notified_micros INTEGER",
+    "UPDATE workspaces SET low_notified_micros =
+        (SELECT MIN(level_micros) FROM notification_levels WHERE level_micros >= plan_credits_micros + wallet_micros)",
+    "DROP TRIGGER notify_balance_low",
+    "CREATE TRIGGER notify_balance_low AFTER INSERT ON transactions
+     WHEN NEW.type <> 'plan_expiry' AND NEW.plan_delta_micros + NEW.wallet_delta_micros < 0
+      AND EXISTS (SELECT 1 FROM notification_levels
+                  WHERE level_micros >= NEW.plan_after_micros + NEW.wallet_after_micros
+                    AND level_micros < COALESCE((SELECT low_notified_micros FROM workspaces WHERE id = NEW.workspace_id),
+                                                9223372036854775807))
+     BEGIN
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
+        SELECT NEW.workspace_id, 'balance.low',
+               json_object('level_micros', l.level_micros, 'plan_credits_micros', NEW.plan_after_micros,
+                           'wallet_micros', NEW.wallet_after_micros, 'transaction_id', NEW.id),
+               NEW.created_at
+        FROM notification_levels l
+        WHERE l.level_micros >= NEW.plan_after_micros + NEW.wallet_after_micros
+          AND l.level_micros < COALESCE((SELECT low_notified_micros FROM workspaces WHERE id = NEW.workspace_id),
+                                        9223372036854775807)
+        ORDER BY l.level_micros DESC;
+        UPDATE workspaces SET low_notified_micros =
+            (SELECT MIN(level_micros) FROM notification_levels
+             WHERE level_micros >= NEW.plan_after_micros + NEW.wallet_after_micros)
+        WHERE id = NEW.workspace_id;
+     END",
+    "CREATE TRIGGER balance_levels_rearm AFTER INSERT ON transactions
+     WHEN NEW.plan_delta_micros + NEW.wallet_delta_micros > 0
+      AND (SELECT low_notified_micros FROM workspaces WHERE id = NEW.workspace_id)
+          < NEW.plan_after_micros + NEW.wallet_after_micros
+     BEGIN
+        UPDATE workspaces SET low_notified_micros =
+            (SELECT MIN(level_micros) FROM notification_levels
+             WHERE level_micros >= NEW.plan_after_micros + NEW.wallet_after_micros)
+        WHERE id = NEW.workspace_id;
+     END",
 ];
 
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.

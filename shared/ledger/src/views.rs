@@ -70,6 +70,32 @@ impl Status {
             }
         }
     }
+
+    /// The banner's sentence for a member, who sees the status but cannot manage billing
+    /// (R19): it says who can act instead of asking the reader to.
+    pub fn member_message(self) -> &'static str {
+        match self {
+            Self::Ok => "Billing is active.",
+            Self::BillingNotConfigured => {
+                "Billing not configured: agents can be used once an owner or admin of this workspace selects a plan and sets up a payment method."
+            }
+            Self::PastDue => {
+                "The last subscription payment failed. An owner or admin of this workspace can update the payment method; the wallet balance keeps working meanwhile."
+            }
+            Self::BalanceExhausted => {
+                "Insufficient funds in your account: all calls are paused until an owner or admin of this workspace tops up."
+            }
+            Self::GracePeriod => {
+                "The balance reached zero: outbound calls and paid actions have stopped; inbound calls continue for a short grace period. Ask an owner or admin of this workspace to top up."
+            }
+            Self::LowBalance => {
+                "The balance is low. Ask an owner or admin of this workspace to top up or enable auto-recharge."
+            }
+            Self::NoPaymentMethod => {
+                "No payment method is connected yet. Ask an owner or admin of this workspace to add one."
+            }
+        }
+    }
 }
 
 /// `{"id", "name"}` of a plan.
@@ -252,24 +278,12 @@ pub async fn summary<S: Storage>(
             amount: money::to_decimal(ws.auto_recharge_amount_micros),
             warning: ws.auto_recharge_warning.clone(),
         },
-        payment_method: match (
-            &ws.card_brand,
-            &ws.card_last4,
-            ws.card_exp_month,
-            ws.card_exp_year,
-        ) {
-            (Some(brand), Some(last4), Some(exp_month), Some(exp_year))
-                if ws.payment_method_id.is_some() =>
-            {
-                Some(CardView {
-                    brand: brand.clone(),
-                    last4: last4.clone(),
-                    exp_month,
-                    exp_year,
-                })
-            }
-            _ => None,
-        },
+        payment_method: ws.saved_card().map(|card| CardView {
+            brand: card.brand,
+            last4: card.last4,
+            exp_month: card.exp_month,
+            exp_year: card.exp_year,
+        }),
         runway,
     })
 }
@@ -636,5 +650,29 @@ mod tests {
         assert_eq!(csv_field("-1.5"), "-1.5");
         assert_eq!(spike_threshold(vec![1, 1, 1]), None);
         assert_eq!(spike_threshold(vec![10, 1, 2, 2, 3]), Some(6));
+    }
+
+    #[test]
+    fn members_are_told_who_can_act() {
+        use Status::*;
+        for status in [
+            BillingNotConfigured,
+            PastDue,
+            BalanceExhausted,
+            GracePeriod,
+            LowBalance,
+            NoPaymentMethod,
+        ] {
+            let member = status.member_message();
+            assert!(
+                member
+                    .to_lowercase()
+                    .contains("an owner or admin of this workspace"),
+                "{status:?}: {member}"
+            );
+            assert!(!member.contains("Top up"), "{status:?}: {member}");
+            assert_ne!(member, status.message(), "{status:?}");
+        }
+        assert_eq!(Ok.member_message(), Ok.message());
     }
 }

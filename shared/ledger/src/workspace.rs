@@ -113,6 +113,28 @@ impl WorkspaceState {
     pub fn now(&self, real_now_secs: i64) -> i64 {
         self.test_clock_at.unwrap_or(real_now_secs)
     }
+
+    /// The card on file, with its details (R10).
+    pub fn saved_card(&self) -> Option<crate::payments::PaymentMethod> {
+        match (
+            &self.payment_method_id,
+            &self.card_brand,
+            &self.card_last4,
+            self.card_exp_month,
+            self.card_exp_year,
+        ) {
+            (Some(id), Some(brand), Some(last4), Some(exp_month), Some(exp_year)) => {
+                Some(crate::payments::PaymentMethod {
+                    id: id.clone(),
+                    brand: brand.clone(),
+                    last4: last4.clone(),
+                    exp_month,
+                    exp_year,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 pub(crate) const WORKSPACE_COLUMNS: &str = "id, name, email, currency, timezone, plan_id,

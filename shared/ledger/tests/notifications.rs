@@ -186,6 +186,47 @@ fn extra_levels_fire_in_order_and_a_batch_crossing_fires_once() {
 }
 
 #[test]
+fn a_workspace_born_below_a_level_hears_it_once_on_its_first_fall() {
+    let mut fx = Fixture::new();
+    let mut doc = fx.catalog.doc.clone();
+    doc.settings.low_balance_levels = vec![dec("20")];
+    let stored = block_on(ledger::catalog::put(&fx.db, doc, NOV_1)).expect("catalog");
+    fx.catalog = ledger::catalog::Catalog::validate(stored.version, stored.doc).unwrap();
+    let lows = |fx: &Fixture| -> Vec<Value> {
+        events(fx, "ws")
+            .into_iter()
+            .filter(|(kind, _)| kind == "balance.low")
+            .map(|(_, data)| data["level"].clone())
+            .collect()
+    };
+    // The free plan's 10 credits: below the level 20 from the start, which a rise never sends.
+    fx.subscribed("ws", "free", NOV_1);
+    assert!(lows(&fx).is_empty());
+    // The first fall sends it, once; further falls do not.
+    messages(&fx, "ws", "m1", "100", NOV_1 + 60); // 10 -> 9
+    assert_eq!(lows(&fx), [json!("20")]);
+    messages(&fx, "ws", "m2", "100", NOV_1 + 120); // 8
+    assert_eq!(lows(&fx), [json!("20")]);
+    // Crossing the threshold (5) is a crossing as before.
+    messages(&fx, "ws", "m3", "400", NOV_1 + 180); // 4
+    assert_eq!(lows(&fx), [json!("20"), json!("5")]);
+    // A top-up to 14 re-arms 5 (the balance is above it), not 20 (it never left it).
+    fx.topup("ws", "pay_1", "10", NOV_1 + 240);
+    messages(&fx, "ws", "m4", "100", NOV_1 + 300); // 13
+    assert_eq!(lows(&fx), [json!("20"), json!("5")]);
+    messages(&fx, "ws", "m5", "900", NOV_1 + 360); // 4: crosses 5 again
+    assert_eq!(lows(&fx), [json!("20"), json!("5"), json!("5")]);
+    // Above both levels, then below both in one fall: each once, highest first.
+    fx.topup("ws", "pay_2", "30", NOV_1 + 420); // 34
+    messages(&fx, "ws", "m6", "3000", NOV_1 + 480); // 4
+    assert_eq!(
+        lows(&fx),
+        [json!("20"), json!("5"), json!("5"), json!("20"), json!("5")]
+    );
+    fx.assert_invariants();
+}
+
+#[test]
 fn an_agent_hears_80_and_100_percent_of_its_limit_once_per_cycle() {
     let fx = Fixture::new();
     fx.subscribed("ws", "basic", NOV_1); // 1,000 plan credits

@@ -552,7 +552,13 @@ fn r8_replays_move_nothing() {
     assert_e1_and_c1_replay(&fx, &first);
     fx.topup("w", "tp1", "10", NOV_1);
     let credited = fx.balances("w").1;
-    block_on(payments::settle_succeeded(&fx.db, "tp1", NOV_1)).expect("second report");
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        "tp1",
+        &payments::PaidWith::default(),
+        NOV_1,
+    ))
+    .expect("second report");
     block_on(payments::settle_failed(
         &fx.db,
         "tp1",
@@ -639,9 +645,136 @@ fn r9_topup_bounds_and_exactly_once() {
     assert_eq!(failed.status, "failed");
     assert_eq!(fx.balances("w"), (0, 0));
     // The customer retries the same PaymentIntent with another card: it succeeds once.
-    block_on(payments::settle_succeeded(&fx.db, "t1", NOV_1)).expect("succeeded");
-    block_on(payments::settle_succeeded(&fx.db, "t1", NOV_1)).expect("again");
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        "t1",
+        &payments::PaidWith::default(),
+        NOV_1,
+    ))
+    .expect("succeeded");
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        "t1",
+        &payments::PaidWith::default(),
+        NOV_1,
+    ))
+    .expect("again");
     assert_eq!(fx.balances("w"), (0, micros("25")));
+    fx.assert_invariants();
+}
+
+#[test]
+fn r10_a_card_paid_to_be_saved_replaces_the_card_on_file_only_when_it_pays() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.save_card("w"); // pm_1, visa 4242
+    let new_card = |id: &str, last4: &str| payments::PaymentMethod {
+        id: id.into(),
+        brand: "mastercard".into(),
+        last4: last4.into(),
+        exp_month: 1,
+        exp_year: 2031,
+    };
+    let create = |id: &str, amount: &str| {
+        block_on(payments::create_topup(
+            &fx.db,
+            &fx.catalog,
+            "w",
+            id,
+            dec(amount),
+            NOV_1,
+        ))
+        .expect("pending")
+    };
+    let card_on_file = || fx.state("w").saved_card().expect("a card").last4;
+    // A new card that is declined: the card on file stays.
+    create("t1", "10");
+    block_on(payments::settle_failed(
+        &fx.db,
+        "t1",
+        "card_declined",
+        "Declined.",
+        false,
+        NOV_1,
+    ))
+    .expect("failed");
+    assert_eq!(card_on_file(), "4242");
+    // A new card that pays: it becomes the card on file with the success, once.
+    create("t2", "20");
+    let saving = payments::PaidWith {
+        card: Some(new_card("pm_2", "4444")),
+        saves_card: true,
+    };
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        "t2",
+        &saving,
+        NOV_1 + 60,
+    ))
+    .expect("paid");
+    assert_eq!(card_on_file(), "4444");
+    // The card on file changes again; a late second report of t2 changes nothing.
+    fx.save_card("w");
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        "t2",
+        &saving,
+        NOV_1 + 120,
+    ))
+    .expect("again");
+    assert_eq!(card_on_file(), "4242");
+    assert_eq!(fx.balances("w").1, micros("20"));
+    // A charge of the saved card: numbered next, with its card; a report without the card leaves
+    // a receipt without one, which a later report naming it fills.
+    create("t3", "15");
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        "t3",
+        &payments::PaidWith::default(),
+        NOV_1 + 180,
+    ))
+    .expect("paid");
+    let saved = fx.state("w").saved_card().expect("card");
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        "t3",
+        &payments::PaidWith::card(saved),
+        NOV_1 + 240,
+    ))
+    .expect("again");
+    let receipts = block_on(ledger::receipts::list(&fx.db, "w", None)).expect("receipts");
+    let summary: Vec<(&str, &str, String, Option<&str>)> = receipts
+        .iter()
+        .map(|r| {
+            (
+                r.number.as_str(),
+                r.id.as_str(),
+                r.credits.to_string(),
+                r.card.as_ref().map(|c| c.last4.as_str()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("R-0002", "t3", "15".to_owned(), Some("4242")),
+            ("R-0001", "t2", "20".to_owned(), Some("4444")),
+        ]
+    );
+    assert_eq!(receipts[1].paid_at, ledger::calendar::rfc3339(NOV_1 + 60));
+    assert_eq!(
+        block_on(ledger::receipts::get(&fx.db, "w", "t1")),
+        Err(LedgerError::NotFound { what: "receipt" }),
+        "a failed payment has no receipt"
+    );
+    assert_eq!(
+        block_on(ledger::receipts::get(&fx.db, "other", "t2"))
+            .map(|r| r.id)
+            .unwrap_err()
+            .code(),
+        "not_found",
+        "another workspace does not see it"
+    );
     fx.assert_invariants();
 }
 
@@ -698,13 +831,25 @@ fn r11_auto_recharge_once_per_crossing_and_runaway_guard() {
         None,
         "never a second while one is pending"
     );
-    block_on(payments::settle_succeeded(&fx.db, &recharge.id, NOV_1)).expect("credited");
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        &recharge.id,
+        &payments::PaidWith::default(),
+        NOV_1,
+    ))
+    .expect("credited");
     assert_eq!(fx.balances("w").1, micros("14"));
     // A second crossing, a second charge; the third crossing within 24 h pauses instead.
     fx.debit("w", "a", "e2", UsageKind::Message, "1000", NOV_1)
         .expect("down to 4");
     let second = claim().expect("claim").expect("second crossing");
-    block_on(payments::settle_succeeded(&fx.db, &second.id, NOV_1)).expect("credited");
+    block_on(payments::settle_succeeded(
+        &fx.db,
+        &second.id,
+        &payments::PaidWith::default(),
+        NOV_1,
+    ))
+    .expect("credited");
     fx.debit("w", "a", "e3", UsageKind::Message, "1000", NOV_1)
         .expect("down to 4 again");
     assert_eq!(claim().expect("claim"), None, "runaway guard");

@@ -52,6 +52,9 @@ const CHANGES: &[(&str, &str, Option<&str>)] = &[
         Some("held_plan_micros + 3000"),
     ),
     ("workspaces", "wallet_micros", Some("5000")),
+    // The balance levels already sent: read by the notification trigger at write time, never by
+    // a decision (the outcome must be the one of the change made before).
+    ("workspaces", "low_notified_micros", Some("0")),
     (
         "workspaces",
         "last_journal_id",

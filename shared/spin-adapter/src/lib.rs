@@ -48,6 +48,7 @@ pub use http::{
 pub use idempotency::{IDEMPOTENCY_HEADER, IdempotencyScope, idempotency_key, idempotent};
 pub use ledger::sha256_hex;
 pub use stripe::{
-    ADVICE_REFUSED, StripeFailure, card_report, classify, intent_report, payment_error_report,
-    stripe_client, stripe_failure,
+    ADVICE_REFUSED, StripeFailure, card_paid_with, card_report, classify, intent_report,
+    make_saved_card_default, paid_with, payment_error_report, payment_method, stripe_client,
+    stripe_failure,
 };

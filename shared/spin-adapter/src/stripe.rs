@@ -2,11 +2,13 @@
 //! answers translated into the domain's inputs (`ledger::settlement`, `ledger::statuses`), and
 //! Stripe's failures answered in the HTTP contract. The decisions themselves are the ledger's.
 
+use ledger::payments::{PaidWith, Payment, PaymentMethod};
 use ledger::settlement::{CardReport, IntentReport, RequestFailure};
-use ledger::statuses::IntentStatus;
-use stripe_client::{CardError, Client, PaymentError, PaymentIntent, StripeError};
+use ledger::statuses::{IntentStatus, PaymentStatus};
+use stripe_client::{Card, CardError, Client, PaymentError, PaymentIntent, StripeError};
 
 use crate::config::variable;
+use crate::db::run_ledger;
 use crate::error::ApiError;
 
 /// The customer-facing sentence of a Stripe failure that is not temporary (502).
@@ -48,6 +50,98 @@ pub fn intent_report(intent: &PaymentIntent) -> IntentReport<'_> {
         status: IntentStatus::parse(&intent.status),
         has_payment_method: intent.payment_method.is_some(),
         last_error: intent.last_payment_error.as_ref().map(payment_error_report),
+    }
+}
+
+/// A card read from Stripe, as the ledger keeps it.
+pub fn payment_method(card: Card) -> PaymentMethod {
+    PaymentMethod {
+        id: card.id,
+        brand: card.brand,
+        last4: card.last4,
+        exp_month: i64::from(card.exp_month),
+        exp_year: i64::from(card.exp_year),
+    }
+}
+
+/// What a succeeded PaymentIntent was paid with, for the ledger's settlement: `charged` when its
+/// `payment_method` is the saved card the caller charged, else the card read from Stripe, and
+/// whether the payment saves it (`setup_future_usage`). A card the payment saves must be read,
+/// so its failure is returned (settle later, when it can be read); any other unreadable card
+/// only leaves the receipt without one.
+pub async fn paid_with(
+    client: &Client,
+    intent: &PaymentIntent,
+    charged: Option<&PaymentMethod>,
+) -> Result<PaidWith, StripeError> {
+    card_paid_with(
+        client,
+        intent.payment_method.as_deref(),
+        intent.saves_card(),
+        charged,
+    )
+    .await
+}
+
+/// [`paid_with`] from a PaymentIntent's `payment_method` and whether it saves it.
+pub async fn card_paid_with(
+    client: &Client,
+    payment_method_id: Option<&str>,
+    saves_card: bool,
+    charged: Option<&PaymentMethod>,
+) -> Result<PaidWith, StripeError> {
+    let Some(id) = payment_method_id else {
+        return Ok(PaidWith::default());
+    };
+    if let Some(card) = charged.filter(|card| card.id == id && !saves_card) {
+        return Ok(PaidWith::card(card.clone()));
+    }
+    match client.retrieve_card(id).await {
+        Ok(card) => Ok(PaidWith {
+            card: Some(payment_method(card)),
+            saves_card,
+        }),
+        Err(error) if saves_card => Err(error),
+        Err(error) => {
+            eprintln!("stripe: card {id} unreadable: {error}");
+            Ok(PaidWith::default())
+        }
+    }
+}
+
+/// After a payment that saved its card succeeded: that card also becomes the customer's default
+/// at Stripe (what subscription invoices charge and `payment-method/refresh` reads), as long as
+/// it is still the workspace's card. The ledger already holds it, so a failure is only logged.
+pub async fn make_saved_card_default(client: &Client, payment: &Payment, paid: &PaidWith) {
+    let (true, PaymentStatus::Succeeded, Some(card)) =
+        (paid.saves_card, payment.status, paid.card.as_ref())
+    else {
+        return;
+    };
+    let ws = match run_ledger(async |db| ledger::workspace::get(db, &payment.workspace_id).await)
+        .await
+    {
+        Ok(ws) => ws,
+        Err(error) => {
+            eprintln!(
+                "stripe: card {} not made default: {}",
+                card.id, error.message
+            );
+            return;
+        }
+    };
+    let (Some(customer), Some(saved)) = (ws.stripe_customer_id, ws.payment_method_id) else {
+        return;
+    };
+    if saved != card.id {
+        return;
+    }
+    let key = format!("default-card-{}", card.id);
+    if let Err(error) = client
+        .set_default_payment_method(&customer, &card.id, &key)
+        .await
+    {
+        eprintln!("stripe: card {} not made default: {error}", card.id);
     }
 }
 

@@ -161,6 +161,9 @@ pub struct PaymentIntent {
     pub customer: Option<String>,
     /// The payment method, if any.
     pub payment_method: Option<String>,
+    /// `off_session` or `on_session` when the payment also saves its card to the customer
+    /// (Stripe attaches it only if the payment succeeds).
+    pub setup_future_usage: Option<String>,
     /// The latest charge (an id; localstripe returns the object, read as its id).
     pub latest_charge: Option<String>,
     /// Why the last attempt failed, if it did.
@@ -189,6 +192,7 @@ impl PaymentIntent {
             client_secret: text(v, "client_secret"),
             customer: id_of(v.get("customer")),
             payment_method: id_of(v.get("payment_method")),
+            setup_future_usage: text(v, "setup_future_usage"),
             latest_charge: id_of(v.get("latest_charge")),
             last_payment_error,
             metadata: metadata(v),
@@ -198,6 +202,11 @@ impl PaymentIntent {
     /// Whether the money is in.
     pub fn succeeded(&self) -> bool {
         self.status == "succeeded"
+    }
+
+    /// Whether paying also saves the card (`setup_future_usage` set).
+    pub fn saves_card(&self) -> bool {
+        self.setup_future_usage.is_some()
     }
 }
 
@@ -216,6 +225,10 @@ pub struct NewPaymentIntent {
     pub confirm: bool,
     /// The customer is not present (auto-recharge); implies `confirm`.
     pub off_session: bool,
+    /// Save the card the customer pays with for later off-session charges
+    /// (`setup_future_usage=off_session`): Stripe attaches it to the customer only if the
+    /// payment succeeds.
+    pub save_card: bool,
     /// Our payment's id, stored as `metadata[payment_id]`.
     pub payment_id: String,
     /// The workspace, stored as `metadata[workspace_id]`.
@@ -245,6 +258,9 @@ impl NewPaymentIntent {
         }
         if self.off_session {
             form = form.with("off_session", "true");
+        }
+        if self.save_card {
+            form = form.with("setup_future_usage", "off_session");
         }
         Ok(form
             .with_metadata("payment_id", self.payment_id.clone())
@@ -771,6 +787,7 @@ mod tests {
             payment_method: Some("pm_1".into()),
             confirm: false,
             off_session: true,
+            save_card: false,
             payment_id: "pay_1".into(),
             workspace_id: "ws_1".into(),
         };
@@ -796,6 +813,14 @@ mod tests {
         };
         let form = on_session.form().unwrap();
         assert_eq!(form.get("payment_method_types[0]"), Some("card"));
+        assert_eq!(form.get("confirm"), None);
+        assert_eq!(form.get("setup_future_usage"), None);
+        let pay_and_save = NewPaymentIntent {
+            save_card: true,
+            ..on_session
+        };
+        let form = pay_and_save.form().unwrap();
+        assert_eq!(form.get("setup_future_usage"), Some("off_session"));
         assert_eq!(form.get("confirm"), None);
         let zero = NewPaymentIntent {
             amount_minor: 0,

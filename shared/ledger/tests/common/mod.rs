@@ -98,7 +98,13 @@ impl Fixture {
             now,
         ))
         .expect("topup");
-        block_on(payments::settle_succeeded(&self.db, payment_id, now)).expect("settle");
+        block_on(payments::settle_succeeded(
+            &self.db,
+            payment_id,
+            &payments::PaidWith::default(),
+            now,
+        ))
+        .expect("settle");
     }
 
     /// Saves card pm_1 (visa 4242, 08/2030) as the workspace's payment method.

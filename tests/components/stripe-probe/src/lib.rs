@@ -195,6 +195,7 @@ async fn handle(req: Request) -> impl IntoResponse {
                 payment_method: Some(pm.to_owned()),
                 confirm: true,
                 off_session: true,
+                save_card: false,
                 payment_id: payment_id.to_owned(),
                 workspace_id,
             };
