@@ -35,6 +35,7 @@ const PARTS: &[&str] = &[
     "campaign",
     "tenants",
     "mixed",
+    "open",
     "batch",
     "notify",
     "scale",
@@ -427,6 +428,7 @@ fn run_part(part: &str, config: &Config, report: &mut Report) -> Result<()> {
         "campaign" => campaign(config, report),
         "tenants" => tenants(config, report),
         "mixed" => mixed(config, report),
+        "open" => open(config, report),
         "batch" => batch(config, &catalog, report),
         "notify" => notify_part(config, report),
         "scale" => scale(config, report),
@@ -735,6 +737,183 @@ fn mixed(config: &Config, report: &mut Report) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The open loop's workspaces: the first 200 of the 1,000-workspace set.
+const OPEN_WORKSPACES: u64 = 200;
+/// Offered rates (requests/s) of the open loop, unless `$BENCH_OPEN_RATES` says otherwise.
+const OPEN_RATES: &[f64] = &[50.0, 100.0, 250.0, 500.0, 1_000.0];
+/// The same with `--quick`.
+const OPEN_RATES_QUICK: &[f64] = &[100.0, 250.0, 500.0];
+/// Requests one shape may schedule on one runtime (warm-ups included): at 0.02 credits, a call's
+/// first minute and the dearest request here, 200,000 take 4,000 of a workspace's ~10,000
+/// credits, so that a run never starts refusing for want of funds.
+const OPEN_REQUESTS_PER_SHAPE_MAX: f64 = 200_000.0;
+/// The mixed shape deals its schedule to virtual clients of 100 requests/s each: a client's
+/// block of 20 requests spans 0.2 s, its calls live 8 blocks (1.6 s), and a call's first
+/// heartbeat is due 0.16 s after its authorization (the maker's order, which an answer slower
+/// than that would break: a heartbeat of a call not yet authorized counts as an error).
+const OPEN_MIXED_CLIENT_PER_SEC: f64 = 100.0;
+
+/// The open loop's rates, window and warm-up.
+struct OpenSchedule {
+    rates: Vec<f64>,
+    window: Duration,
+    warmup: Duration,
+}
+
+/// `--quick`: 100, 250 and 500/s for 3 s each; full: 50 to 1,000/s for 15 s each; 1 s and 2 s
+/// of warm-up. `$BENCH_OPEN_RATES` (`50,100`) and `$BENCH_OPEN_SECS` (`15`) override them.
+fn open_schedule(config: &Config) -> Result<OpenSchedule> {
+    let rates = match std::env::var("BENCH_OPEN_RATES") {
+        Ok(list) => list
+            .split(',')
+            .map(|rate| match rate.trim().parse::<f64>() {
+                Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+                _ => bail!("BENCH_OPEN_RATES: {rate:?} is not a rate per second"),
+            })
+            .collect::<Result<Vec<_>>>()?,
+        Err(_) if config.quick => OPEN_RATES_QUICK.to_vec(),
+        Err(_) => OPEN_RATES.to_vec(),
+    };
+    let window_secs = match std::env::var("BENCH_OPEN_SECS") {
+        Ok(secs) => match secs.trim().parse::<u64>() {
+            Ok(s) if (1..=3_600).contains(&s) => s,
+            _ => bail!("BENCH_OPEN_SECS: {secs:?} is not 1..=3600 seconds"),
+        },
+        Err(_) if config.quick => 3,
+        Err(_) => 15,
+    };
+    let schedule = OpenSchedule {
+        rates,
+        window: Duration::from_secs(window_secs),
+        warmup: Duration::from_secs(if config.quick { 1 } else { 2 }),
+    };
+    let per_rate_secs = (schedule.window + schedule.warmup).as_secs_f64();
+    let requests: f64 = schedule.rates.iter().map(|r| r * per_rate_secs).sum();
+    if requests > OPEN_REQUESTS_PER_SHAPE_MAX {
+        bail!(
+            "the open loop's rates and window schedule {requests:.0} requests per shape, more than {OPEN_REQUESTS_PER_SHAPE_MAX:.0} (one workspace's credits)"
+        );
+    }
+    Ok(schedule)
+}
+
+/// A shape of the open loop: its name, its requests (given a unique tag), and its virtual
+/// clients at a rate.
+struct OpenShape {
+    name: &'static str,
+    make: fn(String) -> MakeRequest,
+    clients: fn(f64) -> usize,
+}
+
+fn open_shapes() -> [OpenShape; 5] {
+    let one = |_| 1;
+    [
+        OpenShape {
+            name: "debits over 200 workspaces",
+            make: |tag| op_request(Op::Debit, tag, OPEN_WORKSPACES),
+            clients: one,
+        },
+        OpenShape {
+            name: "debits, one workspace",
+            make: |tag| op_request(Op::Debit, tag, 1),
+            clients: one,
+        },
+        // Calls left in progress (holds made to outlive the run), spread over 64 agents with no
+        // limits: nothing refuses them but funds, which OPEN_REQUESTS_PER_SHAPE_MAX keeps ample.
+        OpenShape {
+            name: "authorizations over 200 workspaces",
+            make: |tag| op_request(Op::Authorize, tag, OPEN_WORKSPACES),
+            clients: one,
+        },
+        OpenShape {
+            name: "authorizations, one workspace",
+            make: |tag| op_request(Op::Authorize, tag, 1),
+            clients: one,
+        },
+        OpenShape {
+            name: "mixed over 200 workspaces",
+            make: |tag| {
+                shapes::mixed_requests(tag, Arc::new(|seed| load::mix(seed) % OPEN_WORKSPACES))
+            },
+            clients: |rate| (rate / OPEN_MIXED_CLIENT_PER_SEC).ceil().max(1.0) as usize,
+        },
+    ]
+}
+
+/// Each shape at each offered rate, on every runtime, over a fresh copy of the 1,000-workspace
+/// set per shape and runtime; a shape's higher rates are skipped on a runtime once a rate
+/// saturated it.
+fn open(config: &Config, report: &mut Report) -> Result<()> {
+    let schedule = open_schedule(config)?;
+    let small = data::cached(config.small)?;
+    for shape in open_shapes() {
+        for runtime in &config.runtimes {
+            let label = runtime.label();
+            let app = runtime::start_on_copy(runtime, &small)?;
+            shapes::long_holds(&app.addr)?;
+            let mut saturated_at = None;
+            for &rate in &schedule.rates {
+                let measure = format!("[{label}] {}, offered {rate:.0}/s", shape.name);
+                if let Some(at) = saturated_at {
+                    report.add("open", measure, format!("not run: saturated at {at:.0}/s"));
+                    continue;
+                }
+                let spec = load::OpenSpec {
+                    rate_per_sec: rate,
+                    warmup: schedule.warmup,
+                    duration: schedule.window,
+                    connections_max: load::OPEN_CONNECTIONS_MAX,
+                    clients: (shape.clients)(rate),
+                };
+                let r = load::run_open(&app.addr, spec, (shape.make)(run_tag()))?;
+                report.add("open", measure.clone(), open_figures(&r));
+                if r.by_kind.len() > 1 {
+                    let kinds = r
+                        .by_kind
+                        .iter()
+                        .map(|(kind, k)| {
+                            format!(
+                                "{kind} {:.0}/s p50 {} p99 {}",
+                                k.ok as f64 / r.secs,
+                                ms(k.p50),
+                                ms(k.p99)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    report.add("open", format!("{measure}, by kind"), kinds);
+                }
+                if r.saturation().is_some() {
+                    saturated_at = Some(rate);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An open-loop row: achieved rate, latencies from the due time, errors, saturation.
+fn open_figures(r: &load::OpenResult) -> String {
+    let errors = match (r.errors, &r.first_error) {
+        (0, _) => "0 errors".to_owned(),
+        (n, first) => format!("{n} errors (first: {})", first.as_deref().unwrap_or("?")),
+    };
+    let saturated = match r.saturation() {
+        Some(why) => format!("SATURATED ({why})"),
+        None => "not saturated".to_owned(),
+    };
+    format!(
+        "achieved {:.0}/s, p50 {}, p99 {}, p99.9 {}, max {}, {errors}, {saturated}; sent late p99 {}, {} connections",
+        r.achieved_per_sec(),
+        ms(r.p50),
+        ms(r.p99),
+        ms(r.p999),
+        ms(r.max),
+        ms(r.sent_late_p99),
+        r.connections_opened
+    )
 }
 
 /// 1,000 workspaces cross a balance level in one batch; the notifier delivers the 1,000 events

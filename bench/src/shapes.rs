@@ -112,7 +112,7 @@ pub fn send_each(addr: &str, requests: Vec<http::Request<Full<Bytes>>>) -> Resul
 
 /// Makes holds outlive the bench (`hold_timeout_secs` 86,400), so that calls left in progress
 /// are never posted as expired in the middle of a measurement.
-fn long_holds(addr: &str) -> Result<()> {
+pub fn long_holds(addr: &str) -> Result<()> {
     crate::host::edit_catalog(addr, |catalog| {
         catalog["settings"]["hold_timeout_secs"] = 86_400.into();
         Ok(())
@@ -230,41 +230,43 @@ pub fn mixed(
     clients
         .iter()
         .map(|&c| {
-            let prefix = format!("{tag}-x{c}");
-            let make: MakeRequest = Arc::new(move |client, seq| {
-                let (block, position) = (seq / 20, seq % 20);
-                let call_ws = |k: u64| {
-                    workspace_id(skewed_workspace(workspaces, mix((client as u64) << 32 | k)))
-                };
-                let call = |k: u64| format!("{prefix}-{client}-{k}");
-                let older = |back: u64| block.checked_sub(back);
-                match position {
-                    14..=17 => match older(position - 13) {
-                        Some(k) => heartbeat(&call(k), (block - k) * 15),
-                        None => mixed_debit(&prefix, workspaces, client, seq),
-                    },
-                    18 => authorize(&call_ws(block), "agent", &call(block)),
-                    19 => match older(MIXED_CALLS_PER_CLIENT) {
-                        Some(k) => end(&call(k), MIXED_CALLS_PER_CLIENT * 15),
-                        None => mixed_debit(&prefix, workspaces, client, seq),
-                    },
-                    _ => mixed_debit(&prefix, workspaces, client, seq),
-                }
-            });
+            let pick: PickWorkspace = Arc::new(move |seed| skewed_workspace(workspaces, seed));
+            let make = mixed_requests(format!("{tag}-x{c}"), pick);
             load::run(&app.addr, c, warmup, run, make)
         })
         .collect()
 }
 
-fn mixed_debit(
-    prefix: &str,
-    workspaces: u64,
-    client: usize,
-    seq: u64,
-) -> http::Request<Full<Bytes>> {
-    let n = ((client as u64) << 40) | seq;
-    let ws = workspace_id(skewed_workspace(workspaces, n));
-    debit(&ws, "agent", &format!("{prefix}-d-{client}-{seq}"))
+/// Picks a workspace number from a pseudo-random seed.
+pub type PickWorkspace = Arc<dyn Fn(u64) -> u64 + Send + Sync>;
+
+/// The mixed load's requests: per client, blocks of 20 requests (14 debits, 4 heartbeats of the
+/// client's calls authorized 1 to 4 blocks before, 1 authorization and 1 end of the call
+/// authorized [`MIXED_CALLS_PER_CLIENT`] blocks before), on workspaces chosen by `pick`. A
+/// client's requests must be sent in order (a call's heartbeats after its authorization).
+pub fn mixed_requests(prefix: String, pick: PickWorkspace) -> MakeRequest {
+    Arc::new(move |client, seq| {
+        let (block, position) = (seq / 20, seq % 20);
+        let call_ws = |k: u64| workspace_id(pick(mix((client as u64) << 32 | k)));
+        let call = |k: u64| format!("{prefix}-{client}-{k}");
+        let older = |back: u64| block.checked_sub(back);
+        let mixed_debit = || {
+            let ws = workspace_id(pick(((client as u64) << 40) | seq));
+            debit(&ws, "agent", &format!("{prefix}-d-{client}-{seq}"))
+        };
+        match position {
+            14..=17 => match older(position - 13) {
+                Some(k) => heartbeat(&call(k), (block - k) * 15),
+                None => mixed_debit(),
+            },
+            18 => authorize(&call_ws(block), "agent", &call(block)),
+            19 => match older(MIXED_CALLS_PER_CLIENT) {
+                Some(k) => end(&call(k), MIXED_CALLS_PER_CLIENT * 15),
+                None => mixed_debit(),
+            },
+            _ => mixed_debit(),
+        }
+    })
 }
 
 /// The many-tenants data set, generated once.
