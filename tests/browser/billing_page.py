@@ -19,6 +19,7 @@ side, which checks the ledger. Any failed expectation exits non-zero with the re
 
 import json
 import os
+import re
 import sys
 import threading
 import urllib.parse
@@ -243,9 +244,10 @@ class Session:
         return self.frame.locator(selector)
 
     def wait_loaded(self):
-        expect(self.el("#page-status")).to_have_text("Up to date.")
+        expect(self.el("#page-status")).to_have_text(re.compile(r"^Updated \d{1,2}:\d{2}"))
 
-    def screenshot(self, name):
+    def screenshot(self, name, *selectors):
+        """The whole page, or only the part that `selectors` (in the billing frame) cover."""
         folder = self.config["screenshots"]
         os.makedirs(folder, exist_ok=True)
         # Chromium paints a cross-origin frame only where the viewport is: make the viewport
@@ -254,7 +256,15 @@ class Session:
         height = self.page.evaluate("() => document.documentElement.scrollHeight")
         self.page.set_viewport_size({"width": size["width"], "height": min(height, 10_000)})
         self.page.wait_for_timeout(100)  # a frame to repaint; the picture only, no assertion
-        self.page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True)
+        clip = None
+        if selectors:
+            boxes = [self.el(selector).bounding_box() for selector in selectors]
+            left, top = min(b["x"] for b in boxes), min(b["y"] for b in boxes)
+            right = max(b["x"] + b["width"] for b in boxes)
+            bottom = max(b["y"] + b["height"] for b in boxes)
+            clip = {"x": left - 8, "y": top - 8}
+            clip.update(width=right - left + 16, height=bottom - top + 16)
+        self.page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True, clip=clip)
         self.page.set_viewport_size(size)
 
     def api_requests(self, method, suffix):
@@ -561,8 +571,88 @@ def token_refresh(p, config):
     return {}
 
 
+# What a reader's eye and finger meet, measured in the billing frame: the smallest visible text
+# (SVG text at the size it is drawn, its font size times the drawing's scale), the smallest
+# visible control (links, buttons, inputs, selects, summaries), and each visible table's width
+# against the content box of the card it sits in.
+MEASURE = """() => {
+    const shown = (el) => {
+        if (!el.checkVisibility({ visibilityProperty: true, opacityProperty: true })) return false;
+        const box = el.getBoundingClientRect();
+        return box.width > 1 && box.height > 1; // the 1 px boxes of text for screen readers only
+    };
+    const round = (x) => Math.round(x * 100) / 100;
+    let text = null;
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        const el = node.parentElement;
+        if (!node.data.trim() || !el || el.closest("title, option, script, style")) continue;
+        if (!shown(el)) continue;
+        let px = parseFloat(getComputedStyle(el).fontSize);
+        if (el instanceof SVGElement) {
+            const m = el.getScreenCTM();
+            px *= Math.hypot(m.a, m.b);
+        }
+        if (!text || px < text.px) text = { px: round(px), text: node.data.trim().slice(0, 40) };
+    }
+    let control = null;
+    for (const el of document.querySelectorAll("a[href], button, input, select, textarea, summary")) {
+        if (!shown(el)) continue;
+        const px = el.getBoundingClientRect().height;
+        if (!control || px < control.px) control = { px: round(px), what: el.outerHTML.slice(0, 80) };
+    }
+    const tables = [];
+    for (const table of document.querySelectorAll("table")) {
+        if (!shown(table)) continue;
+        const card = table.closest(".card");
+        const style = getComputedStyle(card);
+        const outer = card.getBoundingClientRect();
+        const left = outer.left + parseFloat(style.borderLeftWidth) + parseFloat(style.paddingLeft);
+        const right = outer.right - parseFloat(style.borderRightWidth) - parseFloat(style.paddingRight);
+        const box = table.getBoundingClientRect();
+        tables.push({ table: table.id || table.className, width: round(box.width),
+                      card: round(right - left),
+                      beyond: round(Math.max(box.right - right, left - box.left, 0)) });
+    }
+    // What reaches past the window's right edge, innermost first (named when the page is too wide).
+    const beyond = [...document.querySelectorAll("body *")]
+        .filter((el) => el.getBoundingClientRect().right > window.innerWidth + 0.5 && shown(el))
+        .reverse().slice(0, 3).map((el) => el.outerHTML.slice(0, 120));
+    return { text, control, tables, beyond };
+}"""
+
+
+def measure(s, where):
+    """Checks the page as `where` shows it: no text under 11 CSS px, no control under 24 px, no
+    table wider than its card, nothing wider than the window. Returns the figures."""
+    found = s.el("body").evaluate(MEASURE)
+    check(found["text"]["px"] >= 11, f"{where}: text of {found['text']['px']} px: {found['text']}")
+    control = found["control"]
+    check(control["px"] >= 24, f"{where}: a control {control['px']} px tall: {control['what']}")
+    for t in found["tables"]:
+        check(t["beyond"] <= 0.5, f"{where}: table {t['table']} is {t['width']} px in {t['card']} px")
+    overflow = s.el("body").evaluate("b => document.documentElement.scrollWidth - window.innerWidth")
+    check(overflow <= 0, f"{where}: the page is {overflow}px wider than the window: {found['beyond']}")
+    del found["beyond"]
+    found["where"] = where
+    return found
+
+
+def show_everything(s):
+    """Opens what the page folds away, so that it is measured too: the daily table."""
+    s.el("#usage details summary").click()
+    expect(s.el("#usage-by-day")).to_be_visible()
+
+
+def expect_one_line(s, selector):
+    lines = s.el(selector).evaluate("e => e.getClientRects().length")
+    check(lines == 1, f"{selector} wraps onto {lines} lines")
+
+
 def looks(p, config):
-    """The main states for the README and reviewers: light, dark, and a phone's width."""
+    """The main states for the README and reviewers: light, dark, a phone's width, and what a
+    reader meets there (text sizes, control sizes, tables within their cards)."""
+    figures = []
     s = Session(p, config)
     s.wait_loaded()
     check_accessibility(s, "light")
@@ -572,9 +662,16 @@ def looks(p, config):
     expect(spikes).to_have_attribute("data-date", config["spike_date"])
     expect(s.el("#usage-chart svg text.spike-mark")).to_have_count(1)
     expect(s.el("#runway-text")).to_contain_text("your credits last about")
+    # A call is shown as what was billed, in minutes, at its rate.
+    call = s.el("#tx-table tbody tr").filter(has_text=config["call_reference"])
+    expect(call.locator("td.usage")).to_have_text(config["call_usage"])
+    expect(s.el('#plan-list li[data-plan="free"] .price')).to_have_text("$0.00 / month")
+    expect_one_line(s, "#wallet-card .nowrap >> nth=1")
     folder = config["screenshots"]
     os.makedirs(folder, exist_ok=True)
     s.page.screenshot(path=os.path.join(folder, "readme.png"))
+    show_everything(s)
+    figures.append(measure(s, "light, 1200 px"))
     # localstripe has no billing portal: the refusal shows under the button.
     with s.context.expect_page() as opened:
         s.el("#portal").click()
@@ -587,34 +684,43 @@ def looks(p, config):
         s.page.wait_for_timeout(50)
     check(popup.is_closed(), "the portal's empty tab was left open")
     s.close()
-    s = Session(p, config, color_scheme="dark")
+    s = Session(p, config, color_scheme="dark", viewport={"width": 1280, "height": 900})
     s.wait_loaded()
     background = s.el("body").evaluate("b => getComputedStyle(b).backgroundColor")
     check(background == "rgb(17, 20, 24)", f"dark background: {background}")
     check_accessibility(s, "dark")
     s.screenshot("owner-dark")
+    show_everything(s)
+    figures.append(measure(s, "dark, 1280 px"))
     s.close()
-    s = Session(p, config, viewport={"width": 390, "height": 844})
-    s.wait_loaded()
-    overflow = s.el("body").evaluate("b => document.documentElement.scrollWidth - window.innerWidth")
-    check(overflow <= 0, f"the page is wider than a phone by {overflow}px")
-    edit = s.el('#agent-table tr[data-agent="sales-agent"] button')
-    edge = edit.evaluate("b => b.getBoundingClientRect().right - window.innerWidth")
-    check(edge <= 0, f"an agent's Edit button is {edge}px beyond a phone's width")
-    # The keyboard reaches the first control after the skip link.
-    s.el("#main").focus()
-    s.page.keyboard.press("Tab")
-    focused = s.el(":focus").get_attribute("href")
-    check(focused == "#balances", f"first tab stop: {focused}")
-    s.screenshot("owner-phone")
-    # An origin that is not in billing_embed_origins cannot frame the page (127.0.0.1 is not
-    # localhost, to the browser).
-    stranger = s.context.new_page()
-    with stranger.expect_console_message(lambda m: "frame-ancestors" in m.text):
-        stranger.goto(f"http://127.0.0.1:{config['embed_port']}/iframe")
-    expect(stranger.frame_locator("#billing").locator("#main")).to_have_count(0)
-    s.close()
-    return {}
+    for scheme in ("light", "dark"):
+        s = Session(p, config, color_scheme=scheme, viewport={"width": 390, "height": 844})
+        s.wait_loaded()
+        edit = s.el('#agent-table tr[data-agent="sales-agent"] button')
+        edge = edit.evaluate("b => b.getBoundingClientRect().right - window.innerWidth")
+        check(edge <= 0, f"an agent's Edit button is {edge}px beyond a phone's width")
+        expect_one_line(s, "#wallet-card .nowrap >> nth=1")
+        if scheme == "light":
+            # The keyboard reaches the first control after the skip link.
+            s.el("#main").focus()
+            s.page.keyboard.press("Tab")
+            focused = s.el(":focus").get_attribute("href")
+            check(focused == "#balances", f"first tab stop: {focused}")
+            s.screenshot("owner-phone")
+            s.screenshot("transactions-phone", "#tx-title", "#tx-table tbody tr >> nth=4")
+            s.screenshot("plans-phone", "#plans")
+        show_everything(s)
+        figures.append(measure(s, f"{scheme}, 390 px"))
+        if scheme == "dark":
+            s.screenshot("owner-phone-dark")
+            # An origin that is not in billing_embed_origins cannot frame the page (127.0.0.1
+            # is not localhost, to the browser).
+            stranger = s.context.new_page()
+            with stranger.expect_console_message(lambda m: "frame-ancestors" in m.text):
+                stranger.goto(f"http://127.0.0.1:{config['embed_port']}/iframe")
+            expect(stranger.frame_locator("#billing").locator("#main")).to_have_count(0)
+        s.close()
+    return {"figures": figures}
 
 
 def auto_recharge(p, config):

@@ -418,7 +418,13 @@ fn a_member_sees_only_the_banner() -> Result<()> {
     let s = start(ws)?;
     s.subscribe(ws, "free")?;
     s.use_credits(ws, "agent-a", "message", 800, 1)?; // 2 credits left: low balance
-    let summary = s.summary(ws)?;
+    // The banner as a member is told it (R19: the sentence says who can act).
+    let path = format!("/v1/workspaces/{ws}/billing");
+    let summary = expect(
+        &s.app.user(ws, Role::Member, "GET", &path, None)?,
+        200,
+        "member's summary",
+    )?;
     assert_eq!(summary["status"], "low_balance", "{summary}");
     s.journey(
         "member",
@@ -435,12 +441,20 @@ fn the_page_reads_well_in_dark_and_at_a_phones_width() -> Result<()> {
     let s = start(ws)?;
     // The free plan's 10 credits run out within the week: the wallet's 50 then last a month.
     s.with_history(ws, "free", Some("50"))?;
-    s.journey(
+    // A call of 2 min 5 s, billed by the whole minute: 3 min at 0.05.
+    s.debit(
+        &json!({"id": "ws-looks-call", "workspace_id": ws, "agent_id": "support-bot",
+        "kind": "call", "direction": "outbound", "to": "+14155550123", "quantity": 125}),
+    )?;
+    let seen = s.journey(
         "looks",
         ws,
         Role::Owner,
-        json!({"spike_date": "2027-03-18"}),
+        json!({"spike_date": "2027-03-18", "call_reference": "ws-looks-call",
+               "call_usage": "3 min billed at 0.05 credits a minute"}),
     )?;
+    // The figures the journey measured (smallest text and control, tables against their cards).
+    println!("{}", serde_json::to_string_pretty(&seen["figures"])?);
     Ok(())
 }
 

@@ -20,6 +20,7 @@ const state = {
   tx: { cursors: [null], index: 0, next: null, type: "", agent: "" },
   stripe: null,
   card: null,
+  chart: null,
   loadedWorkspace: null,
 };
 
@@ -37,7 +38,7 @@ function h(tag, attrs, ...children) {
     else el.setAttribute(name, value === true ? "" : String(value));
   }
   for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
+    if (child === null || child === undefined || child === false || child === "") continue;
     el.append(child instanceof Node ? child : String(child));
   }
   return el;
@@ -82,6 +83,12 @@ function credits(text) {
   return micros === null ? "—" : fixed(micros, 2);
 }
 
+/** A rate in credits with every decimal it has, never fewer than two ("0.05", "0.0125"). */
+function creditsExact(text) {
+  const micros = toMicros(text);
+  return micros === null ? "—" : fixed(micros, Math.max(2, decimalsOf(micros)));
+}
+
 function currencySymbolFormat(currency) {
   try {
     return new Intl.NumberFormat(undefined, { style: "currency", currency });
@@ -90,12 +97,24 @@ function currencySymbolFormat(currency) {
   }
 }
 
-/** Money in the workspace currency ("$1,234.50"). */
-function money(text, currency = state.summary?.currency || "USD") {
+/** How many decimals `micros` needs to be shown exactly (0 to 6). */
+function decimalsOf(micros) {
+  let value = micros < 0n ? -micros : micros;
+  let digits = 6;
+  while (digits > 0 && value % 10n === 0n) {
+    value /= 10n;
+    digits -= 1;
+  }
+  return digits;
+}
+
+/** Money in the workspace currency ("$1,234.50"); `exact` shows every decimal a price has
+ *  ("$0.0125"), never fewer than two. */
+function money(text, currency = state.summary?.currency || "USD", { exact = false } = {}) {
   const micros = toMicros(text);
   if (micros === null) return "—";
   const format = currencySymbolFormat(currency);
-  const cents = fixed(micros, 2);
+  const cents = fixed(micros, exact ? Math.max(2, decimalsOf(micros)) : 2);
   if (!format) return `${cents} ${currency}`;
   // Whole and fraction come from the exact decimal; Intl only supplies the symbol's place.
   const parts = format.formatToParts(micros < 0n ? -1 : 1);
@@ -260,14 +279,25 @@ async function loadAll() {
   renderSummary(summary);
   $("page-status").textContent = "";
   await Promise.all([loadPlans(), loadAgents(), loadUsage(), loadTransactions(), loadInvoices()]);
-  $("page-status").textContent = "Up to date.";
+  stampUpdated();
 }
 
 async function refreshSummary() {
   const summary = await api("GET", wsPath("/billing"));
   renderBanner(summary);
-  if ("currency" in summary) renderSummary(summary);
+  if ("currency" in summary) {
+    renderSummary(summary);
+    stampUpdated();
+  }
   return summary;
+}
+
+/** Says when the figures on screen were read ("Updated 14:02"), in the user's own time. */
+function stampUpdated() {
+  const now = new Date();
+  const status = $("page-status");
+  status.textContent = `Updated ${now.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" })}`;
+  status.dataset.updatedAt = now.toISOString();
 }
 
 // ---- banner ----------------------------------------------------------------------------------
@@ -337,7 +367,8 @@ function renderSummary(s) {
   setAmount($("wallet-value"), s.wallet_value, (v) => money(v));
   setAmount($("wallet-held"), s.held);
   const card = s.payment_method;
-  $("wallet-card").textContent = card ? cardText(card) : "No card saved";
+  $("wallet-card").replaceChildren(...(card ? cardNodes(card) : ["No card saved"]));
+  $("wallet-card").dataset.last4 = card ? card.last4 : "";
   const list = $("pending-topups");
   list.replaceChildren(
     ...s.pending_topups.map((p) =>
@@ -358,9 +389,15 @@ function fixedPlain(micros) {
   return (negative ? "-" : "") + whole + (fraction ? "." + fraction : "");
 }
 
-function cardText(card) {
+function cardName(card) {
   const brand = card.brand ? card.brand[0].toUpperCase() + card.brand.slice(1) : "Card";
-  return `${brand} •••• ${card.last4}, expires ${String(card.exp_month).padStart(2, "0")}/${card.exp_year}`;
+  return `${brand} •••• ${card.last4}`;
+}
+
+/** "Visa •••• 4242, expires 12/2030", each half kept on one line. */
+function cardNodes(card) {
+  const expiry = `expires ${String(card.exp_month).padStart(2, "0")}/${card.exp_year}`;
+  return [h("span", { class: "nowrap" }, cardName(card)), ", ", h("span", { class: "nowrap" }, expiry)];
 }
 
 function planName(id) {
@@ -407,7 +444,7 @@ function renderBuy(s) {
   $("buy-amount-hint").textContent = min && max ? `Between ${money(min)} and ${money(max)}.` : "";
   const saved = s.payment_method;
   show($("buy-saved-option"), Boolean(saved));
-  if (saved) $("buy-saved-label").textContent = cardText(saved);
+  if (saved) $("buy-saved-label").replaceChildren(...cardNodes(saved));
   const cardsPossible = Boolean(STRIPE_KEY && window.Stripe);
   $("buy-use-new").disabled = !cardsPossible;
   show($("cards-unavailable"), !cardsPossible);
@@ -652,7 +689,8 @@ function renderPlans() {
         "li",
         { class: "plan" + (isCurrent ? " current" : ""), "data-plan": plan.id },
         h("h3", {}, plan.name),
-        h("p", { class: "price" }, toMicros(plan.price) === 0n ? "Free" : `${money(plan.price)} / month`),
+        // "Free" is already the free plan's name: its price reads as one, "$0.00 / month".
+        h("p", { class: "price" }, `${money(plan.price)} / month`),
         h("p", {}, `${credits(plan.monthly_credits)} credits every month`),
         plan.rollover_max_credits ? h("p", { class: "hint" }, `Unused credits roll over, up to ${credits(plan.rollover_max_credits)}.`) : null,
         isCurrent ? h("p", { class: "badge" }, "Current plan") : null,
@@ -857,6 +895,9 @@ $("usage-next").addEventListener("click", () => loadUsage(shiftMonth(state.usage
 
 const KINDS = { call: "Calls", message: "Messages", sms: "SMS", stt: "Speech-to-text", ai_task: "AI tasks", topup: "Top-up", auto_recharge: "Auto-recharge", plan_grant: "Plan credits", plan_expiry: "Plan credits expired", refund: "Refund", dispute: "Dispute" };
 const kindName = (k) => KINDS[k] || k;
+/** One history row's type: one call, one message. */
+const ROW_KINDS = { ...KINDS, call: "Call", message: "Message", ai_task: "AI task" };
+const rowKindName = (k) => ROW_KINDS[k] || k;
 
 const SVG = "http://www.w3.org/2000/svg";
 function s(tag, attrs, ...children) {
@@ -866,8 +907,12 @@ function s(tag, attrs, ...children) {
   return el;
 }
 
-/** Credits per day as bars; spikes are marked with a triangle and named in each bar's title. */
+/** Credits per day as bars; spikes are marked with a triangle and named in each bar's title.
+ *  Drawn at the width it has on screen, one unit a CSS pixel, so that its labels keep their
+ *  size at a phone's width (scaled down from a fixed width they would shrink to 7 px). */
 function renderChart(month, summary) {
+  const measured = Math.floor($("usage-chart").clientWidth);
+  state.chart = { month, summary, width: measured };
   const [y, m] = month.split("-").map(Number);
   const days = new Date(Date.UTC(y, m, 0)).getUTCDate();
   const byDate = new Map(summary.by_day.map((d) => [d.date, d]));
@@ -882,14 +927,16 @@ function renderChart(month, summary) {
     $("usage-chart").replaceChildren(h("p", { class: "muted" }, "No usage this month."));
     return;
   }
-  const width = 620, height = 180, left = 44, bottom = 22, top = 16;
+  const maxText = credits(fixedPlain(max));
+  const width = Math.max(240, measured || 620);
+  const height = 180, bottom = 22, top = 16, left = 12 + 8 * maxText.length;
   const plot = height - bottom - top;
   const step = (width - left) / days;
   const spikes = values.filter((v) => v.spike).length;
   const label = `Credits used per day in ${month}: ${summary.total} in total${max > 0n ? `, at most ${credits(fixedPlain(max))} in a day` : ""}${spikes ? `, ${spikes} unusual spike${spikes > 1 ? "s" : ""}` : ""}.`;
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, class: "bars" });
   svg.append(s("line", { x1: left, x2: width, y1: top + plot, y2: top + plot, class: "axis" }));
-  svg.append(s("text", { x: left - 6, y: top + 4, class: "tick", "text-anchor": "end" }, max > 0n ? credits(fixedPlain(max)) : "0"));
+  svg.append(s("text", { x: left - 6, y: top + 4, class: "tick", "text-anchor": "end" }, maxText));
   svg.append(s("text", { x: left - 6, y: top + plot, class: "tick", "text-anchor": "end" }, "0"));
   for (const v of values) {
     const barHeight = max > 0n ? Number((v.micros * BigInt(plot * 100)) / max) / 100 : 0;
@@ -898,15 +945,44 @@ function renderChart(month, summary) {
     bar.append(s("title", {}, `${v.key}: ${credits(v.amount)} credits, ${v.count} events${v.spike ? " (unusual spike)" : ""}`));
     svg.append(bar);
     if (v.spike) svg.append(s("text", { x: x + step * 0.35, y: top + plot - barHeight - 3, class: "spike-mark", "text-anchor": "middle" }, "▲"));
-    if (v.day === 1 || v.day % 5 === 0) svg.append(s("text", { x: x + step * 0.35, y: height - 6, class: "tick", "text-anchor": "middle" }, v.day));
+    if (v.day === 1 || (v.day % 5 === 0 && (step >= 9 || v.day % 10 === 0))) svg.append(s("text", { x: x + step * 0.35, y: height - 6, class: "tick", "text-anchor": "middle" }, v.day));
   }
   $("usage-chart").replaceChildren(svg);
 }
+
+// Redrawn when its width changes (a phone turned, the frame resized), not on every resize.
+new ResizeObserver(() => {
+  const width = Math.floor($("usage-chart").clientWidth);
+  if (!state.chart || !width || width === state.chart.width) return;
+  renderChart(state.chart.month, state.chart.summary);
+}).observe($("usage-chart"));
 
 /** "3 messages", "1 minute", "2.5 minutes". */
 function quantityText(quantity, unit) {
   if (!unit) return quantity;
   return `${quantity} ${unit}${quantity === "1" ? "" : "s"}`;
+}
+
+/** A length of time: "45 s", "3 min", "2 min 5 s", "1 h 2 min". */
+function secondsText(total) {
+  const hours = Math.floor(total / 3600), minutes = Math.floor((total % 3600) / 60), seconds = total % 60;
+  const parts = [hours ? `${hours} h` : "", minutes ? `${minutes} min` : "", seconds || total === 0 ? `${seconds} s` : ""];
+  return parts.filter(Boolean).join(" ");
+}
+
+/** What a usage row measured and at what rate. A call is billed in whole increments of its
+ *  rate (60 s: a 125 s call is billed 3 min), and the row's quantity is the seconds billed, so
+ *  it reads "3 min billed", not "180 seconds" (the row does not carry the call's length). */
+function usageText(t) {
+  if (!t.quantity) return "";
+  const rate = t.rate ? creditsExact(t.rate) : null;
+  if (t.unit === "second") {
+    const text = `${secondsText(Number(t.quantity))} billed`;
+    return rate ? `${text} at ${rate} credits a minute` : text;
+  }
+  const what = quantityText(t.quantity, t.unit);
+  if (!rate) return what;
+  return t.unit === "minute" ? `${what} at ${rate} credits a minute` : `${what} at ${rate} credits each`;
 }
 
 // ---- transactions ----------------------------------------------------------------------------
@@ -935,29 +1011,35 @@ async function loadTransactions(reset = false) {
   state.tx.next = page.next_cursor;
   $("tx-table")
     .querySelector("tbody")
-    .replaceChildren(
-      ...(page.data.length
-        ? page.data.map((t) =>
-            h(
-              "tr",
-              { "data-id": t.id },
-              h("td", { class: "nowrap" }, date(t.occurred_at, true)),
-              h("td", {}, kindName(t.type)),
-              h("td", { class: "nowrap" }, t.agent_id || ""),
-              h("td", { class: "num" }, t.quantity ? quantityText(t.quantity, t.unit) : ""),
-              h("td", { class: "num" }, t.rate ? credits(t.rate) : ""),
-              h("td", { class: "num", "data-value": t.amount }, credits(t.amount)),
-              h("td", { class: "num" }, credits(t.plan_amount)),
-              h("td", { class: "num" }, credits(t.wallet_amount)),
-              h("td", { class: "num" }, credits(t.wallet_balance_after)),
-              h("td", { class: "ref" }, t.reference || t.description || ""),
-            ),
-          )
-        : [h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No transactions."))]),
-    );
+    .replaceChildren(...(page.data.length ? page.data.map(transactionRow) : [h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No transactions."))]));
   $("tx-page").textContent = `Page ${state.tx.index + 1}`;
   $("tx-newer").disabled = state.tx.index === 0;
   $("tx-older").disabled = !state.tx.next;
+}
+
+/** One history row. `data-label` names each cell where a phone's width stacks the row. */
+function transactionRow(t) {
+  return h(
+    "tr",
+    { "data-id": t.id },
+    h("td", { "data-label": "Date" }, dateAndTime(t.occurred_at)),
+    h("td", { "data-label": "Type" }, rowKindName(t.type)),
+    h("td", { class: "nowrap", "data-label": "Agent" }, t.agent_id || ""),
+    h("td", { class: "usage", "data-label": "Usage" }, usageText(t)),
+    h("td", { class: "num", "data-label": "Credits", "data-value": t.amount }, credits(t.amount)),
+    h("td", { class: "num", "data-label": "From plan" }, credits(t.plan_amount)),
+    h("td", { class: "num", "data-label": "From wallet" }, credits(t.wallet_amount)),
+    h("td", { class: "num", "data-label": "Wallet after" }, credits(t.wallet_balance_after)),
+    h("td", { class: "ref", "data-label": "Reference" }, t.reference || t.description || ""),
+  );
+}
+
+/** "Mar 20, 2027" and "10:00 UTC", each on one line. */
+function dateAndTime(text) {
+  const d = new Date(text);
+  if (!text || Number.isNaN(d.getTime())) return text || "—";
+  const time = d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit", timeZone: "UTC" });
+  return [h("span", { class: "nowrap" }, date(text)), " ", h("span", { class: "nowrap" }, `${time} UTC`)];
 }
 
 $("tx-filters").addEventListener("submit", (event) => {
@@ -1009,13 +1091,13 @@ async function loadInvoices() {
           h(
             "tr",
             {},
-            h("td", {}, date(i.created)),
-            h("td", {}, i.number || i.id),
-            h("td", { class: "num" }, money(i.amount_paid, i.currency.toUpperCase())),
-            h("td", {}, i.status || ""),
+            h("td", { "data-label": "Date" }, date(i.created)),
+            h("td", { "data-label": "Number" }, i.number || i.id),
+            h("td", { class: "num", "data-label": "Amount" }, money(i.amount_paid, i.currency.toUpperCase())),
+            h("td", { "data-label": "Status" }, i.status || ""),
             h(
               "td",
-              {},
+              { "data-label": "Documents" },
               i.hosted_invoice_url ? h("a", { href: i.hosted_invoice_url, target: "_blank", rel: "noopener noreferrer" }, "View") : null,
               i.hosted_invoice_url && i.invoice_pdf ? " · " : null,
               i.invoice_pdf ? h("a", { href: i.invoice_pdf, target: "_blank", rel: "noopener noreferrer" }, "PDF") : null,
