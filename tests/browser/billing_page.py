@@ -639,9 +639,11 @@ def measure(s, where):
 
 
 def show_everything(s):
-    """Opens what the page folds away, so that it is measured too: the daily table."""
+    """Opens what the page folds away, so that it is measured too: the daily table, a receipt."""
     s.el("#usage details summary").click()
     expect(s.el("#usage-by-day")).to_be_visible()
+    s.el("#rcpt-table tbody tr button").first.click()
+    expect(s.el("#receipt-view")).to_be_visible()
 
 
 def expect_one_line(s, selector):
@@ -770,11 +772,40 @@ def invoices(p, config):
         else:
             expect(link).to_have_count(0)
     expect(s.el("#inv-empty")).to_be_hidden()
+    # A plan's invoice is not a card payment of credits: no receipt, and the page says so.
+    expect(s.el("#rcpt-empty")).to_have_text(
+        "No receipts yet: every card payment, a top-up or an automatic recharge, gets one here."
+    )
+    s.close()
+    return {}
+
+
+def receipts(p, config):
+    """Every card payment has a receipt, newest first: a top-up and an automatic recharge."""
+    s = Session(p, config)
+    s.wait_loaded()
+    rows = s.el("#rcpt-table tbody tr")
+    expected = config["receipts"]
+    expect(rows).to_have_count(len(expected))
+    for i, receipt in enumerate(expected):
+        row = rows.nth(i)
+        expect(row).to_have_attribute("data-receipt", receipt["id"])
+        texts = [receipt[k] for k in ("number", "kind_text", "amount_text", "credits_text")]
+        for text in texts + ["•••• 4242"]:
+            expect(row).to_contain_text(text)
+    newest = expected[0]
+    rows.first.get_by_role("button", name=f"Open receipt {newest['number']}").click()
+    view = s.el("#receipt-view")
+    expect(view.locator("h3")).to_have_text(f"Receipt {newest['number']}")
+    expect(view).to_contain_text(newest["kind_text"])
+    expect(view.locator("tfoot tr.total td")).to_have_text(newest["amount_text"])
+    s.screenshot("receipts", "#invoices")
     s.close()
     return {}
 
 
 JOURNEYS = {
+    "receipts": receipts,
     "token_refresh": token_refresh,
     "invoices": invoices,
     "auto_recharge": auto_recharge,

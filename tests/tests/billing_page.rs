@@ -125,6 +125,12 @@ impl Setup {
         self.owner_get(ws, "/billing")
     }
 
+    /// The workspace's receipts, newest first.
+    fn receipts(&self, ws: &str) -> Result<Vec<Value>> {
+        let list = self.owner_get(ws, "/receipts")?;
+        Ok(list["data"].as_array().cloned().unwrap_or_default())
+    }
+
     fn transactions(&self, ws: &str, query: &str) -> Result<Vec<Value>> {
         let mut rows = Vec::new();
         let mut cursor: Option<String> = None;
@@ -483,6 +489,30 @@ fn auto_recharge_needs_a_card_and_takes_the_suggested_setting() -> Result<()> {
         micros_of(&suggestion["amount"])?
     );
     assert_eq!(summary["payment_method"]["last4"], "4242");
+    // An automatic recharge, paid by the card saved in the journey: both payments have their
+    // receipt, the recharge's the newest. The wallet's 15 are below the suggested threshold.
+    let report = expect(
+        &s.app
+            .service("POST", "/internal/jobs/auto-recharge", None)?,
+        200,
+        "auto-recharge job",
+    )?;
+    ensure!(report["recharges_succeeded"] == 1, "{report}");
+    let amount = str_of(&suggestion, "amount");
+    let receipts = s.receipts(ws)?;
+    let kinds: Vec<&str> = receipts.iter().map(|r| str_of(r, "kind")).collect();
+    assert_eq!(kinds, ["auto_recharge", "topup"], "{receipts:?}");
+    s.journey(
+        "receipts",
+        ws,
+        Role::Owner,
+        json!({"receipts": [
+            {"id": receipts[0]["id"], "number": "R-0002", "kind_text": "Automatic recharge",
+             "amount_text": format!("${amount}.00"), "credits_text": format!("{amount}.00")},
+            {"id": receipts[1]["id"], "number": "R-0001", "kind_text": "Credits bought (top-up)",
+             "amount_text": "$15.00", "credits_text": "15.00"}
+        ]}),
+    )?;
     s.app.check_invariants()
 }
 
