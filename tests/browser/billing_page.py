@@ -7,14 +7,18 @@ workspace up through the API, then runs one journey here:
     python3 tests/browser/billing_page.py JOURNEY CONFIG_JSON
 
 CONFIG_JSON carries `app` (the app's base URL), `embed_port` (where this script serves the
-embedding product's page, an origin the app lists in `billing_embed_origins`), `token`, `stripe`
-(localstripe's base URL and secret key), `screenshots` (a folder) and journey values. The
+embedding product's page, an origin the app lists in `billing_embed_origins`), `workspace` and
+its `token`, `stripe` (localstripe's base URL and secret key), `screenshots` (a folder) and
+journey values. The
 embedding page is the README's example: it loads `/billing/embed.js` and sets the token on
 `<voice-billing>` from script (`how: element`), or frames `/billing/` and posts the token itself
 (`how: iframe`).
 
 A journey asserts what the user sees; it prints one JSON line of what it observed for the Rust
 side, which checks the ledger. Any failed expectation exits non-zero with the reason.
+
+Stripe.js is localstripe's stand-in, with one thing Stripe.js does added by the tests: paying
+with the card typed into its card Element (STRIPE_JS_GLUE, Session._emulate_stripe_js).
 """
 
 import json
@@ -22,6 +26,8 @@ import os
 import re
 import sys
 import threading
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +85,54 @@ EMBED_IFRAME = """<!doctype html>
 """
 
 
+# Appended to localstripe's stand-in Stripe.js (Session._emulate_stripe_js). Stripe.js's
+# `confirmCardPayment(secret, {payment_method: {card: element}})` charges the card typed into the
+# Element: it confirms the PaymentIntent with that card, runs 3-D Secure if the bank asks, and
+# answers `{paymentIntent}` once the intent succeeded or `{error}` (a decline, a failed
+# authentication). The stand-in ignores the Element: it always opens its 3-D Secure box and
+# reports success whatever the intent's status. Here the confirm goes to the PaymentIntent's
+# confirm URL with the card, as Stripe.js sends it, where the test's route answers as Stripe
+# would (Stripe.confirm_card_payment); the stand-in's box is used only when the answer asks for
+# authentication, and a failed authentication is an error, as Stripe.js reports it.
+STRIPE_JS_GLUE = r"""
+;(() => {
+  const standIn = Stripe;
+  const settled = (intent) =>
+    ["succeeded", "processing", "requires_capture"].includes(intent.status)
+      ? { paymentIntent: intent }
+      : { error: { type: "card_error",
+                   code: intent.last_payment_error?.code || "payment_intent_unexpected_state",
+                   message: intent.last_payment_error?.message || `The payment is ${intent.status}.`,
+                   payment_intent: intent } };
+  Stripe = (key) => {
+    const stripe = standIn(key);
+    const authenticate = stripe.confirmCardPayment;
+    stripe.confirmCardPayment = async (clientSecret, data) => {
+      const element = data?.payment_method?.card;
+      if (element) {
+        if (!element.value)
+          return { error: { type: "validation_error", code: "incomplete_number",
+                            message: "Your card number is incomplete." } };
+        const intent = clientSecret.match(/^(pi_\w+)_secret_/)[1];
+        const response = await fetch(`${LOCALSTRIPE_BASE_API}/v1/payment_intents/${intent}/confirm`, {
+          method: "POST",
+          body: JSON.stringify({ key, client_secret: clientSecret,
+                                 payment_method_data: { type: "card", card: element.value.card } }),
+        });
+        const body = await response.json().catch(() => ({}));
+        if (!response.ok || body.error)
+          return { error: body.error || { message: `HTTP ${response.status}` } };
+        if (body.status !== "requires_action") return settled(body);
+      }
+      const result = await authenticate(clientSecret);
+      return result.error ? result : settled(result.paymentIntent);
+    };
+    return stripe;
+  };
+})();
+"""
+
+
 class Failed(Exception):
     pass
 
@@ -127,6 +181,7 @@ class Stripe:
         self.key = config["secret_key"]
 
     def call(self, method, path, form=None):
+        """(status, JSON) of a call with the secret key, errors included."""
         data = urllib.parse.urlencode(form).encode() if form is not None else None
         request = urllib.request.Request(
             self.base + path,
@@ -134,14 +189,35 @@ class Stripe:
             method=method,
             headers={"authorization": f"Bearer {self.key}"},
         )
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return json.loads(reply.read())
+        try:
+            with urllib.request.urlopen(request, timeout=10) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
 
-    def attach(self, payment_method, customer):
-        # Stripe attaches a SetupIntent's card to its customer when the SetupIntent is
-        # confirmed; localstripe does not.
-        if self.call("GET", f"/v1/payment_methods/{payment_method}").get("customer") != customer:
-            self.call("POST", f"/v1/payment_methods/{payment_method}/attach", {"customer": customer})
+    def confirm_card_payment(self, intent, body):
+        """What Stripe does when Stripe.js confirms PaymentIntent `intent` with the card typed
+        into its Element: it checks the client secret, makes the card a PaymentMethod and
+        confirms the intent with it. (localstripe takes a PaymentMethod on confirm only with the
+        secret key, and makes one from card details only with it.)"""
+        status, found = self.call("GET", f"/v1/payment_intents/{intent}")
+        if status != 200:
+            return status, found
+        if body.get("client_secret") != found.get("client_secret"):
+            error = {"type": "invalid_request_error", "message": "No such client secret."}
+            return 401, {"error": error}
+        card = body["payment_method_data"]["card"]
+        form = {"type": "card"}
+        for field in ("number", "exp_month", "exp_year", "cvc"):
+            form[f"card[{field}]"] = card[field]
+        status, method = self.call("POST", "/v1/payment_methods", form)
+        if status != 200:
+            return status, method
+        confirm = {"payment_method": method["id"]}
+        status, answer = self.call("POST", f"/v1/payment_intents/{intent}/confirm", confirm)
+        if status == 402:
+            answer["error"]["type"] = "card_error"  # Stripe's type for a declined card
+        return status, answer
 
 
 class Session:
@@ -156,7 +232,6 @@ class Session:
         color_scheme="light",
         viewport=None,
         before_token=None,
-        stripe_attach=False,
     ):
         self.config = config
         self.browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -169,8 +244,7 @@ class Session:
         # Routes are set on the context before any page exists: the billing page runs in a
         # cross-origin frame (its own process), and a route added once that frame is up can
         # miss its first requests.
-        if stripe_attach:
-            self._emulate_stripe_attach()
+        self._emulate_stripe_js()
         self.held_topups = None
         self.context.route("**/topups", self._topups)
         self.page = self.context.new_page()
@@ -220,25 +294,30 @@ class Session:
         self.held_topups = []
         return self.held_topups
 
-    def _emulate_stripe_attach(self):
-        """Stripe.js's SetupIntent confirmation, as Stripe answers it: the card is attached to
-        the customer before the answer reaches the page."""
+    def _emulate_stripe_js(self):
+        """Stripe.js's confirmCardPayment with a card Element, which the stand-in lacks (see
+        STRIPE_JS_GLUE): the stand-in script is served with the glue appended, and the confirm
+        it sends is answered here as Stripe answers it."""
         stripe = Stripe(self.config["stripe"])
+        base = self.config["stripe"]["base"]
 
-        def handle(route):
+        def script(route):
             response = route.fetch()
-            try:
-                intent = response.json()
-                NETWORK_LOG.append(f"glue: SetupIntent {intent.get('id')} {intent.get('status')}")
-                if intent.get("status") == "succeeded":
-                    stripe.attach(intent["payment_method"], intent["customer"])
-                    NETWORK_LOG.append(f"glue: attached {intent['payment_method']} to {intent['customer']}")
-            except Exception as error:  # noqa: BLE001 - reported with the journey's failure
-                NETWORK_LOG.append(f"glue: {error!r}")
-            finally:
-                route.fulfill(response=response)
+            route.fulfill(response=response, body=response.text() + STRIPE_JS_GLUE)
 
-        self.context.route(f"{self.config['stripe']['base']}/v1/setup_intents/*/confirm", handle)
+        def confirm(route):
+            intent = urllib.parse.urlsplit(route.request.url).path.split("/")[3]
+            try:
+                sent = json.loads(route.request.post_data or "{}")
+                status, answer = stripe.confirm_card_payment(intent, sent)
+            except Exception as error:  # noqa: BLE001 - reported to the page and with the journey
+                status, answer = 500, {"error": {"message": f"test glue: {error!r}"}}
+            outcome = answer.get("status") or answer.get("error", {}).get("code")
+            NETWORK_LOG.append(f"glue: confirmed {intent} with the typed card: {status} {outcome}")
+            route.fulfill(status=status, json=answer, headers={"access-control-allow-origin": "*"})
+
+        self.context.route(f"{base}/js.stripe.com/v3/", script)
+        self.context.route(f"{base}/v1/payment_intents/*/confirm", confirm)
 
     def el(self, selector):
         return self.frame.locator(selector)
@@ -332,6 +411,19 @@ def value(locator):
     return locator.get_attribute("data-value")
 
 
+def owner_api(config, method, path, body=None):
+    """The JSON of `method /v1/workspaces/{ws}{path}` with the journey's token: what the API
+    itself says, beside what the page shows."""
+    request = urllib.request.Request(
+        f"{config['app']}/v1/workspaces/{config['workspace']}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"authorization": f"Bearer {config['token']}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        return json.loads(reply.read())
+
+
 def fill_card(s, number):
     card = s.el("#card-element")
     expect(card.locator("input").first).to_be_visible()
@@ -342,15 +434,47 @@ def fill_card(s, number):
     card.get_by_placeholder("postal_code").fill("10001")
 
 
+def is_topup_created(response):
+    return response.request.method == "POST" and response.url.endswith("/topups")
+
+
+def wait_for_topup(config, topup_id, status):
+    """Reads the top-up from the API until it is `status` (the webhook settles it); answers it."""
+    for _ in range(TIMEOUT_MS // 100):
+        topup = owner_api(config, "GET", f"/topups/{topup_id}")
+        if topup["status"] == status:
+            return topup
+        time.sleep(0.1)  # the next read of the API; nothing in the page waits on it
+    raise Failed(f"top-up {topup_id} is still {topup['status']}, not {status}")
+
+
+def expect_saved_card(s, config, last4):
+    """The card on file, as the wallet, "Pay with" and the API each say it."""
+    expect(s.el("#wallet-card")).to_have_attribute("data-last4", last4)
+    expect(s.el("#wallet-card")).to_contain_text(f"•••• {last4}")
+    expect(s.el("#buy-saved-label")).to_contain_text(f"•••• {last4}")
+    saved = owner_api(config, "GET", "/billing")["payment_method"]
+    check(saved and saved["last4"] == last4, f"the API's card on file: {saved}, not {last4}")
+
+
 # ---- journeys ----------------------------------------------------------------------------------
 
 
 def buy_credits(p, config):
-    """An owner buys credits with a new test card; the balance changes only once paid."""
-    s = Session(p, config, stripe_attach=True)
+    """An owner buys credits with a new test card (replacing the saved one if there is one). The
+    form says what the amount buys; the balance changes only once paid; the new card is then
+    the saved one, and the payment's receipt is listed."""
+    s = Session(p, config)
     s.wait_loaded()
     before = config["wallet_before"]
     expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
+    saved = config.get("saved_last4")
+    if saved:
+        expect(s.el("#buy-use-saved")).to_be_checked()
+        expect_saved_card(s, config, saved)
+        s.el("#buy-use-new").check()
+    else:
+        expect(s.el("#buy-use-new")).to_be_checked()
     s.screenshot("owner-overview")
     # Below the catalog's minimum: refused on the page, nothing sent.
     s.el("#buy-amount").fill("5")
@@ -361,11 +485,14 @@ def buy_credits(p, config):
     s.el("#buy-submit").click()
     expect(s.el("#buy-amount-error")).to_have_text("The maximum is $5,000.00.")
     check(not s.api_requests("POST", "/topups"), "an out-of-bounds amount reached the API")
+    # Dollars in, credits out: the preview as the amount is typed.
+    s.el("#buy-amount").fill(config["amount"])
+    expect(s.el("#buy-preview")).to_have_text(config["preview"])
+    expect(s.el("#buy-preview")).to_have_attribute("data-credits", config["credits"])
     # The card through Stripe.js (localstripe's stand-in), then the charge, held on its way back
     # so that the page can be looked at while the payment is not yet confirmed.
-    expect(s.el("#buy-use-new")).to_be_checked()
     fill_card(s, config["card"])
-    s.el("#buy-amount").fill(config["amount"])
+    s.screenshot("buy-preview", "#buy")
     held = s.hold_topups()
     with s.page.expect_request("**/topups"):
         s.el("#buy-submit").click()
@@ -377,9 +504,40 @@ def buy_credits(p, config):
     route.fulfill(response=route.fetch())
     expect(s.el("#buy-status")).to_contain_text("Payment succeeded")
     expect(s.el("#wallet-balance")).to_have_attribute("data-value", config["wallet_after"])
-    expect(s.el("#wallet-card")).to_contain_text(f"•••• {config['card'][-4:]}")
+    new_last4 = config["card"][-4:]
+    expect_saved_card(s, config, new_last4)
+    expect(s.el("#buy-use-saved")).to_be_checked()
+    expect(s.el("#card-box")).to_be_hidden()
     expect(s.el("#tx-table tbody tr").first).to_contain_text("Top-up")
     s.screenshot("buy-succeeded")
+    # The payment's receipt: listed, and readable in the page.
+    receipt = config["receipt"]
+    rows = s.el("#rcpt-table tbody tr")
+    expect(rows).to_have_count(1)
+    shown = ("number", "amount_text", "credits_text")
+    for text in [receipt[k] for k in shown] + [f"•••• {new_last4}", "Credits bought (top-up)"]:
+        expect(rows.first).to_contain_text(text)
+    expect(s.el("#inv-empty")).to_have_text(
+        "No invoices yet: Stripe invoices paid plans, and each invoice appears here."
+    )
+    rows.first.get_by_role("button", name=f"Open receipt {receipt['number']}").click()
+    view = s.el("#receipt-view")
+    expect(view).to_be_focused()
+    expect(view.locator("h3")).to_have_text(f"Receipt {receipt['number']}")
+    line = view.locator("tbody tr")
+    expect(line.locator("td").nth(1)).to_have_attribute("data-value", receipt["credits"])
+    expect(line).to_contain_text(receipt["credits_text"])
+    expect(line).to_contain_text(receipt["price_text"])
+    expect(line).to_contain_text(receipt["amount_text"])
+    expect(view.locator("tfoot td").first).to_have_text("$0.00")
+    expect(view.locator("tfoot tr.total td")).to_have_text(receipt["amount_text"])
+    expect(view).to_contain_text(f"Visa •••• {new_last4}")
+    expect(view).to_contain_text("Credits bought (top-up)")
+    expect(view.get_by_role("button", name="Print")).to_be_visible()
+    s.screenshot("receipt", "#invoices")
+    view.get_by_role("button", name="Close").click()
+    expect(view).to_be_hidden()
+    expect(rows.first.get_by_role("button")).to_be_focused()
     s.close()
     return {"card_saved": True}
 
@@ -406,20 +564,104 @@ def buy_with_authentication(p, config):
 
 
 def declined_card(p, config):
-    """A card the bank declines: the seeds' advice next to the button, nothing credited. (The
-    product set the token before embed.js defined the element.)"""
-    s = Session(p, config, how="early", stripe_attach=True)
+    """A new card the bank declines, on a workspace without one: Stripe's words next to the
+    button, nothing credited, no card saved. (The product set the token before embed.js
+    defined the element.)"""
+    s = Session(p, config, how="early")
     s.wait_loaded()
     before = value(s.el("#wallet-balance"))
     fill_card(s, config["card"])
     s.el("#buy-amount").fill("30")
     s.el("#buy-submit").click()
-    expect(s.el("#buy-error")).to_contain_text(config["advice"])
+    expect(s.el("#buy-error")).to_have_text(config["message"])
     expect(s.el("#buy-status")).to_have_text("")
     expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
+    expect(s.el("#wallet-card")).to_have_text("No card saved")
+    check(owner_api(config, "GET", "/billing")["payment_method"] is None, "the declined card was saved")
     s.screenshot("buy-declined")
     s.close()
     return {}
+
+
+def declined_new_card_keeps_the_saved_one(p, config):
+    """Issue 21: an owner with a working saved card pays with a new card that attaches but is
+    declined on charge. The decline is shown; the card on file, the wallet and auto-recharge are
+    as they were, and the saved card still pays."""
+    s = Session(p, config)
+    s.wait_loaded()
+    saved, wallet = config["saved_last4"], config["wallet"]
+    auto = config["auto_recharge"]
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", wallet)
+    expect(s.el("#buy-use-saved")).to_be_checked()
+    expect_saved_card(s, config, saved)
+    s.el("#buy-use-new").check()
+    fill_card(s, config["card"])
+    s.el("#buy-amount").fill(config["amount"])
+    with s.page.expect_response(is_topup_created) as created:
+        s.el("#buy-submit").click()
+    declined = created.value.json()
+    check(declined["status"] == "pending" and declined.get("client_secret"), f"top-up: {declined}")
+    kept = f"Your saved card, Visa •••• {saved}, stays on file."
+    expect(s.el("#buy-error")).to_have_text(f"{config['message']} {kept}")
+    expect(s.el("#buy-status")).to_have_text("")
+    # Stripe's webhook settles the top-up failed, and the page does not list it as waiting.
+    wait_for_topup(config, declined["id"], "failed")
+    expect(s.el("#pending-topups li")).to_have_count(0)
+    # Nothing changed: on screen, and in the API.
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", wallet)
+    expect_saved_card(s, config, saved)
+    expect(s.el("#ar-enabled")).to_be_checked()
+    expect(s.el("#ar-threshold")).to_have_value(auto["threshold"])
+    expect(s.el("#ar-amount")).to_have_value(auto["amount"])
+    summary = owner_api(config, "GET", "/billing")
+    check(summary["wallet_balance"] == wallet, f"the wallet moved: {summary['wallet_balance']}")
+    shown = {k: summary["auto_recharge"][k] for k in ("enabled", "threshold", "amount")}
+    check(shown == auto, f"auto-recharge changed: {summary['auto_recharge']}")
+    s.screenshot("declined-new-card", "#balances", "#buy")
+    # The saved card still pays.
+    s.el("#buy-use-saved").check()
+    expect(s.el("#card-box")).to_be_hidden()
+    s.el("#buy-amount").fill(config["amount"])
+    s.el("#buy-submit").click()
+    expect(s.el("#buy-status")).to_contain_text("Payment succeeded")
+    expect(s.el("#buy-error")).to_be_hidden()
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", config["wallet_after"])
+    expect_saved_card(s, config, saved)
+    s.close()
+    return {"declined": declined["id"]}
+
+
+def new_card_authentication(p, config):
+    """A new card whose bank asks for 3-D Secure. Abandoned at the bank's step: nothing saved,
+    nothing credited, the card on file stays. Completed on a second try: the credits land and
+    the new card is the one on file."""
+    s = Session(p, config)
+    s.wait_loaded()
+    saved, card = config["saved_last4"], config["card"]
+    expect_saved_card(s, config, saved)
+    s.el("#buy-use-new").check()
+    fill_card(s, card)
+    s.el("#buy-amount").fill(config["amount"])
+    with s.page.expect_response(is_topup_created) as created:
+        s.el("#buy-submit").click()
+    abandoned = created.value.json()["id"]
+    s.el("text=Fail authentication").click()
+    kept = f"Your saved card, Visa •••• {saved}, stays on file."
+    expect(s.el("#buy-error")).to_have_text(f"{config['message']} {kept}")
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", "0")
+    expect_saved_card(s, config, saved)
+    summary = owner_api(config, "GET", "/billing")
+    check(summary["wallet_balance"] == "0", f"credited after a failed authentication: {summary}")
+    s.screenshot("new-card-3ds-abandoned", "#balances", "#buy")
+    # Again, and this time the bank's step is completed.
+    s.el("#buy-submit").click()
+    s.el("text=Complete authentication").click()
+    expect(s.el("#buy-status")).to_contain_text("Payment succeeded")
+    expect(s.el("#buy-error")).to_be_hidden()
+    expect(s.el("#wallet-balance")).to_have_attribute("data-value", config["wallet_after"])
+    expect_saved_card(s, config, card[-4:])
+    s.close()
+    return {"abandoned": abandoned}
 
 
 def red_bar(p, config):
@@ -728,7 +970,7 @@ def looks(p, config):
 def auto_recharge(p, config):
     """Auto-recharge is refused without a card, in the seeds' words; with one, the runway's
     suggested setting is taken as it is."""
-    s = Session(p, config, stripe_attach=True)
+    s = Session(p, config)
     s.wait_loaded()
     suggestion = config["suggestion"]
     expect(s.el("#ar-suggestion")).to_be_visible()
@@ -805,6 +1047,8 @@ def receipts(p, config):
 
 
 JOURNEYS = {
+    "declined_new_card_keeps_the_saved_one": declined_new_card_keeps_the_saved_one,
+    "new_card_authentication": new_card_authentication,
     "receipts": receipts,
     "token_refresh": token_refresh,
     "invoices": invoices,

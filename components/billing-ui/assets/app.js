@@ -9,6 +9,9 @@ const EMBED_ORIGINS = (root.dataset.embedOrigins || "").split(/\s+/).filter(Bool
 const EMBEDDED = window.parent !== window;
 const TX_PAGE_SIZE = 25;
 const POLL_LIMIT_MS = 120000;
+// How long the page follows a new card's top-up that Stripe.js reported failed, until the API
+// settles it (the webhook), before it shows the summary as the API has it then.
+const SETTLE_LIMIT_MS = 30000;
 
 const state = {
   token: null,
@@ -20,6 +23,7 @@ const state = {
   tx: { cursors: [null], index: 0, next: null, type: "", agent: "" },
   stripe: null,
   card: null,
+  cardChange: null,
   chart: null,
   loadedWorkspace: null,
 };
@@ -87,6 +91,11 @@ function credits(text) {
 function creditsExact(text) {
   const micros = toMicros(text);
   return micros === null ? "—" : fixed(micros, Math.max(2, decimalsOf(micros)));
+}
+
+/** Credits in a sentence: "2,500" rather than "2,500.00", else two decimals. */
+function creditsInWords(micros) {
+  return fixed(micros, 2).replace(/\.00$/, "");
 }
 
 function currencySymbolFormat(currency) {
@@ -442,6 +451,7 @@ $("pending-change-cancel").addEventListener("click", async () => {
 function renderBuy(s) {
   const min = s.topup_min, max = s.topup_max;
   $("buy-amount-hint").textContent = min && max ? `Between ${money(min)} and ${money(max)}.` : "";
+  renderBuyPreview();
   const saved = s.payment_method;
   show($("buy-saved-option"), Boolean(saved));
   if (saved) $("buy-saved-label").replaceChildren(...cardNodes(saved));
@@ -456,6 +466,33 @@ function renderBuy(s) {
   syncCardBox();
 }
 
+/** What the amount typed buys, converted as the ledger converts it (R1): the amount divided by
+ *  the credit price, rounded down to the micro-credit. The exact credits go in `data-credits`. */
+function renderBuyPreview() {
+  const el = $("buy-preview");
+  const s = state.summary;
+  const price = s ? toMicros(s.credit_price) : null;
+  delete el.dataset.credits;
+  if (!price || price <= 0n) {
+    el.textContent = "";
+    return;
+  }
+  const perCredit = money(s.credit_price, s.currency, { exact: true });
+  const micros = toMicros($("buy-amount").value.replace(/,/g, ""));
+  if (micros === null || micros <= 0n || micros % 10000n !== 0n) {
+    el.textContent = `One credit costs ${perCredit}.`;
+    return;
+  }
+  const bought = (micros * MICROS) / price;
+  el.textContent = `${money(fixedPlain(micros))} buys ${creditsInWords(bought)} credits at ${perCredit} per credit.`;
+  el.dataset.credits = fixedPlain(bought);
+}
+$("buy-amount").addEventListener("input", () => {
+  // A refusal of the previous amount no longer applies to the one being typed.
+  setError($("buy-amount-error"), "", $("buy-amount"));
+  renderBuyPreview();
+});
+
 /** Stripe.js, once a publishable key and the script are there. */
 function stripeJs() {
   if (!state.stripe && STRIPE_KEY && window.Stripe) state.stripe = window.Stripe(STRIPE_KEY);
@@ -468,6 +505,12 @@ function syncCardBox() {
   if (wantsNew && !state.card && stripeJs()) {
     state.card = stripeJs().elements().create("card");
     state.card.mount("#card-element");
+    // Stripe.js reports each change as {empty, complete, error}; localstripe's stand-in reports
+    // none, so any change there counts as complete and Stripe's own check decides.
+    state.card.on("change", (change) => {
+      state.cardChange = change || { complete: true };
+      setError($("card-error"), change?.error?.message || "");
+    });
     // Stand-in and real Stripe.js both build the card fields; label the plain ones they make.
     for (const input of $("card-element").querySelectorAll("input")) {
       if (!input.getAttribute("aria-label")) input.setAttribute("aria-label", input.getAttribute("placeholder") || "Card field");
@@ -501,73 +544,58 @@ $("buy-form").addEventListener("submit", async (event) => {
     $("buy-amount").focus();
     return;
   }
-  const amount = fixedPlain(micros);
+  const card = $("buy-use-new").checked ? "new" : "saved";
+  // An incomplete card is refused here: the top-up would otherwise be created for nothing.
+  if (card === "new" && !state.cardChange?.complete) {
+    setError($("card-error"), state.cardChange?.error?.message || "Enter the card's number, expiry date and security code.");
+    return;
+  }
   const button = $("buy-submit");
   button.disabled = true;
-  const status = $("buy-status");
   try {
-    if ($("buy-use-new").checked) {
-      status.textContent = "Saving your card…";
-      const saved = await saveNewCard();
-      if (!saved) {
-        status.textContent = "";
-        return;
-      }
-    }
-    status.textContent = `Charging ${money(amount)}…`;
-    await buy(amount);
+    await buy(fixedPlain(micros), card);
   } finally {
     button.disabled = false;
   }
 });
 
-/** Saves the card typed into the card fields as the workspace's card (SetupIntent, R10). */
-async function saveNewCard() {
-  try {
-    const setup = await api("POST", wsPath("/payment-method/setup"), {}, { idempotencyKey: newKey() });
-    const result = await stripeJs().confirmCardSetup(setup.client_secret, { payment_method: { card: state.card } });
-    if (result.error) {
-      setError($("card-error"), result.error.message || "The card could not be saved.");
-      return false;
-    }
-    const refreshed = await api("POST", wsPath("/payment-method/refresh"), {}, { idempotencyKey: newKey() });
-    if (!refreshed.payment_method) {
-      setError($("card-error"), "The card was not saved. Try again or use another card.");
-      return false;
-    }
-    await refreshSummary();
-    $("buy-use-saved").checked = true;
-    syncCardBox();
-    return true;
-  } catch (error) {
-    setError($("card-error"), error.message);
-    return false;
-  }
-}
-
-/** Charges the saved card; the balance on screen changes only once the payment succeeded. */
-async function buy(amount) {
+/** Buys credits with the saved card ("saved": charged at once, off-session) or with the card
+ *  typed into Stripe.js's fields ("new": Stripe's "pay and save this card", where the card
+ *  becomes the saved one only once this payment succeeds, so a declined card never replaces a
+ *  working one). The balance on screen changes only once the API reports the payment
+ *  succeeded. */
+async function buy(amount, card) {
   const status = $("buy-status");
-  const key = newKey();
+  const stop = async (message) => {
+    status.textContent = "";
+    setError($("buy-error"), message);
+    await refreshSummary().catch(() => {});
+  };
+  status.textContent = `Charging ${money(amount)}…`;
   let topup;
   try {
-    topup = await api("POST", wsPath("/topups"), { amount }, { idempotencyKey: key });
+    topup = await api("POST", wsPath("/topups"), { amount, card }, { idempotencyKey: newKey() });
   } catch (error) {
     if (error.code === "authentication_required" && error.details.client_secret && stripeJs()) {
       status.textContent = "Your bank asks you to confirm this payment…";
       await refreshSummary().catch(() => {});
       const result = await stripeJs().confirmCardPayment(error.details.client_secret);
-      if (result.error) {
-        status.textContent = "";
-        setError($("buy-error"), result.error.message || "The payment was not confirmed.");
-        await refreshSummary();
-        return;
-      }
+      if (result.error) return stop(result.error.message || "The payment was not confirmed.");
       topup = { id: error.details.topup_id, status: "pending" };
     } else {
+      return stop(error.message);
+    }
+  }
+  if (card === "new" && topup.status === "pending" && topup.client_secret) {
+    // Stripe.js charges the typed card (and runs 3-D Secure if the bank asks for it).
+    const result = await stripeJs().confirmCardPayment(topup.client_secret, { payment_method: { card: state.card } });
+    if (result.error) {
+      const kept = state.summary.payment_method;
       status.textContent = "";
-      setError($("buy-error"), error.message);
-      await refreshSummary().catch(() => {});
+      setError($("buy-error"), `${result.error.message || "The card was not charged."}${kept ? ` Your saved card, ${cardName(kept)}, stays on file.` : ""}`);
+      // The top-up stays pending until Stripe's webhook settles it failed: the summary is read
+      // again once it has, so that it is not listed as waiting for a card that was refused.
+      waitForPayment(topup.id, SETTLE_LIMIT_MS).then(() => refreshSummary().catch(() => {}));
       return;
     }
   }
@@ -580,22 +608,33 @@ async function buy(amount) {
     await refreshSummary();
     status.textContent = `Payment succeeded: ${credits(topup.credits)} credits added to your wallet.`;
     $("buy-amount").value = "";
+    renderBuyPreview();
+    if (card === "new") forgetTypedCard();
     loadTransactions(true);
     loadDocuments();
   } else if (topup.status === "failed") {
-    status.textContent = "";
-    setError($("buy-error"), topup.failure_message || "The payment failed.");
-    await refreshSummary();
+    await stop(topup.failure_message || "The payment failed.");
   } else {
     status.textContent = "The payment is still processing. Your credits will appear once it succeeds; you can leave this page.";
   }
 }
 
-async function waitForPayment(id) {
+/** After a new card paid, it is the saved card: the next top-up uses it, the fields are cleared. */
+function forgetTypedCard() {
+  state.card?.clear?.();
+  state.cardChange = null;
+  if (state.summary.payment_method) {
+    $("buy-use-saved").checked = true;
+    syncCardBox();
+  }
+}
+
+/** Reads top-up `id` until it is no longer pending, for at most `limitMs`; answers it. */
+async function waitForPayment(id, limitMs = POLL_LIMIT_MS) {
   const started = Date.now();
   let delay = 500;
   let topup = { id, status: "pending" };
-  while (Date.now() - started < POLL_LIMIT_MS) {
+  while (Date.now() - started < limitMs) {
     await new Promise((resolve) => setTimeout(resolve, delay));
     delay = Math.min(delay * 1.5, 5000);
     try {
