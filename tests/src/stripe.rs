@@ -96,8 +96,18 @@ def on_success(self):
             card.customer = self.customer
     pi_on_success(self)
 PI.__init__, PI._api_confirm, PI._on_success = init, classmethod(confirm), on_success
-resources.extra_apis[:] = [(m, u, PI._api_confirm if u == '/v1/payment_intents/{id}/confirm' else f)
-                           for (m, u, f) in resources.extra_apis]
+# Stripe reports a failed 3-D Secure challenge with `payment_intent.payment_failed`;
+# localstripe only moves the PaymentIntent back to `requires_payment_method`.
+pi_authenticate = PI._api_authenticate.__func__
+def authenticate(cls, id, client_secret=None, success=False, **kwargs):
+    obj = pi_authenticate(cls, id, client_secret=client_secret, success=success, **kwargs)
+    if obj._authentication_failed:
+        resources.schedule_webhook(resources.Event('payment_intent.payment_failed', obj))
+    return obj
+PI._api_authenticate = classmethod(authenticate)
+patched = {'/v1/payment_intents/{id}/confirm': PI._api_confirm,
+           '/v1/payment_intents/{id}/_authenticate': PI._api_authenticate}
+resources.extra_apis[:] = [(m, u, patched.get(u, f)) for (m, u, f) in resources.extra_apis]
 from localstripe import server
 sys.argv = ['localstripe'] + sys.argv[2:]
 server.start()

@@ -584,16 +584,28 @@ fn the_page_reads_well_in_dark_and_at_a_phones_width() -> Result<()> {
     // The free plan's 10 credits run out within the week: the wallet's 50 then last a month.
     s.with_history(ws, "free", Some("50"))?;
     // A call of 2 min 5 s, billed by the whole minute: 3 min at 0.05.
-    s.debit(
-        &json!({"id": "ws-looks-call", "workspace_id": ws, "agent_id": "support-bot",
-        "kind": "call", "direction": "outbound", "to": "+14155550123", "quantity": 125}),
+    let call = json!({"workspace_id": ws, "agent_id": "support-bot", "call_id": "ws-looks-call",
+        "direction": "outbound", "to": "+14155550123", "from": "+14155550100"});
+    expect(
+        &s.app.service("POST", "/v1/calls", Some(&call))?,
+        201,
+        "authorize",
+    )?;
+    expect(
+        &s.app.service(
+            "POST",
+            "/v1/calls/ws-looks-call/end",
+            Some(&json!({"duration_seconds": 125})),
+        )?,
+        200,
+        "end",
     )?;
     let seen = s.journey(
         "looks",
         ws,
         Role::Owner,
         json!({"spike_date": "2027-03-18", "call_reference": "ws-looks-call",
-               "call_usage": "3 min billed at 0.05 credits a minute"}),
+               "call_usage": "2 min 5 s, 3 min billed at 0.05 credits a minute"}),
     )?;
     // The figures the journey measured (smallest text and control, tables against their cards).
     println!("{}", serde_json::to_string_pretty(&seen["figures"])?);

@@ -321,6 +321,10 @@ fn an_abandoned_authentication_saves_nothing() -> Result<()> {
         abandoned["status"], "requires_payment_method",
         "{abandoned}"
     );
+    // Stripe reports it (payment_intent.payment_failed): the top-up fails.
+    let id = created["id"].as_str().context("no id")?;
+    let failed = settled_topup(&app, ws, id, &ls)?;
+    assert_eq!(failed["status"], "failed", "{failed}");
     let shown = summary(&app, ws)?;
     assert_eq!(shown["payment_method"]["last4"], "4242", "{shown}");
     assert_eq!(shown["wallet_balance"], "0", "{shown}");

@@ -1011,13 +1011,14 @@ function secondsText(total) {
 }
 
 /** What a usage row measured and at what rate. A call is billed in whole increments of its
- *  rate (60 s: a 125 s call is billed 3 min), and the row's quantity is the seconds billed, so
- *  it reads "3 min billed", not "180 seconds" (the row does not carry the call's length). */
+ *  rate (60 s: a 125 s call is billed 3 min): the row's quantity is the seconds billed and its
+ *  `duration_seconds` the call's length, so it reads "2 min 5 s, billed 3 min". */
 function usageText(t) {
   if (!t.quantity) return "";
   const rate = t.rate ? creditsExact(t.rate) : null;
   if (t.unit === "second") {
-    const text = `${secondsText(Number(t.quantity))} billed`;
+    const billed = `${secondsText(Number(t.quantity))} billed`;
+    const text = t.duration_seconds == null ? billed : `${secondsText(Number(t.duration_seconds))}, ${billed}`;
     return rate ? `${text} at ${rate} credits a minute` : text;
   }
   const what = quantityText(t.quantity, t.unit);

@@ -314,8 +314,11 @@ pub struct TransactionView {
     pub agent_id: Option<String>,
     /// Event id, call id, PaymentIntent, plan or Stripe object.
     pub reference: Option<String>,
-    /// Quantity in `unit`s.
+    /// Quantity in `unit`s: for a call, the seconds billed (whole increments of its rate).
     pub quantity: Option<Decimal>,
+    /// For a call, how long it lasted (seconds), which `quantity` rounds up to what is billed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
     /// second, message, segment, minute, task.
     pub unit: Option<String>,
     /// Credits per unit (per minute for calls).
@@ -417,8 +420,10 @@ async fn query_transactions<S: Storage>(
     let rows = db
         .query(
             "SELECT id, type, agent_id, reference, quantity_micros, unit, rate_micros, plan_delta_micros,
-                    wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, description
-             FROM transactions
+                    wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, description,
+                    (SELECT c.duration_secs FROM calls c
+                     WHERE t.type = 'call' AND c.call_id = t.reference AND c.workspace_id = t.workspace_id)
+             FROM transactions t
              WHERE workspace_id = ?1 AND id < ?2 AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR agent_id = ?4)
              ORDER BY id DESC LIMIT ?5",
             &[
@@ -439,6 +444,7 @@ async fn query_transactions<S: Storage>(
                 agent_id: opt_text(r, 2)?,
                 reference: opt_text(r, 3)?,
                 quantity: opt_int(r, 4)?.map(money::to_decimal),
+                duration_seconds: opt_int(r, 13)?,
                 unit: opt_text(r, 5)?,
                 rate: opt_int(r, 6)?.map(money::to_decimal),
                 amount: money::to_decimal(plan + wallet),
