@@ -848,7 +848,14 @@ fn open_shapes() -> [OpenShape; 5] {
 fn open(config: &Config, report: &mut Report) -> Result<()> {
     let schedule = open_schedule(config)?;
     let small = data::cached(config.small)?;
-    for shape in open_shapes() {
+    // `$BENCH_OPEN_SHAPES` (`debits over,one workspace`) keeps the shapes whose name contains
+    // one of its words, for a focused experiment.
+    let only = std::env::var("BENCH_OPEN_SHAPES").ok();
+    let wanted = |name: &str| {
+        only.as_deref()
+            .is_none_or(|list| list.split(',').any(|word| name.contains(word.trim())))
+    };
+    for shape in open_shapes().into_iter().filter(|shape| wanted(shape.name)) {
         for runtime in &config.runtimes {
             let label = runtime.label();
             let app = runtime::start_on_copy(runtime, &small)?;

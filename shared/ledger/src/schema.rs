@@ -984,13 +984,15 @@ pub const CONNECTION_PRAGMAS: &[&str] = &[
     // Statement journals (every statement that may fail mid-way inside a transaction, every
     // savepoint of a batch) stay in memory instead of a temporary file: +35% in-process debits.
     "PRAGMA temp_store = MEMORY",
-    // Checkpoint every ~16 MB of WAL instead of ~4 MB: a page written by many commits (a
-    // workspace row, an index leaf) is copied back to the database once per checkpoint, so
-    // fewer checkpoints write less (+15-20% in-process debits). Larger (10,000 pages) was a
-    // little faster still, but when random writes over a large file outrun the disk, the commit
-    // that crosses the mark copies that much back while every writer waits: debit p99 at 16
-    // clients over 1,000,000 workspaces 103 ms, against 63 ms with this (docs/performance.md).
-    "PRAGMA wal_autocheckpoint = 4000",
+    // Checkpoint every 200 pages (~800 KB) of WAL. On Spin every checkpoint runs inside a
+    // request: the commit that crosses the mark copies the WAL back and syncs both files while
+    // the request waits, and closing an instance's connection when it is the file's last one
+    // (every 128 requests, or after 1 s idle) checkpoints and deletes the WAL under an exclusive
+    // lock that the next instance's statements wait out in SQLite's busy handler. At 4,000 pages
+    // (~16 MB, chosen for in-process throughput) those waits were Spin's debit tail: p99 44 ms at
+    // 500 debits/s over 200 workspaces, 7 ms at 200 pages, in the same run (docs/performance.md,
+    // round 5). Our host checkpoints in the background, so the mark is rarely reached there.
+    "PRAGMA wal_autocheckpoint = 200",
 ];
 
 /// Switches the database file to WAL; persists in the file, so once per database is enough.
