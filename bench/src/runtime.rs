@@ -209,6 +209,13 @@ impl SpinChild {
             .arg(&addr)
             .arg("--state-dir")
             .arg(state_dir)
+            // `$BENCH_SPIN_ARGS`: more `spin up` arguments for an experiment (e.g.
+            // `--max-instance-reuse-count 100000`), as `$BENCH_HOST_ARGS` is for our host.
+            .args(
+                std::env::var("BENCH_SPIN_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .env("SPIN_VARIABLE_USAGE_API_KEY", crate::host::SERVICE_KEY)
             .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
