@@ -81,6 +81,22 @@ pub fn kind_of(path: &str) -> &'static str {
     }
 }
 
+/// The figures of each kind of request of a mixed load, from its latencies.
+fn kind_stats(kinds: BTreeMap<&'static str, Vec<Duration>>) -> BTreeMap<&'static str, KindStats> {
+    kinds
+        .into_iter()
+        .map(|(kind, mut of_kind)| {
+            of_kind.sort_unstable();
+            let stats = KindStats {
+                ok: of_kind.len() as u64,
+                p50: percentile(&of_kind, 0.50),
+                p99: percentile(&of_kind, 0.99),
+            };
+            (kind, stats)
+        })
+        .collect()
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         Duration::ZERO
@@ -126,18 +142,7 @@ pub fn run(
             }
         }
         latencies.sort_unstable();
-        let by_kind = kinds
-            .into_iter()
-            .map(|(kind, mut of_kind)| {
-                of_kind.sort_unstable();
-                let stats = KindStats {
-                    ok: of_kind.len() as u64,
-                    p50: percentile(&of_kind, 0.50),
-                    p99: percentile(&of_kind, 0.99),
-                };
-                (kind, stats)
-            })
-            .collect();
+        let by_kind = kind_stats(kinds);
         Ok(LoadResult {
             clients,
             ok: latencies.len() as u64,
@@ -596,18 +601,7 @@ fn summarize_open(
     }
     latencies.sort_unstable();
     sent_late.sort_unstable();
-    let by_kind = kinds
-        .into_iter()
-        .map(|(kind, mut of_kind)| {
-            of_kind.sort_unstable();
-            let stats = KindStats {
-                ok: of_kind.len() as u64,
-                p50: percentile(&of_kind, 0.50),
-                p99: percentile(&of_kind, 0.99),
-            };
-            (kind, stats)
-        })
-        .collect();
+    let by_kind = kind_stats(kinds);
     OpenResult {
         offered_per_sec: spec.rate_per_sec,
         secs: spec.duration.as_secs_f64(),

@@ -28,7 +28,8 @@ STRIPE_KEY = "sk_test_localstripe"
 WEBHOOK_SECRET = "whsec_on_spin"
 CARD_OK = "4242424242424242"
 CARD_DECLINED_ON_CHARGE = "4000000000000341"
-DECLINED_ADVICE = "Your bank has declined the transaction."
+# Stripe.js's words for a declined new card (the page shows them; the webhook then settles it).
+STRIPE_DECLINED = "Your card was declined."
 
 CATALOG = {
     "settings": {
@@ -108,8 +109,11 @@ def main():
     ls_port, app_port, embed_port = free_port(), free_port(), free_port()
     ls_base, app = f"http://127.0.0.1:{ls_port}", f"http://127.0.0.1:{app_port}"
     log = open(os.path.join(work, "log"), "w")
+    # The tests' localstripe: pay-and-save and a failed 3-D Secure reported as Stripe does.
+    wrapper = os.path.join(ROOT, "tests", "src", "localstripe_wrapper.py")
     localstripe = subprocess.Popen(
-        [sys.executable, "-m", "localstripe", "--port", str(ls_port), "--from-scratch"],
+        [sys.executable, wrapper, os.path.join(work, "localstripe.pickle"), "--port", str(ls_port),
+         "--from-scratch"],
         stdout=log,
         stderr=log,
     )
@@ -149,6 +153,7 @@ def main():
                 "app": app,
                 "embed_port": embed_port,
                 "token": token(ws, role),
+                "workspace": ws,
                 "stripe": {"base": ls_base, "secret_key": STRIPE_KEY},
                 "screenshots": os.path.join(work, "screenshots"),
                 **extra,
@@ -172,17 +177,24 @@ def main():
             return call("GET", f"{app}/v1/workspaces/{ws}/billing", token(ws, "owner"))[1]
 
         journey("buy_credits", "buy", "owner",
-                {"card": CARD_OK, "amount": "25", "wallet_before": "0", "wallet_after": "25"})
+                {"card": CARD_OK, "amount": "25", "wallet_before": "0", "wallet_after": "25",
+                 "credits": "25", "preview": "$25.00 buys 25 credits at $1.00 per credit.",
+                 "receipt": {"number": "R-0001", "amount_text": "$25.00", "credits": "25",
+                             "credits_text": "25.00", "price_text": "$1.00"}})
         journey("declined_card", "declined", "owner",
-                {"card": CARD_DECLINED_ON_CHARGE, "advice": DECLINED_ADVICE})
+                {"card": CARD_DECLINED_ON_CHARGE, "message": STRIPE_DECLINED})
         # A card bought through the page, then every credit used: the red bar.
         journey("buy_credits", "red", "owner",
-                {"card": CARD_OK, "amount": "10", "wallet_before": "0", "wallet_after": "10"})
+                {"card": CARD_OK, "amount": "10", "wallet_before": "0", "wallet_after": "10",
+                 "credits": "10", "preview": "$10.00 buys 10 credits at $1.00 per credit.",
+                 "receipt": {"number": "R-0001", "amount_text": "$10.00", "credits": "10",
+                             "credits_text": "10.00", "price_text": "$1.00"}})
         debit("red", "red-1", 2000)
         journey("red_bar", "red", "owner",
                 {"message": summary("red")["message"], "amount": "20", "wallet_after": "20"})
         debit("member", "member-1", 800)
-        journey("member", "member", "member", {"message": summary("member")["message"]})
+        member = call("GET", f"{app}/v1/workspaces/member/billing", token("member", "member"))[1]
+        journey("member", "member", "member", {"message": member["message"]})
     finally:
         spin_up.terminate()
         localstripe.terminate()

@@ -958,6 +958,19 @@ pub async fn migrate<S: Storage>(db: &S) -> Result<()> {
     Ok(())
 }
 
+/// Whether every migration is recorded: ONE read, and nothing written, so that the connection
+/// each new instance opens can skip [`migrate`] (whose `CREATE TABLE IF NOT EXISTS` takes the
+/// write lock, and so waits behind other instances' writers in SQLite's busy handler on Spin:
+/// docs/performance.md, round 5). A database without the table is not current.
+pub async fn is_current<S: Storage>(db: &S) -> Result<bool> {
+    let Ok(recorded) = recorded_versions(db).await else {
+        return Ok(false);
+    };
+    Ok(MIGRATIONS
+        .iter()
+        .all(|migration| recorded.contains(&migration.version)))
+}
+
 /// The versions recorded as applied (one row per migration: a few dozen at most).
 async fn recorded_versions<S: Storage>(db: &S) -> Result<Vec<i64>> {
     let rows = db
@@ -997,3 +1010,25 @@ pub const CONNECTION_PRAGMAS: &[&str] = &[
 
 /// Switches the database file to WAL; persists in the file, so once per database is enough.
 pub const ENABLE_WAL: &str = "PRAGMA journal_mode = WAL";
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use futures::executor::block_on;
+
+    #[test]
+    fn a_database_is_current_once_every_migration_is_recorded() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::native::NativeDb::open(dir.path().join("ledger.db")).expect("open");
+        assert!(!block_on(super::is_current(&db)).expect("fresh"));
+        block_on(super::migrate(&db)).expect("migrate");
+        assert!(block_on(super::is_current(&db)).expect("migrated"));
+        // One version missing (a newer release's migration not yet applied): not current.
+        block_on(crate::Storage::execute(
+            &db,
+            "DELETE FROM schema_migrations WHERE version = 14",
+            &[],
+        ))
+        .expect("forget one");
+        assert!(!block_on(super::is_current(&db)).expect("behind"));
+    }
+}

@@ -19,6 +19,17 @@ use crate::turnstile::Turnstile;
 /// The SQLite database label every component uses (`sqlite_databases = ["default"]`).
 const DATABASE_LABEL: &str = "default";
 
+/// A ledger error met while preparing a connection, as the storage failure it is.
+fn as_storage_error(error: LedgerError, what: &str) -> StorageError {
+    match error {
+        LedgerError::Storage(error) => error,
+        other => StorageError {
+            kind: StorageErrorKind::Unavailable,
+            message: format!("{what} failed: {other}"),
+        },
+    }
+}
+
 /// Upper bound on the rows one statement may return; the ledger pages every list it reads.
 const ROWS_MAX: usize = 100_000;
 
@@ -42,22 +53,26 @@ impl SpinDb {
         for pragma in ledger::schema::CONNECTION_PRAGMAS {
             db.execute(pragma, &[]).await?;
         }
-        // WAL persists in the file, so this is a no-op after the first open; a database that
+        // A database already migrated (every open but the first ones) is left as it is: one
+        // read, no write lock taken.
+        let current = ledger::schema::is_current(&db)
+            .await
+            .map_err(|error| as_storage_error(error, "schema check"))?;
+        if current {
+            return Ok(db);
+        }
+        // A fresh database has no migrations table yet: that failed read is no fault of the
+        // connection's, so don't let it recycle it.
+        db.broken.set(false);
+        // WAL persists in the file, so this is needed once per database; a database that
         // cannot switch (busy at that instant, or a libSQL backend) still works, just slower.
         if let Err(error) = db.execute(ledger::schema::ENABLE_WAL, &[]).await {
             eprintln!("spin-adapter: could not enable WAL: {error}");
-            // The connection itself is fine: don't let this failure recycle it.
             db.broken.set(false);
         }
         ledger::schema::migrate(&db)
             .await
-            .map_err(|error| match error {
-                LedgerError::Storage(error) => error,
-                other => StorageError {
-                    kind: StorageErrorKind::Unavailable,
-                    message: format!("migration failed: {other}"),
-                },
-            })?;
+            .map_err(|error| as_storage_error(error, "migration"))?;
         Ok(db)
     }
 
