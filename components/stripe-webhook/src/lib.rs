@@ -32,6 +32,7 @@ use spin_adapter::{
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http_compat::IncomingRequestBody;
+use stripe_client::Client;
 
 /// The header Stripe signs every delivery with.
 const SIGNATURE_HEADER: &str = "stripe-signature";
@@ -146,17 +147,18 @@ async fn apply(event: &Event) -> Result<Outcome, ApiError> {
         return Ok(Outcome::Ignored(why.clone()));
     }
     let now = now_secs();
-    let action = read_card(&event.action).await?;
+    let client = stripe_client().await?;
+    let action = read_card(&event.action, client.as_ref()).await?;
     let action = action.as_ref().unwrap_or(&event.action);
-    let paid = paying_card(action).await?;
+    let paid = paying_card(action, client.as_ref()).await?;
     let outcome =
         run_ledger(async |db| refusal_is_outcome(run_action(db, action, &paid, now).await)).await?;
     if let (Action::PaymentSucceeded { intent_id, .. }, true) = (action, paid.saves_card)
-        && let Some(client) = stripe_client().await?
+        && let Some(client) = &client
         && let Ok(Some(payment)) =
             run_ledger(async |db| payments::find_by_intent(db, intent_id).await).await
     {
-        make_saved_card_default(&client, &payment, &paid).await;
+        make_saved_card_default(client, &payment, &paid).await;
     }
     Ok(outcome)
 }
@@ -165,7 +167,7 @@ async fn apply(event: &Event) -> Result<Outcome, ApiError> {
 /// its receipt and, when the payment saves it, to make it the workspace's card: a card to save
 /// that cannot be read yet is a failure Stripe retries, so the payment is never credited without
 /// the card it saves.
-async fn paying_card(action: &Action) -> Result<PaidWith, ApiError> {
+async fn paying_card(action: &Action, client: Option<&Client>) -> Result<PaidWith, ApiError> {
     let Action::PaymentSucceeded {
         payment_method_id,
         saves_card,
@@ -174,10 +176,10 @@ async fn paying_card(action: &Action) -> Result<PaidWith, ApiError> {
     else {
         return Ok(PaidWith::default());
     };
-    let Some(client) = stripe_client().await? else {
+    let Some(client) = client else {
         return Ok(PaidWith::default());
     };
-    card_paid_with(&client, payment_method_id.as_deref(), *saves_card, None)
+    card_paid_with(client, payment_method_id.as_deref(), *saves_card, None)
         .await
         .map_err(|error| {
             eprintln!("stripe-webhook: the card a payment saves is unreadable: {error}");
@@ -188,7 +190,7 @@ async fn paying_card(action: &Action) -> Result<PaidWith, ApiError> {
 /// A saved card's details, read from Stripe (outside the ledger lock) when the event does not
 /// carry them: the action with the card, or `None` to run the event's own action. Without a
 /// Stripe key the card is left to `POST .../payment-method/refresh`.
-async fn read_card(action: &Action) -> Result<Option<Action>, ApiError> {
+async fn read_card(action: &Action, client: Option<&Client>) -> Result<Option<Action>, ApiError> {
     let Action::CardSaved {
         customer,
         payment_method_id,
@@ -197,7 +199,7 @@ async fn read_card(action: &Action) -> Result<Option<Action>, ApiError> {
     else {
         return Ok(None);
     };
-    let Some(client) = stripe_client().await? else {
+    let Some(client) = client else {
         return Ok(Some(Action::Ignore(
             "no Stripe key: the card is read by POST .../payment-method/refresh".into(),
         )));
