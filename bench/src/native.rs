@@ -1,6 +1,6 @@
 //! The native sides: the ledger in-process on rusqlite (the ceiling), and the same operations
 //! behind a small hyper server over one persistent rusqlite connection (what a team would
-//! otherwise build). Same SQL, same pragmas (`ledger::schema::CONNECTION_PRAGMAS`, WAL).
+//! otherwise build). Same SQL, same pragmas (`ledger::schema::CONNECTION_PRAGMAS` and `FILE_PRAGMAS`, WAL).
 
 use std::convert::Infallible;
 use std::path::{Path, PathBuf};

@@ -235,6 +235,13 @@ struct AutoRecharge;
 
 impl spin_cron::CronHandler for AutoRecharge {
     async fn handle(timestamp_secs: u64) -> Result<(), String> {
+        // Every replica fires this trigger; one of them runs the tick.
+        if !spin_adapter::claim_scheduled_run(ledger::jobs::AUTO_RECHARGE)
+            .await
+            .map_err(|error| error.to_string())?
+        {
+            return Ok(());
+        }
         // The event's scheduled time is informational; the pass runs at the wall clock, as the
         // HTTP twin does.
         let _ = timestamp_secs;

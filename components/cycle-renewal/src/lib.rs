@@ -82,6 +82,13 @@ struct Renewal;
 
 impl spin_cron::CronHandler for Renewal {
     async fn handle(timestamp_secs: u64) -> Result<(), String> {
+        // Every replica fires this trigger; one of them runs the tick.
+        if !spin_adapter::claim_scheduled_run(ledger::jobs::CYCLE_RENEWAL)
+            .await
+            .map_err(|error| error.to_string())?
+        {
+            return Ok(());
+        }
         // The event's scheduled time is informational; the ledger runs at the wall clock, as
         // the HTTP twin does (a delayed event must not renew at an older time).
         let _ = timestamp_secs;

@@ -272,6 +272,13 @@ struct Deliver;
 
 impl spin_cron::CronHandler for Deliver {
     async fn handle(timestamp_secs: u64) -> Result<(), String> {
+        // Every replica fires this trigger; one of them runs the tick.
+        if !spin_adapter::claim_scheduled_run(ledger::jobs::NOTIFIER)
+            .await
+            .map_err(|error| error.to_string())?
+        {
+            return Ok(());
+        }
         let _ = timestamp_secs;
         let report = run_pass().await.map_err(|error| error.to_string())?;
         if report.delivered

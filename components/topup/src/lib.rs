@@ -554,8 +554,8 @@ async fn usage_summary(ws: &str, uri: &http::Uri, now: i64) -> Result<Reply, Api
     let query: UsageSummaryQuery = parse_query(uri)?;
     let month = present(query.month);
     let summary = run_ledger(async |db| {
-        let month = match month {
-            Some(month) => month,
+        let month = match &month {
+            Some(month) => month.clone(),
             None => {
                 let state = ledger::workspace::get(db, ws).await?;
                 let today = ledger::calendar::rfc3339(state.now(now));

@@ -204,7 +204,8 @@ async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
         }
         Route::PutCatalog => {
             let doc: CatalogDoc = parse_json(body)?;
-            let stored = run_ledger(async |db| ledger::catalog::put(db, doc, now).await).await?;
+            let stored =
+                run_ledger(async |db| ledger::catalog::put(db, doc.clone(), now).await).await?;
             Ok(Reply::json(200, &stored))
         }
         Route::AuthorizeCall => {

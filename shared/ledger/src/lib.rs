@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod error;
 mod fingerprint;
 mod guarded;
+pub mod jobs;
 pub mod money;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod native;

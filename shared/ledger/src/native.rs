@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rusqlite::types::{Value, ValueRef};
 
-use crate::schema::{CONNECTION_PRAGMAS, ENABLE_WAL};
+use crate::schema::{CONNECTION_PRAGMAS, ENABLE_WAL, FILE_PRAGMAS};
 use crate::storage::{Row, SqlValue, Storage, StorageError};
 
 /// One rusqlite connection to a ledger database file.
@@ -27,7 +27,11 @@ impl NativeDb {
             )
             .map_err(to_storage_error)?;
         let db = Self { connection };
-        for pragma in CONNECTION_PRAGMAS.iter().chain([&ENABLE_WAL]) {
+        for pragma in CONNECTION_PRAGMAS
+            .iter()
+            .chain(FILE_PRAGMAS)
+            .chain([&ENABLE_WAL])
+        {
             db.run(pragma, &[], |_| {})?;
         }
         Ok(db)

@@ -72,6 +72,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 14,
         statements: V14,
     },
+    Migration {
+        version: 15,
+        statements: V15,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -917,6 +921,15 @@ const V14: &[&str] = &[
      END",
 ];
 
+const V15: &[&str] = &[
+    // One row per scheduled job: when a replica last claimed its run (jobs.rs). With several
+    // replicas each cron trigger fires on every one; the first claim of a tick runs the job.
+    "CREATE TABLE scheduled_runs (
+        job TEXT PRIMARY KEY,
+        claimed_at INTEGER NOT NULL
+    ) STRICT",
+];
+
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.
 /// Safe to call on every open and from many connections at once. Each version is looked up on
 /// its own rather than compared with the highest recorded: a migration merged below one that a
@@ -989,11 +1002,16 @@ async fn is_recorded<S: Storage>(db: &S, version: i64) -> Result<bool> {
     Ok(!rows.is_empty())
 }
 
-/// Every connection's pragmas: set at open, before the first operation.
-pub const CONNECTION_PRAGMAS: &[&str] = &[
+/// Every connection's pragmas, on every backend: set at open, before the first operation.
+/// libSQL's server (`sqld`, Turso) takes `foreign_keys` and refuses every other value-setting
+/// pragma as an unsupported statement.
+pub const CONNECTION_PRAGMAS: &[&str] = &["PRAGMA foreign_keys = ON"];
+
+/// The pragmas of a connection to a local database file, after [`CONNECTION_PRAGMAS`]. A libSQL
+/// server keeps its own settings (its journal, checkpoints and durability are the server's).
+pub const FILE_PRAGMAS: &[&str] = &[
     "PRAGMA busy_timeout = 5000",
     "PRAGMA synchronous = NORMAL",
-    "PRAGMA foreign_keys = ON",
     // Statement journals (every statement that may fail mid-way inside a transaction, every
     // savepoint of a batch) stay in memory instead of a temporary file: +35% in-process debits.
     "PRAGMA temp_store = MEMORY",
@@ -1008,12 +1026,31 @@ pub const CONNECTION_PRAGMAS: &[&str] = &[
     "PRAGMA wal_autocheckpoint = 200",
 ];
 
+/// One read that tells a libSQL server from a local file: 1 when the database is served by
+/// `sqld` (its `libsql_server_database_name` function), 0 on SQLite. Asking is a plain `SELECT`
+/// that every backend answers, where trying a pragma would fail a statement on every open.
+pub const SERVED_BY_LIBSQL_SERVER: &str =
+    "SELECT EXISTS (SELECT 1 FROM pragma_function_list WHERE name = 'libsql_server_database_name')";
+
 /// Switches the database file to WAL; persists in the file, so once per database is enough.
 pub const ENABLE_WAL: &str = "PRAGMA journal_mode = WAL";
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use futures::executor::block_on;
+
+    #[test]
+    fn a_local_file_is_not_taken_for_a_libsql_server() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::native::NativeDb::open(dir.path().join("ledger.db")).expect("open");
+        let rows = block_on(crate::storage::Storage::query(
+            &db,
+            super::SERVED_BY_LIBSQL_SERVER,
+            &[],
+        ))
+        .expect("the probe is a plain read on SQLite");
+        assert_eq!(rows, vec![vec![crate::storage::SqlValue::Integer(0)]]);
+    }
 
     #[test]
     fn a_database_is_current_once_every_migration_is_recorded() {

@@ -8,6 +8,7 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures::lock::Mutex;
 use ledger::{LedgerError, Row, SqlValue, Storage, StorageError, StorageErrorKind};
@@ -33,11 +34,35 @@ fn as_storage_error(error: LedgerError, what: &str) -> StorageError {
 /// Upper bound on the rows one statement may return; the ledger pages every list it reads.
 const ROWS_MAX: usize = 100_000;
 
+/// How long a connection to a libSQL server may sit unused before the next request reopens it.
+/// `sqld` drops a stream after 10 s without a statement and answers the next one with
+/// `STREAM_EXPIRED` (tursodatabase/libsql#985); Spin does not reopen it, so this cache does,
+/// before the server's limit rather than after a failed statement.
+const LIBSQL_IDLE_REOPEN: Duration = Duration::from_secs(5);
+
+/// What serves the `default` database, as the runtime config chose it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A database file in the process (`type = "spin"`, Spin's default).
+    File,
+    /// A libSQL server, `sqld` or Turso (`type = "libsql"`): statements are round trips.
+    LibsqlServer,
+}
+
 /// One `spin:sqlite` connection implementing [`ledger::Storage`].
 pub struct SpinDb {
     connection: Connection,
+    backend: Backend,
     /// Set when a call failed with `Unavailable`: the cache then drops this connection.
     broken: Cell<bool>,
+    /// Whether no statement has run since [`with_ledger`] handed the connection out.
+    untouched: Cell<bool>,
+    /// Set when an operation's first statement found that the server had dropped this
+    /// connection's stream: nothing of the operation ran, so it may run again, whole, on a new
+    /// connection.
+    lost_before_first_statement: Cell<bool>,
+    /// When the last statement ended.
+    last_used: Cell<Instant>,
 }
 
 impl SpinDb {
@@ -46,11 +71,28 @@ impl SpinDb {
         let connection = Connection::open(DATABASE_LABEL)
             .await
             .map_err(storage_error)?;
-        let db = Self {
+        let mut db = Self {
             connection,
+            backend: Backend::File,
             broken: Cell::new(false),
+            untouched: Cell::new(false),
+            lost_before_first_statement: Cell::new(false),
+            last_used: Cell::new(Instant::now()),
         };
-        for pragma in ledger::schema::CONNECTION_PRAGMAS {
+        let served = db
+            .query(ledger::schema::SERVED_BY_LIBSQL_SERVER, &[])
+            .await?;
+        if served.first().and_then(|row| row.first()) == Some(&SqlValue::Integer(1)) {
+            db.backend = Backend::LibsqlServer;
+        }
+        let file_pragmas = match db.backend {
+            Backend::File => ledger::schema::FILE_PRAGMAS,
+            Backend::LibsqlServer => &[],
+        };
+        for pragma in ledger::schema::CONNECTION_PRAGMAS
+            .iter()
+            .chain(file_pragmas)
+        {
             db.execute(pragma, &[]).await?;
         }
         // A database already migrated (every open but the first ones) is left as it is: one
@@ -65,15 +107,32 @@ impl SpinDb {
         // connection's, so don't let it recycle it.
         db.broken.set(false);
         // WAL persists in the file, so this is needed once per database; a database that
-        // cannot switch (busy at that instant, or a libSQL backend) still works, just slower.
-        if let Err(error) = db.execute(ledger::schema::ENABLE_WAL, &[]).await {
+        // cannot switch (busy at that instant) still works, just slower. A libSQL server keeps
+        // its own journal.
+        if db.backend == Backend::File
+            && let Err(error) = db.execute(ledger::schema::ENABLE_WAL, &[]).await
+        {
             eprintln!("spin-adapter: could not enable WAL: {error}");
             db.broken.set(false);
         }
+        // Several replicas may migrate one fresh database at once: each version is applied in
+        // its own write transaction after a re-check (ledger::schema::migrate).
         ledger::schema::migrate(&db)
             .await
             .map_err(|error| as_storage_error(error, "migration"))?;
         Ok(db)
+    }
+
+    /// What serves this connection's database.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Whether this connection should be replaced before its next use: a libSQL server's
+    /// stream unused for [`LIBSQL_IDLE_REOPEN`] is about to expire, or has.
+    fn is_stale(&self) -> bool {
+        self.backend == Backend::LibsqlServer
+            && self.last_used.get().elapsed() >= LIBSQL_IDLE_REOPEN
     }
 
     /// Whether a call on this connection failed in a way that warrants reopening it.
@@ -89,10 +148,15 @@ impl SpinDb {
         keep_rows: bool,
     ) -> Result<Vec<Row>, StorageError> {
         let result = self.run_unchecked(sql, params, keep_rows).await;
+        self.last_used.set(Instant::now());
+        let first = self.untouched.replace(false);
         if let Err(error) = &result
             && error.kind == StorageErrorKind::Unavailable
         {
             self.broken.set(true);
+            if first && is_stream_gone(&error.message) {
+                self.lost_before_first_statement.set(true);
+            }
         }
         result
     }
@@ -145,6 +209,14 @@ impl Storage for SpinDb {
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StorageError> {
         self.run(sql, params, true).await
     }
+}
+
+/// Whether a statement failed because a libSQL server no longer knew the connection's stream:
+/// expired after 10 s idle (Hrana's `STREAM_EXPIRED`), or forgotten by a server restart (an
+/// invalid baton). The server refused the statement before running it.
+fn is_stream_gone(message: &str) -> bool {
+    let lower = message.to_ascii_lowercase();
+    lower.contains("stream_expired") || lower.contains("stream expired") || lower.contains("baton")
 }
 
 /// Maps a `spin:sqlite` error: engine messages are classified like rusqlite's, everything
@@ -205,17 +277,31 @@ thread_local! {
 /// The lock serialises every ledger operation of the instance, so `f` must be short: no
 /// outbound HTTP (Stripe) inside it, and never a nested `with_ledger` call (it would wait on
 /// itself forever).
-pub async fn with_ledger<T>(f: impl AsyncFnOnce(&SpinDb) -> T) -> Result<T, StorageError> {
+pub async fn with_ledger<T>(f: impl AsyncFn(&SpinDb) -> T) -> Result<T, StorageError> {
     let turnstile = TURNS.with(Rc::clone);
     let _turn = turnstile.enter().await;
     let slot = LEDGER.with(Rc::clone);
     // Uncontended: the turn already excludes every other request of this instance.
     let mut cached = slot.lock().await;
     let db = match cached.take() {
-        Some(db) => db,
-        None => SpinDb::open().await?,
+        Some(db) if !db.is_stale() => db,
+        _ => SpinDb::open().await?,
     };
-    let value = f(&db).await;
+    db.untouched.set(true);
+    let mut value = f(&db).await;
+    let db = if db.lost_before_first_statement.get() {
+        // The server had dropped the stream (idle past its limit, or restarted) and refused
+        // `f`'s first statement: nothing of `f` ran, so it runs once more, whole, on a new
+        // connection. A stream lost later in `f` is not retried here: the request fails with 503
+        // and the client's retry is resolved by the operation's own idempotency.
+        drop(db);
+        let db = SpinDb::open().await?;
+        db.untouched.set(true);
+        value = f(&db).await;
+        db
+    } else {
+        db
+    };
     if !db.is_broken() {
         *cached = Some(db);
     }
@@ -223,12 +309,17 @@ pub async fn with_ledger<T>(f: impl AsyncFnOnce(&SpinDb) -> T) -> Result<T, Stor
 }
 
 /// [`with_ledger`] for a ledger operation, with both failure layers mapped to the contract.
-pub async fn run_ledger<T>(
-    f: impl AsyncFnOnce(&SpinDb) -> ledger::Result<T>,
-) -> Result<T, ApiError> {
+pub async fn run_ledger<T>(f: impl AsyncFn(&SpinDb) -> ledger::Result<T>) -> Result<T, ApiError> {
     match with_ledger(f).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(error)) => Err(ApiError::from(error)),
         Err(error) => Err(ApiError::from(error)),
     }
+}
+
+/// Claims this tick of a scheduled job (ledger::jobs): false when another replica of the app
+/// already runs it. Cron handlers call it first; the jobs' HTTP twins do not.
+pub async fn claim_scheduled_run(schedule: ledger::jobs::Schedule) -> Result<bool, ApiError> {
+    let now = crate::config::now_secs();
+    run_ledger(async |db| ledger::jobs::claim_run(db, schedule, now).await).await
 }
