@@ -1,11 +1,15 @@
-//! `spin:key-value/key-value@3.0.0`: one SQLite file per store label, as Spin's default store.
+//! `spin:key-value/key-value@3.0.0`: one SQLite file per store label, as Spin's default store,
+//! or, for a label the runtime-config file puts on Redis, Redis ([`redis`]).
 //!
-//! Every operation runs on a blocking thread; the store's connection is shared by all instances
-//! (SQLite serialises writers; each operation is a single statement, hence atomic).
+//! SQLite: every operation runs on a blocking thread; the store's connection is shared by all
+//! instances (SQLite serialises writers; each operation is a single statement, hence atomic).
+
+mod redis;
 
 use crate::bindings::spin::key_value::key_value::{
     self as wit, Error, HostStore, HostStoreWithStore,
 };
+use crate::runtime_config::KvBackend;
 use rusqlite::OptionalExtension as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -15,40 +19,86 @@ use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTab
 
 type Shared = Arc<Mutex<rusqlite::Connection>>;
 
-/// The app's key-value stores: label -> file, opened lazily and shared.
+/// Where one label's store lives.
+#[derive(Debug)]
+enum Backend {
+    /// A SQLite file (`None`: in memory, for the life of the process).
+    Sqlite(Option<PathBuf>),
+    /// A Redis server.
+    Redis(Arc<redis::RedisStore>),
+}
+
+/// The app's key-value stores: label -> backend; SQLite ones opened lazily and shared.
 #[derive(Debug, Default)]
 pub struct KvStores {
-    files: BTreeMap<String, PathBuf>,
+    backends: BTreeMap<String, Backend>,
     open: Mutex<HashMap<String, Shared>>,
 }
 
 impl KvStores {
-    /// One file per label under `dir` (`default` is `sqlite_key_value.db`, as in Spin).
-    pub fn new<'a>(dir: PathBuf, labels: impl IntoIterator<Item = &'a String>) -> Self {
-        let files = labels
-            .into_iter()
-            .map(|label| {
+    /// The `configured` backends (from the runtime-config file), and for every other label one
+    /// file under `dir` (`default` is `sqlite_key_value.db`, as in Spin).
+    pub fn new<'a>(
+        dir: PathBuf,
+        labels: impl IntoIterator<Item = &'a String>,
+        configured: &BTreeMap<String, KvBackend>,
+    ) -> anyhow::Result<Self> {
+        let mut backends = BTreeMap::new();
+        for (label, backend) in configured {
+            let backend = match backend {
+                KvBackend::Spin { path } => Backend::Sqlite(path.clone()),
+                KvBackend::Redis { url } => Backend::Redis(Arc::new(redis::RedisStore::new(url)?)),
+            };
+            backends.insert(label.clone(), backend);
+        }
+        for label in labels {
+            backends.entry(label.clone()).or_insert_with(|| {
                 let file = if label == "default" {
                     "sqlite_key_value.db".to_owned()
                 } else {
                     format!("kv_{label}.db")
                 };
-                (label.clone(), dir.join(file))
-            })
-            .collect();
-        Self {
-            files,
+                Backend::Sqlite(Some(dir.join(file)))
+            });
+        }
+        Ok(Self {
+            backends,
             open: Mutex::default(),
+        })
+    }
+
+    async fn open_store(self: Arc<Self>, label: String) -> wasmtime::Result<Result<Store, Error>> {
+        match self.backends.get(&label) {
+            None => Ok(Err(Error::NoSuchStore)),
+            Some(Backend::Redis(store)) => Ok(store.open().await.map(Store::Redis)),
+            Some(Backend::Sqlite(_)) => {
+                let conn = tokio::task::spawn_blocking(move || self.connect(&label))
+                    .await
+                    .map_err(|e| wasmtime::format_err!("key-value worker failed: {e}"))?;
+                Ok(conn.map(Store::Sqlite))
+            }
         }
     }
 
     fn connect(&self, label: &str) -> Result<Shared, Error> {
-        let path = self.files.get(label).ok_or(Error::NoSuchStore)?;
+        let Some(Backend::Sqlite(path)) = self.backends.get(label) else {
+            return Err(Error::NoSuchStore);
+        };
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(conn) = open.get(label) {
             return Ok(conn.clone());
         }
-        let conn = rusqlite::Connection::open(path).map_err(other)?;
+        let conn = match path {
+            Some(path) => {
+                if let Some(parent) = path.parent() {
+                    // As Spin: a configured file's directory is created when needed.
+                    std::fs::create_dir_all(parent).map_err(other)?;
+                }
+                rusqlite::Connection::open(path)
+            }
+            None => rusqlite::Connection::open_in_memory(),
+        }
+        .map_err(other)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(other)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spin_key_value (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
@@ -90,8 +140,11 @@ impl HasData for KvHost {
 }
 
 /// The host side of a key-value `store` resource.
-pub struct Store {
-    conn: Shared,
+pub enum Store {
+    /// A shared SQLite connection.
+    Sqlite(Shared),
+    /// A Redis connection manager (cheap to clone, reconnects by itself).
+    Redis(::redis::aio::ConnectionManager),
 }
 
 fn other(e: impl std::fmt::Display) -> Error {
@@ -110,11 +163,17 @@ async fn with_conn<R: Send + 'static>(
     .map_err(|e| wasmtime::format_err!("key-value worker failed: {e}"))
 }
 
-fn store_conn<T: Send>(
+/// A clone of the store behind `res` (both kinds are handles to shared state).
+fn store_of<T: Send>(
     accessor: &Accessor<T, KvHost>,
     res: &Resource<Store>,
-) -> wasmtime::Result<Shared> {
-    accessor.with(|mut access| Ok(access.get().table.get(res)?.conn.clone()))
+) -> wasmtime::Result<Store> {
+    accessor.with(|mut access| {
+        Ok(match access.get().table.get(res)? {
+            Store::Sqlite(conn) => Store::Sqlite(conn.clone()),
+            Store::Redis(manager) => Store::Redis(manager.clone()),
+        })
+    })
 }
 
 impl wit::Host for KvView<'_> {}
@@ -136,7 +195,7 @@ impl<T: Send> HostStoreWithStore<T> for KvHost {
             // As in Spin: an unlisted label is access-denied, whether or not it exists.
             if !view.access.allowed.contains(&label) {
                 Err(Error::AccessDenied)
-            } else if !view.access.stores.files.contains_key(&label) {
+            } else if !view.access.stores.backends.contains_key(&label) {
                 Err(Error::NoSuchStore)
             } else {
                 Ok(view.access.stores.clone())
@@ -146,13 +205,8 @@ impl<T: Send> HostStoreWithStore<T> for KvHost {
             Ok(s) => s,
             Err(e) => return Ok(Err(e)),
         };
-        let conn = tokio::task::spawn_blocking(move || stores.connect(&label))
-            .await
-            .map_err(|e| wasmtime::format_err!("key-value worker failed: {e}"))?;
-        match conn {
-            Ok(conn) => {
-                accessor.with(|mut access| Ok(Ok(access.get().table.push(Store { conn })?)))
-            }
+        match stores.open_store(label).await? {
+            Ok(store) => accessor.with(|mut access| Ok(Ok(access.get().table.push(store)?))),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -162,7 +216,10 @@ impl<T: Send> HostStoreWithStore<T> for KvHost {
         self_: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        let conn = store_conn(accessor, &self_)?;
+        let conn = match store_of(accessor, &self_)? {
+            Store::Redis(m) => return Ok(redis::get(&m, &key).await),
+            Store::Sqlite(conn) => conn,
+        };
         with_conn(conn, move |c| {
             c.query_row(
                 "SELECT value FROM spin_key_value WHERE key = ?1",
@@ -180,7 +237,10 @@ impl<T: Send> HostStoreWithStore<T> for KvHost {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let conn = store_conn(accessor, &self_)?;
+        let conn = match store_of(accessor, &self_)? {
+            Store::Redis(m) => return Ok(redis::set(&m, &key, &value).await),
+            Store::Sqlite(conn) => conn,
+        };
         with_conn(conn, move |c| {
             c.execute(
                 "INSERT INTO spin_key_value (key, value) VALUES (?1, ?2)
@@ -197,7 +257,10 @@ impl<T: Send> HostStoreWithStore<T> for KvHost {
         self_: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<(), Error>> {
-        let conn = store_conn(accessor, &self_)?;
+        let conn = match store_of(accessor, &self_)? {
+            Store::Redis(m) => return Ok(redis::delete(&m, &key).await),
+            Store::Sqlite(conn) => conn,
+        };
         with_conn(conn, move |c| {
             c.execute("DELETE FROM spin_key_value WHERE key = ?1", [&key])
                 .map(drop)
@@ -210,7 +273,10 @@ impl<T: Send> HostStoreWithStore<T> for KvHost {
         self_: Resource<Store>,
         key: String,
     ) -> wasmtime::Result<Result<bool, Error>> {
-        let conn = store_conn(accessor, &self_)?;
+        let conn = match store_of(accessor, &self_)? {
+            Store::Redis(m) => return Ok(redis::exists(&m, &key).await),
+            Store::Sqlite(conn) => conn,
+        };
         with_conn(conn, move |c| {
             c.query_row(
                 "SELECT EXISTS(SELECT 1 FROM spin_key_value WHERE key = ?1)",
@@ -225,15 +291,19 @@ impl<T: Send> HostStoreWithStore<T> for KvHost {
         accessor: &Accessor<T, Self>,
         self_: Resource<Store>,
     ) -> wasmtime::Result<(StreamReader<String>, FutureReader<Result<(), Error>>)> {
-        let conn = store_conn(accessor, &self_)?;
-        let keys = with_conn(conn, |c| {
-            let mut stmt = c.prepare("SELECT key FROM spin_key_value ORDER BY key")?;
-            let keys = stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()?;
-            Ok(keys)
-        })
-        .await?;
+        let keys = match store_of(accessor, &self_)? {
+            Store::Redis(m) => redis::keys(&m).await,
+            Store::Sqlite(conn) => {
+                with_conn(conn, |c| {
+                    let mut stmt = c.prepare("SELECT key FROM spin_key_value ORDER BY key")?;
+                    let keys = stmt
+                        .query_map([], |r| r.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<Vec<String>>>()?;
+                    Ok(keys)
+                })
+                .await?
+            }
+        };
         let (keys, result) = match keys {
             Ok(keys) => (keys, Ok(())),
             Err(e) => (Vec::new(), Err(e)),

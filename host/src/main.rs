@@ -8,6 +8,7 @@ mod manifest;
 mod outbound;
 mod router;
 mod runtime;
+mod runtime_config;
 mod server;
 mod sqlite;
 mod variables;
@@ -78,6 +79,10 @@ struct AppArgs {
     /// `spin` (as Spin 4.1: a blocking thread per statement, SQLite's busy handler).
     #[arg(long, value_enum, default_value_t = sqlite::SqliteMode::Local)]
     sqlite_mode: sqlite::SqliteMode,
+    /// Spin's runtime-config file: `[sqlite_database.LABEL]` (`spin`, `libsql`) and
+    /// `[key_value_store.LABEL]` (`spin`, `redis`); other labels keep their STATE_DIR files.
+    #[arg(long)]
+    runtime_config_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -133,6 +138,7 @@ impl AppArgs {
             cache_dir: &cache_dir,
             only,
             sqlite_mode: self.sqlite_mode,
+            runtime_config: self.runtime_config_file.as_deref(),
         })
     }
 }

@@ -102,6 +102,8 @@ pub struct LoadOptions<'a> {
     pub only: Option<&'a str>,
     /// How SQLite runs.
     pub sqlite_mode: crate::sqlite::SqliteMode,
+    /// Spin's runtime-config file (`--runtime-config-file`): where databases and stores live.
+    pub runtime_config: Option<&'a Path>,
 }
 
 /// Reads the manifest, resolves variables, compiles and pre-links every triggered component.
@@ -113,6 +115,13 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<App> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
     let vars = AppVariables::resolve(&manifest.variables, |n| std::env::var(n).ok())?;
+    let runtime_config = match opts.runtime_config {
+        Some(path) => {
+            let cwd = std::env::current_dir().context("cannot read the working directory")?;
+            crate::runtime_config::load(path, &cwd)?
+        }
+        None => crate::runtime_config::RuntimeConfig::default(),
+    };
 
     std::fs::create_dir_all(opts.state_dir)
         .with_context(|| format!("cannot create state dir {}", opts.state_dir.display()))?;
@@ -129,9 +138,14 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<App> {
     let sqlite = Arc::new(SqliteDatabases::new(
         opts.state_dir.to_path_buf(),
         &sqlite_labels,
+        &runtime_config.sqlite,
         opts.sqlite_mode,
     ));
-    let kv = Arc::new(KvStores::new(opts.state_dir.to_path_buf(), &kv_labels));
+    let kv = Arc::new(KvStores::new(
+        opts.state_dir.to_path_buf(),
+        &kv_labels,
+        &runtime_config.kv,
+    )?);
 
     let mut http_routes = Vec::new();
     let mut used = BTreeSet::new();

@@ -1,4 +1,7 @@
-//! `spin:sqlite/sqlite@3.1.0` over rusqlite: one connection per `open`, one file per label.
+//! `spin:sqlite/sqlite@3.1.0` over rusqlite: one connection per `open`, one file per label; or,
+//! for a label the runtime-config file puts on a libSQL server, over libSQL's remote client
+//! ([`remote`], as Spin's `crates/sqlite-libsql`). What follows is about the rusqlite side; none
+//! of it (modes, write turns, checkpointer) applies to a libSQL database.
 //!
 //! Two modes ([`SqliteMode`]). `local`, the default, is described below: it adds to Spin's
 //! semantics what makes this host fast (writers take turns, a background checkpointer, reads on
@@ -25,9 +28,12 @@
 //! streams the collected rows, so a guest that leaves a row stream undrained can still call
 //! `changes` on the same connection without a deadlock.
 
+mod remote;
+
 use crate::bindings::spin::sqlite::sqlite::{
     self as wit, Error, HostConnection, HostConnectionWithStore, QueryResult, RowResult, Value,
 };
+use crate::runtime_config::SqliteBackend;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -55,52 +61,93 @@ pub enum SqliteMode {
     Spin,
 }
 
-/// The app's SQLite databases: label -> file.
+/// The app's SQLite databases: label -> where it lives.
 #[derive(Debug, Default)]
 pub struct SqliteDatabases {
-    files: BTreeMap<String, PathBuf>,
+    databases: BTreeMap<String, SqliteBackend>,
     gates: BTreeMap<String, WriteGate>,
     mode: SqliteMode,
 }
 
 impl SqliteDatabases {
-    /// One file per label under `dir` (`default` is `sqlite_db.db`, as in Spin).
+    /// The `configured` backends (from the runtime-config file), and for every other label one
+    /// file under `dir` (`default` is `sqlite_db.db`, as in Spin).
     pub fn new<'a>(
         dir: PathBuf,
         labels: impl IntoIterator<Item = &'a String>,
+        configured: &BTreeMap<String, SqliteBackend>,
         mode: SqliteMode,
     ) -> Self {
-        let files = labels
-            .into_iter()
-            .map(|label| {
+        let mut databases = configured.clone();
+        for label in labels {
+            databases.entry(label.clone()).or_insert_with(|| {
                 let file = if label == "default" {
                     "sqlite_db.db".to_owned()
                 } else {
                     format!("{label}.db")
                 };
-                (label.clone(), dir.join(file))
-            })
-            .collect::<BTreeMap<_, _>>();
-        let gates = files
+                SqliteBackend::Spin {
+                    path: Some(dir.join(file)),
+                    allow_attach_file: false,
+                }
+            });
+        }
+        let gates = databases
             .keys()
             .map(|label| (label.clone(), WriteGate::default()))
             .collect();
         if mode == SqliteMode::Local {
-            for path in files.values() {
-                spawn_checkpointer(path.clone());
+            for backend in databases.values() {
+                if let SqliteBackend::Spin {
+                    path: Some(path), ..
+                } = backend
+                {
+                    spawn_checkpointer(path.clone());
+                }
             }
         }
-        Self { files, gates, mode }
+        Self {
+            databases,
+            gates,
+            mode,
+        }
     }
 
-    fn gate(&self, label: &str) -> WriteGate {
-        self.gates.get(label).cloned().unwrap_or_default()
+    /// Opens a new connection to `label`'s database (blocking for a local file; a libSQL
+    /// connection is only made at its first statement, as Spin).
+    fn open(&self, label: &str) -> Result<Connection, Error> {
+        match self.databases.get(label).ok_or(Error::NoSuchDatabase)? {
+            SqliteBackend::Spin {
+                path,
+                allow_attach_file,
+            } => {
+                let conn = self.open_local(path.as_deref(), *allow_attach_file)?;
+                let gate = self.gates.get(label).cloned().unwrap_or_default();
+                Ok(Connection::Local(LocalConnection::new(conn, gate)))
+            }
+            SqliteBackend::Libsql { url, token } => Ok(Connection::Remote(
+                remote::RemoteConnection::new(url.clone(), token.clone()),
+            )),
+        }
     }
 
-    /// Opens a new connection to `label`'s file.
-    pub fn open(&self, label: &str) -> Result<rusqlite::Connection, Error> {
-        let path = self.files.get(label).ok_or(Error::NoSuchDatabase)?;
-        let mut conn = rusqlite::Connection::open(path).map_err(io)?;
+    /// A rusqlite connection to `path` (in memory when `None`, a fresh database each time).
+    fn open_local(
+        &self,
+        path: Option<&std::path::Path>,
+        allow_attach_file: bool,
+    ) -> Result<rusqlite::Connection, Error> {
+        let mut conn = match path {
+            Some(path) => {
+                if let Some(parent) = path.parent() {
+                    // As Spin: a configured file's directory is created when needed.
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                rusqlite::Connection::open(path)
+            }
+            None => rusqlite::Connection::open_in_memory(),
+        }
+        .map_err(io)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(io)?;
         if self.mode == SqliteMode::Local {
             // Plans never depend on bound values: otherwise SQLite re-prepares (re-parses,
@@ -113,7 +160,11 @@ impl SqliteDatabases {
             )
             .map_err(io)?;
         }
-        // As in Spin: a guest may not ATTACH other files (temporary and in-memory are fine).
+        // As in Spin: a guest may not ATTACH other files (temporary and in-memory are fine),
+        // unless the runtime config says `allow_attach_file = true`.
+        if allow_attach_file {
+            return Ok(conn);
+        }
         conn.authorizer(Some(|ctx: rusqlite::hooks::AuthContext<'_>| {
             use rusqlite::hooks::{AuthAction, Authorization};
             match ctx.action {
@@ -195,7 +246,51 @@ fn spawn_checkpointer(path: PathBuf) {
 
 /// The host side of a `connection` resource.
 #[derive(Clone)]
-pub struct Connection {
+pub enum Connection {
+    /// A rusqlite connection to a local file (or memory).
+    Local(LocalConnection),
+    /// A libSQL server's (one Hrana stream).
+    Remote(remote::RemoteConnection),
+}
+
+impl Connection {
+    /// Runs one statement from a synchronous host function (never on an async worker's time).
+    fn execute_blocking(&self, sql: &str, params: &[Value]) -> Result<Executed, Error> {
+        tokio::task::block_in_place(|| match self {
+            Self::Local(conn) => conn.run(sql, params),
+            Self::Remote(conn) => tokio::runtime::Handle::current().block_on(conn.run(sql, params)),
+        })
+    }
+
+    /// `changes` and `last-insert-rowid` of the connection's last statement.
+    async fn counts(&self) -> wasmtime::Result<(u64, i64)> {
+        match self {
+            Self::Local(conn) => {
+                let conn = conn.conn.clone();
+                blocking(move || {
+                    let conn = lock(&conn);
+                    (conn.changes(), conn.last_insert_rowid())
+                })
+                .await
+            }
+            Self::Remote(conn) => conn.counts().await,
+        }
+    }
+
+    fn counts_blocking(&self) -> wasmtime::Result<(u64, i64)> {
+        tokio::task::block_in_place(|| match self {
+            Self::Local(conn) => {
+                let conn = lock(&conn.conn);
+                Ok((conn.changes(), conn.last_insert_rowid()))
+            }
+            Self::Remote(conn) => tokio::runtime::Handle::current().block_on(conn.counts()),
+        })
+    }
+}
+
+/// A rusqlite connection and its place in its file's write turns.
+#[derive(Clone)]
+pub struct LocalConnection {
     // Field order is drop order: the connection closes (rolling back an open transaction)
     // before its write turn is released.
     conn: Arc<Mutex<rusqlite::Connection>>,
@@ -206,7 +301,7 @@ pub struct Connection {
     wal: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Connection {
+impl LocalConnection {
     fn new(conn: rusqlite::Connection, gate: WriteGate) -> Self {
         Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -300,7 +395,7 @@ fn check_access(access: &SqliteAccess, label: &str) -> Result<(), Error> {
     if !access.allowed.contains(label) {
         return Err(Error::AccessDenied);
     }
-    if !access.databases.files.contains_key(label) {
+    if !access.databases.databases.contains_key(label) {
         return Err(Error::NoSuchDatabase);
     }
     Ok(())
@@ -378,13 +473,6 @@ fn run(conn: &rusqlite::Connection, sql: &str, params: &[Value]) -> Result<Execu
     })
 }
 
-fn get_conn(
-    table: &ResourceTable,
-    res: &Resource<Connection>,
-) -> wasmtime::Result<Arc<Mutex<rusqlite::Connection>>> {
-    Ok(table.get(res)?.conn.clone())
-}
-
 fn get_connection(
     table: &ResourceTable,
     res: &Resource<Connection>,
@@ -401,10 +489,7 @@ impl HostConnection for SqliteView<'_> {
         }
         let dbs = self.access.databases.clone();
         match tokio::task::block_in_place(|| dbs.open(&database)) {
-            Ok(conn) => {
-                let conn = Connection::new(conn, dbs.gate(&database));
-                Ok(Ok(self.table.push(conn)?))
-            }
+            Ok(conn) => Ok(Ok(self.table.push(conn)?)),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -416,7 +501,7 @@ impl HostConnection for SqliteView<'_> {
         parameters: Vec<Value>,
     ) -> wasmtime::Result<Result<QueryResult, Error>> {
         let conn = get_connection(self.table, &self_)?;
-        let result = tokio::task::block_in_place(|| conn.run(&statement, &parameters));
+        let result = conn.execute_blocking(&statement, &parameters);
         Ok(result.and_then(|ex| {
             ex.trailing.map(|()| QueryResult {
                 columns: ex.columns,
@@ -426,15 +511,13 @@ impl HostConnection for SqliteView<'_> {
     }
 
     fn last_insert_rowid(&mut self, self_: Resource<Connection>) -> wasmtime::Result<i64> {
-        let conn = get_conn(self.table, &self_)?;
-        Ok(tokio::task::block_in_place(|| {
-            lock(&conn).last_insert_rowid()
-        }))
+        let conn = get_connection(self.table, &self_)?;
+        Ok(conn.counts_blocking()?.1)
     }
 
     fn changes(&mut self, self_: Resource<Connection>) -> wasmtime::Result<u64> {
-        let conn = get_conn(self.table, &self_)?;
-        Ok(tokio::task::block_in_place(|| lock(&conn).changes()))
+        let conn = get_connection(self.table, &self_)?;
+        Ok(conn.counts_blocking()?.0)
     }
 
     fn drop(&mut self, rep: Resource<Connection>) -> wasmtime::Result<()> {
@@ -464,12 +547,8 @@ impl<T: Send> HostConnectionWithStore<T> for SqliteHost {
             Ok(dbs) => dbs,
             Err(e) => return Ok(Err(e)),
         };
-        let gate = dbs.gate(&database);
         match blocking(move || dbs.open(&database)).await? {
-            Ok(conn) => {
-                let conn = Connection::new(conn, gate);
-                accessor.with(|mut access| Ok(Ok(access.get().table.push(conn)?)))
-            }
+            Ok(conn) => accessor.with(|mut access| Ok(Ok(access.get().table.push(conn)?))),
             Err(e) => Ok(Err(e)),
         }
     }
@@ -493,21 +572,9 @@ impl<T: Send> HostConnectionWithStore<T> for SqliteHost {
             let view = access.get();
             get_connection(view.table, &self_).map(|conn| (conn, view.access.databases.mode))
         })?;
-        let inline = match mode {
-            SqliteMode::Spin => false,
-            SqliteMode::Local => {
-                conn.take_turn_for(&statement).await;
-                if conn.holds_turn() {
-                    !is_commit(&statement)
-                } else {
-                    is_plain_read(&statement) && conn.in_wal_mode()
-                }
-            }
-        };
-        let executed = if inline {
-            conn.run(&statement, &parameters)
-        } else {
-            blocking(move || conn.run(&statement, &parameters)).await?
+        let executed = match conn {
+            Connection::Local(conn) => run_local(conn, mode, statement, parameters).await?,
+            Connection::Remote(conn) => conn.run(&statement, &parameters).await,
         };
         let Executed {
             columns,
@@ -529,16 +596,42 @@ impl<T: Send> HostConnectionWithStore<T> for SqliteHost {
         accessor: &Accessor<T, Self>,
         self_: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        let conn = accessor.with(|mut access| get_conn(access.get().table, &self_))?;
-        blocking(move || lock(&conn).last_insert_rowid()).await
+        let conn = accessor.with(|mut access| get_connection(access.get().table, &self_))?;
+        Ok(conn.counts().await?.1)
     }
 
     async fn changes_async(
         accessor: &Accessor<T, Self>,
         self_: Resource<Connection>,
     ) -> wasmtime::Result<u64> {
-        let conn = accessor.with(|mut access| get_conn(access.get().table, &self_))?;
-        blocking(move || lock(&conn).changes()).await
+        let conn = accessor.with(|mut access| get_connection(access.get().table, &self_))?;
+        Ok(conn.counts().await?.0)
+    }
+}
+
+/// Runs one statement of `execute-async` on a local connection, inline or on a blocking thread
+/// (see the module docs).
+async fn run_local(
+    conn: LocalConnection,
+    mode: SqliteMode,
+    statement: String,
+    parameters: Vec<Value>,
+) -> wasmtime::Result<Result<Executed, Error>> {
+    let inline = match mode {
+        SqliteMode::Spin => false,
+        SqliteMode::Local => {
+            conn.take_turn_for(&statement).await;
+            if conn.holds_turn() {
+                !is_commit(&statement)
+            } else {
+                is_plain_read(&statement) && conn.in_wal_mode()
+            }
+        }
+    };
+    if inline {
+        Ok(conn.run(&statement, &parameters))
+    } else {
+        blocking(move || conn.run(&statement, &parameters)).await
     }
 }
 
