@@ -36,6 +36,15 @@ fi
 python3 -c "import importlib.metadata as m; assert m.version('playwright') == '1.65.3'" 2>/dev/null ||
     python3 -m pip install --quiet playwright==1.65.3
 
+step "test stores: redis-server"
+# The runtime-config tests (tests/tests/host_runtime_config.rs) run the app's key-value store on
+# a real Redis: Debian's redis-server. (Their libSQL half runs only when SQLD_BIN names a sqld.)
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
+    DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq redis-server >/dev/null
+fi
+
 step "tests (the reliability suite, tests/tests/reliability_*.rs, among them)"
 # Each reliability scenario appends a line to the summary printed at the end, even on failure.
 export RELIABILITY_SUMMARY="$CARGO_TARGET_DIR/reliability-summary.tsv"

@@ -11,6 +11,7 @@ pub mod api;
 pub mod faults;
 pub mod receiver;
 pub mod reliability;
+pub mod stores;
 pub mod stripe;
 
 use anyhow::{Context as _, Result, bail};
