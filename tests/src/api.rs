@@ -22,6 +22,8 @@ pub const JWT_SECRET: &str = "test-jwt-secret-of-reasonable-length";
 pub struct App {
     /// The running host.
     pub host: TestHost,
+    /// The runtime-config file the host serves with, if any (its stores are then elsewhere).
+    runtime_config: Option<std::path::PathBuf>,
 }
 
 /// A user role in a token.
@@ -54,7 +56,22 @@ impl App {
             .env("SPIN_VARIABLE_TEST_CLOCKS_ENABLED", "true")
             .arg("--no-cron");
         let host = TestHost::start(workspace_root().join("spin.toml"), options)?;
-        Ok(Self { host })
+        Ok(Self {
+            host,
+            runtime_config: None,
+        })
+    }
+
+    /// Starts the app as one replica over the stores a runtime-config file names (Spin's
+    /// `--runtime-config-file`), with `extra` host options.
+    pub fn start_on(runtime_config: &std::path::Path, extra: HostOptions) -> Result<Self> {
+        let mut app = Self::start_with(
+            extra
+                .arg("--runtime-config-file")
+                .arg(runtime_config.display().to_string()),
+        )?;
+        app.runtime_config = Some(runtime_config.to_owned());
+        Ok(app)
     }
 
     /// Starts the app with the host's defaults.
@@ -112,6 +129,12 @@ impl App {
             .arg(self.host.state_dir())
             .arg("--cache-dir")
             .arg(crate::shared_cache_dir())
+            .args(self.runtime_config.iter().flat_map(|file| {
+                [
+                    std::ffi::OsStr::new("--runtime-config-file"),
+                    file.as_os_str(),
+                ]
+            }))
             .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
             .env("SPIN_VARIABLE_AUTH_JWT_SECRET", JWT_SECRET)
             .envs(env.iter().copied())

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod faults;
+pub mod hrana;
 pub mod receiver;
 pub mod reliability;
 pub mod stores;

@@ -201,24 +201,47 @@ fn answers_ping(port: u16) -> bool {
 pub struct Sqld {
     server: Server,
     bin: PathBuf,
+    /// Its admin API's port (`/metrics`: the statements it ran).
+    admin_port: u16,
 }
 
 impl Sqld {
     /// Starts a fresh `sqld` on a free loopback port; `Ok(None)` when `SQLD_BIN` is not set.
     pub fn start() -> Result<Option<Self>> {
+        Self::start_seeded(None)
+    }
+
+    /// [`Sqld::start`] serving a copy of the SQLite database file `seed` (sqld takes a plain
+    /// SQLite file as its database and rebuilds its replication log from it).
+    pub fn start_seeded(seed: Option<&Path>) -> Result<Option<Self>> {
         let Some(bin) = std::env::var_os("SQLD_BIN").map(PathBuf::from) else {
             return Ok(None);
         };
-        let server = start_on_free_port("sqld", |s| Self::spawn(&bin, s))?;
-        Ok(Some(Self { server, bin }))
+        let admin_port = free_port()?;
+        let server = start_on_free_port("sqld", |s| {
+            if let Some(seed) = seed {
+                let database = s.dir.path().join("data/dbs/default");
+                std::fs::create_dir_all(&database)?;
+                std::fs::copy(seed, database.join("data"))
+                    .with_context(|| format!("copy {}", seed.display()))?;
+            }
+            Self::spawn(&bin, s, admin_port)
+        })?;
+        Ok(Some(Self {
+            server,
+            bin,
+            admin_port,
+        }))
     }
 
-    fn spawn(bin: &Path, server: &mut Server) -> Result<()> {
+    fn spawn(bin: &Path, server: &mut Server, admin_port: u16) -> Result<()> {
         let mut cmd = Command::new(bin);
         cmd.arg("-d")
             .arg(server.dir.path().join("data"))
             .arg("--http-listen-addr")
             .arg(format!("127.0.0.1:{}", server.port))
+            .arg("--admin-listen-addr")
+            .arg(format!("127.0.0.1:{admin_port}"))
             .current_dir(server.dir.path());
         server.spawn(cmd, |port| {
             let url = format!("http://127.0.0.1:{port}/v2/pipeline");
@@ -241,7 +264,21 @@ impl Sqld {
     /// Starts it again on the same port with the same data directory.
     pub fn restart(&mut self) -> Result<()> {
         self.server.kill();
-        Self::spawn(&self.bin, &mut self.server)
+        Self::spawn(&self.bin, &mut self.server, self.admin_port)
+    }
+
+    /// How many statements it has run since it started (reads and writes, from its metrics).
+    pub fn statements(&self) -> Result<u64> {
+        let metrics = crate::get(&format!("http://127.0.0.1:{}/metrics", self.admin_port))?;
+        anyhow::ensure!(metrics.status == 200, "sqld metrics: {}", metrics.status);
+        let count = |name: &str| -> u64 {
+            metrics
+                .body
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .map_or(0, |value| value as u64)
+        };
+        Ok(count("libsql_server_reads_count ") + count("libsql_server_writes_count "))
     }
 
     /// What it printed.

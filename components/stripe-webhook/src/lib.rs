@@ -406,7 +406,11 @@ mod tests {
         assert!(matches!(missing, Ok(Outcome::Refused(_))));
         let constraint = refusal_is_outcome(Err(storage(StorageErrorKind::Constraint)));
         assert!(matches!(constraint, Ok(Outcome::Refused(_))));
-        for kind in [StorageErrorKind::Busy, StorageErrorKind::Unavailable] {
+        for kind in [
+            StorageErrorKind::Busy,
+            StorageErrorKind::Unavailable,
+            StorageErrorKind::Unreachable,
+        ] {
             assert!(refusal_is_outcome(Err(storage(kind))).is_err(), "{kind:?}");
         }
     }

@@ -34,7 +34,25 @@ pub enum StorageErrorKind {
     Constraint,
     /// The database cannot be opened or used (missing, access denied, I/O, full, ...).
     Unavailable,
+    /// The database server could not be reached or lost the connection (refused, reset, its
+    /// stream expired or forgotten by a restart, the statement interrupted): an outage, which a
+    /// retry after it ends resolves. Only a libSQL server (`sqld`, Turso) answers this way.
+    Unreachable,
 }
+
+/// Words of a libSQL client's messages (Hrana over HTTP) that mean the server was not reached or
+/// dropped the connection, as Spin's and the local host's libSQL clients report them.
+const UNREACHABLE_MARKS: &[&str] = &[
+    "http error",
+    "error trying to connect",
+    "connection refused",
+    "connection reset",
+    "broken pipe",
+    "error reading a body from connection",
+    "stream_expired",
+    "stream has expired",
+    "invalid baton",
+];
 
 /// A failed storage call, with the engine's own message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,11 +71,18 @@ impl StorageError {
         let kind = if lower.contains("database is locked")
             || lower.contains("database table is locked")
             || lower.contains("database is busy")
+            // A libSQL server interrupts a statement of a stream whose previous answer the client
+            // stopped reading (its cursor is dropped after the last row, racing the next
+            // statement). The statement is rolled back, and its transaction with it: like a
+            // busy database, the transaction is run again.
+            || lower.contains("sqlite_interrupt")
         {
             StorageErrorKind::Busy
         } else if lower.contains("constraint failed") || lower.contains("ledger:") {
             // Triggers raise messages prefixed "ledger:" (see schema.rs).
             StorageErrorKind::Constraint
+        } else if UNREACHABLE_MARKS.iter().any(|mark| lower.contains(mark)) {
+            StorageErrorKind::Unreachable
         } else {
             StorageErrorKind::Unavailable
         };
@@ -85,4 +110,42 @@ pub trait Storage {
 
     /// Runs one statement and returns all its rows.
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StorageError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The texts a guest sees from Spin's libSQL client (crates.io `libsql` 0.5) against `sqld`.
+    #[test]
+    fn a_libsql_server_that_is_down_or_lost_the_stream_is_unreachable() {
+        for message in [
+            "Hrana: `api error: `{\"message\":\"The stream has expired due to inactivity\",\"code\":\"STREAM_EXPIRED\"}``",
+            "Hrana: `api error: `Received an invalid baton``",
+            "Hrana: `http error: `error trying to connect: tcp connect error: Connection refused (os error 111)``",
+            "Hrana: `cursor error: `error reading a body from connection: unexpected EOF during chunk size line``",
+        ] {
+            assert_eq!(
+                StorageError::from_sqlite_message(message).kind,
+                StorageErrorKind::Unreachable,
+                "{message}"
+            );
+        }
+        let kind = |message: &str| StorageError::from_sqlite_message(message).kind;
+        assert_eq!(kind("database is locked"), StorageErrorKind::Busy);
+        assert_eq!(
+            kind(
+                "Hrana: `cursor error: `error at step 0: (error code: SQLITE_INTERRUPT) `SQLite error: interrupted```"
+            ),
+            StorageErrorKind::Busy
+        );
+        assert_eq!(
+            kind("UNIQUE constraint failed: journal.id"),
+            StorageErrorKind::Constraint
+        );
+        assert_eq!(
+            kind("no such table: journal"),
+            StorageErrorKind::Unavailable
+        );
+    }
 }

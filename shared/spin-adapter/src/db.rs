@@ -63,6 +63,8 @@ pub struct SpinDb {
     lost_before_first_statement: Cell<bool>,
     /// When the last statement ended.
     last_used: Cell<Instant>,
+    /// Whether a `BEGIN` has run without its `COMMIT` or `ROLLBACK` yet.
+    in_transaction: Cell<bool>,
 }
 
 impl SpinDb {
@@ -78,6 +80,7 @@ impl SpinDb {
             untouched: Cell::new(false),
             lost_before_first_statement: Cell::new(false),
             last_used: Cell::new(Instant::now()),
+            in_transaction: Cell::new(false),
         };
         let served = db
             .query(ledger::schema::SERVED_BY_LIBSQL_SERVER, &[])
@@ -140,6 +143,24 @@ impl SpinDb {
         self.broken.get()
     }
 
+    /// Follows the ledger's transaction statements (ledger `tx.rs`): a `BEGIN` that ran opens
+    /// one; after a `COMMIT` or `ROLLBACK`, even a failed one, none is left open.
+    fn track_transaction(&self, sql: &str, ran: bool) {
+        let verb = sql
+            .trim_start()
+            .get(..8)
+            .unwrap_or(sql)
+            .to_ascii_uppercase();
+        if verb.starts_with("BEGIN") && ran {
+            self.in_transaction.set(true);
+        } else if verb.starts_with("COMMIT")
+            || verb.starts_with("ROLLBACK")
+            || verb.starts_with("END")
+        {
+            self.in_transaction.set(false);
+        }
+    }
+
     /// Runs one statement, always draining its row stream and awaiting its completion.
     async fn run(
         &self,
@@ -147,11 +168,23 @@ impl SpinDb {
         params: &[SqlValue],
         keep_rows: bool,
     ) -> Result<Vec<Row>, StorageError> {
-        let result = self.run_unchecked(sql, params, keep_rows).await;
+        let mut result = self.run_unchecked(sql, params, keep_rows).await;
+        if let Err(error) = &result
+            && !self.in_transaction.get()
+            && error.message.contains("SQLITE_INTERRUPT")
+        {
+            // A libSQL server interrupted it before it took effect (ledger::StorageError,
+            // Busy): outside a transaction the statement is all there is to run again.
+            result = self.run_unchecked(sql, params, keep_rows).await;
+        }
+        self.track_transaction(sql, result.is_ok());
         self.last_used.set(Instant::now());
         let first = self.untouched.replace(false);
         if let Err(error) = &result
-            && error.kind == StorageErrorKind::Unavailable
+            && matches!(
+                error.kind,
+                StorageErrorKind::Unavailable | StorageErrorKind::Unreachable
+            )
         {
             self.broken.set(true);
             if first && is_stream_gone(&error.message) {

@@ -146,7 +146,14 @@ pub fn ledger_status(error: &LedgerError) -> u16 {
         | LedgerError::AmountBelowMinimum { .. }
         | LedgerError::AmountAboveMaximum { .. } => 422,
         LedgerError::PaymentsUnavailable { .. } | LedgerError::CatalogChanged => 503,
-        LedgerError::Storage(storage) if storage.kind == StorageErrorKind::Busy => 503,
+        LedgerError::Storage(storage)
+            if matches!(
+                storage.kind,
+                StorageErrorKind::Busy | StorageErrorKind::Unreachable
+            ) =>
+        {
+            503
+        }
         LedgerError::Storage(_) => 500,
     }
 }
@@ -167,6 +174,10 @@ impl From<LedgerError> for ApiError {
         let status = ledger_status(&error);
         if let LedgerError::Storage(storage) = &error {
             eprintln!("spin-adapter: storage failure: {storage}");
+            if storage.kind == StorageErrorKind::Unreachable {
+                // The database server is down or restarting: the client retries later.
+                return Self::unavailable();
+            }
             let mapped = Self::new(status, error.code(), TEMPORARY_FAILURE);
             return if status == 503 {
                 mapped.with_header("retry-after", "1".to_owned())
@@ -296,6 +307,12 @@ mod tests {
         assert_eq!(busy.headers, vec![("retry-after", "1".to_owned())]);
         let broken = storage(StorageErrorKind::Unavailable);
         assert_eq!((broken.status, broken.headers.len()), (500, 0));
+        let down = storage(StorageErrorKind::Unreachable);
+        assert_eq!(
+            (down.status, down.code.as_ref(), down.message.as_str()),
+            (503, "temporarily_unavailable", TEMPORARY_FAILURE)
+        );
+        assert_eq!(down.headers, vec![("retry-after", "1".to_owned())]);
     }
 
     #[test]
