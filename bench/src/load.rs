@@ -470,6 +470,14 @@ async fn open_request(
 /// microseconds, and hands the request's number over); the requests run on one single-threaded
 /// runtime, as in [`run`]: the generator takes one core at most.
 pub fn run_open(addr: &str, spec: OpenSpec, make: MakeRequest) -> Result<OpenResult> {
+    run_open_spread(&[addr], spec, make)
+}
+
+/// [`run_open`] over several replicas of the app: request `i` goes to `addrs[i % addrs.len()]`,
+/// each replica with its own pool of `spec.connections_max` connections (a load balancer's
+/// round robin).
+pub fn run_open_spread(addrs: &[&str], spec: OpenSpec, make: MakeRequest) -> Result<OpenResult> {
+    anyhow::ensure!(!addrs.is_empty(), "an open loop needs an address");
     anyhow::ensure!(
         spec.rate_per_sec > 0.0 && spec.clients > 0 && spec.connections_max > 0,
         "an open loop needs a rate, clients and connections: {spec:?}"
@@ -485,14 +493,19 @@ pub fn run_open(addr: &str, spec: OpenSpec, make: MakeRequest) -> Result<OpenRes
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let pool = Arc::new(Pool {
-        addr: addr.to_owned(),
-        host: http::HeaderValue::from_str(addr)?,
-        slots: tokio::sync::Semaphore::new(spec.connections_max),
-        connections_max: spec.connections_max,
-        idle: std::sync::Mutex::new(Vec::new()),
-        opened: std::sync::atomic::AtomicUsize::new(0),
-    });
+    let pools = addrs
+        .iter()
+        .map(|addr| {
+            Ok(Arc::new(Pool {
+                addr: (*addr).to_owned(),
+                host: http::HeaderValue::from_str(addr)?,
+                slots: tokio::sync::Semaphore::new(spec.connections_max),
+                connections_max: spec.connections_max,
+                idle: std::sync::Mutex::new(Vec::new()),
+                opened: std::sync::atomic::AtomicUsize::new(0),
+            }))
+        })
+        .collect::<Result<Vec<_>>>()?;
     // A little lead, so that the first request is not late because the runtime was starting.
     let origin = Instant::now() + Duration::from_millis(20);
     let start = origin + spec.warmup;
@@ -521,7 +534,8 @@ pub fn run_open(addr: &str, spec: OpenSpec, make: MakeRequest) -> Result<OpenRes
                     Some(i) => {
                         let clients = spec.clients as u64;
                         let request = make((i % clients) as usize, i / clients);
-                        tasks.spawn(open_request(Arc::clone(&pool), due_of(origin, i), request));
+                        let pool = Arc::clone(&pools[(i % pools.len() as u64) as usize]);
+                        tasks.spawn(open_request(pool, due_of(origin, i), request));
                     }
                     None => break,
                 },
@@ -550,7 +564,10 @@ pub fn run_open(addr: &str, spec: OpenSpec, make: MakeRequest) -> Result<OpenRes
         end,
         in_window,
         &samples,
-        pool.opened.load(std::sync::atomic::Ordering::Relaxed),
+        pools
+            .iter()
+            .map(|pool| pool.opened.load(std::sync::atomic::Ordering::Relaxed))
+            .sum(),
     ))
 }
 

@@ -3,6 +3,7 @@
 //! built. PART is `all` (the default) or any of [`PARTS`]. Every side of a ratio is measured in
 //! the same run; the load average is printed with every figure (the machine may be shared).
 
+mod cluster;
 mod data;
 mod host;
 mod load;
@@ -36,6 +37,7 @@ const PARTS: &[&str] = &[
     "tenants",
     "mixed",
     "open",
+    "cluster",
     "batch",
     "notify",
     "scale",
@@ -429,6 +431,7 @@ fn run_part(part: &str, config: &Config, report: &mut Report) -> Result<()> {
         "tenants" => tenants(config, report),
         "mixed" => mixed(config, report),
         "open" => open(config, report),
+        "cluster" => cluster::cluster(config, report),
         "batch" => batch(config, &catalog, report),
         "notify" => notify_part(config, report),
         "scale" => scale(config, report),
@@ -765,16 +768,10 @@ struct OpenSchedule {
 /// `--quick`: 100, 250 and 500/s for 3 s each; full: 50 to 1,000/s for 15 s each; 1 s and 2 s
 /// of warm-up. `$BENCH_OPEN_RATES` (`50,100`) and `$BENCH_OPEN_SECS` (`15`) override them.
 fn open_schedule(config: &Config) -> Result<OpenSchedule> {
-    let rates = match std::env::var("BENCH_OPEN_RATES") {
-        Ok(list) => list
-            .split(',')
-            .map(|rate| match rate.trim().parse::<f64>() {
-                Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
-                _ => bail!("BENCH_OPEN_RATES: {rate:?} is not a rate per second"),
-            })
-            .collect::<Result<Vec<_>>>()?,
-        Err(_) if config.quick => OPEN_RATES_QUICK.to_vec(),
-        Err(_) => OPEN_RATES.to_vec(),
+    let rates = match open_rates_from_env()? {
+        Some(rates) => rates,
+        None if config.quick => OPEN_RATES_QUICK.to_vec(),
+        None => OPEN_RATES.to_vec(),
     };
     let window_secs = match std::env::var("BENCH_OPEN_SECS") {
         Ok(secs) => match secs.trim().parse::<u64>() {
@@ -797,6 +794,20 @@ fn open_schedule(config: &Config) -> Result<OpenSchedule> {
         );
     }
     Ok(schedule)
+}
+
+/// `$BENCH_OPEN_RATES` (`50,100`): the offered rates an experiment asks for, if any.
+pub(crate) fn open_rates_from_env() -> Result<Option<Vec<f64>>> {
+    let Ok(list) = std::env::var("BENCH_OPEN_RATES") else {
+        return Ok(None);
+    };
+    list.split(',')
+        .map(|rate| match rate.trim().parse::<f64>() {
+            Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+            _ => bail!("BENCH_OPEN_RATES: {rate:?} is not a rate per second"),
+        })
+        .collect::<Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// A shape of the open loop: its name, its requests (given a unique tag), and its virtual

@@ -173,6 +173,19 @@ impl App {
         Ok(())
     }
 
+    /// Subscribes `workspace` to `plan_id` through the frontend route, as its owner; fails
+    /// unless it answers 200.
+    pub fn subscribe(&self, workspace: &str, plan_id: &str) -> Result<Value> {
+        let reply = self.user(
+            workspace,
+            Role::Owner,
+            "POST",
+            &format!("/v1/workspaces/{workspace}/subscription"),
+            Some(&json!({"plan_id": plan_id})),
+        )?;
+        expect(&reply, 200, "subscribe")
+    }
+
     /// Runs every ledger invariant on the host's database; an error lists what broke.
     pub fn check_invariants(&self) -> Result<()> {
         let path = self.host.state_dir().join("sqlite_db.db");

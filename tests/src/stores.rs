@@ -25,6 +25,16 @@ pub fn write_runtime_config(dir: &Path, text: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
+/// The runtime-config table putting SQLite database `default` on the libSQL server at `url`.
+pub fn libsql_database(url: &str) -> String {
+    format!("[sqlite_database.default]\ntype = \"libsql\"\nurl = \"{url}\"\ntoken = \"\"\n")
+}
+
+/// The runtime-config table putting key-value store `default` on the Redis at `url`.
+pub fn redis_store(url: &str) -> String {
+    format!("[key_value_store.default]\ntype = \"redis\"\nurl = \"{url}\"\n")
+}
+
 /// A child process on a fixed port with a log file, restartable.
 struct Server {
     child: Option<Child>,
@@ -197,6 +207,15 @@ fn answers_ping(port: u16) -> bool {
     ping().unwrap_or(false)
 }
 
+/// What a `sqld` has done since it started (from its Prometheus metrics).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SqldCounters {
+    /// Statements run.
+    pub statements: u64,
+    /// SQLite connections opened: one per Hrana stream.
+    pub connections: u64,
+}
+
 /// A running `sqld` (`$SQLD_BIN`), answering Hrana over HTTP on `/v2/pipeline`.
 pub struct Sqld {
     server: Server,
@@ -267,8 +286,9 @@ impl Sqld {
         Self::spawn(&self.bin, &mut self.server, self.admin_port)
     }
 
-    /// How many statements it has run since it started (reads and writes, from its metrics).
-    pub fn statements(&self) -> Result<u64> {
+    /// Its counters since it started: statements run, and SQLite connections it opened (one
+    /// per Hrana stream).
+    pub fn counters(&self) -> Result<SqldCounters> {
         let metrics = crate::get(&format!("http://127.0.0.1:{}/metrics", self.admin_port))?;
         anyhow::ensure!(metrics.status == 200, "sqld metrics: {}", metrics.status);
         let count = |name: &str| -> u64 {
@@ -278,7 +298,10 @@ impl Sqld {
                 .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
                 .map_or(0, |value| value as u64)
         };
-        Ok(count("libsql_server_reads_count ") + count("libsql_server_writes_count "))
+        Ok(SqldCounters {
+            statements: count("libsql_server_query_count "),
+            connections: count("libsql_server_connection_create_time_count "),
+        })
     }
 
     /// What it printed.

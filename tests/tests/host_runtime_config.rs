@@ -5,7 +5,7 @@
 //! Build first: `scripts/build-components.sh` and `scripts/build-host.sh`.
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::api::{App, Role, SERVICE_KEY, expect, json_of, test_catalog};
+use e2e::api::{App, SERVICE_KEY, expect, json_of, test_catalog};
 use e2e::stores::{Redis, Sqld, write_runtime_config};
 use e2e::{HostOptions, Reply, workspace_root};
 use serde_json::{Value, json};
@@ -202,15 +202,7 @@ fn debit_and_read_back(app: &App, ws: &str) -> Result<Value> {
         "catalog",
     )?;
     app.provision(ws)?;
-    let path = format!("/v1/workspaces/{ws}/subscription");
-    let subscribed = app.user(
-        ws,
-        Role::Owner,
-        "POST",
-        &path,
-        Some(&json!({"plan_id": "free"})),
-    )?;
-    expect(&subscribed, 200, "subscribe")?;
+    app.subscribe(ws, "free")?;
     let event = json!({"id": "ev-1", "workspace_id": ws, "agent_id": "agent-1",
                        "kind": "message", "quantity": "250"});
     let debited = expect(
@@ -239,13 +231,7 @@ fn sqlite_on_sqld_provisions_debits_and_reads_back() -> Result<()> {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let config = write_runtime_config(
-        dir.path(),
-        &format!(
-            "[sqlite_database.default]\ntype = \"libsql\"\nurl = \"{}\"\ntoken = \"\"\n",
-            sqld.url()
-        ),
-    )?;
+    let config = write_runtime_config(dir.path(), &e2e::stores::libsql_database(&sqld.url()))?;
     let app = app_with(&config)?;
     let summary = debit_and_read_back(&app, "ws-l")?;
     ensure!(
@@ -266,13 +252,7 @@ fn sqld_restart_fails_calls_cleanly_then_recovers() -> Result<()> {
         return Ok(());
     };
     let dir = tempfile::tempdir()?;
-    let config = write_runtime_config(
-        dir.path(),
-        &format!(
-            "[sqlite_database.default]\ntype = \"libsql\"\nurl = \"{}\"\ntoken = \"\"\n",
-            sqld.url()
-        ),
-    )?;
+    let config = write_runtime_config(dir.path(), &e2e::stores::libsql_database(&sqld.url()))?;
     let app = app_with(&config)?;
     app.provision("ws-before")?;
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use e2e::HostOptions;
-use e2e::api::{App, Role, SERVICE_KEY, expect, expect_error, micros_of, test_catalog};
+use e2e::api::{App, SERVICE_KEY, expect, expect_error, micros_of, test_catalog};
 use e2e::hrana::HranaDb;
 use e2e::stores::{Redis, Sqld};
 use futures::executor::block_on;
@@ -54,20 +54,14 @@ impl Stores {
         let redis = Redis::start()?;
         let database = match &sql {
             Sql::File(ledger) => format!(
-                "type = \"spin\"\npath = \"{}\"",
+                "[sqlite_database.default]\ntype = \"spin\"\npath = \"{}\"\n",
                 ledger.join("sqlite_db.db").display()
             ),
-            Sql::Server(sqld) => {
-                format!("type = \"libsql\"\nurl = \"{}\"\ntoken = \"\"", sqld.url())
-            }
+            Sql::Server(sqld) => e2e::stores::libsql_database(&sqld.url()),
         };
-        let config = dir.path().join("runtime-config.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[sqlite_database.default]\n{database}\n\n[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-                redis.url()
-            ),
+        let config = e2e::stores::write_runtime_config(
+            dir.path(),
+            &format!("{database}\n{}", e2e::stores::redis_store(&redis.url())),
         )?;
         Ok(Self {
             redis,
@@ -139,14 +133,7 @@ fn set_up(replicas: &[&App], workspaces: &[String]) -> Result<()> {
     for (n, ws) in workspaces.iter().enumerate() {
         let app = replicas[n % replicas.len()];
         app.provision(ws)?;
-        let reply = app.user(
-            ws,
-            Role::Owner,
-            "POST",
-            &format!("/v1/workspaces/{ws}/subscription"),
-            Some(&json!({"plan_id": "free"})),
-        )?;
-        expect(&reply, 200, "subscribe")?;
+        app.subscribe(ws, "free")?;
     }
     Ok(())
 }
@@ -470,14 +457,7 @@ fn a_cron_tick_fired_on_both_replicas_runs_once() -> Result<()> {
     )?;
     replicas[0].provision(&ws)?;
     clock("2031-01-15T10:00:00Z")?;
-    let reply = replicas[1].user(
-        &ws,
-        Role::Owner,
-        "POST",
-        &format!("/v1/workspaces/{ws}/subscription"),
-        Some(&json!({"plan_id": "free"})),
-    )?;
-    expect(&reply, 200, "subscribe")?;
+    replicas[1].subscribe(&ws, "free")?;
 
     // Both replicas' schedulers fire the renewal's tick at once: one of them claims it.
     let fire_both = || {
