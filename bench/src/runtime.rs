@@ -11,10 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
-use e2e::TestHost;
-
-/// How long real Spin may take to answer after it starts (it compiles the components first).
-const SPIN_START_TIMEOUT: Duration = Duration::from_secs(180);
+use e2e::{SPIN_START_TIMEOUT, TestHost};
 
 /// A runtime the product is measured on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,41 +149,6 @@ struct SpinChild {
     addr: String,
 }
 
-/// `manifest` without its cron triggers (as the local host runs with `--no-cron` in the bench),
-/// its components' `source` made absolute, written into `dir`.
-fn http_only_manifest(manifest: &Path, dir: &Path) -> Result<PathBuf> {
-    let text = std::fs::read_to_string(manifest)
-        .with_context(|| format!("read {}", manifest.display()))?;
-    let base = manifest.parent().unwrap_or(Path::new("."));
-    let mut out = String::new();
-    let mut in_cron = false;
-    for line in text.lines() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('[') {
-            in_cron = trimmed.starts_with("[[trigger.cron]]");
-        }
-        if in_cron {
-            continue;
-        }
-        match trimmed
-            .strip_prefix("source = \"")
-            .and_then(|rest| rest.strip_suffix('"'))
-        {
-            Some(source) if Path::new(source).is_relative() => {
-                let absolute = std::path::absolute(base.join(source))?;
-                out.push_str(&format!("source = \"{}\"\n", absolute.display()));
-            }
-            _ => {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-    }
-    let path = dir.join("bench-spin.toml");
-    std::fs::write(&path, out)?;
-    Ok(path)
-}
-
 impl SpinChild {
     fn start(
         bin: &Path,
@@ -199,7 +161,7 @@ impl SpinChild {
             .port();
         let addr = format!("127.0.0.1:{port}");
         std::fs::create_dir_all(state_dir)?;
-        let manifest = http_only_manifest(manifest, state_dir)?;
+        let manifest = e2e::spin::http_only_manifest(manifest, state_dir)?;
         let log = state_dir.join("spin-up.log");
         let child = Command::new(bin)
             .arg("up")

@@ -26,6 +26,14 @@ pub struct App {
     runtime_config: Option<std::path::PathBuf>,
 }
 
+/// The app's secrets and test clocks, on top of `extra`.
+fn app_options(extra: HostOptions) -> HostOptions {
+    extra
+        .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+        .env("SPIN_VARIABLE_AUTH_JWT_SECRET", JWT_SECRET)
+        .env("SPIN_VARIABLE_TEST_CLOCKS_ENABLED", "true")
+}
+
 /// A user role in a token.
 #[derive(Debug, Clone, Copy)]
 pub enum Role {
@@ -50,11 +58,7 @@ impl Role {
 impl App {
     /// Starts the app with `extra` host options (e.g. instance reuse flags).
     pub fn start_with(extra: HostOptions) -> Result<Self> {
-        let options = extra
-            .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
-            .env("SPIN_VARIABLE_AUTH_JWT_SECRET", JWT_SECRET)
-            .env("SPIN_VARIABLE_TEST_CLOCKS_ENABLED", "true")
-            .arg("--no-cron");
+        let options = app_options(extra).arg("--no-cron");
         let host = TestHost::start(workspace_root().join("spin.toml"), options)?;
         Ok(Self {
             host,
@@ -77,6 +81,27 @@ impl App {
     /// Starts the app with the host's defaults.
     pub fn start() -> Result<Self> {
         Self::start_with(HostOptions::default())
+    }
+
+    /// Starts the app on real Spin (`bin`, its HTTP triggers) as one replica over the stores a
+    /// runtime-config file names, with the instance settings the README recommends.
+    pub fn start_spin_on(
+        bin: &std::path::Path,
+        runtime_config: &std::path::Path,
+        extra: HostOptions,
+    ) -> Result<Self> {
+        let options = app_options(extra)
+            .arg("--runtime-config-file")
+            .arg(runtime_config.display().to_string())
+            .arg("--max-instance-reuse-count")
+            .arg("10000")
+            .arg("--idle-instance-timeout")
+            .arg("60s");
+        let host = TestHost::start_spin(bin, workspace_root().join("spin.toml"), options)?;
+        Ok(Self {
+            host,
+            runtime_config: Some(runtime_config.to_owned()),
+        })
     }
 
     /// A request with the service key.

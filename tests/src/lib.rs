@@ -12,6 +12,7 @@ pub mod faults;
 pub mod hrana;
 pub mod receiver;
 pub mod reliability;
+pub mod spin;
 pub mod stores;
 pub mod stripe;
 
@@ -24,6 +25,9 @@ use std::time::{Duration, Instant};
 
 /// How long a host may take to print its `listening on` line (compiling components included).
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long real Spin may take to answer after it starts (it compiles the components first).
+pub const SPIN_START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The workspace root (the parent of this crate's directory, where `spin.toml` is).
 ///
@@ -85,6 +89,9 @@ impl HostOptions {
 /// A running local host.
 pub struct TestHost {
     child: Child,
+    /// Real Spin: `spin up` runs its trigger in a child process of its own, so the host is the
+    /// whole process group (led by `child`), and killing it kills the group.
+    process_group: bool,
     base_url: String,
     state_dir: PathBuf,
     _temp: Option<tempfile::TempDir>,
@@ -95,14 +102,7 @@ pub struct TestHost {
 impl TestHost {
     /// Starts `local-host up --manifest <manifest_path>` and waits until it listens.
     pub fn start(manifest_path: impl AsRef<Path>, options: HostOptions) -> Result<Self> {
-        let (temp, state_dir) = match &options.state_dir {
-            Some(dir) => (None, dir.clone()),
-            None => {
-                let temp = tempfile::tempdir()?;
-                let dir = temp.path().join("state");
-                (Some(temp), dir)
-            }
-        };
+        let (temp, state_dir) = state_dir_of(&options)?;
         let bin = host_binary();
         if !bin.exists() {
             bail!(
@@ -151,6 +151,64 @@ impl TestHost {
         };
         Ok(Self {
             child,
+            process_group: false,
+            base_url,
+            state_dir,
+            _temp: temp,
+            output: std::sync::Mutex::new(rx),
+        })
+    }
+
+    /// Starts real Spin instead (`BIN up --from MANIFEST`, its HTTP triggers only: see
+    /// [`spin::http_only_manifest`]) on a free loopback port with `options`' arguments and
+    /// environment, and waits (bounded) until its health endpoint answers.
+    pub fn start_spin(
+        bin: &Path,
+        manifest_path: impl AsRef<Path>,
+        options: HostOptions,
+    ) -> Result<Self> {
+        let (temp, state_dir) = state_dir_of(&options)?;
+        let manifest = spin::http_only_manifest(manifest_path.as_ref(), &state_dir)?;
+        let port = stripe::free_port()?;
+        let base_url = format!("http://127.0.0.1:{port}");
+        let mut cmd = Command::new(bin);
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        cmd.arg("up")
+            .arg("--from")
+            .arg(&manifest)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(&options.args)
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (tx, rx) = mpsc::channel();
+        spawn_reader(stdout, tx);
+        let deadline = Instant::now() + SPIN_START_TIMEOUT;
+        let health = format!("{base_url}/.well-known/spin/health");
+        loop {
+            if let Some(status) = child.try_wait()? {
+                bail!("spin up exited with {status}");
+            }
+            if get(&health).is_ok_and(|reply| reply.status == 200) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                kill_group(&mut child);
+                bail!("spin up did not answer within {SPIN_START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Self {
+            child,
+            process_group: true,
             base_url,
             state_dir,
             _temp: temp,
@@ -183,6 +241,9 @@ impl TestHost {
 
     /// Kills the host with SIGKILL (no chance to finish anything) and waits for it to exit.
     pub fn kill(&mut self) {
+        if self.process_group {
+            kill_group(&mut self.child);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -209,9 +270,30 @@ impl TestHost {
 
 impl Drop for TestHost {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// SIGKILL to the process group `child` leads (`spin up` and the trigger process it runs).
+fn kill_group(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--"])
+        .arg(format!("-{}", child.id()))
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The state directory `options` name, or a fresh temporary one (kept alive by the guard).
+fn state_dir_of(options: &HostOptions) -> Result<(Option<tempfile::TempDir>, PathBuf)> {
+    Ok(match &options.state_dir {
+        Some(dir) => (None, dir.clone()),
+        None => {
+            let temp = tempfile::tempdir()?;
+            let dir = temp.path().join("state");
+            (Some(temp), dir)
+        }
+    })
 }
 
 fn spawn_reader(stdout: ChildStdout, tx: mpsc::Sender<String>) {

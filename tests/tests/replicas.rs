@@ -29,6 +29,8 @@ struct Stores {
     redis: Redis,
     sql: Sql,
     config: PathBuf,
+    /// Replicas run on real Spin (this binary) instead of the local host.
+    spin: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -67,12 +69,22 @@ impl Stores {
             redis,
             sql,
             config,
+            spin: None,
             _dir: dir,
         })
     }
 
+    /// The same stores, with replicas on real Spin.
+    fn on_spin(mut self, bin: &std::path::Path) -> Self {
+        self.spin = Some(bin.to_owned());
+        self
+    }
+
     fn replica(&self, extra: HostOptions) -> Result<App> {
-        App::start_on(&self.config, extra)
+        match &self.spin {
+            Some(bin) => App::start_spin_on(bin, &self.config, extra),
+            None => App::start_on(&self.config, extra),
+        }
     }
 
     /// The ledger's invariants, on the store itself.
@@ -286,6 +298,24 @@ fn shared_workspaces(stores: &Stores) -> Result<()> {
         );
     }
     stores.audit()
+}
+
+#[test]
+fn two_real_spin_replicas_share_workspaces_and_survive_faults() -> Result<()> {
+    let Some(bin) = e2e::spin::spin_bin() else {
+        println!("skipped: SPIN_BIN not set (two real spin up replicas)");
+        return Ok(());
+    };
+    shared_workspaces(&Stores::on_file()?.on_spin(&bin))?;
+    faults(Stores::on_file()?.on_spin(&bin))?;
+    if let Some(stores) = Stores::on_sqld("two real spin up replicas")? {
+        let stores = stores.on_spin(&bin);
+        shared_workspaces(&stores).inspect_err(|_| stores.print_server_log())?;
+    }
+    if let Some(stores) = Stores::on_sqld("two real spin up replicas under faults")? {
+        faults(stores.on_spin(&bin))?;
+    }
+    Ok(())
 }
 
 /// How one debit was answered across faults: the statuses of its failed attempts.
