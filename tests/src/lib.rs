@@ -127,12 +127,7 @@ impl TestHost {
         for (k, v) in &options.env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        spawn_reader(stdout, tx);
+        let (mut child, rx) = spawn_with_output(cmd, &bin)?;
         let deadline = Instant::now() + START_TIMEOUT;
         let base_url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -185,12 +180,7 @@ impl TestHost {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let (tx, rx) = mpsc::channel();
-        spawn_reader(stdout, tx);
+        let (mut child, rx) = spawn_with_output(cmd, bin)?;
         let deadline = Instant::now() + SPIN_START_TIMEOUT;
         let health = format!("{base_url}/.well-known/spin/health");
         loop {
@@ -294,6 +284,17 @@ fn state_dir_of(options: &HostOptions) -> Result<(Option<tempfile::TempDir>, Pat
             (Some(temp), dir)
         }
     })
+}
+
+/// Spawns `cmd` (whose stdout is piped) and reads its stdout lines on a thread of their own.
+fn spawn_with_output(mut cmd: Command, bin: &Path) -> Result<(Child, mpsc::Receiver<String>)> {
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    spawn_reader(stdout, tx);
+    Ok((child, rx))
 }
 
 fn spawn_reader(stdout: ChildStdout, tx: mpsc::Sender<String>) {

@@ -103,13 +103,7 @@ fn bad_runtime_configs_refuse_to_start_with_one_line() -> Result<()> {
 fn key_value_on_redis_serves_idempotency_replays() -> Result<()> {
     let redis = Redis::start()?;
     let dir = tempfile::tempdir()?;
-    let config = write_runtime_config(
-        dir.path(),
-        &format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    )?;
+    let config = write_runtime_config(dir.path(), &e2e::stores::redis_store(&redis.url()))?;
     let app = app_with(&config)?;
 
     let first = provision_with_key(&app, "ws-r", "provision-ws-r")?;
@@ -154,13 +148,7 @@ fn key_value_on_redis_serves_idempotency_replays() -> Result<()> {
 fn redis_restart_fails_calls_cleanly_then_recovers() -> Result<()> {
     let mut redis = Redis::start()?;
     let dir = tempfile::tempdir()?;
-    let config = write_runtime_config(
-        dir.path(),
-        &format!(
-            "[key_value_store.default]\ntype = \"redis\"\nurl = \"{}\"\n",
-            redis.url()
-        ),
-    )?;
+    let config = write_runtime_config(dir.path(), &e2e::stores::redis_store(&redis.url()))?;
     let app = app_with(&config)?;
     expect(&provision_with_key(&app, "ws-a", "k-a")?, 200, "before")?;
 
