@@ -56,9 +56,16 @@ struct Replicas {
 
 impl Replicas {
     fn start(seed: &Path) -> Result<Option<Self>> {
-        let Some(sqld) = Sqld::start_seeded(Some(seed))? else {
+        let Some(mut sqld) = Sqld::start_seeded(Some(seed))? else {
             return Ok(None);
         };
+        // `$BENCH_SQLD_TXN_TIMEOUT_S`: sqld's write-transaction timeout, for an experiment.
+        if let Ok(secs) = std::env::var("BENCH_SQLD_TXN_TIMEOUT_S") {
+            let secs = secs.trim().parse().map_err(|_| {
+                anyhow::anyhow!("BENCH_SQLD_TXN_TIMEOUT_S: {secs:?} is not seconds")
+            })?;
+            sqld.set_txn_timeout_secs(secs)?;
+        }
         let redis = Redis::start()?;
         let dir = tempfile::tempdir()?;
         let config = e2e::stores::write_runtime_config(

@@ -286,6 +286,27 @@ impl Sqld {
         Self::spawn(&self.bin, &mut self.server, self.admin_port)
     }
 
+    /// Sets sqld's write-transaction timeout (how long a writer may hold the lock while others
+    /// wait before one of them steals it; 5 s by default) through its admin API, then restarts
+    /// it so that the new value applies (sqld reads it when it opens the database).
+    pub fn set_txn_timeout_secs(&mut self, secs: u64) -> Result<()> {
+        let url = format!(
+            "http://127.0.0.1:{}/v1/namespaces/default/config",
+            self.admin_port
+        );
+        let body = format!(
+            "{{\"block_reads\": false, \"block_writes\": false, \"txn_timeout_s\": {secs}}}"
+        );
+        let reply = crate::post_json(&url, &body, &[])?;
+        anyhow::ensure!(
+            reply.status == 200,
+            "sqld config: {} {}",
+            reply.status,
+            reply.body
+        );
+        self.restart()
+    }
+
     /// Its counters since it started: statements run, and SQLite connections it opened (one
     /// per Hrana stream).
     pub fn counters(&self) -> Result<SqldCounters> {
