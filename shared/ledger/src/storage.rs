@@ -49,10 +49,20 @@ const UNREACHABLE_MARKS: &[&str] = &[
     "connection reset",
     "broken pipe",
     "error reading a body from connection",
-    "stream_expired",
-    "stream has expired",
-    "invalid baton",
 ];
+
+/// Words of a libSQL server's answer that it no longer knows the connection's stream: expired
+/// after 10 s idle (Hrana's `STREAM_EXPIRED`), or forgotten by a restart ("invalid baton"). The
+/// server refused the statement before running it. Also unreachable.
+const STREAM_GONE_MARKS: &[&str] = &["stream_expired", "stream has expired", "invalid baton"];
+
+/// The word of a libSQL server's answer that it interrupted the statement (see `Busy` below).
+const INTERRUPTED_MARK: &str = "sqlite_interrupt";
+
+fn mentions(message: &str, marks: &[&str]) -> bool {
+    let lower = message.to_ascii_lowercase();
+    marks.iter().any(|mark| lower.contains(mark))
+}
 
 /// A failed storage call, with the engine's own message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,18 +85,34 @@ impl StorageError {
             // stopped reading (its cursor is dropped after the last row, racing the next
             // statement). The statement is rolled back, and its transaction with it: like a
             // busy database, the transaction is run again.
-            || lower.contains("sqlite_interrupt")
+            || lower.contains(INTERRUPTED_MARK)
         {
             StorageErrorKind::Busy
         } else if lower.contains("constraint failed") || lower.contains("ledger:") {
             // Triggers raise messages prefixed "ledger:" (see schema.rs).
             StorageErrorKind::Constraint
-        } else if UNREACHABLE_MARKS.iter().any(|mark| lower.contains(mark)) {
+        } else if UNREACHABLE_MARKS
+            .iter()
+            .chain(STREAM_GONE_MARKS)
+            .any(|mark| lower.contains(mark))
+        {
             StorageErrorKind::Unreachable
         } else {
             StorageErrorKind::Unavailable
         };
         Self { kind, message }
+    }
+
+    /// Whether a libSQL server refused the statement because it no longer knew the
+    /// connection's stream: nothing of it ran, and a new connection is needed.
+    pub fn is_stream_gone(&self) -> bool {
+        mentions(&self.message, STREAM_GONE_MARKS)
+    }
+
+    /// Whether a libSQL server interrupted the statement: it was rolled back, and so was the
+    /// transaction it was part of.
+    pub fn is_interrupted(&self) -> bool {
+        mentions(&self.message, &[INTERRUPTED_MARK])
     }
 }
 
@@ -131,6 +157,18 @@ mod tests {
                 "{message}"
             );
         }
+        let gone = |message: &str| StorageError::from_sqlite_message(message).is_stream_gone();
+        assert!(gone(
+            "Hrana: `api error: `{\"message\":\"The stream has expired due to inactivity\",\"code\":\"STREAM_EXPIRED\"}``"
+        ));
+        assert!(gone("Hrana: `api error: `Received an invalid baton``"));
+        assert!(!gone(
+            "Hrana: `http error: `error trying to connect: tcp connect error: Connection refused (os error 111)``"
+        ));
+        let interrupted = StorageError::from_sqlite_message(
+            "Hrana: `cursor error: `error at step 0: (error code: SQLITE_INTERRUPT) `SQLite error: interrupted```",
+        );
+        assert!(interrupted.is_interrupted() && !interrupted.is_stream_gone());
         let kind = |message: &str| StorageError::from_sqlite_message(message).kind;
         assert_eq!(kind("database is locked"), StorageErrorKind::Busy);
         assert_eq!(

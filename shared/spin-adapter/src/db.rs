@@ -42,7 +42,7 @@ const LIBSQL_IDLE_REOPEN: Duration = Duration::from_secs(5);
 
 /// What serves the `default` database, as the runtime config chose it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     /// A database file in the process (`type = "spin"`, Spin's default).
     File,
     /// A libSQL server, `sqld` or Turso (`type = "libsql"`): statements are round trips.
@@ -126,11 +126,6 @@ impl SpinDb {
         Ok(db)
     }
 
-    /// What serves this connection's database.
-    pub fn backend(&self) -> Backend {
-        self.backend
-    }
-
     /// Whether this connection should be replaced before its next use: a libSQL server's
     /// stream unused for [`LIBSQL_IDLE_REOPEN`] is about to expire, or has.
     fn is_stale(&self) -> bool {
@@ -146,17 +141,14 @@ impl SpinDb {
     /// Follows the ledger's transaction statements (ledger `tx.rs`): a `BEGIN` that ran opens
     /// one; after a `COMMIT` or `ROLLBACK`, even a failed one, none is left open.
     fn track_transaction(&self, sql: &str, ran: bool) {
-        let verb = sql
-            .trim_start()
-            .get(..8)
-            .unwrap_or(sql)
-            .to_ascii_uppercase();
-        if verb.starts_with("BEGIN") && ran {
+        let head = sql.trim_start().as_bytes();
+        let starts = |verb: &str| {
+            head.get(..verb.len())
+                .is_some_and(|word| word.eq_ignore_ascii_case(verb.as_bytes()))
+        };
+        if starts("BEGIN") && ran {
             self.in_transaction.set(true);
-        } else if verb.starts_with("COMMIT")
-            || verb.starts_with("ROLLBACK")
-            || verb.starts_with("END")
-        {
+        } else if starts("COMMIT") || starts("ROLLBACK") || starts("END") {
             self.in_transaction.set(false);
         }
     }
@@ -171,7 +163,7 @@ impl SpinDb {
         let mut result = self.run_unchecked(sql, params, keep_rows).await;
         if let Err(error) = &result
             && !self.in_transaction.get()
-            && error.message.contains("SQLITE_INTERRUPT")
+            && error.is_interrupted()
         {
             // A libSQL server interrupted it before it took effect (ledger::StorageError,
             // Busy): outside a transaction the statement is all there is to run again.
@@ -187,7 +179,7 @@ impl SpinDb {
             )
         {
             self.broken.set(true);
-            if first && is_stream_gone(&error.message) {
+            if first && error.is_stream_gone() {
                 self.lost_before_first_statement.set(true);
             }
         }
@@ -242,14 +234,6 @@ impl Storage for SpinDb {
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StorageError> {
         self.run(sql, params, true).await
     }
-}
-
-/// Whether a statement failed because a libSQL server no longer knew the connection's stream:
-/// expired after 10 s idle (Hrana's `STREAM_EXPIRED`), or forgotten by a server restart (an
-/// invalid baton). The server refused the statement before running it.
-fn is_stream_gone(message: &str) -> bool {
-    let lower = message.to_ascii_lowercase();
-    lower.contains("stream_expired") || lower.contains("stream expired") || lower.contains("baton")
 }
 
 /// Maps a `spin:sqlite` error: engine messages are classified like rusqlite's, everything

@@ -2,7 +2,7 @@
 //!
 //! Public surface:
 //! - [`SpinDb`], [`with_ledger`], [`run_ledger`]: the ledger's [`ledger::Storage`] over
-//!   `spin:sqlite` (a file or a libSQL server, [`Backend`]), one cached connection per instance
+//!   `spin:sqlite` (a file or a libSQL server), one cached connection per instance
 //!   behind an instance-wide async lock;
 //! - [`claim_scheduled_run`]: a cron tick's job runs on one replica only;
 //! - [`Reply`], [`ApiError`], [`read_body`], [`parse_json`], [`parse_query`], [`path_segments`]:
@@ -41,7 +41,7 @@ pub use auth::{
 };
 pub use catalog::{catalog, with_catalog};
 pub use config::{flag, now_secs, variable};
-pub use db::{Backend, SpinDb, claim_scheduled_run, run_ledger, with_ledger};
+pub use db::{SpinDb, claim_scheduled_run, run_ledger, with_ledger};
 pub use error::{ApiError, ledger_status, payment_failed};
 pub use http::{
     BODY_LIMIT_BYTES, Reply, method_not_allowed, not_found, parse_json, parse_query, path_segments,
