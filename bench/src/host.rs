@@ -32,14 +32,18 @@ fn extra_args() -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn options(state_dir: &Path, args: &[&str]) -> HostOptions {
-    let mut options = HostOptions {
+/// `state_dir` and the bench's secrets: what every runtime the bench starts is given.
+pub fn secrets(state_dir: &Path) -> HostOptions {
+    HostOptions {
         state_dir: Some(state_dir.to_path_buf()),
         ..HostOptions::default()
     }
     .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
     .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
-    .arg("--no-cron");
+}
+
+fn options(state_dir: &Path, args: &[&str]) -> HostOptions {
+    let mut options = secrets(state_dir).arg("--no-cron");
     options.args.extend(args.iter().map(|a| (*a).to_owned()));
     options.args.extend(extra_args());
     options

@@ -5,13 +5,10 @@
 //! as Spin does, so that a change can be judged here before it is confirmed on Spin. Every part
 //! that measures the product runs once per runtime, in the same run, so their figures compare.
 
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, Result, bail};
-use e2e::{SPIN_START_TIMEOUT, TestHost};
+use anyhow::Result;
+use e2e::TestHost;
 
 /// A runtime the product is measured on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,10 +105,20 @@ pub fn start_with_env(
         Runtime::Local => local(&[])?,
         Runtime::LocalSpinSqlite => local(&["--sqlite-mode", "spin"])?,
         Runtime::Spin(bin) => {
-            let child = SpinChild::start(bin, manifest, state_dir, env)?;
+            let mut options = crate::host::secrets(state_dir);
+            options.env.extend(env.iter().cloned());
+            // `$BENCH_SPIN_ARGS`: more `spin up` arguments for an experiment (e.g.
+            // `--max-instance-reuse-count 100000`), as `$BENCH_HOST_ARGS` is for our host.
+            options.args.extend(
+                std::env::var("BENCH_SPIN_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace()
+                    .map(str::to_owned),
+            );
+            let spin = TestHost::start_spin(bin, manifest, options)?;
             (
-                child.addr.clone(),
-                Box::new(child) as Box<dyn std::any::Any>,
+                crate::host::addr(&spin),
+                Box::new(spin) as Box<dyn std::any::Any>,
             )
         }
     };
@@ -141,90 +148,4 @@ pub fn start_on_copy_with_env(
     running.state_dir = state_dir;
     running._state = Some(state);
     Ok(running)
-}
-
-/// `spin up` on a free loopback port, with the bench's secrets.
-struct SpinChild {
-    child: Child,
-    addr: String,
-}
-
-impl SpinChild {
-    fn start(
-        bin: &Path,
-        manifest: &Path,
-        state_dir: &Path,
-        env: &[(String, String)],
-    ) -> Result<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        std::fs::create_dir_all(state_dir)?;
-        let manifest = e2e::spin::http_only_manifest(manifest, state_dir)?;
-        let log = state_dir.join("spin-up.log");
-        let child = Command::new(bin)
-            .arg("up")
-            .arg("--from")
-            .arg(&manifest)
-            .arg("--listen")
-            .arg(&addr)
-            .arg("--state-dir")
-            .arg(state_dir)
-            // `$BENCH_SPIN_ARGS`: more `spin up` arguments for an experiment (e.g.
-            // `--max-instance-reuse-count 100000`), as `$BENCH_HOST_ARGS` is for our host.
-            .args(
-                std::env::var("BENCH_SPIN_ARGS")
-                    .unwrap_or_default()
-                    .split_whitespace(),
-            )
-            .env("SPIN_VARIABLE_USAGE_API_KEY", crate::host::SERVICE_KEY)
-            .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(state_dir.join("spin-up.err"))?)
-            .spawn()
-            .with_context(|| format!("spawn {}", bin.display()))?;
-        let mut spin = Self { child, addr };
-        let started = Instant::now();
-        loop {
-            if let Some(status) = spin.child.try_wait()? {
-                let mut err = String::new();
-                std::fs::File::open(state_dir.join("spin-up.err"))?.read_to_string(&mut err)?;
-                bail!("spin up exited with {status}: {err}");
-            }
-            let health = crate::host::send_once(
-                &spin.addr,
-                crate::load::get_request("/.well-known/spin/health", None),
-            );
-            if matches!(health, Ok((200, _))) {
-                return Ok(spin);
-            }
-            if started.elapsed() > SPIN_START_TIMEOUT {
-                bail!("spin up did not answer within {SPIN_START_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
-impl Drop for SpinChild {
-    fn drop(&mut self) {
-        // SIGTERM: `spin up` then stops the `spin trigger http` process it runs, which SIGKILL
-        // would leave running. SIGKILL only if it has not exited within 10 s.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

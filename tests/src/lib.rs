@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long real Spin may take to answer after it starts (it compiles the components first).
-pub const SPIN_START_TIMEOUT: Duration = Duration::from_secs(180);
+const SPIN_START_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The workspace root (the parent of this crate's directory, where `spin.toml` is).
 ///
