@@ -88,17 +88,7 @@ impl KvStores {
         if let Some(conn) = open.get(label) {
             return Ok(conn.clone());
         }
-        let conn = match path {
-            Some(path) => {
-                if let Some(parent) = path.parent() {
-                    // As Spin: a configured file's directory is created when needed.
-                    std::fs::create_dir_all(parent).map_err(other)?;
-                }
-                rusqlite::Connection::open(path)
-            }
-            None => rusqlite::Connection::open_in_memory(),
-        }
-        .map_err(other)?;
+        let conn = crate::runtime_config::open_spin_file(path.as_deref()).map_err(other)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(other)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spin_key_value (key TEXT PRIMARY KEY, value BLOB NOT NULL)",

@@ -112,6 +112,22 @@ struct RedisKeyValue {
     url: String,
 }
 
+/// Opens a `type = "spin"` store's SQLite file, creating its directory as Spin does, or a
+/// fresh in-memory database when the runtime config gives no `path`. The error is the message
+/// the guest sees.
+pub fn open_spin_file(path: Option<&Path>) -> Result<rusqlite::Connection, String> {
+    match path {
+        Some(path) => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            }
+            rusqlite::Connection::open(path)
+        }
+        None => rusqlite::Connection::open_in_memory(),
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// Reads and checks the runtime-config file at `path`. `cwd` is where Spin resolves relative
 /// SQLite paths from (its working directory, not the file's directory).
 pub fn load(path: &Path, cwd: &Path) -> Result<RuntimeConfig> {

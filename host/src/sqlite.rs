@@ -137,17 +137,7 @@ impl SqliteDatabases {
         path: Option<&std::path::Path>,
         allow_attach_file: bool,
     ) -> Result<rusqlite::Connection, Error> {
-        let mut conn = match path {
-            Some(path) => {
-                if let Some(parent) = path.parent() {
-                    // As Spin: a configured file's directory is created when needed.
-                    std::fs::create_dir_all(parent).map_err(io)?;
-                }
-                rusqlite::Connection::open(path)
-            }
-            None => rusqlite::Connection::open_in_memory(),
-        }
-        .map_err(io)?;
+        let mut conn = crate::runtime_config::open_spin_file(path).map_err(io)?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(io)?;
         if self.mode == SqliteMode::Local {
             // Plans never depend on bound values: otherwise SQLite re-prepares (re-parses,
