@@ -170,7 +170,10 @@ impl SpinDb {
             result = self.run_unchecked(sql, params, keep_rows).await;
         }
         self.track_transaction(sql, result.is_ok());
-        self.last_used.set(Instant::now());
+        if self.backend == Backend::LibsqlServer {
+            // Only a libSQL stream expires (`is_stale`): a file's statements skip the clock.
+            self.last_used.set(Instant::now());
+        }
         let first = self.untouched.replace(false);
         if let Err(error) = &result
             && matches!(
