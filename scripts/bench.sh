@@ -3,7 +3,7 @@
 # table of figures and ratios. Arguments go to the bench: `--quick` (about 1 s per measurement,
 # small data sets) and any parts (default `all`): sizes fsync native native-http noop product
 # campaign tenants mixed open cluster batch notify scale renewal cold-start (`cluster` runs two
-# replicas on libSQL + Redis when SQLD_BIN names a sqld). Data sets are generated once into $BENCH_DATA_DIR
+# replicas on libSQL + Redis, and sqld alone, when SQLD_BIN names a sqld). Data sets are generated once into $BENCH_DATA_DIR
 # (default ~/.cache/voice-billing/bench-data) and reused.
 set -euo pipefail
 cd "$(dirname "$0")/.."

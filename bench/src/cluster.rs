@@ -2,7 +2,9 @@
 //! libSQL server (`sqld`, named by `SQLD_BIN`) and Redis, both on this machine, at fixed offered
 //! rates (open loop: each request timed from when it was due), over the 1,000-workspace set and
 //! over one hot workspace. For the replicas it also reports the statements (server round trips)
-//! per request and the streams (sqld connections) opened, from sqld's own counters. Without `SQLD_BIN` the replicas' rows say so.
+//! per request and the streams (sqld connections) opened, from sqld's own counters. First it
+//! measures sqld alone (a one-row insert per request, no app), the ceiling the replicas share.
+//! Without `SQLD_BIN` the replicas' rows say so.
 
 use std::path::Path;
 use std::time::Duration;
@@ -124,6 +126,7 @@ pub fn cluster(config: &Config, report: &mut Report) -> Result<()> {
     let make = |shape: &Shape, rate: f64| -> MakeRequest {
         op_request(shape.op, format!("{}-{rate}", run_tag()), shape.workspaces)
     };
+    sqld_alone(report, &rates, &spec)?;
     // `$BENCH_OPEN_SHAPES`, as for the `open` part, keeps some shapes.
     let only = std::env::var("BENCH_OPEN_SHAPES").ok();
     let wanted = |name: &str| {
@@ -178,6 +181,48 @@ pub fn cluster(config: &Config, report: &mut Report) -> Result<()> {
                 ),
             );
         }
+    }
+    Ok(())
+}
+
+/// sqld's own ceiling on this machine, with no app in front: one request per one-row `INSERT`,
+/// each on a new stream (the pipeline closes it), at the same offered rates. What two replicas
+/// reach is bounded by it.
+fn sqld_alone(
+    report: &mut Report,
+    rates: &[f64],
+    spec: &dyn Fn(f64) -> load::OpenSpec,
+) -> Result<()> {
+    let Some(sqld) = Sqld::start()? else {
+        return Ok(());
+    };
+    let pipeline = format!("{}/v2/pipeline", sqld.url());
+    let create = r#"{"requests":[{"type":"execute","stmt":{"sql":"CREATE TABLE ceiling (id INTEGER PRIMARY KEY, v INTEGER)"}},{"type":"close"}]}"#;
+    let reply = e2e::post_json(&pipeline, create, &[])?;
+    anyhow::ensure!(
+        reply.status == 200 && !reply.body.contains(r#""type":"error""#),
+        "sqld refused the table: {} {}",
+        reply.status,
+        reply.body
+    );
+    let addr = sqld.url().trim_start_matches("http://").to_owned();
+    let make: MakeRequest = std::sync::Arc::new(|_client, seq| {
+        load::json_request(
+            http::Method::POST,
+            "/v2/pipeline",
+            None,
+            format!(
+                r#"{{"requests":[{{"type":"execute","stmt":{{"sql":"INSERT INTO ceiling (v) VALUES ({seq})"}}}},{{"type":"close"}}]}}"#
+            ),
+        )
+    });
+    for &rate in rates {
+        let r = load::run_open(&addr, spec(rate), make.clone())?;
+        report.add(
+            "cluster",
+            format!("[sqld alone, no app] one-row INSERT per request, offered {rate:.0}/s"),
+            open_figures(&r),
+        );
     }
     Ok(())
 }
