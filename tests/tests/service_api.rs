@@ -746,6 +746,18 @@ fn concurrent_authorizations_on_fresh_instances_never_overspend() -> Result<()> 
     concurrent_authorizations(App::start_with(options)?)
 }
 
+#[test]
+fn concurrent_authorizations_on_spin_sqlite_never_overspend() -> Result<()> {
+    // SQLite as Spin runs it: a connection per instance and no write turns, so the 64 writers
+    // meet in SQLite's lock and wait in its busy handler, the path real Spin takes.
+    let options = e2e::HostOptions::default()
+        .arg("--sqlite-mode")
+        .arg("spin")
+        .arg("--max-instance-reuse-count")
+        .arg("1");
+    concurrent_authorizations(App::start_with(options)?)
+}
+
 /// 64 simultaneous authorizations of 0.1 against 1 plan credit: exactly 10 succeed.
 fn concurrent_authorizations(app: App) -> Result<()> {
     let reply = app.service("PUT", "/v1/catalog", Some(&catalog("1")))?;
