@@ -40,9 +40,12 @@ pub enum StorageErrorKind {
     Unreachable,
 }
 
-/// Words of a libSQL client's messages (Hrana over HTTP) that mean the server was not reached or
-/// dropped the connection, as Spin's and the local host's libSQL clients report them.
+/// Words of a libSQL client's messages (Hrana over HTTP) that mean the server was not reached,
+/// dropped the connection, or refused the request unrun because it is overloaded (sqld answers
+/// 429 "Too many concurrent requests" past its limit), as Spin's and the local host's libSQL
+/// clients report them. Each is a temporary failure: 503 with `Retry-After`, not a 500.
 const UNREACHABLE_MARKS: &[&str] = &[
+    "too many concurrent requests",
     "http error",
     "error trying to connect",
     "connection refused",
@@ -171,6 +174,11 @@ mod tests {
         assert!(interrupted.is_interrupted() && !interrupted.is_stream_gone());
         let kind = |message: &str| StorageError::from_sqlite_message(message).kind;
         assert_eq!(kind("database is locked"), StorageErrorKind::Busy);
+        // sqld past its concurrent-request limit (HTTP 429), as libSQL 0.5's client words it.
+        assert_eq!(
+            kind("Hrana: `api error: `{\"error\":\"Too many concurrent requests\"}``"),
+            StorageErrorKind::Unreachable
+        );
         assert_eq!(
             kind(
                 "Hrana: `cursor error: `error at step 0: (error code: SQLITE_INTERRUPT) `SQLite error: interrupted```"
