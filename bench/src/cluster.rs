@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use e2e::stores::{Redis, Sqld};
+use ledger::Storage as _;
 
 use crate::load::{self, MakeRequest};
 use crate::native::Op;
@@ -196,15 +197,11 @@ fn sqld_alone(
     let Some(sqld) = Sqld::start()? else {
         return Ok(());
     };
-    let pipeline = format!("{}/v2/pipeline", sqld.url());
-    let create = r#"{"requests":[{"type":"execute","stmt":{"sql":"CREATE TABLE ceiling (id INTEGER PRIMARY KEY, v INTEGER)"}},{"type":"close"}]}"#;
-    let reply = e2e::post_json(&pipeline, create, &[])?;
-    anyhow::ensure!(
-        reply.status == 200 && !reply.body.contains(r#""type":"error""#),
-        "sqld refused the table: {} {}",
-        reply.status,
-        reply.body
-    );
+    futures::executor::block_on(e2e::hrana::HranaDb::new(&sqld.url()).execute(
+        "CREATE TABLE ceiling (id INTEGER PRIMARY KEY, v INTEGER)",
+        &[],
+    ))
+    .map_err(|error| anyhow::anyhow!("sqld refused the table: {error}"))?;
     let addr = sqld.url().trim_start_matches("http://").to_owned();
     let make: MakeRequest = std::sync::Arc::new(|_client, seq| {
         load::json_request(

@@ -233,9 +233,10 @@ impl TestHost {
     pub fn kill(&mut self) {
         if self.process_group {
             kill_group(&mut self.child);
+        } else {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 
     /// Sends SIGTERM and waits (bounded) for the exit status.
