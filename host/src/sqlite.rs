@@ -7,9 +7,10 @@
 //! semantics what makes this host fast (writers take turns, a background checkpointer, reads on
 //! the calling thread). `spin` runs SQLite the way Spin 4.1's in-process SQLite does (its
 //! `crates/sqlite-inproc`), so that a change can be judged on this host before it is confirmed on
-//! real Spin: every statement on a blocking thread, contending writers left to SQLite's busy
-//! handler (the 5 s busy timeout rusqlite sets, whose sleeps grow from 1 to 100 ms), no helper
-//! connection, and no query-planner setting of our own.
+//! real Spin: every statement on a blocking thread, but the connection made (and a statement's
+//! counts read) on the async worker, contending writers left to SQLite's busy handler (the 5 s
+//! busy timeout rusqlite sets, whose sleeps grow from 1 to 100 ms), no helper connection, and no
+//! query-planner setting of our own.
 //!
 //! Writers take turns: a connection that starts a write (`BEGIN IMMEDIATE`, or any writing
 //! statement) first waits, asynchronously and in arrival order, for its database file's write
@@ -253,8 +254,13 @@ impl Connection {
     }
 
     /// `changes` and `last-insert-rowid` of the connection's last statement.
-    async fn counts(&self) -> wasmtime::Result<(u64, i64)> {
+    async fn counts(&self, mode: SqliteMode) -> wasmtime::Result<(u64, i64)> {
         match self {
+            // As Spin: read under the connection's lock on the async worker.
+            Self::Local(conn) if mode == SqliteMode::Spin => {
+                let conn = lock(&conn.conn);
+                Ok((conn.changes(), conn.last_insert_rowid()))
+            }
             Self::Local(conn) => {
                 let conn = conn.conn.clone();
                 blocking(move || {
@@ -470,6 +476,17 @@ fn get_connection(
     Ok(table.get(res)?.clone())
 }
 
+/// The connection behind `res` and the mode its host runs SQLite in.
+fn connection_and_mode<T: Send>(
+    accessor: &Accessor<T, SqliteHost>,
+    res: &Resource<Connection>,
+) -> wasmtime::Result<(Connection, SqliteMode)> {
+    accessor.with(|mut access| {
+        let view = access.get();
+        get_connection(view.table, res).map(|conn| (conn, view.access.databases.mode))
+    })
+}
+
 impl wit::Host for SqliteView<'_> {}
 
 impl HostConnection for SqliteView<'_> {
@@ -537,7 +554,14 @@ impl<T: Send> HostConnectionWithStore<T> for SqliteHost {
             Ok(dbs) => dbs,
             Err(e) => return Ok(Err(e)),
         };
-        match blocking(move || dbs.open(&database)).await? {
+        // Spin makes the connection on the async worker that runs the instance (its
+        // `create_connection`, at the first statement), so a slow open stalls every task of that
+        // worker; the `spin` mode does the same, to show that stall here.
+        let opened = match dbs.mode {
+            SqliteMode::Spin => dbs.open(&database),
+            SqliteMode::Local => blocking(move || dbs.open(&database)).await?,
+        };
+        match opened {
             Ok(conn) => accessor.with(|mut access| Ok(Ok(access.get().table.push(conn)?))),
             Err(e) => Ok(Err(e)),
         }
@@ -558,10 +582,7 @@ impl<T: Send> HostConnectionWithStore<T> for SqliteHost {
             Error,
         >,
     > {
-        let (conn, mode) = accessor.with(|mut access| {
-            let view = access.get();
-            get_connection(view.table, &self_).map(|conn| (conn, view.access.databases.mode))
-        })?;
+        let (conn, mode) = connection_and_mode(accessor, &self_)?;
         let executed = match conn {
             Connection::Local(conn) => run_local(conn, mode, statement, parameters).await?,
             Connection::Remote(conn) => conn.run(&statement, &parameters).await,
@@ -586,16 +607,16 @@ impl<T: Send> HostConnectionWithStore<T> for SqliteHost {
         accessor: &Accessor<T, Self>,
         self_: Resource<Connection>,
     ) -> wasmtime::Result<i64> {
-        let conn = accessor.with(|mut access| get_connection(access.get().table, &self_))?;
-        Ok(conn.counts().await?.1)
+        let (conn, mode) = connection_and_mode(accessor, &self_)?;
+        Ok(conn.counts(mode).await?.1)
     }
 
     async fn changes_async(
         accessor: &Accessor<T, Self>,
         self_: Resource<Connection>,
     ) -> wasmtime::Result<u64> {
-        let conn = accessor.with(|mut access| get_connection(access.get().table, &self_))?;
-        Ok(conn.counts().await?.0)
+        let (conn, mode) = connection_and_mode(accessor, &self_)?;
+        Ok(conn.counts(mode).await?.0)
     }
 }
 
