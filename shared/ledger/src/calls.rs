@@ -309,9 +309,11 @@ static AUTHORIZE_READ: LazyLock<Read> = LazyLock::new(|| Read {
         CURRENT_VERSION = catalog::CURRENT_VERSION,
     ),
     extra: "",
-    from: "FROM workspaces LEFT JOIN agents a ON a.workspace_id = workspaces.id AND a.agent_id = ?2
-         WHERE workspaces.id = ?1"
-        .into(),
+    from: format!(
+        "FROM {} JOIN workspaces ON workspaces.id = k.workspace_id
+         LEFT JOIN agents a ON a.workspace_id = k.workspace_id AND a.agent_id = k.agent_id",
+        guarded::keys_row(&["workspace_id", "agent_id"]),
+    ),
     keys: 4,
 });
 
@@ -512,10 +514,12 @@ static CALL_READ: LazyLock<Read> = LazyLock::new(|| Read {
         AGENT_COLUMNS = agents::AGENT_COLUMNS,
     ),
     extra: "",
-    from: "FROM calls c JOIN workspaces ON workspaces.id = c.workspace_id
-         LEFT JOIN agents a ON a.workspace_id = c.workspace_id AND a.agent_id = c.agent_id
-         WHERE c.call_id = ?1"
-        .into(),
+    from: format!(
+        "FROM {} JOIN calls c ON c.call_id = k.call_id
+         JOIN workspaces ON workspaces.id = c.workspace_id
+         LEFT JOIN agents a ON a.workspace_id = c.workspace_id AND a.agent_id = c.agent_id",
+        guarded::keys_row(&["call_id"]),
+    ),
     keys: 2,
 });
 

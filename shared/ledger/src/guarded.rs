@@ -60,6 +60,25 @@ impl Read {
     }
 }
 
+/// `(SELECT ?1 AS a, ?2 AS b, ...) k`: a read's keys as a one-row table `k`, for a read that
+/// joins other tables to its keyed row.
+///
+/// Joined as `FROM k JOIN t ON t.id = k.id` rather than `FROM t ... WHERE t.id = ?1`: with
+/// `WHERE t.id = ?1` and a `LEFT JOIN`, SQLite's planner compares the bound value while planning
+/// and marks the statement to be prepared again whenever a new value is bound, unless the
+/// connection sets `SQLITE_DBCONFIG_ENABLE_QPSG`. Spin's SQLite does not set it, and its
+/// statement cache clears the bindings after each use, so each call authorization, heartbeat and
+/// end was compiled afresh, triggers included: 3.5-4x the CPU of an authorization
+/// (docs/performance.md, round 8).
+pub(crate) fn keys_row(names: &[&str]) -> String {
+    let columns: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| format!("?{} AS {name}", i + 1))
+        .collect();
+    format!("(SELECT {}) k", columns.join(", "))
+}
+
 /// Counts the top-level comma-separated expressions of a column list.
 fn count_columns(columns: &str) -> usize {
     let mut depth = 0i32;

@@ -10,6 +10,8 @@ use crate::storage::{Row, SqlValue, Storage, StorageError};
 /// One rusqlite connection to a ledger database file.
 pub struct NativeDb {
     connection: rusqlite::Connection,
+    /// Statements SQLite prepared again before running them (see [`NativeDb::reprepares`]).
+    reprepares: std::cell::Cell<u64>,
 }
 
 impl NativeDb {
@@ -26,7 +28,27 @@ impl NativeDb {
                 true,
             )
             .map_err(to_storage_error)?;
-        let db = Self { connection };
+        Self::with_pragmas(connection)
+    }
+
+    /// Opens the database at `path` as a Spin instance's connection is: rusqlite's defaults (no
+    /// query-planner stability flag, the default statement cache), then the ledger's pragmas.
+    pub fn open_as_spin(path: impl AsRef<Path>) -> Result<Self, StorageError> {
+        let connection = rusqlite::Connection::open(path).map_err(to_storage_error)?;
+        Self::with_pragmas(connection)
+    }
+
+    /// How many times SQLite had to prepare a cached statement again before running it (a
+    /// schema change, or a plan that depended on a bound value that changed).
+    pub fn reprepares(&self) -> u64 {
+        self.reprepares.get()
+    }
+
+    fn with_pragmas(connection: rusqlite::Connection) -> Result<Self, StorageError> {
+        let db = Self {
+            connection,
+            reprepares: std::cell::Cell::new(0),
+        };
         for pragma in CONNECTION_PRAGMAS
             .iter()
             .chain(FILE_PRAGMAS)
@@ -62,6 +84,10 @@ impl NativeDb {
             }
             on_row(values);
         }
+        drop(rows);
+        let reprepared = statement.reset_status(rusqlite::StatementStatus::RePrepare);
+        self.reprepares
+            .set(self.reprepares.get() + u64::try_from(reprepared).unwrap_or(0));
         Ok(())
     }
 }

@@ -234,3 +234,30 @@ fn the_fast_heartbeat_and_end_write_exactly_what_the_locked_ones_write() {
     }
     assert_eq!(dump(&fast_fx.db), dump(&locked_fx.db));
 }
+
+/// On Spin a connection cannot set SQLite's query-planner stability flag, and its statement
+/// cache clears a statement's bindings after each use. A statement whose plan depended on a bound
+/// value was then prepared again (parsed, planned, its triggers coded) every time: 3.5-4x the CPU
+/// of an authorization (docs/performance.md, round 8). Every statement of a call's life and of a
+/// debit is prepared once per connection.
+#[test]
+fn on_a_spin_connection_no_statement_of_a_call_or_a_debit_is_prepared_twice() {
+    let fx = funded();
+    let db = fx.connect_as_spin();
+    for (i, t) in [(0, NOV_1 + 100), (1, NOV_1 + 200), (2, NOV_1 + 300)] {
+        let id = format!("spin-{i}");
+        block_on(calls::authorize(
+            &db,
+            &fx.catalog,
+            &outbound("w", "a", &id),
+            t,
+        ))
+        .expect("authorize");
+        block_on(calls::heartbeat(&db, &fx.catalog, &id, 30, t + 30)).expect("heartbeat");
+        block_on(calls::end(&db, &id, 45, t + 45)).expect("end");
+        let event = fx.event("w", "a", &format!("m-{i}"), UsageKind::Message, "1");
+        block_on(usage::record(&db, &fx.catalog, &event, t + 50)).expect("debit");
+    }
+    assert_eq!(fx.state("w").held_plan_micros, 0);
+    assert_eq!(db.reprepares(), 0);
+}

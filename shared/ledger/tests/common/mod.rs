@@ -45,6 +45,12 @@ impl Fixture {
         db
     }
 
+    /// Another connection to the same file, opened as a Spin instance's is
+    /// ([`NativeDb::open_as_spin`]).
+    pub fn connect_as_spin(&self) -> NativeDb {
+        NativeDb::open_as_spin(self.dir.path().join("ledger.db")).expect("open")
+    }
+
     pub fn workspace(&self, id: &str) -> WorkspaceState {
         let input = WorkspaceInput {
             name: format!("Workspace {id}"),
