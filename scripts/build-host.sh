@@ -9,7 +9,10 @@ if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
 
-cargo build --release -p local-host
+# Features resolved over the workspace's default members (no `-p`), as `cargo test` resolves
+# them: with `-p local-host` alone, wasmtime and the crates under it got other feature sets, so a
+# test run compiled them a second time.
+cargo build --release --bin local-host
 
 components=()
 for dir in tests/components/*/; do
