@@ -257,17 +257,10 @@ impl Connection {
     async fn counts(&self, mode: SqliteMode) -> wasmtime::Result<(u64, i64)> {
         match self {
             // As Spin: read under the connection's lock on the async worker.
-            Self::Local(conn) if mode == SqliteMode::Spin => {
-                let conn = lock(&conn.conn);
-                Ok((conn.changes(), conn.last_insert_rowid()))
-            }
+            Self::Local(conn) if mode == SqliteMode::Spin => Ok(conn.counts()),
             Self::Local(conn) => {
-                let conn = conn.conn.clone();
-                blocking(move || {
-                    let conn = lock(&conn);
-                    (conn.changes(), conn.last_insert_rowid())
-                })
-                .await
+                let conn = conn.clone();
+                blocking(move || conn.counts()).await
             }
             Self::Remote(conn) => conn.counts().await,
         }
@@ -275,10 +268,7 @@ impl Connection {
 
     fn counts_blocking(&self) -> wasmtime::Result<(u64, i64)> {
         tokio::task::block_in_place(|| match self {
-            Self::Local(conn) => {
-                let conn = lock(&conn.conn);
-                Ok((conn.changes(), conn.last_insert_rowid()))
-            }
+            Self::Local(conn) => Ok(conn.counts()),
             Self::Remote(conn) => tokio::runtime::Handle::current().block_on(conn.counts()),
         })
     }
@@ -319,6 +309,12 @@ impl LocalConnection {
             .is_ok_and(|mode| mode.eq_ignore_ascii_case("wal"));
         self.wal.store(wal, Ordering::Relaxed);
         wal
+    }
+
+    /// `changes` and `last-insert-rowid` of the last statement, under the connection's lock.
+    fn counts(&self) -> (u64, i64) {
+        let conn = lock(&self.conn);
+        (conn.changes(), conn.last_insert_rowid())
     }
 
     fn holds_turn(&self) -> bool {
