@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use e2e::stores::{Redis, Sqld};
 use ledger::Storage as _;
+use local_run::stores::{Redis, Sqld};
 
 use crate::load::{self, MakeRequest};
 use crate::native::Op;
@@ -52,7 +52,7 @@ const SHAPES: &[Shape] = &[
 /// Two replicas of the app over one sqld and one Redis, serving a copy of `seed`.
 struct Replicas {
     sqld: Sqld,
-    hosts: Vec<e2e::TestHost>,
+    hosts: Vec<local_run::TestHost>,
     _redis: Redis,
     _dir: tempfile::TempDir,
 }
@@ -71,12 +71,12 @@ impl Replicas {
         }
         let redis = Redis::start()?;
         let dir = tempfile::tempdir()?;
-        let config = e2e::stores::write_runtime_config(
+        let config = local_run::stores::write_runtime_config(
             dir.path(),
             &format!(
                 "{}\n{}",
-                e2e::stores::libsql_database(&sqld.url()),
-                e2e::stores::redis_store(&redis.url())
+                local_run::stores::libsql_database(&sqld.url()),
+                local_run::stores::redis_store(&redis.url())
             ),
         )?;
         let config = config.display().to_string();
@@ -197,7 +197,7 @@ fn sqld_alone(
     let Some(sqld) = Sqld::start()? else {
         return Ok(());
     };
-    futures::executor::block_on(e2e::hrana::HranaDb::new(&sqld.url()).execute(
+    futures::executor::block_on(local_run::hrana::HranaDb::new(&sqld.url()).execute(
         "CREATE TABLE ceiling (id INTEGER PRIMARY KEY, v INTEGER)",
         &[],
     ))

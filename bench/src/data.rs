@@ -42,7 +42,7 @@ pub fn db_file(state_dir: &Path) -> PathBuf {
 
 /// Seconds since the epoch.
 pub fn now_secs() -> i64 {
-    e2e::api::now_secs()
+    local_run::credentials::now_secs()
 }
 
 /// Workspace id number `n` of a generated set.

@@ -7,21 +7,21 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
-use e2e::{HostOptions, TestHost};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
+use local_run::{HostOptions, TestHost};
 
 /// The service key the bench configures.
-pub const SERVICE_KEY: &str = e2e::api::SERVICE_KEY;
+pub const SERVICE_KEY: &str = local_run::credentials::SERVICE_KEY;
 
 /// The app's manifest.
 pub fn app_manifest() -> PathBuf {
-    e2e::workspace_root().join("spin.toml")
+    local_run::workspace_root().join("spin.toml")
 }
 
 /// The no-op component's manifest.
 pub fn noop_manifest() -> PathBuf {
-    e2e::workspace_root().join("tests/components/noop.toml")
+    local_run::workspace_root().join("tests/components/noop.toml")
 }
 
 /// Extra `local-host up` flags for every host the bench starts, from `$BENCH_HOST_ARGS`
@@ -39,7 +39,10 @@ pub fn secrets(state_dir: &Path) -> HostOptions {
         ..HostOptions::default()
     }
     .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
-    .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
+    .env(
+        "SPIN_VARIABLE_AUTH_JWT_SECRET",
+        local_run::credentials::JWT_SECRET,
+    )
 }
 
 fn options(state_dir: &Path, args: &[&str]) -> HostOptions {
@@ -96,7 +99,7 @@ pub fn send_once(addr: &str, mut request: http::Request<Full<Bytes>>) -> Result<
 /// returns the time from spawn to the first successful answer of `GET /v1/catalog`.
 pub fn cold_start(state_dir: &Path, cache_dir: &Path) -> Result<Duration> {
     let started = Instant::now();
-    let mut child = Command::new(e2e::host_binary())
+    let mut child = Command::new(local_run::host_binary())
         .arg("up")
         .arg("--manifest")
         .arg(app_manifest())
@@ -106,7 +109,10 @@ pub fn cold_start(state_dir: &Path, cache_dir: &Path) -> Result<Duration> {
         .arg(cache_dir)
         .args(["--listen", "127.0.0.1:0", "--no-cron"])
         .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
-        .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
+        .env(
+            "SPIN_VARIABLE_AUTH_JWT_SECRET",
+            local_run::credentials::JWT_SECRET,
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -143,7 +149,7 @@ pub fn cold_start(state_dir: &Path, cache_dir: &Path) -> Result<Duration> {
 
 /// The release .wasm of each component, with its size in bytes.
 pub fn component_sizes() -> Vec<(String, u64)> {
-    let dir = e2e::workspace_root().join("target/wasm32-wasip2/release");
+    let dir = local_run::workspace_root().join("target/wasm32-wasip2/release");
     [
         "usage",
         "topup",

@@ -1133,7 +1133,8 @@ fn scale_one(
     ] {
         let make: MakeRequest = Arc::new(move |_, seq| {
             let ws = data::workspace_id(load::mix(seq ^ 0x5eed) % workspaces);
-            let token = e2e::api::token(&ws, e2e::api::Role::Owner, exp);
+            let token =
+                local_run::credentials::token(&ws, local_run::credentials::Role::Owner, exp);
             load::get_request(&format!("/v1/workspaces/{ws}/{path}"), Some(&token))
         });
         let r = load::run(&addr, 1, config.warmup, config.run, make)?;

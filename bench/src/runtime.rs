@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use e2e::TestHost;
+use local_run::TestHost;
 
 /// A runtime the product is measured on.
 #[derive(Debug, Clone, PartialEq, Eq)]

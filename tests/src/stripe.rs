@@ -386,10 +386,7 @@ impl Drop for Localstripe {
     }
 }
 
-/// A loopback port free when asked (another process may take it before it is bound).
-pub fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
+pub use local_run::free_port;
 
 fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()

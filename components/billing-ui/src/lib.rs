@@ -1,9 +1,11 @@
 //! The billing page a voice platform embeds (docs/billing-page.md).
 //!
-//! Serves four static files, compiled into the component, under `/billing/`:
+//! Serves static files, compiled into the component, under `/billing/`:
 //! - `/billing/` (`index.html`): the page, with the Stripe publishable key and the allowed
 //!   embedding origins written into data attributes and Stripe.js's script tag;
-//! - `/billing/app.js` and `/billing/app.css`: the page's code and style;
+//! - `/billing/app.css`: the page's style;
+//! - `/billing/app.js` and the ES modules it imports (`/billing/api.js`, `/billing/buy.js`, ...,
+//!   the list in [`MODULES`]): the page's code, served as written (no bundler, no build step);
 //! - `/billing/embed.js`: the `<voice-billing>` custom element that embedding products load.
 //!
 //! The page talks only to the public HTTP contract, with the user's token, which the embedding
@@ -20,9 +22,45 @@ use spin_adapter::{ApiError, Reply, method_not_allowed, not_found, variable};
 use spin_sdk::http::Request;
 
 const INDEX_HTML: &str = include_str!("../assets/index.html");
-const APP_JS: &str = include_str!("../assets/app.js");
 const APP_CSS: &str = include_str!("../assets/app.css");
 const EMBED_JS: &str = include_str!("../assets/embed.js");
+
+/// `(file name, source)` of each of `assets/<name>`, for [`MODULES`].
+macro_rules! modules {
+    ($($name:literal),* $(,)?) => {
+        &[$(($name, include_str!(concat!("../assets/", $name)))),*]
+    };
+}
+
+/// The page's ES modules, each served at `/billing/<name>`: `app.js` is the entry point
+/// (`<script type="module">` in `index.html`), and imports the others by relative path.
+const MODULES: &[(&str, &str)] = modules![
+    "app.js",
+    "state.js",
+    "dom.js",
+    "format.js",
+    "parent.js",
+    "api.js",
+    "summary.js",
+    "banner.js",
+    "balances.js",
+    "buy.js",
+    "auto-recharge.js",
+    "plans.js",
+    "agents.js",
+    "usage.js",
+    "transactions.js",
+    "documents.js",
+];
+
+/// The source of the module served at `path`, if it is one.
+fn module(path: &str) -> Option<&'static str> {
+    let name = path.strip_prefix("/billing/")?;
+    MODULES
+        .iter()
+        .find(|(module, _)| *module == name)
+        .map(|(_, source)| *source)
+}
 
 /// Stripe.js's own origin: with it, the policy also allows the origins Stripe documents for its
 /// API calls and 3-D Secure frames.
@@ -207,11 +245,6 @@ async fn serve(method: &Method, path: &str) -> Result<Reply, ApiError> {
             )
             .with_header("content-security-policy", config.content_security_policy())
         }
-        "/billing/app.js" => Reply::bytes(
-            200,
-            "text/javascript; charset=utf-8",
-            APP_JS.as_bytes().to_vec(),
-        ),
         "/billing/app.css" => {
             Reply::bytes(200, "text/css; charset=utf-8", APP_CSS.as_bytes().to_vec())
         }
@@ -222,7 +255,15 @@ async fn serve(method: &Method, path: &str) -> Result<Reply, ApiError> {
             EMBED_JS.as_bytes().to_vec(),
         )
         .with_header("cross-origin-resource-policy", "cross-origin".into()),
-        _ => return Err(not_found(path)),
+        // A module script must come with a JavaScript MIME type (browsers refuse any other).
+        _ => match module(path) {
+            Some(source) => Reply::bytes(
+                200,
+                "text/javascript; charset=utf-8",
+                source.as_bytes().to_vec(),
+            ),
+            None => return Err(not_found(path)),
+        },
     };
     Ok(reply)
 }
@@ -241,6 +282,59 @@ async fn handle(request: Request) -> Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The relative paths `source` imports from (`import ... from "./x.js";`).
+    fn imports_of(source: &str) -> Vec<&str> {
+        source
+            .lines()
+            .filter(|line| line.starts_with("import "))
+            .filter_map(|line| line.split(" from \"./").nth(1))
+            .filter_map(|rest| rest.strip_suffix("\";"))
+            .collect()
+    }
+
+    #[test]
+    fn every_module_imported_is_served_and_every_module_served_is_used() {
+        assert_eq!(MODULES[0].0, "app.js", "the entry point index.html loads");
+        assert!(INDEX_HTML.contains("<script type=\"module\" src=\"app.js\"></script>"));
+        let mut imported = vec!["app.js"];
+        for (name, source) in MODULES {
+            assert_eq!(module(&format!("/billing/{name}")), Some(*source));
+            let imports = imports_of(source);
+            let import_lines = source.lines().filter(|l| l.starts_with("import ")).count();
+            assert_eq!(
+                imports.len(),
+                import_lines,
+                "{name}: an import not of ./<module>.js"
+            );
+            for import in imports {
+                assert!(
+                    MODULES.iter().any(|(served, _)| *served == import),
+                    "{name} imports {import}, which is not served"
+                );
+                imported.push(import);
+            }
+        }
+        for (name, _) in MODULES {
+            assert!(
+                imported.contains(name),
+                "{name} is served but never imported"
+            );
+        }
+        for path in [
+            "/billing/",
+            "/billing/index.html",
+            "/billing/app.css",
+            "/billing/embed.js",
+            "/billing/secrets.json",
+            "/billing/../app.js",
+            "/billing//app.js",
+            "/billing/assets/app.js",
+            "/app.js",
+        ] {
+            assert_eq!(module(path), None, "{path}");
+        }
+    }
 
     #[test]
     fn origins_are_parsed_strictly() {

@@ -12,8 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::START_TIMEOUT;
-use crate::stripe::free_port;
+use crate::{START_TIMEOUT, free_port};
 
 /// How long a store may take to answer after it was started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
