@@ -13,7 +13,6 @@ use crate::storage::Storage;
 use crate::workspace::{self, WorkspaceState};
 use crate::{LedgerError, LimitKind, Result};
 
-use super::EXPIRY_BATCH_MAX;
 use super::expiry::expire_overdue;
 use super::read::find_call;
 use super::{CallAuthorized, CallRequest};
@@ -244,8 +243,8 @@ async fn authorize_unlocked<S: Storage>(
     })
 }
 
-/// [`authorize`] under the write lock: answers a replay, posts the workspace's overdue holds,
-/// then the same decision and write, unguarded.
+/// [`authorize`] under the write lock: the same read, then a replay's answer, the workspace's
+/// overdue holds posted (`expiry.rs`) and read again, and the same decision and write, unguarded.
 async fn authorize_locked<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -253,7 +252,15 @@ async fn authorize_locked<S: Storage>(
     priced: &Priced,
     real_now_secs: i64,
 ) -> Result<CallAuthorized> {
-    if let Some(existing) = find_call(db, &request.call_id).await? {
+    let params = authorize_params(request, real_now_secs);
+    let mut rows = db.query(&AUTHORIZE_READ.sql(), &params).await?;
+    // A call id already used, in this workspace or any other, is answered as the call is: a
+    // replay, or a conflict (before any other check, so a replay's answer never changes).
+    let call_exists = match rows.first() {
+        Some(row) => int(row, CALL_EXISTS)? != 0,
+        None => true,
+    };
+    if call_exists && let Some(existing) = find_call(db, &request.call_id).await? {
         if !priced.fingerprint.matches(&existing.request_hash) {
             return Err(LedgerError::IdempotencyConflict);
         }
@@ -264,8 +271,6 @@ async fn authorize_locked<S: Storage>(
             grace: existing.grace,
         });
     }
-    let params = authorize_params(request, real_now_secs);
-    let mut rows = db.query(&AUTHORIZE_READ.sql(), &params).await?;
     let Some(row) = rows.first() else {
         catalog::ensure_current(db, catalog).await?;
         return Err(LedgerError::NotFound { what: "workspace" });
@@ -278,8 +283,12 @@ async fn authorize_locked<S: Storage>(
         if ws.plan_id.is_none() {
             return Err(LedgerError::BillingNotConfigured);
         }
-        // Posting an expired hold moves balances and holds: read them again.
-        expire_overdue(db, Some(&ws.id), ws.now(real_now_secs), EXPIRY_BATCH_MAX).await?;
+        // The other calls' overdue holds are posted here, in this transaction, and not by an
+        // operation of their own before it: a refused authorization writes nothing (R5's holds
+        // stay as they were until the sweep), and the fast path, which sends a workspace with
+        // overdue holds here, then writes exactly what this path writes (tests/one_statement.rs).
+        // Posting them moves balances and holds: the decision is made on the state read again.
+        expire_overdue(db, &ws.id, ws.now(real_now_secs)).await?;
         rows = db.query(&AUTHORIZE_READ.sql(), &params).await?;
     }
     let row = rows

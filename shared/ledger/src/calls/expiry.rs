@@ -9,10 +9,30 @@ use super::EXPIRY_BATCH_MAX;
 use super::end::decide_post;
 use super::read::{read_call, write_for_call};
 
+/// Posts one workspace's holds whose timeout passed (at most [`EXPIRY_BATCH_MAX`]), at their
+/// reserved amount (R5), at the workspace's time `now_secs`. Returns how many. Runs inside the
+/// caller's write transaction: an authorization or a heartbeat that read overdue holds on its
+/// workspace posts them first, so it is decided on what they leave.
+pub async fn expire_overdue<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    now_secs: i64,
+) -> Result<usize> {
+    post_overdue(db, Some(workspace_id), now_secs, EXPIRY_BATCH_MAX).await
+}
+
+/// The expiry sweep for the scheduler: posts up to `limit` overdue holds of every workspace in
+/// one transaction.
+pub async fn expire_holds<S: Storage>(db: &S, real_now_secs: i64, limit: i64) -> Result<usize> {
+    tx::immediate(db, async |db| {
+        post_overdue(db, None, real_now_secs, limit).await
+    })
+    .await
+}
+
 /// Posts holds whose timeout passed, at their reserved amount (R5): for one workspace or, with
 /// `None`, for all, each at its workspace's time (test clock, else `now_secs`). Returns how many.
-/// Runs inside the caller's transaction.
-pub async fn expire_overdue<S: Storage>(
+async fn post_overdue<S: Storage>(
     db: &S,
     workspace_id: Option<&str>,
     now_secs: i64,
@@ -50,12 +70,4 @@ pub async fn expire_overdue<S: Storage>(
         write_for_call(db, post, &state, now_secs, false).await?;
     }
     Ok(rows.len())
-}
-
-/// The expiry sweep for the scheduler: posts up to `limit` overdue holds in one transaction.
-pub async fn expire_holds<S: Storage>(db: &S, real_now_secs: i64, limit: i64) -> Result<usize> {
-    tx::immediate(db, async |db| {
-        expire_overdue(db, None, real_now_secs, limit).await
-    })
-    .await
 }

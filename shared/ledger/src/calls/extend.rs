@@ -7,7 +7,6 @@ use crate::money;
 use crate::storage::Storage;
 use crate::{LedgerError, Result};
 
-use super::EXPIRY_BATCH_MAX;
 use super::Heartbeat;
 use super::expiry::expire_overdue;
 use super::read::{CallState, read_call, write_for_call};
@@ -104,8 +103,10 @@ pub async fn heartbeat_with_attempts<S: Storage>(
             if state.call.status != "active" {
                 return Ok(stopped("call_not_active", 0));
             }
+            // As for an authorization (`authorize.rs`), in this transaction: the heartbeat is
+            // then decided on the state the postings left, its own hold's included.
             let state = if state.holds_overdue {
-                expire_overdue(db, Some(&state.ws.id), state.now, EXPIRY_BATCH_MAX).await?;
+                expire_overdue(db, &state.ws.id, state.now).await?;
                 let again = read_call(db, call_id, real_now_secs).await?;
                 if again.call.status != "active" {
                     return Ok(stopped("hold_expired", 0));
