@@ -3,12 +3,12 @@
 
 use std::sync::LazyLock;
 
-use crate::agents::{self, AgentState, Funding};
+use crate::agents::{self, AgentColumns, AgentState, Funding};
 use crate::catalog::{self, CallRate, Catalog, Direction, NumberType};
 use crate::fingerprint::Fingerprint;
 use crate::guarded::{self, Attempt, Read, view_row};
 use crate::money;
-use crate::row::{i, int, t};
+use crate::row::{self, i, read_row, t};
 use crate::storage::Storage;
 use crate::workspace::{self, WorkspaceState};
 use crate::{LedgerError, LimitKind, Result};
@@ -147,34 +147,33 @@ pub async fn authorize_with_attempts<S: Storage>(
     .await
 }
 
-/// An authorization's read: `?1` the workspace, `?2` the agent, `?3` the call id, `?4` the real
-/// time. Besides the workspace, the agent and the catalog version, two flags send the
-/// authorization to the transactional path: the call id already exists (a replay or a
-/// conflict), or the workspace has overdue holds to post first.
-static AUTHORIZE_READ: LazyLock<Read> = LazyLock::new(|| Read {
-    stamp: format!(
-        "{WORKSPACE_COLUMNS}, {AGENT_COLUMNS},
-         EXISTS (SELECT 1 FROM calls WHERE call_id = ?3),
-         EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = ?1 AND c.status = 'active'
-                 AND c.expires_at <= COALESCE(workspaces.test_clock_at, ?4)),
-         {CURRENT_VERSION}",
-        WORKSPACE_COLUMNS = *workspace::QUALIFIED_WORKSPACE_COLUMNS,
-        AGENT_COLUMNS = agents::AGENT_COLUMNS,
-        CURRENT_VERSION = catalog::CURRENT_VERSION,
-    ),
-    extra: "",
-    from: format!(
-        "FROM {} JOIN workspaces ON workspaces.id = k.workspace_id
-         LEFT JOIN agents a ON a.workspace_id = k.workspace_id AND a.agent_id = k.agent_id",
-        guarded::keys_row(&["workspace_id", "agent_id"]),
-    ),
-    keys: 4,
-});
+read_row! {
+    /// A row of [`AUTHORIZE_READ`]: besides the workspace, the agent and the catalog version, two
+    /// flags send the authorization to the transactional path: the call id already exists (a
+    /// replay or a conflict), or the workspace has overdue holds to post first.
+    struct AuthorizeRead in "" {
+        ws: WorkspaceState,
+        agent: AgentColumns,
+        call_exists: bool = "EXISTS (SELECT 1 FROM calls WHERE call_id = ?3)",
+        holds_overdue: bool = "EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = ?1
+             AND c.status = 'active' AND c.expires_at <= COALESCE(workspaces.test_clock_at, ?4))",
+        catalog_version: i64 = catalog::CURRENT_VERSION,
+    }
+}
 
-/// Where [`AUTHORIZE_READ`]'s flags and catalog version are.
-const CALL_EXISTS: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
-const HOLDS_OVERDUE: usize = CALL_EXISTS + 1;
-const AUTHORIZE_VERSION: usize = CALL_EXISTS + 2;
+/// An authorization's read: `?1` the workspace, `?2` the agent, `?3` the call id, `?4` the real
+/// time; its row is an [`AuthorizeRead`].
+static AUTHORIZE_READ: LazyLock<Read> = LazyLock::new(|| {
+    Read::of::<AuthorizeRead>(
+        0,
+        format!(
+            "FROM {} JOIN workspaces ON workspaces.id = k.workspace_id
+             LEFT JOIN agents a ON a.workspace_id = k.workspace_id AND a.agent_id = k.agent_id",
+            guarded::keys_row(&["workspace_id", "agent_id"]),
+        ),
+        4,
+    )
+});
 
 view_row! {
     /// A decided authorization: a row of the view `call_authorize`, whose trigger (schema.rs)
@@ -227,14 +226,15 @@ async fn authorize_unlocked<S: Storage>(
     let Some(row) = rows.first() else {
         return Ok(Attempt::NeedsLock);
     };
+    let read: AuthorizeRead = row::decode_row(row)?;
     // The stored catalog version, read with the state: a cached catalog needs no query of its own.
-    if int(row, AUTHORIZE_VERSION)? != priced.catalog_version {
+    if read.catalog_version != priced.catalog_version {
         return Err(LedgerError::CatalogChanged);
     }
-    if int(row, CALL_EXISTS)? != 0 || int(row, HOLDS_OVERDUE)? != 0 {
+    if read.call_exists || read.holds_overdue {
         return Ok(Attempt::NeedsLock);
     }
-    let (hold, answer) = decide_hold(row, request, priced, real_now_secs)?;
+    let (hold, answer) = decide_hold(&read, request, priced, real_now_secs)?;
     let stamp = AUTHORIZE_READ.stamp_of(row)?;
     let (sql, params) = guarded::insert(&[hold], Some((&AUTHORIZE_READ, &params, &stamp)))?;
     Ok(match guarded::write(db, &sql, &params).await? {
@@ -253,13 +253,10 @@ async fn authorize_locked<S: Storage>(
     real_now_secs: i64,
 ) -> Result<CallAuthorized> {
     let params = authorize_params(request, real_now_secs);
-    let mut rows = db.query(&AUTHORIZE_READ.sql(), &params).await?;
+    let mut read = read_locked(db, &params).await?;
     // A call id already used, in this workspace or any other, is answered as the call is: a
     // replay, or a conflict (before any other check, so a replay's answer never changes).
-    let call_exists = match rows.first() {
-        Some(row) => int(row, CALL_EXISTS)? != 0,
-        None => true,
-    };
+    let call_exists = read.as_ref().is_none_or(|read| read.call_exists);
     if call_exists && let Some(existing) = find_call(db, &request.call_id).await? {
         if !priced.fingerprint.matches(&existing.request_hash) {
             return Err(LedgerError::IdempotencyConflict);
@@ -271,15 +268,15 @@ async fn authorize_locked<S: Storage>(
             grace: existing.grace,
         });
     }
-    let Some(row) = rows.first() else {
+    let Some(first) = &read else {
         catalog::ensure_current(db, catalog).await?;
         return Err(LedgerError::NotFound { what: "workspace" });
     };
-    if int(row, AUTHORIZE_VERSION)? != priced.catalog_version {
+    if first.catalog_version != priced.catalog_version {
         return Err(LedgerError::CatalogChanged);
     }
-    if int(row, HOLDS_OVERDUE)? != 0 {
-        let ws = workspace::from_row(row)?;
+    if first.holds_overdue {
+        let ws = &first.ws;
         if ws.plan_id.is_none() {
             return Err(LedgerError::BillingNotConfigured);
         }
@@ -289,37 +286,38 @@ async fn authorize_locked<S: Storage>(
         // overdue holds here, then writes exactly what this path writes (tests/one_statement.rs).
         // Posting them moves balances and holds: the decision is made on the state read again.
         expire_overdue(db, &ws.id, ws.now(real_now_secs)).await?;
-        rows = db.query(&AUTHORIZE_READ.sql(), &params).await?;
+        read = read_locked(db, &params).await?;
     }
-    let row = rows
-        .first()
-        .ok_or(LedgerError::NotFound { what: "workspace" })?;
-    let (hold, answer) = decide_hold(row, request, priced, real_now_secs)?;
+    let read = read.ok_or(LedgerError::NotFound { what: "workspace" })?;
+    let (hold, answer) = decide_hold(&read, request, priced, real_now_secs)?;
     let (sql, params) = guarded::insert(&[hold], None)?;
     db.execute(&sql, &params).await?;
     Ok(answer)
 }
 
-/// Decides an authorization from a row of [`AUTHORIZE_READ`]: the row to write and the answer.
+/// [`AUTHORIZE_READ`] under the write lock: its row, if the workspace exists.
+async fn read_locked<S: Storage>(
+    db: &S,
+    params: &[crate::SqlValue],
+) -> Result<Option<AuthorizeRead>> {
+    let rows = db.query(&AUTHORIZE_READ.sql(), params).await?;
+    rows.first().map(row::decode_row).transpose()
+}
+
+/// Decides an authorization from its read: the row to write and the answer.
 fn decide_hold(
-    row: &crate::Row,
+    read: &AuthorizeRead,
     request: &CallRequest,
     priced: &Priced,
     real_now_secs: i64,
 ) -> Result<(HoldRow, CallAuthorized)> {
-    let ws = workspace::from_row(row)?;
+    let ws = &read.ws;
     if ws.plan_id.is_none() {
         return Err(LedgerError::BillingNotConfigured);
     }
     let now = ws.now(real_now_secs);
-    let agent = agents::from_columns(
-        &ws,
-        &request.agent_id,
-        now,
-        row,
-        workspace::WORKSPACE_COLUMN_COUNT,
-    )?;
-    let (funding, grace) = decide(&ws, &agent, request, priced, now)?;
+    let agent = read.agent.state(ws, &request.agent_id, now)?;
+    let (funding, grace) = decide(ws, &agent, request, priced, now)?;
     let hold = HoldRow {
         call_id: request.call_id.clone(),
         workspace_id: ws.id.clone(),
