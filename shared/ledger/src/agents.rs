@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar;
 use crate::money;
-use crate::row::{i, int, oi, opt_int, opt_text, t, text};
+use std::sync::LazyLock;
+
+use crate::row::{self, i, oi, read_row, t};
 use crate::storage::Storage;
 use crate::workspace::{self, WorkspaceState};
 use crate::{LedgerError, LimitKind, Result};
@@ -106,16 +108,36 @@ pub(crate) fn fund(ws: &WorkspaceState, agent: &AgentState, amount_micros: i64) 
     }
 }
 
-/// An agent's stored row with its counters of calls in progress, for a query that joins
-/// `agents a` (NULLs when the agent was never used). Decoded by [`from_columns`]. The counters
-/// are kept by the calls triggers (schema.rs, V6): reading them costs the same whatever the
-/// number of calls in progress.
-pub(crate) const AGENT_COLUMNS: &str = "a.overage_policy, a.monthly_spend_limit_micros,
-    a.daily_call_limit, a.max_concurrent_calls, a.spend_cycle_start_at, a.cycle_spend_micros,
-    a.call_day, a.day_calls, COALESCE(a.active_calls, 0), COALESCE(a.active_held_micros, 0)";
+read_row! {
+    /// An agent's stored row with its counters of calls in progress, for a query that joins
+    /// `agents a` (NULLs when the agent was never used). Made an [`AgentState`] by
+    /// [`AgentColumns::state`]. The counters are kept by the calls triggers (schema.rs, V6):
+    /// reading them costs the same whatever the number of calls in progress.
+    pub(crate) struct AgentColumns in "a" {
+        overage_policy: Option<String>,
+        monthly_spend_limit_micros: Option<i64>,
+        daily_call_limit: Option<i64>,
+        max_concurrent_calls: Option<i64>,
+        spend_cycle_start_at: Option<i64>,
+        cycle_spend_micros: Option<i64>,
+        call_day: Option<String>,
+        day_calls: Option<i64>,
+        active_calls: i64 = "COALESCE(a.active_calls, 0)",
+        active_held_micros: i64 = "COALESCE(a.active_held_micros, 0)",
+    }
+}
 
-/// How many columns [`AGENT_COLUMNS`] selects.
-pub(crate) const AGENT_COLUMN_COUNT: usize = 10;
+/// [`AgentColumns`]' select list.
+pub(crate) static AGENT_COLUMNS: LazyLock<String> =
+    LazyLock::new(|| row::select_list::<AgentColumns>(true));
+
+read_row! {
+    /// A row of an agents page: the agent's id, then its columns.
+    struct AgentListRow in "a" {
+        agent_id: String,
+        columns: AgentColumns,
+    }
+}
 
 /// Reads an agent with its counters for `now_secs` (defaults if it was never used; reading
 /// creates nothing, the first write does).
@@ -127,57 +149,70 @@ pub(crate) async fn load<S: Storage>(
 ) -> Result<AgentState> {
     workspace::validate_id("agent_id", agent_id)?;
     let sql = format!(
-        "SELECT {AGENT_COLUMNS} FROM (SELECT 1)
-         LEFT JOIN agents a ON a.workspace_id = ?1 AND a.agent_id = ?2"
+        "SELECT {} FROM (SELECT 1)
+         LEFT JOIN agents a ON a.workspace_id = ?1 AND a.agent_id = ?2",
+        *AGENT_COLUMNS
     );
     let rows = db.query(&sql, &[t(&ws.id), t(agent_id)]).await?;
     let row = rows
         .first()
         .ok_or(LedgerError::NotFound { what: "agent" })?;
-    from_columns(ws, agent_id, now_secs, row, 0)
+    row::decode_row::<AgentColumns>(row)?.state(ws, agent_id, now_secs)
 }
 
-/// Decodes [`AGENT_COLUMNS`] starting at column `first`: the counters of a cycle or a day that
-/// is over count as zero.
-pub(crate) fn from_columns(
-    ws: &WorkspaceState,
-    agent_id: &str,
-    now_secs: i64,
-    row: &crate::Row,
-    first: usize,
-) -> Result<AgentState> {
-    let today = calendar::local_day(now_secs, &ws.timezone)?;
-    let cycle_start = ws.cycle_start_at.unwrap_or(0);
-    let mut agent = AgentState {
-        agent_id: agent_id.to_owned(),
-        policy: OveragePolicy::UseBalance,
-        monthly_spend_limit_micros: None,
-        daily_call_limit: None,
-        max_concurrent_calls: None,
-        cycle_spend_micros: 0,
-        day_calls: 0,
-        today,
-        active_calls: int(row, first + 8)?,
-        active_held_micros: int(row, first + 9)?,
-    };
-    // `overage_policy` is NOT NULL: NULL means no agent row yet, so the defaults stand.
-    if let Some(policy) = opt_text(row, first)? {
-        agent.policy = if policy == "stop" {
-            OveragePolicy::Stop
-        } else {
-            OveragePolicy::UseBalance
+impl AgentColumns {
+    /// The agent as of `now_secs`: the counters of a cycle or a day that is over count as zero.
+    pub(crate) fn state(
+        &self,
+        ws: &WorkspaceState,
+        agent_id: &str,
+        now_secs: i64,
+    ) -> Result<AgentState> {
+        let today = calendar::local_day(now_secs, &ws.timezone)?;
+        let cycle_start = ws.cycle_start_at.unwrap_or(0);
+        let mut agent = AgentState {
+            agent_id: agent_id.to_owned(),
+            policy: OveragePolicy::UseBalance,
+            monthly_spend_limit_micros: None,
+            daily_call_limit: None,
+            max_concurrent_calls: None,
+            cycle_spend_micros: 0,
+            day_calls: 0,
+            today,
+            active_calls: self.active_calls,
+            active_held_micros: self.active_held_micros,
         };
-        agent.monthly_spend_limit_micros = opt_int(row, first + 1)?;
-        agent.daily_call_limit = opt_int(row, first + 2)?;
-        agent.max_concurrent_calls = opt_int(row, first + 3)?;
-        if int(row, first + 4)? == cycle_start {
-            agent.cycle_spend_micros = int(row, first + 5)?;
+        // `overage_policy` is NOT NULL: NULL means no agent row yet, so the defaults stand.
+        if let Some(policy) = &self.overage_policy {
+            // The columns below are NOT NULL too: in a stored row, NULL is a broken read.
+            let stored = |value: Option<i64>| value.ok_or_else(|| not_null("an agent's counter"));
+            agent.policy = if policy == "stop" {
+                OveragePolicy::Stop
+            } else {
+                OveragePolicy::UseBalance
+            };
+            agent.monthly_spend_limit_micros = self.monthly_spend_limit_micros;
+            agent.daily_call_limit = self.daily_call_limit;
+            agent.max_concurrent_calls = self.max_concurrent_calls;
+            if stored(self.spend_cycle_start_at)? == cycle_start {
+                agent.cycle_spend_micros = stored(self.cycle_spend_micros)?;
+            }
+            let call_day = self
+                .call_day
+                .as_deref()
+                .ok_or_else(|| not_null("call_day"))?;
+            if call_day == agent.today {
+                agent.day_calls = stored(self.day_calls)?;
+            }
         }
-        if text(row, first + 6)? == agent.today {
-            agent.day_calls = int(row, first + 7)?;
-        }
+        Ok(agent)
     }
-    Ok(agent)
+}
+
+fn not_null(what: &str) -> LedgerError {
+    LedgerError::Storage(crate::StorageError::from_sqlite_message(format!(
+        "{what}: expected a value, read NULL"
+    )))
 }
 
 /// An agent's limits (defaults if never set).
@@ -285,7 +320,7 @@ pub struct AgentPage {
 /// The agents of a workspace (those used, or whose limits were set), by agent id, `limit` (1 to
 /// [`AGENT_PAGE_LIMIT_MAX`], default [`AGENT_PAGE_LIMIT_DEFAULT`]) at a time after `cursor`
 /// (the last agent id of the page before). Counters are for now on the workspace's clock, as
-/// every debit and authorization reads them ([`from_columns`]).
+/// every debit and authorization reads them ([`AgentColumns`]).
 pub async fn list<S: Storage>(
     db: &S,
     workspace_id: &str,
@@ -303,15 +338,17 @@ pub async fn list<S: Storage>(
     let now = ws.now(real_now_secs);
     // The primary key (workspace_id, agent_id) walked in order from the cursor.
     let sql = format!(
-        "SELECT a.agent_id, {AGENT_COLUMNS} FROM agents a
-         WHERE a.workspace_id = ?1 AND a.agent_id > ?2 ORDER BY a.agent_id LIMIT ?3"
+        "SELECT {} FROM agents a
+         WHERE a.workspace_id = ?1 AND a.agent_id > ?2 ORDER BY a.agent_id LIMIT ?3",
+        row::select_list::<AgentListRow>(true)
     );
     let rows = db
         .query(&sql, &[t(&ws.id), t(cursor.unwrap_or("")), i(limit + 1)])
         .await?;
     let mut agents = Vec::with_capacity(rows.len());
     for row in rows.iter().take(limit as usize) {
-        let agent = from_columns(&ws, &text(row, 0)?, now, row, 1)?;
+        let listed: AgentListRow = row::decode_row(row)?;
+        let agent = listed.columns.state(&ws, &listed.agent_id, now)?;
         agents.push(AgentView {
             limits: limits_of(&agent),
             cycle_spend: money::to_decimal(agent.cycle_spend_micros),

@@ -17,7 +17,7 @@
 //! Under the write lock (a batch, or an operation that lost [`ATTEMPTS`] races) the same
 //! statement runs without the guard.
 
-use crate::row::int;
+use crate::row::{ReadRow, int};
 use crate::storage::{Row, SqlValue, Storage, StorageErrorKind};
 use crate::{LedgerError, Result};
 
@@ -25,19 +25,36 @@ use crate::{LedgerError, Result};
 pub(crate) const ATTEMPTS: u32 = 2;
 
 /// What an operation reads before it decides: `SELECT {stamp}, {extra} {from}`, with its own
-/// parameters `?1..=?keys`.
+/// parameters `?1..=?keys`. Its columns are a row declared with `read_row!` (`row.rs`), which the
+/// operation decodes by name.
 ///
 /// `stamp` is everything the decision depends on (the guard compares all of it); `extra` is
 /// what only the locked path uses and must not make a guarded write fail (the next transaction
-/// id, a row's position in a batch).
+/// id, a row's position in a batch): the row's last fields.
 pub(crate) struct Read {
-    pub stamp: String,
-    pub extra: &'static str,
-    pub from: String,
-    pub keys: usize,
+    stamp: String,
+    extra: String,
+    from: String,
+    keys: usize,
+    stamp_len: usize,
 }
 
 impl Read {
+    /// The read of a row `R` from `from`, whose last `extra` columns are not part of the stamp.
+    pub fn of<R: ReadRow>(extra: usize, from: String, keys: usize) -> Read {
+        let mut columns = Vec::new();
+        R::select_from(R::TABLE, &mut columns);
+        let stamp_len = columns.len().saturating_sub(extra);
+        let extra = columns.split_off(stamp_len).join(", ");
+        Read {
+            stamp: columns.join(", "),
+            extra,
+            from,
+            keys,
+            stamp_len,
+        }
+    }
+
     /// The `SELECT` itself.
     pub fn sql(&self) -> String {
         if self.extra.is_empty() {
@@ -47,14 +64,9 @@ impl Read {
         }
     }
 
-    /// How many columns [`Read::sql`] selects before the extra ones.
-    pub fn stamp_len(&self) -> usize {
-        count_columns(&self.stamp)
-    }
-
     /// The values a row of [`Read::sql`] read for the stamp.
     pub fn stamp_of(&self, row: &Row) -> Result<Vec<SqlValue>> {
-        row.get(..self.stamp_len())
+        row.get(..self.stamp_len)
             .map(<[SqlValue]>::to_vec)
             .ok_or_else(|| storage("a read returned fewer columns than its stamp"))
     }
@@ -77,23 +89,6 @@ pub(crate) fn keys_row(names: &[&str]) -> String {
         .map(|(i, name)| format!("?{} AS {name}", i + 1))
         .collect();
     format!("(SELECT {}) k", columns.join(", "))
-}
-
-/// Counts the top-level comma-separated expressions of a column list.
-fn count_columns(columns: &str) -> usize {
-    let mut depth = 0i32;
-    let mut quoted = false;
-    let mut count = 1;
-    for c in columns.chars() {
-        match c {
-            '\'' => quoted = !quoted,
-            '(' if !quoted => depth += 1,
-            ')' if !quoted => depth -= 1,
-            ',' if !quoted && depth == 0 => count += 1,
-            _ => {}
-        }
-    }
-    count
 }
 
 /// A value as a statement parameter (and as an element of a JSON row).
@@ -318,16 +313,4 @@ pub(crate) fn assert_view_matches<R: ViewRow>() {
     view.sort();
     written.sort();
     assert_eq!(written, view, "{}", R::VIEW);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn columns_are_counted_at_the_top_level_only() {
-        assert_eq!(count_columns("a"), 1);
-        assert_eq!(count_columns("a, b.c, COALESCE(x, y), (SELECT 1, 2)"), 4);
-        assert_eq!(count_columns("a, 'x, y', f(g(1, 2), 3)"), 3);
-    }
 }

@@ -1,10 +1,12 @@
 //! Workspaces: provisioning, the state every operation reads, and test clocks.
 
+use std::sync::LazyLock;
+
 use serde::Deserialize;
 
 use crate::calendar;
 use crate::catalog::Catalog;
-use crate::row::{i, int, opt_int, opt_text, t, text};
+use crate::row::{self, i, read_row, t, text};
 use crate::storage::Storage;
 use crate::{LedgerError, Result};
 
@@ -24,9 +26,11 @@ pub struct WorkspaceInput {
     pub timezone: Option<String>,
 }
 
-/// Everything the ledger knows about one workspace, read in one statement.
+read_row! {
+/// Everything the ledger knows about one workspace, read in one statement. Its fields are the
+/// columns of `workspaces` it reads, in the order it reads them.
 #[derive(Debug, Clone, PartialEq)]
-pub struct WorkspaceState {
+pub struct WorkspaceState in "workspaces" {
     /// Workspace id.
     pub id: String,
     /// Display name.
@@ -92,6 +96,7 @@ pub struct WorkspaceState {
     /// Frozen test-clock time.
     pub test_clock_at: Option<i64>,
 }
+}
 
 impl WorkspaceState {
     /// Plan credits not reserved by holds.
@@ -137,64 +142,13 @@ impl WorkspaceState {
     }
 }
 
-pub(crate) const WORKSPACE_COLUMNS: &str = "id, name, email, currency, timezone, plan_id,
-    plan_monthly_credits_micros, plan_rollover_max_micros, cycle_anchor_day, cycle_start_at,
-    cycle_end_at, cycle_credits_granted, pending_plan_id, subscription_status, stripe_customer_id,
-    stripe_subscription_id, plan_credits_micros, wallet_micros, held_plan_micros, held_wallet_micros,
-    exhausted_at, payment_method_id, card_brand, card_last4, card_exp_month, card_exp_year,
-    auto_recharge_enabled, auto_recharge_threshold_micros, auto_recharge_threshold_credits_micros,
-    auto_recharge_amount_micros, auto_recharge_warning, test_clock_at";
+/// [`WorkspaceState`]'s columns, unqualified: for a read of `workspaces` alone and `RETURNING`.
+static WORKSPACE_COLUMNS: LazyLock<String> =
+    LazyLock::new(|| row::select_list::<WorkspaceState>(false));
 
-/// [`WORKSPACE_COLUMNS`] qualified with the table's name, for reads that join tables sharing
-/// some column names (`calls` has its own holds).
-pub(crate) static QUALIFIED_WORKSPACE_COLUMNS: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| {
-        WORKSPACE_COLUMNS
-            .split(',')
-            .map(|column| format!("workspaces.{}", column.trim()))
-            .collect::<Vec<_>>()
-            .join(", ")
-    });
-
-/// How many columns [`WORKSPACE_COLUMNS`] selects.
-pub(crate) const WORKSPACE_COLUMN_COUNT: usize = 32;
-
-/// Decodes the first columns of a row that selected [`WORKSPACE_COLUMNS`].
-pub(crate) fn from_row(r: &crate::Row) -> Result<WorkspaceState> {
-    Ok(WorkspaceState {
-        id: text(r, 0)?,
-        name: text(r, 1)?,
-        email: text(r, 2)?,
-        currency: text(r, 3)?,
-        timezone: text(r, 4)?,
-        plan_id: opt_text(r, 5)?,
-        plan_monthly_credits_micros: int(r, 6)?,
-        plan_rollover_max_micros: opt_int(r, 7)?,
-        cycle_anchor_day: opt_int(r, 8)?,
-        cycle_start_at: opt_int(r, 9)?,
-        cycle_end_at: opt_int(r, 10)?,
-        cycle_credits_granted: int(r, 11)? != 0,
-        pending_plan_id: opt_text(r, 12)?,
-        subscription_status: text(r, 13)?,
-        stripe_customer_id: opt_text(r, 14)?,
-        stripe_subscription_id: opt_text(r, 15)?,
-        plan_credits_micros: int(r, 16)?,
-        wallet_micros: int(r, 17)?,
-        held_plan_micros: int(r, 18)?,
-        held_wallet_micros: int(r, 19)?,
-        exhausted_at: opt_int(r, 20)?,
-        payment_method_id: opt_text(r, 21)?,
-        card_brand: opt_text(r, 22)?,
-        card_last4: opt_text(r, 23)?,
-        card_exp_month: opt_int(r, 24)?,
-        card_exp_year: opt_int(r, 25)?,
-        auto_recharge_enabled: int(r, 26)? != 0,
-        auto_recharge_threshold_micros: int(r, 27)?,
-        auto_recharge_threshold_credits_micros: int(r, 28)?,
-        auto_recharge_amount_micros: int(r, 29)?,
-        auto_recharge_warning: opt_text(r, 30)?,
-        test_clock_at: opt_int(r, 31)?,
-    })
+/// Decodes a row that selected [`WORKSPACE_COLUMNS`].
+fn from_row(r: &crate::Row) -> Result<WorkspaceState> {
+    row::decode_row(r)
 }
 
 /// Validates an id from a path or body (workspace, agent, call, event ids).
@@ -216,7 +170,10 @@ pub fn validate_id(field: &'static str, id: &str) -> Result<()> {
 
 /// Reads a workspace, or 404.
 pub async fn get<S: Storage>(db: &S, workspace_id: &str) -> Result<WorkspaceState> {
-    let sql = format!("SELECT {WORKSPACE_COLUMNS} FROM workspaces WHERE id = ?1");
+    let sql = format!(
+        "SELECT {} FROM workspaces WHERE id = ?1",
+        *WORKSPACE_COLUMNS
+    );
     let rows = db.query(&sql, &[t(workspace_id)]).await?;
     rows.first()
         .map_or(Err(LedgerError::NotFound { what: "workspace" }), from_row)
@@ -265,7 +222,8 @@ pub async fn upsert<S: Storage>(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,
              timezone = excluded.timezone
-         RETURNING {WORKSPACE_COLUMNS}"
+         RETURNING {}",
+        *WORKSPACE_COLUMNS
     );
     let rows = db
         .query(
@@ -300,7 +258,8 @@ pub async fn set_test_clock<S: Storage>(
         ));
     }
     let sql = format!(
-        "UPDATE workspaces SET test_clock_at = ?2 WHERE id = ?1 RETURNING {WORKSPACE_COLUMNS}"
+        "UPDATE workspaces SET test_clock_at = ?2 WHERE id = ?1 RETURNING {}",
+        *WORKSPACE_COLUMNS
     );
     let rows = db.query(&sql, &[t(workspace_id), i(frozen_secs)]).await?;
     rows.first()
@@ -414,14 +373,4 @@ pub async fn find_by_stripe_subscription<S: Storage>(
 async fn find_id<S: Storage>(db: &S, sql: &str, key: &str) -> Result<Option<String>> {
     let rows = db.query(sql, &[t(key)]).await?;
     rows.first().map(|row| text(row, 0)).transpose()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn column_count_matches_the_column_list() {
-        assert_eq!(WORKSPACE_COLUMNS.split(',').count(), WORKSPACE_COLUMN_COUNT);
-    }
 }

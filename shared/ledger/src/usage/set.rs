@@ -12,13 +12,13 @@ use std::collections::hash_map::Entry;
 use std::sync::LazyLock;
 
 use super::{DebitResult, Decided, Rated, UsageEvent, decide};
-use crate::agents::{self, AgentState};
+use crate::agents::{AgentColumns, AgentState};
 use crate::catalog;
 use crate::fingerprint::Fingerprint;
 use crate::guarded::{self, Attempt, Read, view_row};
-use crate::row::{int, opt_text, text};
+use crate::row::{self, read_row};
 use crate::storage::{Row, SqlValue, Storage};
-use crate::workspace::{self, WorkspaceState};
+use crate::workspace::WorkspaceState;
 use crate::{LedgerError, Result};
 
 /// A checked and priced event: its position in the batch, its price and its fingerprint.
@@ -55,33 +55,37 @@ view_row! {
     }
 }
 
+read_row! {
+    /// A row of [`READ`]: the workspace and the agent (a key that carries the state), the replay
+    /// record (a key whose event was already debited), the catalog version; then, outside the
+    /// stamp, the key's position and the largest history id.
+    struct DebitRead in "" {
+        ws: WorkspaceState,
+        agent: AgentColumns,
+        replay_hash: Option<String> = "e.request_hash",
+        replay_result: Option<String> = "e.result",
+        catalog_version: i64 = catalog::CURRENT_VERSION,
+        key: i64 = "g_key",
+        last_transaction_id: i64 = "(SELECT COALESCE(MAX(id), 0) FROM transactions)",
+    }
+}
+
 /// A debit's read, for any number of events: `?1` is a JSON array of `[workspace, agent,
 /// event id, 1 if this row must carry the state]`. It gives a row for every key that carries
 /// the state and every key whose event was already debited (its replay record).
-static READ: LazyLock<Read> = LazyLock::new(|| Read {
-    stamp: format!(
-        "{WORKSPACE_COLUMNS}, {AGENT_COLUMNS}, e.request_hash, e.result, {CURRENT_VERSION}",
-        WORKSPACE_COLUMNS = *workspace::QUALIFIED_WORKSPACE_COLUMNS,
-        AGENT_COLUMNS = agents::AGENT_COLUMNS,
-        CURRENT_VERSION = catalog::CURRENT_VERSION,
-    ),
-    extra: "g_key, (SELECT COALESCE(MAX(id), 0) FROM transactions)",
-    from: "FROM (SELECT key AS g_key, value ->> 0 AS g_ws, value ->> 1 AS g_agent,
+static READ: LazyLock<Read> = LazyLock::new(|| {
+    Read::of::<DebitRead>(
+        2,
+        "FROM (SELECT key AS g_key, value ->> 0 AS g_ws, value ->> 1 AS g_agent,
                  value ->> 2 AS g_event, value ->> 3 AS g_state FROM json_each(?1)) g
          JOIN workspaces ON workspaces.id = g_ws
          LEFT JOIN agents a ON a.workspace_id = g_ws AND a.agent_id = g_agent
          LEFT JOIN usage_events e ON e.workspace_id = g_ws AND e.event_id = g_event
          WHERE g_state OR e.event_id IS NOT NULL"
-        .into(),
-    keys: 1,
+            .into(),
+        1,
+    )
 });
-
-/// Where the columns of [`READ`] are.
-const REPLAY_HASH: usize = workspace::WORKSPACE_COLUMN_COUNT + agents::AGENT_COLUMN_COUNT;
-const REPLAY_RESULT: usize = REPLAY_HASH + 1;
-const VERSION: usize = REPLAY_HASH + 2;
-const KEY: usize = VERSION + 1;
-const LAST_TRANSACTION_ID: usize = KEY + 1;
 
 /// The fast path of one debit: read, decide, and the guarded write. `Raced`: another writer got
 /// there first and nothing was written.
@@ -175,34 +179,31 @@ fn decide_set(rows: &[Row], checked: &[Checked<'_>], real_now_secs: i64) -> Resu
     let mut replays: HashMap<i64, (String, String)> = HashMap::new();
     let mut next_transaction_id = None;
     for row in rows {
-        let key = int(row, KEY)?;
+        let read: DebitRead = row::decode_row(row)?;
+        let key = read.key;
         let event = checked
             .get(usize::try_from(key).map_err(|_| guarded::storage("a negative read key"))?)
             .ok_or_else(|| guarded::storage("a read row for no event"))?
             .event;
-        next_transaction_id.get_or_insert(int(row, LAST_TRANSACTION_ID)? + 1);
-        if let Some(request_hash) = opt_text(row, REPLAY_HASH)? {
-            replays.insert(key, (request_hash, text(row, REPLAY_RESULT)?));
+        next_transaction_id.get_or_insert(read.last_transaction_id + 1);
+        if let Some(request_hash) = read.replay_hash {
+            let result = read
+                .replay_result
+                .ok_or_else(|| guarded::storage("a replay record without its result"))?;
+            replays.insert(key, (request_hash, result));
         }
         let run = match workspaces.entry(event.workspace_id.clone()) {
             Entry::Occupied(slot) => slot.into_mut(),
             Entry::Vacant(slot) => slot.insert(WorkspaceRun {
-                ws: workspace::from_row(row)?,
-                catalog_version: int(row, VERSION)?,
+                ws: read.ws,
+                catalog_version: read.catalog_version,
             }),
         };
         if let Entry::Vacant(slot) =
             agents.entry((event.workspace_id.clone(), event.agent_id.clone()))
         {
             let now = run.ws.now(real_now_secs);
-            let first = workspace::WORKSPACE_COLUMN_COUNT;
-            slot.insert(agents::from_columns(
-                &run.ws,
-                &event.agent_id,
-                now,
-                row,
-                first,
-            ));
+            slot.insert(read.agent.state(&run.ws, &event.agent_id, now));
         }
     }
 
