@@ -182,8 +182,18 @@ pub fn verify_service_key(presented: &str, expected: &str) -> Result<(), ApiErro
     }
 }
 
-/// Authenticates a service call: `Authorization: Bearer <usage_api_key>`.
-pub async fn authenticate_service(headers: &HeaderMap) -> Result<(), ApiError> {
+/// Runs `handler` for a service caller (`Authorization: Bearer <usage_api_key>`), or answers
+/// the contract's 401 without running it: the one guard of every service route.
+pub async fn for_service<T>(
+    headers: &HeaderMap,
+    handler: impl AsyncFnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    authenticate_service(headers).await?;
+    handler().await
+}
+
+/// Authenticates a service call (through [`for_service`] only).
+async fn authenticate_service(headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = bearer_token(headers)?;
     let expected = variable(SERVICE_KEY_VARIABLE).await?;
     verify_service_key(presented, &expected)

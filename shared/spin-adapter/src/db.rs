@@ -336,10 +336,3 @@ pub async fn run_ledger<T>(f: impl AsyncFn(&SpinDb) -> ledger::Result<T>) -> Res
         Err(error) => Err(ApiError::from(error)),
     }
 }
-
-/// Claims this tick of a scheduled job (ledger::jobs): false when another replica of the app
-/// already runs it. Cron handlers call it first; the jobs' HTTP twins do not.
-pub async fn claim_scheduled_run(schedule: ledger::jobs::Schedule) -> Result<bool, ApiError> {
-    let now = crate::config::now_secs();
-    run_ledger(async |db| ledger::jobs::claim_run(db, schedule, now).await).await
-}
