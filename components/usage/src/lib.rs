@@ -1,6 +1,6 @@
 //! The service API (component `usage`; docs/billing-rules.md, "The HTTP contract"): the voice
 //! platform's backend, authenticated by the service key (`Authorization: Bearer
-//! <usage_api_key>`).
+//! <service_api_key>`).
 //!
 //! Serves call authorization/heartbeat/end, usage debits (single and batch), the catalog,
 //! workspace provisioning (`PUT /v1/workspaces/{ws}`, routed here by spin.toml's single-segment
