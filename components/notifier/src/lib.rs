@@ -32,7 +32,8 @@ const IN_FLIGHT_MAX: usize = 16;
 /// The most claims one pass makes (then it reports `more`; the cron comes back in 5 seconds).
 const CLAIMS_PER_PASS_MAX: usize = 250;
 
-/// The timeout when `notifications_timeout_ms` is empty.
+/// The timeout when `notifications_timeout_ms` is empty, as spin.toml leaves it: written here
+/// only (docs/notifications.md states it).
 const TIMEOUT_DEFAULT_MS: u64 = 5_000;
 
 /// The longest timeout accepted: a slow endpoint must not hold a pass for long.

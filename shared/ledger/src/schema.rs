@@ -1046,6 +1046,9 @@ pub const CONNECTION_PRAGMAS: &[&str] = &["PRAGMA foreign_keys = ON"];
 /// The pragmas of a connection to a local database file, after [`CONNECTION_PRAGMAS`]. A libSQL
 /// server keeps its own settings (its journal, checkpoints and durability are the server's).
 pub const FILE_PRAGMAS: &[&str] = &[
+    // The app's own wait for another connection's lock, set here so that it does not depend on
+    // the runtime's default. It equals Spin's (rusqlite's 5 s, which the local host copies as
+    // `runtime_config::SPIN_BUSY_TIMEOUT`) by choice, not by necessity: two rules, one value today.
     "PRAGMA busy_timeout = 5000",
     "PRAGMA synchronous = NORMAL",
     // Statement journals (every statement that may fail mid-way inside a transaction, every

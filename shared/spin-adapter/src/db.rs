@@ -31,8 +31,10 @@ fn as_storage_error(error: LedgerError, what: &str) -> StorageError {
     }
 }
 
-/// Upper bound on the rows one statement may return; the ledger pages every list it reads.
-const ROWS_MAX: usize = 100_000;
+/// Upper bound on the rows one statement may return: the ledger pages every list it reads, and its
+/// largest read is one CSV export, so this is that export's limit (one value: were they two, an
+/// export the ledger allows could be refused here); anything more is a query's bug.
+const ROWS_MAX: usize = ledger::views::CSV_ROWS_MAX as usize;
 
 /// How long a connection to a libSQL server may sit unused before the next request reopens it.
 /// `sqld` drops a stream after 10 s without a statement and answers the next one with
