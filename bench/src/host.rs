@@ -38,7 +38,7 @@ pub fn secrets(state_dir: &Path) -> HostOptions {
         state_dir: Some(state_dir.to_path_buf()),
         ..HostOptions::default()
     }
-    .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+    .env("SPIN_VARIABLE_SERVICE_API_KEY", SERVICE_KEY)
     .env(
         "SPIN_VARIABLE_AUTH_JWT_SECRET",
         local_run::credentials::JWT_SECRET,
@@ -108,7 +108,7 @@ pub fn cold_start(state_dir: &Path, cache_dir: &Path) -> Result<Duration> {
         .arg("--cache-dir")
         .arg(cache_dir)
         .args(["--listen", "127.0.0.1:0", "--no-cron"])
-        .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+        .env("SPIN_VARIABLE_SERVICE_API_KEY", SERVICE_KEY)
         .env(
             "SPIN_VARIABLE_AUTH_JWT_SECRET",
             local_run::credentials::JWT_SECRET,

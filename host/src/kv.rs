@@ -14,7 +14,6 @@ use rusqlite::OptionalExtension as _;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
 
 type Shared = Arc<Mutex<rusqlite::Connection>>;
@@ -89,7 +88,8 @@ impl KvStores {
             return Ok(conn.clone());
         }
         let conn = crate::runtime_config::open_spin_file(path.as_deref()).map_err(other)?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(other)?;
+        conn.busy_timeout(crate::runtime_config::SPIN_BUSY_TIMEOUT)
+            .map_err(other)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS spin_key_value (key TEXT PRIMARY KEY, value BLOB NOT NULL)",
         )

@@ -112,6 +112,11 @@ struct RedisKeyValue {
     url: String,
 }
 
+/// How long a connection to a `type = "spin"` file (SQLite or key-value) waits on another
+/// connection's lock before "database is locked": rusqlite's default, hence Spin's. The app sets
+/// its own on its SQLite connections (ledger `schema::FILE_PRAGMAS`), equal today by choice.
+pub const SPIN_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Opens a `type = "spin"` store's SQLite file, creating its directory as Spin does, or a
 /// fresh in-memory database when the runtime config gives no `path`. The error is the message
 /// the guest sees.

@@ -34,17 +34,13 @@ mod remote;
 use crate::bindings::spin::sqlite::sqlite::{
     self as wit, Error, HostConnection, HostConnectionWithStore, QueryResult, RowResult, Value,
 };
-use crate::runtime_config::SqliteBackend;
+use crate::runtime_config::{SPIN_BUSY_TIMEOUT, SqliteBackend};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Accessor, FutureReader, HasData, Resource, ResourceTable, StreamReader};
-
-/// How long a connection waits on another connection's lock before reporting "database is locked"
-/// (rusqlite's default, hence what Spin's in-process SQLite does).
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Upper bound on rows one `execute` may return (a limit, not a slowdown).
 const ROWS_MAX: usize = 1_000_000;
@@ -139,7 +135,7 @@ impl SqliteDatabases {
         allow_attach_file: bool,
     ) -> Result<rusqlite::Connection, Error> {
         let mut conn = crate::runtime_config::open_spin_file(path).map_err(io)?;
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(io)?;
+        conn.busy_timeout(SPIN_BUSY_TIMEOUT).map_err(io)?;
         if self.mode == SqliteMode::Local {
             // Plans never depend on bound values: otherwise SQLite re-prepares (re-parses,
             // re-plans and re-codes the triggers of) a cached statement whenever a parameter it
@@ -328,7 +324,7 @@ impl LocalConnection {
             return;
         }
         if let Ok(guard) =
-            tokio::time::timeout(BUSY_TIMEOUT, Arc::clone(&self.gate).lock_owned()).await
+            tokio::time::timeout(SPIN_BUSY_TIMEOUT, Arc::clone(&self.gate).lock_owned()).await
         {
             *lock(&self.turn) = Some(guard);
         }

@@ -22,7 +22,7 @@ pub struct App {
 /// The app's secrets and test clocks, on top of `extra`.
 fn app_options(extra: HostOptions) -> HostOptions {
     extra
-        .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+        .env("SPIN_VARIABLE_SERVICE_API_KEY", SERVICE_KEY)
         .env("SPIN_VARIABLE_AUTH_JWT_SECRET", JWT_SECRET)
         .env("SPIN_VARIABLE_TEST_CLOCKS_ENABLED", "true")
 }
@@ -132,7 +132,7 @@ impl App {
                     file.as_os_str(),
                 ]
             }))
-            .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+            .env("SPIN_VARIABLE_SERVICE_API_KEY", SERVICE_KEY)
             .env("SPIN_VARIABLE_AUTH_JWT_SECRET", JWT_SECRET)
             .envs(env.iter().copied())
             .output()

@@ -49,7 +49,7 @@ fn start_up_error(text: &str) -> Result<(Option<i32>, String)> {
         .arg(e2e::shared_cache_dir())
         .args(["--listen", "127.0.0.1:0", "--runtime-config-file"])
         .arg(&config)
-        .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+        .env("SPIN_VARIABLE_SERVICE_API_KEY", SERVICE_KEY)
         .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
         .output()
         .context("run local-host up")?;

@@ -1224,7 +1224,7 @@ fn test_clocks_are_absent_unless_enabled() -> Result<()> {
     let host = e2e::TestHost::start(
         e2e::workspace_root().join("spin.toml"),
         e2e::HostOptions::default()
-            .env("SPIN_VARIABLE_USAGE_API_KEY", SERVICE_KEY)
+            .env("SPIN_VARIABLE_SERVICE_API_KEY", SERVICE_KEY)
             .env("SPIN_VARIABLE_AUTH_JWT_SECRET", e2e::api::JWT_SECRET)
             .arg("--no-cron"),
     )?;

@@ -24,8 +24,8 @@ mod charge;
 use http::Method;
 use ledger::{LedgerError, StorageErrorKind, payments};
 use spin_adapter::{
-    ApiError, Reply, authenticate_service, method_not_allowed, not_found, now_secs, path_segments,
-    run_ledger, stripe_client,
+    ApiError, Job, Reply, method_not_allowed, not_found, now_secs, path_segments, run_ledger,
+    run_on_demand, stripe_client,
 };
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
@@ -210,6 +210,33 @@ async fn reconcile(
     Ok(())
 }
 
+/// The job: the sweep and the reconciliation, once a minute and on demand.
+struct AutoRecharge;
+
+impl Job for AutoRecharge {
+    const SCHEDULE: ledger::jobs::Schedule = ledger::jobs::AUTO_RECHARGE;
+    type Report = JobReport;
+
+    async fn run_pass() -> Result<JobReport, ApiError> {
+        run_pass(now_secs()).await
+    }
+
+    fn summary(report: &JobReport) -> Option<String> {
+        let worth_a_line = report.recharges_started > 0 || report.reconciled > 0 || report.more;
+        worth_a_line.then(|| {
+            format!(
+                "{} workspaces checked, {} recharges started ({} succeeded, {} failed), {} reconciled, more: {}",
+                report.workspaces_checked,
+                report.recharges_started,
+                report.recharges_succeeded,
+                report.recharges_failed,
+                report.reconciled,
+                report.more
+            )
+        })
+    }
+}
+
 /// The component's HTTP entry point.
 #[spin_sdk::http_service]
 async fn handle(request: Request) -> Reply {
@@ -217,12 +244,7 @@ async fn handle(request: Request) -> Reply {
     let path = parts.uri.path();
     let outcome = match path_segments(path).as_slice() {
         ["internal", "jobs", "auto-recharge"] if parts.method == Method::POST => {
-            match authenticate_service(&parts.headers).await {
-                Ok(()) => run_pass(now_secs())
-                    .await
-                    .map(|report| Reply::json(200, &report)),
-                Err(error) => Err(error),
-            }
+            run_on_demand::<AutoRecharge>(&parts.headers).await
         }
         ["internal", "jobs", "auto-recharge"] => Err(method_not_allowed(&parts.method, &["POST"])),
         _ => Err(not_found(path)),
@@ -230,37 +252,4 @@ async fn handle(request: Request) -> Reply {
     outcome.unwrap_or_else(ApiError::into_reply)
 }
 
-/// The cron trigger's handler: the same pass as the HTTP twin.
-struct AutoRecharge;
-
-impl spin_cron::CronHandler for AutoRecharge {
-    async fn handle(timestamp_secs: u64) -> Result<(), String> {
-        // Every replica fires this trigger; one of them runs the tick.
-        if !spin_adapter::claim_scheduled_run(ledger::jobs::AUTO_RECHARGE)
-            .await
-            .map_err(|error| error.to_string())?
-        {
-            return Ok(());
-        }
-        // The event's scheduled time is informational; the pass runs at the wall clock, as the
-        // HTTP twin does.
-        let _ = timestamp_secs;
-        let report = run_pass(now_secs())
-            .await
-            .map_err(|error| error.to_string())?;
-        if report.recharges_started > 0 || report.reconciled > 0 || report.more {
-            println!(
-                "auto-recharge: {} workspaces checked, {} recharges started ({} succeeded, {} failed), {} reconciled, more: {}",
-                report.workspaces_checked,
-                report.recharges_started,
-                report.recharges_succeeded,
-                report.recharges_failed,
-                report.reconciled,
-                report.more
-            );
-        }
-        Ok(())
-    }
-}
-
-spin_cron::export_cron!(AutoRecharge);
+spin_cron::export_cron!(spin_adapter::Cron<AutoRecharge>);

@@ -10,8 +10,8 @@ use http::Method;
 use ledger::calls::EXPIRY_BATCH_MAX;
 use ledger::plans::RENEWAL_BATCH_MAX;
 use spin_adapter::{
-    ApiError, Reply, authenticate_service, method_not_allowed, not_found, now_secs, path_segments,
-    run_ledger,
+    ApiError, Job, Reply, method_not_allowed, not_found, now_secs, path_segments, run_ledger,
+    run_on_demand,
 };
 use spin_sdk::http::Request;
 
@@ -57,6 +57,35 @@ async fn run_pass(now: i64) -> Result<JobReport, ApiError> {
     Ok(report)
 }
 
+/// The job: renewal and the hold-expiry sweep, once a minute and on demand.
+struct Renewal;
+
+impl Job for Renewal {
+    const SCHEDULE: ledger::jobs::Schedule = ledger::jobs::CYCLE_RENEWAL;
+    type Report = JobReport;
+
+    async fn run_pass() -> Result<JobReport, ApiError> {
+        run_pass(now_secs()).await
+    }
+
+    fn summary(report: &JobReport) -> Option<String> {
+        let worth_a_line = report.workspaces_renewed > 0
+            || report.workspaces_failed > 0
+            || report.holds_expired > 0
+            || report.more;
+        worth_a_line.then(|| {
+            format!(
+                "{} workspaces renewed, {} cycles advanced, {} failed, {} holds expired, more: {}",
+                report.workspaces_renewed,
+                report.cycles_advanced,
+                report.workspaces_failed,
+                report.holds_expired,
+                report.more
+            )
+        })
+    }
+}
+
 /// The component's HTTP entry point.
 #[spin_sdk::http_service]
 async fn handle(request: Request) -> Reply {
@@ -64,12 +93,7 @@ async fn handle(request: Request) -> Reply {
     let path = parts.uri.path();
     let outcome = match path_segments(path).as_slice() {
         ["internal", "jobs", "renew-cycles"] if parts.method == Method::POST => {
-            match authenticate_service(&parts.headers).await {
-                Ok(()) => run_pass(now_secs())
-                    .await
-                    .map(|report| Reply::json(200, &report)),
-                Err(error) => Err(error),
-            }
+            run_on_demand::<Renewal>(&parts.headers).await
         }
         ["internal", "jobs", "renew-cycles"] => Err(method_not_allowed(&parts.method, &["POST"])),
         _ => Err(not_found(path)),
@@ -77,40 +101,4 @@ async fn handle(request: Request) -> Reply {
     outcome.unwrap_or_else(ApiError::into_reply)
 }
 
-/// The cron trigger's handler: the same pass as the HTTP twin.
-struct Renewal;
-
-impl spin_cron::CronHandler for Renewal {
-    async fn handle(timestamp_secs: u64) -> Result<(), String> {
-        // Every replica fires this trigger; one of them runs the tick.
-        if !spin_adapter::claim_scheduled_run(ledger::jobs::CYCLE_RENEWAL)
-            .await
-            .map_err(|error| error.to_string())?
-        {
-            return Ok(());
-        }
-        // The event's scheduled time is informational; the ledger runs at the wall clock, as
-        // the HTTP twin does (a delayed event must not renew at an older time).
-        let _ = timestamp_secs;
-        let report = run_pass(now_secs())
-            .await
-            .map_err(|error| error.to_string())?;
-        if report.workspaces_renewed > 0
-            || report.workspaces_failed > 0
-            || report.holds_expired > 0
-            || report.more
-        {
-            println!(
-                "cycle-renewal: {} workspaces renewed, {} cycles advanced, {} failed, {} holds expired, more: {}",
-                report.workspaces_renewed,
-                report.cycles_advanced,
-                report.workspaces_failed,
-                report.holds_expired,
-                report.more
-            );
-        }
-        Ok(())
-    }
-}
-
-spin_cron::export_cron!(Renewal);
+spin_cron::export_cron!(spin_adapter::Cron<Renewal>);

@@ -19,8 +19,8 @@ use ledger::notifications::{self, NotificationFilter, Outcome, OutcomeReport};
 use serde::{Deserialize, Serialize};
 use spin_adapter::webhooks::{self, Delivery, Signer};
 use spin_adapter::{
-    ApiError, Reply, authenticate_service, method_not_allowed, not_found, now_secs, parse_query,
-    path_segments, run_ledger, variable,
+    ApiError, Job, Reply, for_service, method_not_allowed, not_found, now_secs, parse_query,
+    path_segments, run_ledger, run_on_demand, variable,
 };
 use spin_sdk::http::Request;
 
@@ -32,7 +32,8 @@ const IN_FLIGHT_MAX: usize = 16;
 /// The most claims one pass makes (then it reports `more`; the cron comes back in 5 seconds).
 const CLAIMS_PER_PASS_MAX: usize = 250;
 
-/// The timeout when `notifications_timeout_ms` is empty.
+/// The timeout when `notifications_timeout_ms` is empty, as spin.toml leaves it: written here
+/// only (docs/notifications.md states it).
 const TIMEOUT_DEFAULT_MS: u64 = 5_000;
 
 /// The longest timeout accepted: a slow endpoint must not hold a pass for long.
@@ -231,6 +232,34 @@ async fn redeliver(id: &str) -> Result<Reply, ApiError> {
     Ok(Reply::json(200, &notification))
 }
 
+/// The job: delivery and the grace and runway sweeps, every 5 seconds and on demand.
+struct Deliver;
+
+impl Job for Deliver {
+    const SCHEDULE: ledger::jobs::Schedule = ledger::jobs::NOTIFIER;
+    type Report = PassReport;
+
+    async fn run_pass() -> Result<PassReport, ApiError> {
+        run_pass().await
+    }
+
+    fn summary(report: &PassReport) -> Option<String> {
+        let worth_a_line = report.delivered
+            + report.retrying
+            + report.failed
+            + report.graces_ended
+            + report.runways_low
+            > 0
+            || report.more;
+        worth_a_line.then(|| {
+            format!(
+                "{} delivered, {} to retry, {} failed, {} graces ended, more: {}",
+                report.delivered, report.retrying, report.failed, report.graces_ended, report.more
+            )
+        })
+    }
+}
+
 /// The component's HTTP entry point.
 #[spin_sdk::http_service]
 async fn handle(request: Request) -> Reply {
@@ -239,25 +268,17 @@ async fn handle(request: Request) -> Reply {
     let segments = path_segments(path);
     let outcome = match (segments.as_slice(), &parts.method) {
         (["internal", "jobs", "deliver-notifications"], &Method::POST) => {
-            match authenticate_service(&parts.headers).await {
-                Ok(()) => run_pass().await.map(|report| Reply::json(200, &report)),
-                Err(error) => Err(error),
-            }
+            run_on_demand::<Deliver>(&parts.headers).await
         }
         (["internal", "jobs", "deliver-notifications"], method) => {
             Err(method_not_allowed(method, &["POST"]))
         }
-        (["v1", "notifications"], &Method::GET) => match authenticate_service(&parts.headers).await
-        {
-            Ok(()) => list(&parts.uri).await,
-            Err(error) => Err(error),
-        },
+        (["v1", "notifications"], &Method::GET) => {
+            for_service(&parts.headers, async || list(&parts.uri).await).await
+        }
         (["v1", "notifications"], method) => Err(method_not_allowed(method, &["GET"])),
         (["v1", "notifications", id, "redeliver"], &Method::POST) => {
-            match authenticate_service(&parts.headers).await {
-                Ok(()) => redeliver(id).await,
-                Err(error) => Err(error),
-            }
+            for_service(&parts.headers, async || redeliver(id).await).await
         }
         (["v1", "notifications", _, "redeliver"], method) => {
             Err(method_not_allowed(method, &["POST"]))
@@ -267,35 +288,4 @@ async fn handle(request: Request) -> Reply {
     outcome.unwrap_or_else(ApiError::into_reply)
 }
 
-/// The cron trigger's handler: the same pass as the HTTP twin.
-struct Deliver;
-
-impl spin_cron::CronHandler for Deliver {
-    async fn handle(timestamp_secs: u64) -> Result<(), String> {
-        // Every replica fires this trigger; one of them runs the tick.
-        if !spin_adapter::claim_scheduled_run(ledger::jobs::NOTIFIER)
-            .await
-            .map_err(|error| error.to_string())?
-        {
-            return Ok(());
-        }
-        let _ = timestamp_secs;
-        let report = run_pass().await.map_err(|error| error.to_string())?;
-        if report.delivered
-            + report.retrying
-            + report.failed
-            + report.graces_ended
-            + report.runways_low
-            > 0
-            || report.more
-        {
-            println!(
-                "notifier: {} delivered, {} to retry, {} failed, {} graces ended, more: {}",
-                report.delivered, report.retrying, report.failed, report.graces_ended, report.more
-            );
-        }
-        Ok(())
-    }
-}
-
-spin_cron::export_cron!(Deliver);
+spin_cron::export_cron!(spin_adapter::Cron<Deliver>);

@@ -1,6 +1,6 @@
 //! The service API (component `usage`; docs/billing-rules.md, "The HTTP contract"): the voice
 //! platform's backend, authenticated by the service key (`Authorization: Bearer
-//! <usage_api_key>`).
+//! <service_api_key>`).
 //!
 //! Serves call authorization/heartbeat/end, usage debits (single and batch), the catalog,
 //! workspace provisioning (`PUT /v1/workspaces/{ws}`, routed here by spin.toml's single-segment
@@ -15,7 +15,7 @@ use ledger::catalog::CatalogDoc;
 use ledger::usage::{BATCH_EVENTS_MAX, DebitResult, UsageEvent};
 use ledger::workspace::WorkspaceInput;
 use spin_adapter::{
-    ApiError, IdempotencyScope, Reply, authenticate_service, flag, idempotent, method_not_allowed,
+    ApiError, IdempotencyScope, Reply, flag, for_service, idempotent, method_not_allowed,
     not_found, now_secs, parse_json, path_segments, read_body, run_ledger, with_catalog,
 };
 use spin_sdk::http::Request;
@@ -96,7 +96,19 @@ async fn serve(parts: &Parts, body: IncomingRequestBody) -> Result<Reply, ApiErr
     let path = parts.uri.path();
     let segments = path_segments(path);
     let route = resolve(&parts.method, &segments, path)?;
-    authenticate_service(&parts.headers).await?;
+    for_service(&parts.headers, async move || {
+        serve_route(parts, route, body).await
+    })
+    .await
+}
+
+/// Serves an authenticated service call on its route.
+async fn serve_route(
+    parts: &Parts,
+    route: Route<'_>,
+    body: IncomingRequestBody,
+) -> Result<Reply, ApiError> {
+    let path = parts.uri.path();
     if route == Route::GetCatalog {
         return current_catalog().await;
     }

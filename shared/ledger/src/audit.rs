@@ -2,6 +2,7 @@
 //! operators can run it against a live database.
 
 use crate::Result;
+use crate::calendar;
 use crate::row::{int, text};
 use crate::storage::Storage;
 
@@ -89,7 +90,10 @@ const CHECKS: &[(&str, &str)] = &[
         // Exact, zero-charge days included: the trigger (schema V10) writes a row for every
         // usage row, so a day has a rollup row if and only if it has a usage row.
         "each workspace's daily usage rollup equals its usage history, day by day",
-        "SELECT workspace_id, 'day ' || day || ' (' || date(day * 86400, 'unixepoch') || '): rollup '
+        concat!(
+            "SELECT workspace_id, 'day ' || day || ' (' || date(day * ",
+            calendar::secs_per_day!(),
+            ", 'unixepoch') || '): rollup '
                  || CASE WHEN SUM(rollup_rows) = 0 THEN 'missing' ELSE SUM(rollup_micros) END
                  || ' vs history ' || CASE WHEN SUM(history_rows) = 0 THEN 'none' ELSE SUM(history_micros) END
          FROM (
@@ -97,10 +101,13 @@ const CHECKS: &[(&str, &str)] = &[
                     1 AS rollup_rows, 0 AS history_rows
              FROM usage_daily
              UNION ALL
-             SELECT workspace_id, occurred_at / 86400, 0, -(plan_delta_micros + wallet_delta_micros), 0, 1
+             SELECT workspace_id, occurred_at / ",
+            calendar::secs_per_day!(),
+            ", 0, -(plan_delta_micros + wallet_delta_micros), 0, 1
              FROM transactions WHERE type IN ('call', 'message', 'sms', 'stt', 'ai_task'))
          GROUP BY workspace_id, day
-         HAVING SUM(rollup_micros) <> SUM(history_micros) OR SUM(rollup_rows) = 0 OR SUM(history_rows) = 0",
+         HAVING SUM(rollup_micros) <> SUM(history_micros) OR SUM(rollup_rows) = 0 OR SUM(history_rows) = 0"
+        ),
     ),
     (
         "plan credits are never below what calls in progress hold of them",

@@ -9,6 +9,19 @@ use jiff::{Timestamp, ToSpan};
 
 use crate::{LedgerError, Result};
 
+/// [`SECS_PER_DAY`] as a literal, for SQL text built with `concat!` (which takes literals, not
+/// constants): the schema's and the audit's day numbers are the same number as Rust's.
+macro_rules! secs_per_day {
+    () => {
+        86400
+    };
+}
+pub(crate) use secs_per_day;
+
+/// Seconds in a UTC day (Unix time has no leap seconds): `secs.div_euclid(SECS_PER_DAY)` is the
+/// UTC day number (`usage_daily.day`), and the longest time a setting or a call may span.
+pub const SECS_PER_DAY: i64 = secs_per_day!();
+
 fn date_error(message: impl Into<String>) -> LedgerError {
     LedgerError::invalid("validation_error", "time", message)
 }

@@ -5,6 +5,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::calendar;
 use crate::money;
 use crate::row::{int, text};
 use crate::storage::{SqlValue, Storage};
@@ -361,16 +362,19 @@ impl Catalog {
                 "runway_low_days must be 0..365",
             ));
         }
-        if s.hold_timeout_secs == 0 || s.hold_timeout_secs > 86_400 {
+        if s.hold_timeout_secs == 0 || i64::from(s.hold_timeout_secs) > calendar::SECS_PER_DAY {
             return Err(invalid(
                 "settings.hold_timeout_secs",
-                "hold_timeout_secs must be 1..86400",
+                concat!("hold_timeout_secs must be 1..", calendar::secs_per_day!()),
             ));
         }
-        if s.inbound_grace_secs > 86_400 {
+        if i64::from(s.inbound_grace_secs) > calendar::SECS_PER_DAY {
             return Err(invalid(
                 "settings.inbound_grace_secs",
-                "inbound_grace_secs must be at most 86400",
+                concat!(
+                    "inbound_grace_secs must be at most ",
+                    calendar::secs_per_day!()
+                ),
             ));
         }
         if s.auto_recharge_max_per_day == 0 || s.auto_recharge_max_per_day > 1_000 {
@@ -444,7 +448,7 @@ impl Catalog {
                 number_type: rate.number_type,
                 price_micros: money::decimal_to_micros("rates.price", rate.price, true)?,
                 increment_secs,
-                minimum_secs: i64::from(rate.minimum_secs.unwrap_or(0).min(86_400)),
+                minimum_secs: i64::from(rate.minimum_secs.unwrap_or(0)).min(calendar::SECS_PER_DAY),
             };
             if !selectors.insert((
                 terms.kind,

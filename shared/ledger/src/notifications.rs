@@ -23,7 +23,7 @@ use crate::views::bad_query;
 use crate::{LedgerError, Result, calendar, money};
 
 /// How long an event is retried after it was written (or redelivered): 3 days.
-pub const RETRY_WINDOW_SECS: i64 = 3 * 86_400;
+pub const RETRY_WINDOW_SECS: i64 = 3 * calendar::SECS_PER_DAY;
 
 /// The most events one claim takes.
 pub const CLAIM_BATCH_MAX: i64 = 100;

@@ -20,7 +20,7 @@ pub const RENEWAL_CYCLES_MAX: usize = 1_200;
 pub const RENEWAL_BATCH_MAX: i64 = 1_000;
 /// How far an invoice's period start may be from our cycle start and still pay for it (Stripe's
 /// anchor has a time of day, ours is midnight UTC).
-const INVOICE_PERIOD_SLACK_SECS: i64 = 2 * 86_400;
+const INVOICE_PERIOD_SLACK_SECS: i64 = 2 * calendar::SECS_PER_DAY;
 
 /// What a plan change did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

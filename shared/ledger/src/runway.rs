@@ -10,7 +10,7 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::calendar;
+use crate::calendar::{self, SECS_PER_DAY};
 use crate::catalog::{Catalog, PlanTerms};
 use crate::money;
 use crate::row::{i, int, t};
@@ -19,8 +19,6 @@ use crate::storage::Storage;
 use crate::workspace::WorkspaceState;
 use crate::{LedgerError, Result};
 
-/// Seconds in a day; `usage_daily.day` is `occurred_at / DAY_SECS`, the UTC day number.
-pub const DAY_SECS: i64 = 86_400;
 /// The short window: today and the 6 days before (UTC).
 pub const SHORT_WINDOW_DAYS: i64 = 7;
 /// The long window: today and the 29 days before (UTC).
@@ -30,7 +28,7 @@ pub const HORIZON_DAYS: i64 = 365;
 /// Days of usage the suggested threshold, and the suggested amount, each stand for.
 pub const SUGGESTION_DAYS: i64 = 14;
 /// Less history than this (in the long window) is no basis for a forecast.
-pub const HISTORY_MIN_SECS: i64 = DAY_SECS;
+pub const HISTORY_MIN_SECS: i64 = SECS_PER_DAY;
 /// Most cycle ends the forecast walks through before the horizon: the first is after now and
 /// monthly cycles last at least 28 days, so at most 14 end within 365 days (15 if the stored end
 /// is off its anchor, which the next end corrects); one more pass reaches the horizon.
@@ -140,7 +138,7 @@ pub struct Outlook {
 
 /// The UTC day numbers `(first day of the 30-day window, first day of the 7-day window, today)`.
 pub fn window_days(now_secs: i64) -> (i64, i64, i64) {
-    let today = now_secs.div_euclid(DAY_SECS);
+    let today = now_secs.div_euclid(SECS_PER_DAY);
     (
         today - (LONG_WINDOW_DAYS - 1),
         today - (SHORT_WINDOW_DAYS - 1),
@@ -196,7 +194,7 @@ pub fn cycles_of(ws: &WorkspaceState, catalog: &Catalog, plan_price_micros: i64)
 pub fn forecast(outlook: &Outlook) -> Result<Runway> {
     let (first_day_30d, first_day_7d, _) = window_days(outlook.now_secs);
     let covered_secs = |first_day: i64| {
-        let start = (first_day * DAY_SECS).max(outlook.created_at_secs);
+        let start = (first_day * SECS_PER_DAY).max(outlook.created_at_secs);
         (outlook.now_secs - start).max(0)
     };
     let (covered_7d_secs, covered_30d_secs) =
@@ -242,12 +240,12 @@ pub fn forecast(outlook: &Outlook) -> Result<Runway> {
 
 /// Spend per day over `covered_secs`, rounded up to the micro-credit (the forecast errs early).
 fn average_daily_micros(spent_micros: i64, covered_secs: i64) -> i64 {
-    money::fraction_ceil(spent_micros, DAY_SECS, covered_secs)
+    money::fraction_ceil(spent_micros, SECS_PER_DAY, covered_secs)
 }
 
 /// Days, one decimal, rounded down ("29.5").
 fn tenths_of_days(secs: i64) -> Decimal {
-    Decimal::new(secs.max(0).div_euclid(DAY_SECS / 10), 1)
+    Decimal::new(secs.max(0).div_euclid(SECS_PER_DAY / 10), 1)
 }
 
 /// When the balance runs out spending `rate_micros_per_day`, `None` if not within the horizon
@@ -259,10 +257,10 @@ fn runs_out_at(outlook: &Outlook, rate_micros_per_day: i64) -> Result<Option<i64
     }
     // Balances in micro-credits x seconds per day: spending `rate` a day then takes exactly
     // `rate` of them a second, so every step below is exact integer arithmetic.
-    let scaled = |micros: i64| i128::from(micros.max(0)) * i128::from(DAY_SECS);
+    let scaled = |micros: i64| i128::from(micros.max(0)) * i128::from(SECS_PER_DAY);
     let rate = i128::from(rate_micros_per_day);
     let now = outlook.now_secs;
-    let horizon = now + HORIZON_DAYS * DAY_SECS;
+    let horizon = now + HORIZON_DAYS * SECS_PER_DAY;
     let mut plan = scaled(outlook.plan_available_micros);
     let mut wallet = scaled(outlook.wallet_available_micros);
     let Some(cycles) = outlook.cycles else {
@@ -430,7 +428,7 @@ mod tests {
 
     #[test]
     fn windows_are_whole_utc_days() {
-        let today = at("2026-11-16T00:00:00Z") / DAY_SECS;
+        let today = at("2026-11-16T00:00:00Z") / SECS_PER_DAY;
         assert_eq!(
             window_days(at("2026-11-16T23:59:59Z")),
             (today - 29, today - 6, today)
@@ -445,7 +443,7 @@ mod tests {
             ..outlook(CREDIT, CREDIT)
         };
         assert_eq!(
-            forecast_ok(&young(DAY_SECS - 1)),
+            forecast_ok(&young(SECS_PER_DAY - 1)),
             Runway {
                 status: RunwayStatus::InsufficientHistory,
                 history_days: dec("0.9"),
@@ -458,7 +456,7 @@ mod tests {
         );
         // A day old: 1 credit in a day is 1 a day in both windows; nothing available.
         assert_eq!(
-            forecast_ok(&young(DAY_SECS)),
+            forecast_ok(&young(SECS_PER_DAY)),
             Runway {
                 status: RunwayStatus::Forecast,
                 history_days: dec("1.0"),

@@ -5,8 +5,31 @@
 //! the journal is append-only, plan credits and holds never go negative, one auto-recharge is in
 //! flight per workspace at most, and every idempotency id is UNIQUE.
 
-use crate::Result;
 use crate::storage::{SqlValue, Storage};
+use crate::{Result, calendar};
+
+/// The outside bucket a history row's type implies (`card`, `plan_grant`, `expired` or `usage`),
+/// as the one-row table `x` that `transactions_post` joins for each of its two journal rows.
+macro_rules! outside_bucket {
+    () => {
+        "(SELECT CASE
+                WHEN NEW.type IN ('topup', 'auto_recharge', 'refund', 'dispute') THEN 'card'
+                WHEN NEW.type = 'plan_grant' THEN 'plan_grant'
+                WHEN NEW.type = 'plan_expiry' THEN 'expired'
+                ELSE 'usage' END AS bucket) x"
+    };
+}
+
+/// Sets a workspace's `low_notified_micros` to the lowest level at or above its balance after
+/// `NEW` (V14): the last statement of `notify_balance_low` and the whole of `balance_levels_rearm`.
+macro_rules! rearm_levels {
+    () => {
+        "UPDATE workspaces SET low_notified_micros =
+            (SELECT MIN(level_micros) FROM notification_levels
+             WHERE level_micros >= NEW.plan_after_micros + NEW.wallet_after_micros)
+        WHERE id = NEW.workspace_id;"
+    };
+}
 
 /// One migration: a version and its statements, each run as one `execute`.
 struct Migration {
@@ -208,7 +231,8 @@ const V1: &[&str] = &[
      END",
     // A history row posts itself: one journal row per bucket it moves, against the outside bucket
     // its type implies. The statement fails if the after-balances it claims are not the result.
-    "CREATE TRIGGER transactions_post AFTER INSERT ON transactions
+    concat!(
+        "CREATE TRIGGER transactions_post AFTER INSERT ON transactions
      BEGIN
         INSERT INTO journal (workspace_id, transaction_id, debit_bucket, credit_bucket, amount_micros,
                              plan_after_micros, wallet_after_micros, created_at)
@@ -217,11 +241,9 @@ const V1: &[&str] = &[
                CASE WHEN NEW.plan_delta_micros < 0 THEN x.bucket ELSE 'plan' END,
                abs(NEW.plan_delta_micros), w.plan_credits_micros + NEW.plan_delta_micros,
                w.wallet_micros, NEW.created_at
-        FROM workspaces w, (SELECT CASE
-                WHEN NEW.type IN ('topup', 'auto_recharge', 'refund', 'dispute') THEN 'card'
-                WHEN NEW.type = 'plan_grant' THEN 'plan_grant'
-                WHEN NEW.type = 'plan_expiry' THEN 'expired'
-                ELSE 'usage' END AS bucket) x
+        FROM workspaces w, ",
+        outside_bucket!(),
+        "
         WHERE w.id = NEW.workspace_id AND NEW.plan_delta_micros <> 0;
         INSERT INTO journal (workspace_id, transaction_id, debit_bucket, credit_bucket, amount_micros,
                              plan_after_micros, wallet_after_micros, created_at)
@@ -230,17 +252,16 @@ const V1: &[&str] = &[
                CASE WHEN NEW.wallet_delta_micros < 0 THEN x.bucket ELSE 'wallet' END,
                abs(NEW.wallet_delta_micros), w.plan_credits_micros,
                w.wallet_micros + NEW.wallet_delta_micros, NEW.created_at
-        FROM workspaces w, (SELECT CASE
-                WHEN NEW.type IN ('topup', 'auto_recharge', 'refund', 'dispute') THEN 'card'
-                WHEN NEW.type = 'plan_grant' THEN 'plan_grant'
-                WHEN NEW.type = 'plan_expiry' THEN 'expired'
-                ELSE 'usage' END AS bucket) x
+        FROM workspaces w, ",
+        outside_bucket!(),
+        "
         WHERE w.id = NEW.workspace_id AND NEW.wallet_delta_micros <> 0;
         SELECT RAISE(ABORT, 'ledger: transaction after-balances do not match the journal')
         FROM workspaces w
         WHERE w.id = NEW.workspace_id
           AND (w.plan_credits_micros <> NEW.plan_after_micros OR w.wallet_micros <> NEW.wallet_after_micros);
-     END",
+     END"
+    ),
     // Agents (R6), created implicitly with defaults on first use.
     "CREATE TABLE agents (
         workspace_id TEXT NOT NULL REFERENCES workspaces (id),
@@ -641,29 +662,42 @@ const V9: &[&str] = &["DROP INDEX calls_active_by_agent"];
 /// row (a debit, a batch, a call's posting); `audit.rs` checks it against the history, day by
 /// day. No CHECK on the spend: a constraint that aborts would refuse the debit itself.
 const V10: &[&str] = &[
-    "CREATE TABLE usage_daily (
+    concat!(
+        "CREATE TABLE usage_daily (
         workspace_id TEXT NOT NULL REFERENCES workspaces (id),
-        -- occurred_at / 86400: the UTC day number.
+        -- occurred_at / ",
+        calendar::secs_per_day!(),
+        ": the UTC day number.
         day INTEGER NOT NULL,
         spent_micros INTEGER NOT NULL,
         PRIMARY KEY (workspace_id, day)
-    ) STRICT, WITHOUT ROWID",
+    ) STRICT, WITHOUT ROWID"
+    ),
     // The history written before this migration, in one pass.
-    "INSERT INTO usage_daily (workspace_id, day, spent_micros)
-     SELECT workspace_id, occurred_at / 86400, -SUM(plan_delta_micros + wallet_delta_micros)
+    concat!(
+        "INSERT INTO usage_daily (workspace_id, day, spent_micros)
+     SELECT workspace_id, occurred_at / ",
+        calendar::secs_per_day!(),
+        ", -SUM(plan_delta_micros + wallet_delta_micros)
      FROM transactions WHERE type IN ('call', 'message', 'sms', 'stt', 'ai_task')
-     GROUP BY workspace_id, occurred_at / 86400",
+     GROUP BY workspace_id, occurred_at / ",
+        calendar::secs_per_day!()
+    ),
     // Every usage row adds its charge to its day, a charge of zero included (the row then exists:
     // the audit expects a rollup row for every day with a usage row, and none for other days).
-    "CREATE TRIGGER transactions_usage_daily AFTER INSERT ON transactions
+    concat!(
+        "CREATE TRIGGER transactions_usage_daily AFTER INSERT ON transactions
      WHEN NEW.type IN ('call', 'message', 'sms', 'stt', 'ai_task')
      BEGIN
         INSERT INTO usage_daily (workspace_id, day, spent_micros)
-        VALUES (NEW.workspace_id, NEW.occurred_at / 86400,
+        VALUES (NEW.workspace_id, NEW.occurred_at / ",
+        calendar::secs_per_day!(),
+        ",
                 -(NEW.plan_delta_micros + NEW.wallet_delta_micros))
         ON CONFLICT (workspace_id, day) DO UPDATE SET
             spent_micros = spent_micros + excluded.spent_micros;
-     END",
+     END"
+    ),
 ];
 
 /// The migration that creates the notification outbox.
@@ -887,7 +921,8 @@ const V14: &[&str] = &[
     "UPDATE workspaces SET low_notified_micros =
         (SELECT MIN(level_micros) FROM notification_levels WHERE level_micros >= plan_credits_micros + wallet_micros)",
     "DROP TRIGGER notify_balance_low",
-    "CREATE TRIGGER notify_balance_low AFTER INSERT ON transactions
+    concat!(
+        "CREATE TRIGGER notify_balance_low AFTER INSERT ON transactions
      WHEN NEW.type <> 'plan_expiry' AND NEW.plan_delta_micros + NEW.wallet_delta_micros < 0
       AND EXISTS (SELECT 1 FROM notification_levels
                   WHERE level_micros >= NEW.plan_after_micros + NEW.wallet_after_micros
@@ -904,21 +939,22 @@ const V14: &[&str] = &[
           AND l.level_micros < COALESCE((SELECT low_notified_micros FROM workspaces WHERE id = NEW.workspace_id),
                                         9223372036854775807)
         ORDER BY l.level_micros DESC;
-        UPDATE workspaces SET low_notified_micros =
-            (SELECT MIN(level_micros) FROM notification_levels
-             WHERE level_micros >= NEW.plan_after_micros + NEW.wallet_after_micros)
-        WHERE id = NEW.workspace_id;
-     END",
-    "CREATE TRIGGER balance_levels_rearm AFTER INSERT ON transactions
+        ",
+        rearm_levels!(),
+        "
+     END"
+    ),
+    concat!(
+        "CREATE TRIGGER balance_levels_rearm AFTER INSERT ON transactions
      WHEN NEW.plan_delta_micros + NEW.wallet_delta_micros > 0
       AND (SELECT low_notified_micros FROM workspaces WHERE id = NEW.workspace_id)
           < NEW.plan_after_micros + NEW.wallet_after_micros
      BEGIN
-        UPDATE workspaces SET low_notified_micros =
-            (SELECT MIN(level_micros) FROM notification_levels
-             WHERE level_micros >= NEW.plan_after_micros + NEW.wallet_after_micros)
-        WHERE id = NEW.workspace_id;
-     END",
+        ",
+        rearm_levels!(),
+        "
+     END"
+    ),
 ];
 
 const V15: &[&str] = &[
@@ -1010,6 +1046,9 @@ pub const CONNECTION_PRAGMAS: &[&str] = &["PRAGMA foreign_keys = ON"];
 /// The pragmas of a connection to a local database file, after [`CONNECTION_PRAGMAS`]. A libSQL
 /// server keeps its own settings (its journal, checkpoints and durability are the server's).
 pub const FILE_PRAGMAS: &[&str] = &[
+    // The app's own wait for another connection's lock, set here so that it does not depend on
+    // the runtime's default. It equals Spin's (rusqlite's 5 s, which the local host copies as
+    // `runtime_config::SPIN_BUSY_TIMEOUT`) by choice, not by necessity: two rules, one value today.
     "PRAGMA busy_timeout = 5000",
     "PRAGMA synchronous = NORMAL",
     // Statement journals (every statement that may fail mid-way inside a transaction, every

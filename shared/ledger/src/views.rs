@@ -22,7 +22,8 @@ use crate::{LedgerError, Result};
 pub const PAGE_LIMIT_MAX: i64 = 100;
 /// Default page of history.
 pub const PAGE_LIMIT_DEFAULT: i64 = 50;
-/// Most rows one CSV export carries.
+/// Most rows one CSV export carries: the ledger's largest read, and so also the most rows the
+/// Spin storage accepts from one statement (spin-adapter's `ROWS_MAX`).
 pub const CSV_ROWS_MAX: i64 = 100_000;
 
 /// The status banner (the seeds' "red bar").

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 /// The Spin variable holding the frontend tokens' HMAC secret.
 const JWT_SECRET_VARIABLE: &str = "auth_jwt_secret";
 /// The Spin variable holding the voice platform's service key.
-const SERVICE_KEY_VARIABLE: &str = "usage_api_key";
+const SERVICE_API_KEY_VARIABLE: &str = "service_api_key";
 /// Upper bound on a token's length; real ones are a few hundred bytes.
 const TOKEN_LENGTH_MAX: usize = 8 * 1024;
 
@@ -182,10 +182,20 @@ pub fn verify_service_key(presented: &str, expected: &str) -> Result<(), ApiErro
     }
 }
 
-/// Authenticates a service call: `Authorization: Bearer <usage_api_key>`.
-pub async fn authenticate_service(headers: &HeaderMap) -> Result<(), ApiError> {
+/// Runs `handler` for a service caller (`Authorization: Bearer <service_api_key>`), or answers
+/// the contract's 401 without running it: the one guard of every service route.
+pub async fn for_service<T>(
+    headers: &HeaderMap,
+    handler: impl AsyncFnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    authenticate_service(headers).await?;
+    handler().await
+}
+
+/// Authenticates a service call (through [`for_service`] only).
+async fn authenticate_service(headers: &HeaderMap) -> Result<(), ApiError> {
     let presented = bearer_token(headers)?;
-    let expected = variable(SERVICE_KEY_VARIABLE).await?;
+    let expected = variable(SERVICE_API_KEY_VARIABLE).await?;
     verify_service_key(presented, &expected)
 }
 

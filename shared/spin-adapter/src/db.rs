@@ -31,8 +31,10 @@ fn as_storage_error(error: LedgerError, what: &str) -> StorageError {
     }
 }
 
-/// Upper bound on the rows one statement may return; the ledger pages every list it reads.
-const ROWS_MAX: usize = 100_000;
+/// Upper bound on the rows one statement may return: the ledger pages every list it reads, and its
+/// largest read is one CSV export, so this is that export's limit (one value: were they two, an
+/// export the ledger allows could be refused here); anything more is a query's bug.
+const ROWS_MAX: usize = ledger::views::CSV_ROWS_MAX as usize;
 
 /// How long a connection to a libSQL server may sit unused before the next request reopens it.
 /// `sqld` drops a stream after 10 s without a statement and answers the next one with
@@ -335,11 +337,4 @@ pub async fn run_ledger<T>(f: impl AsyncFn(&SpinDb) -> ledger::Result<T>) -> Res
         Ok(Err(error)) => Err(ApiError::from(error)),
         Err(error) => Err(ApiError::from(error)),
     }
-}
-
-/// Claims this tick of a scheduled job (ledger::jobs): false when another replica of the app
-/// already runs it. Cron handlers call it first; the jobs' HTTP twins do not.
-pub async fn claim_scheduled_run(schedule: ledger::jobs::Schedule) -> Result<bool, ApiError> {
-    let now = crate::config::now_secs();
-    run_ledger(async |db| ledger::jobs::claim_run(db, schedule, now).await).await
 }

@@ -36,8 +36,8 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 const STORE_LABEL: &str = "default";
 /// Keys longer than this are refused (Stripe's limit).
 const KEY_LENGTH_MAX: usize = 255;
-/// How long a completed response is replayed.
-const RECORD_TTL_SECS: i64 = 24 * 60 * 60;
+/// How long a completed response is replayed: a day.
+const RECORD_TTL_SECS: i64 = ledger::calendar::SECS_PER_DAY;
 /// How old an "in progress" marker may be before it is ignored outright.
 const IN_PROGRESS_TIMEOUT_SECS: i64 = 120;
 /// How long a duplicate waits for an in-progress request with its key before taking over.

@@ -4,12 +4,13 @@
 //! - [`SpinDb`], [`with_ledger`], [`run_ledger`]: the ledger's [`ledger::Storage`] over
 //!   `spin:sqlite` (a file or a libSQL server), one cached connection per instance
 //!   behind an instance-wide async lock;
-//! - [`claim_scheduled_run`]: a cron tick's job runs on one replica only;
+//! - [`Job`], [`run_on_demand`], [`Cron`]: the one skeleton of a scheduled job, its HTTP twin
+//!   and its cron handler (which claims the tick, so one replica runs it);
 //! - [`Reply`], [`ApiError`], [`read_body`], [`parse_json`], [`parse_query`], [`path_segments`]:
 //!   the HTTP contract (JSON bodies that always carry `Content-Length`, the error body, one
 //!   `LedgerError` mapping);
-//! - [`Claims`], [`authenticate_user`], [`authenticate_service`], [`verify_jwt`]: the contract's
-//!   authentication (docs/billing-rules.md);
+//! - [`Claims`], [`authenticate_user`], [`for_service`], [`verify_jwt`]: the contract's
+//!   authentication (docs/billing-rules.md), `for_service` the one guard of every service route;
 //! - [`idempotent`]: `Idempotency-Key` replay over the key-value store;
 //! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock;
 //! - [`catalog`]: the current catalog, cached per instance by version;
@@ -31,23 +32,25 @@ mod db;
 mod error;
 mod http;
 mod idempotency;
+mod jobs;
 mod stripe;
 mod turnstile;
 pub mod webhooks;
 
 pub use auth::{
-    Claims, Role, authenticate_service, authenticate_user, bearer_token, require_billing_manager,
+    Claims, Role, authenticate_user, bearer_token, for_service, require_billing_manager,
     require_workspace, verify_jwt, verify_service_key,
 };
 pub use catalog::{catalog, with_catalog};
 pub use config::{flag, now_secs, variable};
-pub use db::{SpinDb, claim_scheduled_run, run_ledger, with_ledger};
+pub use db::{SpinDb, run_ledger, with_ledger};
 pub use error::{ApiError, ledger_status, payment_failed};
 pub use http::{
     BODY_LIMIT_BYTES, Reply, method_not_allowed, not_found, parse_json, parse_query, path_segments,
     read_body, read_json,
 };
 pub use idempotency::{IDEMPOTENCY_HEADER, IdempotencyScope, idempotency_key, idempotent};
+pub use jobs::{Cron, Job, run_on_demand};
 pub use ledger::sha256_hex;
 pub use stripe::{
     ADVICE_REFUSED, StripeFailure, card_paid_with, card_report, classify, intent_report,
