@@ -4,7 +4,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::agents::{self, AgentState, Funding};
-use crate::calendar;
+use crate::calendar::{self, SECS_PER_DAY};
 use crate::catalog::{self, Catalog, Direction, UsageKind};
 use crate::fingerprint::Fingerprint;
 use crate::guarded;
@@ -20,7 +20,7 @@ pub const BATCH_EVENTS_MAX: usize = 1_000;
 
 /// How long after it happened an event may still be reported: 35 days, as Stripe's meter events
 /// (a late report of a platform's outage still lands in the right cycle's history).
-pub const OCCURRED_AT_PAST_MAX_SECS: i64 = 35 * 86_400;
+pub const OCCURRED_AT_PAST_MAX_SECS: i64 = 35 * SECS_PER_DAY;
 
 /// How far ahead of the workspace's time an event may say it happened: 5 minutes of clock skew,
 /// as Stripe's meter events.
@@ -107,7 +107,8 @@ fn rate(catalog: &Catalog, event: &UsageEvent) -> Result<Rated> {
                 .as_deref()
                 .ok_or_else(|| invalid("to", "a call needs a to number"))?;
             catalog::validate_e164("to", to)?;
-            if quantity_micros % MICROS_PER_UNIT != 0 || quantity_micros / MICROS_PER_UNIT > 86_400
+            if quantity_micros % MICROS_PER_UNIT != 0
+                || quantity_micros / MICROS_PER_UNIT > SECS_PER_DAY
             {
                 return Err(invalid(
                     "quantity",

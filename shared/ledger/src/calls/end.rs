@@ -2,6 +2,7 @@
 //! the same decision at the reserved duration (`expiry.rs`).
 
 use crate::agents::{AgentState, Funding, OveragePolicy};
+use crate::calendar::SECS_PER_DAY;
 use crate::guarded::{self, Attempt, view_row};
 use crate::money;
 use crate::row::{i, int};
@@ -35,7 +36,7 @@ pub async fn end_with_attempts<S: Storage>(
     real_now_secs: i64,
     unlocked_attempts: u32,
 ) -> Result<CallPosted> {
-    if !(0..=86_400).contains(&duration_secs) {
+    if !(0..=SECS_PER_DAY).contains(&duration_secs) {
         return Err(LedgerError::invalid(
             "validation_error",
             "duration_seconds",
