@@ -20,8 +20,9 @@ mod signature;
 
 use event::{Action, Event};
 use http::{HeaderMap, Method};
-use ledger::payments::PaidWith;
+use ledger::payments::{PaidWith, Payment, Reported};
 use ledger::resolve::{self, StripeOwner};
+use ledger::settlement::Report;
 use ledger::{LedgerError, StorageErrorKind, payments, plans, workspace};
 use serde_json::json;
 use spin_adapter::{
@@ -148,17 +149,21 @@ async fn apply(event: &Event) -> Result<Outcome, ApiError> {
     }
     let now = now_secs();
     let client = stripe_client().await?;
+    // Stripe first (outside the ledger lock, never an HTTP call while holding it): the cards the
+    // action needs. Then one ledger operation. Then Stripe again only for a payment that saved
+    // its card: the ledger's answer says whether it was credited with it.
     let action = read_card(&event.action, client.as_ref()).await?;
     let action = action.as_ref().unwrap_or(&event.action);
     let paid = paying_card(action, client.as_ref()).await?;
-    let outcome =
-        run_ledger(async |db| refusal_is_outcome(run_action(db, action, &paid, now).await)).await?;
-    if let (Action::PaymentSucceeded { intent_id, .. }, true) = (action, paid.saves_card)
-        && let Some(client) = &client
-        && let Ok(Some(payment)) =
-            run_ledger(async |db| payments::find_by_intent(db, intent_id).await).await
-    {
-        make_saved_card_default(client, &payment, &paid).await;
+    let (outcome, settled) = run_ledger(async |db| {
+        Ok(match run_action(db, action, &paid, now).await {
+            Ok(done) => done,
+            Err(error) => (refusal_is_outcome(Err(error))?, None),
+        })
+    })
+    .await?;
+    if let (Some(payment), Some(client)) = (&settled, &client) {
+        make_saved_card_default(client, payment, &paid).await;
     }
     Ok(outcome)
 }
@@ -233,45 +238,45 @@ fn refusal_is_outcome(result: ledger::Result<Outcome>) -> ledger::Result<Outcome
     }
 }
 
+/// Runs an event's action; with the payment a success settled, for its card to be made the
+/// customer's default at Stripe afterwards.
 async fn run_action(
     db: &SpinDb,
     action: &Action,
     paid: &PaidWith,
     now: i64,
-) -> ledger::Result<Outcome> {
-    match action {
+) -> ledger::Result<(Outcome, Option<Payment>)> {
+    let (intent_id, payment_id, report) = match action {
         Action::PaymentSucceeded {
             intent_id,
             payment_id,
             ..
-        } => {
-            let Some(id) =
-                resolve::payment_of_intent(db, intent_id, payment_id.as_deref(), now).await?
-            else {
-                return Ok(unknown_payment(intent_id));
-            };
-            let payment = payments::settle_succeeded(db, &id, paid, now).await?;
-            Ok(Outcome::Applied(format!(
-                "payment {} {}",
-                payment.id, payment.status
-            )))
-        }
+        } => (intent_id, payment_id, Report::Succeeded),
         Action::PaymentFailed {
             intent_id,
             payment_id,
             failure,
-        } => {
-            let Some(id) =
-                resolve::payment_of_intent(db, intent_id, payment_id.as_deref(), now).await?
-            else {
-                return Ok(unknown_payment(intent_id));
-            };
-            let payment = payments::settle_failure(db, &id, failure, now).await?;
-            Ok(Outcome::Applied(format!(
-                "payment {} {}",
-                payment.id, payment.status
-            )))
-        }
+        } => (intent_id, payment_id, Report::Failed(failure.clone())),
+        other => return Ok((run_other_action(db, other, now).await?, None)),
+    };
+    let reported = Reported::Intent {
+        intent_id,
+        metadata_payment_id: payment_id.as_deref(),
+    };
+    let Some(settled) = payments::settle(db, reported, &report, paid, now).await? else {
+        return Ok((unknown_payment(intent_id), None));
+    };
+    let payment = settled.payment;
+    let outcome = Outcome::Applied(format!("payment {} {}", payment.id, payment.status));
+    Ok((outcome, Some(payment)))
+}
+
+/// Runs an event's action other than a payment's settlement.
+async fn run_other_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Outcome> {
+    match action {
+        Action::PaymentSucceeded { .. } | Action::PaymentFailed { .. } => Ok(Outcome::Ignored(
+            "a payment's settlement is run by run_action".into(),
+        )),
         Action::Reverse {
             intent_id,
             reversals,
