@@ -1,10 +1,11 @@
 //! `POST /webhooks/stripe`: Stripe's signed events (docs/billing-rules.md, "Stripe").
 //!
 //! 1. The body is read (capped by [`read_body`]) and its `Stripe-Signature` verified with the
-//!    Spin variable `stripe_webhook_secret` BEFORE anything is parsed ([`signature`]); any
-//!    failure is a 400 `invalid_signature` and nothing is written.
-//! 2. The event is parsed into one ledger action ([`event`]); a body that is not an event is a
-//!    400 `malformed_request`.
+//!    Spin variable `stripe_webhook_secret` BEFORE anything is parsed
+//!    (`stripe_client::webhook::verify`); any failure is a 400 `invalid_signature` and nothing
+//!    is written.
+//! 2. The event is read (`stripe_client::webhook::parse_event`) and mapped to one ledger action
+//!    ([`event`]); a body that is not an event is a 400 `malformed_request`.
 //! 3. Events already processed are answered 200 at once: their ids are recorded in the key-value
 //!    store `default` (`stripe-event:<id>`) after successful handling, so a failed handling is
 //!    retried by Stripe. This record only saves work: every ledger operation is itself idempotent
@@ -16,24 +17,25 @@
 //!    forever. A storage failure is a 503, which Stripe retries.
 
 mod event;
-mod signature;
 
-use event::{Action, Event};
+use event::{Action, Event, IntentFailure};
 use http::{HeaderMap, Method};
 use ledger::payments::{PaidWith, Payment, Reported};
 use ledger::resolve::{self, StripeOwner};
-use ledger::settlement::Report;
+use ledger::settlement::{IntentReport, Report};
+use ledger::statuses::IntentStatus;
 use ledger::{LedgerError, StorageErrorKind, payments, plans, workspace};
 use serde_json::json;
 use spin_adapter::{
     ApiError, Reply, SpinDb, card_paid_with, make_saved_card_default, method_not_allowed,
-    not_found, now_secs, path_segments, payment_method, read_body, run_ledger, stripe_client,
-    variable,
+    not_found, now_secs, path_segments, payment_error_report, payment_method, read_body,
+    run_ledger, stripe_client, variable,
 };
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http_compat::IncomingRequestBody;
 use stripe_client::Client;
+use stripe_client::webhook::{self as signature, SignatureError};
 
 /// The header Stripe signs every delivery with.
 const SIGNATURE_HEADER: &str = "stripe-signature";
@@ -63,7 +65,7 @@ async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result
         None => None,
         Some(Ok(value)) => Some(value),
         Some(Err(_)) => {
-            return Err(invalid_signature(&signature::SignatureError::Malformed(
+            return Err(invalid_signature(&SignatureError::Malformed(
                 "it is not visible ASCII",
             )));
         }
@@ -117,7 +119,7 @@ async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result
     Ok(received(&event, label, detail))
 }
 
-fn invalid_signature(error: &signature::SignatureError) -> ApiError {
+fn invalid_signature(error: &SignatureError) -> ApiError {
     ApiError::new(400, "invalid_signature", error.to_string())
 }
 
@@ -255,8 +257,29 @@ async fn run_action(
         Action::PaymentFailed {
             intent_id,
             payment_id,
-            failure,
-        } => (intent_id, payment_id, Report::Failed(failure.clone())),
+            failure: IntentFailure::Declined(error),
+        } => (
+            intent_id,
+            payment_id,
+            // The PaymentIntent is not read back: its status in the event is the failure's.
+            Report::CardError {
+                report: payment_error_report(error),
+                intent: None,
+            },
+        ),
+        Action::PaymentFailed {
+            intent_id,
+            payment_id,
+            failure: IntentFailure::Canceled(error),
+        } => (
+            intent_id,
+            payment_id,
+            Report::Intent(IntentReport {
+                status: IntentStatus::Canceled,
+                has_payment_method: false,
+                last_error: error.as_ref().map(payment_error_report),
+            }),
+        ),
         other => return Ok((run_other_action(db, other, now).await?, None)),
     };
     let reported = Reported::Intent {

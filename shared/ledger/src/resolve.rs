@@ -16,6 +16,13 @@ pub struct StripeOwner {
     pub subscription: Option<String>,
 }
 
+/// Whether an invoice pays for a plan cycle (and so may grant credits, R13): a subscription's
+/// invoice (it names a subscription, or Stripe bills it for one). A one-off invoice must never
+/// grant credits.
+pub fn invoice_pays_plan_cycle(owner: &StripeOwner, billing_reason: Option<&str>) -> bool {
+    owner.subscription.is_some() || billing_reason.is_some_and(|r| r.starts_with("subscription"))
+}
+
 /// The workspace a subscription or invoice belongs to: the one recording the subscription, else
 /// the customer's, unless that workspace records a different subscription (an event about an
 /// old subscription of the same customer must not touch the current one). `None` when neither
@@ -61,4 +68,34 @@ pub async fn payment_of_intent<S: Storage>(
             .as_deref()
             .is_none_or(|own| own == intent_id)
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoices_that_pay_plan_cycles() {
+        let owner = |subscription: Option<&str>| StripeOwner {
+            customer: Some("cus_1".into()),
+            subscription: subscription.map(str::to_owned),
+        };
+        assert!(invoice_pays_plan_cycle(&owner(Some("sub_1")), None));
+        assert!(invoice_pays_plan_cycle(
+            &owner(Some("sub_1")),
+            Some("manual")
+        ));
+        for reason in [
+            "subscription_cycle",
+            "subscription_create",
+            "subscription_update",
+        ] {
+            assert!(
+                invoice_pays_plan_cycle(&owner(None), Some(reason)),
+                "{reason}"
+            );
+        }
+        assert!(!invoice_pays_plan_cycle(&owner(None), Some("manual")));
+        assert!(!invoice_pays_plan_cycle(&owner(None), None));
+    }
 }

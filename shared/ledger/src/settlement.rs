@@ -50,6 +50,26 @@ pub const SOFT_DECLINE_CODES: &[&str] = &[
     "withdrawal_count_limit_exceeded",
 ];
 
+/// The code a failed charge without Stripe's `failure_code` is read as.
+pub const DEFAULT_CHARGE_FAILURE_CODE: &str = "card_declined";
+
+/// Why a subscription's first invoice is unpaid, as Stripe reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnpaidInvoice<'a> {
+    /// No failed charge: not attempted, or the bank waits for the customer (3-D Secure).
+    NoFailedCharge,
+    /// Its charge failed, with Stripe's `failure_code` when it gave one.
+    ChargeFailed(Option<&'a str>),
+    /// Stripe refused to create the subscription with a card error of this `code`.
+    CardError(&'a str),
+}
+
+/// Whether a refund Stripe reports takes credits back (R12): any refund but one that failed or
+/// was canceled (a pending refund is on its way: the money is leaving).
+pub fn refund_takes_credits_back(refund_status: Option<&str>) -> bool {
+    !matches!(refund_status, Some("failed" | "canceled"))
+}
+
 /// The product's failure codes of a payment (R9), stored in `payments.failure_code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureCode {
@@ -111,6 +131,18 @@ impl FailureCode {
                 Self::PaymentProcessingError => Self::CardDeclined,
                 code => code,
             },
+        }
+    }
+
+    /// Why a subscription's first invoice was not paid, from what Stripe reports: a failed
+    /// charge without a code counts as a decline (`card_declined`).
+    pub fn of_unpaid_invoice(unpaid: UnpaidInvoice<'_>) -> Self {
+        match unpaid {
+            UnpaidInvoice::NoFailedCharge => Self::of_refused_invoice(None),
+            UnpaidInvoice::ChargeFailed(code) => {
+                Self::of_refused_invoice(Some(code.unwrap_or(DEFAULT_CHARGE_FAILURE_CODE)))
+            }
+            UnpaidInvoice::CardError(code) => Self::of_refused_invoice(Some(code)),
         }
     }
 
@@ -548,6 +580,41 @@ mod tests {
             of(Some("authentication_required")),
             FailureCode::AuthenticationRequired
         );
+    }
+
+    #[test]
+    fn unpaid_first_invoices() {
+        use UnpaidInvoice::{CardError, ChargeFailed, NoFailedCharge};
+        let of = FailureCode::of_unpaid_invoice;
+        assert_eq!(of(NoFailedCharge), FailureCode::AuthenticationRequired);
+        assert_eq!(of(ChargeFailed(None)), FailureCode::CardDeclined, "no code");
+        assert_eq!(
+            of(ChargeFailed(Some("expired_card"))),
+            FailureCode::ExpiredCard
+        );
+        assert_eq!(
+            of(ChargeFailed(Some("processing_error"))),
+            FailureCode::CardDeclined
+        );
+        assert_eq!(
+            of(CardError("authentication_required")),
+            FailureCode::AuthenticationRequired
+        );
+    }
+
+    #[test]
+    fn refunds_that_take_credits_back() {
+        for status in [
+            None,
+            Some("succeeded"),
+            Some("pending"),
+            Some("requires_action"),
+        ] {
+            assert!(refund_takes_credits_back(status), "{status:?}");
+        }
+        for status in [Some("failed"), Some("canceled")] {
+            assert!(!refund_takes_credits_back(status), "{status:?}");
+        }
     }
 
     #[test]
