@@ -194,7 +194,7 @@ pub struct CardReport<'a> {
     pub message: Option<&'a str>,
 }
 
-/// Why a payment failed, as `payments::settle_failed` records it.
+/// Why a payment failed, as `payments::settle` records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The product code (R9).
