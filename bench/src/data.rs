@@ -175,9 +175,14 @@ fn template(db: &NativeDb, catalog: &Catalog, spec: Spec) -> Result<()> {
             at,
         ))
         .map_err(ledger_error)?;
-        block_on(payments::settle_succeeded(
+        let reported = payments::Reported::Payment {
+            id: "template-topup",
+            intent_id: None,
+        };
+        block_on(payments::settle(
             db,
-            "template-topup",
+            reported,
+            &ledger::settlement::Report::Succeeded,
             &payments::PaidWith::default(),
             at,
         ))

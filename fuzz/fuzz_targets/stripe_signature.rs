@@ -1,5 +1,5 @@
-//! `Stripe-Signature` verification (components/stripe-webhook/src/signature.rs, compiled here
-//! as it is): never panics, and accepts exactly what is signed with the secret.
+//! `Stripe-Signature` verification (`stripe_client::webhook::signature`): never panics, and
+//! accepts exactly what is signed with the secret.
 //!
 //! Input: the header line, a newline, then the body.
 #![no_main]
@@ -7,10 +7,7 @@
 use hmac::{Hmac, KeyInit as _, Mac as _};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
-
-#[allow(dead_code)]
-#[path = "../../components/stripe-webhook/src/signature.rs"]
-mod signature;
+use stripe_client::webhook::signature;
 
 const SECRET: &str = "whsec_fuzz";
 const NOW: i64 = 1_800_000_000;

@@ -1,21 +1,18 @@
 //! The Stripe side of the job: charging a claimed recharge off-session, and reconciling a
 //! payment left pending (R21). Every function here calls Stripe OUTSIDE the ledger lock and
-//! then records what Stripe said in its own short ledger operation.
+//! then hands what Stripe said to the ledger in its own short operation.
 //!
-//! What a payment becomes is the ledger's decision (`ledger::settlement`), the same one the
-//! webhook and the synchronous top-up use, so whichever reports first, the ledger credits once
-//! and fails alike. This module only asks Stripe and carries the settlement out.
+//! What a payment becomes is the ledger's decision, made and written by the one
+//! `payments::settle` the webhook and the synchronous top-up use too, so whichever reports
+//! first, the ledger credits once and fails alike. This module only asks Stripe, hands over its
+//! report, and counts the outcome.
 
-use ledger::payments::{self, PaidWith, Payment, PaymentMethod};
-use ledger::resolve;
-use ledger::settlement::{
-    self, Failure, RequestFailure, Settlement, Unstarted, settle_card_error, settle_intent,
-    settle_request_failure, settle_unreadable_intent,
-};
+use ledger::payments::{self, PaidWith, Payment, PaymentMethod, Reported, Settled};
+use ledger::settlement::{self, Failure, Report, RequestFailure, Settlement, Unstarted};
 use ledger::statuses::PaymentStatus;
 use spin_adapter::{
-    ApiError, StripeFailure, classify, intent_report, make_saved_card_default, paid_with,
-    run_ledger,
+    ApiError, StripeFailure, card_error_report, classify, intent_report, make_saved_card_default,
+    paid_with, run_ledger,
 };
 use stripe_client::{CardError, Client, NewPaymentIntent, PaymentIntent};
 
@@ -32,75 +29,89 @@ pub enum Outcome {
     Unreachable,
 }
 
-/// The outcome recorded in a settled payment.
-fn outcome_of(payment: &Payment) -> Outcome {
-    match payment.status {
-        PaymentStatus::Succeeded => Outcome::Succeeded,
-        PaymentStatus::Failed => Outcome::Failed,
-        PaymentStatus::Pending | PaymentStatus::Other => Outcome::Pending,
+/// The outcome the job counts for a payment the ledger settled: what the payment now is, or,
+/// when the ledger left it pending, why.
+fn outcome_of(settled: &Settled) -> Outcome {
+    match (&settled.settlement, settled.payment.status) {
+        (Settlement::StripeFailed, _) => Outcome::Unreachable,
+        (Settlement::Wait | Settlement::AwaitCustomer { .. }, _) => Outcome::Pending,
+        (Settlement::Succeed | Settlement::Fail(_), PaymentStatus::Succeeded) => Outcome::Succeeded,
+        (Settlement::Succeed | Settlement::Fail(_), PaymentStatus::Failed) => Outcome::Failed,
+        (
+            Settlement::Succeed | Settlement::Fail(_),
+            PaymentStatus::Pending | PaymentStatus::Other,
+        ) => Outcome::Pending,
     }
 }
 
-/// Carries out the ledger's settlement of `payment`: credits it (exactly once, whoever reports
-/// it first, with the card that paid: `charged` when it was the saved card, else read from
-/// Stripe through the PaymentIntent) or settles it failed (a hard decline of a recharge turns
-/// auto-recharge off with a warning, a soft one re-arms it: the ledger decides), or leaves it
-/// pending.
-async fn carry_out(
-    client: &Client,
+/// Hands Stripe's report on `payment` to the ledger, which settles it in one transaction
+/// (recording `intent_id` on it): a hard decline of a recharge turns auto-recharge off with a
+/// warning, a soft one re-arms it. `None` when the payment has another PaymentIntent than
+/// `intent_id`: it is left as it is.
+async fn report_to_ledger(
     payment: &Payment,
-    settlement: Settlement,
-    paid_by: (Option<&PaymentIntent>, Option<&PaymentMethod>),
+    intent_id: Option<&str>,
+    report: &Report<'_>,
+    paid: &PaidWith,
     now: i64,
-) -> Result<Outcome, ApiError> {
-    let settled = match settlement {
-        Settlement::Succeed => {
-            let paid = match paid_by {
-                (Some(intent), charged) => match paid_with(client, intent, charged).await {
-                    Ok(paid) => paid,
-                    Err(error) => {
-                        eprintln!(
-                            "auto-recharge: payment {} left pending: {error}",
-                            payment.id
-                        );
-                        return Ok(Outcome::Unreachable);
-                    }
-                },
-                (None, charged) => PaidWith {
-                    card: charged.cloned(),
-                    saves_card: false,
-                },
-            };
-            let settled = run_ledger(async |db| {
-                payments::settle_succeeded(db, &payment.id, &paid, now).await
-            })
-            .await?;
-            make_saved_card_default(client, &settled, &paid).await;
-            settled
-        }
-        Settlement::Fail(failure) => {
-            run_ledger(async |db| payments::settle_failure(db, &payment.id, &failure, now).await)
-                .await?
-        }
-        Settlement::Wait | Settlement::AwaitCustomer { .. } => return Ok(Outcome::Pending),
-        Settlement::StripeFailed => return Ok(Outcome::Unreachable),
+) -> Result<Option<Settled>, ApiError> {
+    let reported = Reported::Payment {
+        id: &payment.id,
+        intent_id,
     };
-    Ok(outcome_of(&settled))
-}
-
-/// Records `intent_id` on `payment` (`ledger::resolve::attach_intent`). `false` when the payment
-/// already has another PaymentIntent (then nothing is settled from this one).
-async fn attach(payment: &Payment, intent_id: &str, now: i64) -> Result<bool, ApiError> {
-    let attached =
-        run_ledger(async |db| resolve::attach_intent(db, &payment.id, intent_id, now).await)
-            .await?;
-    if !attached {
+    let settled =
+        run_ledger(async |db| payments::settle(db, reported, report, paid, now).await).await?;
+    if settled.is_none() {
         eprintln!(
-            "auto-recharge: payment {} has another PaymentIntent than {intent_id}; left as it is",
-            payment.id
+            "auto-recharge: payment {} has another PaymentIntent than {}; left as it is",
+            payment.id,
+            intent_id.unwrap_or("none")
         );
     }
-    Ok(attached)
+    Ok(settled)
+}
+
+/// [`report_to_ledger`] with no card, and the outcome the job counts.
+async fn report_and_count(
+    payment: &Payment,
+    intent_id: Option<&str>,
+    report: &Report<'_>,
+    now: i64,
+) -> Result<Outcome, ApiError> {
+    let settled = report_to_ledger(payment, intent_id, report, &PaidWith::default(), now).await?;
+    Ok(settled.as_ref().map_or(Outcome::Pending, outcome_of))
+}
+
+/// Settles `payment` from its PaymentIntent; a paid one with the card that paid (`charged` when
+/// it was the saved card, else read from Stripe).
+async fn report_intent(
+    client: &Client,
+    payment: &Payment,
+    intent: &PaymentIntent,
+    charged: Option<&PaymentMethod>,
+    now: i64,
+) -> Result<Outcome, ApiError> {
+    let mut report = Report::Intent(intent_report(intent));
+    let mut paid = PaidWith::default();
+    if report.is_paid() {
+        match paid_with(client, intent, charged).await {
+            Ok(card) => paid = card,
+            Err(error) => {
+                eprintln!(
+                    "auto-recharge: payment {} left pending: {error}",
+                    payment.id
+                );
+                report = Report::CardToSaveUnreadable;
+            }
+        }
+    }
+    let Some(settled) = report_to_ledger(payment, Some(&intent.id), &report, &paid, now).await?
+    else {
+        return Ok(Outcome::Pending);
+    };
+    // After the ledger: a card the payment saved becomes the customer's default at Stripe too.
+    make_saved_card_default(client, &settled.payment, &paid).await;
+    Ok(outcome_of(&settled))
 }
 
 /// Charges a pending recharge off-session: the workspace's saved card, the payment's amount in
@@ -114,8 +125,8 @@ pub async fn charge_recharge(
 ) -> Result<Outcome, ApiError> {
     let ws = run_ledger(async |db| ledger::workspace::get(db, &payment.workspace_id).await).await?;
     let (Some(customer), Some(card)) = (ws.stripe_customer_id.clone(), ws.saved_card()) else {
-        let settlement = Settlement::Fail(Failure::no_saved_card());
-        return carry_out(client, payment, settlement, (None, None), now).await;
+        let report = Report::Failed(Failure::no_saved_card());
+        return report_and_count(payment, None, &report, now).await;
     };
     let amount_minor = match stripe_client::money::to_minor(payment.amount_micros, currency) {
         Ok(minor) => minor,
@@ -124,8 +135,8 @@ pub async fn charge_recharge(
                 "auto-recharge: payment {} not chargeable: {error}",
                 payment.id
             );
-            let settlement = Settlement::Fail(Failure::not_chargeable());
-            return carry_out(client, payment, settlement, (None, None), now).await;
+            let report = Report::Failed(Failure::not_chargeable());
+            return report_and_count(payment, None, &report, now).await;
         }
     };
     let new = NewPaymentIntent {
@@ -140,52 +151,38 @@ pub async fn charge_recharge(
         workspace_id: payment.workspace_id.clone(),
     };
     let error = match client.create_payment_intent(&new, &payment.id).await {
-        Ok(intent) => {
-            if !attach(payment, &intent.id, now).await? {
-                return Ok(Outcome::Pending);
-            }
-            let settlement = settle_intent(&intent_report(&intent), payment.kind);
-            return carry_out(
-                client,
-                payment,
-                settlement,
-                (Some(&intent), Some(&card)),
-                now,
-            )
-            .await;
-        }
+        Ok(intent) => return report_intent(client, payment, &intent, Some(&card), now).await,
         Err(error) => error,
     };
     match classify(&error) {
-        StripeFailure::Card(declined) => card_failure(client, payment, declined, now).await,
+        StripeFailure::Card(declined) => report_card_error(client, payment, declined, now).await,
         StripeFailure::Request(failure) => {
             eprintln!(
                 "auto-recharge: charge of payment {} failed at Stripe: {error}",
                 payment.id
             );
-            let settlement = settle_request_failure(failure, payment.kind);
-            carry_out(client, payment, settlement, (None, None), now).await
+            let report = Report::RequestFailed(failure);
+            report_and_count(payment, None, &report, now).await
         }
     }
 }
 
-/// A card error from the confirmed charge: the PaymentIntent is recorded (Stripe names it;
-/// localstripe names only the charge, so it is found through the charge), then the payment is
-/// settled as the ledger classifies the card's answer.
-async fn card_failure(
+/// A card error from the confirmed charge: the ledger records its PaymentIntent (Stripe names
+/// it; localstripe names only the charge, so it is found through the charge) and settles the
+/// payment as it classifies the card's answer.
+async fn report_card_error(
     client: &Client,
     payment: &Payment,
     card: &CardError,
     now: i64,
 ) -> Result<Outcome, ApiError> {
-    if let Some(intent) = client.payment_intent_of(card).await
-        && !attach(payment, &intent, now).await?
-    {
-        return Ok(Outcome::Pending);
-    }
+    let intent_id = client.payment_intent_of(card).await;
     // Off-session: the intent's status never matters (nobody can authenticate).
-    let settlement = settle_card_error(spin_adapter::card_report(card), payment.kind, None);
-    carry_out(client, payment, settlement, (None, None), now).await
+    let report = Report::CardError {
+        report: card_error_report(card),
+        intent: None,
+    };
+    report_and_count(payment, intent_id.as_deref(), &report, now).await
 }
 
 /// Reconciles one payment pending for too long (R21): with a PaymentIntent, reads it and
@@ -203,15 +200,7 @@ pub async fn reconcile_payment(
         return reconcile_without_intent(client, payment, currency, now).await;
     };
     match client.retrieve_payment_intent(intent_id).await {
-        Ok(intent) => {
-            let settlement = settle_intent(&intent_report(&intent), payment.kind);
-            let outcome =
-                carry_out(client, payment, settlement, (Some(&intent), None), now).await?;
-            if outcome == Outcome::Pending {
-                attach(payment, intent_id, now).await?;
-            }
-            Ok(outcome)
-        }
+        Ok(intent) => report_intent(client, payment, &intent, None, now).await,
         Err(error) => {
             eprintln!(
                 "auto-recharge: PaymentIntent {intent_id} of payment {} unreadable: {error}",
@@ -221,11 +210,8 @@ pub async fn reconcile_payment(
                 StripeFailure::Request(failure) => failure,
                 StripeFailure::Card(_) => RequestFailure::Refused,
             };
-            let settlement = settle_unreadable_intent(failure);
-            if settlement == Settlement::Wait {
-                attach(payment, intent_id, now).await?;
-            }
-            carry_out(client, payment, settlement, (None, None), now).await
+            let report = Report::IntentUnreadable(failure);
+            report_and_count(payment, Some(intent_id), &report, now).await
         }
     }
 }
@@ -249,25 +235,13 @@ async fn reconcile_without_intent(
         None => Ok(None),
     };
     match found {
-        Ok(Some(intent)) => {
-            if !attach(payment, &intent.id, now).await? {
-                return Ok(Outcome::Pending);
-            }
-            let settlement = settle_intent(&intent_report(&intent), payment.kind);
-            carry_out(client, payment, settlement, (Some(&intent), None), now).await
-        }
+        Ok(Some(intent)) => report_intent(client, payment, &intent, None, now).await,
         Ok(None) => {
             match settlement::reconcile_unstarted(payment.kind, payment.created_at_secs, now) {
                 Unstarted::ChargeAgain => charge_recharge(client, payment, currency, now).await,
                 Unstarted::Fail(failure) => {
-                    carry_out(
-                        client,
-                        payment,
-                        Settlement::Fail(failure),
-                        (None, None),
-                        now,
-                    )
-                    .await
+                    let report = Report::Failed(failure);
+                    report_and_count(payment, None, &report, now).await
                 }
             }
         }

@@ -1,13 +1,17 @@
-//! A verified Stripe event read into the one ledger action it calls for (pure: no I/O).
+//! A verified Stripe event (read by `stripe_client::webhook`, Stripe's wire format) mapped to
+//! the one ledger action it calls for (pure: no I/O). What the event means is the ledger's
+//! decision: which refunds take credits back (`settlement::refund_takes_credits_back`), which
+//! invoices pay for plan cycles (`resolve::invoice_pays_plan_cycle`), what a failed or canceled
+//! PaymentIntent does to its payment (`payments::settle`).
 //!
-//! Events are read as JSON values rather than typed structs: Stripe objects are large, vary by
-//! API version, and only a few fields matter here. A known event type whose object lacks a field
-//! we need is malformed (400); an unknown type is ignored (200).
+//! A known event type whose object lacks a field we need is malformed (400); an unknown type is
+//! ignored (200).
 
-use ledger::resolve::StripeOwner;
-use ledger::settlement::{CardReport, Failure};
+use ledger::resolve::{self, StripeOwner};
+use ledger::settlement::refund_takes_credits_back;
 use ledger::statuses::SubscriptionStatus;
-use serde_json::Value;
+use stripe_client::PaymentError;
+use stripe_client::webhook::{self, Object, RefundObject};
 
 /// The envelope of a Stripe event.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +35,15 @@ pub struct Reversal {
     pub amount_micros: i64,
 }
 
+/// How Stripe reports a PaymentIntent that did not pay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntentFailure {
+    /// `payment_intent.payment_failed`: the attempt's `last_payment_error` (empty when absent).
+    Declined(PaymentError),
+    /// `payment_intent.canceled`: final, it can never succeed; with its last attempt's error.
+    Canceled(Option<PaymentError>),
+}
+
 /// The ledger action an event maps to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -46,15 +59,15 @@ pub enum Action {
         /// workspace's card with this success.
         saves_card: bool,
     },
-    /// `payment_intent.payment_failed`, or `payment_intent.canceled` (final: it can never
-    /// succeed, so it settles failed as the reconciliation would).
+    /// `payment_intent.payment_failed`, or `payment_intent.canceled`: the ledger settles the
+    /// payment as it classifies the failure (R9, R11), as the reconciliation would.
     PaymentFailed {
         /// The PaymentIntent.
         intent_id: String,
         /// Our payment id from the PaymentIntent's metadata.
         payment_id: Option<String>,
-        /// Why, as the ledger classifies it (R9, R11).
-        failure: Failure,
+        /// What Stripe reported.
+        failure: IntentFailure,
     },
     /// `charge.refunded`, `refund.created`/`updated`, `charge.dispute.created`.
     Reverse {
@@ -109,53 +122,46 @@ pub enum Action {
 
 /// Reads a verified event body. `Err` is the message of a 400 `malformed_request`.
 pub fn parse(body: &[u8]) -> Result<Event, String> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| format!("The event is not valid JSON: {error}."))?;
-    let id = str_at(&value, &["id"]).ok_or("The event has no id.")?;
-    let kind = str_at(&value, &["type"]).ok_or("The event has no type.")?;
-    let object = value
-        .pointer("/data/object")
-        .filter(|o| o.is_object())
-        .ok_or("The event has no data.object.")?;
-    let action = action(&kind, object)?;
-    Ok(Event { id, kind, action })
+    let event = webhook::parse_event(body)?;
+    let action = action(&event.kind, event.object)?;
+    Ok(Event {
+        id: event.id,
+        kind: event.kind,
+        action,
+    })
 }
 
-fn action(kind: &str, object: &Value) -> Result<Action, String> {
-    let object_id = || required(object, &["id"], kind);
-    Ok(match kind {
-        "payment_intent.succeeded" => Action::PaymentSucceeded {
-            intent_id: object_id()?,
-            payment_id: str_at(object, &["metadata", "payment_id"]),
-            payment_method_id: id_at(object, "payment_method"),
-            saves_card: str_at(object, &["setup_future_usage"]).is_some(),
+fn action(kind: &str, object: Object) -> Result<Action, String> {
+    Ok(match (kind, object) {
+        ("payment_intent.succeeded", Object::PaymentIntent(intent)) => Action::PaymentSucceeded {
+            intent_id: intent.id?,
+            payment_id: intent.metadata_payment_id,
+            payment_method_id: intent.payment_method,
+            saves_card: intent.saves_card,
         },
-        "payment_intent.payment_failed" => Action::PaymentFailed {
-            intent_id: object_id()?,
-            payment_id: str_at(object, &["metadata", "payment_id"]),
-            failure: Failure::of_card(card_report(object.get("last_payment_error"))),
+        ("payment_intent.payment_failed", Object::PaymentIntent(intent)) => Action::PaymentFailed {
+            intent_id: intent.id?,
+            payment_id: intent.metadata_payment_id,
+            failure: IntentFailure::Declined(intent.last_payment_error.unwrap_or_default()),
         },
-        "payment_intent.canceled" => {
-            let last_error = object.get("last_payment_error").filter(|e| e.is_object());
-            Action::PaymentFailed {
-                intent_id: object_id()?,
-                payment_id: str_at(object, &["metadata", "payment_id"]),
-                failure: Failure::of_canceled_intent(last_error.map(|e| card_report(Some(e)))),
-            }
-        }
-        "charge.refunded" => {
-            let Some(intent_id) = id_at(object, "payment_intent") else {
+        ("payment_intent.canceled", Object::PaymentIntent(intent)) => Action::PaymentFailed {
+            intent_id: intent.id?,
+            payment_id: intent.metadata_payment_id,
+            failure: IntentFailure::Canceled(intent.last_payment_error),
+        },
+        (
+            "charge.refunded",
+            Object::Charge {
+                payment_intent,
+                refunds,
+            },
+        ) => {
+            let Some(intent_id) = payment_intent else {
                 return Ok(Action::Ignore("the charge has no PaymentIntent".into()));
             };
-            let refunds = object
-                .pointer("/refunds/data")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            let charge_currency = str_at(object, &["currency"]);
             let mut reversals = Vec::new();
             for refund in refunds {
-                if let Some(reversal) = refund_reversal(refund, charge_currency.as_deref(), kind)? {
+                if let Some(reversal) = refund_reversal(refund)? {
                     reversals.push(reversal);
                 }
             }
@@ -171,11 +177,11 @@ fn action(kind: &str, object: &Value) -> Result<Action, String> {
                 reversals,
             }
         }
-        "refund.created" | "refund.updated" => {
-            let Some(intent_id) = id_at(object, "payment_intent") else {
+        ("refund.created" | "refund.updated", Object::Refund(refund)) => {
+            let Some(intent_id) = refund.payment_intent.clone() else {
                 return Ok(Action::Ignore("the refund has no PaymentIntent".into()));
             };
-            match refund_reversal(object, None, kind)? {
+            match refund_reversal(refund)? {
                 Some(reversal) => Action::Reverse {
                     intent_id,
                     reversals: vec![reversal],
@@ -183,195 +189,102 @@ fn action(kind: &str, object: &Value) -> Result<Action, String> {
                 None => Action::Ignore("the refund did not go through".into()),
             }
         }
-        "charge.dispute.created" => {
-            let Some(intent_id) = id_at(object, "payment_intent") else {
+        ("charge.dispute.created", Object::Dispute(dispute)) => {
+            let Some(intent_id) = dispute.payment_intent else {
                 return Ok(Action::Ignore("the dispute has no PaymentIntent".into()));
             };
-            let amount_micros = amount_micros(object, None, kind)?;
+            let amount_micros = dispute.amount_micros?;
             Action::Reverse {
                 intent_id,
                 reversals: vec![Reversal {
-                    id: object_id()?,
+                    id: dispute.id?,
                     kind: "dispute",
                     amount_micros,
                 }],
             }
         }
-        "invoice.paid" | "invoice.payment_succeeded" => {
-            let owner = invoice_owner(object);
-            if !is_subscription_invoice(object, &owner) {
+        ("invoice.paid" | "invoice.payment_succeeded", Object::Invoice(invoice)) => {
+            let owner = StripeOwner {
+                customer: invoice.customer,
+                subscription: invoice.subscription,
+            };
+            if !resolve::invoice_pays_plan_cycle(&owner, invoice.billing_reason.as_deref()) {
                 return Ok(Action::Ignore("not a subscription invoice".into()));
             }
-            let period_start = object
-                .pointer("/lines/data/0/period/start")
-                .and_then(Value::as_i64)
-                .or_else(|| object.get("period_start").and_then(Value::as_i64))
-                .ok_or_else(|| format!("The {kind} invoice has no period start."))?;
+            let period_start = invoice.period_start?;
             Action::InvoicePaid {
-                invoice_id: object_id()?,
+                invoice_id: invoice.id?,
                 owner,
                 period_start,
             }
         }
-        "invoice.payment_failed" => {
-            let owner = invoice_owner(object);
-            if !is_subscription_invoice(object, &owner) {
+        ("invoice.payment_failed", Object::Invoice(invoice)) => {
+            let owner = StripeOwner {
+                customer: invoice.customer,
+                subscription: invoice.subscription,
+            };
+            if !resolve::invoice_pays_plan_cycle(&owner, invoice.billing_reason.as_deref()) {
                 return Ok(Action::Ignore("not a subscription invoice".into()));
             }
             Action::InvoiceFailed { owner }
         }
-        "customer.subscription.updated" => Action::SubscriptionStatus {
-            owner: StripeOwner {
-                customer: id_at(object, "customer"),
-                subscription: Some(object_id()?),
-            },
-            status: SubscriptionStatus::parse(&required(object, &["status"], kind)?),
-        },
-        "customer.subscription.deleted" => Action::SubscriptionEnded {
-            owner: StripeOwner {
-                customer: id_at(object, "customer"),
-                subscription: Some(object_id()?),
-            },
-        },
-        "payment_method.detached" => Action::PaymentMethodDetached {
-            payment_method_id: object_id()?,
-        },
-        "setup_intent.succeeded" => {
-            let Some(payment_method_id) = id_at(object, "payment_method") else {
+        ("customer.subscription.updated", Object::Subscription(subscription)) => {
+            Action::SubscriptionStatus {
+                owner: StripeOwner {
+                    customer: subscription.customer,
+                    subscription: Some(subscription.id?),
+                },
+                status: SubscriptionStatus::parse(&subscription.status?),
+            }
+        }
+        ("customer.subscription.deleted", Object::Subscription(subscription)) => {
+            Action::SubscriptionEnded {
+                owner: StripeOwner {
+                    customer: subscription.customer,
+                    subscription: Some(subscription.id?),
+                },
+            }
+        }
+        ("payment_method.detached", Object::PaymentMethod { id }) => {
+            Action::PaymentMethodDetached {
+                payment_method_id: id?,
+            }
+        }
+        ("setup_intent.succeeded", Object::SetupIntent(setup)) => {
+            let Some(payment_method_id) = setup.payment_method else {
                 return Ok(Action::Ignore(
                     "the SetupIntent saved no payment method".into(),
                 ));
             };
-            let Some(customer) = id_at(object, "customer") else {
+            let Some(customer) = setup.customer else {
                 return Ok(Action::Ignore("the SetupIntent has no customer".into()));
             };
-            // Expanded (`payment_method` as an object), the card is in the event already.
-            let card = object
-                .get("payment_method")
-                .filter(|pm| pm.is_object())
-                .and_then(|pm| stripe_client::Card::from_json(pm).ok());
             Action::CardSaved {
                 customer,
                 payment_method_id,
-                card,
+                card: setup.card,
             }
         }
-        other => Action::Ignore(format!("event type {other} is not handled")),
+        (other, _) => Action::Ignore(format!("event type {other} is not handled")),
     })
 }
 
-/// A refund to reverse, or `None` when it failed or was canceled.
-fn refund_reversal(
-    refund: &Value,
-    fallback_currency: Option<&str>,
-    kind: &str,
-) -> Result<Option<Reversal>, String> {
-    if matches!(
-        str_at(refund, &["status"]).as_deref(),
-        Some("failed" | "canceled")
-    ) {
+/// A refund to reverse, or `None` when it takes no credits back (the ledger's decision).
+fn refund_reversal(refund: RefundObject) -> Result<Option<Reversal>, String> {
+    if !refund_takes_credits_back(refund.status.as_deref()) {
         return Ok(None);
     }
     Ok(Some(Reversal {
-        id: required(refund, &["id"], kind)?,
+        id: refund.id?,
         kind: "refund",
-        amount_micros: amount_micros(refund, fallback_currency, kind)?,
+        amount_micros: refund.amount_micros?,
     }))
-}
-
-/// `amount` (minor units of `currency`) in currency micros.
-fn amount_micros(
-    object: &Value,
-    fallback_currency: Option<&str>,
-    kind: &str,
-) -> Result<i64, String> {
-    let amount = object
-        .get("amount")
-        .and_then(Value::as_i64)
-        .ok_or_else(|| format!("The {kind} object has no integer amount."))?;
-    let currency = str_at(object, &["currency"])
-        .or_else(|| fallback_currency.map(str::to_owned))
-        .ok_or_else(|| format!("The {kind} object has no currency."))?;
-    minor_to_micros(amount, &currency)
-        .ok_or_else(|| format!("The {kind} amount {amount} {currency} is out of range."))
-}
-
-/// Stripe's minor units to micros (`stripe_client::money`); negative amounts and overflow are
-/// refused.
-pub fn minor_to_micros(amount: i64, currency: &str) -> Option<i64> {
-    if amount < 0 {
-        return None;
-    }
-    stripe_client::money::from_minor(amount, currency).ok()
-}
-
-/// A `last_payment_error` (absent: a failure without a code) as the ledger classifies it.
-fn card_report(error: Option<&Value>) -> CardReport<'_> {
-    let field = |name: &str| {
-        error
-            .and_then(|e| e.get(name))
-            .and_then(Value::as_str)
-            .filter(|s| !s.is_empty())
-    };
-    CardReport {
-        code: field("code"),
-        decline_code: field("decline_code"),
-        message: field("message"),
-    }
-}
-
-/// The customer and subscription of an invoice (the subscription moved under
-/// `parent.subscription_details` in API version 2025-03-31).
-fn invoice_owner(invoice: &Value) -> StripeOwner {
-    let subscription = id_at(invoice, "subscription")
-        .or_else(|| {
-            invoice
-                .pointer("/parent/subscription_details")
-                .and_then(|details| id_at(details, "subscription"))
-        })
-        .or_else(|| {
-            invoice
-                .pointer("/lines/data/0")
-                .and_then(|line| id_at(line, "subscription"))
-        });
-    StripeOwner {
-        customer: id_at(invoice, "customer"),
-        subscription,
-    }
-}
-
-/// Only subscription invoices pay for plan cycles: a one-off invoice must never grant credits.
-fn is_subscription_invoice(invoice: &Value, owner: &StripeOwner) -> bool {
-    owner.subscription.is_some()
-        || str_at(invoice, &["billing_reason"]).is_some_and(|r| r.starts_with("subscription"))
-}
-
-/// A string at a path of keys.
-fn str_at(value: &Value, path: &[&str]) -> Option<String> {
-    path.iter()
-        .try_fold(value, |v, key| v.get(key))
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-}
-
-/// A field holding an id, or an expanded object with an id.
-fn id_at(value: &Value, key: &str) -> Option<String> {
-    match value.get(key)? {
-        Value::String(id) if !id.is_empty() => Some(id.clone()),
-        object @ Value::Object(_) => str_at(object, &["id"]),
-        _ => None,
-    }
-}
-
-fn required(value: &Value, path: &[&str], kind: &str) -> Result<String, String> {
-    str_at(value, path).ok_or_else(|| format!("The {kind} object has no {}.", path.join(".")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn event(kind: &str, object: Value) -> Vec<u8> {
         json!({"id": "evt_1", "object": "event", "type": kind, "data": {"object": object}})
@@ -429,22 +342,18 @@ mod tests {
                 {"code": "card_declined", "decline_code": "stolen_card", "message": "Your card was declined."}}),
         ))
         .expect("valid");
-        let Action::PaymentFailed {
-            failure,
-            payment_id,
-            ..
-        } = failed.action
-        else {
-            panic!("not a failure: {failed:?}");
-        };
+        // What the decline means for the payment is the ledger's (tests/stripe_domain.rs).
         assert_eq!(
-            (failure.code.as_str(), failure.hard_decline, payment_id),
-            ("card_declined", true, None)
-        );
-        assert!(
-            failure.message.contains("Your card was declined."),
-            "{}",
-            failure.message
+            failed.action,
+            Action::PaymentFailed {
+                intent_id: "pi_1".into(),
+                payment_id: None,
+                failure: IntentFailure::Declined(PaymentError {
+                    code: Some("card_declined".into()),
+                    decline_code: Some("stolen_card".into()),
+                    message: Some("Your card was declined.".into()),
+                }),
+            }
         );
         assert!(parse(&event("payment_intent.succeeded", json!({"metadata": {}}))).is_err());
     }
@@ -462,7 +371,7 @@ mod tests {
             Action::PaymentFailed {
                 intent_id: "pi_1".into(),
                 payment_id: Some("tp_1".into()),
-                failure: Failure::of_canceled_intent(None),
+                failure: IntentFailure::Canceled(None),
             }
         );
         let after_decline = parse(&event(
@@ -475,8 +384,12 @@ mod tests {
             panic!("{after_decline:?}");
         };
         assert_eq!(
-            (failure.code.as_str(), failure.hard_decline),
-            ("expired_card", true)
+            failure,
+            IntentFailure::Canceled(Some(PaymentError {
+                code: Some("expired_card".into()),
+                decline_code: None,
+                message: Some("Your card has expired.".into()),
+            }))
         );
     }
 
@@ -497,16 +410,6 @@ mod tests {
                 status: SubscriptionStatus::PastDue,
             }
         );
-    }
-
-    #[test]
-    fn amounts() {
-        assert_eq!(minor_to_micros(1099, "usd"), Some(10_990_000));
-        assert_eq!(minor_to_micros(1099, "EUR"), Some(10_990_000));
-        assert_eq!(minor_to_micros(500, "jpy"), Some(500_000_000));
-        assert_eq!(minor_to_micros(1500, "kwd"), Some(1_500_000));
-        assert_eq!(minor_to_micros(-1, "usd"), None);
-        assert_eq!(minor_to_micros(i64::MAX, "usd"), None);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! `POST /webhooks/stripe`: Stripe's signed events (docs/billing-rules.md, "Stripe").
 //!
 //! 1. The body is read (capped by [`read_body`]) and its `Stripe-Signature` verified with the
-//!    Spin variable `stripe_webhook_secret` BEFORE anything is parsed ([`signature`]); any
-//!    failure is a 400 `invalid_signature` and nothing is written.
-//! 2. The event is parsed into one ledger action ([`event`]); a body that is not an event is a
-//!    400 `malformed_request`.
+//!    Spin variable `stripe_webhook_secret` BEFORE anything is parsed
+//!    (`stripe_client::webhook::verify`); any failure is a 400 `invalid_signature` and nothing
+//!    is written.
+//! 2. The event is read (`stripe_client::webhook::parse_event`) and mapped to one ledger action
+//!    ([`event`]); a body that is not an event is a 400 `malformed_request`.
 //! 3. Events already processed are answered 200 at once: their ids are recorded in the key-value
 //!    store `default` (`stripe-event:<id>`) after successful handling, so a failed handling is
 //!    retried by Stripe. This record only saves work: every ledger operation is itself idempotent
@@ -16,23 +17,25 @@
 //!    forever. A storage failure is a 503, which Stripe retries.
 
 mod event;
-mod signature;
 
-use event::{Action, Event};
+use event::{Action, Event, IntentFailure};
 use http::{HeaderMap, Method};
-use ledger::payments::PaidWith;
+use ledger::payments::{PaidWith, Payment, Reported};
 use ledger::resolve::{self, StripeOwner};
+use ledger::settlement::{IntentReport, Report};
+use ledger::statuses::IntentStatus;
 use ledger::{LedgerError, StorageErrorKind, payments, plans, workspace};
 use serde_json::json;
 use spin_adapter::{
     ApiError, Reply, SpinDb, card_paid_with, make_saved_card_default, method_not_allowed,
-    not_found, now_secs, path_segments, payment_method, read_body, run_ledger, stripe_client,
-    variable,
+    not_found, now_secs, path_segments, payment_error_report, payment_method, read_body,
+    run_ledger, stripe_client, variable,
 };
 use spin_sdk::http::Request;
 use spin_sdk::key_value::Store;
 use spin_sdk::wasip3::http_compat::IncomingRequestBody;
 use stripe_client::Client;
+use stripe_client::webhook::{self as signature, SignatureError};
 
 /// The header Stripe signs every delivery with.
 const SIGNATURE_HEADER: &str = "stripe-signature";
@@ -62,7 +65,7 @@ async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result
         None => None,
         Some(Ok(value)) => Some(value),
         Some(Err(_)) => {
-            return Err(invalid_signature(&signature::SignatureError::Malformed(
+            return Err(invalid_signature(&SignatureError::Malformed(
                 "it is not visible ASCII",
             )));
         }
@@ -116,7 +119,7 @@ async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result
     Ok(received(&event, label, detail))
 }
 
-fn invalid_signature(error: &signature::SignatureError) -> ApiError {
+fn invalid_signature(error: &SignatureError) -> ApiError {
     ApiError::new(400, "invalid_signature", error.to_string())
 }
 
@@ -148,17 +151,21 @@ async fn apply(event: &Event) -> Result<Outcome, ApiError> {
     }
     let now = now_secs();
     let client = stripe_client().await?;
+    // Stripe first (outside the ledger lock, never an HTTP call while holding it): the cards the
+    // action needs. Then one ledger operation. Then Stripe again only for a payment that saved
+    // its card: the ledger's answer says whether it was credited with it.
     let action = read_card(&event.action, client.as_ref()).await?;
     let action = action.as_ref().unwrap_or(&event.action);
     let paid = paying_card(action, client.as_ref()).await?;
-    let outcome =
-        run_ledger(async |db| refusal_is_outcome(run_action(db, action, &paid, now).await)).await?;
-    if let (Action::PaymentSucceeded { intent_id, .. }, true) = (action, paid.saves_card)
-        && let Some(client) = &client
-        && let Ok(Some(payment)) =
-            run_ledger(async |db| payments::find_by_intent(db, intent_id).await).await
-    {
-        make_saved_card_default(client, &payment, &paid).await;
+    let (outcome, settled) = run_ledger(async |db| {
+        Ok(match run_action(db, action, &paid, now).await {
+            Ok(done) => done,
+            Err(error) => (refusal_is_outcome(Err(error))?, None),
+        })
+    })
+    .await?;
+    if let (Some(payment), Some(client)) = (&settled, &client) {
+        make_saved_card_default(client, payment, &paid).await;
     }
     Ok(outcome)
 }
@@ -233,45 +240,66 @@ fn refusal_is_outcome(result: ledger::Result<Outcome>) -> ledger::Result<Outcome
     }
 }
 
+/// Runs an event's action; with the payment a success settled, for its card to be made the
+/// customer's default at Stripe afterwards.
 async fn run_action(
     db: &SpinDb,
     action: &Action,
     paid: &PaidWith,
     now: i64,
-) -> ledger::Result<Outcome> {
-    match action {
+) -> ledger::Result<(Outcome, Option<Payment>)> {
+    let (intent_id, payment_id, report) = match action {
         Action::PaymentSucceeded {
             intent_id,
             payment_id,
             ..
-        } => {
-            let Some(id) =
-                resolve::payment_of_intent(db, intent_id, payment_id.as_deref(), now).await?
-            else {
-                return Ok(unknown_payment(intent_id));
-            };
-            let payment = payments::settle_succeeded(db, &id, paid, now).await?;
-            Ok(Outcome::Applied(format!(
-                "payment {} {}",
-                payment.id, payment.status
-            )))
-        }
+        } => (intent_id, payment_id, Report::Succeeded),
         Action::PaymentFailed {
             intent_id,
             payment_id,
-            failure,
-        } => {
-            let Some(id) =
-                resolve::payment_of_intent(db, intent_id, payment_id.as_deref(), now).await?
-            else {
-                return Ok(unknown_payment(intent_id));
-            };
-            let payment = payments::settle_failure(db, &id, failure, now).await?;
-            Ok(Outcome::Applied(format!(
-                "payment {} {}",
-                payment.id, payment.status
-            )))
-        }
+            failure: IntentFailure::Declined(error),
+        } => (
+            intent_id,
+            payment_id,
+            // The PaymentIntent is not read back: its status in the event is the failure's.
+            Report::CardError {
+                report: payment_error_report(error),
+                intent: None,
+            },
+        ),
+        Action::PaymentFailed {
+            intent_id,
+            payment_id,
+            failure: IntentFailure::Canceled(error),
+        } => (
+            intent_id,
+            payment_id,
+            Report::Intent(IntentReport {
+                status: IntentStatus::Canceled,
+                has_payment_method: false,
+                last_error: error.as_ref().map(payment_error_report),
+            }),
+        ),
+        other => return Ok((run_other_action(db, other, now).await?, None)),
+    };
+    let reported = Reported::Intent {
+        intent_id,
+        metadata_payment_id: payment_id.as_deref(),
+    };
+    let Some(settled) = payments::settle(db, reported, &report, paid, now).await? else {
+        return Ok((unknown_payment(intent_id), None));
+    };
+    let payment = settled.payment;
+    let outcome = Outcome::Applied(format!("payment {} {}", payment.id, payment.status));
+    Ok((outcome, Some(payment)))
+}
+
+/// Runs an event's action other than a payment's settlement.
+async fn run_other_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Result<Outcome> {
+    match action {
+        Action::PaymentSucceeded { .. } | Action::PaymentFailed { .. } => Ok(Outcome::Ignored(
+            "a payment's settlement is run by run_action".into(),
+        )),
         Action::Reverse {
             intent_id,
             reversals,

@@ -3,8 +3,8 @@
 //!
 //! Every route follows the same rule: a ledger operation (one `run_ledger`), then the Stripe call
 //! OUTSIDE the ledger lock, then a ledger operation with its result. Money moves only in the
-//! ledger, exactly once (`payments::settle_succeeded`), whichever of this synchronous answer, the
-//! webhook or the reconciliation job reports the success first.
+//! ledger, exactly once (`payments::settle`), whichever of this synchronous answer, the webhook
+//! or the reconciliation job reports the success first.
 //!
 //! Top-ups:
 //! - the payment id is derived from the request's `Idempotency-Key` when there is one
@@ -27,21 +27,20 @@
 //!   creating another (and settles it from what it says: a canceled one fails).
 //!
 //! What a top-up becomes from Stripe's answer is the ledger's decision (`ledger::settlement`),
-//! the one the webhook and the reconciliation make too; this module asks Stripe and carries it
-//! out.
+//! made and written by the one `payments::settle` the webhook and the reconciliation use too;
+//! this module asks Stripe, hands over what Stripe said, and answers with the ledger's result.
 
 use http::HeaderMap;
 use ledger::LedgerError;
-use ledger::payments::{self, PaidWith, Payment, PaymentMethod};
+use ledger::payments::{self, PaidWith, Payment, PaymentMethod, Reported, Settled};
 use ledger::settlement::{
-    FailureCode, Settlement, card_error_needs_intent, settle_card_error, settle_intent,
-    settle_request_failure,
+    FailureCode, Report, RequestFailure, Settlement, card_error_needs_intent,
 };
-use ledger::statuses::{IntentStatus, PaymentStatus};
+use ledger::statuses::IntentStatus;
 use serde_json::{Value, json};
 use spin_adapter::{
-    ApiError, Reply, StripeFailure, card_report, classify, intent_report, make_saved_card_default,
-    paid_with, payment_failed, payment_method, run_ledger, stripe_failure,
+    ApiError, Reply, StripeFailure, card_error_report, classify, intent_report,
+    make_saved_card_default, paid_with, payment_failed, payment_method, run_ledger, stripe_failure,
 };
 use stripe_client::{Card, CardError, Client, Form, NewPaymentIntent, PaymentIntent, StripeError};
 
@@ -211,11 +210,31 @@ fn topup_body(payment: &Payment, client_secret: Option<&str>) -> Value {
 /// The answer for a payment's current state: 201 with it, or, for a failed one, its 402 (or
 /// 502 for a failure that is not the card's).
 fn answer(payment: &Payment, client_secret: Option<&str>) -> Result<Reply, ApiError> {
-    if payment.status != PaymentStatus::Failed {
-        return Ok(Reply::json(201, &topup_body(payment, client_secret)));
+    match payment.failure() {
+        None => Ok(Reply::json(201, &topup_body(payment, client_secret))),
+        Some(code) => Err(payment_failed(code).with_detail("topup_id", payment.id.clone().into())),
     }
-    let code = FailureCode::parse(payment.failure_code.as_deref());
-    Err(payment_failed(code).with_detail("topup_id", payment.id.clone().into()))
+}
+
+/// The answer for a top-up the ledger settled: credited or failed (201, or 402/502), still
+/// pending (201, with the client secret for Stripe.js), or waiting for 3-D Secure (402
+/// `authentication_required` with the client secret).
+fn answer_settled(settled: &Settled, intent: Option<&PaymentIntent>) -> Result<Reply, ApiError> {
+    let payment = &settled.payment;
+    match (&settled.settlement, intent) {
+        (
+            Settlement::AwaitCustomer {
+                authentication: true,
+            },
+            Some(intent),
+        ) => Err(authentication_required(payment, intent)),
+        (Settlement::Wait | Settlement::AwaitCustomer { .. }, intent) => {
+            answer(payment, intent.and_then(|i| i.client_secret.as_deref()))
+        }
+        (Settlement::Succeed | Settlement::Fail(_) | Settlement::StripeFailed, _) => {
+            answer(payment, None)
+        }
+    }
 }
 
 /// `POST /v1/workspaces/{ws}/topups` `{"amount", "card"?}` with Stripe configured.
@@ -238,17 +257,10 @@ pub async fn create_topup(
         let catalog = spin_adapter::catalog(db).await?;
         let currency = catalog.settings().currency.clone();
         let micros = ledger::money::parse_micros("amount", amount, false)?;
-        // Within the bounds, an amount Stripe cannot charge (a fraction of a cent) is refused
-        // here rather than left pending; out of bounds, create_topup says which bound.
-        if (catalog.topup_min_micros..=catalog.topup_max_micros).contains(&micros)
-            && let Err(error) = stripe_client::money::to_minor(micros, &currency)
-        {
-            return Err(LedgerError::invalid(
-                "invalid_amount",
-                "amount",
-                format!("amount cannot be charged: {error}"),
-            ));
-        }
+        let unchargeable = stripe_client::money::to_minor(micros, &currency)
+            .err()
+            .map(|error| error.to_string());
+        payments::refuse_unchargeable(&catalog, micros, unchargeable)?;
         let payment = payments::create_topup(
             db,
             &catalog,
@@ -261,7 +273,7 @@ pub async fn create_topup(
         Ok((payment, currency, saved))
     })
     .await?;
-    if payment.status != PaymentStatus::Pending {
+    if !payment.awaits_stripe() {
         return answer(&payment, None);
     }
     let outcome = match payment.payment_intent_id.as_deref() {
@@ -269,33 +281,17 @@ pub async fn create_topup(
         Some(intent) => client.retrieve_payment_intent(intent).await,
         None => charge(client, ws, &payment, &currency, saved.as_ref()).await?,
     };
-    let charge = Charge {
+    let topup = Topup {
         client,
         payment: &payment,
         card: saved.as_ref(),
         now,
     };
-    let error = match outcome {
-        Ok(intent) => {
-            run_ledger(async |db| payments::attach_intent(db, &payment.id, &intent.id, now).await)
-                .await?;
-            let settlement = settle_intent(&intent_report(&intent), payment.kind);
-            return charge.carry_out(settlement, Some(&intent)).await;
-        }
-        Err(error) => error,
-    };
-    match classify(&error) {
-        StripeFailure::Card(card) => charge.card_failure(card).await,
-        StripeFailure::Request(failure) => match settle_request_failure(failure, payment.kind) {
-            Settlement::StripeFailed => {
-                eprintln!(
-                    "topup: payment {} left pending after a Stripe failure",
-                    payment.id
-                );
-                Err(stripe_failure("PaymentIntent", &error)
-                    .with_detail("topup_id", payment.id.clone().into()))
-            }
-            settlement => charge.carry_out(settlement, None).await,
+    match outcome {
+        Ok(intent) => topup.report_intent(&intent).await,
+        Err(error) => match classify(&error) {
+            StripeFailure::Card(card) => topup.report_card_error(card).await,
+            StripeFailure::Request(failure) => topup.report_request_failure(failure, &error).await,
         },
     }
 }
@@ -333,8 +329,8 @@ async fn charge(
     Ok(client.create_payment_intent(&new, &payment.id).await)
 }
 
-/// A top-up being charged: what its settlement needs to be carried out.
-struct Charge<'a> {
+/// A top-up being charged: what settling it from Stripe's answer needs.
+struct Topup<'a> {
     client: &'a Client,
     payment: &'a Payment,
     /// The saved card charged, if it was one.
@@ -342,77 +338,95 @@ struct Charge<'a> {
     now: i64,
 }
 
-impl Charge<'_> {
-    /// Carries out the ledger's settlement of the top-up and answers with it: credited (with the
-    /// card that paid, saved as the workspace's when the payment saves it) or failed (201 or
-    /// 402/502), still pending (201 with the client secret for Stripe.js), or waiting for 3-D
-    /// Secure (402 `authentication_required` with the client secret).
-    async fn carry_out(
+impl Topup<'_> {
+    /// Hands Stripe's report to the ledger, which settles the top-up in one transaction (and
+    /// records `intent_id` on it); a top-up that has another PaymentIntent is a conflict.
+    async fn report_to_ledger(
         &self,
-        settlement: Settlement,
-        intent: Option<&PaymentIntent>,
-    ) -> Result<Reply, ApiError> {
-        let (payment, now) = (self.payment, self.now);
-        match (settlement, intent) {
-            (Settlement::Succeed, intent) => {
-                let paid = match intent {
-                    Some(intent) => match paid_with(self.client, intent, self.card).await {
-                        Ok(paid) => paid,
-                        // The card it saves cannot be read yet: the webhook or the
-                        // reconciliation settles it.
-                        Err(error) => {
-                            eprintln!("topup: payment {} left pending: {error}", payment.id);
-                            return answer(payment, None);
-                        }
-                    },
-                    None => PaidWith::default(),
-                };
-                let settled = run_ledger(async |db| {
-                    payments::settle_succeeded(db, &payment.id, &paid, now).await
-                })
-                .await?;
-                make_saved_card_default(self.client, &settled, &paid).await;
-                answer(&settled, None)
-            }
-            (Settlement::Fail(failure), _) => {
-                let settled = run_ledger(async |db| {
-                    payments::settle_failure(db, &payment.id, &failure, now).await
-                })
-                .await?;
-                answer(&settled, None)
-            }
-            (
-                Settlement::AwaitCustomer {
-                    authentication: true,
-                },
-                Some(intent),
-            ) => Err(authentication_required(payment, intent)),
-            (_, intent) => answer(payment, intent.and_then(|i| i.client_secret.as_deref())),
-        }
+        intent_id: Option<&str>,
+        report: &Report<'_>,
+        paid: &PaidWith,
+    ) -> Result<Settled, ApiError> {
+        let reported = Reported::Payment {
+            id: &self.payment.id,
+            intent_id,
+        };
+        let settled = run_ledger(async |db| {
+            payments::settle(db, reported, report, paid, self.now)
+                .await?
+                .ok_or_else(payments::intent_mismatch)
+        })
+        .await?;
+        Ok(settled)
     }
 
-    /// A card error from a confirmed charge: its PaymentIntent is recorded, read back when the
-    /// ledger's settlement depends on it (authentication the customer may still complete), and
-    /// the top-up settled as the ledger decides.
-    async fn card_failure(&self, card: &CardError) -> Result<Reply, ApiError> {
-        let (client, payment, now) = (self.client, self.payment, self.now);
-        let intent_id = client.payment_intent_of(card).await;
-        if let Some(intent) = intent_id.as_deref() {
-            run_ledger(async |db| payments::attach_intent(db, &payment.id, intent, now).await)
-                .await?;
+    /// Settles the top-up from its PaymentIntent; a paid one with the card that paid (the saved
+    /// card charged, or the card read from Stripe), made the workspace's when the payment saves
+    /// it.
+    async fn report_intent(&self, intent: &PaymentIntent) -> Result<Reply, ApiError> {
+        let mut report = Report::Intent(intent_report(intent));
+        let mut paid = PaidWith::default();
+        if report.is_paid() {
+            match paid_with(self.client, intent, self.card).await {
+                Ok(card) => paid = card,
+                Err(error) => {
+                    eprintln!("topup: payment {} left pending: {error}", self.payment.id);
+                    report = Report::CardToSaveUnreadable;
+                }
+            }
         }
-        let report = card_report(card);
+        let settled = self
+            .report_to_ledger(Some(&intent.id), &report, &paid)
+            .await?;
+        make_saved_card_default(self.client, &settled.payment, &paid).await;
+        answer_settled(&settled, Some(intent))
+    }
+
+    /// A card error from a confirmed charge: its PaymentIntent is read back when the ledger's
+    /// settlement depends on it (authentication the customer may still complete), then the
+    /// ledger settles the top-up (recording the PaymentIntent).
+    async fn report_card_error(&self, card: &CardError) -> Result<Reply, ApiError> {
+        let intent_id = self.client.payment_intent_of(card).await;
+        let report = card_error_report(card);
         let live = match intent_id.as_deref() {
-            Some(intent) if card_error_needs_intent(&report, payment.kind) => {
-                client.retrieve_payment_intent(intent).await.ok()
+            Some(intent) if card_error_needs_intent(&report, self.payment.kind) => {
+                self.client.retrieve_payment_intent(intent).await.ok()
             }
             _ => None,
         };
         let status = live
             .as_ref()
             .map(|intent| IntentStatus::parse(&intent.status));
-        let settlement = settle_card_error(report, payment.kind, status);
-        self.carry_out(settlement, live.as_ref()).await
+        let report = Report::CardError {
+            report,
+            intent: status,
+        };
+        let settled = self
+            .report_to_ledger(intent_id.as_deref(), &report, &PaidWith::default())
+            .await?;
+        answer_settled(&settled, live.as_ref())
+    }
+
+    /// A charge request that failed without a card's answer: left pending (503 with its id), or
+    /// settled as the ledger decides.
+    async fn report_request_failure(
+        &self,
+        failure: RequestFailure,
+        error: &StripeError,
+    ) -> Result<Reply, ApiError> {
+        let report = Report::RequestFailed(failure);
+        let settled = self
+            .report_to_ledger(None, &report, &PaidWith::default())
+            .await?;
+        if let Settlement::StripeFailed = settled.settlement {
+            eprintln!(
+                "topup: payment {} left pending after a Stripe failure",
+                self.payment.id
+            );
+            return Err(stripe_failure("PaymentIntent", error)
+                .with_detail("topup_id", self.payment.id.clone().into()));
+        }
+        answer_settled(&settled, None)
     }
 }
 

@@ -22,7 +22,7 @@ use ledger::plan_change::{
     self, LiveSubscription, PlanChangePlan, StartPaid, StripeChange, StripeRequest,
 };
 use ledger::plans::{self, PlanChange, StartedSubscription};
-use ledger::settlement::FailureCode;
+use ledger::settlement::{FailureCode, UnpaidInvoice};
 use ledger::statuses::SubscriptionStatus;
 use serde_json::{Value, json};
 use spin_adapter::{ApiError, Reply, payment_failed, run_ledger, stripe_failure};
@@ -195,16 +195,20 @@ async fn create_or_adopt(
             subscription.id
         );
     }
-    Err(payment_failed(FailureCode::of_refused_invoice(
-        failure.as_deref(),
-    )))
+    let unpaid = match &failure {
+        Some(charge) => UnpaidInvoice::ChargeFailed(charge.failure_code.as_deref()),
+        None => UnpaidInvoice::NoFailedCharge,
+    };
+    Err(payment_failed(FailureCode::of_unpaid_invoice(unpaid)))
 }
 
 /// A failed subscription creation: a card's refusal is a 402 with its advice; anything else as
 /// for payments (502/503).
 fn subscription_failure(error: &StripeError) -> ApiError {
     match error.card() {
-        Some(card) => payment_failed(FailureCode::of_refused_invoice(Some(&card.code))),
+        Some(card) => payment_failed(FailureCode::of_unpaid_invoice(UnpaidInvoice::CardError(
+            &card.code,
+        ))),
         None => stripe_failure("subscription", error),
     }
 }

@@ -9,8 +9,9 @@ use crate::calendar;
 use crate::catalog::Catalog;
 use crate::money;
 use crate::post::{self, Entry};
+use crate::resolve;
 use crate::row::{i, int, oi, opt_text, ot, t, text};
-use crate::settlement::Failure;
+use crate::settlement::{Failure, FailureCode, Report, Settlement};
 use crate::statuses::{PaymentKind, PaymentStatus};
 use crate::storage::Storage;
 use crate::tx;
@@ -57,6 +58,20 @@ pub struct Payment {
     pub credits_micros: i64,
 }
 
+impl Payment {
+    /// Whether Stripe is still to be asked or heard from (the payment is pending): a request
+    /// for a payment already settled answers with it instead.
+    pub fn awaits_stripe(&self) -> bool {
+        self.status == PaymentStatus::Pending
+    }
+
+    /// The product code of a failed payment (R9), `None` unless it failed.
+    pub fn failure(&self) -> Option<FailureCode> {
+        (self.status == PaymentStatus::Failed)
+            .then(|| FailureCode::parse(self.failure_code.as_deref()))
+    }
+}
+
 const PAYMENT_COLUMNS: &str = "id, workspace_id, kind, status, amount_micros, credits_micros,
     stripe_payment_intent_id, failure_code, failure_message, created_at, reversed_credits_micros,
     reversed_amount_micros, transaction_id";
@@ -97,6 +112,26 @@ fn check_charge_bounds(catalog: &Catalog, amount_micros: i64) -> Result<()> {
     Ok(())
 }
 
+/// Refuses a top-up amount within the catalog's bounds that Stripe cannot charge in the
+/// currency (`unchargeable`: why, e.g. a fraction of a cent), rather than leaving it pending;
+/// an amount out of bounds is left to [`create_topup`], which says which bound.
+pub fn refuse_unchargeable(
+    catalog: &Catalog,
+    amount_micros: i64,
+    unchargeable: Option<String>,
+) -> Result<()> {
+    match unchargeable {
+        Some(why) if check_charge_bounds(catalog, amount_micros).is_ok() => {
+            Err(LedgerError::invalid(
+                "invalid_amount",
+                "amount",
+                format!("amount cannot be charged: {why}"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Reads a payment of a workspace, or 404.
 pub async fn get<S: Storage>(db: &S, workspace_id: &str, payment_id: &str) -> Result<Payment> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1 AND workspace_id = ?2");
@@ -114,6 +149,25 @@ pub async fn find_by_intent<S: Storage>(
 ) -> Result<Option<Payment>> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE stripe_payment_intent_id = ?1");
     let rows = db.query(&sql, &[t(payment_intent_id)]).await?;
+    rows.first().map(payment_from_row).transpose()
+}
+
+/// The payment a PaymentIntent is attached to, else the one `payment_id` names, in one read:
+/// what `resolve::payment_of_intent` chooses from.
+pub(crate) async fn by_intent_or_id<S: Storage>(
+    db: &S,
+    payment_intent_id: &str,
+    payment_id: Option<&str>,
+) -> Result<Option<Payment>> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM (
+             SELECT 0 AS rank, * FROM payments WHERE stripe_payment_intent_id = ?1
+             UNION ALL SELECT 1 AS rank, * FROM payments WHERE id = ?2
+         ) ORDER BY rank LIMIT 1"
+    );
+    let rows = db
+        .query(&sql, &[t(payment_intent_id), ot(payment_id)])
+        .await?;
     rows.first().map(payment_from_row).transpose()
 }
 
@@ -198,7 +252,8 @@ async fn insert_pending<S: Storage>(
     Ok(existing)
 }
 
-/// Records the Stripe PaymentIntent created for a payment.
+/// Records the Stripe PaymentIntent created for a payment, unless the payment already has
+/// another one (a `payment_intent_mismatch` conflict). Marks the payment as looked at now.
 pub async fn attach_intent<S: Storage>(
     db: &S,
     payment_id: &str,
@@ -213,12 +268,17 @@ pub async fn attach_intent<S: Storage>(
         )
         .await?;
     if rows.is_empty() {
-        return Err(LedgerError::Conflict {
-            code: "payment_intent_mismatch",
-            message: "This payment has another PaymentIntent.".into(),
-        });
+        return Err(intent_mismatch());
     }
     Ok(())
+}
+
+/// The conflict of a payment reported through another PaymentIntent than the one it has.
+pub fn intent_mismatch() -> LedgerError {
+    LedgerError::Conflict {
+        code: "payment_intent_mismatch",
+        message: "This payment has another PaymentIntent.".into(),
+    }
 }
 
 /// What a payment was made with, as far as whoever reports its success knows it.
@@ -241,13 +301,132 @@ impl PaidWith {
     }
 }
 
-/// Credits a succeeded payment exactly once (R9): every later report returns it unchanged,
-/// except that a card a report names fills a receipt that had none. The success numbers the
-/// payment's receipt and, for a payment that saves its card, makes that card the workspace's
-/// (a card that was declined, or whose payment never completed, never replaces the one on file).
-pub async fn settle_succeeded<S: Storage>(
+/// Which payment a [`Report`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reported<'a> {
+    /// Our payment, by id, and the PaymentIntent the report came from when there is one.
+    Payment {
+        /// Our payment id.
+        id: &'a str,
+        /// The PaymentIntent Stripe answered with or named.
+        intent_id: Option<&'a str>,
+    },
+    /// A PaymentIntent a webhook names (`ledger::resolve::payment_of_intent` finds the payment).
+    Intent {
+        /// `pi_...`.
+        intent_id: &'a str,
+        /// Our payment id from the PaymentIntent's `metadata[payment_id]`.
+        metadata_payment_id: Option<&'a str>,
+    },
+}
+
+impl Reported<'_> {
+    fn intent_id(&self) -> Option<&str> {
+        match self {
+            Self::Payment { intent_id, .. } => *intent_id,
+            Self::Intent { intent_id, .. } => Some(intent_id),
+        }
+    }
+}
+
+/// A payment after [`settle`]: as it now is, and what the report meant for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settled {
+    /// The payment as written (or as it was, when nothing changed).
+    pub payment: Payment,
+    /// The ledger's classification of the report.
+    pub settlement: Settlement,
+}
+
+/// Settles a payment from what Stripe reported (R9, R11, R21), whoever observed it: ONE
+/// transaction reads the payment once, records the PaymentIntent it learns of, classifies the
+/// report for the payment's kind (`settlement`) and writes the outcome. `None` when the report
+/// is not about a payment of ours (no such payment for the PaymentIntent, or the payment has
+/// another PaymentIntent); an unknown payment id is `NotFound`.
+///
+/// - Succeeded: credited exactly once; every later report returns it unchanged, except that a
+///   card a report names fills a receipt that had none. The success numbers the payment's
+///   receipt and, for a payment that saves its card, makes that card the workspace's (a card
+///   that was declined, or whose payment never completed, never replaces the one on file).
+/// - Failed: recorded (a payment that already succeeded is left as it is); a hard decline of an
+///   automatic charge disables auto-recharge with a warning, a soft one re-arms it (bounded by
+///   the daily cap).
+/// - Still pending (Stripe processing, or waiting for the customer): marked as looked at now,
+///   which moves it to the back of the reconciliation queue. Stripe not answering leaves it
+///   untouched except for a PaymentIntent learnt now.
+pub async fn settle<S: Storage>(
     db: &S,
-    payment_id: &str,
+    reported: Reported<'_>,
+    report: &Report<'_>,
+    paid: &PaidWith,
+    real_now_secs: i64,
+) -> Result<Option<Settled>> {
+    tx::immediate(db, async |db| {
+        let payment = match reported {
+            Reported::Payment { id, .. } => by_id(db, id).await?,
+            Reported::Intent {
+                intent_id,
+                metadata_payment_id,
+            } => match resolve::payment_of_intent(db, intent_id, metadata_payment_id).await? {
+                Some(payment) => payment,
+                None => return Ok(None),
+            },
+        };
+        let Some(payment) = record_intent(db, payment, reported.intent_id(), real_now_secs).await?
+        else {
+            return Ok(None);
+        };
+        let settlement = report.settlement(payment.kind);
+        let payment = match &settlement {
+            Settlement::Succeed => record_success(db, payment, paid, real_now_secs).await?,
+            Settlement::Fail(failure) => {
+                record_failure(db, payment, failure, real_now_secs).await?
+            }
+            Settlement::Wait | Settlement::AwaitCustomer { .. } => {
+                db.execute(
+                    "UPDATE payments SET updated_at = ?2 WHERE id = ?1",
+                    &[t(&payment.id), i(real_now_secs)],
+                )
+                .await?;
+                payment
+            }
+            Settlement::StripeFailed => payment,
+        };
+        Ok(Some(Settled {
+            payment,
+            settlement,
+        }))
+    })
+    .await
+}
+
+/// Records the PaymentIntent a report names on a payment that has none; `None` when the payment
+/// has another (nothing is settled from this one).
+async fn record_intent<S: Storage>(
+    db: &S,
+    mut payment: Payment,
+    intent_id: Option<&str>,
+    real_now_secs: i64,
+) -> Result<Option<Payment>> {
+    match (intent_id, payment.payment_intent_id.as_deref()) {
+        (None, _) => Ok(Some(payment)),
+        (Some(reported), Some(own)) => Ok((reported == own).then_some(payment)),
+        (Some(reported), None) => {
+            db.execute(
+                "UPDATE payments SET stripe_payment_intent_id = ?2, updated_at = ?3 WHERE id = ?1",
+                &[t(&payment.id), t(reported), i(real_now_secs)],
+            )
+            .await?;
+            payment.payment_intent_id = Some(reported.to_owned());
+            Ok(Some(payment))
+        }
+    }
+}
+
+/// Credits a payment Stripe reports succeeded, exactly once (see [`settle`]).
+async fn record_success<S: Storage>(
+    db: &S,
+    payment: Payment,
     paid: &PaidWith,
     real_now_secs: i64,
 ) -> Result<Payment> {
@@ -255,109 +434,128 @@ pub async fn settle_succeeded<S: Storage>(
         Some(card) => (Some(card.brand.as_str()), Some(card.last4.as_str())),
         None => (None, None),
     };
-    tx::immediate(db, async |db| {
-        let payment = by_id(db, payment_id).await?;
-        if payment.status == PaymentStatus::Succeeded {
-            if paid.card.is_some() {
-                db.execute(
-                    "UPDATE payments SET card_brand = ?2, card_last4 = ?3 WHERE id = ?1 AND card_last4 IS NULL",
-                    &[t(&payment.id), ot(brand), ot(last4)],
-                )
-                .await?;
-            }
-            return Ok(payment);
+    if payment.status == PaymentStatus::Succeeded {
+        if paid.card.is_some() {
+            db.execute(
+                "UPDATE payments SET card_brand = ?2, card_last4 = ?3 WHERE id = ?1 AND card_last4 IS NULL",
+                &[t(&payment.id), ot(brand), ot(last4)],
+            )
+            .await?;
         }
-        let ws = workspace::get(db, &payment.workspace_id).await?;
-        let now = ws.now(real_now_secs);
-        let posted = post::post(
-            db,
-            &ws.id,
-            &Entry {
-                kind: payment.kind.as_str(),
-                reference: Some(payment.payment_intent_id.as_deref().unwrap_or(&payment.id)),
-                wallet_delta_micros: payment.credits_micros,
-                occurred_at: now,
-                description: Some(if payment.kind == PaymentKind::Topup { "top-up" } else { "automatic recharge" }),
-                ..Entry::default()
-            },
-            now,
-        )
-        .await?;
-        db.execute(
-            "UPDATE payments SET status = 'succeeded', transaction_id = ?2, failure_code = NULL,
-                 failure_message = NULL, updated_at = ?3, paid_at = ?3, card_brand = ?4, card_last4 = ?5,
-                 receipt_number = (SELECT COALESCE(MAX(receipt_number), 0) + 1 FROM payments WHERE workspace_id = ?6)
-             WHERE id = ?1",
-            &[t(&payment.id), i(posted.transaction_id), i(now), ot(brand), ot(last4), t(&ws.id)],
-        )
-        .await?;
-        if payment.kind == PaymentKind::AutoRecharge {
-            db.execute("UPDATE workspaces SET auto_recharge_warning = NULL WHERE id = ?1 AND auto_recharge_enabled = 1", &[t(&ws.id)]).await?;
-        }
-        if let (true, Some(card)) = (paid.saves_card, &paid.card) {
-            set_payment_method(db, &ws.id, card).await?;
-        }
-        workspace::after_credit(db, &ws.id).await?;
-        by_id(db, &payment.id).await
-    })
-    .await
-}
-
-/// Records a failed payment (R9, R11). A hard decline of an automatic charge disables
-/// auto-recharge with a warning; a soft failure re-arms it (bounded by the daily cap).
-/// A payment that already succeeded is left as it is.
-pub async fn settle_failed<S: Storage>(
-    db: &S,
-    payment_id: &str,
-    code: &str,
-    message: &str,
-    hard_decline: bool,
-    real_now_secs: i64,
-) -> Result<Payment> {
-    tx::immediate(db, async |db| {
-        let payment = by_id(db, payment_id).await?;
-        if payment.status == PaymentStatus::Succeeded {
-            return Ok(payment);
-        }
-        db.execute(
-            "UPDATE payments SET status = 'failed', failure_code = ?2, failure_message = ?3, updated_at = ?4 WHERE id = ?1",
-            &[t(&payment.id), t(code), t(message), i(real_now_secs)],
-        )
-        .await?;
-        if payment.kind == PaymentKind::AutoRecharge {
-            let (enabled_sql, warning) = if hard_decline {
-                ("0", format!("Auto-recharge was turned off: the card was declined ({code}). Update your payment method."))
+        return Ok(payment);
+    }
+    let ws = workspace::get(db, &payment.workspace_id).await?;
+    let now = ws.now(real_now_secs);
+    let posted = post::post(
+        db,
+        &ws.id,
+        &Entry {
+            kind: payment.kind.as_str(),
+            reference: Some(payment.payment_intent_id.as_deref().unwrap_or(&payment.id)),
+            wallet_delta_micros: payment.credits_micros,
+            occurred_at: now,
+            description: Some(if payment.kind == PaymentKind::Topup {
+                "top-up"
             } else {
-                ("auto_recharge_enabled", format!("The last automatic recharge failed ({code}); it will be retried."))
-            };
-            let sql = format!(
-                "UPDATE workspaces SET auto_recharge_enabled = {enabled_sql}, auto_recharge_warning = ?2,
-                     auto_recharge_armed = ?3 WHERE id = ?1"
-            );
-            db.execute(&sql, &[t(&payment.workspace_id), t(warning), i(i64::from(!hard_decline))]).await?;
-        }
-        by_id(db, &payment.id).await
-    })
-    .await
+                "automatic recharge"
+            }),
+            ..Entry::default()
+        },
+        now,
+    )
+    .await?;
+    let sql = format!(
+        "UPDATE payments SET status = 'succeeded', transaction_id = ?2, failure_code = NULL,
+             failure_message = NULL, updated_at = ?3, paid_at = ?3, card_brand = ?4, card_last4 = ?5,
+             receipt_number = (SELECT COALESCE(MAX(receipt_number), 0) + 1 FROM payments WHERE workspace_id = ?6)
+         WHERE id = ?1 RETURNING {PAYMENT_COLUMNS}"
+    );
+    let rows = db
+        .query(
+            &sql,
+            &[
+                t(&payment.id),
+                i(posted.transaction_id),
+                i(now),
+                ot(brand),
+                ot(last4),
+                t(&ws.id),
+            ],
+        )
+        .await?;
+    let settled = rows.first().map_or(
+        Err(LedgerError::NotFound { what: "payment" }),
+        payment_from_row,
+    )?;
+    if payment.kind == PaymentKind::AutoRecharge {
+        db.execute("UPDATE workspaces SET auto_recharge_warning = NULL WHERE id = ?1 AND auto_recharge_enabled = 1", &[t(&ws.id)]).await?;
+    }
+    if let (true, Some(card)) = (paid.saves_card, &paid.card) {
+        set_payment_method(db, &ws.id, card).await?;
+    }
+    workspace::after_credit(db, &ws.id).await?;
+    Ok(settled)
 }
 
-/// [`settle_failed`] with a failure the domain classified (`settlement`).
-pub async fn settle_failure<S: Storage>(
+/// Records a failed payment (see [`settle`]).
+async fn record_failure<S: Storage>(
     db: &S,
-    payment_id: &str,
+    payment: Payment,
     failure: &Failure,
     real_now_secs: i64,
 ) -> Result<Payment> {
+    if payment.status == PaymentStatus::Succeeded {
+        return Ok(payment);
+    }
     let code = failure.code.as_str();
-    settle_failed(
-        db,
-        payment_id,
-        code,
-        &failure.message,
-        failure.hard_decline,
-        real_now_secs,
-    )
-    .await
+    let sql = format!(
+        "UPDATE payments SET status = 'failed', failure_code = ?2, failure_message = ?3, updated_at = ?4
+         WHERE id = ?1 RETURNING {PAYMENT_COLUMNS}"
+    );
+    let rows = db
+        .query(
+            &sql,
+            &[
+                t(&payment.id),
+                t(code),
+                t(&failure.message),
+                i(real_now_secs),
+            ],
+        )
+        .await?;
+    let settled = rows.first().map_or(
+        Err(LedgerError::NotFound { what: "payment" }),
+        payment_from_row,
+    )?;
+    if payment.kind == PaymentKind::AutoRecharge {
+        let (enabled_sql, warning) = if failure.hard_decline {
+            (
+                "0",
+                format!(
+                    "Auto-recharge was turned off: the card was declined ({code}). Update your payment method."
+                ),
+            )
+        } else {
+            (
+                "auto_recharge_enabled",
+                format!("The last automatic recharge failed ({code}); it will be retried."),
+            )
+        };
+        let sql = format!(
+            "UPDATE workspaces SET auto_recharge_enabled = {enabled_sql}, auto_recharge_warning = ?2,
+                 auto_recharge_armed = ?3 WHERE id = ?1"
+        );
+        db.execute(
+            &sql,
+            &[
+                t(&payment.workspace_id),
+                t(warning),
+                i(i64::from(!failure.hard_decline)),
+            ],
+        )
+        .await?;
+    }
+    Ok(settled)
 }
 
 /// Reverses the credits a refund or dispute takes back (R12), once per Stripe object id. The

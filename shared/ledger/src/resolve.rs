@@ -2,10 +2,10 @@
 //! workspace an invoice or subscription event belongs to. The webhook, the synchronous answers
 //! and the reconciliation all find them here, the same way.
 
-use crate::payments;
+use crate::Result;
+use crate::payments::{self, Payment};
 use crate::storage::Storage;
 use crate::workspace;
-use crate::{LedgerError, Result};
 
 /// The Stripe customer and subscription an invoice or subscription event names.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -14,6 +14,13 @@ pub struct StripeOwner {
     pub customer: Option<String>,
     /// `sub_...`.
     pub subscription: Option<String>,
+}
+
+/// Whether an invoice pays for a plan cycle (and so may grant credits, R13): a subscription's
+/// invoice (it names a subscription, or Stripe bills it for one). A one-off invoice must never
+/// grant credits.
+pub fn invoice_pays_plan_cycle(owner: &StripeOwner, billing_reason: Option<&str>) -> bool {
+    owner.subscription.is_some() || billing_reason.is_some_and(|r| r.starts_with("subscription"))
 }
 
 /// The workspace a subscription or invoice belongs to: the one recording the subscription, else
@@ -45,38 +52,50 @@ pub async fn workspace_of<S: Storage>(db: &S, owner: &StripeOwner) -> Result<Opt
     Ok(Some(ws))
 }
 
-/// Records `intent_id` on `payment_id` unless the payment already has another PaymentIntent:
-/// `false` then (nothing is to be settled from this one). Recording it also marks the payment
-/// as looked at now, which moves a pending one to the back of the reconciliation queue.
-pub async fn attach_intent<S: Storage>(
-    db: &S,
-    payment_id: &str,
-    intent_id: &str,
-    real_now_secs: i64,
-) -> Result<bool> {
-    match payments::attach_intent(db, payment_id, intent_id, real_now_secs).await {
-        Ok(()) => Ok(true),
-        Err(LedgerError::Conflict { .. }) => Ok(false),
-        Err(error) => Err(error),
-    }
-}
-
-/// Our payment a PaymentIntent settles: the one it is attached to, else the one its
-/// `metadata[payment_id]` names (attached now: it was created before the PaymentIntent). `None`
-/// when it is not ours: no such payment, or that payment has another PaymentIntent.
+/// Our payment a PaymentIntent is about: the one it is attached to, else the one its
+/// `metadata[payment_id]` names (created before the PaymentIntent; `payments::settle` attaches
+/// it). `None` when it is not ours: no such payment, or that payment has another PaymentIntent.
+/// One read.
 pub async fn payment_of_intent<S: Storage>(
     db: &S,
     intent_id: &str,
     metadata_payment_id: Option<&str>,
-    real_now_secs: i64,
-) -> Result<Option<String>> {
-    if let Some(payment) = payments::find_by_intent(db, intent_id).await? {
-        return Ok(Some(payment.id));
+) -> Result<Option<Payment>> {
+    let found = payments::by_intent_or_id(db, intent_id, metadata_payment_id).await?;
+    Ok(found.filter(|payment| {
+        payment
+            .payment_intent_id
+            .as_deref()
+            .is_none_or(|own| own == intent_id)
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invoices_that_pay_plan_cycles() {
+        let owner = |subscription: Option<&str>| StripeOwner {
+            customer: Some("cus_1".into()),
+            subscription: subscription.map(str::to_owned),
+        };
+        assert!(invoice_pays_plan_cycle(&owner(Some("sub_1")), None));
+        assert!(invoice_pays_plan_cycle(
+            &owner(Some("sub_1")),
+            Some("manual")
+        ));
+        for reason in [
+            "subscription_cycle",
+            "subscription_create",
+            "subscription_update",
+        ] {
+            assert!(
+                invoice_pays_plan_cycle(&owner(None), Some(reason)),
+                "{reason}"
+            );
+        }
+        assert!(!invoice_pays_plan_cycle(&owner(None), Some("manual")));
+        assert!(!invoice_pays_plan_cycle(&owner(None), None));
     }
-    let Some(payment_id) = metadata_payment_id else {
-        return Ok(None);
-    };
-    // `attach_intent` answers a conflict for an unknown payment too (no row to update).
-    let attached = attach_intent(db, payment_id, intent_id, real_now_secs).await?;
-    Ok(attached.then(|| payment_id.to_owned()))
 }

@@ -3,9 +3,10 @@
 //! used by the synchronous top-up, the webhook, the auto-recharge charge and the reconciliation
 //! alike, so that whichever reports first, the payment ends the same way.
 //!
-//! Pure: the inputs are Stripe's words (codes, statuses) already read from the wire; the output
-//! is a [`Settlement`] the caller carries out with `payments::settle_succeeded` /
-//! `payments::settle_failed` (and, for the customer, the HTTP answer). Nothing here knows HTTP.
+//! Pure: the inputs are Stripe's words (codes, statuses) already read from the wire, gathered in
+//! a [`Report`]; the output is a [`Settlement`], which `payments::settle` writes in the same
+//! transaction that reads the payment (the caller only maps it to its answer). Nothing here
+//! knows HTTP.
 
 use crate::statuses::{IntentStatus, PaymentKind};
 
@@ -48,6 +49,26 @@ pub const SOFT_DECLINE_CODES: &[&str] = &[
     "try_again_later",
     "withdrawal_count_limit_exceeded",
 ];
+
+/// The code a failed charge without Stripe's `failure_code` is read as.
+pub const DEFAULT_CHARGE_FAILURE_CODE: &str = "card_declined";
+
+/// Why a subscription's first invoice is unpaid, as Stripe reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnpaidInvoice<'a> {
+    /// No failed charge: not attempted, or the bank waits for the customer (3-D Secure).
+    NoFailedCharge,
+    /// Its charge failed, with Stripe's `failure_code` when it gave one.
+    ChargeFailed(Option<&'a str>),
+    /// Stripe refused to create the subscription with a card error of this `code`.
+    CardError(&'a str),
+}
+
+/// Whether a refund Stripe reports takes credits back (R12): any refund but one that failed or
+/// was canceled (a pending refund is on its way: the money is leaving).
+pub fn refund_takes_credits_back(refund_status: Option<&str>) -> bool {
+    !matches!(refund_status, Some("failed" | "canceled"))
+}
 
 /// The product's failure codes of a payment (R9), stored in `payments.failure_code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +134,18 @@ impl FailureCode {
         }
     }
 
+    /// Why a subscription's first invoice was not paid, from what Stripe reports: a failed
+    /// charge without a code counts as a decline (`card_declined`).
+    pub fn of_unpaid_invoice(unpaid: UnpaidInvoice<'_>) -> Self {
+        match unpaid {
+            UnpaidInvoice::NoFailedCharge => Self::of_refused_invoice(None),
+            UnpaidInvoice::ChargeFailed(code) => {
+                Self::of_refused_invoice(Some(code.unwrap_or(DEFAULT_CHARGE_FAILURE_CODE)))
+            }
+            UnpaidInvoice::CardError(code) => Self::of_refused_invoice(Some(code)),
+        }
+    }
+
     /// Whether the card (rather than Stripe or us) refused: the contract answers these 402.
     pub fn is_card_fault(self) -> bool {
         self != Self::PaymentProcessingError
@@ -161,7 +194,7 @@ pub struct CardReport<'a> {
     pub message: Option<&'a str>,
 }
 
-/// Why a payment failed, as `payments::settle_failed` records it.
+/// Why a payment failed, as `payments::settle` records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The product code (R9).
@@ -275,7 +308,7 @@ pub struct IntentReport<'a> {
 /// waiting for them stays pending. A recharge is off-session: authentication fails it hard, and
 /// anything neither done, in progress nor failed fails it soft (re-armed, bounded by the daily
 /// cap). A failed attempt and a canceled intent fail either kind.
-pub fn settle_intent(intent: &IntentReport<'_>, kind: PaymentKind) -> Settlement {
+fn settle_intent(intent: &IntentReport<'_>, kind: PaymentKind) -> Settlement {
     use IntentStatus::{
         Canceled, Other, Processing, RequiresAction, RequiresCapture, RequiresConfirmation,
         RequiresPaymentMethod, Succeeded,
@@ -300,7 +333,8 @@ pub fn settle_intent(intent: &IntentReport<'_>, kind: PaymentKind) -> Settlement
 }
 
 /// Whether settling a card error of a `kind` payment depends on its PaymentIntent's current
-/// status (see [`settle_card_error`]): only authentication a present customer may complete.
+/// status (read it back for [`Report::CardError`]): only authentication a present customer may
+/// complete.
 pub fn card_error_needs_intent(report: &CardReport<'_>, kind: PaymentKind) -> bool {
     kind.customer_present()
         && FailureCode::of_stripe_code(report.code) == FailureCode::AuthenticationRequired
@@ -310,7 +344,7 @@ pub fn card_error_needs_intent(report: &CardReport<'_>, kind: PaymentKind) -> bo
 /// PaymentIntent's status as read back, when [`card_error_needs_intent`] asked for it and it
 /// could be read: a present customer asked to authenticate an intent still open keeps it pending
 /// (3-D Secure); everything else fails with the card's classification.
-pub fn settle_card_error(
+fn settle_card_error(
     report: CardReport<'_>,
     kind: PaymentKind,
     intent: Option<IntentStatus>,
@@ -323,6 +357,63 @@ pub fn settle_card_error(
         };
     }
     Settlement::Fail(Failure::of_card(report))
+}
+
+/// What Stripe reported about a payment, whoever observed it: the synchronous answer of a
+/// top-up or a recharge, the reconciliation's read, or a webhook. `payments::settle` classifies
+/// it for the payment's kind ([`Report::settlement`]) and writes the outcome in one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Report<'a> {
+    /// Stripe says the PaymentIntent succeeded (`payment_intent.succeeded`).
+    Succeeded,
+    /// A PaymentIntent as read from Stripe (an answer, a retry's or the reconciliation's read, or
+    /// `payment_intent.canceled`).
+    Intent(IntentReport<'a>),
+    /// The charge was refused by the card (a confirmed charge's card error, or
+    /// `payment_intent.payment_failed`), with the PaymentIntent's status when it was read back
+    /// because [`card_error_needs_intent`] asked for it.
+    CardError {
+        /// The card's answer.
+        report: CardReport<'a>,
+        /// The PaymentIntent's status as read back, if it was.
+        intent: Option<IntentStatus>,
+    },
+    /// The charge request failed without a card's answer.
+    RequestFailed(RequestFailure),
+    /// The reconciliation could not read the payment's PaymentIntent.
+    IntentUnreadable(RequestFailure),
+    /// The PaymentIntent succeeded, but the card the payment saves could not be read from Stripe
+    /// yet: a payment is never credited without the card it saves, so it stays pending for the
+    /// webhook or the reconciliation.
+    CardToSaveUnreadable,
+    /// A failure decided before Stripe was asked or answered (no saved card, an amount Stripe
+    /// cannot charge, a payment never started): [`Failure::no_saved_card`] and its siblings.
+    Failed(Failure),
+}
+
+impl Report<'_> {
+    /// Whether Stripe reports the money in: the caller then reads the card that paid (outside
+    /// the ledger lock) before settling.
+    pub fn is_paid(&self) -> bool {
+        match self {
+            Self::Succeeded => true,
+            Self::Intent(intent) => intent.status == IntentStatus::Succeeded,
+            _ => false,
+        }
+    }
+
+    /// What this report means for a payment of `kind`.
+    pub fn settlement(&self, kind: PaymentKind) -> Settlement {
+        match self {
+            Self::Succeeded => Settlement::Succeed,
+            Self::Intent(intent) => settle_intent(intent, kind),
+            Self::CardError { report, intent } => settle_card_error(*report, kind, *intent),
+            Self::RequestFailed(failure) => settle_request_failure(*failure, kind),
+            Self::IntentUnreadable(failure) => settle_unreadable_intent(*failure),
+            Self::CardToSaveUnreadable => Settlement::StripeFailed,
+            Self::Failed(failure) => Settlement::Fail(failure.clone()),
+        }
+    }
 }
 
 /// How a Stripe request failed, other than by the card.
@@ -342,7 +433,7 @@ pub enum RequestFailure {
 /// pending too (the customer retries with the same `Idempotency-Key`, and the reconciliation
 /// settles it otherwise), but fails a recharge hard: nobody would retry, and retrying forever
 /// would be a storm.
-pub fn settle_request_failure(failure: RequestFailure, kind: PaymentKind) -> Settlement {
+fn settle_request_failure(failure: RequestFailure, kind: PaymentKind) -> Settlement {
     match failure {
         RequestFailure::Refused if !kind.customer_present() => {
             Settlement::Fail(Failure::processing(None, true))
@@ -354,7 +445,7 @@ pub fn settle_request_failure(failure: RequestFailure, kind: PaymentKind) -> Set
 /// What the reconciliation does with a payment whose PaymentIntent could not be read: unanswered,
 /// try again on a later pass; refused (the intent is not readable with our key), leave it pending
 /// and move it to the back of the queue.
-pub fn settle_unreadable_intent(failure: RequestFailure) -> Settlement {
+fn settle_unreadable_intent(failure: RequestFailure) -> Settlement {
     match failure {
         RequestFailure::Unanswered => Settlement::StripeFailed,
         RequestFailure::Refused => Settlement::Wait,
@@ -489,6 +580,41 @@ mod tests {
             of(Some("authentication_required")),
             FailureCode::AuthenticationRequired
         );
+    }
+
+    #[test]
+    fn unpaid_first_invoices() {
+        use UnpaidInvoice::{CardError, ChargeFailed, NoFailedCharge};
+        let of = FailureCode::of_unpaid_invoice;
+        assert_eq!(of(NoFailedCharge), FailureCode::AuthenticationRequired);
+        assert_eq!(of(ChargeFailed(None)), FailureCode::CardDeclined, "no code");
+        assert_eq!(
+            of(ChargeFailed(Some("expired_card"))),
+            FailureCode::ExpiredCard
+        );
+        assert_eq!(
+            of(ChargeFailed(Some("processing_error"))),
+            FailureCode::CardDeclined
+        );
+        assert_eq!(
+            of(CardError("authentication_required")),
+            FailureCode::AuthenticationRequired
+        );
+    }
+
+    #[test]
+    fn refunds_that_take_credits_back() {
+        for status in [
+            None,
+            Some("succeeded"),
+            Some("pending"),
+            Some("requires_action"),
+        ] {
+            assert!(refund_takes_credits_back(status), "{status:?}");
+        }
+        for status in [Some("failed"), Some("canceled")] {
+            assert!(!refund_takes_credits_back(status), "{status:?}");
+        }
     }
 
     #[test]

@@ -262,7 +262,7 @@ fn a_declined_recharge_and_a_renewal_are_told() {
     ))
     .expect("claim")
     .expect("due: the wallet is under 50");
-    block_on(payments::settle_failed(
+    block_on(common::report_failure(
         &fx.db,
         &payment.id,
         "card_declined",

@@ -552,14 +552,14 @@ fn r8_replays_move_nothing() {
     assert_e1_and_c1_replay(&fx, &first);
     fx.topup("w", "tp1", "10", NOV_1);
     let credited = fx.balances("w").1;
-    block_on(payments::settle_succeeded(
+    block_on(common::report_success(
         &fx.db,
         "tp1",
         &payments::PaidWith::default(),
         NOV_1,
     ))
     .expect("second report");
-    block_on(payments::settle_failed(
+    block_on(common::report_failure(
         &fx.db,
         "tp1",
         "card_declined",
@@ -633,7 +633,7 @@ fn r9_topup_bounds_and_exactly_once() {
     assert_eq!(create("t1", "30"), Err(LedgerError::IdempotencyConflict));
     assert_eq!(fx.balances("w"), (0, 0), "pending credits nothing");
     block_on(payments::attach_intent(&fx.db, "t1", "pi_1", NOV_1)).expect("attach");
-    let failed = block_on(payments::settle_failed(
+    let failed = block_on(common::report_failure(
         &fx.db,
         "t1",
         "card_declined",
@@ -645,14 +645,14 @@ fn r9_topup_bounds_and_exactly_once() {
     assert_eq!(failed.status, "failed");
     assert_eq!(fx.balances("w"), (0, 0));
     // The customer retries the same PaymentIntent with another card: it succeeds once.
-    block_on(payments::settle_succeeded(
+    block_on(common::report_success(
         &fx.db,
         "t1",
         &payments::PaidWith::default(),
         NOV_1,
     ))
     .expect("succeeded");
-    block_on(payments::settle_succeeded(
+    block_on(common::report_success(
         &fx.db,
         "t1",
         &payments::PaidWith::default(),
@@ -689,7 +689,7 @@ fn r10_a_card_paid_to_be_saved_replaces_the_card_on_file_only_when_it_pays() {
     let card_on_file = || fx.state("w").saved_card().expect("a card").last4;
     // A new card that is declined: the card on file stays.
     create("t1", "10");
-    block_on(payments::settle_failed(
+    block_on(common::report_failure(
         &fx.db,
         "t1",
         "card_declined",
@@ -705,29 +705,17 @@ fn r10_a_card_paid_to_be_saved_replaces_the_card_on_file_only_when_it_pays() {
         card: Some(new_card("pm_2", "4444")),
         saves_card: true,
     };
-    block_on(payments::settle_succeeded(
-        &fx.db,
-        "t2",
-        &saving,
-        NOV_1 + 60,
-    ))
-    .expect("paid");
+    block_on(common::report_success(&fx.db, "t2", &saving, NOV_1 + 60)).expect("paid");
     assert_eq!(card_on_file(), "4444");
     // The card on file changes again; a late second report of t2 changes nothing.
     fx.save_card("w");
-    block_on(payments::settle_succeeded(
-        &fx.db,
-        "t2",
-        &saving,
-        NOV_1 + 120,
-    ))
-    .expect("again");
+    block_on(common::report_success(&fx.db, "t2", &saving, NOV_1 + 120)).expect("again");
     assert_eq!(card_on_file(), "4242");
     assert_eq!(fx.balances("w").1, micros("20"));
     // A charge of the saved card: numbered next, with its card; a report without the card leaves
     // a receipt without one, which a later report naming it fills.
     create("t3", "15");
-    block_on(payments::settle_succeeded(
+    block_on(common::report_success(
         &fx.db,
         "t3",
         &payments::PaidWith::default(),
@@ -735,7 +723,7 @@ fn r10_a_card_paid_to_be_saved_replaces_the_card_on_file_only_when_it_pays() {
     ))
     .expect("paid");
     let saved = fx.state("w").saved_card().expect("card");
-    block_on(payments::settle_succeeded(
+    block_on(common::report_success(
         &fx.db,
         "t3",
         &payments::PaidWith::card(saved),
@@ -831,7 +819,7 @@ fn r11_auto_recharge_once_per_crossing_and_runaway_guard() {
         None,
         "never a second while one is pending"
     );
-    block_on(payments::settle_succeeded(
+    block_on(common::report_success(
         &fx.db,
         &recharge.id,
         &payments::PaidWith::default(),
@@ -843,7 +831,7 @@ fn r11_auto_recharge_once_per_crossing_and_runaway_guard() {
     fx.debit("w", "a", "e2", UsageKind::Message, "1000", NOV_1)
         .expect("down to 4");
     let second = claim().expect("claim").expect("second crossing");
-    block_on(payments::settle_succeeded(
+    block_on(common::report_success(
         &fx.db,
         &second.id,
         &payments::PaidWith::default(),
@@ -867,7 +855,7 @@ fn r11_auto_recharge_once_per_crossing_and_runaway_guard() {
     ))
     .expect("claim")
     .expect("a new day");
-    block_on(payments::settle_failed(
+    block_on(common::report_failure(
         &fx.db,
         &third.id,
         "card_declined",

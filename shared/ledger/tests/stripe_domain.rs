@@ -8,12 +8,14 @@ mod common;
 use common::{DAY, Fixture, NOV_1, micros};
 use futures::executor::block_on;
 use ledger::catalog::Catalog;
+use ledger::payments::Reported;
 use ledger::plan_change::{
     self, LiveSubscription, PlanChangePlan, StartPaid, StepKey, StripeChange, StripeRequest,
     StripeStep, Subscriber, SubscriptionChange, UndoPending,
 };
 use ledger::resolve::{self, StripeOwner};
-use ledger::statuses::{SubscriptionStanding, SubscriptionStatus};
+use ledger::settlement::{CardReport, Failure, IntentReport, Report, RequestFailure, Settlement};
+use ledger::statuses::{IntentStatus, PaymentKind, SubscriptionStanding, SubscriptionStatus};
 use ledger::{LedgerError, payments, plans, workspace};
 
 fn subscriber(fx: &Fixture, ws: &str) -> Subscriber {
@@ -480,8 +482,30 @@ fn payment_intents_find_their_payment() {
     };
     create("tp_1");
     create("tp_2");
-    let of = |intent: &str, metadata: Option<&str>| {
-        block_on(resolve::payment_of_intent(&fx.db, intent, metadata, NOV_1)).expect("lookup")
+    // A report that leaves the payment pending (Stripe processing) settles nothing but
+    // records the PaymentIntent, so it shows which payment a PaymentIntent is about.
+    let processing = Report::Intent(IntentReport {
+        status: IntentStatus::Processing,
+        has_payment_method: true,
+        last_error: None,
+    });
+    let paid = payments::PaidWith::default();
+    let settle = |reported: Reported<'_>| {
+        block_on(payments::settle(
+            &fx.db,
+            reported,
+            &processing,
+            &paid,
+            NOV_1,
+        ))
+        .expect("settle")
+        .map(|settled| settled.payment.id)
+    };
+    let of = |intent_id: &str, metadata_payment_id: Option<&str>| {
+        settle(Reported::Intent {
+            intent_id,
+            metadata_payment_id,
+        })
     };
     // Named by metadata: attached now, then found by the intent alone.
     assert_eq!(of("pi_1", Some("tp_1")), Some("tp_1".into()));
@@ -492,22 +516,317 @@ fn payment_intents_find_their_payment() {
             .map(|p| p.id),
         Some("tp_1".into())
     );
+    assert_eq!(
+        block_on(resolve::payment_of_intent(&fx.db, "pi_1", None))
+            .expect("lookup")
+            .map(|p| p.id),
+        Some("tp_1".into())
+    );
     // Metadata naming a payment with another intent, or no payment of ours: not ours.
     assert_eq!(of("pi_2", Some("tp_1")), None);
     assert_eq!(of("pi_3", Some("tp_unknown")), None);
     assert_eq!(of("pi_4", None), None);
+    let by_id = |intent_id: &'static str| {
+        settle(Reported::Payment {
+            id: "tp_2",
+            intent_id: Some(intent_id),
+        })
+    };
+    assert_eq!(by_id("pi_5"), Some("tp_2".into()));
+    assert_eq!(by_id("pi_5"), Some("tp_2".into()), "the same intent again");
+    assert_eq!(by_id("pi_6"), None);
+    fx.assert_invariants();
+}
+
+/// A top-up of 25 (currency) left pending, as a route creates it.
+fn pending_topup(fx: &Fixture, id: &str, now: i64) {
+    block_on(payments::create_topup(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        id,
+        common::dec("25"),
+        now,
+    ))
+    .expect("top-up");
+}
+
+/// Settles `payment_id` from `report` (reported with `intent_id`) as any observer would.
+fn report(
+    fx: &Fixture,
+    payment_id: &str,
+    intent_id: Option<&str>,
+    report: &Report<'_>,
+    now: i64,
+) -> payments::Settled {
+    let reported = Reported::Payment {
+        id: payment_id,
+        intent_id,
+    };
+    let paid = payments::PaidWith::default();
+    block_on(payments::settle(&fx.db, reported, report, &paid, now))
+        .expect("settle")
+        .expect("a payment of ours")
+}
+
+fn declined(decline_code: &'static str) -> Report<'static> {
+    Report::CardError {
+        report: CardReport {
+            code: Some("card_declined"),
+            decline_code: Some(decline_code),
+            message: Some("Your card was declined."),
+        },
+        intent: None,
+    }
+}
+
+#[test]
+fn one_settlement_whoever_reports_and_in_whatever_order() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    pending_topup(&fx, "tp_1", NOV_1);
+    // The webhook's payment_intent.payment_failed: a hard decline, with Stripe's words.
+    let failed = report(&fx, "tp_1", Some("pi_1"), &declined("stolen_card"), NOV_1);
     assert_eq!(
-        block_on(resolve::attach_intent(&fx.db, "tp_2", "pi_5", NOV_1)),
-        Ok(true)
+        (
+            failed.payment.status.as_str(),
+            failed.payment.failure_code.as_deref(),
+            failed.payment.payment_intent_id.as_deref(),
+        ),
+        ("failed", Some("card_declined"), Some("pi_1"))
+    );
+    let message = failed.payment.failure_message.clone().expect("message");
+    assert!(message.contains("Your card was declined."), "{message}");
+    assert!(matches!(&failed.settlement, Settlement::Fail(f) if f.hard_decline));
+    assert_eq!(fx.balances("w"), (0, 0));
+    // The customer retried the same PaymentIntent with another card: the success credits once.
+    let paid = report(&fx, "tp_1", Some("pi_1"), &Report::Succeeded, NOV_1 + 60);
+    assert_eq!(
+        (paid.payment.status.as_str(), paid.payment.failure_code),
+        ("succeeded", None)
+    );
+    assert_eq!(fx.balances("w"), (0, micros("25")));
+    // Late reports of every kind leave it as it is: a second success, a failure, a cancel.
+    let canceled = Report::Intent(IntentReport {
+        status: IntentStatus::Canceled,
+        has_payment_method: true,
+        last_error: None,
+    });
+    for (late, what) in [
+        (Report::Succeeded, "success"),
+        (declined("insufficient_funds"), "decline"),
+        (canceled, "cancel"),
+    ] {
+        let settled = report(&fx, "tp_1", Some("pi_1"), &late, NOV_1 + 120);
+        assert_eq!(settled.payment.status.as_str(), "succeeded", "{what}");
+    }
+    assert_eq!(fx.balances("w"), (0, micros("25")));
+    // A report through another PaymentIntent is not about this payment.
+    let reported = Reported::Payment {
+        id: "tp_1",
+        intent_id: Some("pi_other"),
+    };
+    let paid_with = payments::PaidWith::default();
+    let other = block_on(payments::settle(
+        &fx.db,
+        reported,
+        &Report::Succeeded,
+        &paid_with,
+        NOV_1,
+    ));
+    assert_eq!(other, Ok(None));
+    fx.assert_invariants();
+}
+
+#[test]
+fn webhook_failures_are_classified_by_the_ledger() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    // payment_intent.payment_failed without a last_payment_error: a soft processing failure.
+    pending_topup(&fx, "tp_1", NOV_1);
+    let no_error = Report::CardError {
+        report: CardReport::default(),
+        intent: None,
+    };
+    let settled = report(&fx, "tp_1", Some("pi_1"), &no_error, NOV_1);
+    assert_eq!(
+        settled.payment.failure_code.as_deref(),
+        Some("payment_processing_error")
+    );
+    assert!(matches!(&settled.settlement, Settlement::Fail(f) if !f.hard_decline));
+    // payment_intent.canceled after an expired card: failed expired_card, hard.
+    pending_topup(&fx, "tp_2", NOV_1);
+    let canceled = Report::Intent(IntentReport {
+        status: IntentStatus::Canceled,
+        has_payment_method: false,
+        last_error: Some(CardReport {
+            code: Some("expired_card"),
+            decline_code: None,
+            message: Some("Your card has expired."),
+        }),
+    });
+    let settled = report(&fx, "tp_2", Some("pi_2"), &canceled, NOV_1);
+    assert_eq!(
+        settled.payment.failure_code.as_deref(),
+        Some("expired_card")
+    );
+    assert!(matches!(&settled.settlement, Settlement::Fail(f) if f.hard_decline));
+    // payment_intent.canceled without a failed attempt: soft, Stripe's words kept.
+    pending_topup(&fx, "tp_3", NOV_1);
+    let canceled = Report::Intent(IntentReport {
+        status: IntentStatus::Canceled,
+        has_payment_method: false,
+        last_error: None,
+    });
+    let settled = report(&fx, "tp_3", Some("pi_3"), &canceled, NOV_1);
+    assert_eq!(
+        settled.settlement,
+        Settlement::Fail(Failure::of_canceled_intent(None))
     );
     assert_eq!(
-        block_on(resolve::attach_intent(&fx.db, "tp_2", "pi_5", NOV_1)),
-        Ok(true),
-        "the same intent again"
+        settled.payment.failure_message.as_deref(),
+        Some(Failure::of_canceled_intent(None).message.as_str())
+    );
+    assert_eq!(fx.balances("w"), (0, 0));
+    fx.assert_invariants();
+}
+
+#[test]
+fn a_declined_recharge_turns_auto_recharge_off_when_hard_and_rearms_it_when_soft() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.save_card("w");
+    fx.enable_auto_recharge("w", "5", "10");
+    let claim = |now: i64| {
+        block_on(payments::claim_auto_recharge(&fx.db, &fx.catalog, "w", now))
+            .expect("claim")
+            .expect("a recharge: the wallet is empty")
+    };
+    // Soft: the card has no funds today; auto-recharge stays on and is re-armed.
+    let first = claim(NOV_1);
+    let settled = report(
+        &fx,
+        &first.id,
+        Some("pi_1"),
+        &declined("insufficient_funds"),
+        NOV_1,
+    );
+    assert_eq!(settled.payment.status.as_str(), "failed");
+    let state = fx.state("w");
+    assert!(state.auto_recharge_enabled);
+    let warning = state.auto_recharge_warning.expect("warning");
+    assert!(warning.contains("will be retried"), "{warning}");
+    // Re-armed: the next sweep charges again. Hard this time: lost card, auto-recharge off.
+    let second = claim(NOV_1 + 60);
+    report(
+        &fx,
+        &second.id,
+        Some("pi_2"),
+        &declined("lost_card"),
+        NOV_1 + 60,
+    );
+    let state = fx.state("w");
+    assert!(!state.auto_recharge_enabled);
+    let warning = state.auto_recharge_warning.expect("warning");
+    assert!(warning.contains("turned off"), "{warning}");
+    // Off-session authentication nobody can complete: hard too, whoever reads the intent.
+    let requires_action = Report::Intent(IntentReport {
+        status: IntentStatus::RequiresAction,
+        has_payment_method: true,
+        last_error: None,
+    });
+    assert_eq!(
+        requires_action.settlement(PaymentKind::AutoRecharge),
+        Settlement::Fail(Failure::authentication_off_session())
     );
     assert_eq!(
-        block_on(resolve::attach_intent(&fx.db, "tp_2", "pi_6", NOV_1)),
-        Ok(false)
+        fx.balances("w").1,
+        0,
+        "no failed recharge credits the wallet"
+    );
+    fx.assert_invariants();
+}
+
+#[test]
+fn pending_reports_touch_the_reconciliation_queue_only_when_stripe_answered() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    pending_topup(&fx, "tp_1", NOV_1);
+    pending_topup(&fx, "tp_2", NOV_1 + 1);
+    report(&fx, "tp_1", Some("pi_1"), &Report::Succeeded, NOV_1 + 2);
+    // tp_1 is settled; tp_2 and tp_3 stay pending.
+    pending_topup(&fx, "tp_3", NOV_1 + 3);
+    let queue = |now: i64| -> Vec<String> {
+        block_on(payments::stale_pending(&fx.db, now, 10))
+            .expect("stale")
+            .into_iter()
+            .map(|p| p.id)
+            .collect()
+    };
+    let later = NOV_1 + payments::RECONCILE_AFTER_SECS + 100;
+    assert_eq!(queue(later), ["tp_2", "tp_3"]);
+    // Stripe did not answer: tp_2 stays first in line.
+    let unanswered = Report::IntentUnreadable(RequestFailure::Unanswered);
+    let settled = report(&fx, "tp_2", None, &unanswered, NOV_1 + 10);
+    assert_eq!(settled.settlement, Settlement::StripeFailed);
+    assert_eq!(queue(later), ["tp_2", "tp_3"]);
+    // Stripe answered it is still processing: looked at now, tp_2 goes to the back.
+    let processing = Report::Intent(IntentReport {
+        status: IntentStatus::Processing,
+        has_payment_method: true,
+        last_error: None,
+    });
+    let settled = report(&fx, "tp_2", Some("pi_2"), &processing, NOV_1 + 20);
+    assert_eq!(
+        (settled.settlement, settled.payment.status.as_str()),
+        (Settlement::Wait, "pending")
+    );
+    assert_eq!(queue(later), ["tp_3", "tp_2"]);
+    // Paid, but the card it saves cannot be read yet: pending, never credited without it.
+    let settled = report(
+        &fx,
+        "tp_3",
+        Some("pi_3"),
+        &Report::CardToSaveUnreadable,
+        NOV_1 + 30,
+    );
+    assert_eq!(
+        (
+            settled.payment.status.as_str(),
+            settled.payment.payment_intent_id.as_deref()
+        ),
+        ("pending", Some("pi_3"))
+    );
+    assert_eq!(fx.balances("w"), (0, micros("25")), "only tp_1");
+    fx.assert_invariants();
+}
+
+#[test]
+fn failures_decided_before_stripe_answered() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    pending_topup(&fx, "tp_1", NOV_1);
+    let settled = report(
+        &fx,
+        "tp_1",
+        None,
+        &Report::Failed(Failure::not_started()),
+        NOV_1,
+    );
+    assert_eq!(
+        (
+            settled.payment.status.as_str(),
+            settled.payment.failure_message.as_deref()
+        ),
+        ("failed", Some(ledger::settlement::NOT_STARTED_MESSAGE))
+    );
+    // A top-up's refused request stays pending for the customer's retry.
+    pending_topup(&fx, "tp_2", NOV_1);
+    let refused = Report::RequestFailed(RequestFailure::Refused);
+    let settled = report(&fx, "tp_2", None, &refused, NOV_1);
+    assert_eq!(
+        (settled.settlement, settled.payment.status.as_str()),
+        (Settlement::StripeFailed, "pending")
     );
     fx.assert_invariants();
 }

@@ -14,7 +14,7 @@
 //! - [`idempotent`]: `Idempotency-Key` replay over the key-value store;
 //! - [`variable`], [`flag`], [`now_secs`]: configuration and the wall clock;
 //! - [`catalog`]: the current catalog, cached per instance by version;
-//! - [`stripe_client`], [`classify`], [`intent_report`], [`card_report`], [`stripe_failure`]:
+//! - [`stripe_client`], [`classify`], [`intent_report`], [`card_error_report`], [`stripe_failure`]:
 //!   the one Stripe client constructor, Stripe's answers as the ledger's settlement reads them,
 //!   and Stripe's failures in the HTTP contract;
 //! - [`ledger_status`], [`payment_failed`]: the HTTP status of every ledger error and failed
@@ -53,7 +53,7 @@ pub use idempotency::{IDEMPOTENCY_HEADER, IdempotencyScope, idempotency_key, ide
 pub use jobs::{Cron, Job, run_on_demand};
 pub use ledger::sha256_hex;
 pub use stripe::{
-    ADVICE_REFUSED, StripeFailure, card_paid_with, card_report, classify, intent_report,
+    ADVICE_REFUSED, StripeFailure, card_error_report, card_paid_with, classify, intent_report,
     make_saved_card_default, paid_with, payment_error_report, payment_method, stripe_client,
     stripe_failure,
 };

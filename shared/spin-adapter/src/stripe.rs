@@ -27,7 +27,7 @@ pub async fn stripe_client() -> Result<Option<Client>, ApiError> {
 }
 
 /// A card error (a declined charge's answer) as settlement reads it.
-pub fn card_report(card: &CardError) -> CardReport<'_> {
+pub fn card_error_report(card: &CardError) -> CardReport<'_> {
     CardReport {
         code: Some(card.code.as_str()),
         decline_code: card.decline_code.as_deref(),
@@ -148,7 +148,7 @@ pub async fn make_saved_card_default(client: &Client, payment: &Payment, paid: &
 /// How a Stripe request failed, as settlement reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StripeFailure<'a> {
-    /// The card refused (its report: [`card_report`]).
+    /// The card refused (its report: [`card_error_report`]).
     Card(&'a CardError),
     /// Not the card: no usable answer, or the request refused.
     Request(RequestFailure),
@@ -256,7 +256,7 @@ mod tests {
             panic!("{card}");
         };
         assert_eq!(
-            card_report(declined),
+            card_error_report(declined),
             CardReport {
                 code: Some("card_declined"),
                 decline_code: Some("insufficient_funds"),

@@ -132,8 +132,15 @@ impl Card {
     }
 }
 
-/// Why the last payment attempt failed (a PaymentIntent's `last_payment_error`).
+/// A failed charge, as an unpaid invoice's.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedCharge {
+    /// Stripe's `failure_code`, when it gave one.
+    pub failure_code: Option<String>,
+}
+
+/// Why the last payment attempt failed (a PaymentIntent's `last_payment_error`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PaymentError {
     /// Stripe's `code`, e.g. `card_declined`.
     pub code: Option<String>,
@@ -602,10 +609,9 @@ impl Client {
             .collect()
     }
 
-    /// Why invoice `invoice_id` is unpaid: the failure code of its charge when the charge failed
-    /// (`card_declined` if Stripe gave none), else `None` (not attempted, or awaiting the
-    /// customer, e.g. 3-D Secure).
-    pub async fn invoice_charge_failure(&self, invoice_id: &str) -> Result<Option<String>> {
+    /// Why invoice `invoice_id` is unpaid: its charge when the charge failed, else `None` (not
+    /// attempted, or awaiting the customer, e.g. 3-D Secure).
+    pub async fn invoice_charge_failure(&self, invoice_id: &str) -> Result<Option<FailedCharge>> {
         let path = format!("/v1/invoices/{}", path_id(invoice_id)?);
         let invoice = self.get(&path, &Form::new()).await?;
         let charge = match invoice.get("charge") {
@@ -619,9 +625,9 @@ impl Client {
         if text(&charge, "status").as_deref() != Some("failed") {
             return Ok(None);
         }
-        Ok(Some(
-            text(&charge, "failure_code").unwrap_or_else(|| "card_declined".into()),
-        ))
+        Ok(Some(FailedCharge {
+            failure_code: text(&charge, "failure_code"),
+        }))
     }
 
     /// `GET /v1/subscriptions/{id}`.

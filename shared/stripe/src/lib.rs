@@ -12,6 +12,9 @@
 //! - [`api`]: the calls the product makes (customers, SetupIntents, cards, PaymentIntents,
 //!   subscriptions, invoices, billing-portal sessions), returning small structs.
 //!
+//! - [`webhook`]: a webhook delivery's `Stripe-Signature` check and its event, read (Stripe's
+//!   wire format only; what an event means is the ledger's decision).
+//!
 //! The pure parts compile and are tested natively; the sending parts need a Spin host.
 
 #![warn(missing_docs)]
@@ -21,10 +24,11 @@ pub mod client;
 pub mod error;
 pub mod form;
 pub mod money;
+pub mod webhook;
 
 pub use api::{
-    Card, Charge, Customer, Invoice, NewPaymentIntent, PaymentError, PaymentIntent, Proration,
-    SetupIntent, Subscription,
+    Card, Charge, Customer, FailedCharge, Invoice, NewPaymentIntent, PaymentError, PaymentIntent,
+    Proration, SetupIntent, Subscription,
 };
 pub use client::{Client, DEFAULT_API_BASE, DEFAULT_TIMEOUT, STRIPE_VERSION};
 pub use error::{CardError, Result, StripeError};

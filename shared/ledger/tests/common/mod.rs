@@ -7,6 +7,7 @@ use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::catalog::{Catalog, Direction, UsageKind};
 use ledger::native::NativeDb;
+use ledger::settlement::{Failure, FailureCode, Report};
 use ledger::usage::{DebitResult, UsageEvent};
 use ledger::workspace::{WorkspaceInput, WorkspaceState};
 use ledger::{
@@ -23,6 +24,44 @@ pub struct Fixture {
     pub dir: tempfile::TempDir,
     pub db: NativeDb,
     pub catalog: Catalog,
+}
+
+/// Settles a payment as Stripe reporting its success would (`payments::settle`).
+pub async fn report_success<S: Storage>(
+    db: &S,
+    payment_id: &str,
+    paid: &payments::PaidWith,
+    now: i64,
+) -> Result<payments::Payment, LedgerError> {
+    let reported = payments::Reported::Payment {
+        id: payment_id,
+        intent_id: None,
+    };
+    let settled = payments::settle(db, reported, &Report::Succeeded, paid, now).await?;
+    Ok(settled.expect("a payment of ours").payment)
+}
+
+/// Settles a payment as failed with a card failure already classified (`payments::settle`).
+pub async fn report_failure<S: Storage>(
+    db: &S,
+    payment_id: &str,
+    code: &str,
+    message: &str,
+    hard_decline: bool,
+    now: i64,
+) -> Result<payments::Payment, LedgerError> {
+    let failure = Failure {
+        code: FailureCode::parse(Some(code)),
+        message: message.to_owned(),
+        hard_decline,
+    };
+    let reported = payments::Reported::Payment {
+        id: payment_id,
+        intent_id: None,
+    };
+    let paid = payments::PaidWith::default();
+    let settled = payments::settle(db, reported, &Report::Failed(failure), &paid, now).await?;
+    Ok(settled.expect("a payment of ours").payment)
 }
 
 pub fn dec(text: &str) -> Decimal {
@@ -104,7 +143,7 @@ impl Fixture {
             now,
         ))
         .expect("topup");
-        block_on(payments::settle_succeeded(
+        block_on(report_success(
             &self.db,
             payment_id,
             &payments::PaidWith::default(),

@@ -1,5 +1,5 @@
-//! `Stripe-Signature` verification (docs/billing-rules.md, "Stripe"), pure so it is unit-tested
-//! natively.
+//! `Stripe-Signature` verification (Stripe's webhook signing scheme), pure so it is unit-tested
+//! natively and fuzzed.
 //!
 //! The header is `t=<unix seconds>,v1=<hex>,v1=<hex>,...`; other schemes (`v0`, ...) and unknown
 //! items are ignored. The signed payload is `"{t}.{raw body}"`, HMAC-SHA256 keyed with the
