@@ -5,7 +5,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::calendar;
+use crate::calendar::{self, SECS_PER_DAY};
 use crate::catalog::Catalog;
 use crate::money;
 use crate::post::{self, Entry};
@@ -765,7 +765,7 @@ pub async fn claim_auto_recharge<S: Storage>(
                         COUNT(CASE WHEN created_at > ?2 THEN 1 END),
                         COUNT(*)
                  FROM payments WHERE workspace_id = ?1 AND kind = 'auto_recharge'",
-                &[t(&ws.id), i(now - 86_400)],
+                &[t(&ws.id), i(now - SECS_PER_DAY)],
             )
             .await?;
         let row = rows

@@ -1,4 +1,5 @@
-//! Write transactions: `BEGIN IMMEDIATE` ... `COMMIT` on one connection, retried on SQLITE_BUSY.
+//! Transactions on one connection: write transactions (`BEGIN IMMEDIATE` ... `COMMIT`, retried
+//! on SQLITE_BUSY) and read snapshots (`BEGIN` ... `COMMIT`).
 
 use crate::storage::{Storage, StorageErrorKind};
 use crate::{LedgerError, Result};
@@ -19,7 +20,7 @@ where
 {
     let mut attempt = 0;
     loop {
-        let outcome = run_once(db, &mut body).await;
+        let outcome = run_once(db, "BEGIN IMMEDIATE", &mut body).await;
         match outcome {
             Err(error) if is_busy(&error) && attempt < BUSY_RETRIES_MAX => attempt += 1,
             other => return other,
@@ -27,11 +28,26 @@ where
     }
 }
 
-async fn run_once<S, T>(db: &S, body: &mut impl AsyncFnMut(&S) -> Result<T>) -> Result<T>
+/// Runs `body`, which only reads, on one committed state of the database: a deferred
+/// transaction, whose first read fixes the snapshot (WAL) and which takes no write lock. For a
+/// view made of several reads whose figures must agree (the summary's balances, pending top-ups
+/// and runway), so that a payment settled between two of them is seen in neither or both.
+pub async fn snapshot<S, T>(db: &S, mut body: impl AsyncFnMut(&S) -> Result<T>) -> Result<T>
 where
     S: Storage,
 {
-    db.execute("BEGIN IMMEDIATE", &[]).await?;
+    run_once(db, "BEGIN", &mut body).await
+}
+
+async fn run_once<S, T>(
+    db: &S,
+    begin: &str,
+    body: &mut impl AsyncFnMut(&S) -> Result<T>,
+) -> Result<T>
+where
+    S: Storage,
+{
+    db.execute(begin, &[]).await?;
     let result = match body(db).await {
         Ok(value) => db
             .execute("COMMIT", &[])

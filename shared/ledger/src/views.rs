@@ -213,8 +213,21 @@ pub fn status_of(ws: &WorkspaceState, catalog: &Catalog, now: i64) -> Status {
     }
 }
 
-/// The billing summary (R17).
+/// The billing summary (R17), read on one committed state ([`crate::tx::snapshot`]).
 pub async fn summary<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    workspace_id: &str,
+    real_now_secs: i64,
+) -> Result<BillingSummary> {
+    crate::tx::snapshot(db, async |db| {
+        summary_of(db, catalog, workspace_id, real_now_secs).await
+    })
+    .await
+}
+
+/// The summary's reads, inside [`summary`]'s snapshot.
+async fn summary_of<S: Storage>(
     db: &S,
     catalog: &Catalog,
     workspace_id: &str,

@@ -720,3 +720,61 @@ fn a_preview_refuses_what_the_change_refuses() {
     );
     fx.assert_invariants();
 }
+
+// ---------------------------------------------------------------------------------------------
+// The summary is one committed state.
+
+#[test]
+fn a_payment_settled_while_the_summary_reads_is_in_neither_figure_or_both() {
+    let fx = Fixture::new();
+    fx.workspace("w");
+    block_on(ledger::payments::create_topup(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "tp_1",
+        dec("25"),
+        NOV_1,
+    ))
+    .expect("pending top-up");
+    // Another instance settles the top-up after the summary's first read (the workspace's
+    // balances) and before its next (the pending top-ups).
+    let path = fx.dir.path().join("ledger.db");
+    let settled = std::cell::Cell::new(false);
+    let watched = common::Watched::new(&fx.db, vec![2], || {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let other = NativeDb::open(path).expect("open");
+            block_on(common::report_success(
+                &other,
+                "tp_1",
+                &ledger::payments::PaidWith::default(),
+                NOV_1,
+            ))
+            .expect("settled elsewhere");
+        })
+        .join()
+        .expect("other thread");
+        settled.set(true);
+    });
+    let summary = block_on(views::summary(&watched, &fx.catalog, "w", NOV_1)).expect("summary");
+    assert!(settled.get(), "{:?}", watched.statements());
+    // The summary saw the state before the settlement: no credit yet, the top-up pending.
+    assert_eq!(summary.wallet_balance, dec("0"));
+    let pending: Vec<_> = summary
+        .pending_topups
+        .iter()
+        .map(|p| (p.id.as_str(), p.status))
+        .collect();
+    assert_eq!(
+        pending,
+        [("tp_1", ledger::statuses::PaymentStatus::Pending)],
+        "{:?}",
+        watched.statements()
+    );
+    // The next summary sees the settlement in both.
+    let summary = block_on(views::summary(&fx.db, &fx.catalog, "w", NOV_1)).expect("summary");
+    assert_eq!(summary.wallet_balance, dec("25"));
+    assert!(summary.pending_topups.is_empty());
+    fx.assert_invariants();
+}
