@@ -226,3 +226,134 @@ fn the_ledger_never_reads_the_clock() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn every_path_the_architecture_names_exists() -> Result<()> {
+    const TOP: &[&str] = &[
+        "shared/",
+        "components/",
+        "host/",
+        "tests/",
+        "docs/",
+        "scripts/",
+        "deploy/",
+        "fuzz/",
+        "bench/",
+    ];
+    let text = std::fs::read_to_string(root().join("ARCHITECTURE.md"))?;
+    let named: Vec<&str> = text
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|quoted| quoted.split_whitespace().next()) // `scripts/bench.sh cluster`
+        .filter(|path| TOP.iter().any(|top| path.starts_with(top)) && !path.contains('*'))
+        .collect();
+    ensure!(named.len() >= 20, "{named:?}");
+    let missing: Vec<_> = named
+        .iter()
+        .filter(|path| !root().join(path).exists())
+        .collect();
+    ensure!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that do not exist: {missing:?}"
+    );
+    Ok(())
+}
+
+/// Whether a line compares a status: `SomeStatus::Variant` in a match arm, an (in)equality, a
+/// `matches!` or an or-pattern. Naming one to build a report for the ledger is not comparing.
+fn compares_a_status(line: &str) -> bool {
+    let names_a_status = line.match_indices("Status::").any(|(at, _)| {
+        let variant = &line[at + "Status::".len()..];
+        variant.starts_with(|c: char| c.is_ascii_uppercase())
+    });
+    names_a_status
+        && ["=>", "==", "!=", "matches!", "| "]
+            .iter()
+            .any(|sign| line.contains(sign))
+}
+
+#[test]
+fn components_compare_no_status() -> Result<()> {
+    assert!(compares_a_status(
+        "PaymentStatus::Succeeded => Outcome::Succeeded,"
+    ));
+    assert!(compares_a_status(
+        "if payment.status != PaymentStatus::Failed {"
+    ));
+    assert!(!compares_a_status("status: SubscriptionStatus::PastDue,"));
+    assert!(!compares_a_status(
+        "SubscriptionStatus::parse(&s.status) => x"
+    ));
+    let mut offenders = Vec::new();
+    for (path, text) in component_sources()? {
+        for (number, line) in code(&text).lines().enumerate() {
+            if compares_a_status(line) {
+                offenders.push(format!(
+                    "{}:{}: {}",
+                    path.display(),
+                    number + 1,
+                    line.trim()
+                ));
+            }
+        }
+    }
+    ensure!(
+        offenders.is_empty(),
+        "what a status means is the ledger's decision: {offenders:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn one_path_settles_a_payment() -> Result<()> {
+    const SETS_STATUS: &str = "UPDATE payments SET status";
+    let mut writers = Vec::new();
+    for (path, text) in sources(&root().join("shared/ledger/src"))? {
+        let code = code(&text);
+        for (at, _) in code.match_indices(SETS_STATUS) {
+            // The function the statement is written in: the last `fn` before it.
+            let head = &code[..at];
+            let fn_at = head
+                .rfind("fn ")
+                .context("a statement outside a function")?;
+            let line_start = head[..fn_at].rfind('\n').map_or(0, |n| n + 1);
+            let signature = head[line_start..].lines().next().unwrap_or("").trim();
+            writers.push((
+                path.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                signature.to_owned(),
+            ));
+        }
+    }
+    ensure!(writers.len() >= 2, "{writers:?}");
+    // Only payments.rs writes a payment's status, from functions private to it: what calls them
+    // is `payments::settle`, the one settlement path for every observer of an outcome.
+    let elsewhere: Vec<_> = writers
+        .iter()
+        .filter(|(file, signature)| file != "payments.rs" || signature.starts_with("pub"))
+        .collect();
+    ensure!(elsewhere.is_empty(), "{elsewhere:?}");
+    let payments = std::fs::read_to_string(root().join("shared/ledger/src/payments.rs"))?;
+    for (_, signature) in &writers {
+        let name = signature
+            .split("fn ")
+            .nth(1)
+            .and_then(|rest| rest.split(['<', '(']).next())
+            .context("a function name")?;
+        let callers = payments.matches(&format!("{name}(")).count()
+            - payments.matches(&format!("fn {name}(")).count();
+        let in_settle = payments
+            .split("pub async fn settle<")
+            .nth(1)
+            .and_then(|body| body.split("\n}\n").next())
+            .is_some_and(|body| body.contains(&format!("{name}(")));
+        ensure!(
+            callers == 1 && in_settle,
+            "{name} must be called once, by settle ({callers} calls)"
+        );
+    }
+    Ok(())
+}

@@ -7,42 +7,14 @@
 //! first, the ledger credits once and fails alike. This module only asks Stripe, hands over its
 //! report, and counts the outcome.
 
+pub use ledger::payments::Outcome;
 use ledger::payments::{self, PaidWith, Payment, PaymentMethod, Reported, Settled};
-use ledger::settlement::{self, Failure, Report, RequestFailure, Settlement, Unstarted};
-use ledger::statuses::PaymentStatus;
+use ledger::settlement::{self, Failure, Report, RequestFailure, Unstarted};
 use spin_adapter::{
     ApiError, StripeFailure, card_error_report, classify, intent_report, make_saved_card_default,
     paid_with, run_ledger,
 };
 use stripe_client::{CardError, Client, NewPaymentIntent, PaymentIntent};
-
-/// What became of one payment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Credited (now or before).
-    Succeeded,
-    /// Settled failed.
-    Failed,
-    /// Still pending at Stripe (processing, or waiting for the customer).
-    Pending,
-    /// Stripe could not be reached or refused our credentials: left pending, try later.
-    Unreachable,
-}
-
-/// The outcome the job counts for a payment the ledger settled: what the payment now is, or,
-/// when the ledger left it pending, why.
-fn outcome_of(settled: &Settled) -> Outcome {
-    match (&settled.settlement, settled.payment.status) {
-        (Settlement::StripeFailed, _) => Outcome::Unreachable,
-        (Settlement::Wait | Settlement::AwaitCustomer { .. }, _) => Outcome::Pending,
-        (Settlement::Succeed | Settlement::Fail(_), PaymentStatus::Succeeded) => Outcome::Succeeded,
-        (Settlement::Succeed | Settlement::Fail(_), PaymentStatus::Failed) => Outcome::Failed,
-        (
-            Settlement::Succeed | Settlement::Fail(_),
-            PaymentStatus::Pending | PaymentStatus::Other,
-        ) => Outcome::Pending,
-    }
-}
 
 /// Hands Stripe's report on `payment` to the ledger, which settles it in one transaction
 /// (recording `intent_id` on it): a hard decline of a recharge turns auto-recharge off with a
@@ -79,7 +51,7 @@ async fn report_and_count(
     now: i64,
 ) -> Result<Outcome, ApiError> {
     let settled = report_to_ledger(payment, intent_id, report, &PaidWith::default(), now).await?;
-    Ok(settled.as_ref().map_or(Outcome::Pending, outcome_of))
+    Ok(settled.as_ref().map_or(Outcome::Pending, Settled::outcome))
 }
 
 /// Settles `payment` from its PaymentIntent; a paid one with the card that paid (`charged` when
@@ -111,7 +83,7 @@ async fn report_intent(
     };
     // After the ledger: a card the payment saved becomes the customer's default at Stripe too.
     make_saved_card_default(client, &settled.payment, &paid).await;
-    Ok(outcome_of(&settled))
+    Ok(settled.outcome())
 }
 
 /// Charges a pending recharge off-session: the workspace's saved card, the payment's amount in

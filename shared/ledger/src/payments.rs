@@ -338,6 +338,32 @@ pub struct Settled {
     pub settlement: Settlement,
 }
 
+/// What became of a payment a report settled, as the reconciliation counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Credited (now or before).
+    Succeeded,
+    /// Settled failed.
+    Failed,
+    /// Still pending at Stripe (processing, or waiting for the customer).
+    Pending,
+    /// Stripe could not be reached or refused our credentials: left pending, try later.
+    Unreachable,
+}
+
+impl Settled {
+    /// What the payment now is, or, when the report left it pending, why.
+    pub fn outcome(&self) -> Outcome {
+        match (&self.settlement, self.payment.status) {
+            (Settlement::StripeFailed, _) => Outcome::Unreachable,
+            (Settlement::Wait | Settlement::AwaitCustomer { .. }, _) => Outcome::Pending,
+            (_, PaymentStatus::Succeeded) => Outcome::Succeeded,
+            (_, PaymentStatus::Failed) => Outcome::Failed,
+            (_, PaymentStatus::Pending | PaymentStatus::Other) => Outcome::Pending,
+        }
+    }
+}
+
 /// Settles a payment from what Stripe reported (R9, R11, R21), whoever observed it: ONE
 /// transaction reads the payment once, records the PaymentIntent it learns of, classifies the
 /// report for the payment's kind (`settlement`) and writes the outcome. `None` when the report
