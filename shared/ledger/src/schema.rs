@@ -462,7 +462,7 @@ const V4: &[&str] = &[
 /// inserts the call (whose trigger adds its hold to the workspace's holds), counts it in the
 /// agent's day (resetting a cycle's spend or a day's count that is over, creating the agent on
 /// first use), and starts the grace period: at once for a grace call, else if the hold left
-/// nothing available (`calls::hold_write`).
+/// nothing available (its row type: `HoldRow` in `calls/authorize.rs`).
 const V5: &[&str] = &[
     "CREATE VIEW call_authorize AS SELECT
         NULL AS call_id, NULL AS workspace_id, NULL AS agent_id, NULL AS direction,
