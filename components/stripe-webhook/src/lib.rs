@@ -350,7 +350,7 @@ async fn run_other_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Res
             let Some(ws) = resolve::workspace_of(db, owner).await? else {
                 return Ok(unknown_owner(owner));
             };
-            plans::set_subscription_standing(db, &ws, *status).await?;
+            plans::mirror_subscription_status(db, &ws, *status).await?;
             Ok(Outcome::Applied(format!("{ws} subscription {status}")))
         }
         Action::SubscriptionEnded { owner } => {

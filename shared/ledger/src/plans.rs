@@ -742,20 +742,10 @@ pub async fn record_invoice_paid<S: Storage>(
     .await
 }
 
-/// Mirrors the Stripe subscription's status (Stripe's word, e.g. from
-/// `customer.subscription.updated`): see [`set_subscription_standing`].
-pub async fn set_subscription_status<S: Storage>(
-    db: &S,
-    workspace_id: &str,
-    stripe_status: &str,
-) -> Result<()> {
-    set_subscription_standing(db, workspace_id, SubscriptionStatus::parse(stripe_status)).await
-}
-
-/// Mirrors the Stripe subscription's status: `active` (or `trialing`) is active, `past_due` and
+/// Mirrors the Stripe subscription's status (read once: `SubscriptionStatus::parse`): `active` (or `trialing`) is active, `past_due` and
 /// `unpaid` are past due; anything else changes nothing here (a deletion ends the subscription
 /// through [`end_subscription`]). 404 for an unknown workspace.
-pub async fn set_subscription_standing<S: Storage>(
+pub async fn mirror_subscription_status<S: Storage>(
     db: &S,
     workspace_id: &str,
     stripe_status: SubscriptionStatus,

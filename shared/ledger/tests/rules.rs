@@ -7,6 +7,7 @@ use common::{DAY, Fixture, NOV_1, dec, micros};
 use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::catalog::{Direction, UsageKind};
+use ledger::statuses::SubscriptionStatus;
 use ledger::usage::UsageEvent;
 use ledger::views::{self, Status, TransactionFilter};
 use ledger::{
@@ -1612,9 +1613,19 @@ fn stripe_ids_find_their_workspace_and_are_never_shared() {
         .expect("find"),
         Some("a".into())
     );
-    block_on(plans::set_subscription_status(&fx.db, "a", "past_due")).expect("status");
+    block_on(plans::mirror_subscription_status(
+        &fx.db,
+        "a",
+        SubscriptionStatus::parse("past_due"),
+    ))
+    .expect("status");
     assert_eq!(fx.state("a").subscription_status, "past_due");
-    block_on(plans::set_subscription_status(&fx.db, "a", "active")).expect("status");
+    block_on(plans::mirror_subscription_status(
+        &fx.db,
+        "a",
+        SubscriptionStatus::parse("active"),
+    ))
+    .expect("status");
     assert_eq!(fx.state("a").subscription_status, "active");
 }
 

@@ -420,7 +420,7 @@ fn stripe_statuses_set_the_standing() {
     let fx = Fixture::new();
     paid(&fx, "w", "basic");
     let standing = |status: &str| {
-        block_on(plans::set_subscription_standing(
+        block_on(plans::mirror_subscription_status(
             &fx.db,
             "w",
             SubscriptionStatus::parse(status),
@@ -433,7 +433,7 @@ fn stripe_statuses_set_the_standing() {
     assert_eq!(standing("trialing"), "active");
     assert_eq!(standing("incomplete_expired"), "active", "unchanged");
     assert_eq!(
-        block_on(plans::set_subscription_standing(
+        block_on(plans::mirror_subscription_status(
             &fx.db,
             "nobody",
             SubscriptionStatus::Active
