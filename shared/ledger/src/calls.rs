@@ -95,6 +95,19 @@ pub struct CallPosted {
     pub plan_credits_remaining: Decimal,
 }
 
+/// A call's seconds (an end's duration, a heartbeat's elapsed time) are within one day, or the
+/// contract's `validation_error` on `field`.
+fn within_a_day(field: &'static str, secs: i64) -> crate::Result<()> {
+    if (0..=crate::calendar::SECS_PER_DAY).contains(&secs) {
+        return Ok(());
+    }
+    Err(crate::LedgerError::invalid(
+        "validation_error",
+        field,
+        format!("{field} must be 0..{}", crate::calendar::SECS_PER_DAY),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use crate::guarded;

@@ -2,7 +2,6 @@
 //! the same decision at the reserved duration (`expiry.rs`).
 
 use crate::agents::{AgentState, Funding, OveragePolicy};
-use crate::calendar::SECS_PER_DAY;
 use crate::guarded::{self, Attempt, view_row};
 use crate::money;
 use crate::row::{i, int};
@@ -36,13 +35,7 @@ pub async fn end_with_attempts<S: Storage>(
     real_now_secs: i64,
     unlocked_attempts: u32,
 ) -> Result<CallPosted> {
-    if !(0..=SECS_PER_DAY).contains(&duration_secs) {
-        return Err(LedgerError::invalid(
-            "validation_error",
-            "duration_seconds",
-            "duration_seconds must be 0..86400",
-        ));
-    }
+    super::within_a_day("duration_seconds", duration_secs)?;
     let attempt = async |db: &S, guard: bool| -> Result<Attempt<CallPosted>> {
         let state = read_call(db, call_id, real_now_secs).await?;
         if state.call.status != "active" {

@@ -1,7 +1,6 @@
 //! A call's heartbeat (R5): extends its hold to cover the next increment, or tells it to stop.
 
 use crate::agents;
-use crate::calendar::SECS_PER_DAY;
 use crate::catalog::Catalog;
 use crate::guarded::{self, Attempt, view_row};
 use crate::money;
@@ -67,13 +66,7 @@ pub async fn heartbeat_with_attempts<S: Storage>(
     real_now_secs: i64,
     unlocked_attempts: u32,
 ) -> Result<Heartbeat> {
-    if !(0..=SECS_PER_DAY).contains(&elapsed_secs) {
-        return Err(LedgerError::invalid(
-            "validation_error",
-            "elapsed_seconds",
-            "elapsed_seconds must be 0..86400",
-        ));
-    }
+    super::within_a_day("elapsed_seconds", elapsed_secs)?;
     let terms = HeartbeatTerms {
         elapsed_secs,
         hold_timeout_secs: i64::from(catalog.settings().hold_timeout_secs),
