@@ -76,6 +76,12 @@ const PAYMENT_COLUMNS: &str = "id, workspace_id, kind, status, amount_micros, cr
     stripe_payment_intent_id, failure_code, failure_message, created_at, reversed_credits_micros,
     reversed_amount_micros, transaction_id";
 
+/// The one payment a read or `RETURNING` gave, or `NotFound` naming it as `what`.
+fn one_payment(rows: &[crate::Row], what: &'static str) -> Result<Payment> {
+    rows.first()
+        .map_or(Err(LedgerError::NotFound { what }), payment_from_row)
+}
+
 fn payment_from_row(r: &crate::Row) -> Result<Payment> {
     Ok(Payment {
         id: text(r, 0)?,
@@ -132,14 +138,21 @@ pub fn refuse_unchargeable(
     }
 }
 
+/// The pending payments of a workspace, oldest first (at most 20): the summary's list.
+pub(crate) async fn pending_of<S: Storage>(db: &S, workspace_id: &str) -> Result<Vec<Payment>> {
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE workspace_id = ?1 AND status = 'pending'
+         ORDER BY created_at LIMIT 20"
+    );
+    let rows = db.query(&sql, &[t(workspace_id)]).await?;
+    rows.iter().map(payment_from_row).collect()
+}
+
 /// Reads a payment of a workspace, or 404.
 pub async fn get<S: Storage>(db: &S, workspace_id: &str, payment_id: &str) -> Result<Payment> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1 AND workspace_id = ?2");
     let rows = db.query(&sql, &[t(payment_id), t(workspace_id)]).await?;
-    rows.first().map_or(
-        Err(LedgerError::NotFound { what: "topup" }),
-        payment_from_row,
-    )
+    one_payment(&rows, "topup")
 }
 
 /// Finds a payment by its Stripe PaymentIntent id.
@@ -174,10 +187,7 @@ pub(crate) async fn by_intent_or_id<S: Storage>(
 async fn by_id<S: Storage>(db: &S, payment_id: &str) -> Result<Payment> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ?1");
     let rows = db.query(&sql, &[t(payment_id)]).await?;
-    rows.first().map_or(
-        Err(LedgerError::NotFound { what: "payment" }),
-        payment_from_row,
-    )
+    one_payment(&rows, "payment")
 }
 
 /// Starts a manual top-up of `amount` (currency): checks the bounds (R9) and records it pending.
@@ -509,10 +519,7 @@ async fn record_success<S: Storage>(
             ],
         )
         .await?;
-    let settled = rows.first().map_or(
-        Err(LedgerError::NotFound { what: "payment" }),
-        payment_from_row,
-    )?;
+    let settled = one_payment(&rows, "payment")?;
     if payment.kind == PaymentKind::AutoRecharge {
         db.execute("UPDATE workspaces SET auto_recharge_warning = NULL WHERE id = ?1 AND auto_recharge_enabled = 1", &[t(&ws.id)]).await?;
     }
@@ -549,10 +556,7 @@ async fn record_failure<S: Storage>(
             ],
         )
         .await?;
-    let settled = rows.first().map_or(
-        Err(LedgerError::NotFound { what: "payment" }),
-        payment_from_row,
-    )?;
+    let settled = one_payment(&rows, "payment")?;
     if payment.kind == PaymentKind::AutoRecharge {
         let (enabled_sql, warning) = if failure.hard_decline {
             (

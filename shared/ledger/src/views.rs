@@ -236,7 +236,7 @@ async fn summary_of<S: Storage>(
     let ws = workspace::get(db, workspace_id).await?;
     let now = ws.now(real_now_secs);
     let status = status_of(&ws, catalog, now);
-    let pending_topups = pending_payments(db, &ws.id).await?;
+    let pending_topups = crate::payments::pending_of(db, &ws.id).await?;
     let runway = runway::load(db, catalog, &ws, now).await?;
     let plan = ws.plan_id.as_ref().map(|id| PlanRef {
         id: id.clone(),
@@ -300,20 +300,6 @@ async fn summary_of<S: Storage>(
         }),
         runway,
     })
-}
-
-async fn pending_payments<S: Storage>(db: &S, workspace_id: &str) -> Result<Vec<Payment>> {
-    let rows = db
-        .query(
-            "SELECT id FROM payments WHERE workspace_id = ?1 AND status = 'pending' ORDER BY created_at LIMIT 20",
-            &[t(workspace_id)],
-        )
-        .await?;
-    let mut payments = Vec::with_capacity(rows.len());
-    for row in &rows {
-        payments.push(crate::payments::get(db, workspace_id, &text(row, 0)?).await?);
-    }
-    Ok(payments)
 }
 
 /// One history row (R18).
