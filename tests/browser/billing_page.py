@@ -138,6 +138,18 @@ class Failed(Exception):
 
 
 NETWORK_LOG = []
+# The sessions of the journey, so that a failure can say what their pages showed at that moment.
+SESSIONS = []
+
+# Installed in every frame: each click and form submission goes to the console, where the session
+# adds it to NETWORK_LOG (a click that lands on the wrong element is then visible in the log).
+TRACE_INPUT = r"""
+addEventListener("click", (e) => console.debug(`trace: click on ${e.target.id || e.target.tagName} at ${e.clientX},${e.clientY}`), true);
+addEventListener("submit", (e) => console.debug(`trace: submit of ${e.target.id || e.target.tagName}`), true);
+"""
+
+# What a failure prints of each page: the messages a person would read there.
+MESSAGES = ("#page-status", "#buy-status", "#buy-error", "#card-error", "#buy-amount-error")
 
 
 def check(condition, message):
@@ -249,10 +261,10 @@ class Session:
         self.context.route("**/topups", self._topups)
         self.page = self.context.new_page()
         self.console_errors = []
-        self.page.on(
-            "console",
-            lambda m: self.console_errors.append(m.text) if m.type == "error" else None,
-        )
+        self.context.add_init_script(script=TRACE_INPUT)
+        self.page.on("console", self._console)
+        self.page.on("pageerror", lambda error: NETWORK_LOG.append(f"page error: {error}"))
+        SESSIONS.append(self)
         self.requests = []
         self.page.on("request", lambda r: self.requests.append((r.method, r.url)))
         # What the page asked and got, printed if the journey fails.
@@ -282,6 +294,24 @@ class Session:
             # The page announced itself before the token was set: reload the frame.
             self.page.evaluate("() => { const f = document.getElementById('billing'); f.src = f.src; }")
             self.frame = self.page.frame_locator("#billing")
+
+    def _console(self, message):
+        if message.type == "error":
+            self.console_errors.append(message.text)
+            NETWORK_LOG.append(f"console error: {message.text}")
+        elif message.text.startswith("trace: "):
+            NETWORK_LOG.append(message.text)
+
+    def messages(self):
+        """The page's status and error lines as shown now (for a failure's report)."""
+        shown = []
+        for selector in MESSAGES:
+            try:
+                text = self.el(selector).inner_text(timeout=1_000)
+            except Exception as error:  # noqa: BLE001 - a report of a failure, not a check
+                text = f"<unreadable: {type(error).__name__}>"
+            shown.append(f"{selector}: {text!r}")
+        return shown
 
     def _topups(self, route):
         if self.held_topups is None:
@@ -1070,7 +1100,13 @@ def main():
     server = serve_embedder(config["embed_port"], config["app"])
     try:
         with sync_playwright() as p:
-            observed = JOURNEYS[name](p, config)
+            try:
+                observed = JOURNEYS[name](p, config)
+            except BaseException:
+                for session in SESSIONS:
+                    if session.browser.is_connected():
+                        print("the page shows:", *session.messages(), sep="\n  ", file=sys.stderr)
+                raise
     except BaseException as failure:
         print("network and glue, in order:", *NETWORK_LOG, sep="\n  ", file=sys.stderr)
         if isinstance(failure, Failed):
