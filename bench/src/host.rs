@@ -151,8 +151,8 @@ pub fn cold_start(state_dir: &Path, cache_dir: &Path) -> Result<Duration> {
 pub fn component_sizes() -> Vec<(String, u64)> {
     let dir = local_run::workspace_root().join("target/wasm32-wasip2/release");
     [
-        "usage",
-        "topup",
+        "service_api",
+        "user_api",
         "stripe_webhook",
         "auto_recharge",
         "cycle_renewal",

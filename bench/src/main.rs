@@ -624,7 +624,7 @@ fn product(config: &Config, report: &mut Report) -> Result<()> {
         for (op, r) in results {
             report.add_load(
                 "product",
-                &format!("[{}] usage component {}", runtime.label(), op.name()),
+                &format!("[{}] service-api component {}", runtime.label(), op.name()),
                 &r,
             );
             report

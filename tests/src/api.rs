@@ -309,7 +309,7 @@ pub fn test_catalog(plans: Value, rates: Value) -> Value {
     })
 }
 
-/// Every route of the `topup` component under workspace `ws` (agent `agent` for the limits),
+/// Every route of the `user-api` component under workspace `ws` (agent `agent` for the limits),
 /// reads and writes, each with a plausible body: what authorization tests walk through.
 pub fn frontend_routes(ws: &str, agent: &str) -> Vec<(&'static str, String, Option<Value>)> {
     let p = |rest: &str| format!("/v1/workspaces/{ws}{rest}");

@@ -1,4 +1,4 @@
-//! End-to-end journeys of the frontend API (component `topup`; docs/billing-rules.md, "The HTTP
+//! End-to-end journeys of the frontend API (component `user-api`; docs/billing-rules.md, "The HTTP
 //! contract") against the real `spin.toml` in the local host. Workspaces are funded by free plans that grant credits (a test
 //! catalog), so no journey needs Stripe; debits go through the service route `POST /v1/usage`.
 //! Every journey ends with the ledger's invariants checked on the host's database.

@@ -1,4 +1,4 @@
-//! End-to-end journeys of the service API (component `usage`; docs/billing-rules.md, "The HTTP
+//! End-to-end journeys of the service API (component `service-api`; docs/billing-rules.md, "The HTTP
 //! contract") and the renewal job (component `cycle-renewal`), against the real `spin.toml` in
 //! the local host.
 //!

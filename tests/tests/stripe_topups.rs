@@ -1,4 +1,4 @@
-//! End-to-end journeys of card top-ups and saved payment methods (component `topup`, R9, R10)
+//! End-to-end journeys of card top-ups and saved payment methods (component `user-api`, R9, R10)
 //! against localstripe: the real `spin.toml` in the local host with `stripe_api_base` pointing
 //! at a fresh localstripe per test. Every journey ends with the ledger's invariants.
 //!

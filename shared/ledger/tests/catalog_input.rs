@@ -52,7 +52,7 @@ fn workspaces_take_the_currency_in_any_case() {
         let input = WorkspaceInput {
             name: "Acme".into(),
             email: "billing@acme.example".into(),
-            // As the `usage` component hands it over.
+            // As the `service-api` component hands it over.
             currency: Some(catalog::currency_code(currency)),
             timezone: None,
         };

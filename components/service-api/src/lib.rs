@@ -1,4 +1,4 @@
-//! The service API (component `usage`; docs/billing-rules.md, "The HTTP contract"): the voice
+//! The service API (component `service-api`; docs/billing-rules.md, "The HTTP contract"): the voice
 //! platform's backend, authenticated by the service key (`Authorization: Bearer
 //! <service_api_key>`).
 //!

@@ -1,4 +1,4 @@
-//! The frontend billing API (component `topup`; docs/billing-rules.md, "The HTTP contract"):
+//! The frontend billing API (component `user-api`; docs/billing-rules.md, "The HTTP contract"):
 //! every route takes a user's HS256 token; `{ws}` must be the token's workspace, and only owners
 //! and admins manage billing or see amounts (R19).
 //!
