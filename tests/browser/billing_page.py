@@ -148,6 +148,10 @@ addEventListener("click", (e) => console.debug(`trace: click on ${e.target.id ||
 addEventListener("submit", (e) => console.debug(`trace: submit of ${e.target.id || e.target.tagName}`), true);
 """
 
+# Resolves once the document has drawn twice: the first requestAnimationFrame runs before a frame
+# is drawn, the second once it has been.
+TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
 # What a failure prints of each page: the messages a person would read there.
 MESSAGES = ("#page-status", "#buy-status", "#buy-error", "#card-error", "#buy-amount-error")
 
@@ -364,7 +368,7 @@ class Session:
         size = self.page.viewport_size
         height = self.page.evaluate("() => document.documentElement.scrollHeight")
         self.page.set_viewport_size({"width": size["width"], "height": min(height, 10_000)})
-        self.page.wait_for_timeout(100)  # a frame to repaint; the picture only, no assertion
+        self.rendered()
         clip = None
         if selectors:
             boxes = [self.el(selector).bounding_box() for selector in selectors]
@@ -375,6 +379,15 @@ class Session:
             clip.update(width=right - left + 16, height=bottom - top + 16)
         self.page.screenshot(path=os.path.join(folder, f"{name}.png"), full_page=True, clip=clip)
         self.page.set_viewport_size(size)
+        # Chromium routes a click to the billing frame (its own process) by where the frame was
+        # last drawn: a click sent before the frame is drawn at the restored size can land on the
+        # embedding page instead (seen in CI: "click on IFRAME", and no top-up sent).
+        self.rendered()
+
+    def rendered(self):
+        """Returns once the embedding page and the billing frame have each drawn a new frame."""
+        self.page.evaluate(TWO_FRAMES)
+        self.el("body").evaluate(TWO_FRAMES)
 
     def api_requests(self, method, suffix):
         return [u for m, u in self.requests if m == method and u.split("?")[0].endswith(suffix)]
