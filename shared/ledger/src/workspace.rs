@@ -61,7 +61,8 @@ pub struct WorkspaceState in "workspaces" {
     pub subscription_status: String,
     /// Stripe customer.
     pub stripe_customer_id: Option<String>,
-    /// Stripe subscription.
+    /// Stripe subscription (`sub_...`), once started: one being created is claimed in columns of
+    /// its own (`plans::claim_subscription`).
     pub stripe_subscription_id: Option<String>,
     /// Plan-credit balance.
     pub plan_credits_micros: i64,

@@ -140,9 +140,9 @@ fn a_claim_or_an_ended_subscription_is_not_a_paid_subscription_in_force() {
     fx.subscribed("w", "free", NOV_1);
     fx.save_card("w");
     let claim = plans::subscription_claim(NOV_1, "n1");
-    assert!(plans::is_subscription_claim(&claim));
-    assert!(!plans::is_subscription_claim("sub_1"));
     block_on(plans::claim_subscription(&fx.db, "w", &claim, NOV_1)).expect("claim");
+    // The claim is kept beside Stripe's id, never in its place.
+    assert_eq!(subscriber(&fx, "w").state.stripe_subscription_id, None);
     assert_eq!(subscriber(&fx, "w").paid_subscription(), None);
     // Planned as a start: the ledger's claim then says another one is in progress.
     assert!(matches!(
