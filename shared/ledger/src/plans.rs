@@ -433,7 +433,8 @@ pub async fn claim_subscription<S: Storage>(
     let rows = db
         .query(
             concat!(
-                "UPDATE workspaces SET subscription_claim = ?2, subscription_claimed_at = ?3
+                "UPDATE workspaces SET subscription_claim = ?2, subscription_claimed_at = ?3,
+                     stripe_subscription_id = NULL
                  WHERE id = ?1 AND NOT ",
                 paid_subscription_in_force!(),
                 "

@@ -370,6 +370,26 @@ pub async fn find_by_stripe_subscription<S: Storage>(
     .await
 }
 
+/// The subscription Stripe's events must name to be about this workspace: the one it records or,
+/// while a request holds a claim on creating one, that claim, which no event names (the new
+/// subscription's events wait until `plans::start_subscription` records it, and an ended one's
+/// id was cleared by the claim). `None` for neither, or no such workspace.
+pub async fn subscription_or_claim<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+) -> Result<Option<String>> {
+    let rows = db
+        .query(
+            "SELECT COALESCE(subscription_claim, stripe_subscription_id) FROM workspaces WHERE id = ?1",
+            &[t(workspace_id)],
+        )
+        .await?;
+    match rows.first() {
+        Some(row) => crate::row::opt_text(row, 0),
+        None => Ok(None),
+    }
+}
+
 /// The workspace id a one-parameter lookup returns, if any.
 async fn find_id<S: Storage>(db: &S, sql: &str, key: &str) -> Result<Option<String>> {
     let rows = db.query(sql, &[t(key)]).await?;

@@ -463,6 +463,14 @@ fn events_find_their_workspace() {
     fx.workspace("n");
     block_on(workspace::set_stripe_customer(&fx.db, "n", "cus_n")).expect("customer");
     assert_eq!(of(owner(Some("cus_n"), Some("sub_new"))), Some("n".into()));
+    // While a request creates its subscription (a claim held), no event about a subscription is
+    // the workspace's, as before the claim had columns of its own; once started, the new one's are.
+    let claim = plans::subscription_claim(NOV_1, "n1");
+    block_on(plans::claim_subscription(&fx.db, "n", &claim, NOV_1)).expect("claim");
+    assert_eq!(of(owner(Some("cus_n"), Some("sub_new"))), None);
+    assert_eq!(of(owner(Some("cus_n"), None)), Some("n".into()));
+    block_on(plans::release_subscription_claim(&fx.db, "n", &claim)).expect("release");
+    assert_eq!(of(owner(Some("cus_n"), Some("sub_new"))), Some("n".into()));
 }
 
 #[test]
