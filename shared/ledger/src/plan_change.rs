@@ -41,15 +41,15 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// The workspace's Stripe subscription if a paid plan is in force on it: a real subscription
-    /// (not a claim being created), not ended, on a plan with a fee. Exactly the workspaces
-    /// `plans::claim_subscription` refuses as `subscription_exists`.
+    /// The workspace's Stripe subscription if a paid plan is in force on it: a subscription, not
+    /// ended, on a plan with a fee. Exactly the workspaces `plans::claim_subscription` refuses as
+    /// `subscription_exists`.
     pub fn paid_subscription(&self) -> Option<&str> {
         let id = self.state.stripe_subscription_id.as_deref()?;
         let ended = SubscriptionStanding::parse(&self.state.subscription_status)
             == SubscriptionStanding::Canceled;
         let paid_plan = self.state.plan_id.is_some() && self.plan_price_micros > 0;
-        (!plans::is_subscription_claim(id) && !ended && paid_plan).then_some(id)
+        (!ended && paid_plan).then_some(id)
     }
 
     /// The terms of the plan in force as the ledger's `plans::change_plan` compares them.

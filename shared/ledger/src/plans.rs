@@ -399,24 +399,31 @@ async fn grant_cycle<S: Storage>(db: &S, workspace_id: &str, now: i64) -> Result
 /// between its claim and Stripe's answer must not block the workspace for ever.
 pub const SUBSCRIPTION_CLAIM_SECS: i64 = 600;
 
-/// The claim a request holds while it creates a Stripe subscription: `claim_<unix secs>_<nonce>`
-/// in `stripe_subscription_id`, so at most one paid subscription is started per workspace.
+/// The claim a request holds while it creates a Stripe subscription ([`claim_subscription`]), so
+/// that at most one paid subscription is started per workspace: `claim_<unix secs>_<nonce>`, one
+/// per request and second (the component derives the attempt's Stripe idempotency keys from it).
+/// The ledger keeps it whole in `subscription_claim` and reads nothing in it: when it was taken is
+/// `subscription_claimed_at`. It has the form of the claims `stripe_subscription_id` held before
+/// schema V16, which moved them as they were.
 pub fn subscription_claim(real_now_secs: i64, nonce: &str) -> String {
-    format!("{SUBSCRIPTION_CLAIM_PREFIX}{real_now_secs:010}_{nonce}")
+    format!("claim_{real_now_secs:010}_{nonce}")
 }
 
-/// What every claim's id starts with (the SQL of [`claim_subscription`] matches it too).
-const SUBSCRIPTION_CLAIM_PREFIX: &str = "claim_";
-
-/// Whether a stored `stripe_subscription_id` is a claim from [`subscription_claim`] (a
-/// subscription being created) rather than Stripe's `sub_...`.
-pub fn is_subscription_claim(stripe_subscription_id: &str) -> bool {
-    stripe_subscription_id.starts_with(SUBSCRIPTION_CLAIM_PREFIX)
+/// Whether a workspace has a paid subscription in force, as SQL on its `workspaces` row: a Stripe
+/// subscription, not ended, on a plan with a fee. The same test as
+/// `plan_change::Subscriber::paid_subscription` on a workspace read.
+macro_rules! paid_subscription_in_force {
+    () => {
+        "(stripe_subscription_id IS NOT NULL AND plan_id IS NOT NULL AND plan_price_micros > 0
+          AND subscription_status <> 'canceled')"
+    };
 }
 
-/// Claims the right to create the workspace's Stripe subscription (`claim` from
-/// [`subscription_claim`]). Refused with 409 `subscription_exists` while a paid subscription is in
-/// force, and with 409 `subscription_in_progress` while another request's claim is fresh.
+/// Claims the right to create the workspace's Stripe subscription: `claim` (from
+/// [`subscription_claim`]) taken at `real_now_secs`, beside `stripe_subscription_id`, which only
+/// [`start_subscription`] writes. Refused with 409 `subscription_exists` while a paid subscription
+/// is in force, and with 409 `subscription_in_progress` while another request's claim is fresh;
+/// one older than [`SUBSCRIPTION_CLAIM_SECS`] is taken over.
 pub async fn claim_subscription<S: Storage>(
     db: &S,
     workspace_id: &str,
@@ -425,14 +432,15 @@ pub async fn claim_subscription<S: Storage>(
 ) -> Result<()> {
     let rows = db
         .query(
-            "UPDATE workspaces SET stripe_subscription_id = ?2
-             WHERE id = ?1 AND CASE
-                 WHEN stripe_subscription_id LIKE 'claim!_%' ESCAPE '!'
-                     THEN CAST(substr(stripe_subscription_id, 7, 10) AS INTEGER) < ?3 - ?4
-                 ELSE stripe_subscription_id IS NULL OR plan_id IS NULL OR plan_price_micros = 0
-                     OR subscription_status = 'canceled'
-             END
-             RETURNING id",
+            concat!(
+                "UPDATE workspaces SET subscription_claim = ?2, subscription_claimed_at = ?3,
+                     stripe_subscription_id = NULL
+                 WHERE id = ?1 AND NOT ",
+                paid_subscription_in_force!(),
+                "
+                   AND (subscription_claimed_at IS NULL OR subscription_claimed_at < ?3 - ?4)
+                 RETURNING id"
+            ),
             &[
                 t(workspace_id),
                 t(claim),
@@ -444,20 +452,29 @@ pub async fn claim_subscription<S: Storage>(
     if !rows.is_empty() {
         return Ok(());
     }
-    let ws = workspace::get(db, workspace_id).await?;
-    let in_progress = ws
-        .stripe_subscription_id
-        .as_deref()
-        .is_some_and(is_subscription_claim);
-    Err(if in_progress {
-        LedgerError::Conflict {
-            code: "subscription_in_progress",
-            message: "Another subscription change for this workspace is in progress. Try again in a minute.".into(),
-        }
-    } else {
+    // Refused: by a paid subscription in force, else by a fresh claim.
+    let rows = db
+        .query(
+            concat!(
+                "SELECT ",
+                paid_subscription_in_force!(),
+                " FROM workspaces WHERE id = ?1"
+            ),
+            &[t(workspace_id)],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Err(LedgerError::NotFound { what: "workspace" });
+    };
+    Err(if crate::row::int(row, 0)? != 0 {
         LedgerError::Conflict {
             code: "subscription_exists",
             message: "This workspace already has a paid subscription.".into(),
+        }
+    } else {
+        LedgerError::Conflict {
+            code: "subscription_in_progress",
+            message: "Another subscription change for this workspace is in progress. Try again in a minute.".into(),
         }
     })
 }
@@ -470,7 +487,8 @@ pub async fn release_subscription_claim<S: Storage>(
     claim: &str,
 ) -> Result<()> {
     db.execute(
-        "UPDATE workspaces SET stripe_subscription_id = NULL WHERE id = ?1 AND stripe_subscription_id = ?2",
+        "UPDATE workspaces SET subscription_claim = NULL, subscription_claimed_at = NULL
+         WHERE id = ?1 AND subscription_claim = ?2",
         &[t(workspace_id), t(claim)],
     )
     .await?;
@@ -493,7 +511,9 @@ pub struct StartedSubscription<'a> {
 /// Starts a paid plan on the Stripe subscription created under its claim (R13): the cycle is
 /// re-anchored on today, as Stripe's billing anchor is the subscription's start, and the plan
 /// credits of an unused free plan stay (R14's rule for upgrades). The cycle's credits are granted
-/// now when the first period is paid, else with `invoice.paid`.
+/// now when the first period is paid, else with `invoice.paid`. Only the request still holding
+/// the claim starts it (409 `subscription_in_progress` if another took it over): Stripe's id is
+/// recorded and the claim given up in one statement.
 pub async fn start_subscription<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -511,8 +531,9 @@ pub async fn start_subscription<S: Storage>(
     tx::immediate(db, async |db| {
         let rows = db
             .query(
-                "UPDATE workspaces SET stripe_subscription_id = ?3
-                 WHERE id = ?1 AND stripe_subscription_id = ?2 RETURNING id",
+                "UPDATE workspaces SET stripe_subscription_id = ?3, subscription_claim = NULL,
+                     subscription_claimed_at = NULL
+                 WHERE id = ?1 AND subscription_claim = ?2 RETURNING id",
                 &[t(workspace_id), t(claim), t(subscription_id)],
             )
             .await?;

@@ -24,9 +24,9 @@ pub fn invoice_pays_plan_cycle(owner: &StripeOwner, billing_reason: Option<&str>
 }
 
 /// The workspace a subscription or invoice belongs to: the one recording the subscription, else
-/// the customer's, unless that workspace records a different subscription (an event about an
-/// old subscription of the same customer must not touch the current one). `None` when neither
-/// is ours.
+/// the customer's, unless that workspace records a different subscription or is creating one (an
+/// event about an old subscription of the same customer must not touch the current one). `None`
+/// when neither is ours.
 pub async fn workspace_of<S: Storage>(db: &S, owner: &StripeOwner) -> Result<Option<String>> {
     if let Some(subscription) = &owner.subscription
         && let Some(ws) = workspace::find_by_stripe_subscription(db, subscription).await?
@@ -39,15 +39,12 @@ pub async fn workspace_of<S: Storage>(db: &S, owner: &StripeOwner) -> Result<Opt
     let Some(ws) = workspace::find_by_stripe_customer(db, customer).await? else {
         return Ok(None);
     };
-    if let Some(subscription) = &owner.subscription {
-        let state = workspace::get(db, &ws).await?;
-        if state
-            .stripe_subscription_id
-            .as_ref()
-            .is_some_and(|current| current != subscription)
-        {
-            return Ok(None);
-        }
+    if let Some(subscription) = &owner.subscription
+        && workspace::subscription_or_claim(db, &ws)
+            .await?
+            .is_some_and(|current| current != *subscription)
+    {
+        return Ok(None);
     }
     Ok(Some(ws))
 }

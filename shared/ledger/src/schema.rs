@@ -99,6 +99,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 15,
         statements: V15,
     },
+    Migration {
+        version: 16,
+        statements: V16,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -966,12 +970,34 @@ const V15: &[&str] = &[
     ) STRICT",
 ];
 
+/// A Stripe subscription being created is claimed in columns of its own
+/// (`plans::claim_subscription`): until now the claim, `claim_<unix secs>_<nonce>`, was kept in
+/// `stripe_subscription_id` in place of Stripe's id while Stripe was asked, so every reader of
+/// that column had to tell the two apart. A claim is the holder's token and when it was taken
+/// (real time), both or neither. Claims held when this migration runs move as they are, token and
+/// time, so a request holding one across the upgrade still starts or releases it.
+const V16: &[&str] = &[
+    "ALTER TABLE workspaces ADD COLUMN subscription_claim TEXT",
+    "ALTER TABLE workspaces ADD COLUMN subscription_claimed_at INTEGER
+        CHECK ((subscription_claimed_at IS NULL) = (subscription_claim IS NULL))",
+    "UPDATE workspaces SET subscription_claim = stripe_subscription_id,
+         subscription_claimed_at = CAST(substr(stripe_subscription_id, 7, 10) AS INTEGER),
+         stripe_subscription_id = NULL
+     WHERE stripe_subscription_id LIKE 'claim!_%' ESCAPE '!'",
+];
+
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.
 /// Safe to call on every open and from many connections at once. Each version is looked up on
 /// its own rather than compared with the highest recorded: a migration merged below one that a
 /// database already has (V10, the daily usage rollup, merged after V11, the notifications) still
 /// runs there instead of being skipped for ever.
 pub async fn migrate<S: Storage>(db: &S) -> Result<()> {
+    migrate_to(db, i64::MAX).await
+}
+
+/// [`migrate`] without the migrations above `version`: a database as an older release left it,
+/// for the tests of a migration that moves what was written before it.
+async fn migrate_to<S: Storage>(db: &S, version: i64) -> Result<()> {
     db.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL) STRICT",
         &[],
@@ -980,7 +1006,7 @@ pub async fn migrate<S: Storage>(db: &S) -> Result<()> {
     let recorded = recorded_versions(db).await?;
     for migration in MIGRATIONS
         .iter()
-        .filter(|migration| !recorded.contains(&migration.version))
+        .filter(|migration| migration.version <= version && !recorded.contains(&migration.version))
     {
         crate::tx::immediate(db, async |db| {
             // Re-check inside the write lock: another connection may have applied it meanwhile.
@@ -1106,5 +1132,79 @@ mod tests {
         ))
         .expect("forget one");
         assert!(!block_on(super::is_current(&db)).expect("behind"));
+    }
+
+    #[test]
+    fn v16_moves_a_claim_out_of_stripe_subscription_id() {
+        use crate::storage::SqlValue::{Integer, Null, Text};
+        const NOV_1: i64 = 1_793_491_200;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::native::NativeDb::open(dir.path().join("ledger.db")).expect("open");
+        // A database as V15 left it: "c" mid-way through creating its subscription (the claim in
+        // `stripe_subscription_id`), "s" with its Stripe subscription, "n" with none.
+        block_on(super::migrate_to(&db, 15)).expect("migrate to V15");
+        block_on(crate::Storage::execute(
+            &db,
+            "INSERT INTO workspaces (id, name, email, currency, created_at, stripe_subscription_id)
+             VALUES ('c', 'C', 'c@example.com', 'USD', ?1, 'claim_1793491200_n1'),
+                    ('n', 'N', 'n@example.com', 'USD', ?1, NULL),
+                    ('s', 'S', 's@example.com', 'USD', ?1, 'sub_1')",
+            &[Integer(NOV_1)],
+        ))
+        .expect("V15 rows");
+        block_on(super::migrate(&db)).expect("migrate");
+        let rows = || {
+            block_on(crate::Storage::query(
+                &db,
+                "SELECT id, stripe_subscription_id, subscription_claim, subscription_claimed_at
+                 FROM workspaces ORDER BY id",
+                &[],
+            ))
+            .expect("rows")
+        };
+        let text = |s: &str| Text(s.to_owned());
+        assert_eq!(
+            rows(),
+            vec![
+                vec![text("c"), Null, text("claim_1793491200_n1"), Integer(NOV_1)],
+                vec![text("n"), Null, Null, Null],
+                vec![text("s"), text("sub_1"), Null, Null],
+            ]
+        );
+        // The moved claim is fresh for as long as it was: another request is refused...
+        let other = crate::plans::subscription_claim(NOV_1 + 60, "n2");
+        let refused = block_on(crate::plans::claim_subscription(
+            &db,
+            "c",
+            &other,
+            NOV_1 + 60,
+        ));
+        assert!(
+            matches!(
+                refused,
+                Err(crate::LedgerError::Conflict {
+                    code: "subscription_in_progress",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        // ... and the request that held it across the upgrade starts its subscription.
+        let catalog = crate::catalog::Catalog::default_catalog().expect("catalog");
+        let started = crate::plans::StartedSubscription {
+            plan_id: "basic",
+            claim: "claim_1793491200_n1",
+            subscription_id: "sub_2",
+            first_period_paid: true,
+        };
+        block_on(crate::plans::start_subscription(
+            &db,
+            &catalog,
+            "c",
+            started,
+            NOV_1 + 60,
+        ))
+        .expect("start");
+        assert_eq!(rows()[0], vec![text("c"), text("sub_2"), Null, Null]);
     }
 }

@@ -61,7 +61,8 @@ pub struct WorkspaceState in "workspaces" {
     pub subscription_status: String,
     /// Stripe customer.
     pub stripe_customer_id: Option<String>,
-    /// Stripe subscription.
+    /// Stripe subscription (`sub_...`), once started: one being created is claimed in columns of
+    /// its own (`plans::claim_subscription`).
     pub stripe_subscription_id: Option<String>,
     /// Plan-credit balance.
     pub plan_credits_micros: i64,
@@ -367,6 +368,26 @@ pub async fn find_by_stripe_subscription<S: Storage>(
         subscription_id,
     )
     .await
+}
+
+/// The subscription Stripe's events must name to be about this workspace: the one it records or,
+/// while a request holds a claim on creating one, that claim, which no event names (the new
+/// subscription's events wait until `plans::start_subscription` records it, and an ended one's
+/// id was cleared by the claim). `None` for neither, or no such workspace.
+pub async fn subscription_or_claim<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+) -> Result<Option<String>> {
+    let rows = db
+        .query(
+            "SELECT COALESCE(subscription_claim, stripe_subscription_id) FROM workspaces WHERE id = ?1",
+            &[t(workspace_id)],
+        )
+        .await?;
+    match rows.first() {
+        Some(row) => crate::row::opt_text(row, 0),
+        None => Ok(None),
+    }
 }
 
 /// The workspace id a one-parameter lookup returns, if any.

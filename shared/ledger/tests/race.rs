@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use common::{Fixture, NOV_1, event, micros};
 use futures::executor::block_on;
 use ledger::catalog::{Direction, UsageKind};
-use ledger::{LedgerError, calls, usage};
+use ledger::{LedgerError, calls, plans, usage};
 
 const THREADS: usize = 16;
 
@@ -254,6 +254,71 @@ fn one_agents_counters_stay_exact_under_racing_calls() {
     assert_eq!(
         ws.plan_credits_micros + ws.wallet_micros,
         micros("110") - micros("0.96") - micros("0.48")
+    );
+    fx.assert_invariants();
+}
+
+/// 16 connections claim the creation of one workspace's Stripe subscription at once, each with
+/// its own claim: exactly one holds it, and only that one starts the subscription. A claim left
+/// stale is taken over by exactly one of the next racers too.
+#[test]
+fn racing_subscription_claims_leave_exactly_one_holder() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let claims_at = |now: i64| {
+        race(&fx, 4, move |db, thread, n| {
+            let claim = plans::subscription_claim(now, &format!("n{thread}-{n}"));
+            block_on(plans::claim_subscription(db, "w", &claim, now)).map(|()| claim)
+        })
+    };
+    let holder = |results: &[Result<String, LedgerError>]| {
+        let held: Vec<&String> = results.iter().flatten().collect();
+        assert_eq!(held.len(), 1, "{results:?}");
+        assert!(
+            results.iter().all(|r| r.is_ok()
+                || matches!(
+                    r,
+                    Err(LedgerError::Conflict {
+                        code: "subscription_in_progress",
+                        ..
+                    })
+                )),
+            "{results:?}"
+        );
+        held[0].clone()
+    };
+    let first = holder(&claims_at(NOV_1));
+    // The holder died: once its claim is stale, one of the next racers takes it over.
+    let late = NOV_1 + plans::SUBSCRIPTION_CLAIM_SECS + 1;
+    let second = holder(&claims_at(late));
+    let start = |claim: &str, subscription_id: &str| {
+        block_on(plans::start_subscription(
+            &fx.db,
+            &fx.catalog,
+            "w",
+            plans::StartedSubscription {
+                plan_id: "basic",
+                claim,
+                subscription_id,
+                first_period_paid: true,
+            },
+            late,
+        ))
+    };
+    assert!(
+        matches!(
+            start(&first, "sub_first"),
+            Err(LedgerError::Conflict {
+                code: "subscription_in_progress",
+                ..
+            })
+        ),
+        "the claim taken over starts nothing"
+    );
+    start(&second, "sub_second").expect("the holder starts it");
+    assert_eq!(
+        fx.state("w").stripe_subscription_id.as_deref(),
+        Some("sub_second")
     );
     fx.assert_invariants();
 }

@@ -89,6 +89,9 @@ const CHANGES: &[(&str, &str, Option<&str>)] = &[
         Some("86400 * 30 + 1793491200"),
     ),
     ("workspaces", "active_calls", Some("active_calls + 7")),
+    // A subscription being created: the claim and its time (the schema's CHECK links them).
+    ("workspaces", "subscription_claim", None),
+    ("workspaces", "subscription_claimed_at", None),
     ("agents", "workspace_id", None),
     ("agents", "agent_id", None),
     ("agents", "overage_policy", Some("'stop'")),
@@ -143,11 +146,17 @@ const CHANGES: &[(&str, &str, Option<&str>)] = &[
 ];
 
 /// Changes that take several columns at once (the schema's CHECKs link them).
-const COMPOSITE_CHANGES: &[(&str, &str)] = &[(
-    "calls",
-    "status = 'expired', held_plan_micros = 0, held_wallet_micros = 0, ended_at = 1,
+const COMPOSITE_CHANGES: &[(&str, &str)] = &[
+    (
+        "calls",
+        "status = 'expired', held_plan_micros = 0, held_wallet_micros = 0, ended_at = 1,
      charged_micros = 0",
-)];
+    ),
+    (
+        "workspaces",
+        "subscription_claim = 'claim_1793491200_x', subscription_claimed_at = 1793491200",
+    ),
+];
 
 /// A free-plan workspace (10 plan credits) with 10 credits in its wallet, a saved card and
 /// auto-recharge, an agent with limits, and call "c0" in progress on it.

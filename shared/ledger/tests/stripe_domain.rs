@@ -140,9 +140,9 @@ fn a_claim_or_an_ended_subscription_is_not_a_paid_subscription_in_force() {
     fx.subscribed("w", "free", NOV_1);
     fx.save_card("w");
     let claim = plans::subscription_claim(NOV_1, "n1");
-    assert!(plans::is_subscription_claim(&claim));
-    assert!(!plans::is_subscription_claim("sub_1"));
     block_on(plans::claim_subscription(&fx.db, "w", &claim, NOV_1)).expect("claim");
+    // The claim is kept beside Stripe's id, never in its place.
+    assert_eq!(subscriber(&fx, "w").state.stripe_subscription_id, None);
     assert_eq!(subscriber(&fx, "w").paid_subscription(), None);
     // Planned as a start: the ledger's claim then says another one is in progress.
     assert!(matches!(
@@ -462,6 +462,14 @@ fn events_find_their_workspace() {
     // A customer whose workspace has no subscription yet takes the event (the first invoice).
     fx.workspace("n");
     block_on(workspace::set_stripe_customer(&fx.db, "n", "cus_n")).expect("customer");
+    assert_eq!(of(owner(Some("cus_n"), Some("sub_new"))), Some("n".into()));
+    // While a request creates its subscription (a claim held), no event about a subscription is
+    // the workspace's, as before the claim had columns of its own; once started, the new one's are.
+    let claim = plans::subscription_claim(NOV_1, "n1");
+    block_on(plans::claim_subscription(&fx.db, "n", &claim, NOV_1)).expect("claim");
+    assert_eq!(of(owner(Some("cus_n"), Some("sub_new"))), None);
+    assert_eq!(of(owner(Some("cus_n"), None)), Some("n".into()));
+    block_on(plans::release_subscription_claim(&fx.db, "n", &claim)).expect("release");
     assert_eq!(of(owner(Some("cus_n"), Some("sub_new"))), Some("n".into()));
 }
 
