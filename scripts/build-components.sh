@@ -2,8 +2,9 @@
 # Builds the application's Wasm components (components/*) and the host's test components
 # (tests/components/*, when present) for wasm32-wasip2, release.
 #
-# Always into ./target, whatever CARGO_TARGET_DIR says: spin.toml's `source` paths and the
-# tests' manifests point at target/wasm32-wasip2/release/*.wasm.
+# Built where CARGO_TARGET_DIR says (scripts/env.sh: a cache outside the clone, which a new clone
+# then reuses instead of compiling the Wasm dependencies again), and copied to ./target, where
+# spin.toml's `source` paths and the tests' manifests point (target/wasm32-wasip2/release/*.wasm).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,6 +32,7 @@ if [ ${#packages[@]} -eq 0 ]; then
     exit 1
 fi
 
-cargo build --release --target wasm32-wasip2 --target-dir "$REPO/target" "${packages[@]}"
+cargo build --release --target wasm32-wasip2 "${packages[@]}"
+scripts/place-wasm.sh "${packages[@]}"
 
 ls -l "$REPO"/target/wasm32-wasip2/release/*.wasm

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local host (release, honouring CARGO_TARGET_DIR) and the host's test components
-# (wasm32-wasip2, always into ./target so tests/components/*.toml find them).
+# (wasm32-wasip2, copied into ./target so tests/components/*.toml find them: scripts/place-wasm.sh).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -20,7 +20,8 @@ for dir in tests/components/*/; do
     components+=(-p "$(basename "$dir")")
 done
 if [ ${#components[@]} -gt 0 ]; then
-    cargo build --release --target wasm32-wasip2 --target-dir "$PWD/target" "${components[@]}"
+    cargo build --release --target wasm32-wasip2 "${components[@]}"
+    scripts/place-wasm.sh "${components[@]}"
 fi
 
 echo "host: ${CARGO_TARGET_DIR:-$PWD/target}/release/local-host"

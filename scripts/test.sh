@@ -4,6 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+# A fresh clone over a warm cache compiles only what changed: files unchanged since the last run
+# get back the modification time that run left them with (cargo rebuilds by file times), and
+# this run's are recorded when it ends, failed or not (scripts/keep-mtimes.py says why it is safe).
+source_mtimes="$CARGO_TARGET_DIR/source-mtimes.tsv"
+python3 scripts/keep-mtimes.py restore "$source_mtimes"
+reliability_summary=0
+on_exit() {
+    if [ "$reliability_summary" = 1 ]; then scripts/reliability-summary.sh || true; fi
+    python3 scripts/keep-mtimes.py record "$source_mtimes" || true
+}
+trap on_exit EXIT
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
 
 step() { printf '\n=== %s\n' "$*"; }
@@ -48,7 +59,7 @@ step "build and lint: native crates; tests (the reliability suite, tests/tests/r
 # Each reliability scenario appends a line to the summary printed at the end, even on failure.
 export RELIABILITY_SUMMARY="$CARGO_TARGET_DIR/reliability-summary.tsv"
 rm -f "$RELIABILITY_SUMMARY"
-trap 'scripts/reliability-summary.sh || true' EXIT
+reliability_summary=1
 cargo test --release
 
 step "fuzz: the parsers, coverage-guided (docs/reliability.md)"
