@@ -337,13 +337,13 @@ pub mod webhooks {
         format!("t={t},v1={hex}")
     }
 
-    /// Creates a pending top-up of `amount_micros` (currency) natively on the host's database,
+    /// Creates a pending top-up of `amount_money_micros` (money) natively on the host's database,
     /// attached to PaymentIntent `intent`, as the top-up route would have.
     pub fn pending_topup(
         state_dir: &Path,
         ws: &str,
         id: &str,
-        amount_micros: i64,
+        amount_money_micros: i64,
         intent: &str,
     ) -> Result<()> {
         let db = NativeDb::open(state_dir.join("sqlite_db.db"))?;
@@ -356,7 +356,7 @@ pub mod webhooks {
                 &catalog,
                 ws,
                 id,
-                ledger::money::to_decimal(amount_micros),
+                ledger::money::to_decimal(amount_money_micros),
                 now,
             )
             .await?;

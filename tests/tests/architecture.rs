@@ -357,3 +357,195 @@ fn one_path_settles_a_payment() -> Result<()> {
     }
     Ok(())
 }
+
+/// Names declared in Rust code (`code` of a source file), each with the item it is declared in:
+/// a field, parameter or struct literal's field (`name:`), a `let`, a `fn`, a `const` or a
+/// `static`. The item is the last `struct`, `enum`, `fn`, `const` or `static` named before it, or
+/// the type of the last `Type {` (a struct literal). Comments, strings and characters are skipped.
+fn declarations(code: &str) -> Vec<(String, String)> {
+    let chars: Vec<char> = code.chars().collect();
+    let at = |n: usize| chars.get(n).copied().unwrap_or(' ');
+    let (mut found, mut item, mut previous) = (Vec::new(), String::new(), String::new());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '/' && at(i + 1) == '/' {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+        } else if c == '\'' {
+            // A character ('x', '\n'), else a lifetime or label, whose name is read next.
+            i += match (at(i + 1), at(i + 2)) {
+                ('\\', _) => {
+                    let rest = chars.get(i + 3..).unwrap_or_default();
+                    3 + rest.iter().position(|&c| c == '\'').unwrap_or(rest.len()) + 1
+                }
+                (_, '\'') => 3,
+                _ => 1,
+            };
+        } else if c.is_alphabetic() || c == '_' {
+            let start = i;
+            while i < chars.len() && (chars[i].is_alphanumeric() || chars[i] == '_') {
+                i += 1;
+            }
+            let name: String = chars[start..i].iter().collect();
+            if (name == "r" || name == "br") && matches!(at(i), '"' | '#') {
+                let hashes = chars[i..].iter().take_while(|&&c| c == '#').count();
+                let close: String = std::iter::once('"')
+                    .chain("#".repeat(hashes).chars())
+                    .collect();
+                let rest: String = chars
+                    .get(i + hashes + 1..)
+                    .unwrap_or_default()
+                    .iter()
+                    .collect();
+                i += hashes + 1 + rest.find(&close).map_or(rest.len(), |n| n + close.len());
+                continue;
+            }
+            let mut next = i;
+            while next < chars.len() && chars[next].is_whitespace() {
+                next += 1;
+            }
+            let introduced =
+                ["struct", "enum", "fn", "const", "static"].contains(&previous.as_str());
+            if introduced || (name.starts_with(char::is_uppercase) && at(next) == '{') {
+                item.clone_from(&name);
+            }
+            let typed = at(next) == ':' && at(next + 1) != ':';
+            if typed || introduced || ["let", "mut"].contains(&previous.as_str()) {
+                found.push((item.clone(), name.clone()));
+            }
+            previous = name;
+            continue;
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// Names of amounts that must say their unit (`shared/ledger/src/money.rs`, "Units").
+const UNIT_WORDS: &[&str] = &["price", "amount", "topup_min", "topup_max", "threshold"];
+
+/// `(item, name, why)`: names with a unit word ending in `_micros` alone that are micro-credits.
+const CREDIT_NAMES: &[(&str, &str, &str)] = &[
+    (
+        "RateTerms",
+        "price_micros",
+        "a rate's price per unit of usage is in credits",
+    ),
+    (
+        "fund",
+        "amount_micros",
+        "the charge a debit or a call funds from plan credits and the wallet",
+    ),
+    (
+        "grant_credits",
+        "amount_micros",
+        "the plan credits a grant posts",
+    ),
+    (
+        "Catalog",
+        "low_balance_threshold_micros",
+        "the low-balance banner's threshold, on the credit balance",
+    ),
+    (
+        "validate",
+        "low_balance_threshold_micros",
+        "the catalog's low-balance threshold, read in credits",
+    ),
+    (
+        "AMOUNT_MAX_MICROS",
+        "AMOUNT_MAX_MICROS",
+        "the bound of any amount input, credits or money alike",
+    ),
+];
+
+/// Whether a declared name breaks the units rule: it names a price, an amount, a top-up bound
+/// or a threshold, ends in `_micros` alone, and is not a known credit quantity.
+fn unit_unclear(item: &str, name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    UNIT_WORDS.iter().any(|word| lower.contains(word))
+        && lower.ends_with("_micros")
+        && !lower.ends_with("_money_micros")
+        && !lower.ends_with("_credits_micros")
+        && !CREDIT_NAMES
+            .iter()
+            .any(|(credit_item, credit_name, _)| (*credit_item, *credit_name) == (item, name))
+}
+
+#[test]
+fn money_names_end_in_money_micros() -> Result<()> {
+    let flagged = |code: &str| -> Vec<String> {
+        declarations(code)
+            .into_iter()
+            .filter(|(item, name)| unit_unclear(item, name))
+            .map(|(item, name)| format!("{item}::{name}"))
+            .collect()
+    };
+    assert_eq!(
+        flagged(
+            "pub struct Payment {\n    /// amount_micros: the money\n    pub amount_micros: i64,\n}\n\
+             fn f(ws: &W, amount_micros: i64) { let top_up_amount_micros = \"amount_micros: x\"; }"
+        ),
+        [
+            "Payment::amount_micros",
+            "f::amount_micros",
+            "f::top_up_amount_micros"
+        ]
+    );
+    assert!(
+        flagged("struct RateTerms { price_micros: i64, credit_price_money_micros: i64 }")
+            .is_empty()
+    );
+    assert!(
+        flagged("let c = '\"'; let s = r#\"price_micros: 1\"#; let x: &'static str = b;")
+            .is_empty()
+    );
+    assert_eq!(
+        flagged("let c = '\\''; let d = 'x'; fn g() { let price_micros = 1; }"),
+        ["g::price_micros"]
+    );
+    let mut folders = vec![
+        root().join("shared/ledger/src"),
+        root().join("shared/stripe/src"),
+        root().join("shared/spin-adapter/src"),
+    ];
+    for entry in std::fs::read_dir(root().join("components"))? {
+        folders.push(entry?.path().join("src"));
+    }
+    let mut offenders = Vec::new();
+    let mut declared = Vec::new();
+    for folder in folders.iter().filter(|folder| folder.is_dir()) {
+        for (path, text) in sources(folder)? {
+            let code = code(&text);
+            declared.extend(declarations(code));
+            for name in flagged(code) {
+                offenders.push(format!("{}: {name}", path.display()));
+            }
+        }
+    }
+    ensure!(declared.len() > 1_000, "{} declarations", declared.len());
+    // Each exception still names a declaration: none is left over from a rename.
+    let stale: Vec<_> = CREDIT_NAMES
+        .iter()
+        .filter(|(item, name, _)| {
+            !declared
+                .iter()
+                .any(|(i, n)| (i.as_str(), n.as_str()) == (*item, *name))
+        })
+        .collect();
+    ensure!(stale.is_empty(), "CREDIT_NAMES not declared: {stale:?}");
+    ensure!(
+        offenders.is_empty(),
+        "money (micro-units of the currency) ends in `_money_micros`, micro-credits in `_micros` \
+         (add a credit quantity to CREDIT_NAMES, with why): {offenders:#?}"
+    );
+    Ok(())
+}

@@ -152,12 +152,13 @@ fn wallet(app: &App, ws: &str) -> Result<i64> {
     micros_of(&billing(app, ws)?["wallet_balance"])
 }
 
-/// A pending top-up of `amount_micros` (USD) created natively, optionally attached to `intent`.
+/// A pending top-up of `amount_money_micros` (money, USD) created natively, optionally attached
+/// to `intent`.
 fn pending_topup(
     app: &App,
     ws: &str,
     id: &str,
-    amount_micros: i64,
+    amount_money_micros: i64,
     intent: Option<&str>,
 ) -> Result<()> {
     let db = ledger_db(app)?;
@@ -168,7 +169,7 @@ fn pending_topup(
             &catalog,
             ws,
             id,
-            ledger::money::to_decimal(amount_micros),
+            ledger::money::to_decimal(amount_money_micros),
             now_secs(),
         )
         .await?;

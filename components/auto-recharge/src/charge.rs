@@ -100,7 +100,7 @@ pub async fn charge_recharge(
         let report = Report::Failed(Failure::no_saved_card());
         return report_and_count(payment, None, &report, now).await;
     };
-    let amount_minor = match stripe_client::money::to_minor(payment.amount_micros, currency) {
+    let amount_minor = match stripe_client::money::to_minor(payment.amount_money_micros, currency) {
         Ok(minor) => minor,
         Err(error) => {
             eprintln!(

@@ -31,8 +31,8 @@ pub struct Reversal {
     pub id: String,
     /// `refund` or `dispute`.
     pub kind: &'static str,
-    /// Amount taken back, in currency micros.
-    pub amount_micros: i64,
+    /// Money taken back, in micro-units of the currency.
+    pub amount_money_micros: i64,
 }
 
 /// How Stripe reports a PaymentIntent that did not pay.
@@ -193,13 +193,13 @@ fn action(kind: &str, object: Object) -> Result<Action, String> {
             let Some(intent_id) = dispute.payment_intent else {
                 return Ok(Action::Ignore("the dispute has no PaymentIntent".into()));
             };
-            let amount_micros = dispute.amount_micros?;
+            let amount_money_micros = dispute.amount_money_micros?;
             Action::Reverse {
                 intent_id,
                 reversals: vec![Reversal {
                     id: dispute.id?,
                     kind: "dispute",
-                    amount_micros,
+                    amount_money_micros,
                 }],
             }
         }
@@ -277,7 +277,7 @@ fn refund_reversal(refund: RefundObject) -> Result<Option<Reversal>, String> {
     Ok(Some(Reversal {
         id: refund.id?,
         kind: "refund",
-        amount_micros: refund.amount_micros?,
+        amount_money_micros: refund.amount_money_micros?,
     }))
 }
 
@@ -431,12 +431,12 @@ mod tests {
                     Reversal {
                         id: "re_1".into(),
                         kind: "refund",
-                        amount_micros: 3_000_000
+                        amount_money_micros: 3_000_000
                     },
                     Reversal {
                         id: "re_3".into(),
                         kind: "refund",
-                        amount_micros: 2_000_000
+                        amount_money_micros: 2_000_000
                     },
                 ]
             }
@@ -453,7 +453,7 @@ mod tests {
                 reversals: vec![Reversal {
                     id: "dp_1".into(),
                     kind: "dispute",
-                    amount_micros: 10_000_000
+                    amount_money_micros: 10_000_000
                 }]
             }
         );

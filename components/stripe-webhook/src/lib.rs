@@ -314,7 +314,7 @@ async fn run_other_action(db: &SpinDb, action: &Action, now: i64) -> ledger::Res
                     &payment.id,
                     &reversal.id,
                     reversal.kind,
-                    reversal.amount_micros,
+                    reversal.amount_money_micros,
                     now,
                 )
                 .await?;

@@ -256,17 +256,17 @@ pub async fn create_topup(
         };
         let catalog = spin_adapter::catalog(db).await?;
         let currency = catalog.settings().currency.clone();
-        let micros = ledger::money::parse_micros("amount", amount, false)?;
-        let unchargeable = stripe_client::money::to_minor(micros, &currency)
+        let amount_money_micros = ledger::money::parse_micros("amount", amount, false)?;
+        let unchargeable = stripe_client::money::to_minor(amount_money_micros, &currency)
             .err()
             .map(|error| error.to_string());
-        payments::refuse_unchargeable(&catalog, micros, unchargeable)?;
+        payments::refuse_unchargeable(&catalog, amount_money_micros, unchargeable)?;
         let payment = payments::create_topup(
             db,
             &catalog,
             ws,
             &payment_id,
-            ledger::money::to_decimal(micros),
+            ledger::money::to_decimal(amount_money_micros),
             now,
         )
         .await?;
@@ -310,7 +310,7 @@ async fn charge(
     let customer = ensure_customer(client, ws)
         .await
         .map_err(|e| e.with_detail("topup_id", payment.id.clone().into()))?;
-    let amount_minor = match stripe_client::money::to_minor(payment.amount_micros, currency) {
+    let amount_minor = match stripe_client::money::to_minor(payment.amount_money_micros, currency) {
         Ok(minor) => minor,
         Err(error) => return Ok(Err(error)),
     };

@@ -237,14 +237,14 @@ pub struct CatalogVersion {
     pub doc: CatalogDoc,
 }
 
-/// A plan's terms in micro-units.
+/// A plan's terms in micro-units: its fee money, its credits micro-credits (`money.rs`, "Units").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanTerms {
     /// Plan id.
     pub id: String,
-    /// Fee in currency micros.
-    pub price_micros: i64,
-    /// Credits per cycle.
+    /// Fee per cycle: money, in micro-units of the currency.
+    pub price_money_micros: i64,
+    /// Micro-credits per cycle.
     pub monthly_credits_micros: i64,
     /// Rollover cap, if the plan rolls over.
     pub rollover_max_micros: Option<i64>,
@@ -287,13 +287,13 @@ pub struct Catalog {
     pub version: i64,
     /// The document.
     pub doc: CatalogDoc,
-    /// Credit price, currency micros per credit.
-    pub credit_price_micros: i64,
-    /// Top-up bounds, currency micros.
-    pub topup_min_micros: i64,
-    /// Top-up bounds, currency micros.
-    pub topup_max_micros: i64,
-    /// Banner threshold, credit micros.
+    /// Price of one credit: money, in micro-units of the currency.
+    pub credit_price_money_micros: i64,
+    /// Smallest card charge (top-up or recharge amount): money, in micro-units of the currency.
+    pub topup_min_money_micros: i64,
+    /// Largest card charge: money, in micro-units of the currency.
+    pub topup_max_money_micros: i64,
+    /// Banner threshold, micro-credits.
     pub low_balance_threshold_micros: i64,
     /// Every level `balance.low` is sent at: the threshold and the extra levels, credit micros,
     /// ascending, without duplicates.
@@ -308,6 +308,7 @@ struct RateTerms {
     direction: Option<Direction>,
     prefix: String,
     number_type: Option<NumberType>,
+    /// Micro-credits per unit of usage (per minute for calls): a rate's price is in credits.
     price_micros: i64,
     increment_secs: i64,
     minimum_secs: i64,
@@ -325,11 +326,13 @@ impl Catalog {
                 "currency must be an ISO 4217 code such as USD",
             ));
         }
-        let credit_price_micros =
+        let credit_price_money_micros =
             money::decimal_to_micros("settings.credit_price", s.credit_price, false)?;
-        let topup_min_micros = money::decimal_to_micros("settings.topup_min", s.topup_min, false)?;
-        let topup_max_micros = money::decimal_to_micros("settings.topup_max", s.topup_max, false)?;
-        if topup_max_micros < topup_min_micros {
+        let topup_min_money_micros =
+            money::decimal_to_micros("settings.topup_min", s.topup_min, false)?;
+        let topup_max_money_micros =
+            money::decimal_to_micros("settings.topup_max", s.topup_max, false)?;
+        if topup_max_money_micros < topup_min_money_micros {
             return Err(invalid(
                 "settings.topup_max",
                 "topup_max must not be below topup_min",
@@ -406,7 +409,7 @@ impl Catalog {
             }
             plans.push(PlanTerms {
                 id: plan.id.clone(),
-                price_micros: money::decimal_to_micros("plans.price", plan.price, true)?,
+                price_money_micros: money::decimal_to_micros("plans.price", plan.price, true)?,
                 monthly_credits_micros: money::decimal_to_micros(
                     "plans.monthly_credits",
                     plan.monthly_credits,
@@ -462,9 +465,9 @@ impl Catalog {
         }
         Ok(Self {
             version,
-            credit_price_micros,
-            topup_min_micros,
-            topup_max_micros,
+            credit_price_money_micros,
+            topup_min_money_micros,
+            topup_max_money_micros,
             low_balance_threshold_micros,
             balance_levels_micros,
             plans,
@@ -789,7 +792,7 @@ mod tests {
         let s = catalog.settings();
         assert_eq!(s.currency, "USD");
         assert_eq!(s.credit_price, Decimal::ONE);
-        assert_eq!(catalog.credit_price_micros, 1_000_000);
+        assert_eq!(catalog.credit_price_money_micros, 1_000_000);
         assert_eq!(s.inbound_grace_secs, 900);
         assert_eq!(s.auto_recharge_max_per_day, 5);
         // Stored and answered with the defaults written out.

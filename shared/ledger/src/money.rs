@@ -1,5 +1,22 @@
 //! Amounts: integer micro-units in SQLite, `Decimal` at the edges, never floats.
 //!
+//! # Units
+//!
+//! An amount is either credits or money, each in micro-units (1 unit = [`MICROS_PER_UNIT`]), and
+//! its name says which:
+//! - a name ending in `_micros` alone is **micro-credits**: balances, holds, charges, rates
+//!   (credits per unit of usage: a rate's price), journal and history amounts, limits, levels;
+//!   `_credits_micros` says the same where the name alone would not
+//!   (`auto_recharge_threshold_credits_micros`);
+//! - a name ending in `_money_micros` is **money**, in micro-units of the catalog's currency: the
+//!   price of a credit and of a plan, top-up bounds, a payment's amount, what a refund or dispute
+//!   takes back, auto-recharge's amount and threshold as the customer set them.
+//!
+//! The rule holds for Rust names. SQL columns and the JSON of the HTTP API keep the names they
+//! had (`payments.amount_micros` is money): schema.rs lists the money columns, and the Rust names
+//! that read them. Money and credits convert at the credit price, with [`credits_for_money`] and
+//! [`money_for_credits`].
+//!
 //! Charges round up to the micro-credit; conversions of paid money into credits round down.
 
 use rust_decimal::Decimal;
@@ -7,7 +24,7 @@ use rust_decimal::prelude::ToPrimitive;
 
 use crate::{LedgerError, Result};
 
-/// Micro-units in one unit (credit or currency unit).
+/// Micro-units in one unit (credit or currency unit): the same scale for both.
 pub const MICROS_PER_UNIT: i64 = 1_000_000;
 
 /// The largest amount any single input may carry: 10^12 units, far beyond any real wallet, and
@@ -83,34 +100,36 @@ pub fn decimal_to_micros(field: &'static str, value: Decimal, allow_zero: bool) 
     Ok(micros)
 }
 
-/// `rate x quantity`, both in micro-units, rounded up to the micro-unit (a charge).
+/// `rate x quantity`: micro-credits per unit times micro-units of usage, in micro-credits rounded
+/// up (a charge).
 pub fn charge_micros(rate_micros: i64, quantity_micros: i64) -> i64 {
     let product = i128::from(rate_micros) * i128::from(quantity_micros);
     let per_unit = i128::from(MICROS_PER_UNIT);
     clamp_i64((product + per_unit - 1).div_euclid(per_unit))
 }
 
-/// Credits bought with `amount_micros` of currency at `credit_price_micros` per credit, rounded
-/// down to the micro-credit (a conversion of paid money).
-pub fn credits_for_money(amount_micros: i64, credit_price_micros: i64) -> i64 {
-    let numerator = i128::from(amount_micros) * i128::from(MICROS_PER_UNIT);
-    clamp_i64(numerator.div_euclid(i128::from(credit_price_micros.max(1))))
+/// Micro-credits bought with `money_micros` of currency at `credit_price_money_micros` per
+/// credit, rounded down to the micro-credit (a conversion of paid money).
+pub fn credits_for_money(money_micros: i64, credit_price_money_micros: i64) -> i64 {
+    let numerator = i128::from(money_micros) * i128::from(MICROS_PER_UNIT);
+    clamp_i64(numerator.div_euclid(i128::from(credit_price_money_micros.max(1))))
 }
 
-/// The currency value of `credits_micros` at `credit_price_micros` (rounded down).
-pub fn money_for_credits(credits_micros: i64, credit_price_micros: i64) -> i64 {
-    let product = i128::from(credits_micros) * i128::from(credit_price_micros);
+/// The currency value of `credits_micros` at `credit_price_money_micros`, in micro-units of the
+/// currency (rounded down).
+pub fn money_for_credits(credits_micros: i64, credit_price_money_micros: i64) -> i64 {
+    let product = i128::from(credits_micros) * i128::from(credit_price_money_micros);
     clamp_i64(product.div_euclid(i128::from(MICROS_PER_UNIT)))
 }
 
-/// The currency value of `credits_micros` at `credit_price_micros`, rounded up to a whole
-/// currency unit (a suggested setting: converted back to credits, it covers at least
-/// `credits_micros`). Exact: [`money_for_credits`] first would round down to the micro-unit, and
-/// could land on a whole unit the exact value is above.
-pub fn whole_money_for_credits_up(credits_micros: i64, credit_price_micros: i64) -> i64 {
+/// The currency value of `credits_micros` at `credit_price_money_micros`, in micro-units of the
+/// currency rounded up to a whole currency unit (a suggested setting: converted back to credits,
+/// it covers at least `credits_micros`). Exact: [`money_for_credits`] first would round down to
+/// the micro-unit, and could land on a whole unit the exact value is above.
+pub fn whole_money_for_credits_up(credits_micros: i64, credit_price_money_micros: i64) -> i64 {
     let units = fraction_ceil(
         credits_micros,
-        credit_price_micros,
+        credit_price_money_micros,
         MICROS_PER_UNIT * MICROS_PER_UNIT,
     );
     units.saturating_mul(MICROS_PER_UNIT)

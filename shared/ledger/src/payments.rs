@@ -51,10 +51,10 @@ pub struct Payment {
     #[serde(skip)]
     pub created_at_secs: i64,
     #[serde(skip)]
-    /// Amount in currency micros.
-    pub amount_micros: i64,
+    /// Money charged, in micro-units of the currency (column `amount_micros`).
+    pub amount_money_micros: i64,
     #[serde(skip)]
-    /// Credits in micros.
+    /// Micro-credits it buys.
     pub credits_micros: i64,
 }
 
@@ -88,7 +88,7 @@ fn payment_from_row(r: &crate::Row) -> Result<Payment> {
         workspace_id: text(r, 1)?,
         kind: PaymentKind::parse(&text(r, 2)?),
         status: PaymentStatus::parse(&text(r, 3)?),
-        amount_micros: int(r, 4)?,
+        amount_money_micros: int(r, 4)?,
         credits_micros: int(r, 5)?,
         amount: money::to_decimal(int(r, 4)?),
         credits: money::to_decimal(int(r, 5)?),
@@ -101,15 +101,15 @@ fn payment_from_row(r: &crate::Row) -> Result<Payment> {
 }
 
 /// A card charge (manual top-up or recharge amount) must lie within the catalog's top-up bounds.
-fn check_charge_bounds(catalog: &Catalog, amount_micros: i64) -> Result<()> {
+fn check_charge_bounds(catalog: &Catalog, amount_money_micros: i64) -> Result<()> {
     let currency = || catalog.settings().currency.clone();
-    if amount_micros < catalog.topup_min_micros {
+    if amount_money_micros < catalog.topup_min_money_micros {
         return Err(LedgerError::AmountBelowMinimum {
             minimum: catalog.settings().topup_min,
             currency: currency(),
         });
     }
-    if amount_micros > catalog.topup_max_micros {
+    if amount_money_micros > catalog.topup_max_money_micros {
         return Err(LedgerError::AmountAboveMaximum {
             maximum: catalog.settings().topup_max,
             currency: currency(),
@@ -123,11 +123,11 @@ fn check_charge_bounds(catalog: &Catalog, amount_micros: i64) -> Result<()> {
 /// an amount out of bounds is left to [`create_topup`], which says which bound.
 pub fn refuse_unchargeable(
     catalog: &Catalog,
-    amount_micros: i64,
+    amount_money_micros: i64,
     unchargeable: Option<String>,
 ) -> Result<()> {
     match unchargeable {
-        Some(why) if check_charge_bounds(catalog, amount_micros).is_ok() => {
+        Some(why) if check_charge_bounds(catalog, amount_money_micros).is_ok() => {
             Err(LedgerError::invalid(
                 "invalid_amount",
                 "amount",
@@ -202,9 +202,10 @@ pub async fn create_topup<S: Storage>(
     real_now_secs: i64,
 ) -> Result<Payment> {
     workspace::validate_id("id", payment_id)?;
-    let amount_micros = money::decimal_to_micros("amount", amount, false)?;
-    check_charge_bounds(catalog, amount_micros)?;
-    let credits_micros = money::credits_for_money(amount_micros, catalog.credit_price_micros);
+    let amount_money_micros = money::decimal_to_micros("amount", amount, false)?;
+    check_charge_bounds(catalog, amount_money_micros)?;
+    let credits_micros =
+        money::credits_for_money(amount_money_micros, catalog.credit_price_money_micros);
     tx::immediate(db, async |db| {
         let ws = workspace::get(db, workspace_id).await?;
         insert_pending(
@@ -212,7 +213,11 @@ pub async fn create_topup<S: Storage>(
             &ws,
             payment_id,
             PaymentKind::Topup,
-            (amount_micros, credits_micros, catalog.credit_price_micros),
+            (
+                amount_money_micros,
+                credits_micros,
+                catalog.credit_price_money_micros,
+            ),
             ws.now(real_now_secs),
         )
         .await
@@ -220,13 +225,14 @@ pub async fn create_topup<S: Storage>(
     .await
 }
 
-/// Records a pending payment of `(amount, credits, credit price)` micros.
+/// Records a pending payment of `(amount money, micro-credits, credit price money)`, the money in
+/// micro-units of the currency.
 async fn insert_pending<S: Storage>(
     db: &S,
     ws: &WorkspaceState,
     payment_id: &str,
     kind: PaymentKind,
-    (amount_micros, credits_micros, credit_price_micros): (i64, i64, i64),
+    (amount_money_micros, credits_micros, credit_price_money_micros): (i64, i64, i64),
     now: i64,
 ) -> Result<Payment> {
     let sql = format!(
@@ -242,9 +248,9 @@ async fn insert_pending<S: Storage>(
                 t(payment_id),
                 t(&ws.id),
                 t(kind.as_str()),
-                i(amount_micros),
+                i(amount_money_micros),
                 i(credits_micros),
-                i(credit_price_micros),
+                i(credit_price_money_micros),
                 i(now),
             ],
         )
@@ -254,7 +260,7 @@ async fn insert_pending<S: Storage>(
     }
     let existing = by_id(db, payment_id).await?;
     if existing.workspace_id != ws.id
-        || existing.amount_micros != amount_micros
+        || existing.amount_money_micros != amount_money_micros
         || existing.kind != kind
     {
         return Err(LedgerError::IdempotencyConflict);
@@ -588,15 +594,16 @@ async fn record_failure<S: Storage>(
     Ok(settled)
 }
 
-/// Reverses the credits a refund or dispute takes back (R12), once per Stripe object id. The
-/// credits reversed are the paid share of the payment's credits, rounded up, and never more than
-/// it bought; the wallet may go negative.
+/// Reverses the credits a refund or dispute takes back (R12), once per Stripe object id: the
+/// refund or dispute takes back `amount_money_micros` of the money paid. The credits reversed are
+/// the paid share of the payment's credits, rounded up, and never more than it bought; the wallet
+/// may go negative. Returns the micro-credits reversed now.
 pub async fn reverse<S: Storage>(
     db: &S,
     payment_id: &str,
     reversal_id: &str,
     kind: &str,
-    amount_micros: i64,
+    amount_money_micros: i64,
     real_now_secs: i64,
 ) -> Result<i64> {
     if kind != "refund" && kind != "dispute" {
@@ -606,7 +613,7 @@ pub async fn reverse<S: Storage>(
             "kind is refund or dispute",
         ));
     }
-    if amount_micros <= 0 {
+    if amount_money_micros <= 0 {
         return Err(LedgerError::invalid(
             "invalid_amount",
             "amount",
@@ -627,12 +634,12 @@ pub async fn reverse<S: Storage>(
             .await?;
         let row = rows.first().ok_or(LedgerError::NotFound { what: "payment" })?;
         let (workspace_id, status) = (text(row, 0)?, text(row, 1)?);
-        let (paid, credits, reversed_amount, reversed_credits) = (int(row, 2)?, int(row, 3)?, int(row, 4)?, int(row, 5)?);
+        let (paid_money_micros, credits, reversed_money_micros, reversed_credits) = (int(row, 2)?, int(row, 3)?, int(row, 4)?, int(row, 5)?);
         if PaymentStatus::parse(&status) != PaymentStatus::Succeeded {
             return Err(LedgerError::Conflict { code: "payment_not_succeeded", message: "Only a succeeded payment can be reversed.".into() });
         }
-        let reversed_amount_after = (reversed_amount + amount_micros).min(paid);
-        let credits_target = money::fraction_ceil(credits, reversed_amount_after, paid).min(credits);
+        let reversed_after_money_micros = (reversed_money_micros + amount_money_micros).min(paid_money_micros);
+        let credits_target = money::fraction_ceil(credits, reversed_after_money_micros, paid_money_micros).min(credits);
         let credits_now = credits_target - reversed_credits;
         let ws = workspace::get(db, &workspace_id).await?;
         let now = ws.now(real_now_secs);
@@ -658,12 +665,12 @@ pub async fn reverse<S: Storage>(
         db.execute(
             "INSERT INTO reversals (id, payment_id, kind, amount_micros, credits_micros, transaction_id, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            &[t(reversal_id), t(payment_id), t(kind), i(amount_micros), i(credits_now), oi(transaction_id), i(now)],
+            &[t(reversal_id), t(payment_id), t(kind), i(amount_money_micros), i(credits_now), oi(transaction_id), i(now)],
         )
         .await?;
         db.execute(
             "UPDATE payments SET reversed_amount_micros = ?2, reversed_credits_micros = ?3, updated_at = ?4 WHERE id = ?1",
-            &[t(payment_id), i(reversed_amount_after), i(credits_target), i(now)],
+            &[t(payment_id), i(reversed_after_money_micros), i(credits_target), i(now)],
         )
         .await?;
         workspace::mark_exhausted_if_empty(db, &ws.id, now).await?;
@@ -744,10 +751,11 @@ pub async fn set_auto_recharge<S: Storage>(
     workspace_id: &str,
     settings: &AutoRechargeSettings,
 ) -> Result<AutoRechargeSettings> {
-    let threshold_micros = money::decimal_to_micros("threshold", settings.threshold, true)?;
-    let amount_micros = money::decimal_to_micros("amount", settings.amount, false)?;
-    check_charge_bounds(catalog, amount_micros)?;
-    let threshold_credits = money::credits_for_money(threshold_micros, catalog.credit_price_micros);
+    let threshold_money_micros = money::decimal_to_micros("threshold", settings.threshold, true)?;
+    let amount_money_micros = money::decimal_to_micros("amount", settings.amount, false)?;
+    check_charge_bounds(catalog, amount_money_micros)?;
+    let threshold_credits =
+        money::credits_for_money(threshold_money_micros, catalog.credit_price_money_micros);
     tx::immediate(db, async |db| {
         let ws = workspace::get(db, workspace_id).await?;
         if settings.enabled && ws.payment_method_id.is_none() {
@@ -761,9 +769,9 @@ pub async fn set_auto_recharge<S: Storage>(
             &[
                 t(&ws.id),
                 i(i64::from(settings.enabled)),
-                i(threshold_micros),
+                i(threshold_money_micros),
                 i(threshold_credits),
-                i(amount_micros),
+                i(amount_money_micros),
             ],
         )
         .await?;
@@ -838,8 +846,8 @@ pub async fn claim_auto_recharge<S: Storage>(
                     "auto_recharge.failed",
                     &serde_json::json!({
                         "failure_code": "daily_cap_reached", "failure_message": warning,
-                        "amount_micros": ws.auto_recharge_amount_micros,
-                        "credits_micros": money::credits_for_money(ws.auto_recharge_amount_micros, catalog.credit_price_micros),
+                        "amount_micros": ws.auto_recharge_amount_money_micros,
+                        "credits_micros": money::credits_for_money(ws.auto_recharge_amount_money_micros, catalog.credit_price_money_micros),
                     }),
                     now,
                     real_now_secs,
@@ -850,13 +858,13 @@ pub async fn claim_auto_recharge<S: Storage>(
         }
         let payment_id = format!("ar_{}_{}", ws.id, charges_total + 1);
         let credits =
-            money::credits_for_money(ws.auto_recharge_amount_micros, catalog.credit_price_micros);
+            money::credits_for_money(ws.auto_recharge_amount_money_micros, catalog.credit_price_money_micros);
         let payment = insert_pending(
             db,
             &ws,
             &payment_id,
             PaymentKind::AutoRecharge,
-            (ws.auto_recharge_amount_micros, credits, catalog.credit_price_micros),
+            (ws.auto_recharge_amount_money_micros, credits, catalog.credit_price_money_micros),
             now,
         )
         .await?;

@@ -36,8 +36,9 @@ pub struct Subscriber {
     /// The workspace.
     pub state: WorkspaceState,
     /// The fee of the plan in force as the workspace pays it (0 without a plan): the workspace's
-    /// own copy of its terms, which change at cycle start, not the catalog's.
-    pub plan_price_micros: i64,
+    /// own copy of its terms, which change at cycle start, not the catalog's. Money, in
+    /// micro-units of the currency (column `workspaces.plan_price_micros`).
+    pub plan_price_money_micros: i64,
 }
 
 impl Subscriber {
@@ -48,7 +49,7 @@ impl Subscriber {
         let id = self.state.stripe_subscription_id.as_deref()?;
         let ended = SubscriptionStanding::parse(&self.state.subscription_status)
             == SubscriptionStanding::Canceled;
-        let paid_plan = self.state.plan_id.is_some() && self.plan_price_micros > 0;
+        let paid_plan = self.state.plan_id.is_some() && self.plan_price_money_micros > 0;
         (!ended && paid_plan).then_some(id)
     }
 
@@ -57,7 +58,7 @@ impl Subscriber {
         let id = self.state.plan_id.clone()?;
         Some(PlanTerms {
             id,
-            price_micros: self.plan_price_micros,
+            price_money_micros: self.plan_price_money_micros,
             monthly_credits_micros: self.state.plan_monthly_credits_micros,
             rollover_max_micros: self.state.plan_rollover_max_micros,
         })
@@ -71,10 +72,10 @@ impl Subscriber {
 /// Reads what plan changes need about `workspace_id` (404 if it does not exist).
 pub async fn subscriber<S: Storage>(db: &S, workspace_id: &str) -> Result<Subscriber> {
     let state = workspace::get(db, workspace_id).await?;
-    let plan_price_micros = plans::plan_price_micros(db, workspace_id).await?;
+    let plan_price_money_micros = plans::plan_price_money_micros(db, workspace_id).await?;
     Ok(Subscriber {
         state,
-        plan_price_micros,
+        plan_price_money_micros,
     })
 }
 
@@ -266,7 +267,7 @@ pub fn plan_change(
     let target = catalog.plan(plan_id)?;
     let state = &subscriber.state;
     let Some(subscription_id) = subscriber.paid_subscription() else {
-        if target.price_micros == 0 {
+        if target.price_money_micros == 0 {
             return Ok(PlanChangePlan::LedgerOnly);
         }
         if !stripe_configured {
@@ -308,7 +309,7 @@ pub fn plan_change(
     }
     let change = if staying {
         None
-    } else if target.price_micros == 0 {
+    } else if target.price_money_micros == 0 {
         Some(SubscriptionChange::EndWithPeriod)
     } else {
         Some(SubscriptionChange::MoveTo {
@@ -364,7 +365,7 @@ pub fn preview(
         }
         PlanChangePlan::LedgerOnly | PlanChangePlan::Change(_) => plans::decide(
             &subscriber.state,
-            subscriber.plan_price_micros,
+            subscriber.plan_price_money_micros,
             target,
             true,
             real_now_secs,
@@ -375,7 +376,7 @@ pub fn preview(
         change: decision.kind,
         effective_at: calendar::rfc3339(decision.effective_at),
         credits_granted: money::to_decimal(decision.credits_micros),
-        price: money::to_decimal(target.price_micros),
+        price: money::to_decimal(target.price_money_micros),
         awaiting_payment: decision.awaiting_payment,
     })
 }
@@ -411,7 +412,7 @@ fn undo_pending(subscriber: &Subscriber, catalog: &Catalog) -> Option<UndoPendin
     Some(UndoPending {
         pending_is_free: catalog
             .plan(pending)
-            .is_ok_and(|plan| plan.price_micros == 0),
+            .is_ok_and(|plan| plan.price_money_micros == 0),
         price_in_force: subscriber
             .state
             .plan_id

@@ -40,11 +40,13 @@ pub struct PlanChange {
 /// Whether moving from `from` to `to` is an upgrade (at once, R14) rather than a downgrade (at
 /// the next cycle, R15): a higher (price, monthly credits).
 pub fn is_upgrade(from: &PlanTerms, to: &PlanTerms) -> bool {
-    (to.price_micros, to.monthly_credits_micros) > (from.price_micros, from.monthly_credits_micros)
+    (to.price_money_micros, to.monthly_credits_micros)
+        > (from.price_money_micros, from.monthly_credits_micros)
 }
 
-/// The fee of the plan in force (0 without a plan).
-pub(crate) async fn plan_price_micros<S: Storage>(db: &S, workspace_id: &str) -> Result<i64> {
+/// The fee of the plan in force (0 without a plan): money, in micro-units of the currency (column
+/// `plan_price_micros`).
+pub(crate) async fn plan_price_money_micros<S: Storage>(db: &S, workspace_id: &str) -> Result<i64> {
     let rows = db
         .query(
             "SELECT plan_price_micros FROM workspaces WHERE id = ?1",
@@ -59,10 +61,10 @@ pub(crate) async fn plan_price_micros<S: Storage>(db: &S, workspace_id: &str) ->
 }
 
 /// Current terms of the workspace's plan (from the workspace row: terms change at cycle start).
-fn current_terms(ws: &WorkspaceState, plan_id: &str, price_micros: i64) -> PlanTerms {
+fn current_terms(ws: &WorkspaceState, plan_id: &str, price_money_micros: i64) -> PlanTerms {
     PlanTerms {
         id: plan_id.to_owned(),
-        price_micros,
+        price_money_micros,
         monthly_credits_micros: ws.plan_monthly_credits_micros,
         rollover_max_micros: ws.plan_rollover_max_micros,
     }
@@ -102,13 +104,13 @@ pub struct PlanDecision {
     pub awaiting_payment: bool,
 }
 
-/// Decides a change of `ws` (whose plan in force costs `current_price_micros`, the workspace's
-/// own copy of its terms) to `target`. Pure: [`change_plan`] carries the decision out, the
-/// preview shows it. `first_period_paid` says a subscription's fee for the period starting now
-/// is settled (a free plan needs none).
+/// Decides a change of `ws` (whose plan in force costs `current_price_money_micros`, the
+/// workspace's own copy of its terms) to `target`. Pure: [`change_plan`] carries the decision
+/// out, the preview shows it. `first_period_paid` says a subscription's fee for the period
+/// starting now is settled (a free plan needs none).
 pub fn decide(
     ws: &WorkspaceState,
-    current_price_micros: i64,
+    current_price_money_micros: i64,
     target: &PlanTerms,
     first_period_paid: bool,
     real_now_secs: i64,
@@ -122,7 +124,7 @@ pub fn decide(
         ));
     };
     let now = ws.now(real_now_secs);
-    let current = current_terms(ws, current_id, current_price_micros);
+    let current = current_terms(ws, current_id, current_price_money_micros);
     let cycle_end = ws.cycle_end_at.unwrap_or(now);
     let unchanged = PlanDecision {
         kind: ChangeKind::Unchanged,
@@ -171,7 +173,7 @@ pub fn decide_subscribe(
         now,
         effective_at: now,
         credits_micros: target.monthly_credits_micros,
-        awaiting_payment: !first_period_paid && target.price_micros > 0,
+        awaiting_payment: !first_period_paid && target.price_money_micros > 0,
     }
 }
 
@@ -189,7 +191,7 @@ pub async fn change_plan<S: Storage>(
     let target = catalog.plan(plan_id)?.clone();
     tx::immediate(db, async |db| {
         let ws = workspace::get(db, workspace_id).await?;
-        let current_price = plan_price_micros(db, &ws.id).await?;
+        let current_price = plan_price_money_micros(db, &ws.id).await?;
         let decision = decide(
             &ws,
             current_price,
@@ -286,7 +288,7 @@ async fn subscribe<S: Storage>(
              plan_price_micros = ?5, cycle_anchor_day = ?6, cycle_start_at = ?7, cycle_end_at = ?8,
              cycle_credits_granted = 0, pending_plan_id = NULL, subscription_status = 'active'
          WHERE id = ?1",
-        &[t(&ws.id), t(&plan.id), i(plan.monthly_credits_micros), oi(plan.rollover_max_micros), i(plan.price_micros), i(i64::from(anchor_day)), i(start), i(end)],
+        &[t(&ws.id), t(&plan.id), i(plan.monthly_credits_micros), oi(plan.rollover_max_micros), i(plan.price_money_micros), i(i64::from(anchor_day)), i(start), i(end)],
     )
     .await?;
     open_cycle_row(db, &ws.id, &plan.id, start, end, now).await?;
@@ -309,7 +311,7 @@ async fn set_plan<S: Storage>(db: &S, workspace_id: &str, plan: &PlanTerms) -> R
     db.execute(
         "UPDATE workspaces SET plan_id = ?2, plan_monthly_credits_micros = ?3, plan_rollover_max_micros = ?4,
              plan_price_micros = ?5 WHERE id = ?1",
-        &[t(workspace_id), t(&plan.id), i(plan.monthly_credits_micros), oi(plan.rollover_max_micros), i(plan.price_micros)],
+        &[t(workspace_id), t(&plan.id), i(plan.monthly_credits_micros), oi(plan.rollover_max_micros), i(plan.price_money_micros)],
     )
     .await?;
     Ok(())
@@ -651,7 +653,7 @@ pub async fn renew_workspace<S: Storage>(
             let terms = match catalog.plan(&next_plan_id) {
                 Ok(terms) => terms.clone(),
                 // A plan removed from the catalog keeps its last terms.
-                Err(_) => current_terms(&ws, &next_plan_id, plan_price_micros(db, &ws.id).await?),
+                Err(_) => current_terms(&ws, &next_plan_id, plan_price_money_micros(db, &ws.id).await?),
             };
             let anchor_day = i8::try_from(anchor).unwrap_or(1);
             let next_end = calendar::midnight_utc(calendar::next_cycle_start(calendar::utc_date(end)?, anchor_day)?)?;
@@ -666,7 +668,7 @@ pub async fn renew_workspace<S: Storage>(
             advanced += 1;
             // Credits only for the cycle in force, once it is free or paid.
             if next_end > now {
-                let granted = if terms.price_micros == 0 || invoice_paid_for(db, &ws.id, end).await? {
+                let granted = if terms.price_money_micros == 0 || invoice_paid_for(db, &ws.id, end).await? {
                     grant_cycle(db, &ws.id, now).await?
                 } else {
                     0
@@ -679,7 +681,7 @@ pub async fn renew_workspace<S: Storage>(
                         "plan_id": terms.id, "cycle_start_at": end, "cycle_end_at": next_end,
                         "granted_micros": granted, "rolled_over_micros": rolled_over,
                         "expired_micros": expired,
-                        "awaiting_payment": granted == 0 && terms.price_micros > 0,
+                        "awaiting_payment": granted == 0 && terms.price_money_micros > 0,
                     }),
                     end,
                     real_now_secs,
@@ -811,7 +813,7 @@ pub async fn end_subscription<S: Storage>(
         }
         // A downgrade scheduled to the end of the paid period (to the free plan: Stripe cancels
         // the subscription then) is applied by the renewal; a plan already free has no fee.
-        if ws.pending_plan_id.is_some() || plan_price_micros(db, &ws.id).await? == 0 {
+        if ws.pending_plan_id.is_some() || plan_price_money_micros(db, &ws.id).await? == 0 {
             return Ok(());
         }
         let now = ws.now(real_now_secs);

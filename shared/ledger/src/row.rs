@@ -124,6 +124,32 @@ pub(crate) fn decode_row<R: Columns>(row: &Row) -> Result<R> {
     Ok(value)
 }
 
+/// The column a `read_row!` field reads when its Rust name is not the column's:
+/// `field: Type = Column("column_name")`. Selected exactly as a field named `column_name` would
+/// be (`table.column_name`, or bare for a row read unqualified), so a row read through a table
+/// alias or in a join reads the same SQL as before the field was renamed. The money columns keep
+/// their names (schema.rs says why) while their Rust names end in `_money_micros`.
+pub(crate) struct Column(pub &'static str);
+
+/// What a `read_row!` field declared `field: Type = expression` selects: an SQL expression as
+/// written, or a [`Column`] of the row's table.
+pub(crate) trait Selected {
+    /// Pushes it, `table` being the table (or alias) the row's plain columns are read from.
+    fn push_to(self, table: &str, out: &mut Vec<String>);
+}
+
+impl Selected for &str {
+    fn push_to(self, _table: &str, out: &mut Vec<String>) {
+        out.push(self.to_owned());
+    }
+}
+
+impl Selected for Column {
+    fn push_to(self, table: &str, out: &mut Vec<String>) {
+        out.push(column(table, self.0));
+    }
+}
+
 /// A row declared with `read_row!`.
 pub(crate) trait ReadRow: Columns {
     /// The table (or alias) its plain columns are read from.
@@ -133,9 +159,11 @@ pub(crate) trait ReadRow: Columns {
 }
 
 /// Declares a row a read decodes: `read_row! { struct Name in "table alias" { field: Type, field:
-/// Type = "SQL expression", nested: OtherRow, ... } }`. A field without an expression is the
-/// column of its name in the table; a field whose type is another `read_row!` row selects that
-/// row's fields (from its own table). Select list and decoding are generated from the one list.
+/// Type = "SQL expression", field: Type = Column("column"), nested: OtherRow, ... } }`. A field
+/// without an expression is the column of its name in the table; `Column` names the table's
+/// column when the field's name is not the column's ([`Column`]); a field whose type is another
+/// `read_row!` row selects that row's fields (from its own table). Select list and decoding are
+/// generated from the one list.
 macro_rules! read_row {
     (
         $(#[$meta:meta])*
@@ -170,7 +198,7 @@ macro_rules! read_row {
         <$ty as $crate::row::Columns>::select($table, stringify!($field), $out)
     };
     (@select $table:ident, $out:ident, $field:ident, $ty:ty, $expr:expr) => {
-        $out.push(String::from($expr))
+        $crate::row::Selected::push_to($expr, $table, $out)
     };
 }
 pub(crate) use read_row;
@@ -191,6 +219,20 @@ mod tests {
             inner: Inner,
             flag: bool = "EXISTS (SELECT 1, 2)",
             c: String = "o.c",
+        }
+    }
+
+    read_row! {
+        struct Renamed in "r" {
+            a: i64,
+            b_money_micros: i64 = Column("b_micros"),
+        }
+    }
+
+    read_row! {
+        struct HoldsRenamed in "" {
+            renamed: Renamed,
+            d: i64 = "o.d",
         }
     }
 
@@ -215,5 +257,24 @@ mod tests {
         // A row of another shape is a storage error, never a value read at the wrong place.
         assert!(decode_row::<Outer>(&row[..3].to_vec()).is_err());
         assert!(decode_row::<Inner>(&row).is_err());
+    }
+
+    #[test]
+    fn a_field_named_otherwise_than_its_column_selects_the_column_as_a_plain_field_would() {
+        // Qualified with the row's table (or alias) like its plain fields, also nested in a
+        // join's row; bare for a read of its table alone or `RETURNING`.
+        assert_eq!(select_list::<Renamed>(true), "r.a, r.b_micros");
+        assert_eq!(select_list::<Renamed>(false), "a, b_micros");
+        assert_eq!(select_list::<HoldsRenamed>(true), "r.a, r.b_micros, o.d");
+        let row = vec![
+            SqlValue::Integer(1),
+            SqlValue::Integer(2),
+            SqlValue::Integer(3),
+        ];
+        let read: HoldsRenamed = decode_row(&row).expect("decoded");
+        assert_eq!(
+            (read.renamed.a, read.renamed.b_money_micros, read.d),
+            (1, 2, 3)
+        );
     }
 }

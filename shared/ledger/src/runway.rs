@@ -81,20 +81,20 @@ pub struct Runway {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pricing {
     /// Currency micros per credit.
-    pub credit_price_micros: i64,
+    pub credit_price_money_micros: i64,
     /// Smallest charge, currency micros.
-    pub topup_min_micros: i64,
+    pub topup_min_money_micros: i64,
     /// Largest charge, currency micros.
-    pub topup_max_micros: i64,
+    pub topup_max_money_micros: i64,
 }
 
 impl Pricing {
     /// The catalog's.
     pub fn of(catalog: &Catalog) -> Self {
         Self {
-            credit_price_micros: catalog.credit_price_micros,
-            topup_min_micros: catalog.topup_min_micros,
-            topup_max_micros: catalog.topup_max_micros,
+            credit_price_money_micros: catalog.credit_price_money_micros,
+            topup_min_money_micros: catalog.topup_min_money_micros,
+            topup_max_money_micros: catalog.topup_max_money_micros,
         }
     }
 }
@@ -146,18 +146,22 @@ pub fn window_days(now_secs: i64) -> (i64, i64, i64) {
     )
 }
 
-/// Whether a cycle of plan `next_price_micros` will be granted its credits: a free plan always,
-/// a paid one only while the subscription is in good standing (past due or canceled, no invoice
-/// is paid that renewal could grant for).
-pub fn renews_with_credits(next_price_micros: i64, standing: SubscriptionStanding) -> bool {
-    next_price_micros == 0 || standing == SubscriptionStanding::Active
+/// Whether a cycle of a plan whose fee is `next_price_money_micros` will be granted its credits: a
+/// free plan always, a paid one only while the subscription is in good standing (past due or
+/// canceled, no invoice is paid that renewal could grant for).
+pub fn renews_with_credits(next_price_money_micros: i64, standing: SubscriptionStanding) -> bool {
+    next_price_money_micros == 0 || standing == SubscriptionStanding::Active
 }
 
 /// The workspace's cycles as renewal will carry them out: the current plan's rollover at this
 /// cycle's end, then the next plan's terms (the pending downgrade's, else the current plan's, as
 /// the catalog has them; a plan the catalog dropped keeps its terms in force). `None` without a
-/// plan. `plan_price_micros` is the fee of the plan in force.
-pub fn cycles_of(ws: &WorkspaceState, catalog: &Catalog, plan_price_micros: i64) -> Option<Cycles> {
+/// plan. `plan_price_money_micros` is the fee of the plan in force.
+pub fn cycles_of(
+    ws: &WorkspaceState,
+    catalog: &Catalog,
+    plan_price_money_micros: i64,
+) -> Option<Cycles> {
     let (Some(plan_id), Some(anchor_day), Some(cycle_end_at)) =
         (&ws.plan_id, ws.cycle_anchor_day, ws.cycle_end_at)
     else {
@@ -169,12 +173,12 @@ pub fn cycles_of(ws: &WorkspaceState, catalog: &Catalog, plan_price_micros: i64)
         .cloned()
         .unwrap_or_else(|_| PlanTerms {
             id: next_plan_id.to_owned(),
-            price_micros: plan_price_micros,
+            price_money_micros: plan_price_money_micros,
             monthly_credits_micros: ws.plan_monthly_credits_micros,
             rollover_max_micros: ws.plan_rollover_max_micros,
         });
     let renews = renews_with_credits(
-        next.price_micros,
+        next.price_money_micros,
         SubscriptionStanding::parse(&ws.subscription_status),
     );
     Some(Cycles {
@@ -321,12 +325,13 @@ fn run_down(from_secs: i64, balance: i128, rate: i128) -> i64 {
 fn suggest(rate_micros_per_day: i64, pricing: Pricing) -> SuggestedAutoRecharge {
     let credits_micros = rate_micros_per_day.saturating_mul(SUGGESTION_DAYS);
     let money_micros =
-        money::whole_money_for_credits_up(credits_micros, pricing.credit_price_micros);
+        money::whole_money_for_credits_up(credits_micros, pricing.credit_price_money_micros);
     SuggestedAutoRecharge {
         threshold: money::to_decimal(money_micros),
-        amount: money::to_decimal(
-            money_micros.clamp(pricing.topup_min_micros, pricing.topup_max_micros),
-        ),
+        amount: money::to_decimal(money_micros.clamp(
+            pricing.topup_min_money_micros,
+            pricing.topup_max_money_micros,
+        )),
     }
 }
 
@@ -397,9 +402,9 @@ mod tests {
             wallet_available_micros: 0,
             cycles: None,
             pricing: Pricing {
-                credit_price_micros: CREDIT,
-                topup_min_micros: 10 * CREDIT,
-                topup_max_micros: 5_000 * CREDIT,
+                credit_price_money_micros: CREDIT,
+                topup_min_money_micros: 10 * CREDIT,
+                topup_max_money_micros: 5_000 * CREDIT,
             },
         }
     }
@@ -659,9 +664,9 @@ mod tests {
         let priced = |spent_7d_micros: i64| {
             forecast_ok(&Outlook {
                 pricing: Pricing {
-                    credit_price_micros: 1_500_000,
-                    topup_min_micros: 10 * CREDIT,
-                    topup_max_micros: 25 * CREDIT,
+                    credit_price_money_micros: 1_500_000,
+                    topup_min_money_micros: 10 * CREDIT,
+                    topup_max_money_micros: 25 * CREDIT,
                 },
                 ..outlook(spent_7d_micros, spent_7d_micros)
             })

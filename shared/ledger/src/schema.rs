@@ -4,6 +4,34 @@
 //! applies each row and another refuses any balance change not backed by the newest journal row),
 //! the journal is append-only, plan credits and holds never go negative, one auto-recharge is in
 //! flight per workspace at most, and every idempotency id is UNIQUE.
+//!
+//! # Money columns
+//!
+//! A column ending in `_micros` holds micro-credits, except these, which hold money in micro-units
+//! of the catalog's currency. In Rust their names end in `_money_micros` (`money.rs`, "Units"):
+//!
+//! - `workspaces.plan_price_micros` (V1): `plans::plan_price_money_micros`,
+//!   `plan_change::Subscriber::plan_price_money_micros`, runway's `cycles_of`; written from
+//!   `PlanTerms::price_money_micros`.
+//! - `workspaces.auto_recharge_threshold_micros` (V1):
+//!   `WorkspaceState::auto_recharge_threshold_money_micros`.
+//! - `workspaces.auto_recharge_amount_micros` (V1):
+//!   `WorkspaceState::auto_recharge_amount_money_micros`.
+//! - `payments.amount_micros` (V1): `Payment::amount_money_micros`, a receipt's `amount`.
+//! - `payments.reversed_amount_micros` (V1): `reversed_money_micros` in `payments::reverse`, a
+//!   receipt's `refunded_amount`.
+//! - `payments.credit_price_micros` (V13): a receipt's `credit_price`; written from
+//!   `Catalog::credit_price_money_micros`.
+//! - `reversals.amount_micros` (V1): written by `payments::reverse` from `amount_money_micros`.
+//!
+//! The `amount_micros` of the facts of `topup.*` and `auto_recharge.*` notifications (V11's
+//! trigger, `payments::claim_auto_recharge`) is money too. `auto_recharge_threshold_credits_micros`
+//! is the same threshold in micro-credits.
+//!
+//! The columns (and the facts' keys) keep their names: renaming one is a migration, and a replica
+//! still running the previous build during a rolling deploy would then name a column that no
+//! longer exists. Migrations only add. The Rust names map to them where rows are declared
+//! (`row::Column` in a `read_row!`), and the SQL text, the hot paths' included, is unchanged.
 
 use crate::storage::{SqlValue, Storage};
 use crate::{Result, calendar};
@@ -112,6 +140,8 @@ const V1: &[&str] = &[
         body TEXT NOT NULL,
         created_at INTEGER NOT NULL
     ) STRICT",
+    // Money, not credits (module docs, "Money columns"): plan_price_micros,
+    // auto_recharge_threshold_micros, auto_recharge_amount_micros.
     "CREATE TABLE workspaces (
         id TEXT PRIMARY KEY,
         name TEXT NOT NULL,
@@ -339,7 +369,8 @@ const V1: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY (workspace_id, event_id)
     ) STRICT, WITHOUT ROWID",
-    // Card payments: manual top-ups and auto-recharges (R9, R11, R21).
+    // Card payments: manual top-ups and auto-recharges (R9, R11, R21). Money, not credits (module
+    // docs, "Money columns"): amount_micros, reversed_amount_micros.
     "CREATE TABLE payments (
         id TEXT PRIMARY KEY,
         workspace_id TEXT NOT NULL REFERENCES workspaces (id),
@@ -368,7 +399,8 @@ const V1: &[&str] = &[
     "CREATE TRIGGER payments_succeeded_final BEFORE UPDATE OF status, transaction_id, credits_micros ON payments
      WHEN OLD.status = 'succeeded'
      BEGIN SELECT RAISE(ABORT, 'ledger: payment already credited'); END",
-    // Refunds and disputes (R12), once per Stripe object id.
+    // Refunds and disputes (R12), once per Stripe object id. Money, not credits (module docs,
+    // "Money columns"): amount_micros.
     "CREATE TABLE reversals (
         id TEXT PRIMARY KEY,
         payment_id TEXT NOT NULL REFERENCES payments (id),
@@ -896,6 +928,7 @@ const V12: &[&str] = &[
 /// `paid_at` in the transaction that credits it; the credit price is the one it was priced at.
 /// Payments that succeeded before this version are numbered in the order they were last updated.
 const V13: &[&str] = &[
+    // Money, not credits (module docs, "Money columns").
     "ALTER TABLE payments ADD COLUMN credit_price_micros INTEGER",
     "ALTER TABLE payments ADD COLUMN card_brand TEXT",
     "ALTER TABLE payments ADD COLUMN card_last4 TEXT",

@@ -251,9 +251,9 @@ async fn summary_of<S: Storage>(
         status,
         message: status.message().into(),
         currency: ws.currency.clone(),
-        credit_price: money::to_decimal(catalog.credit_price_micros),
-        topup_min: money::to_decimal(catalog.topup_min_micros),
-        topup_max: money::to_decimal(catalog.topup_max_micros),
+        credit_price: money::to_decimal(catalog.credit_price_money_micros),
+        topup_min: money::to_decimal(catalog.topup_min_money_micros),
+        topup_max: money::to_decimal(catalog.topup_max_money_micros),
         plan,
         subscription_status: ws.subscription_status.clone(),
         plan_credits_included: money::to_decimal(if ws.plan_id.is_some() {
@@ -265,7 +265,7 @@ async fn summary_of<S: Storage>(
         wallet_balance: money::to_decimal(ws.wallet_micros),
         wallet_value: money::to_decimal(money::money_for_credits(
             ws.wallet_micros,
-            catalog.credit_price_micros,
+            catalog.credit_price_money_micros,
         )),
         held: money::to_decimal(ws.held_micros()),
         pending_topups,
@@ -288,8 +288,8 @@ async fn summary_of<S: Storage>(
             }),
         auto_recharge: AutoRechargeView {
             enabled: ws.auto_recharge_enabled,
-            threshold: money::to_decimal(ws.auto_recharge_threshold_micros),
-            amount: money::to_decimal(ws.auto_recharge_amount_micros),
+            threshold: money::to_decimal(ws.auto_recharge_threshold_money_micros),
+            amount: money::to_decimal(ws.auto_recharge_amount_money_micros),
             warning: ws.auto_recharge_warning.clone(),
         },
         payment_method: ws.saved_card().map(|card| CardView {

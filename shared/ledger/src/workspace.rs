@@ -86,12 +86,15 @@ pub struct WorkspaceState in "workspaces" {
     pub card_exp_year: Option<i64>,
     /// Auto-recharge on.
     pub auto_recharge_enabled: bool,
-    /// Threshold in currency micros.
-    pub auto_recharge_threshold_micros: i64,
-    /// The same threshold in credit micros.
+    /// The threshold as the customer set it: money, in micro-units of the catalog's currency
+    /// (column `auto_recharge_threshold_micros`, named before the `_money_micros` rule).
+    pub auto_recharge_threshold_money_micros: i64 = row::Column("auto_recharge_threshold_micros"),
+    /// The same threshold in micro-credits (converted at the credit price when it was set): what
+    /// the wallet is compared with.
     pub auto_recharge_threshold_credits_micros: i64,
-    /// Recharge amount in currency micros.
-    pub auto_recharge_amount_micros: i64,
+    /// The amount each recharge charges: money, in micro-units of the catalog's currency (column
+    /// `auto_recharge_amount_micros`, named before the `_money_micros` rule).
+    pub auto_recharge_amount_money_micros: i64 = row::Column("auto_recharge_amount_micros"),
     /// Why auto-recharge stopped, if it did.
     pub auto_recharge_warning: Option<String>,
     /// Frozen test-clock time.
@@ -394,4 +397,32 @@ pub async fn subscription_or_claim<S: Storage>(
 async fn find_id<S: Storage>(db: &S, sql: &str, key: &str) -> Result<Option<String>> {
     let rows = db.query(sql, &[t(key)]).await?;
     rows.first().map(|row| text(row, 0)).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_money_fields_read_their_columns_by_the_columns_names() {
+        // Renamed in Rust only (`money.rs`, "Units"): the SQL, hot paths' reads included, still
+        // names the columns, qualified as every other column of the row.
+        let qualified = row::select_list::<WorkspaceState>(true);
+        for column in [
+            "workspaces.auto_recharge_threshold_micros",
+            "workspaces.auto_recharge_threshold_credits_micros",
+            "workspaces.auto_recharge_amount_micros",
+        ] {
+            assert!(
+                qualified.split(", ").any(|c| c == column),
+                "{column} in {qualified}"
+            );
+        }
+        assert!(!qualified.contains("money"), "{qualified}");
+        assert!(
+            !WORKSPACE_COLUMNS.contains("money"),
+            "{}",
+            *WORKSPACE_COLUMNS
+        );
+    }
 }

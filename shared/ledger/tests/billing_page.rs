@@ -436,7 +436,7 @@ fn assert_previews_match_changes(fx: &Fixture, ws: &str, now: i64) -> Vec<(Chang
         assert_eq!(shown.effective_at, change.effective_at, "{what}");
         assert_eq!(shown.credits_granted, change.credits_granted, "{what}");
         assert_eq!(money::to_decimal(granted), shown.credits_granted, "{what}");
-        let price = fx.catalog.plan(plan_id).expect("plan").price_micros;
+        let price = fx.catalog.plan(plan_id).expect("plan").price_money_micros;
         assert_eq!(shown.price, money::to_decimal(price), "{what}");
         // Credits await payment exactly when the change starts a paid subscription.
         assert_eq!(

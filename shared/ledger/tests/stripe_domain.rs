@@ -172,7 +172,7 @@ fn upgrades_and_downgrades_of_a_paid_subscription() {
     paid(&fx, "w", "basic");
     let sub = subscriber(&fx, "w");
     assert_eq!(
-        (sub.paid_subscription(), sub.plan_price_micros),
+        (sub.paid_subscription(), sub.plan_price_money_micros),
         (Some("sub_1"), micros("29"))
     );
     // Basic (29, 1,000 credits) to Professional (99, 5,000): an upgrade, prorated by Stripe.

@@ -37,43 +37,44 @@ fn micros_per_minor(currency: &str) -> i64 {
     10_i64.pow(6 - exponent(currency))
 }
 
-/// Converts an amount in micro-units to Stripe's minor units. Refuses negative amounts and
-/// amounts with a fraction of a minor unit (or, for ISK and three-decimal currencies, amounts
+/// Converts money in micro-units of `currency` to Stripe's minor units. Refuses negative amounts
+/// and amounts with a fraction of a minor unit (or, for ISK and three-decimal currencies, amounts
 /// Stripe does not accept).
-pub fn to_minor(micros: i64, currency: &str) -> Result<i64, StripeError> {
-    if micros < 0 {
+pub fn to_minor(money_micros: i64, currency: &str) -> Result<i64, StripeError> {
+    if money_micros < 0 {
         return Err(StripeError::BadInput(format!(
-            "negative amount {micros} micro-units of {currency}"
+            "negative amount {money_micros} micro-units of {currency}"
         )));
     }
     let step = micros_per_minor(currency);
-    if micros % step != 0 {
+    if money_micros % step != 0 {
         return Err(StripeError::BadInput(format!(
             "{} {} has a fraction of the smallest unit Stripe charges",
-            display(micros),
+            display(money_micros),
             currency.to_ascii_uppercase()
         )));
     }
-    let minor = micros / step;
+    let minor = money_micros / step;
     let c = currency.to_ascii_lowercase();
     if c == "isk" {
-        if micros % MICROS_PER_UNIT != 0 {
+        if money_micros % MICROS_PER_UNIT != 0 {
             return Err(StripeError::BadInput(format!(
                 "{} ISK: Stripe takes whole krónur only",
-                display(micros)
+                display(money_micros)
             )));
         }
     } else if THREE_DECIMAL.contains(&c.as_str()) && minor % 10 != 0 {
         return Err(StripeError::BadInput(format!(
             "{} {}: Stripe wants the last of three decimals to be 0",
-            display(micros),
+            display(money_micros),
             c.to_ascii_uppercase()
         )));
     }
     Ok(minor)
 }
 
-/// Converts Stripe's minor units to micro-units (refuses amounts that overflow).
+/// Converts Stripe's minor units to money in micro-units of `currency` (refuses amounts that
+/// overflow).
 pub fn from_minor(minor: i64, currency: &str) -> Result<i64, StripeError> {
     minor
         .checked_mul(micros_per_minor(currency))

@@ -77,8 +77,8 @@ pub struct RefundObject {
     pub id: Field<String>,
     /// `pending`, `succeeded`, `failed`, `canceled`, ...
     pub status: Option<String>,
-    /// The amount, in currency micros.
-    pub amount_micros: Field<i64>,
+    /// The amount refunded: money, in micro-units of the currency.
+    pub amount_money_micros: Field<i64>,
     /// The PaymentIntent refunded.
     pub payment_intent: Option<String>,
 }
@@ -88,8 +88,8 @@ pub struct RefundObject {
 pub struct DisputeObject {
     /// `dp_...`.
     pub id: Field<String>,
-    /// The amount disputed, in currency micros.
-    pub amount_micros: Field<i64>,
+    /// The amount disputed: money, in micro-units of the currency.
+    pub amount_money_micros: Field<i64>,
     /// The PaymentIntent disputed.
     pub payment_intent: Option<String>,
 }
@@ -178,7 +178,7 @@ fn read_object(kind: &str, object: &Value) -> Object {
         "refund" => Object::Refund(refund_object(object, None, kind)),
         "charge.dispute" => Object::Dispute(DisputeObject {
             id: object_id(),
-            amount_micros: amount_micros(object, None, kind),
+            amount_money_micros: amount_money_micros(object, None, kind),
             payment_intent: id_at(object, "payment_intent"),
         }),
         "invoice" => Object::Invoice(InvoiceObject {
@@ -215,7 +215,7 @@ fn refund_object(refund: &Value, fallback_currency: Option<&str>, kind: &str) ->
     RefundObject {
         id: required(refund, &["id"], kind),
         status: str_at(refund, &["status"]),
-        amount_micros: amount_micros(refund, fallback_currency, kind),
+        amount_money_micros: amount_money_micros(refund, fallback_currency, kind),
         payment_intent: id_at(refund, "payment_intent"),
     }
 }
@@ -230,8 +230,8 @@ fn payment_error(error: &Value) -> PaymentError {
     }
 }
 
-/// `amount` (minor units of `currency`) in currency micros.
-fn amount_micros(object: &Value, fallback_currency: Option<&str>, kind: &str) -> Field<i64> {
+/// `amount` (minor units of `currency`) as money in micro-units of the currency.
+fn amount_money_micros(object: &Value, fallback_currency: Option<&str>, kind: &str) -> Field<i64> {
     let amount = object
         .get("amount")
         .and_then(Value::as_i64)
@@ -239,13 +239,13 @@ fn amount_micros(object: &Value, fallback_currency: Option<&str>, kind: &str) ->
     let currency = str_at(object, &["currency"])
         .or_else(|| fallback_currency.map(str::to_owned))
         .ok_or_else(|| format!("The {kind} object has no currency."))?;
-    minor_to_micros(amount, &currency)
+    minor_to_money_micros(amount, &currency)
         .ok_or_else(|| format!("The {kind} amount {amount} {currency} is out of range."))
 }
 
-/// Stripe's minor units to micros ([`money::from_minor`]); negative amounts and overflow are
-/// refused.
-pub fn minor_to_micros(amount: i64, currency: &str) -> Option<i64> {
+/// Stripe's minor units to money in micro-units of the currency ([`money::from_minor`]);
+/// negative amounts and overflow are refused.
+pub fn minor_to_money_micros(amount: i64, currency: &str) -> Option<i64> {
     if amount < 0 {
         return None;
     }
@@ -324,7 +324,7 @@ mod tests {
             dispute.object,
             Object::Dispute(DisputeObject {
                 id: Ok("dp_1".into()),
-                amount_micros: Ok(10_000_000),
+                amount_money_micros: Ok(10_000_000),
                 payment_intent: Some("pi_1".into()),
             })
         );
@@ -356,20 +356,20 @@ mod tests {
         let Object::Charge { refunds, .. } = charge.object else {
             panic!("{charge:?}");
         };
-        assert_eq!(refunds[0].amount_micros, Ok(3_000_000));
+        assert_eq!(refunds[0].amount_money_micros, Ok(3_000_000));
         assert_eq!(
-            refunds[1].amount_micros,
+            refunds[1].amount_money_micros,
             Err("The charge.refunded object has no integer amount.".into())
         );
     }
 
     #[test]
     fn amounts() {
-        assert_eq!(minor_to_micros(1099, "usd"), Some(10_990_000));
-        assert_eq!(minor_to_micros(1099, "EUR"), Some(10_990_000));
-        assert_eq!(minor_to_micros(500, "jpy"), Some(500_000_000));
-        assert_eq!(minor_to_micros(1500, "kwd"), Some(1_500_000));
-        assert_eq!(minor_to_micros(-1, "usd"), None);
-        assert_eq!(minor_to_micros(i64::MAX, "usd"), None);
+        assert_eq!(minor_to_money_micros(1099, "usd"), Some(10_990_000));
+        assert_eq!(minor_to_money_micros(1099, "EUR"), Some(10_990_000));
+        assert_eq!(minor_to_money_micros(500, "jpy"), Some(500_000_000));
+        assert_eq!(minor_to_money_micros(1500, "kwd"), Some(1_500_000));
+        assert_eq!(minor_to_money_micros(-1, "usd"), None);
+        assert_eq!(minor_to_money_micros(i64::MAX, "usd"), None);
     }
 }
