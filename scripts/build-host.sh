@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the local host (release, honouring CARGO_TARGET_DIR) and the host's test components
-# (wasm32-wasip2, copied into ./target so tests/components/*.toml find them: scripts/place-wasm.sh).
+# Builds the local host (release, honouring CARGO_TARGET_DIR) and the Wasm components, the host's
+# test components among them (copied into ./target so tests/components/*.toml find them).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -14,14 +14,8 @@ fi
 # test run compiled them a second time.
 cargo build --release --bin local-host
 
-components=()
-for dir in tests/components/*/; do
-    [ -f "$dir/Cargo.toml" ] || continue
-    components+=(-p "$(basename "$dir")")
-done
-if [ ${#components[@]} -gt 0 ]; then
-    cargo build --release --target wasm32-wasip2 "${components[@]}"
-    scripts/place-wasm.sh "${components[@]}"
-fi
+# The host's test components, built with the application's in one build (scripts/build-components.sh):
+# built alone they got another feature set, and every run compiled them twice, once each way.
+scripts/build-components.sh >/dev/null
 
 echo "host: ${CARGO_TARGET_DIR:-$PWD/target}/release/local-host"
