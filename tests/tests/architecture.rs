@@ -31,6 +31,7 @@ const MAP: &[(&str, &[&str])] = &[
         &["ledger", "stripe-client", "spin-cron"],
     ),
     ("bench", &["ledger", "local-run"]),
+    ("sim", &["ledger"]),
 ];
 
 /// What the domain must not depend on: the runtime, HTTP and the host.
@@ -239,6 +240,7 @@ fn every_path_the_architecture_names_exists() -> Result<()> {
         "deploy/",
         "fuzz/",
         "bench/",
+        "sim/",
     ];
     let text = std::fs::read_to_string(root().join("ARCHITECTURE.md"))?;
     let named: Vec<&str> = text

@@ -1,0 +1,530 @@
+//! A seeded, deterministic simulation of the ledger (issue 26, first increment).
+//!
+//! From one `u64` seed, [`generate`] draws a workspace setup and a list of operations (debits and
+//! batches, idempotent replays, call authorizations, heartbeats, ends and the expiry sweep,
+//! top-ups settled late, twice or after a failure, and the clock moving forward). [`run`] applies
+//! them to the real ledger on a fresh SQLite database through the functions the components call
+//! (`driver`), and to a plain in-memory account of every bucket and hold written from
+//! `docs/billing-rules.md` and `docs/decisions.md`, not from the ledger's code (`model`). After
+//! every step the answers and every balance must agree to the micro-credit, and the ledger's
+//! audit runs every [`AUDIT_EVERY_STEPS`] steps and at the end.
+//!
+//! A divergence names the seed and the step; [`shrink`] then finds a shorter list of the seed's
+//! operations (by their indices) that still diverges, so that `simulate --seed N --keep ...`
+//! replays it. Time is simulated only: nothing here reads the wall clock except the figures the
+//! binary prints.
+
+pub mod driver;
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// 2026-11-01T00:00:00Z: every workspace subscribes then, so its cycle ends on December 1.
+pub const CYCLE_START_SECS: i64 = 1_793_491_200;
+/// Seconds in a day.
+pub const DAY_SECS: i64 = 86_400;
+/// The simulated clock never passes this: the whole run stays inside the first cycle, because
+/// renewals (R13, R16) are not modelled in this increment (a paid plan's next credits wait for
+/// its invoice, which the simulation does not send yet).
+pub const HORIZON_SECS: i64 = CYCLE_START_SECS + 29 * DAY_SECS;
+/// How often the ledger's own audit (`ledger::audit::check`) runs, in steps.
+pub const AUDIT_EVERY_STEPS: usize = 50;
+
+/// SplitMix64: small, fast, and the same sequence on every machine for a seed.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `low..=high`.
+    pub fn range(&mut self, low: i64, high: i64) -> i64 {
+        let span = (high - low + 1) as u64;
+        low + (self.next_u64() % span) as i64
+    }
+
+    /// An index below `count` (which must not be zero).
+    pub fn index(&mut self, count: usize) -> usize {
+        (self.next_u64() % count as u64) as usize
+    }
+
+    /// True `percent` times in a hundred.
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.next_u64() % 100 < percent
+    }
+}
+
+/// The plan a workspace is on for the whole run (`None`: billing not configured, R3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    /// No plan.
+    None,
+    /// 10 credits.
+    Free,
+    /// 1,000 credits.
+    Basic,
+    /// 5,000 credits.
+    Professional,
+}
+
+impl Plan {
+    /// The catalog's plan id.
+    pub fn id(self) -> Option<&'static str> {
+        match self {
+            Self::None => None,
+            Self::Free => Some("free"),
+            Self::Basic => Some("basic"),
+            Self::Professional => Some("professional"),
+        }
+    }
+}
+
+/// An agent's limits (R6), set once before the first operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSetup {
+    /// `stop` rather than `use_balance`.
+    pub stops_at_plan_end: bool,
+    /// Monthly spending limit, in micro-credits.
+    pub monthly_limit_micros: Option<i64>,
+    /// Calls a day.
+    pub daily_call_limit: Option<u32>,
+    /// Calls at once.
+    pub max_concurrent_calls: Option<u32>,
+}
+
+/// A workspace: its plan and agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceSetup {
+    /// The plan, subscribed at [`CYCLE_START_SECS`] with its first period paid.
+    pub plan: Plan,
+    /// Agents `a0`, `a1`, ...
+    pub agents: Vec<AgentSetup>,
+}
+
+/// The numbers calls go to, one per rate of the shipped catalog that matters here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Number {
+    /// `+1` standard.
+    Us,
+    /// `+44` standard.
+    Uk,
+    /// Elsewhere (`+33`).
+    France,
+    /// `+1800`, toll-free.
+    UsTollFree,
+}
+
+impl Number {
+    /// The E.164 number.
+    pub fn e164(self) -> &'static str {
+        match self {
+            Self::Us => "+14155550123",
+            Self::Uk => "+442071234567",
+            Self::France => "+33142685300",
+            Self::UsTollFree => "+18005550123",
+        }
+    }
+}
+
+/// What a usage event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// Messages.
+    Message(i64),
+    /// SMS segments.
+    Sms(i64),
+    /// Speech-to-text, in micro-minutes (fractions are allowed).
+    Stt(i64),
+    /// AI tasks.
+    AiTask(i64),
+    /// A finished call reported as usage.
+    Call {
+        /// Where to.
+        number: Number,
+        /// Inbound rather than outbound.
+        inbound: bool,
+        /// Duration.
+        secs: i64,
+    },
+}
+
+/// One usage event; its id is `e<id>`, unique per workspace unless it is a replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// Workspace index.
+    pub ws: usize,
+    /// Agent index.
+    pub agent: usize,
+    /// Event id number.
+    pub id: u32,
+    /// What was used.
+    pub usage: Usage,
+}
+
+/// One simulated operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// `usage::record`.
+    Debit(Event),
+    /// `usage::record_batch`.
+    Batch(Vec<Event>),
+    /// `calls::authorize` of call `c<call>`.
+    Authorize {
+        /// Workspace index.
+        ws: usize,
+        /// Agent index.
+        agent: usize,
+        /// Call id number.
+        call: u32,
+        /// Where to.
+        number: Number,
+        /// Inbound rather than outbound.
+        inbound: bool,
+    },
+    /// `calls::heartbeat`.
+    Heartbeat {
+        /// Call id number.
+        call: u32,
+        /// Seconds the call has lasted.
+        elapsed_secs: i64,
+    },
+    /// `calls::end`.
+    End {
+        /// Call id number.
+        call: u32,
+        /// Seconds the call lasted.
+        duration_secs: i64,
+    },
+    /// `calls::expire_holds`, the sweep the scheduler runs.
+    ExpireHolds,
+    /// `payments::create_topup` of payment `p<payment>`.
+    TopUp {
+        /// Workspace index.
+        ws: usize,
+        /// Payment id number.
+        payment: u32,
+        /// Money asked for, in micro-units of the currency.
+        amount_money_micros: i64,
+    },
+    /// `payments::settle` with Stripe's success, or a card decline.
+    Settle {
+        /// Payment id number.
+        payment: u32,
+        /// Success rather than `card_declined`.
+        succeeded: bool,
+    },
+    /// The simulated clock moves forward.
+    Advance {
+        /// By how much.
+        secs: i64,
+    },
+}
+
+/// A seed's world: the workspaces and the operations.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The seed it was drawn from.
+    pub seed: u64,
+    /// Workspaces `w0`, `w1`, ...
+    pub workspaces: Vec<WorkspaceSetup>,
+    /// The operations, in order.
+    pub ops: Vec<Op>,
+}
+
+fn agent_setup(rng: &mut Rng) -> AgentSetup {
+    AgentSetup {
+        stops_at_plan_end: rng.chance(25),
+        monthly_limit_micros: rng
+            .chance(35)
+            .then(|| rng.range(1, 60) * 1_000_000 + rng.range(0, 999_999)),
+        daily_call_limit: rng.chance(25).then(|| rng.range(1, 6) as u32),
+        max_concurrent_calls: rng.chance(30).then(|| rng.range(1, 3) as u32),
+    }
+}
+
+fn usage(rng: &mut Rng) -> Usage {
+    // Mostly small charges, and now and then a large one, so that plan credits, wallets and
+    // limits all run out within a run.
+    let big = rng.chance(10);
+    match rng.index(5) {
+        0 => Usage::Message(rng.range(1, if big { 2_000 } else { 40 })),
+        1 => Usage::Sms(rng.range(1, if big { 2_000 } else { 40 })),
+        2 => Usage::Stt(rng.range(1, if big { 600_000 } else { 20_000 }) * 50),
+        3 => Usage::AiTask(rng.range(1, if big { 1_000 } else { 30 })),
+        _ => Usage::Call {
+            number: number(rng),
+            inbound: rng.chance(40),
+            secs: rng.range(1, if big { 86_400 } else { 900 }),
+        },
+    }
+}
+
+fn number(rng: &mut Rng) -> Number {
+    match rng.index(6) {
+        0 | 1 => Number::Us,
+        2 => Number::Uk,
+        3 => Number::France,
+        _ => Number::UsTollFree,
+    }
+}
+
+/// Draws a seed's scenario: 2 to 4 workspaces of 1 to 3 agents, and `ops` operations.
+pub fn generate(seed: u64, ops: usize) -> Scenario {
+    let mut rng = Rng::new(seed);
+    let workspaces = (0..rng.range(2, 4))
+        .map(|_| WorkspaceSetup {
+            plan: match rng.index(20) {
+                0 => Plan::None,
+                1..=10 => Plan::Free,
+                11..=16 => Plan::Basic,
+                _ => Plan::Professional,
+            },
+            agents: (0..rng.range(1, 3))
+                .map(|_| agent_setup(&mut rng))
+                .collect(),
+        })
+        .collect::<Vec<_>>();
+    let mut now = CYCLE_START_SECS + 3_600;
+    let mut events: Vec<Event> = Vec::new();
+    let mut calls: Vec<(u32, i64)> = Vec::new();
+    let mut payments = 0u32;
+    let mut list = Vec::with_capacity(ops);
+    let fresh_event = |rng: &mut Rng, events: &mut Vec<Event>| -> Event {
+        let ws = rng.index(workspaces.len());
+        let previous: Vec<&Event> = events.iter().filter(|e| e.ws == ws).collect();
+        let event = if !previous.is_empty() && rng.chance(15) {
+            // A replay of an earlier event, or (rarely) the same id for another event.
+            let mut again = *previous[rng.index(previous.len())];
+            if rng.chance(15) {
+                again.usage = usage(rng);
+            }
+            again
+        } else {
+            Event {
+                ws,
+                agent: rng.index(workspaces[ws].agents.len()),
+                id: events.len() as u32,
+                usage: usage(rng),
+            }
+        };
+        events.push(event);
+        event
+    };
+    while list.len() < ops {
+        let roll = rng.index(100);
+        let op = match roll {
+            0..=31 => Op::Debit(fresh_event(&mut rng, &mut events)),
+            32..=35 => Op::Batch(
+                (0..rng.range(2, 8))
+                    .map(|_| fresh_event(&mut rng, &mut events))
+                    .collect(),
+            ),
+            36..=47 => {
+                let ws = rng.index(workspaces.len());
+                let call = calls.len() as u32;
+                calls.push((call, now));
+                Op::Authorize {
+                    ws,
+                    agent: rng.index(workspaces[ws].agents.len()),
+                    call,
+                    number: number(&mut rng),
+                    inbound: rng.chance(40),
+                }
+            }
+            48..=57 if !calls.is_empty() => {
+                let (call, started) = calls[calls.len() - 1 - rng.index(calls.len().min(6))];
+                Op::Heartbeat {
+                    call,
+                    elapsed_secs: (now - started + rng.range(-5, 30)).clamp(0, DAY_SECS),
+                }
+            }
+            58..=66 if !calls.is_empty() => {
+                let (call, started) = calls[calls.len() - 1 - rng.index(calls.len().min(8))];
+                Op::End {
+                    call,
+                    duration_secs: (now - started + rng.range(-10, 90)).clamp(0, DAY_SECS),
+                }
+            }
+            67..=69 => Op::ExpireHolds,
+            70..=72 => {
+                payments += 1;
+                let amount_money_micros = match rng.index(20) {
+                    0 => 9_990_000,
+                    1 => 5_000_010_000,
+                    2 => 5_000_000_000,
+                    _ => rng.range(10, 300) * 1_000_000 + rng.range(0, 99) * 10_000,
+                };
+                Op::TopUp {
+                    ws: rng.index(workspaces.len()),
+                    payment: payments,
+                    amount_money_micros,
+                }
+            }
+            73..=78 if payments > 0 => Op::Settle {
+                // Now and then a payment that was never created.
+                payment: rng.range(1, i64::from(payments) + 1) as u32,
+                succeeded: rng.chance(65),
+            },
+            _ => {
+                let secs = match rng.index(100) {
+                    0..=59 => rng.range(1, 30),
+                    60..=89 => rng.range(30, 300),
+                    90..=97 => rng.range(300, 7_200),
+                    _ => rng.range(DAY_SECS / 2, 3 * DAY_SECS),
+                };
+                if now + secs > HORIZON_SECS {
+                    continue;
+                }
+                now += secs;
+                Op::Advance { secs }
+            }
+        };
+        list.push(op);
+    }
+    Scenario {
+        seed,
+        workspaces,
+        ops: list,
+    }
+}
+
+/// Where the ledger and the model disagreed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence {
+    /// The seed.
+    pub seed: u64,
+    /// The index, in the seed's operation list, of the operation after which they disagreed
+    /// (`None`: the setup, or the final audit).
+    pub op_index: Option<usize>,
+    /// The operation.
+    pub op: Option<Op>,
+    /// What the model expected.
+    pub expected: String,
+    /// What the ledger did.
+    pub actual: String,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "DIVERGENCE seed {}", self.seed)?;
+        match (self.op_index, &self.op) {
+            (Some(index), Some(op)) => writeln!(f, "  step {index}: {op:?}")?,
+            _ => writeln!(f, "  at the setup or the final audit")?,
+        }
+        writeln!(f, "  expected: {}", self.expected)?;
+        write!(f, "  actual:   {}", self.actual)
+    }
+}
+
+/// How many times each kind of outcome happened (`debit ok`, `authorize grace`, ...): what a run
+/// exercised.
+pub type Tally = BTreeMap<String, usize>;
+
+/// Runs the operations of `scenario` whose indices are in `keep` (all when `None`), in order, on
+/// a fresh database and a fresh model. `Ok` with the tally of outcomes, or the first divergence.
+pub fn run(scenario: &Scenario, keep: Option<&[usize]>) -> Result<Tally, Box<Divergence>> {
+    let indices: Vec<usize> = match keep {
+        Some(keep) => keep.to_vec(),
+        None => (0..scenario.ops.len()).collect(),
+    };
+    let diverged = |op_index: Option<usize>, expected: String, actual: String| {
+        Box::new(Divergence {
+            seed: scenario.seed,
+            op_index,
+            op: op_index.map(|index| scenario.ops[index].clone()),
+            expected,
+            actual,
+        })
+    };
+    let mut ledger = driver::Ledger::open(&scenario.workspaces)
+        .map_err(|failure| diverged(None, "a ledger set up".into(), failure))?;
+    let mut model = model::Model::new(&scenario.workspaces, CYCLE_START_SECS + 3_600);
+    let mut tally = Tally::new();
+    for (step, &index) in indices.iter().enumerate() {
+        let op = &scenario.ops[index];
+        let now = model.now_secs();
+        let expected = model.apply(op);
+        let actual = ledger.apply(op, now);
+        for label in expected.labels() {
+            *tally.entry(label).or_default() += 1;
+        }
+        if expected != actual {
+            return Err(diverged(
+                Some(index),
+                format!("{expected:?}"),
+                format!("{actual:?}"),
+            ));
+        }
+        let expected = model.balances();
+        let actual = ledger.balances(model.now_secs());
+        if expected != actual {
+            return Err(diverged(
+                Some(index),
+                format!("{expected:?}"),
+                format!("{actual:?}"),
+            ));
+        }
+        if (step + 1) % AUDIT_EVERY_STEPS == 0 {
+            let violations = ledger.audit();
+            if !violations.is_empty() {
+                return Err(diverged(Some(index), "a clean audit".into(), violations));
+            }
+        }
+    }
+    let violations = ledger.audit();
+    if !violations.is_empty() {
+        return Err(diverged(None, "a clean audit".into(), violations));
+    }
+    Ok(tally)
+}
+
+/// A shorter list of the scenario's operation indices that still diverges, from the list `keep`
+/// that does (delta debugging: drop chunks, halving their size, while the rest still fails on a
+/// fresh database). Returns the shortest list found and its divergence.
+pub fn shrink(scenario: &Scenario, failing: &Divergence) -> (Vec<usize>, Box<Divergence>) {
+    // Nothing after the diverging step matters.
+    let last = failing.op_index.unwrap_or(scenario.ops.len() - 1);
+    let mut keep: Vec<usize> = (0..=last).collect();
+    let mut divergence = Box::new(failing.clone());
+    let mut chunk = keep.len().div_ceil(2);
+    while chunk >= 1 {
+        let mut start = 0;
+        let mut removed_any = false;
+        while start < keep.len() {
+            let end = (start + chunk).min(keep.len());
+            let candidate: Vec<usize> = keep[..start].iter().chain(&keep[end..]).copied().collect();
+            match run(scenario, Some(&candidate)) {
+                Err(found) if !candidate.is_empty() => {
+                    // Cut whatever follows the new diverging step as well.
+                    let cut = found
+                        .op_index
+                        .and_then(|at| candidate.iter().position(|&i| i == at))
+                        .map_or(candidate.len(), |position| position + 1);
+                    keep = candidate[..cut].to_vec();
+                    divergence = found;
+                    removed_any = true;
+                }
+                _ => start = end,
+            }
+        }
+        if chunk == 1 && !removed_any {
+            break;
+        }
+        chunk = if removed_any { chunk } else { chunk / 2 };
+        chunk = chunk.min(keep.len().div_ceil(2)).max(1);
+    }
+    (keep, divergence)
+}

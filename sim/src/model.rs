@@ -1,0 +1,735 @@
+//! The reference model: a plain in-memory account of each workspace's buckets and holds and each
+//! agent's counters, written from the rules (`docs/billing-rules.md`) and the decisions where they
+//! are silent (`docs/decisions.md`), not from the ledger's code. It prices with the shipped
+//! catalog's figures written out here (`shared/ledger/catalog/default.json`), so a pricing bug in
+//! the ledger shows as a divergence instead of being copied.
+
+use std::collections::BTreeMap;
+
+use crate::{DAY_SECS, Event, Number, Op, Plan, Usage, WorkspaceSetup};
+
+/// One credit, in micro-credits.
+const CREDIT_MICROS: i64 = 1_000_000;
+/// R5: a hold not extended within 120 s (the shipped `hold_timeout_secs`) is posted.
+const HOLD_TIMEOUT_SECS: i64 = 120;
+/// R7: the inbound grace period (the shipped `inbound_grace_secs`).
+const INBOUND_GRACE_SECS: i64 = 900;
+/// R4: calls are billed per started minute in the shipped catalog (no minimum).
+const INCREMENT_SECS: i64 = 60;
+/// R9: top-ups from 10 to 5,000 USD, at one credit per USD (R1).
+const TOPUP_MIN_MONEY_MICROS: i64 = 10_000_000;
+const TOPUP_MAX_MONEY_MICROS: i64 = 5_000_000_000;
+/// Room without a bound (a grace call's wallet, an agent without a monthly limit).
+const UNBOUNDED_MICROS: i64 = i64::MAX / 4;
+
+/// What an operation answered: the same shape from the model and from the ledger, amounts in
+/// micro-credits, refusals by their contract error code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A debit: its answer, or the code refusing it.
+    Debit(Result<DebitAnswer, &'static str>),
+    /// A batch: each event's.
+    Batch(Vec<Result<DebitAnswer, &'static str>>),
+    /// An authorization: (status, held, grace), or the code refusing it.
+    Authorized(Result<(String, i64, bool), &'static str>),
+    /// A heartbeat: (continue, reason, held), or the code refusing it.
+    Heartbeat(Result<(bool, Option<String>, i64), &'static str>),
+    /// A call's end.
+    Posted(Result<PostAnswer, &'static str>),
+    /// The sweep: how many holds it posted.
+    Expired(usize),
+    /// A top-up created pending, or the code refusing it.
+    TopUp(Result<(), &'static str>),
+    /// A settlement: the payment's status after it, or the code refusing it.
+    Settled(Result<&'static str, &'static str>),
+    /// The clock moved.
+    Advanced,
+}
+
+impl Answer {
+    /// What kind of outcome this is (`debit ok`, `authorize insufficient_funds`, ...), for the
+    /// tally of what a run exercised.
+    pub fn labels(&self) -> Vec<String> {
+        fn of<T>(op: &str, result: &Result<T, &'static str>) -> String {
+            match result {
+                Ok(_) => format!("{op} ok"),
+                Err(code) => format!("{op} {code}"),
+            }
+        }
+        match self {
+            Self::Debit(result) => vec![of("debit", result)],
+            Self::Batch(results) => results.iter().map(|r| of("batch event", r)).collect(),
+            Self::Authorized(Ok((_, _, true))) => vec!["authorize grace".into()],
+            Self::Authorized(result) => vec![of("authorize", result)],
+            Self::Heartbeat(Ok((_, Some(reason), _))) => vec![format!("heartbeat stop {reason}")],
+            Self::Heartbeat(result) => vec![of("heartbeat", result)],
+            Self::Posted(Ok(posted)) if posted.unbilled_micros > 0 => {
+                vec![format!("end {} with unbilled", posted.status)]
+            }
+            Self::Posted(Ok(posted)) => vec![format!("end {}", posted.status)],
+            Self::Posted(result) => vec![of("end", result)],
+            Self::Expired(0) => vec!["sweep none".into()],
+            Self::Expired(_) => vec!["sweep posted".into()],
+            Self::TopUp(result) => vec![of("top-up", result)],
+            Self::Settled(Ok(status)) => vec![format!("settle -> {status}")],
+            Self::Settled(result) => vec![of("settle", result)],
+            Self::Advanced => vec!["advance".into()],
+        }
+    }
+}
+
+/// A debit's answer (`DebitResult` without its transaction id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DebitAnswer {
+    /// Charged.
+    pub charged_micros: i64,
+    /// Of which plan credits.
+    pub from_plan_micros: i64,
+    /// Of which wallet.
+    pub from_wallet_micros: i64,
+    /// Wallet after.
+    pub wallet_after_micros: i64,
+    /// Plan credits after.
+    pub plan_after_micros: i64,
+}
+
+/// A posted call's answer (`CallPosted`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostAnswer {
+    /// `ended` or `expired`.
+    pub status: &'static str,
+    /// Seconds reported (reserved, when expired).
+    pub duration_secs: i64,
+    /// Seconds billed.
+    pub billed_secs: i64,
+    /// Charged.
+    pub charged_micros: i64,
+    /// Of which plan credits.
+    pub from_plan_micros: i64,
+    /// Of which wallet.
+    pub from_wallet_micros: i64,
+    /// What the call cost beyond what it was allowed to take.
+    pub unbilled_micros: i64,
+    /// Wallet after.
+    pub wallet_after_micros: i64,
+    /// Plan credits after.
+    pub plan_after_micros: i64,
+}
+
+/// Every balance the simulation compares after each step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balances {
+    /// Per workspace, in order.
+    pub workspaces: Vec<WorkspaceBalances>,
+}
+
+/// One workspace's buckets, holds and agents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceBalances {
+    /// Plan credits.
+    pub plan_micros: i64,
+    /// Wallet.
+    pub wallet_micros: i64,
+    /// Plan credits held by calls in progress.
+    pub held_plan_micros: i64,
+    /// Wallet held by calls in progress.
+    pub held_wallet_micros: i64,
+    /// When nothing was left available (R7's grace period starts), if it is still so.
+    pub exhausted_at_secs: Option<i64>,
+    /// Per agent, in order: (spent this cycle, calls authorized today, calls in progress).
+    pub agents: Vec<(i64, i64, i64)>,
+}
+
+#[derive(Debug, Clone)]
+struct Agent {
+    stops_at_plan_end: bool,
+    monthly_limit_micros: Option<i64>,
+    daily_call_limit: Option<i64>,
+    max_concurrent_calls: Option<i64>,
+    spent_micros: i64,
+    held_micros: i64,
+    calls_in_progress: i64,
+    /// (UTC day number, calls authorized on it).
+    calls_on_day: (i64, i64),
+}
+
+#[derive(Debug, Clone)]
+struct Workspace {
+    configured: bool,
+    plan_micros: i64,
+    wallet_micros: i64,
+    held_plan_micros: i64,
+    held_wallet_micros: i64,
+    exhausted_at_secs: Option<i64>,
+    agents: Vec<Agent>,
+    /// Debited events by id: the event and its first answer (R8).
+    debited: BTreeMap<u32, (Event, DebitAnswer)>,
+}
+
+impl Workspace {
+    fn plan_free_micros(&self) -> i64 {
+        (self.plan_micros - self.held_plan_micros).max(0)
+    }
+
+    fn wallet_free_micros(&self) -> i64 {
+        (self.wallet_micros - self.held_wallet_micros).max(0)
+    }
+
+    /// R7 (decisions: "Inbound grace"): the grace period starts when nothing is left available.
+    fn note_if_exhausted(&mut self, now_secs: i64) {
+        if self.exhausted_at_secs.is_none()
+            && self.plan_free_micros() == 0
+            && self.wallet_free_micros() == 0
+        {
+            self.exhausted_at_secs = Some(now_secs);
+        }
+    }
+
+    /// R2, R5, R6, R7: how `amount_micros` is paid for `agent` (plan first, then the wallet for a
+    /// `use_balance` agent; holds are not available; the monthly limit counts spend and holds).
+    fn fund(&self, agent: usize, amount_micros: i64) -> Result<(i64, i64), &'static str> {
+        let agent = &self.agents[agent];
+        if agent
+            .monthly_limit_micros
+            .is_some_and(|limit| agent.spent_micros + agent.held_micros + amount_micros > limit)
+        {
+            return Err("limit_reached");
+        }
+        let from_plan = amount_micros.min(self.plan_free_micros());
+        let rest = amount_micros - from_plan;
+        if rest == 0 {
+            Ok((from_plan, 0))
+        } else if agent.stops_at_plan_end {
+            Err("plan_credits_exhausted")
+        } else if rest <= self.wallet_free_micros() {
+            Ok((from_plan, rest))
+        } else {
+            Err("insufficient_funds")
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallStatus {
+    Active,
+    Ended,
+    Expired,
+}
+
+#[derive(Debug, Clone)]
+struct Call {
+    ws: usize,
+    agent: usize,
+    per_minute_micros: i64,
+    grace: bool,
+    reserved_secs: i64,
+    held_plan_micros: i64,
+    held_wallet_micros: i64,
+    expires_at_secs: i64,
+    status: CallStatus,
+    posted: Option<PostAnswer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PaymentStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+struct Payment {
+    ws: usize,
+    credits_micros: i64,
+    status: PaymentStatus,
+}
+
+/// The model's whole state.
+#[derive(Debug, Clone)]
+pub struct Model {
+    now_secs: i64,
+    workspaces: Vec<Workspace>,
+    /// Calls by id number, in the order they were authorized.
+    calls: BTreeMap<u32, Call>,
+    /// Authorization order, for the sweep's order among equal expiries.
+    call_order: Vec<u32>,
+    payments: BTreeMap<u32, Payment>,
+}
+
+/// R13: what a plan grants when its first period is paid.
+fn plan_credits_micros(plan: Plan) -> i64 {
+    match plan {
+        Plan::None => 0,
+        Plan::Free => 10 * CREDIT_MICROS,
+        Plan::Basic => 1_000 * CREDIT_MICROS,
+        Plan::Professional => 5_000 * CREDIT_MICROS,
+    }
+}
+
+/// `ceil(a * b / c)` for non-negative figures: charges round up (units, above the rules).
+fn ceil_div(a: i64, b: i64, c: i64) -> i64 {
+    let product = i128::from(a) * i128::from(b);
+    ((product + i128::from(c) - 1) / i128::from(c)) as i64
+}
+
+/// R4: a call's price per minute, by direction and number, in the shipped catalog.
+fn per_minute_micros(number: Number, inbound: bool) -> i64 {
+    match (number, inbound) {
+        (Number::UsTollFree, _) => 40_000,
+        (_, true) => 10_000,
+        (Number::Us, false) => 20_000,
+        (Number::Uk, false) => 30_000,
+        (Number::France, false) => 50_000,
+    }
+}
+
+/// R4: seconds billed, per started increment.
+fn billed_secs(secs: i64) -> i64 {
+    if secs <= 0 {
+        0
+    } else {
+        (secs + INCREMENT_SECS - 1) / INCREMENT_SECS * INCREMENT_SECS
+    }
+}
+
+fn call_cost_micros(per_minute_micros: i64, billed_secs: i64) -> i64 {
+    ceil_div(per_minute_micros, billed_secs, 60)
+}
+
+/// R4: what a usage event costs.
+fn usage_cost_micros(usage: Usage) -> i64 {
+    match usage {
+        Usage::Message(count) => 10_000 * count,
+        Usage::Sms(segments) => 7_500 * segments,
+        Usage::Stt(micro_minutes) => ceil_div(6_000, micro_minutes, CREDIT_MICROS),
+        Usage::AiTask(count) => 20_000 * count,
+        Usage::Call {
+            number,
+            inbound,
+            secs,
+        } => call_cost_micros(per_minute_micros(number, inbound), billed_secs(secs)),
+    }
+}
+
+impl Model {
+    /// Workspaces as set up, each on its plan with its first period paid, at `now_secs`.
+    pub fn new(setup: &[WorkspaceSetup], now_secs: i64) -> Self {
+        let workspaces = setup
+            .iter()
+            .map(|ws| Workspace {
+                configured: ws.plan != Plan::None,
+                plan_micros: plan_credits_micros(ws.plan),
+                wallet_micros: 0,
+                held_plan_micros: 0,
+                held_wallet_micros: 0,
+                exhausted_at_secs: None,
+                agents: ws
+                    .agents
+                    .iter()
+                    .map(|agent| Agent {
+                        stops_at_plan_end: agent.stops_at_plan_end,
+                        monthly_limit_micros: agent.monthly_limit_micros,
+                        daily_call_limit: agent.daily_call_limit.map(i64::from),
+                        max_concurrent_calls: agent.max_concurrent_calls.map(i64::from),
+                        spent_micros: 0,
+                        held_micros: 0,
+                        calls_in_progress: 0,
+                        calls_on_day: (0, 0),
+                    })
+                    .collect(),
+                debited: BTreeMap::new(),
+            })
+            .collect();
+        Self {
+            now_secs,
+            workspaces,
+            calls: BTreeMap::new(),
+            call_order: Vec::new(),
+            payments: BTreeMap::new(),
+        }
+    }
+
+    /// The simulated time.
+    pub fn now_secs(&self) -> i64 {
+        self.now_secs
+    }
+
+    /// Every balance, as the simulation compares them.
+    pub fn balances(&self) -> Balances {
+        let today = self.now_secs.div_euclid(DAY_SECS);
+        Balances {
+            workspaces: self
+                .workspaces
+                .iter()
+                .map(|ws| WorkspaceBalances {
+                    plan_micros: ws.plan_micros,
+                    wallet_micros: ws.wallet_micros,
+                    held_plan_micros: ws.held_plan_micros,
+                    held_wallet_micros: ws.held_wallet_micros,
+                    exhausted_at_secs: ws.exhausted_at_secs,
+                    agents: ws
+                        .agents
+                        .iter()
+                        .map(|agent| {
+                            let (day, calls) = agent.calls_on_day;
+                            let today_calls = if day == today { calls } else { 0 };
+                            (agent.spent_micros, today_calls, agent.calls_in_progress)
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Applies one operation and says what the ledger must answer.
+    pub fn apply(&mut self, op: &Op) -> Answer {
+        match op {
+            Op::Debit(event) => Answer::Debit(self.debit(event)),
+            Op::Batch(events) => {
+                // R8 and "as one-by-one debits": each event decided on what the ones before left.
+                Answer::Batch(events.iter().map(|event| self.debit(event)).collect())
+            }
+            Op::Authorize {
+                ws,
+                agent,
+                call,
+                number,
+                inbound,
+            } => Answer::Authorized(self.authorize(*ws, *agent, *call, *number, *inbound)),
+            Op::Heartbeat { call, elapsed_secs } => {
+                Answer::Heartbeat(self.heartbeat(*call, *elapsed_secs))
+            }
+            Op::End {
+                call,
+                duration_secs,
+            } => Answer::Posted(self.end(*call, *duration_secs)),
+            Op::ExpireHolds => Answer::Expired(self.expire_overdue(None)),
+            Op::TopUp {
+                ws,
+                payment,
+                amount_money_micros,
+            } => Answer::TopUp(self.top_up(*ws, *payment, *amount_money_micros)),
+            Op::Settle { payment, succeeded } => Answer::Settled(self.settle(*payment, *succeeded)),
+            Op::Advance { secs } => {
+                self.now_secs += secs;
+                Answer::Advanced
+            }
+        }
+    }
+
+    fn debit(&mut self, event: &Event) -> Result<DebitAnswer, &'static str> {
+        let now = self.now_secs;
+        let ws = &mut self.workspaces[event.ws];
+        // R8: an event id already debited answers its first result; another event under the
+        // same id is a conflict. A refused event was not debited, so it is decided again.
+        if let Some((first, answer)) = ws.debited.get(&event.id) {
+            return if first == event {
+                Ok(*answer)
+            } else {
+                Err("idempotency_conflict")
+            };
+        }
+        if !ws.configured {
+            return Err("billing_not_configured");
+        }
+        let cost = usage_cost_micros(event.usage);
+        let (from_plan, from_wallet) = ws.fund(event.agent, cost)?;
+        ws.plan_micros -= from_plan;
+        ws.wallet_micros -= from_wallet;
+        ws.agents[event.agent].spent_micros += cost;
+        ws.note_if_exhausted(now);
+        let answer = DebitAnswer {
+            charged_micros: cost,
+            from_plan_micros: from_plan,
+            from_wallet_micros: from_wallet,
+            wallet_after_micros: ws.wallet_micros,
+            plan_after_micros: ws.plan_micros,
+        };
+        ws.debited.insert(event.id, (*event, answer));
+        Ok(answer)
+    }
+
+    fn authorize(
+        &mut self,
+        ws_index: usize,
+        agent_index: usize,
+        call_id: u32,
+        number: Number,
+        inbound: bool,
+    ) -> Result<(String, i64, bool), &'static str> {
+        if !self.workspaces[ws_index].configured {
+            return Err("billing_not_configured");
+        }
+        // Decided on what the workspace's overdue holds leave once posted; a refusal writes
+        // nothing, those postings included (they wait for the sweep).
+        let mut next = self.clone();
+        next.expire_overdue(Some(ws_index));
+        let now = next.now_secs;
+        let today = now.div_euclid(DAY_SECS);
+        let ws = &mut next.workspaces[ws_index];
+        let agent = &ws.agents[agent_index];
+        let calls_today = if agent.calls_on_day.0 == today {
+            agent.calls_on_day.1
+        } else {
+            0
+        };
+        if agent
+            .daily_call_limit
+            .is_some_and(|limit| calls_today >= limit)
+            || agent
+                .max_concurrent_calls
+                .is_some_and(|limit| agent.calls_in_progress >= limit)
+        {
+            return Err("limit_reached");
+        }
+        let per_minute = per_minute_micros(number, inbound);
+        let first_hold = call_cost_micros(per_minute, INCREMENT_SECS);
+        // R7: with nothing to pay from, an inbound call to a standard number of a
+        // `use_balance` agent still connects, holding nothing, within the grace period.
+        let grace_open = inbound
+            && number != Number::UsTollFree
+            && ws
+                .exhausted_at_secs
+                .is_none_or(|since| now < since + INBOUND_GRACE_SECS);
+        let (held_plan, held_wallet, grace) = match ws.fund(agent_index, first_hold) {
+            Ok((plan, wallet)) => (plan, wallet, false),
+            Err("insufficient_funds") if grace_open => (0, 0, true),
+            Err(refused) => return Err(refused),
+        };
+        ws.held_plan_micros += held_plan;
+        ws.held_wallet_micros += held_wallet;
+        let agent = &mut ws.agents[agent_index];
+        agent.held_micros += held_plan + held_wallet;
+        agent.calls_in_progress += 1;
+        agent.calls_on_day = (today, calls_today + 1);
+        if grace {
+            ws.exhausted_at_secs.get_or_insert(now);
+        } else {
+            ws.note_if_exhausted(now);
+        }
+        next.calls.insert(
+            call_id,
+            Call {
+                ws: ws_index,
+                agent: agent_index,
+                per_minute_micros: per_minute,
+                grace,
+                reserved_secs: INCREMENT_SECS,
+                held_plan_micros: held_plan,
+                held_wallet_micros: held_wallet,
+                expires_at_secs: now + HOLD_TIMEOUT_SECS,
+                status: CallStatus::Active,
+                posted: None,
+            },
+        );
+        next.call_order.push(call_id);
+        *self = next;
+        Ok(("authorized".into(), held_plan + held_wallet, grace))
+    }
+
+    fn heartbeat(
+        &mut self,
+        call_id: u32,
+        elapsed_secs: i64,
+    ) -> Result<(bool, Option<String>, i64), &'static str> {
+        let Some(call) = self.calls.get(&call_id) else {
+            return Err("not_found");
+        };
+        if call.status != CallStatus::Active {
+            return Ok((false, Some("call_not_active".into()), 0));
+        }
+        let ws_index = call.ws;
+        self.expire_overdue(Some(ws_index));
+        let now = self.now_secs;
+        let call = self.calls[&call_id].clone();
+        if call.status != CallStatus::Active {
+            return Ok((false, Some("hold_expired".into()), 0));
+        }
+        // R5: the hold must cover the minutes so far plus the next one.
+        let needed_secs = billed_secs(elapsed_secs) + INCREMENT_SECS;
+        let ws = &mut self.workspaces[ws_index];
+        let mut extra = (0, 0);
+        let mut reason = None;
+        if call.grace {
+            if ws
+                .exhausted_at_secs
+                .is_some_and(|since| now >= since + INBOUND_GRACE_SECS)
+            {
+                reason = Some("insufficient_funds");
+            }
+        } else if needed_secs > call.reserved_secs {
+            let more = call_cost_micros(call.per_minute_micros, needed_secs)
+                - call_cost_micros(call.per_minute_micros, call.reserved_secs);
+            match ws.fund(call.agent, more) {
+                Ok(funding) => extra = funding,
+                Err(refused) => reason = Some(refused),
+            }
+        }
+        ws.held_plan_micros += extra.0;
+        ws.held_wallet_micros += extra.1;
+        ws.agents[call.agent].held_micros += extra.0 + extra.1;
+        ws.note_if_exhausted(now);
+        let call = self.calls.get_mut(&call_id).expect("the call");
+        call.held_plan_micros += extra.0;
+        call.held_wallet_micros += extra.1;
+        if reason.is_none() {
+            call.reserved_secs = call.reserved_secs.max(needed_secs);
+        }
+        // Every heartbeat, refused or not, keeps the call alive for another timeout.
+        call.expires_at_secs = now + HOLD_TIMEOUT_SECS;
+        Ok((
+            reason.is_none(),
+            reason.map(str::to_owned),
+            call.held_plan_micros + call.held_wallet_micros,
+        ))
+    }
+
+    fn end(&mut self, call_id: u32, duration_secs: i64) -> Result<PostAnswer, &'static str> {
+        let Some(call) = self.calls.get(&call_id) else {
+            return Err("not_found");
+        };
+        match (call.status, &call.posted) {
+            (CallStatus::Active, _) => Ok(self.post(call_id, duration_secs, CallStatus::Ended)),
+            (CallStatus::Ended, Some(posted)) if posted.duration_secs != duration_secs => {
+                Err("call_already_ended")
+            }
+            (_, posted) => Ok(posted.clone().expect("a posted call has its answer")),
+        }
+    }
+
+    /// Posts an active call at `duration_secs` (R5; decisions: "A call is charged at most its
+    /// hold plus what its policy and limits still allow", "A granted hold is a commitment").
+    fn post(&mut self, call_id: u32, duration_secs: i64, status: CallStatus) -> PostAnswer {
+        let now = self.now_secs;
+        let call = self.calls[&call_id].clone();
+        let ws = &mut self.workspaces[call.ws];
+        let own_hold = call.held_plan_micros + call.held_wallet_micros;
+        let billed = billed_secs(duration_secs);
+        let cost = call_cost_micros(call.per_minute_micros, billed);
+        let plan_room = (ws.plan_micros - (ws.held_plan_micros - call.held_plan_micros)).max(0);
+        let agent = &ws.agents[call.agent];
+        let wallet_room = if call.grace {
+            UNBOUNDED_MICROS
+        } else if agent.stops_at_plan_end {
+            call.held_wallet_micros
+        } else {
+            (ws.wallet_micros - (ws.held_wallet_micros - call.held_wallet_micros))
+                .max(call.held_wallet_micros)
+        };
+        let limit_room = agent
+            .monthly_limit_micros
+            .map_or(UNBOUNDED_MICROS, |limit| {
+                (limit - agent.spent_micros - (agent.held_micros - own_hold)).max(own_hold)
+            });
+        let charged = cost.min(plan_room + wallet_room).min(limit_room);
+        let from_plan = charged.min(plan_room);
+        let from_wallet = charged - from_plan;
+        ws.held_plan_micros -= call.held_plan_micros;
+        ws.held_wallet_micros -= call.held_wallet_micros;
+        ws.plan_micros -= from_plan;
+        ws.wallet_micros -= from_wallet;
+        let agent = &mut ws.agents[call.agent];
+        agent.held_micros -= own_hold;
+        agent.calls_in_progress -= 1;
+        agent.spent_micros += charged;
+        ws.note_if_exhausted(now);
+        let answer = PostAnswer {
+            status: if status == CallStatus::Expired {
+                "expired"
+            } else {
+                "ended"
+            },
+            duration_secs,
+            billed_secs: billed,
+            charged_micros: charged,
+            from_plan_micros: from_plan,
+            from_wallet_micros: from_wallet,
+            unbilled_micros: cost - charged,
+            wallet_after_micros: ws.wallet_micros,
+            plan_after_micros: ws.plan_micros,
+        };
+        let call = self.calls.get_mut(&call_id).expect("the call");
+        call.status = status;
+        call.held_plan_micros = 0;
+        call.held_wallet_micros = 0;
+        call.posted = Some(answer.clone());
+        answer
+    }
+
+    /// R5: posts at their reserved duration the active calls whose timeout has passed (of one
+    /// workspace, or all), earliest expiry first. Returns how many.
+    fn expire_overdue(&mut self, ws: Option<usize>) -> usize {
+        let now = self.now_secs;
+        let mut overdue: Vec<(i64, usize, u32)> = self
+            .call_order
+            .iter()
+            .enumerate()
+            .filter_map(|(order, id)| {
+                let call = &self.calls[id];
+                (call.status == CallStatus::Active
+                    && call.expires_at_secs <= now
+                    && ws.is_none_or(|ws| ws == call.ws))
+                .then_some((call.expires_at_secs, order, *id))
+            })
+            .collect();
+        overdue.sort_unstable();
+        for (_, _, id) in &overdue {
+            let reserved = self.calls[id].reserved_secs;
+            self.post(*id, reserved, CallStatus::Expired);
+        }
+        overdue.len()
+    }
+
+    fn top_up(
+        &mut self,
+        ws: usize,
+        payment: u32,
+        amount_money_micros: i64,
+    ) -> Result<(), &'static str> {
+        // R9: bounds; top-ups need no plan (decisions: "Top-ups are allowed without a plan").
+        if amount_money_micros < TOPUP_MIN_MONEY_MICROS {
+            return Err("amount_below_minimum");
+        }
+        if amount_money_micros > TOPUP_MAX_MONEY_MICROS {
+            return Err("amount_above_maximum");
+        }
+        // R1: at a credit price of 1, money buys as many credits.
+        self.payments.insert(
+            payment,
+            Payment {
+                ws,
+                credits_micros: amount_money_micros,
+                status: PaymentStatus::Pending,
+            },
+        );
+        Ok(())
+    }
+
+    fn settle(&mut self, payment: u32, succeeded: bool) -> Result<&'static str, &'static str> {
+        let Some(paid) = self.payments.get_mut(&payment) else {
+            return Err("not_found");
+        };
+        // R8, R9: credited exactly once; a success is final, and a payment that failed may
+        // still succeed (decisions: "Payments").
+        match (paid.status, succeeded) {
+            (PaymentStatus::Succeeded, _) => {}
+            (_, true) => {
+                paid.status = PaymentStatus::Succeeded;
+                let ws = &mut self.workspaces[paid.ws];
+                ws.wallet_micros += paid.credits_micros;
+                // R7: credit that makes something available again ends the grace period.
+                if ws.plan_micros - ws.held_plan_micros > 0
+                    || ws.wallet_micros - ws.held_wallet_micros > 0
+                {
+                    ws.exhausted_at_secs = None;
+                }
+            }
+            (_, false) => paid.status = PaymentStatus::Failed,
+        }
+        Ok(match paid.status {
+            PaymentStatus::Pending => "pending",
+            PaymentStatus::Succeeded => "succeeded",
+            PaymentStatus::Failed => "failed",
+        })
+    }
+}
