@@ -12,12 +12,13 @@ use ledger::{LedgerError, audit, calls, payments, plans, usage, workspace};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use crate::faults::{Fault, FaultyDb, Fired};
 use crate::model::{Answer, Balances, DebitAnswer, PostAnswer, WorkspaceBalances};
 use crate::{CYCLE_START_SECS, Event, Number, Op, Usage, WorkspaceSetup};
 
-/// The ledger on an in-memory SQLite database.
+/// The ledger on an in-memory SQLite database, behind the fault layer.
 pub struct Ledger {
-    db: NativeDb,
+    db: FaultyDb,
     catalog: Catalog,
     workspaces: Vec<WorkspaceSetup>,
 }
@@ -95,6 +96,27 @@ fn usage_event(event: &Event) -> UsageEvent {
     }
 }
 
+/// Whether `answer` is the clean failure a storage error gives (`internal_error` for the whole
+/// operation, or a sweep that failed), rather than a business answer. A batch refused as a whole
+/// answers one error; a batch answers each of its 2 or more events otherwise, so one of them
+/// failing alone is not this (and is compared with the model like any answer).
+pub fn is_storage_failure(answer: &Answer) -> bool {
+    fn failed<T>(result: &Result<T, &'static str>) -> bool {
+        matches!(result, Err(code) if *code == "internal_error")
+    }
+    match answer {
+        Answer::Debit(result) => failed(result),
+        Answer::Batch(results) => results.len() == 1 && failed(&results[0]),
+        Answer::Authorized(result) => failed(result),
+        Answer::Heartbeat(result) => failed(result),
+        Answer::Posted(result) => failed(result),
+        Answer::Expired(posted) => *posted == usize::MAX,
+        Answer::TopUp(result) => failed(result),
+        Answer::Settled(result) => failed(result),
+        Answer::Advanced => false,
+    }
+}
+
 fn direction(inbound: bool) -> Direction {
     if inbound {
         Direction::Inbound
@@ -159,10 +181,26 @@ impl Ledger {
             }
         }
         Ok(Self {
-            db,
+            db: FaultyDb::new(db),
             catalog,
             workspaces: setup.to_vec(),
         })
+    }
+
+    /// Arms `fault` for the next [`Ledger::apply`].
+    pub fn arm(&self, fault: Fault) {
+        self.db.arm(fault);
+    }
+
+    /// Disarms the fault, and says where it fired (`None`: it did not).
+    pub fn disarm(&self) -> Option<Fired> {
+        self.db.disarm()
+    }
+
+    /// Test knob: faults fail their statement after it ran (see `FaultyDb`).
+    #[doc(hidden)]
+    pub fn lose_acknowledgements(&mut self) {
+        self.db.lose_acknowledgements();
     }
 
     /// Runs one operation at the simulated time `now_secs`.

@@ -15,10 +15,13 @@
 //! binary prints.
 
 pub mod driver;
+pub mod faults;
 pub mod model;
 
 use std::collections::BTreeMap;
 use std::fmt;
+
+use faults::{Fault, FaultKind};
 
 /// 2026-11-01T00:00:00Z: every workspace subscribes then, so its cycle ends on December 1.
 pub const CYCLE_START_SECS: i64 = 1_793_491_200;
@@ -242,6 +245,53 @@ pub struct Scenario {
     pub workspaces: Vec<WorkspaceSetup>,
     /// The operations, in order.
     pub ops: Vec<Op>,
+    /// The storage fault armed for each operation, by index (empty: none, see
+    /// [`Scenario::with_faults`]). Indexed like `ops`, so a shrunk list keeps each kept
+    /// operation's fault.
+    pub faults: Vec<Option<Fault>>,
+}
+
+/// Salt of the fault schedule's generator: it is drawn from the seed but not from the stream
+/// that drew the operations, so turning faults on leaves the operations unchanged.
+const FAULT_SALT: u64 = 0x5EED_FA17_0000_0001;
+
+impl Scenario {
+    /// This scenario with a storage fault armed on about `percent` in a hundred of its
+    /// operations that reach the ledger (a clock step runs no statement): SQLITE_BUSY half of the
+    /// time (a single one, or a storm of up to [`faults::BUSY_STORM_MAX`] statements),
+    /// SQLITE_IOERR and SQLITE_FULL a quarter each, at statement 0 or 1 of the operation half of
+    /// the time, else at statement 0 to [`faults::STATEMENT_INDEX_MAX`].
+    pub fn with_faults(mut self, percent: u64) -> Self {
+        let mut rng = Rng::new(self.seed ^ FAULT_SALT);
+        self.faults = self
+            .ops
+            .iter()
+            .map(|op| {
+                // Drawn for every operation, so that each one's fault depends only on the seed.
+                let (hit, kind, early, count) = (
+                    rng.chance(percent),
+                    rng.index(4),
+                    rng.chance(50),
+                    rng.range(1, i64::from(faults::BUSY_STORM_MAX)) as u32,
+                );
+                // Half on the first two statements (most operations run only those: a hot
+                // path's read and guarded write), half anywhere in a long transaction.
+                let at = rng.index(if early {
+                    2
+                } else {
+                    faults::STATEMENT_INDEX_MAX + 1
+                });
+                let kind = match kind {
+                    0 | 1 => FaultKind::Busy,
+                    2 => FaultKind::IoErr,
+                    _ => FaultKind::Full,
+                };
+                let count = if kind == FaultKind::Busy { count } else { 1 };
+                (hit && !matches!(op, Op::Advance { .. })).then_some(Fault { kind, at, count })
+            })
+            .collect();
+        self
+    }
 }
 
 fn agent_setup(rng: &mut Rng) -> AgentSetup {
@@ -398,6 +448,7 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
         seed,
         workspaces,
         ops: list,
+        faults: Vec::new(),
     }
 }
 
@@ -436,6 +487,22 @@ pub type Tally = BTreeMap<String, usize>;
 /// Runs the operations of `scenario` whose indices are in `keep` (all when `None`), in order, on
 /// a fresh database and a fresh model. `Ok` with the tally of outcomes, or the first divergence.
 pub fn run(scenario: &Scenario, keep: Option<&[usize]>) -> Result<Tally, Box<Divergence>> {
+    run_on(scenario, keep, false)
+}
+
+/// [`run`] with every fault failing its statement after it ran (a lost acknowledgement), which
+/// the ledger cannot tell apart from a failure: the proof that the checks of a refused attempt
+/// catch a write that was not undone (`tests/faults.rs`).
+#[doc(hidden)]
+pub fn run_losing_acknowledgements(scenario: &Scenario) -> Result<Tally, Box<Divergence>> {
+    run_on(scenario, None, true)
+}
+
+fn run_on(
+    scenario: &Scenario,
+    keep: Option<&[usize]>,
+    lose_acknowledgements: bool,
+) -> Result<Tally, Box<Divergence>> {
     let indices: Vec<usize> = match keep {
         Some(keep) => keep.to_vec(),
         None => (0..scenario.ops.len()).collect(),
@@ -451,13 +518,21 @@ pub fn run(scenario: &Scenario, keep: Option<&[usize]>) -> Result<Tally, Box<Div
     };
     let mut ledger = driver::Ledger::open(&scenario.workspaces)
         .map_err(|failure| diverged(None, "a ledger set up".into(), failure))?;
+    if lose_acknowledgements {
+        ledger.lose_acknowledgements();
+    }
     let mut model = model::Model::new(&scenario.workspaces, CYCLE_START_SECS + 3_600);
     let mut tally = Tally::new();
     for (step, &index) in indices.iter().enumerate() {
         let op = &scenario.ops[index];
         let now = model.now_secs();
+        let fault = scenario.faults.get(index).copied().flatten();
+        let (actual, fired) = match fault {
+            Some(fault) => faulted(&mut ledger, &model, op, now, fault, &mut tally)
+                .map_err(|(expected, actual)| diverged(Some(index), expected, actual))?,
+            None => (ledger.apply(op, now), false),
+        };
         let expected = model.apply(op);
-        let actual = ledger.apply(op, now);
         for label in expected.labels() {
             *tally.entry(label).or_default() += 1;
         }
@@ -477,7 +552,7 @@ pub fn run(scenario: &Scenario, keep: Option<&[usize]>) -> Result<Tally, Box<Div
                 format!("{actual:?}"),
             ));
         }
-        if (step + 1) % AUDIT_EVERY_STEPS == 0 {
+        if fired || (step + 1) % AUDIT_EVERY_STEPS == 0 {
             let violations = ledger.audit();
             if !violations.is_empty() {
                 return Err(diverged(Some(index), "a clean audit".into(), violations));
@@ -489,6 +564,55 @@ pub fn run(scenario: &Scenario, keep: Option<&[usize]>) -> Result<Tally, Box<Div
         return Err(diverged(None, "a clean audit".into(), violations));
     }
     Ok(tally)
+}
+
+/// Runs `op` with `fault` armed: `Ok` with the answer to compare with the model's and whether the
+/// fault fired, or `Err((expected, actual))` if a refused attempt left anything behind.
+///
+/// A fired fault must give either the model's answer (the ledger retried) or a storage failure
+/// of the whole operation. After a failure the ledger must still hold the model's balances from
+/// before the operation (it wrote nothing) and pass its audit; then the caller's retry, without a
+/// fault, must act as the first attempt, which the caller checks as any step.
+fn faulted(
+    ledger: &mut driver::Ledger,
+    model: &model::Model,
+    op: &Op,
+    now: i64,
+    fault: Fault,
+    tally: &mut Tally,
+) -> Result<(model::Answer, bool), (String, String)> {
+    ledger.arm(fault);
+    let answer = ledger.apply(op, now);
+    let Some(fired) = ledger.disarm() else {
+        *tally
+            .entry("fault escaped (fewer statements)".into())
+            .or_default() += 1;
+        return Ok((answer, false));
+    };
+    let failed = driver::is_storage_failure(&answer);
+    let outcome = if failed { "refused" } else { "absorbed" };
+    for label in [
+        format!("fault {} {outcome}", fired.fault.kind.name()),
+        format!("fault at {} {outcome}", fired.statement),
+    ] {
+        *tally.entry(label).or_default() += 1;
+    }
+    if !failed {
+        return Ok((answer, true));
+    }
+    let expected = model.balances();
+    let after = ledger.balances(now);
+    if expected != after {
+        return Err((
+            format!("nothing written by the refused attempt: {expected:?}"),
+            format!("{after:?} (answered {answer:?})"),
+        ));
+    }
+    let violations = ledger.audit();
+    if !violations.is_empty() {
+        return Err(("a clean audit after the refused attempt".into(), violations));
+    }
+    Ok((ledger.apply(op, now), true))
 }
 
 /// A shorter list of the scenario's operation indices that still diverges, from the list `keep`

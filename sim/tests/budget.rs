@@ -3,26 +3,45 @@
 
 use std::time::Instant;
 
-use ledger_sim::{generate, run, shrink};
+use ledger_sim::{Tally, generate, run, shrink};
 
 /// Seeds 1..=SEEDS of OPS_PER_SEED operations each: the 200,000 operations issue 26 asks of CI,
-/// about 22 s on the 2-core machine (docs/reliability.md, "The simulator").
+/// about 23 s on the 2-core machine (docs/reliability.md, "The simulator").
 const SEEDS: u64 = 100;
 const OPS_PER_SEED: usize = 2_000;
+/// The last seeds run with storage faults on FAULTS_PERCENT of their operations. Not all: a
+/// faulted step also runs the audit (twice when the attempt was refused), which would take the
+/// budget past 25 s; seeds 1 to 75 stay as they were, so the defects listed in
+/// docs/reliability.md are still found at the seeds listed there.
+const FAULTED_SEEDS: u64 = 25;
+const FAULTS_PERCENT: u64 = 5;
 
 #[test]
 fn the_ledger_agrees_with_the_model_on_every_seed_of_the_budget() {
     let started = Instant::now();
     let mut total_ops = 0;
+    let mut faults = Tally::new();
     for seed in 1..=SEEDS {
-        let scenario = generate(seed, OPS_PER_SEED);
+        let faults_percent = if seed > SEEDS - FAULTED_SEEDS {
+            FAULTS_PERCENT
+        } else {
+            0
+        };
+        let scenario = generate(seed, OPS_PER_SEED).with_faults(faults_percent);
         match run(&scenario, None) {
-            Ok(_) => total_ops += OPS_PER_SEED,
+            Ok(tally) => {
+                total_ops += OPS_PER_SEED;
+                for (label, count) in tally {
+                    if label.starts_with("fault") {
+                        *faults.entry(label).or_default() += count;
+                    }
+                }
+            }
             Err(divergence) => {
                 let (keep, shrunk) = shrink(&scenario, &divergence);
                 let list: Vec<String> = keep.iter().map(usize::to_string).collect();
                 panic!(
-                    "{divergence}\nshrunk to {} operations:\n{shrunk}\nreplay: cargo run --release -p ledger-sim -- --seed {seed} --ops {OPS_PER_SEED} --keep {}",
+                    "{divergence}\nshrunk to {} operations:\n{shrunk}\nreplay: cargo run --release -p ledger-sim -- --seed {seed} --ops {OPS_PER_SEED} --faults {faults_percent} --keep {}",
                     keep.len(),
                     list.join(",")
                 );
@@ -30,8 +49,11 @@ fn the_ledger_agrees_with_the_model_on_every_seed_of_the_budget() {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    for (label, count) in &faults {
+        println!("  {count:>7}  {label}");
+    }
     println!(
-        "simulated {total_ops} operations over {SEEDS} seeds in {secs:.1} s ({:.0} ops/s), 0 divergences",
+        "simulated {total_ops} operations over {SEEDS} seeds (the last {FAULTED_SEEDS} with faults on {FAULTS_PERCENT}%) in {secs:.1} s ({:.0} ops/s), 0 divergences",
         total_ops as f64 / secs
     );
 }

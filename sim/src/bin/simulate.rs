@@ -1,6 +1,7 @@
-//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--keep I,J,...]`: runs the ledger against the
-//! model for COUNT seeds from N, each with N operations; on a divergence prints it, shrinks it and
-//! prints the command that replays the shrunk list (exit status 1).
+//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]`: runs the
+//! ledger against the model for COUNT seeds from N, each with N operations, a storage fault armed
+//! on PERCENT in a hundred of them (default 0); on a divergence prints it, shrinks it and prints
+//! the command that replays the shrunk list (exit status 1).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -11,6 +12,7 @@ struct Args {
     seed: u64,
     seeds: u64,
     ops: usize,
+    faults_percent: u64,
     keep: Option<Vec<usize>>,
 }
 
@@ -19,6 +21,7 @@ fn parse() -> Result<Args, String> {
         seed: 1,
         seeds: 1,
         ops: 2_000,
+        faults_percent: 0,
         keep: None,
     };
     let mut words = std::env::args().skip(1);
@@ -31,6 +34,7 @@ fn parse() -> Result<Args, String> {
             "--seed" => args.seed = value.parse().map_err(bad)?,
             "--seeds" => args.seeds = value.parse().map_err(bad)?,
             "--ops" => args.ops = value.parse().map_err(bad)?,
+            "--faults" => args.faults_percent = value.parse().map_err(bad)?,
             "--keep" => {
                 args.keep = Some(
                     value
@@ -42,7 +46,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--keep I,J,...]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]"
                 ));
             }
         }
@@ -62,7 +66,7 @@ fn main() -> ExitCode {
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let scenario = generate(seed, args.ops);
+        let scenario = generate(seed, args.ops).with_faults(args.faults_percent);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
                 total_ops += args.keep.as_ref().map_or(args.ops, Vec::len);
@@ -84,8 +88,9 @@ fn main() -> ExitCode {
                 println!("{shrunk}");
                 let list: Vec<String> = keep.iter().map(usize::to_string).collect();
                 println!(
-                    "replay: simulate --seed {seed} --ops {} --keep {}",
+                    "replay: simulate --seed {seed} --ops {} --faults {} --keep {}",
                     args.ops,
+                    args.faults_percent,
                     list.join(",")
                 );
                 return ExitCode::FAILURE;
@@ -97,9 +102,10 @@ fn main() -> ExitCode {
         println!("  {count:>9}  {label}");
     }
     println!(
-        "{} seeds from {}, {total_ops} operations, 0 divergences, in {secs:.1} s ({:.0} ops/s)",
+        "{} seeds from {}, {total_ops} operations, faults on {}% of them, 0 divergences, in {secs:.1} s ({:.0} ops/s)",
         args.seeds,
         args.seed,
+        args.faults_percent,
         total_ops as f64 / secs
     );
     ExitCode::SUCCESS
