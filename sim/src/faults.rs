@@ -224,7 +224,7 @@ mod tests {
     fn the_injected_errors_are_classified_as_sqlites_own() {
         let kind = |fault: FaultKind| StorageError::from_sqlite_message(fault.message()).kind;
         assert_eq!(kind(FaultKind::Busy), StorageErrorKind::Busy);
-        assert_eq!(kind(FaultKind::IoErr), StorageErrorKind::Unavailable);
-        assert_eq!(kind(FaultKind::Full), StorageErrorKind::Unavailable);
+        assert_eq!(kind(FaultKind::IoErr), StorageErrorKind::Disk);
+        assert_eq!(kind(FaultKind::Full), StorageErrorKind::Disk);
     }
 }

@@ -438,6 +438,7 @@ mod tests {
             StorageErrorKind::Busy,
             StorageErrorKind::Unavailable,
             StorageErrorKind::Unreachable,
+            StorageErrorKind::Disk,
         ] {
             assert!(refusal_is_outcome(Err(storage(kind))).is_err(), "{kind:?}");
         }

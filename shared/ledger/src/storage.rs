@@ -32,8 +32,12 @@ pub enum StorageErrorKind {
     Busy,
     /// A CHECK, UNIQUE, NOT NULL, FOREIGN KEY constraint or a trigger's RAISE(ABORT) refused it.
     Constraint,
-    /// The database cannot be opened or used (missing, access denied, I/O, full, ...).
+    /// The database cannot be opened or used (missing, access denied, a schema it lacks, ...).
     Unavailable,
+    /// The database's disk is full or failing (`SQLITE_FULL`, `SQLITE_IOERR`): the statement was
+    /// refused, nothing of it done, and the same request succeeds once space, or the disk, is
+    /// back. A condition of the machine, not of the request: answered 503, never 500 (issue 26).
+    Disk,
     /// The database server could not be reached or lost the connection (refused, reset, its
     /// stream expired or forgotten by a restart, the statement interrupted): an outage, which a
     /// retry after it ends resolves. Only a libSQL server (`sqld`, Turso) answers this way.
@@ -58,6 +62,14 @@ const UNREACHABLE_MARKS: &[&str] = &[
 /// after 10 s idle (Hrana's `STREAM_EXPIRED`), or forgotten by a restart ("invalid baton"). The
 /// server refused the statement before running it. Also unreachable.
 const STREAM_GONE_MARKS: &[&str] = &["stream_expired", "stream has expired", "invalid baton"];
+
+/// Words of SQLite's messages (and of a libSQL server's error codes) for a full or failing disk.
+const DISK_MARKS: &[&str] = &[
+    "database or disk is full",
+    "disk i/o error",
+    "sqlite_full",
+    "sqlite_ioerr",
+];
 
 /// The word of a libSQL server's answer that it interrupted the statement (see `Busy` below).
 const INTERRUPTED_MARK: &str = "sqlite_interrupt";
@@ -94,6 +106,8 @@ impl StorageError {
         } else if lower.contains("constraint failed") || lower.contains("ledger:") {
             // Triggers raise messages prefixed "ledger:" (see schema.rs).
             StorageErrorKind::Constraint
+        } else if DISK_MARKS.iter().any(|mark| lower.contains(mark)) {
+            StorageErrorKind::Disk
         } else if UNREACHABLE_MARKS
             .iter()
             .chain(STREAM_GONE_MARKS)
@@ -193,5 +207,12 @@ mod tests {
             kind("no such table: journal"),
             StorageErrorKind::Unavailable
         );
+        for message in [
+            "database or disk is full",
+            "disk I/O error",
+            "Hrana: `cursor error: `error at step 0: (error code: SQLITE_FULL) `SQLite error: database or disk is full```",
+        ] {
+            assert_eq!(kind(message), StorageErrorKind::Disk, "{message}");
+        }
     }
 }

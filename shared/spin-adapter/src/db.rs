@@ -180,7 +180,9 @@ impl SpinDb {
         if let Err(error) = &result
             && matches!(
                 error.kind,
-                StorageErrorKind::Unavailable | StorageErrorKind::Unreachable
+                StorageErrorKind::Unavailable
+                    | StorageErrorKind::Unreachable
+                    | StorageErrorKind::Disk
             )
         {
             self.broken.set(true);

@@ -149,7 +149,7 @@ pub fn ledger_status(error: &LedgerError) -> u16 {
         LedgerError::Storage(storage)
             if matches!(
                 storage.kind,
-                StorageErrorKind::Busy | StorageErrorKind::Unreachable
+                StorageErrorKind::Busy | StorageErrorKind::Unreachable | StorageErrorKind::Disk
             ) =>
         {
             503
@@ -174,8 +174,12 @@ impl From<LedgerError> for ApiError {
         let status = ledger_status(&error);
         if let LedgerError::Storage(storage) = &error {
             eprintln!("spin-adapter: storage failure: {storage}");
-            if storage.kind == StorageErrorKind::Unreachable {
-                // The database server is down or restarting: the client retries later.
+            if matches!(
+                storage.kind,
+                StorageErrorKind::Unreachable | StorageErrorKind::Disk
+            ) {
+                // The database server is down or restarting, or its disk is full or failing:
+                // nothing was written, and the client retries later.
                 return Self::unavailable();
             }
             let mapped = Self::new(status, error.code(), TEMPORARY_FAILURE);
@@ -313,6 +317,12 @@ mod tests {
             (503, "temporarily_unavailable", TEMPORARY_FAILURE)
         );
         assert_eq!(down.headers, vec![("retry-after", "1".to_owned())]);
+        let full = storage(StorageErrorKind::Disk);
+        assert_eq!(
+            (full.status, full.code.as_ref(), full.message.as_str()),
+            (503, "temporarily_unavailable", TEMPORARY_FAILURE)
+        );
+        assert_eq!(full.headers, vec![("retry-after", "1".to_owned())]);
     }
 
     #[test]
