@@ -1,5 +1,6 @@
 //! Conformance tests of the local host against Spin's semantics, using the test components in
-//! `tests/components` (build them and the host with `scripts/build-host.sh`).
+//! `tests/components` (build them with `scripts/build-components.sh`, the host with
+//! `scripts/build-host.sh`).
 
 use anyhow::{Context as _, Result, ensure};
 use e2e::{HostOptions, TestHost, get, host_binary, shared_cache_dir, wait_for, workspace_root};

@@ -2,7 +2,7 @@
 //! second and p50/p99 latency with 1 and 32 concurrent keep-alive clients (3 s each).
 //!
 //! Run: `cargo run --release -p local-host --bin host-bench` (build the test components first
-//! with `scripts/build-host.sh`). Optional args: `[MANIFEST] [SECONDS]`.
+//! with `scripts/build-components.sh`). Optional args: `[MANIFEST] [SECONDS]`.
 
 use anyhow::{Context as _, Result, bail};
 use bytes::Bytes;
