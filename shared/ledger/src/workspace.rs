@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::calendar;
 use crate::catalog::Catalog;
-use crate::row::{self, i, read_row, t, text};
+use crate::row::{self, i, read_row, t};
 use crate::storage::Storage;
 use crate::{LedgerError, Result};
 
@@ -352,7 +352,7 @@ pub async fn find_by_stripe_customer<S: Storage>(
     db: &S,
     customer_id: &str,
 ) -> Result<Option<String>> {
-    find_id(
+    find_text(
         db,
         "SELECT id FROM workspaces WHERE stripe_customer_id = ?1",
         customer_id,
@@ -365,7 +365,7 @@ pub async fn find_by_stripe_subscription<S: Storage>(
     db: &S,
     subscription_id: &str,
 ) -> Result<Option<String>> {
-    find_id(
+    find_text(
         db,
         "SELECT id FROM workspaces WHERE stripe_subscription_id = ?1",
         subscription_id,
@@ -381,22 +381,22 @@ pub async fn subscription_or_claim<S: Storage>(
     db: &S,
     workspace_id: &str,
 ) -> Result<Option<String>> {
-    let rows = db
-        .query(
-            "SELECT COALESCE(subscription_claim, stripe_subscription_id) FROM workspaces WHERE id = ?1",
-            &[t(workspace_id)],
-        )
-        .await?;
-    match rows.first() {
-        Some(row) => crate::row::opt_text(row, 0),
-        None => Ok(None),
-    }
+    find_text(
+        db,
+        "SELECT COALESCE(subscription_claim, stripe_subscription_id) FROM workspaces WHERE id = ?1",
+        workspace_id,
+    )
+    .await
 }
 
-/// The workspace id a one-parameter lookup returns, if any.
-async fn find_id<S: Storage>(db: &S, sql: &str, key: &str) -> Result<Option<String>> {
+/// The text a one-parameter lookup returns, if any: no row, or a NULL, is none.
+async fn find_text<S: Storage>(db: &S, sql: &str, key: &str) -> Result<Option<String>> {
     let rows = db.query(sql, &[t(key)]).await?;
-    rows.first().map(|row| text(row, 0)).transpose()
+    Ok(rows
+        .first()
+        .map(|row| row::opt_text(row, 0))
+        .transpose()?
+        .flatten())
 }
 
 #[cfg(test)]
