@@ -514,23 +514,21 @@ fn money_names_end_in_money_micros() -> Result<()> {
         flagged("let c = '\\''; let d = 'x'; fn g() { let price_micros = 1; }"),
         ["g::price_micros"]
     );
-    let mut folders = vec![
-        root().join("shared/ledger/src"),
-        root().join("shared/stripe/src"),
-        root().join("shared/spin-adapter/src"),
-    ];
-    for entry in std::fs::read_dir(root().join("components"))? {
-        folders.push(entry?.path().join("src"));
+    let mut files = component_sources()?;
+    for folder in [
+        "shared/ledger/src",
+        "shared/stripe/src",
+        "shared/spin-adapter/src",
+    ] {
+        files.extend(sources(&root().join(folder))?);
     }
     let mut offenders = Vec::new();
     let mut declared = Vec::new();
-    for folder in folders.iter().filter(|folder| folder.is_dir()) {
-        for (path, text) in sources(folder)? {
-            let code = code(&text);
-            declared.extend(declarations(code));
-            for name in flagged(code) {
-                offenders.push(format!("{}: {name}", path.display()));
-            }
+    for (path, text) in &files {
+        let code = code(text);
+        declared.extend(declarations(code));
+        for name in flagged(code) {
+            offenders.push(format!("{}: {name}", path.display()));
         }
     }
     ensure!(declared.len() > 1_000, "{} declarations", declared.len());
