@@ -765,9 +765,10 @@ pub async fn record_invoice_paid<S: Storage>(
     .await
 }
 
-/// Mirrors the Stripe subscription's status (read once: `SubscriptionStatus::parse`): `active` (or `trialing`) is active, `past_due` and
-/// `unpaid` are past due; anything else changes nothing here (a deletion ends the subscription
-/// through [`end_subscription`]). 404 for an unknown workspace.
+/// Mirrors the Stripe subscription's status (read once: `SubscriptionStatus::parse`): `active`
+/// (or `trialing`) is active, `past_due` and `unpaid` are past due; anything else changes nothing
+/// here (a deletion ends the subscription through [`end_subscription`]). 404 for an unknown
+/// workspace.
 pub async fn mirror_subscription_status<S: Storage>(
     db: &S,
     workspace_id: &str,
