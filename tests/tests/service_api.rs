@@ -566,7 +566,7 @@ fn renewal_across_month_ends_is_idempotent() -> Result<()> {
     let report = renew(&app)?;
     ensure!(
         report
-            == json!({"workspaces_renewed": 0, "cycles_advanced": 0, "workspaces_failed": 0, "holds_expired": 0, "more": false}),
+            == json!({"workspaces_renewed": 0, "cycles_advanced": 0, "workspaces_failed": 0, "holds_expired": 0, "grants_expired": 0, "more": false}),
         "{report}"
     );
 

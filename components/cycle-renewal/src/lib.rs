@@ -3,7 +3,8 @@
 //!
 //! One pass renews due workspaces in bounded batches (each batch its own ledger operation, so the
 //! instance's database lock is released between batches and other requests interleave), then
-//! posts overdue holds. Renewal is idempotent per (workspace, cycle start) in the ledger, so two
+//! posts overdue holds, then expires grants past their expiry (`ledger::grants::expire_due`,
+//! bounded per pass). Renewal is idempotent per (workspace, cycle start) in the ledger, so two
 //! passes running at once (cron and HTTP, or two instances) renew each cycle once.
 
 use http::Method;
@@ -30,6 +31,8 @@ struct JobReport {
     workspaces_failed: usize,
     /// Overdue holds posted at their reserved amount.
     holds_expired: usize,
+    /// Grants whose unspent part expired.
+    grants_expired: usize,
     /// Whether due workspaces remain (the batch budget ran out).
     more: bool,
 }
@@ -54,6 +57,8 @@ async fn run_pass(now: i64) -> Result<JobReport, ApiError> {
     }
     report.holds_expired =
         run_ledger(async |db| ledger::calls::expire_holds(db, now, EXPIRY_BATCH_MAX).await).await?;
+    report.grants_expired =
+        run_ledger(async |db| ledger::grants::expire_due(db, now).await).await?;
     Ok(report)
 }
 
@@ -72,14 +77,17 @@ impl Job for Renewal {
         let worth_a_line = report.workspaces_renewed > 0
             || report.workspaces_failed > 0
             || report.holds_expired > 0
+            || report.grants_expired > 0
             || report.more;
         worth_a_line.then(|| {
             format!(
-                "{} workspaces renewed, {} cycles advanced, {} failed, {} holds expired, more: {}",
+                "{} workspaces renewed, {} cycles advanced, {} failed, {} holds expired, \
+                 {} grants expired, more: {}",
                 report.workspaces_renewed,
                 report.cycles_advanced,
                 report.workspaces_failed,
                 report.holds_expired,
+                report.grants_expired,
                 report.more
             )
         })

@@ -122,6 +122,37 @@ const CHECKS: &[(&str, &str)] = &[
            AND NOT (x.type = 'call' AND EXISTS (
                SELECT 1 FROM calls c WHERE c.call_id = x.reference AND c.transaction_id = x.id))",
     ),
+    (
+        "every grant's remaining equals the sum of its entries",
+        "SELECT g.workspace_id, 'grant ' || g.id || ': remaining ' || g.remaining_micros
+                 || ' vs entries ' || COALESCE(e.total, 0)
+         FROM grants g LEFT JOIN (
+             SELECT grant_id, SUM(amount_micros) AS total FROM grant_entries GROUP BY grant_id) e
+           ON e.grant_id = g.id
+         WHERE g.remaining_micros <> COALESCE(e.total, 0)",
+    ),
+    (
+        "every grant was granted once, its amount, when it was made",
+        "SELECT g.workspace_id, 'grant ' || g.id FROM grants g
+         WHERE (SELECT COUNT(*) || ' ' || COALESCE(SUM(amount_micros), 0) || ' ' || MIN(created_at)
+                FROM grant_entries e WHERE e.grant_id = g.id AND e.kind = 'granted')
+               IS NOT ('1 ' || g.amount_micros || ' ' || g.created_at)",
+    ),
+    (
+        "a grant expires only at or after its expiry, and is voided only when it is voided",
+        "SELECT g.workspace_id, 'grant ' || g.id || ': ' || e.kind || ' entry ' || e.id
+         FROM grant_entries e JOIN grants g ON g.id = e.grant_id
+         WHERE (e.kind = 'expired' AND (g.expires_at IS NULL OR e.created_at < g.expires_at))
+            OR (e.kind = 'voided' AND (g.voided_at IS NULL OR e.created_at <> g.voided_at))",
+    ),
+    (
+        "each workspace's count of live grants equals its grants with something left",
+        "SELECT w.id, 'live_grants ' || w.live_grants || ' vs ' || COALESCE(g.n, 0)
+         FROM workspaces w LEFT JOIN (
+             SELECT workspace_id, COUNT(*) AS n FROM grants WHERE remaining_micros > 0
+             GROUP BY workspace_id) g ON g.workspace_id = w.id
+         WHERE w.live_grants <> COALESCE(g.n, 0)",
+    ),
 ];
 
 /// One broken invariant.

@@ -14,6 +14,7 @@ pub mod calls;
 pub mod catalog;
 pub mod error;
 mod fingerprint;
+pub mod grants;
 mod guarded;
 pub mod jobs;
 pub mod money;

@@ -23,6 +23,8 @@
 //! - `payments.credit_price_micros` (V13): a receipt's `credit_price`; written from
 //!   `Catalog::credit_price_money_micros`.
 //! - `reversals.amount_micros` (V1): written by `payments::reverse` from `amount_money_micros`.
+//! - `grants.cost_basis_micros` (V17): `GrantRow::cost_basis_money_micros` (`grants.rs`), a
+//!   grant's `cost_basis`.
 //!
 //! The `amount_micros` of the facts of `topup.*` and `auto_recharge.*` notifications (V11's
 //! trigger, `payments::claim_auto_recharge`) is money too. `auto_recharge_threshold_credits_micros`
@@ -130,6 +132,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 16,
         statements: V16,
+    },
+    Migration {
+        version: 17,
+        statements: V17,
     },
 ];
 
@@ -1017,6 +1023,114 @@ const V16: &[&str] = &[
          subscription_claimed_at = CAST(substr(stripe_subscription_id, 7, 10) AS INTEGER),
          stripe_subscription_id = NULL
      WHERE stripe_subscription_id LIKE 'claim!_%' ESCAPE '!'",
+];
+
+/// Credit grants (`grants.rs`, docs/grants.md): credits a platform gives a workspace outside the
+/// plan and the wallet, each with its own remaining balance, moved only by its own append-only
+/// entries, as the workspace's balances are moved only by the journal. They have tables of their
+/// own rather than new values in the CHECK lists of `transactions.type` and the journal's buckets
+/// (V1): SQLite changes a CHECK only by copying the table, and those are the largest tables.
+const V17: &[&str] = &[
+    // Money, not credits (module docs, "Money columns"): cost_basis_micros.
+    "CREATE TABLE grants (
+        id TEXT PRIMARY KEY,
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        -- The fingerprint of the request that granted it: a retry with its key answers it.
+        request_hash TEXT NOT NULL,
+        name TEXT NOT NULL,
+        category TEXT NOT NULL CHECK (category IN ('promotional', 'paid')),
+        cost_basis_micros INTEGER CHECK (cost_basis_micros >= 0),
+        priority INTEGER NOT NULL CHECK (priority BETWEEN 0 AND 100),
+        effective_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        -- A JSON array of usage kinds; NULL pays for every kind.
+        scope_kinds TEXT CHECK (scope_kinds IS NULL OR json_valid(scope_kinds)),
+        scope_agent_id TEXT,
+        metadata TEXT NOT NULL CHECK (json_valid(metadata)),
+        amount_micros INTEGER NOT NULL CHECK (amount_micros > 0),
+        -- Changed only by grant_entries (the triggers below), as balances by the journal.
+        remaining_micros INTEGER NOT NULL DEFAULT 0 CHECK (remaining_micros >= 0),
+        held_micros INTEGER NOT NULL DEFAULT 0 CHECK (held_micros >= 0),
+        last_entry_id INTEGER NOT NULL DEFAULT 0,
+        voided_at INTEGER,
+        created_at INTEGER NOT NULL,
+        CHECK (remaining_micros <= amount_micros),
+        CHECK (held_micros <= remaining_micros),
+        CHECK (expires_at IS NULL OR expires_at > effective_at),
+        CHECK ((category = 'paid') = (cost_basis_micros IS NOT NULL))
+    ) STRICT",
+    "CREATE INDEX grants_by_workspace ON grants (workspace_id, created_at, id)",
+    // What the expiry sweep finds: grants with an unheld part left and an expiry.
+    "CREATE INDEX grants_expiring ON grants (expires_at)
+        WHERE expires_at IS NOT NULL AND remaining_micros > held_micros",
+    // The sweep expires grants up to the latest of now and every test clock (test clocks run
+    // ahead of real time): this makes finding that latest clock one index step.
+    "CREATE INDEX workspaces_test_clocks ON workspaces (test_clock_at) WHERE test_clock_at IS NOT NULL",
+    "CREATE TRIGGER grants_never_deleted BEFORE DELETE ON grants
+     BEGIN SELECT RAISE(ABORT, 'ledger: a grant is never deleted'); END",
+    // What was granted stays as granted: a mistake is voided, never edited.
+    "CREATE TRIGGER grants_terms_fixed
+     BEFORE UPDATE OF id, workspace_id, request_hash, name, category, cost_basis_micros, priority,
+                      effective_at, expires_at, scope_kinds, scope_agent_id, metadata,
+                      amount_micros, created_at ON grants
+     BEGIN SELECT RAISE(ABORT, 'ledger: the terms of a grant never change'); END",
+    "CREATE TRIGGER grants_voided_once BEFORE UPDATE OF voided_at ON grants
+     WHEN OLD.voided_at IS NOT NULL
+     BEGIN SELECT RAISE(ABORT, 'ledger: a grant is voided once'); END",
+    // One entry per movement of a grant's remaining: + when granted, - when spent (naming the
+    // history row it paid for), expired or voided.
+    "CREATE TABLE grant_entries (
+        id INTEGER PRIMARY KEY,
+        grant_id TEXT NOT NULL REFERENCES grants (id),
+        workspace_id TEXT NOT NULL REFERENCES workspaces (id),
+        kind TEXT NOT NULL CHECK (kind IN ('granted', 'spent', 'expired', 'voided')),
+        transaction_id INTEGER REFERENCES transactions (id),
+        amount_micros INTEGER NOT NULL CHECK (amount_micros <> 0),
+        remaining_after_micros INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        CHECK ((kind = 'granted') = (amount_micros > 0)),
+        CHECK ((kind = 'spent') = (transaction_id IS NOT NULL))
+    ) STRICT",
+    "CREATE INDEX grant_entries_by_grant ON grant_entries (grant_id, id)",
+    "CREATE INDEX grant_entries_by_workspace ON grant_entries (workspace_id, id)",
+    "CREATE INDEX grant_entries_by_transaction ON grant_entries (transaction_id)
+        WHERE transaction_id IS NOT NULL",
+    "CREATE TRIGGER grant_entries_append_only_u BEFORE UPDATE ON grant_entries
+     BEGIN SELECT RAISE(ABORT, 'ledger: grant entries are append-only'); END",
+    "CREATE TRIGGER grant_entries_append_only_d BEFORE DELETE ON grant_entries
+     BEGIN SELECT RAISE(ABORT, 'ledger: grant entries are append-only'); END",
+    // Applying an entry is the only way a grant's remaining moves; the statement fails if the
+    // remaining after it claims is not the result, or if the grant is not the workspace's.
+    "CREATE TRIGGER grant_entries_apply AFTER INSERT ON grant_entries
+     BEGIN
+        SELECT RAISE(ABORT, 'ledger: a grant entry for a grant of another workspace')
+        WHERE NOT EXISTS (SELECT 1 FROM grants WHERE id = NEW.grant_id
+                                                  AND workspace_id = NEW.workspace_id);
+        UPDATE grants SET remaining_micros = remaining_micros + NEW.amount_micros,
+                          last_entry_id = NEW.id
+        WHERE id = NEW.grant_id;
+        SELECT RAISE(ABORT, 'ledger: grant remaining after does not match its entries')
+        FROM grants g
+        WHERE g.id = NEW.grant_id AND g.remaining_micros <> NEW.remaining_after_micros;
+     END",
+    "CREATE TRIGGER grants_remaining_guard BEFORE UPDATE OF remaining_micros ON grants
+     WHEN NEW.remaining_micros <> OLD.remaining_micros
+     BEGIN
+        SELECT RAISE(ABORT, 'ledger: what a grant has left moves only through its entries')
+        WHERE NEW.last_entry_id = OLD.last_entry_id
+           OR NEW.last_entry_id <> (SELECT MAX(id) FROM grant_entries WHERE grant_id = NEW.id);
+     END",
+    // How many grants of a workspace have something left: a debit of a workspace with none reads
+    // no grant (docs/grants.md, "Storage and the hot path").
+    "ALTER TABLE workspaces ADD COLUMN live_grants INTEGER NOT NULL DEFAULT 0
+        CHECK (live_grants >= 0)",
+    "CREATE TRIGGER grants_live_count AFTER UPDATE OF remaining_micros ON grants
+     WHEN (NEW.remaining_micros > 0) <> (OLD.remaining_micros > 0)
+     BEGIN
+        UPDATE workspaces
+        SET live_grants = live_grants + (NEW.remaining_micros > 0) - (OLD.remaining_micros > 0)
+        WHERE id = NEW.workspace_id;
+     END",
 ];
 
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.

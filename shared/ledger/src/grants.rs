@@ -1,0 +1,676 @@
+//! Credit grants (docs/grants.md): credits a platform gives a workspace outside the plan and the
+//! wallet (a sign-up bonus, credits back after an outage, a contract's prepaid block), each with
+//! a category, a priority, an optional start and expiry, and an optional scope.
+//!
+//! A grant's remaining balance moves only through its entries (`grant_entries`, schema V17), as a
+//! workspace's balances move only through the journal: `granted` when it is made, `expired` at
+//! its expiry (the sweep, [`expire_due`]), `voided` when the platform takes it back ([`void`]).
+//! Reads apply an expiry the sweep has not posted yet, so a grant never shows credits that have
+//! expired. Granting is idempotent by the request's key.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::calendar;
+use crate::catalog::UsageKind;
+use crate::fingerprint::{Fingerprint, sha256_hex};
+use crate::money;
+use crate::row::{self, i, oi, ot, read_row, t};
+use crate::storage::Storage;
+use crate::tx;
+use crate::workspace::{self, WorkspaceState};
+use crate::{LedgerError, Result};
+
+/// Lowest and highest priority; lower is spent first.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = 0..=100;
+/// The priority of a grant that names none.
+pub const PRIORITY_DEFAULT: i64 = 50;
+/// Most metadata pairs a grant keeps.
+pub const METADATA_PAIRS_MAX: usize = 20;
+/// Longest metadata key, in bytes.
+pub const METADATA_KEY_MAX: usize = 40;
+/// Longest metadata value, in bytes.
+pub const METADATA_VALUE_MAX: usize = 500;
+/// Longest name, in characters.
+pub const NAME_MAX: usize = 200;
+/// Longest idempotency key, in bytes.
+pub const KEY_MAX: usize = 255;
+/// Most grants one sweep expires; the next sweep goes on.
+pub const EXPIRY_SWEEP_MAX: i64 = 500;
+/// Largest page of a grants list.
+pub const PAGE_LIMIT_MAX: i64 = 100;
+/// Default page of a grants list.
+pub const PAGE_LIMIT_DEFAULT: i64 = 50;
+
+/// Why a grant was given: for nothing, or sold outside Stripe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantCategory {
+    /// Given: a bonus, a goodwill credit, a trial.
+    Promotional,
+    /// Sold outside Stripe (a contract's prepaid block), with its cost basis.
+    Paid,
+}
+
+impl GrantCategory {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Promotional => "promotional",
+            Self::Paid => "paid",
+        }
+    }
+}
+
+/// Where a grant stands at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantStatus {
+    /// Not effective yet: listed, neither available nor spent.
+    Scheduled,
+    /// Effective, with credits left.
+    Active,
+    /// Effective, nothing left.
+    Depleted,
+    /// Past its expiry.
+    Expired,
+    /// Taken back by the platform.
+    Voided,
+}
+
+/// What a grant may pay for. Without a scope it pays for everything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantScope {
+    /// The usage kinds it pays for; every kind when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<UsageKind>>,
+    /// The one agent it pays for; every agent when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<String>,
+}
+
+/// The body of `POST /v1/grants`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantInput {
+    /// The workspace it is given to.
+    pub workspace_id: String,
+    /// Credits, > 0, at most 6 decimals.
+    pub amount: Decimal,
+    /// `promotional` or `paid`.
+    pub category: GrantCategory,
+    /// `paid` only, required there: what the customer paid for it, in the catalog's currency.
+    #[serde(default)]
+    pub cost_basis: Option<Decimal>,
+    /// 0-100, lower is spent first; 50 when absent.
+    #[serde(default)]
+    pub priority: Option<i64>,
+    /// RFC 3339; from now when absent. A future time schedules it.
+    #[serde(default)]
+    pub effective_at: Option<String>,
+    /// RFC 3339, later than now and than `effective_at`; never when absent.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// What it may pay for; everything when absent.
+    #[serde(default)]
+    pub scope: Option<GrantScope>,
+    /// What the owner sees it as.
+    pub name: String,
+    /// The platform's string pairs, kept as given.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// A grant as the API shows it, at the time it was read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Grant {
+    /// `gr_` and 32 hex digits.
+    pub id: String,
+    /// Its workspace.
+    pub workspace_id: String,
+    /// What the owner sees it as.
+    pub name: String,
+    /// `promotional` or `paid`.
+    pub category: GrantCategory,
+    /// A paid grant's cost basis, in the catalog's currency.
+    pub cost_basis: Option<Decimal>,
+    /// Lower is spent first.
+    pub priority: i64,
+    /// Credits granted.
+    pub amount: Decimal,
+    /// Credits left: an expiry or a voiding takes all but what calls in progress hold.
+    pub remaining: Decimal,
+    /// Credits reserved on it by calls in progress.
+    pub held: Decimal,
+    /// Where it stands.
+    pub status: GrantStatus,
+    /// When it became (or becomes) spendable.
+    pub effective_at: String,
+    /// When it expires; never if null.
+    pub expires_at: Option<String>,
+    /// What it may pay for; everything if null.
+    pub scope: Option<GrantScope>,
+    /// The platform's pairs.
+    pub metadata: BTreeMap<String, String>,
+    /// When it was granted.
+    pub created_at: String,
+    /// When it was voided.
+    pub voided_at: Option<String>,
+}
+
+/// A page of grants, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrantPage {
+    /// The grants.
+    pub grants: Vec<Grant>,
+    /// Pass as `cursor` for the next page; null on the last.
+    pub next_cursor: Option<String>,
+}
+
+read_row! {
+    /// A stored grant, as every read of one selects it.
+    #[derive(Debug, Clone, PartialEq)]
+    pub(crate) struct GrantRow in "grants" {
+        pub id: String,
+        pub workspace_id: String,
+        pub request_hash: String,
+        pub name: String,
+        pub category: String,
+        pub cost_basis_money_micros: Option<i64> = row::Column("cost_basis_micros"),
+        pub priority: i64,
+        pub effective_at: i64,
+        pub expires_at: Option<i64>,
+        pub scope_kinds: Option<String>,
+        pub scope_agent_id: Option<String>,
+        pub metadata: String,
+        pub amount_micros: i64,
+        pub remaining_micros: i64,
+        pub held_micros: i64,
+        pub voided_at: Option<i64>,
+        pub created_at: i64,
+    }
+}
+
+static GRANT_COLUMNS: LazyLock<String> = LazyLock::new(|| row::select_list::<GrantRow>(true));
+
+impl GrantRow {
+    /// Whether it is past its expiry at `now_secs`.
+    pub(crate) fn expired_at(&self, now_secs: i64) -> bool {
+        self.expires_at
+            .is_some_and(|expires_at| expires_at <= now_secs)
+    }
+
+    /// What it has left at `now_secs`: an expiry the sweep has not posted yet already took all
+    /// but what calls hold (and a voiding took it when it was voided).
+    pub(crate) fn remaining_at(&self, now_secs: i64) -> i64 {
+        if self.expired_at(now_secs) {
+            self.held_micros
+        } else {
+            self.remaining_micros
+        }
+    }
+
+    /// Where it stands at `now_secs`.
+    pub(crate) fn status_at(&self, now_secs: i64) -> GrantStatus {
+        if self.voided_at.is_some() {
+            GrantStatus::Voided
+        } else if self.expired_at(now_secs) {
+            GrantStatus::Expired
+        } else if self.effective_at > now_secs {
+            GrantStatus::Scheduled
+        } else if self.remaining_micros == 0 {
+            GrantStatus::Depleted
+        } else {
+            GrantStatus::Active
+        }
+    }
+
+    fn view(&self, now_secs: i64) -> Result<Grant> {
+        let category = match self.category.as_str() {
+            "paid" => GrantCategory::Paid,
+            "promotional" => GrantCategory::Promotional,
+            other => return Err(stored(&format!("a grant of category {other:?}"))),
+        };
+        let kinds = self
+            .scope_kinds
+            .as_deref()
+            .map(serde_json::from_str::<Vec<UsageKind>>)
+            .transpose()
+            .map_err(|e| stored(&format!("a grant's scope: {e}")))?;
+        let scope = (kinds.is_some() || self.scope_agent_id.is_some()).then(|| GrantScope {
+            kinds,
+            agent_id: self.scope_agent_id.clone(),
+        });
+        let metadata = serde_json::from_str(&self.metadata)
+            .map_err(|e| stored(&format!("a grant's metadata: {e}")))?;
+        Ok(Grant {
+            id: self.id.clone(),
+            workspace_id: self.workspace_id.clone(),
+            name: self.name.clone(),
+            category,
+            cost_basis: self.cost_basis_money_micros.map(money::to_decimal),
+            priority: self.priority,
+            amount: money::to_decimal(self.amount_micros),
+            remaining: money::to_decimal(self.remaining_at(now_secs)),
+            held: money::to_decimal(self.held_micros),
+            status: self.status_at(now_secs),
+            effective_at: calendar::rfc3339(self.effective_at),
+            expires_at: self.expires_at.map(calendar::rfc3339),
+            scope,
+            metadata,
+            created_at: calendar::rfc3339(self.created_at),
+            voided_at: self.voided_at.map(calendar::rfc3339),
+        })
+    }
+}
+
+fn stored(what: &str) -> LedgerError {
+    LedgerError::Storage(crate::StorageError::from_sqlite_message(format!(
+        "unreadable: {what}"
+    )))
+}
+
+/// A grant's terms once checked: what is stored, and what a retry is compared with.
+#[derive(Debug, Serialize)]
+struct Terms {
+    workspace_id: String,
+    name: String,
+    category: &'static str,
+    cost_basis_money_micros: Option<i64>,
+    priority: i64,
+    /// As requested: absent means "from when it was granted", which a retry must not change.
+    effective_at: Option<i64>,
+    expires_at: Option<i64>,
+    scope_kinds: Option<Vec<&'static str>>,
+    scope_agent_id: Option<String>,
+    metadata: BTreeMap<String, String>,
+    amount_micros: i64,
+}
+
+/// Checks `input` at `now_secs` (the workspace's time): every refusal names its field.
+fn terms_of(input: &GrantInput, now_secs: i64) -> Result<Terms> {
+    let invalid = |field, message: &str| LedgerError::invalid("validation_error", field, message);
+    let amount_micros = money::decimal_to_micros("amount", input.amount, false)?;
+    let cost_basis_money_micros = match (input.category, input.cost_basis) {
+        (GrantCategory::Paid, Some(cost)) => {
+            Some(money::decimal_to_micros("cost_basis", cost, true)?)
+        }
+        (GrantCategory::Paid, None) => {
+            return Err(invalid("cost_basis", "a paid grant needs its cost_basis"));
+        }
+        (GrantCategory::Promotional, Some(_)) => {
+            return Err(invalid("cost_basis", "only a paid grant has a cost_basis"));
+        }
+        (GrantCategory::Promotional, None) => None,
+    };
+    let priority = input.priority.unwrap_or(PRIORITY_DEFAULT);
+    if !PRIORITY_RANGE.contains(&priority) {
+        return Err(invalid("priority", "priority must be 0 to 100"));
+    }
+    let effective_at = input
+        .effective_at
+        .as_deref()
+        .map(|text| calendar::parse_rfc3339("effective_at", text))
+        .transpose()?;
+    let expires_at = input
+        .expires_at
+        .as_deref()
+        .map(|text| calendar::parse_rfc3339("expires_at", text))
+        .transpose()?;
+    if let Some(expires_at) = expires_at
+        && expires_at <= effective_at.unwrap_or(now_secs).max(now_secs)
+    {
+        return Err(invalid(
+            "expires_at",
+            "expires_at must be later than now and than effective_at",
+        ));
+    }
+    let scope = input.scope.as_ref();
+    let scope_kinds = match scope.and_then(|scope| scope.kinds.as_ref()) {
+        Some(kinds) if kinds.is_empty() => {
+            return Err(invalid(
+                "scope.kinds",
+                "scope.kinds lists at least one usage kind (omit it for every kind)",
+            ));
+        }
+        Some(kinds) => {
+            let mut names: Vec<&'static str> = kinds.iter().map(|kind| kind.as_str()).collect();
+            names.sort_unstable();
+            names.dedup();
+            Some(names)
+        }
+        None => None,
+    };
+    let scope_agent_id = scope.and_then(|scope| scope.agent_id.clone());
+    if let Some(agent_id) = &scope_agent_id {
+        workspace::validate_id("scope.agent_id", agent_id)?;
+    }
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > NAME_MAX {
+        return Err(invalid("name", "name must be 1 to 200 characters"));
+    }
+    if input.metadata.len() > METADATA_PAIRS_MAX {
+        return Err(invalid("metadata", "metadata holds at most 20 pairs"));
+    }
+    if input.metadata.iter().any(|(key, value)| {
+        key.is_empty() || key.len() > METADATA_KEY_MAX || value.len() > METADATA_VALUE_MAX
+    }) {
+        return Err(invalid(
+            "metadata",
+            "metadata keys are 1 to 40 bytes and values at most 500",
+        ));
+    }
+    Ok(Terms {
+        workspace_id: input.workspace_id.clone(),
+        name: name.to_owned(),
+        category: input.category.as_str(),
+        cost_basis_money_micros,
+        priority,
+        effective_at,
+        expires_at,
+        scope_kinds,
+        scope_agent_id,
+        metadata: input.metadata.clone(),
+        amount_micros,
+    })
+}
+
+/// The id a grant made with `key` in `workspace_id` has: the same key grants once.
+fn grant_id(workspace_id: &str, key: &str) -> String {
+    let hash = sha256_hex(&[workspace_id.as_bytes(), key.as_bytes()]);
+    format!("gr_{}", &hash[..32])
+}
+
+/// Gives `input.workspace_id` a grant, once per `key` (the request's `Idempotency-Key`): a retry
+/// with the same key and terms answers the grant it made (`false`: nothing new), with other
+/// terms 409 `idempotency_conflict`. Refusals write nothing.
+pub async fn create<S: Storage>(
+    db: &S,
+    key: &str,
+    input: &GrantInput,
+    real_now_secs: i64,
+) -> Result<(Grant, bool)> {
+    if key.is_empty() || key.len() > KEY_MAX {
+        return Err(LedgerError::invalid(
+            "validation_error",
+            "Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 bytes",
+        ));
+    }
+    workspace::validate_id("workspace_id", &input.workspace_id)?;
+    tx::immediate(db, async |db| {
+        let ws = workspace::get(db, &input.workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        let terms = terms_of(input, now)?;
+        let fingerprint = Fingerprint::of("grant", &terms)?;
+        let id = grant_id(&ws.id, key);
+        if let Some(existing) = find(db, &id).await? {
+            if !fingerprint.matches(&existing.request_hash) {
+                return Err(LedgerError::IdempotencyConflict);
+            }
+            return Ok((existing.view(now)?, false));
+        }
+        insert(db, &ws, &id, &terms, fingerprint.stored(), now).await?;
+        let made = find(db, &id)
+            .await?
+            .ok_or_else(|| stored("a grant just inserted"))?;
+        Ok((made.view(now)?, true))
+    })
+    .await
+}
+
+/// Inserts the grant (nothing left) and its `granted` entry (which gives it its amount).
+async fn insert<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    id: &str,
+    terms: &Terms,
+    request_hash: &str,
+    now: i64,
+) -> Result<()> {
+    let scope_kinds = terms
+        .scope_kinds
+        .as_ref()
+        .map(|kinds| serde_json::json!(kinds).to_string());
+    let metadata = serde_json::json!(terms.metadata).to_string();
+    db.execute(
+        "INSERT INTO grants (id, workspace_id, request_hash, name, category, cost_basis_micros,
+                             priority, effective_at, expires_at, scope_kinds, scope_agent_id,
+                             metadata, amount_micros, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        &[
+            t(id),
+            t(&ws.id),
+            t(request_hash),
+            t(&terms.name),
+            t(terms.category),
+            oi(terms.cost_basis_money_micros),
+            i(terms.priority),
+            i(terms.effective_at.unwrap_or(now)),
+            oi(terms.expires_at),
+            ot(scope_kinds.as_deref()),
+            ot(terms.scope_agent_id.as_deref()),
+            t(metadata),
+            i(terms.amount_micros),
+            i(now),
+        ],
+    )
+    .await?;
+    post_entries(
+        db,
+        &[Entry {
+            grant_id: id,
+            workspace_id: &ws.id,
+            kind: "granted",
+            amount_micros: terms.amount_micros,
+            remaining_after_micros: terms.amount_micros,
+            created_at: now,
+        }],
+    )
+    .await
+}
+
+/// One movement of a grant's remaining, as `grant_entries` stores it (a spending entry names its
+/// history row, and is written with it: not here).
+struct Entry<'a> {
+    grant_id: &'a str,
+    workspace_id: &'a str,
+    kind: &'static str,
+    amount_micros: i64,
+    remaining_after_micros: i64,
+    created_at: i64,
+}
+
+/// Posts `entries` in ONE statement (their triggers move each grant's remaining and check it).
+async fn post_entries<S: Storage>(db: &S, entries: &[Entry<'_>]) -> Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!([
+                e.grant_id,
+                e.workspace_id,
+                e.kind,
+                e.amount_micros,
+                e.remaining_after_micros,
+                e.created_at
+            ])
+        })
+        .collect();
+    db.execute(
+        "INSERT INTO grant_entries (grant_id, workspace_id, kind, amount_micros,
+                                    remaining_after_micros, created_at)
+         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5
+         FROM json_each(?1)",
+        &[t(serde_json::Value::Array(rows).to_string())],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The grant `id`, if there is one.
+async fn find<S: Storage>(db: &S, id: &str) -> Result<Option<GrantRow>> {
+    let sql = format!("SELECT {} FROM grants WHERE grants.id = ?1", *GRANT_COLUMNS);
+    let rows = db.query(&sql, &[t(id)]).await?;
+    rows.first().map(row::decode_row).transpose()
+}
+
+/// The expiry entry a grant past its expiry at `now` still owes: its unheld part.
+fn expiry_owed<'a>(grant: &'a GrantRow, now: i64) -> Option<Entry<'a>> {
+    let unheld = grant.remaining_micros - grant.held_micros;
+    (grant.expired_at(now) && unheld > 0).then(|| Entry {
+        grant_id: &grant.id,
+        workspace_id: &grant.workspace_id,
+        kind: "expired",
+        amount_micros: -unheld,
+        remaining_after_micros: grant.held_micros,
+        created_at: now,
+    })
+}
+
+/// Voids the grant `grant_id`: its unspent part not held by calls in progress leaves with a
+/// `voided` entry (what a call holds leaves when the call ends); what was spent stays spent.
+/// Voiding a voided grant changes nothing and answers it. A grant already past its expiry has
+/// its expiry posted first: what left, left by expiring.
+pub async fn void<S: Storage>(db: &S, grant_id: &str, real_now_secs: i64) -> Result<Grant> {
+    workspace::validate_id("grant_id", grant_id)?;
+    tx::immediate(db, async |db| {
+        let grant = find(db, grant_id)
+            .await?
+            .ok_or(LedgerError::NotFound { what: "grant" })?;
+        let ws = workspace::get(db, &grant.workspace_id).await?;
+        let now = ws.now(real_now_secs);
+        if grant.voided_at.is_some() {
+            return grant.view(now);
+        }
+        let mut entries: Vec<Entry<'_>> = expiry_owed(&grant, now).into_iter().collect();
+        let unheld = grant.remaining_micros - grant.held_micros;
+        if entries.is_empty() && unheld > 0 {
+            entries.push(Entry {
+                grant_id: &grant.id,
+                workspace_id: &grant.workspace_id,
+                kind: "voided",
+                amount_micros: -unheld,
+                remaining_after_micros: grant.held_micros,
+                created_at: now,
+            });
+        }
+        post_entries(db, &entries).await?;
+        db.execute(
+            "UPDATE grants SET voided_at = ?2 WHERE id = ?1",
+            &[t(&grant.id), i(now)],
+        )
+        .await?;
+        find(db, &grant.id)
+            .await?
+            .ok_or_else(|| stored("a grant just voided"))?
+            .view(now)
+    })
+    .await
+}
+
+read_row! {
+    /// A grant the sweep found past its expiry, with its workspace's time.
+    struct DueGrant in "grants" {
+        grant: GrantRow,
+        now: i64 = "COALESCE(w.test_clock_at, ?1)",
+    }
+}
+
+/// Posts the expiry of grants past their `expires_at` (on each workspace's clock): the unspent
+/// part not held by calls in progress leaves by an `expired` entry. At most
+/// [`EXPIRY_SWEEP_MAX`] grants per pass, soonest expired first; returns how many it expired.
+pub async fn expire_due<S: Storage>(db: &S, real_now_secs: i64) -> Result<usize> {
+    tx::immediate(db, async |db| {
+        // Up to the latest clock of any workspace (a test clock may run ahead of real time),
+        // through the index of grants with something unheld left; then each on its own clock.
+        let sql = format!(
+            "SELECT {} FROM grants JOIN workspaces w ON w.id = grants.workspace_id
+             WHERE grants.expires_at IS NOT NULL
+               AND grants.remaining_micros > grants.held_micros
+               AND grants.expires_at <= MAX(?1, (SELECT COALESCE(MAX(test_clock_at), 0)
+                                                 FROM workspaces WHERE test_clock_at IS NOT NULL))
+               AND grants.expires_at <= COALESCE(w.test_clock_at, ?1)
+             ORDER BY grants.expires_at LIMIT ?2",
+            row::select_list::<DueGrant>(true)
+        );
+        let rows = db
+            .query(&sql, &[i(real_now_secs), i(EXPIRY_SWEEP_MAX)])
+            .await?;
+        let due = rows
+            .iter()
+            .map(row::decode_row::<DueGrant>)
+            .collect::<Result<Vec<_>>>()?;
+        let entries: Vec<Entry<'_>> = due
+            .iter()
+            .filter_map(|due| expiry_owed(&due.grant, due.now))
+            .collect();
+        post_entries(db, &entries).await?;
+        Ok(entries.len())
+    })
+    .await
+}
+
+/// The grants of `workspace_id`, oldest first, `limit` (1 to [`PAGE_LIMIT_MAX`], default
+/// [`PAGE_LIMIT_DEFAULT`]) at a time after `cursor` (the last id of the page before), as they
+/// stand on the workspace's clock.
+pub async fn list<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+    real_now_secs: i64,
+) -> Result<GrantPage> {
+    let limit = crate::views::page_limit(limit, PAGE_LIMIT_DEFAULT, PAGE_LIMIT_MAX)?;
+    let bad_cursor =
+        || crate::views::bad_query("cursor", "cursor is not a cursor this API returned");
+    if let Some(cursor) = cursor {
+        workspace::validate_id("cursor", cursor).map_err(|_| bad_cursor())?;
+    }
+    let ws = workspace::get(db, workspace_id).await?;
+    let now = ws.now(real_now_secs);
+    let after = match cursor {
+        None => (i64::MIN, String::new()),
+        Some(cursor) => match find(db, cursor).await? {
+            Some(grant) if grant.workspace_id == ws.id => (grant.created_at, grant.id),
+            _ => return Err(bad_cursor()),
+        },
+    };
+    let sql = format!(
+        "SELECT {} FROM grants
+         WHERE grants.workspace_id = ?1 AND (grants.created_at, grants.id) > (?2, ?3)
+         ORDER BY grants.created_at, grants.id LIMIT ?4",
+        *GRANT_COLUMNS
+    );
+    let rows = db
+        .query(&sql, &[t(&ws.id), i(after.0), t(after.1), i(limit + 1)])
+        .await?;
+    let mut grants = Vec::with_capacity(rows.len());
+    for found in rows.iter().take(limit as usize) {
+        grants.push(row::decode_row::<GrantRow>(found)?.view(now)?);
+    }
+    let next_cursor = if rows.len() as i64 > limit {
+        grants.last().map(|grant| grant.id.clone())
+    } else {
+        None
+    };
+    Ok(GrantPage {
+        grants,
+        next_cursor,
+    })
+}
+
+/// The grant `grant_id` as it stands now.
+pub async fn get<S: Storage>(db: &S, grant_id: &str, real_now_secs: i64) -> Result<Grant> {
+    workspace::validate_id("grant_id", grant_id)?;
+    let grant = find(db, grant_id)
+        .await?
+        .ok_or(LedgerError::NotFound { what: "grant" })?;
+    let ws = workspace::get(db, &grant.workspace_id).await?;
+    grant.view(ws.now(real_now_secs))
+}
