@@ -4,6 +4,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::calendar;
+use crate::grants::Spendable;
 use crate::money;
 use std::sync::LazyLock;
 
@@ -67,22 +68,47 @@ pub(crate) struct AgentState {
     pub active_held_micros: i64,
 }
 
-/// How a charge is paid: from plan credits first, then the wallet (R2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a charge is paid: plan credits first, then the grants that apply, then the wallet (R2,
+/// docs/grants.md "The spending order").
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct Funding {
     pub from_plan_micros: i64,
+    /// What each grant gives, in the order they are spent.
+    pub from_grants: Vec<GrantDraw>,
     pub from_wallet_micros: i64,
 }
 
+/// What one grant gives to a charge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GrantDraw {
+    pub grant_id: String,
+    pub micros: i64,
+}
+
 impl Funding {
-    pub fn total(self) -> i64 {
-        self.from_plan_micros + self.from_wallet_micros
+    pub fn total(&self) -> i64 {
+        self.from_plan_micros + self.grants_micros() + self.from_wallet_micros
+    }
+
+    /// What the grants give, together.
+    pub fn grants_micros(&self) -> i64 {
+        self.from_grants.iter().map(|draw| draw.micros).sum()
     }
 }
 
-/// Decides how `amount_micros` is funded for `agent`, or why it is refused (R2, R6, R7).
-/// Holds count against the balance, so what calls in progress reserved cannot be spent twice.
-pub(crate) fn fund(ws: &WorkspaceState, agent: &AgentState, amount_micros: i64) -> Result<Funding> {
+/// Decides how `amount_micros` of usage of `kind` is funded for `agent` at `now_secs`, or why
+/// it is refused (R2, R6, R7; docs/grants.md G1). `grants` are the workspace's in spending order
+/// ([`grants::spendable`]). Holds count against every source, so what calls in progress reserved
+/// cannot be spent twice. A `stop` agent spends plan credits and promotional grants, never the
+/// wallet or a paid grant: money the customer paid.
+pub(crate) fn fund(
+    ws: &WorkspaceState,
+    agent: &AgentState,
+    grants: &[Spendable],
+    kind: &str,
+    now_secs: i64,
+    amount_micros: i64,
+) -> Result<Funding> {
     if let Some(limit) = agent.monthly_spend_limit_micros
         && agent.cycle_spend_micros + agent.active_held_micros + amount_micros > limit
     {
@@ -91,10 +117,28 @@ pub(crate) fn fund(ws: &WorkspaceState, agent: &AgentState, amount_micros: i64) 
         });
     }
     let from_plan_micros = amount_micros.min(ws.plan_available_micros());
-    let rest_micros = amount_micros - from_plan_micros;
+    let mut rest_micros = amount_micros - from_plan_micros;
+    let mut from_grants = Vec::new();
+    for grant in grants {
+        if rest_micros == 0 {
+            break;
+        }
+        if grant.paid && agent.policy == OveragePolicy::Stop {
+            continue;
+        }
+        let micros = rest_micros.min(grant.available_for(kind, &agent.agent_id, now_secs));
+        if micros > 0 {
+            from_grants.push(GrantDraw {
+                grant_id: grant.id.clone(),
+                micros,
+            });
+            rest_micros -= micros;
+        }
+    }
     if rest_micros == 0 {
         return Ok(Funding {
             from_plan_micros,
+            from_grants,
             from_wallet_micros: 0,
         });
     }
@@ -102,6 +146,7 @@ pub(crate) fn fund(ws: &WorkspaceState, agent: &AgentState, amount_micros: i64) 
         OveragePolicy::Stop => Err(LedgerError::PlanCreditsExhausted),
         OveragePolicy::UseBalance if rest_micros <= ws.wallet_available_micros() => Ok(Funding {
             from_plan_micros,
+            from_grants,
             from_wallet_micros: rest_micros,
         }),
         OveragePolicy::UseBalance => Err(LedgerError::InsufficientFunds),

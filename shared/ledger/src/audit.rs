@@ -103,7 +103,7 @@ const CHECKS: &[(&str, &str)] = &[
              UNION ALL
              SELECT workspace_id, occurred_at / ",
             calendar::secs_per_day!(),
-            ", 0, -(plan_delta_micros + wallet_delta_micros), 0, 1
+            ", 0, -(plan_delta_micros + wallet_delta_micros + grant_delta_micros), 0, 1
              FROM transactions WHERE type IN ('call', 'message', 'sms', 'stt', 'ai_task'))
          GROUP BY workspace_id, day
          HAVING SUM(rollup_micros) <> SUM(history_micros) OR SUM(rollup_rows) = 0 OR SUM(history_rows) = 0"
@@ -144,6 +144,30 @@ const CHECKS: &[(&str, &str)] = &[
          FROM grant_entries e JOIN grants g ON g.id = e.grant_id
          WHERE (e.kind = 'expired' AND (g.expires_at IS NULL OR e.created_at < g.expires_at))
             OR (e.kind = 'voided' AND (g.voided_at IS NULL OR e.created_at <> g.voided_at))",
+    ),
+    (
+        "every history row's grant delta equals its grants' spent entries",
+        "SELECT x.workspace_id, 'transaction ' || x.id || ': grant delta ' || x.grant_delta_micros
+                 || ' vs entries ' || COALESCE(e.total, 0)
+         FROM transactions x LEFT JOIN (
+             SELECT transaction_id, SUM(amount_micros) AS total FROM grant_entries
+             WHERE kind = 'spent' GROUP BY transaction_id) e ON e.transaction_id = x.id
+         WHERE x.grant_delta_micros <> COALESCE(e.total, 0)",
+    ),
+    (
+        "nothing is spent from a grant of another workspace, outside its scope, before its start, \
+         or at or after its expiry or voiding",
+        "SELECT g.workspace_id, 'grant ' || g.id || ': spent entry ' || e.id
+         FROM grant_entries e JOIN grants g ON g.id = e.grant_id
+         JOIN transactions x ON x.id = e.transaction_id
+         WHERE e.kind = 'spent'
+           AND (x.workspace_id <> g.workspace_id
+                OR e.created_at < g.effective_at
+                OR e.created_at >= COALESCE(g.expires_at, e.created_at + 1)
+                OR e.created_at >= COALESCE(g.voided_at, e.created_at + 1)
+                OR x.agent_id IS NOT COALESCE(g.scope_agent_id, x.agent_id)
+                OR (g.scope_kinds IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM json_each(g.scope_kinds) k WHERE k.value = x.type)))",
     ),
     (
         "each workspace's count of live grants equals its grants with something left",

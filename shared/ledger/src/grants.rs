@@ -674,3 +674,134 @@ pub async fn get<S: Storage>(db: &S, grant_id: &str, real_now_secs: i64) -> Resu
     let ws = workspace::get(db, &grant.workspace_id).await?;
     grant.view(ws.now(real_now_secs))
 }
+
+/// A grant a debit may draw on, as a debit's read gives it ([`SPENDABLE_COLUMN`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Spendable {
+    pub id: String,
+    /// Paid grants are the wallet's side of R6's `stop` (docs/grants.md, G1).
+    pub paid: bool,
+    pub priority: i64,
+    pub effective_at: i64,
+    pub expires_at: Option<i64>,
+    pub created_at: i64,
+    /// Usage kinds it pays for (`UsageKind::as_str`); every kind when `None`.
+    pub kinds: Option<Vec<String>>,
+    pub agent_id: Option<String>,
+    pub remaining_micros: i64,
+    pub held_micros: i64,
+}
+
+/// The grants of the read's workspace that may have something to spend, as a JSON array (see
+/// [`spendable`]), or NULL when the workspace has no live grant: then no grant is read at all,
+/// and a debit costs what it cost before grants. Selected with the workspace (`workspaces`).
+pub(crate) const SPENDABLE_COLUMN: &str = "CASE WHEN workspaces.live_grants > 0 THEN (
+    SELECT json_group_array(json_array(g.id, g.category = 'paid', g.priority, g.effective_at,
+                                       g.expires_at, g.created_at, json(g.scope_kinds),
+                                       g.scope_agent_id, g.remaining_micros, g.held_micros))
+    FROM grants g
+    WHERE g.workspace_id = workspaces.id AND g.remaining_micros > g.held_micros
+      AND g.voided_at IS NULL) END";
+
+/// The grants of [`SPENDABLE_COLUMN`], in the order they are spent: lower priority first, then
+/// the soonest expiry (never last), then the oldest, then by id (docs/grants.md).
+pub(crate) fn spendable(column: Option<&str>) -> Result<Vec<Spendable>> {
+    type Read = (
+        String,
+        i64,
+        i64,
+        i64,
+        Option<i64>,
+        i64,
+        Option<Vec<String>>,
+        Option<String>,
+        i64,
+        i64,
+    );
+    let Some(text) = column else {
+        return Ok(Vec::new());
+    };
+    let read: Vec<Read> =
+        serde_json::from_str(text).map_err(|e| stored(&format!("spendable grants: {e}")))?;
+    let mut grants: Vec<Spendable> = read
+        .into_iter()
+        .map(
+            |(
+                id,
+                paid,
+                priority,
+                effective_at,
+                expires_at,
+                created_at,
+                kinds,
+                agent_id,
+                remaining_micros,
+                held_micros,
+            )| {
+                Spendable {
+                    id,
+                    paid: paid != 0,
+                    priority,
+                    effective_at,
+                    expires_at,
+                    created_at,
+                    kinds,
+                    agent_id,
+                    remaining_micros,
+                    held_micros,
+                }
+            },
+        )
+        .collect();
+    grants.sort_by(|a, b| {
+        (
+            a.priority,
+            a.expires_at.is_none(),
+            a.expires_at,
+            a.created_at,
+            &a.id,
+        )
+            .cmp(&(
+                b.priority,
+                b.expires_at.is_none(),
+                b.expires_at,
+                b.created_at,
+                &b.id,
+            ))
+    });
+    Ok(grants)
+}
+
+impl Spendable {
+    /// Whether it is in force at `now_secs`: started, not expired.
+    fn in_force_at(&self, now_secs: i64) -> bool {
+        self.effective_at <= now_secs && self.expires_at.is_none_or(|at| at > now_secs)
+    }
+
+    /// What it can give now to usage of `kind` by `agent_id`: its unheld part if it is in force
+    /// and its scope covers the usage, else 0.
+    pub(crate) fn available_for(&self, kind: &str, agent_id: &str, now_secs: i64) -> i64 {
+        let covers = self
+            .kinds
+            .as_ref()
+            .is_none_or(|kinds| kinds.iter().any(|k| k == kind))
+            && self.agent_id.as_deref().is_none_or(|only| only == agent_id);
+        if covers && self.in_force_at(now_secs) {
+            (self.remaining_micros - self.held_micros).max(0)
+        } else {
+            0
+        }
+    }
+
+    /// Whether it still pays for calls of any agent at `now_secs`: while one does, the
+    /// workspace has not run out (R7; the schema's `grant_keeps_calls_going!`).
+    pub(crate) fn keeps_calls_going(&self, now_secs: i64) -> bool {
+        self.in_force_at(now_secs)
+            && self.remaining_micros > self.held_micros
+            && self.agent_id.is_none()
+            && self
+                .kinds
+                .as_ref()
+                .is_none_or(|kinds| kinds.iter().any(|k| k == "call"))
+    }
+}

@@ -50,6 +50,27 @@ macro_rules! outside_bucket {
     };
 }
 
+/// A grant of workspace `$ws` that still pays for calls of any agent at time `$now` (effective,
+/// not expired, not voided, something unheld left, no scope or a scope with calls and no agent):
+/// while there is one, the workspace has not run out (R7's grace waits; docs/grants.md G4). The
+/// same test as `grants::Spendable::keeps_calls_going`.
+macro_rules! grant_keeps_calls_going {
+    ($ws:literal, $now:literal) => {
+        concat!(
+            "SELECT 1 FROM grants g WHERE g.workspace_id = ",
+            $ws,
+            " AND g.remaining_micros > g.held_micros AND g.voided_at IS NULL
+               AND g.effective_at <= ",
+            $now,
+            " AND (g.expires_at IS NULL OR g.expires_at > ",
+            $now,
+            ") AND g.scope_agent_id IS NULL
+               AND (g.scope_kinds IS NULL OR EXISTS (SELECT 1 FROM json_each(g.scope_kinds) k
+                                                     WHERE k.value = 'call'))"
+        )
+    };
+}
+
 /// Sets a workspace's `low_notified_micros` to the lowest level at or above its balance after
 /// `NEW` (V14): the last statement of `notify_balance_low` and the whole of `balance_levels_rearm`.
 macro_rules! rearm_levels {
@@ -136,6 +157,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 17,
         statements: V17,
+    },
+    Migration {
+        version: 19,
+        statements: V19,
     },
 ];
 
@@ -1131,6 +1156,86 @@ const V17: &[&str] = &[
         SET live_grants = live_grants + (NEW.remaining_micros > 0) - (OLD.remaining_micros > 0)
         WHERE id = NEW.workspace_id;
      END",
+];
+
+/// Debits spend grants (`agents::fund`, docs/grants.md "The spending order"). A history row
+/// carries the credits grants paid (`grant_delta_micros`, beside its plan and wallet deltas), and
+/// the debit's one statement writes a `spent` entry per grant it drew on. A usage row's charge is
+/// now all three deltas: the daily rollup counts them (its trigger is made again), and so do the
+/// agent's cycle spend and the views.
+///
+/// Version 18 is the auto-recharge monthly cap's, merged separately: versions are looked up one
+/// by one, so the order they land in does not matter (`migrate`).
+const V19: &[&str] = &[
+    "ALTER TABLE transactions ADD COLUMN grant_delta_micros INTEGER NOT NULL DEFAULT 0
+        CHECK (grant_delta_micros <= 0)",
+    // The view and its trigger are V4's with the grants' columns. A replica still running the
+    // previous build inserts without them: they read NULL, and mean no grant.
+    "DROP VIEW usage_debit",
+    "CREATE VIEW usage_debit AS SELECT
+        NULL AS workspace_id, NULL AS agent_id, NULL AS event_id, NULL AS request_hash,
+        NULL AS result, NULL AS transaction_id, NULL AS kind, NULL AS quantity_micros,
+        NULL AS unit, NULL AS rate_micros, NULL AS plan_delta_micros, NULL AS wallet_delta_micros,
+        NULL AS plan_after_micros, NULL AS wallet_after_micros, NULL AS occurred_at,
+        NULL AS created_at, NULL AS spend_cycle_start_at, NULL AS call_day,
+        NULL AS grant_delta_micros, NULL AS grant_split
+     WHERE 0",
+    // `grant_split`: a JSON array of [grant id, credits taken (negative), remaining after].
+    concat!(
+        "CREATE TRIGGER usage_debit_post INSTEAD OF INSERT ON usage_debit
+     BEGIN
+        INSERT INTO transactions (id, workspace_id, type, agent_id, reference, quantity_micros, unit,
+                                  rate_micros, plan_delta_micros, wallet_delta_micros,
+                                  plan_after_micros, wallet_after_micros, occurred_at, created_at,
+                                  grant_delta_micros)
+        VALUES (NEW.transaction_id, NEW.workspace_id, NEW.kind, NEW.agent_id, NEW.event_id,
+                NEW.quantity_micros, NEW.unit, NEW.rate_micros, NEW.plan_delta_micros,
+                NEW.wallet_delta_micros, NEW.plan_after_micros, NEW.wallet_after_micros,
+                NEW.occurred_at, NEW.created_at, COALESCE(NEW.grant_delta_micros, 0));
+        INSERT INTO grant_entries (grant_id, workspace_id, kind, transaction_id, amount_micros,
+                                   remaining_after_micros, created_at)
+        SELECT s.value ->> 0, NEW.workspace_id, 'spent', NEW.transaction_id, s.value ->> 1,
+               s.value ->> 2, NEW.created_at
+        FROM json_each(COALESCE(NEW.grant_split, '[]')) s;
+        SELECT RAISE(ABORT, 'ledger: the grant entries of a debit do not add up to its grant delta')
+        WHERE COALESCE(NEW.grant_delta_micros, 0) IS NOT
+              (SELECT COALESCE(SUM(s.value ->> 1), 0) FROM json_each(COALESCE(NEW.grant_split, '[]')) s);
+        INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros,
+                            call_day, day_calls, created_at)
+        VALUES (NEW.workspace_id, NEW.agent_id, NEW.spend_cycle_start_at,
+                -(NEW.plan_delta_micros + NEW.wallet_delta_micros + COALESCE(NEW.grant_delta_micros, 0)),
+                NEW.call_day, 0, NEW.created_at)
+        ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+            cycle_spend_micros = CASE WHEN spend_cycle_start_at = excluded.spend_cycle_start_at
+                                      THEN cycle_spend_micros ELSE 0 END + excluded.cycle_spend_micros,
+            spend_cycle_start_at = excluded.spend_cycle_start_at,
+            day_calls = CASE WHEN call_day = excluded.call_day THEN day_calls ELSE 0 END,
+            call_day = excluded.call_day;
+        UPDATE workspaces SET exhausted_at = NEW.created_at
+        WHERE id = NEW.workspace_id AND exhausted_at IS NULL
+          AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0
+          AND NOT EXISTS (",
+        grant_keeps_calls_going!("NEW.workspace_id", "NEW.created_at"),
+        ");
+        INSERT INTO usage_events (workspace_id, event_id, request_hash, transaction_id, result, created_at)
+        VALUES (NEW.workspace_id, NEW.event_id, NEW.request_hash, NEW.transaction_id,
+                json_set(NEW.result, '$.transaction_id', NEW.transaction_id), NEW.created_at);
+     END"
+    ),
+    "DROP TRIGGER transactions_usage_daily",
+    concat!(
+        "CREATE TRIGGER transactions_usage_daily AFTER INSERT ON transactions
+     WHEN NEW.type IN ('call', 'message', 'sms', 'stt', 'ai_task')
+     BEGIN
+        INSERT INTO usage_daily (workspace_id, day, spent_micros)
+        VALUES (NEW.workspace_id, NEW.occurred_at / ",
+        calendar::secs_per_day!(),
+        ",
+                -(NEW.plan_delta_micros + NEW.wallet_delta_micros + NEW.grant_delta_micros))
+        ON CONFLICT (workspace_id, day) DO UPDATE SET
+            spent_micros = spent_micros + excluded.spent_micros;
+     END"
+    ),
 ];
 
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.

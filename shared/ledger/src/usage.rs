@@ -67,6 +67,9 @@ pub struct DebitResult {
     pub from_plan: Decimal,
     /// Of which from the wallet.
     pub from_wallet: Decimal,
+    /// Credits grants paid (docs/grants.md); 0 in answers stored before grants existed.
+    #[serde(default)]
+    pub from_grants: Decimal,
     /// Wallet after.
     pub wallet_balance: Decimal,
     /// Plan credits after.
@@ -248,6 +251,7 @@ struct Decided {
 fn decide(
     ws: &WorkspaceState,
     agent: &AgentState,
+    grants: &[crate::grants::Spendable],
     event: &UsageEvent,
     rated: &Rated,
     real_now_secs: i64,
@@ -257,23 +261,32 @@ fn decide(
     }
     let now = ws.now(real_now_secs);
     let occurred_at = occurred_at(event, now)?;
-    let funding = agents::fund(ws, agent, rated.charge_micros)?;
+    let funding = agents::fund(
+        ws,
+        agent,
+        grants,
+        event.kind.as_str(),
+        now,
+        rated.charge_micros,
+    )?;
     let wallet_after_micros = ws.wallet_micros - funding.from_wallet_micros;
+    let result = DebitResult {
+        id: event.id.clone(),
+        charged: money::to_decimal(funding.total()),
+        from_plan: money::to_decimal(funding.from_plan_micros),
+        from_wallet: money::to_decimal(funding.from_wallet_micros),
+        from_grants: money::to_decimal(funding.grants_micros()),
+        wallet_balance: money::to_decimal(wallet_after_micros),
+        plan_credits_remaining: money::to_decimal(
+            ws.plan_credits_micros - funding.from_plan_micros,
+        ),
+        transaction_id: 0,
+    };
     Ok(Decided {
         now,
         occurred_at,
         funding,
-        result: DebitResult {
-            id: event.id.clone(),
-            charged: money::to_decimal(funding.total()),
-            from_plan: money::to_decimal(funding.from_plan_micros),
-            from_wallet: money::to_decimal(funding.from_wallet_micros),
-            wallet_balance: money::to_decimal(wallet_after_micros),
-            plan_credits_remaining: money::to_decimal(
-                ws.plan_credits_micros - funding.from_plan_micros,
-            ),
-            transaction_id: 0,
-        },
+        result,
     })
 }
 

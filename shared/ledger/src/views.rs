@@ -329,6 +329,8 @@ pub struct TransactionView {
     pub plan_amount: Decimal,
     /// Signed part from the wallet.
     pub wallet_amount: Decimal,
+    /// Signed part from credit grants (docs/grants.md).
+    pub grant_amount: Decimal,
     /// Plan credits after.
     pub plan_credits_after: Decimal,
     /// Wallet after.
@@ -422,7 +424,8 @@ async fn query_transactions<S: Storage>(
             "SELECT id, type, agent_id, reference, quantity_micros, unit, rate_micros, plan_delta_micros,
                     wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, description,
                     (SELECT c.duration_secs FROM calls c
-                     WHERE t.type = 'call' AND c.call_id = t.reference AND c.workspace_id = t.workspace_id)
+                     WHERE t.type = 'call' AND c.call_id = t.reference AND c.workspace_id = t.workspace_id),
+                    grant_delta_micros
              FROM transactions t
              WHERE workspace_id = ?1 AND id < ?2 AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR agent_id = ?4)
              ORDER BY id DESC LIMIT ?5",
@@ -437,7 +440,7 @@ async fn query_transactions<S: Storage>(
         .await?;
     rows.iter()
         .map(|r| {
-            let (plan, wallet) = (int(r, 7)?, int(r, 8)?);
+            let (plan, wallet, grants) = (int(r, 7)?, int(r, 8)?, int(r, 14)?);
             Ok(TransactionView {
                 id: int(r, 0)?.to_string(),
                 kind: text(r, 1)?,
@@ -447,9 +450,10 @@ async fn query_transactions<S: Storage>(
                 duration_seconds: opt_int(r, 13)?,
                 unit: opt_text(r, 5)?,
                 rate: opt_int(r, 6)?.map(money::to_decimal),
-                amount: money::to_decimal(plan + wallet),
+                amount: money::to_decimal(plan + wallet + grants),
                 plan_amount: money::to_decimal(plan),
                 wallet_amount: money::to_decimal(wallet),
+                grant_amount: money::to_decimal(grants),
                 plan_credits_after: money::to_decimal(int(r, 9)?),
                 wallet_balance_after: money::to_decimal(int(r, 10)?),
                 occurred_at: calendar::rfc3339(int(r, 11)?),
@@ -582,7 +586,7 @@ pub async fn usage_summary<S: Storage>(
     let rows = db
         .query(
             "SELECT type, COALESCE(agent_id, ''), date(occurred_at, 'unixepoch'), COUNT(*),
-                    -SUM(plan_delta_micros + wallet_delta_micros)
+                    -SUM(plan_delta_micros + wallet_delta_micros + grant_delta_micros)
              FROM transactions
              WHERE workspace_id = ?1 AND occurred_at >= ?2 AND occurred_at < ?3
                AND type IN ('call', 'message', 'sms', 'stt', 'ai_task')

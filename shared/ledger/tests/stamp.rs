@@ -92,9 +92,8 @@ const CHANGES: &[(&str, &str, Option<&str>)] = &[
     // A subscription being created: the claim and its time (the schema's CHECK links them).
     ("workspaces", "subscription_claim", None),
     ("workspaces", "subscription_claimed_at", None),
-    // How many grants have something left: no decision reads grants yet (docs/grants.md: the
-    // spending order is step 2).
-    ("workspaces", "live_grants", None),
+    // How many grants have something left: a debit reads the grants only when it is not 0.
+    ("workspaces", "live_grants", Some("live_grants + 1")),
     ("agents", "workspace_id", None),
     ("agents", "agent_id", None),
     ("agents", "overage_policy", Some("'stop'")),

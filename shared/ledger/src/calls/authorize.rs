@@ -86,7 +86,9 @@ fn decide(
             limit: LimitKind::MaxConcurrentCalls,
         });
     }
-    match agents::fund(ws, agent, priced.hold_micros) {
+    // Calls do not spend grants yet (docs/grants.md, step 2): their holds are the plan's and
+    // the wallet's.
+    match agents::fund(ws, agent, &[], "call", now, priced.hold_micros) {
         Ok(funding) => Ok((funding, false)),
         Err(LedgerError::InsufficientFunds)
             if inbound_grace_open(
@@ -103,7 +105,7 @@ fn decide(
     }
 }
 
-fn authorized(request: &CallRequest, funding: Funding, grace: bool) -> CallAuthorized {
+fn authorized(request: &CallRequest, funding: &Funding, grace: bool) -> CallAuthorized {
     CallAuthorized {
         call_id: request.call_id.clone(),
         status: "authorized".into(),
@@ -339,7 +341,7 @@ fn decide_hold(
         spend_cycle_start_at: ws.cycle_start_at.unwrap_or(0),
         call_day: agent.today.clone(),
     };
-    Ok((hold, authorized(request, funding, grace)))
+    Ok((hold, authorized(request, &funding, grace)))
 }
 
 /// R7: inbound calls to standard numbers keep working for the grace period after the balance ran

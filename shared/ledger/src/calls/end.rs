@@ -187,6 +187,7 @@ fn funding_for_posting(
     let from_plan_micros = charged.min(plan_room);
     Funding {
         from_plan_micros,
+        from_grants: Vec::new(),
         from_wallet_micros: charged - from_plan_micros,
     }
 }

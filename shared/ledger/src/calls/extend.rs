@@ -149,7 +149,8 @@ fn decide_heartbeat(state: &CallState, terms: HeartbeatTerms) -> (ExtendRow, Hea
     } else if needed_secs > call.reserved_secs {
         let extra =
             call.rate.charge_for_secs(needed_secs) - call.rate.charge_for_secs(call.reserved_secs);
-        match agents::fund(ws, agent, extra) {
+        // Calls do not spend grants yet (docs/grants.md, step 2).
+        match agents::fund(ws, agent, &[], "call", *now, extra) {
             Ok(funding) => {
                 held_plan += funding.from_plan_micros;
                 held_wallet += funding.from_wallet_micros;

@@ -15,6 +15,7 @@ use super::{DebitResult, Decided, Rated, UsageEvent, decide};
 use crate::agents::{AgentColumns, AgentState};
 use crate::catalog;
 use crate::fingerprint::Fingerprint;
+use crate::grants::{self, Spendable};
 use crate::guarded::{self, Attempt, Read, view_row};
 use crate::row::{self, read_row};
 use crate::storage::{Row, SqlValue, Storage};
@@ -52,16 +53,20 @@ view_row! {
         created_at: i64,
         spend_cycle_start_at: i64,
         call_day: String,
+        grant_delta_micros: i64,
+        grant_split: Option<String>,
     }
 }
 
 read_row! {
-    /// A row of [`READ`]: the workspace and the agent (a key that carries the state), the replay
+    /// A row of [`READ`]: the workspace, the agent and the grants that may pay (a key that carries
+    /// the state; the grants are read only if the workspace has live ones), the replay
     /// record (a key whose event was already debited), the catalog version; then, outside the
     /// stamp, the key's position and the largest history id.
     struct DebitRead in "" {
         ws: WorkspaceState,
         agent: AgentColumns,
+        grants: Option<String> = grants::SPENDABLE_COLUMN,
         replay_hash: Option<String> = "e.request_hash",
         replay_result: Option<String> = "e.result",
         catalog_version: i64 = catalog::CURRENT_VERSION,
@@ -168,6 +173,8 @@ struct Set {
 /// A workspace as the set's debits leave it.
 struct WorkspaceRun {
     ws: WorkspaceState,
+    /// Its grants that may pay, in spending order.
+    grants: Vec<Spendable>,
     catalog_version: i64,
 }
 
@@ -196,6 +203,7 @@ fn decide_set(rows: &[Row], checked: &[Checked<'_>], real_now_secs: i64) -> Resu
             Entry::Occupied(slot) => slot.into_mut(),
             Entry::Vacant(slot) => slot.insert(WorkspaceRun {
                 ws: read.ws,
+                grants: grants::spendable(read.grants.as_deref())?,
                 catalog_version: read.catalog_version,
             }),
         };
@@ -268,17 +276,23 @@ fn debit_fresh(
         Ok(agent) => agent,
         Err(refused) => return Ok(Err(refused.clone())),
     };
-    Ok(
-        decide(&run.ws, agent, c.event, &c.rated, real_now_secs).and_then(|decided| {
-            let row = row(c, &run.ws, agent, &decided, transaction_id)?;
-            apply(&mut run.ws, agent, &decided);
-            let result = DebitResult {
-                transaction_id,
-                ..decided.result
-            };
-            Ok((result, row))
-        }),
+    Ok(decide(
+        &run.ws,
+        agent,
+        &run.grants,
+        c.event,
+        &c.rated,
+        real_now_secs,
     )
+    .and_then(|decided| {
+        let row = row(c, run, agent, &decided, transaction_id)?;
+        apply(run, agent, &decided);
+        let result = DebitResult {
+            transaction_id,
+            ..decided.result
+        };
+        Ok((result, row))
+    }))
 }
 
 /// The first result of an event already debited, or 409 if this request differs from it (R8).
@@ -296,12 +310,31 @@ fn replay(fingerprint: &Fingerprint, request_hash: &str, result: &str) -> Result
 /// A decided debit's row. `transaction_id` is the id the locked path gives it.
 fn row(
     c: &Checked<'_>,
-    ws: &WorkspaceState,
+    run: &WorkspaceRun,
     agent: &AgentState,
     decided: &Decided,
     transaction_id: i64,
 ) -> Result<DebitRow> {
-    let funding = decided.funding;
+    let ws = &run.ws;
+    let funding = &decided.funding;
+    // [grant id, credits taken (negative), what the grant has left after].
+    let split: Vec<serde_json::Value> = funding
+        .from_grants
+        .iter()
+        .map(|draw| {
+            let remaining = run
+                .grants
+                .iter()
+                .find(|grant| grant.id == draw.grant_id)
+                .map(|grant| grant.remaining_micros)
+                .ok_or_else(|| guarded::storage("a debit drew on a grant it did not read"))?;
+            Ok(serde_json::json!([
+                draw.grant_id,
+                -draw.micros,
+                remaining - draw.micros
+            ]))
+        })
+        .collect::<Result<_>>()?;
     Ok(DebitRow {
         workspace_id: ws.id.clone(),
         agent_id: agent.agent_id.clone(),
@@ -322,21 +355,34 @@ fn row(
         created_at: decided.now,
         spend_cycle_start_at: ws.cycle_start_at.unwrap_or(0),
         call_day: agent.today.clone(),
+        grant_delta_micros: -funding.grants_micros(),
+        grant_split: (!split.is_empty()).then(|| serde_json::Value::Array(split).to_string()),
     })
 }
 
 /// What a written debit does to the state the next event of its workspace is decided from: what
 /// `usage_debit`'s trigger does to the rows.
-fn apply(ws: &mut WorkspaceState, agent: &mut AgentState, decided: &Decided) {
-    ws.plan_credits_micros -= decided.funding.from_plan_micros;
-    ws.wallet_micros -= decided.funding.from_wallet_micros;
+fn apply(run: &mut WorkspaceRun, agent: &mut AgentState, decided: &Decided) {
+    let funding = &decided.funding;
+    let ws = &mut run.ws;
+    ws.plan_credits_micros -= funding.from_plan_micros;
+    ws.wallet_micros -= funding.from_wallet_micros;
+    for draw in &funding.from_grants {
+        if let Some(grant) = run.grants.iter_mut().find(|g| g.id == draw.grant_id) {
+            grant.remaining_micros -= draw.micros;
+        }
+    }
     if ws.exhausted_at.is_none()
         && ws.plan_available_micros() == 0
         && ws.wallet_micros - ws.held_wallet_micros <= 0
+        && !run
+            .grants
+            .iter()
+            .any(|grant| grant.keeps_calls_going(decided.now))
     {
         ws.exhausted_at = Some(decided.now);
     }
-    agent.cycle_spend_micros += decided.funding.total();
+    agent.cycle_spend_micros += funding.total();
 }
 
 #[cfg(test)]

@@ -380,6 +380,8 @@ pub fn dump(db: &NativeDb) -> Vec<(&'static str, Vec<Row>)> {
             "SELECT workspace_id, event_id, request_hash, transaction_id, json(result), created_at
              FROM usage_events ORDER BY 1, 2",
         ),
+        ("grants", "SELECT * FROM grants ORDER BY id"),
+        ("grant_entries", "SELECT * FROM grant_entries ORDER BY id"),
     ]
     .into_iter()
     .map(|(table, sql)| (table, block_on(db.query(sql, &[])).expect("dump")))

@@ -1,0 +1,583 @@
+//! Debits spend credit grants (docs/billing-rules.md R24, R25; docs/grants.md "The spending
+//! order", G1): plan credits, then the grants that apply in one order, then the wallet; `stop`
+//! agents spend promotional grants only; racing connections give what some serial order gives.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Barrier};
+
+use common::{DAY, Fixture, NOV_1, dec, dump, event, micros};
+use futures::executor::block_on;
+use ledger::agents::OveragePolicy;
+use ledger::catalog::UsageKind;
+use ledger::grants::{self, GrantCategory, GrantInput, GrantScope};
+use ledger::usage::{self, DebitResult, UsageEvent};
+use ledger::{LedgerError, SqlValue, Storage};
+
+struct Terms<'a> {
+    amount: &'a str,
+    priority: i64,
+    expires_in_days: Option<i64>,
+    kinds: Option<Vec<UsageKind>>,
+    agent: Option<&'a str>,
+    paid: bool,
+}
+
+const PLAIN: Terms<'static> = Terms {
+    amount: "1",
+    priority: 50,
+    expires_in_days: None,
+    kinds: None,
+    agent: None,
+    paid: false,
+};
+
+fn grant(fx: &Fixture, ws: &str, key: &str, terms: Terms<'_>) -> String {
+    let scope = (terms.kinds.is_some() || terms.agent.is_some()).then(|| GrantScope {
+        kinds: terms.kinds,
+        agent_id: terms.agent.map(str::to_owned),
+    });
+    let input = GrantInput {
+        workspace_id: ws.to_owned(),
+        amount: dec(terms.amount),
+        category: if terms.paid {
+            GrantCategory::Paid
+        } else {
+            GrantCategory::Promotional
+        },
+        cost_basis: terms.paid.then(|| dec("1")),
+        priority: Some(terms.priority),
+        effective_at: None,
+        expires_at: terms
+            .expires_in_days
+            .map(|days| ledger::calendar::rfc3339(NOV_1 + days * DAY)),
+        scope,
+        name: key.to_owned(),
+        metadata: BTreeMap::new(),
+    };
+    block_on(grants::create(&fx.db, key, &input, NOV_1))
+        .expect("grant")
+        .0
+        .id
+}
+
+/// What each grant has left, by id.
+fn remaining(fx: &Fixture, ids: &[&str]) -> Vec<i64> {
+    ids.iter()
+        .map(|id| {
+            let rows = block_on(fx.db.query(
+                "SELECT remaining_micros FROM grants WHERE id = ?1",
+                &[SqlValue::Text((*id).to_owned())],
+            ))
+            .expect("grant");
+            match rows.first().and_then(|row| row.first()) {
+                Some(SqlValue::Integer(n)) => *n,
+                other => panic!("no grant {id}: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// The `spent` entries of the history row `transaction_id`: (grant id, credits).
+fn spent_by(fx: &Fixture, transaction_id: i64) -> Vec<(String, i64)> {
+    let rows = block_on(fx.db.query(
+        "SELECT grant_id, amount_micros FROM grant_entries
+         WHERE transaction_id = ?1 AND kind = 'spent' ORDER BY id",
+        &[SqlValue::Integer(transaction_id)],
+    ))
+    .expect("entries");
+    rows.iter()
+        .map(|row| match row.as_slice() {
+            [SqlValue::Text(id), SqlValue::Integer(amount)] => (id.clone(), *amount),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect()
+}
+
+/// The docs/grants.md figures: plan 2; A priority 10, 5, calls only; B priority 50, 3, expires in
+/// 2 days; C priority 50, 3, expires in 9 days; wallet 20. Returns the grants' ids.
+fn figures(fx: &Fixture) -> [String; 3] {
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp", "20", NOV_1);
+    // 8 of the plan's 10 credits: 800 messages at 0.01.
+    fx.debit("w", "setup", "spend-8", UsageKind::Message, "800", NOV_1)
+        .expect("setup");
+    let a = grant(
+        fx,
+        "w",
+        "A",
+        Terms {
+            amount: "5",
+            priority: 10,
+            kinds: Some(vec![UsageKind::Call]),
+            ..PLAIN
+        },
+    );
+    let b = grant(
+        fx,
+        "w",
+        "B",
+        Terms {
+            amount: "3",
+            expires_in_days: Some(2),
+            ..PLAIN
+        },
+    );
+    let c = grant(
+        fx,
+        "w",
+        "C",
+        Terms {
+            amount: "3",
+            expires_in_days: Some(9),
+            ..PLAIN
+        },
+    );
+    assert_eq!(fx.balances("w"), (micros("2"), micros("20")));
+    [a, b, c]
+}
+
+#[test]
+fn a_call_takes_plan_then_its_grants_in_order() {
+    let fx = Fixture::new();
+    let [a, b, c] = figures(&fx);
+    // 450 minutes at 0.02: 9 credits.
+    let call = fx.outbound_call("w", "agent", "call-9", "27000");
+    let debited = block_on(usage::record(&fx.db, &fx.catalog, &call, NOV_1 + 60)).expect("call");
+    assert_eq!(
+        (
+            debited.charged,
+            debited.from_plan,
+            debited.from_grants,
+            debited.from_wallet
+        ),
+        (dec("9"), dec("2"), dec("7"), dec("0"))
+    );
+    assert_eq!(
+        spent_by(&fx, debited.transaction_id),
+        [(a.clone(), -micros("5")), (b.clone(), -micros("2"))]
+    );
+    assert_eq!(remaining(&fx, &[&a, &b, &c]), [0, micros("1"), micros("3")]);
+    assert_eq!(fx.balances("w"), (0, micros("20")));
+    fx.assert_invariants();
+}
+
+#[test]
+fn a_message_skips_a_grant_for_calls_and_ends_on_the_wallet() {
+    let fx = Fixture::new();
+    let [a, b, c] = figures(&fx);
+    let debited = fx
+        .debit("w", "agent", "msg-9", UsageKind::Message, "900", NOV_1 + 60)
+        .expect("message");
+    assert_eq!(
+        (debited.from_plan, debited.from_grants, debited.from_wallet),
+        (dec("2"), dec("6"), dec("1"))
+    );
+    assert_eq!(
+        spent_by(&fx, debited.transaction_id),
+        [(b.clone(), -micros("3")), (c.clone(), -micros("3"))]
+    );
+    assert_eq!(remaining(&fx, &[&a, &b, &c]), [micros("5"), 0, 0]);
+    assert_eq!(fx.balances("w"), (0, micros("19")));
+    // The history row's amount is all three parts; its grant part is named.
+    let history = block_on(ledger::views::transactions(
+        &fx.db,
+        "w",
+        &ledger::views::TransactionFilter::default(),
+    ))
+    .expect("history");
+    let row = history.data.first().expect("the message's row");
+    assert_eq!(
+        (
+            row.amount,
+            row.plan_amount,
+            row.grant_amount,
+            row.wallet_amount
+        ),
+        (dec("-9"), dec("-2"), dec("-6"), dec("-1"))
+    );
+    fx.assert_invariants();
+}
+
+/// G1: a `stop` agent with plan 0, a promotional grant of 5, a paid grant of 5, a wallet of 100:
+/// a debit of 4 takes 4 from the promotional grant; one of 8 is refused and posts nothing.
+#[test]
+fn a_stop_agent_spends_promotional_grants_never_paid_ones() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp", "100", NOV_1);
+    fx.debit("w", "setup", "plan-out", UsageKind::Message, "1000", NOV_1)
+        .expect("empty the plan");
+    let promo = grant(
+        &fx,
+        "w",
+        "promo",
+        Terms {
+            amount: "5",
+            ..PLAIN
+        },
+    );
+    let paid = grant(
+        &fx,
+        "w",
+        "paid",
+        Terms {
+            amount: "5",
+            priority: 0,
+            paid: true,
+            ..PLAIN
+        },
+    );
+    fx.spend_limits("w", "stopper", OveragePolicy::Stop, None);
+    let four = fx
+        .debit("w", "stopper", "four", UsageKind::Message, "400", NOV_1)
+        .expect("4 from the promotional grant");
+    assert_eq!(
+        (four.from_plan, four.from_grants, four.from_wallet),
+        (dec("0"), dec("4"), dec("0"))
+    );
+    assert_eq!(
+        spent_by(&fx, four.transaction_id),
+        [(promo.clone(), -micros("4"))]
+    );
+    let rows_before = dump(&fx.db);
+    assert_eq!(
+        fx.debit("w", "stopper", "eight", UsageKind::Message, "800", NOV_1),
+        Err(LedgerError::PlanCreditsExhausted)
+    );
+    assert_eq!(dump(&fx.db), rows_before, "a refusal writes nothing");
+    // A `use_balance` agent spends the paid grant first (priority 0), then the promotional one.
+    let other = fx
+        .debit("w", "spender", "six", UsageKind::Message, "600", NOV_1)
+        .expect("six");
+    assert_eq!(
+        spent_by(&fx, other.transaction_id),
+        [(paid.clone(), -micros("5")), (promo.clone(), -micros("1"))]
+    );
+    assert_eq!(remaining(&fx, &[&promo, &paid]), [0, 0]);
+    fx.assert_invariants();
+}
+
+#[test]
+fn grants_not_in_force_or_for_another_agent_pay_nothing() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.topup("w", "tp", "10", NOV_1);
+    fx.debit("w", "setup", "plan-out", UsageKind::Message, "1000", NOV_1)
+        .expect("empty the plan");
+    let expiring = grant(
+        &fx,
+        "w",
+        "expiring",
+        Terms {
+            amount: "2",
+            expires_in_days: Some(1),
+            ..PLAIN
+        },
+    );
+    let voided = grant(
+        &fx,
+        "w",
+        "voided",
+        Terms {
+            amount: "2",
+            ..PLAIN
+        },
+    );
+    block_on(grants::void(&fx.db, &voided, NOV_1)).expect("void");
+    let for_bob = grant(
+        &fx,
+        "w",
+        "bob",
+        Terms {
+            amount: "2",
+            agent: Some("bob"),
+            ..PLAIN
+        },
+    );
+    let later = block_on(grants::create(
+        &fx.db,
+        "later",
+        &GrantInput {
+            workspace_id: "w".into(),
+            amount: dec("2"),
+            category: GrantCategory::Promotional,
+            cost_basis: None,
+            priority: None,
+            effective_at: Some(ledger::calendar::rfc3339(NOV_1 + 3 * DAY)),
+            expires_at: None,
+            scope: None,
+            name: "later".into(),
+            metadata: BTreeMap::new(),
+        },
+        NOV_1,
+    ))
+    .expect("later")
+    .0
+    .id;
+    // A day later, before any sweep: the expiring grant is past its expiry and pays nothing, the
+    // voided one pays nothing, Bob's pays only Bob, the scheduled one has not started.
+    let day_later = NOV_1 + DAY;
+    let alice = fx
+        .debit("w", "alice", "a1", UsageKind::Message, "100", day_later)
+        .expect("alice");
+    assert_eq!((alice.from_grants, alice.from_wallet), (dec("0"), dec("1")));
+    let bob = fx
+        .debit("w", "bob", "b1", UsageKind::Message, "100", day_later)
+        .expect("bob");
+    assert_eq!((bob.from_grants, bob.from_wallet), (dec("1"), dec("0")));
+    assert_eq!(
+        remaining(&fx, &[&expiring, &voided, &for_bob, &later]),
+        [micros("2"), 0, micros("1"), micros("2")]
+    );
+    // Three days in, the scheduled grant pays.
+    let started = fx
+        .debit(
+            "w",
+            "alice",
+            "a2",
+            UsageKind::Message,
+            "100",
+            NOV_1 + 3 * DAY,
+        )
+        .expect("started");
+    assert_eq!(
+        spent_by(&fx, started.transaction_id),
+        [(later, -micros("1"))]
+    );
+    block_on(grants::expire_due(&fx.db, NOV_1 + 3 * DAY)).expect("sweep");
+    fx.assert_invariants();
+}
+
+/// Grace (R7) waits while a grant still pays for calls: spending the plan and the wallet to zero
+/// with a grant left does not mark the workspace as run out; spending the grant then does.
+#[test]
+fn the_workspace_has_not_run_out_while_a_grant_pays_for_calls() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let only_sms = grant(
+        &fx,
+        "w",
+        "sms",
+        Terms {
+            amount: "1",
+            kinds: Some(vec![UsageKind::Sms]),
+            ..PLAIN
+        },
+    );
+    let any = grant(
+        &fx,
+        "w",
+        "any",
+        Terms {
+            amount: "1",
+            ..PLAIN
+        },
+    );
+    fx.debit("w", "a", "plan-out", UsageKind::Message, "1000", NOV_1)
+        .expect("plan");
+    assert_eq!(fx.state("w").exhausted_at, None);
+    fx.debit("w", "a", "grant-out", UsageKind::Message, "100", NOV_1 + 5)
+        .expect("grant");
+    assert_eq!(remaining(&fx, &[&any, &only_sms]), [0, micros("1")]);
+    assert_eq!(
+        fx.state("w").exhausted_at,
+        Some(NOV_1 + 5),
+        "an SMS-only grant does not keep calls going"
+    );
+    fx.assert_invariants();
+}
+
+/// A batch draws on grants as the same debits one by one do: the same answers and rows.
+#[test]
+fn a_batch_spends_grants_as_one_by_one_debits_do() {
+    let events: Vec<UsageEvent> = (0..12_usize)
+        .map(|n| {
+            let kind = if n.is_multiple_of(3) {
+                UsageKind::Sms
+            } else {
+                UsageKind::Message
+            };
+            event(
+                "w",
+                &format!("agent-{}", n % 2),
+                &format!("e{n}"),
+                kind,
+                "150",
+            )
+        })
+        .collect();
+    let setup = || {
+        let fx = Fixture::new();
+        fx.subscribed("w", "free", NOV_1);
+        fx.topup("w", "tp", "10", NOV_1);
+        grant(
+            &fx,
+            "w",
+            "g1",
+            Terms {
+                amount: "4",
+                priority: 1,
+                kinds: Some(vec![UsageKind::Sms]),
+                ..PLAIN
+            },
+        );
+        grant(
+            &fx,
+            "w",
+            "g2",
+            Terms {
+                amount: "3.5",
+                agent: Some("agent-1"),
+                ..PLAIN
+            },
+        );
+        grant(
+            &fx,
+            "w",
+            "g3",
+            Terms {
+                amount: "2",
+                expires_in_days: Some(5),
+                ..PLAIN
+            },
+        );
+        fx
+    };
+    let single = setup();
+    let one_by_one: Vec<Result<DebitResult, LedgerError>> = events
+        .iter()
+        .map(|e| block_on(usage::record(&single.db, &single.catalog, e, NOV_1 + 10)))
+        .collect();
+    let batched = setup();
+    let together = block_on(usage::record_batch(
+        &batched.db,
+        &batched.catalog,
+        &events,
+        NOV_1 + 10,
+    ))
+    .expect("batch");
+    assert_eq!(together, one_by_one);
+    assert!(
+        one_by_one
+            .iter()
+            .any(|r| r.as_ref().is_ok_and(|d| d.from_grants > dec("0")))
+    );
+    assert_eq!(dump(&batched.db), dump(&single.db));
+    single.assert_invariants();
+}
+
+/// Sixteen connections race debits of different sizes on one workspace with plan credits, three
+/// grants (one for messages only) and a wallet: the outcome is exactly that of debiting the
+/// debits that went through one by one, in the order of their history rows, on a fresh copy.
+#[test]
+fn sixteen_connections_spend_grants_as_some_serial_order_does() {
+    const THREADS: usize = 16;
+    const ATTEMPTS: usize = 40;
+    let setup = || {
+        let fx = Fixture::new();
+        fx.subscribed("w", "free", NOV_1);
+        fx.topup("w", "tp", "10", NOV_1);
+        grant(
+            &fx,
+            "w",
+            "g1",
+            Terms {
+                amount: "3",
+                priority: 10,
+                ..PLAIN
+            },
+        );
+        grant(
+            &fx,
+            "w",
+            "g2",
+            Terms {
+                amount: "4",
+                expires_in_days: Some(3),
+                kinds: Some(vec![UsageKind::Message]),
+                ..PLAIN
+            },
+        );
+        grant(
+            &fx,
+            "w",
+            "g3",
+            Terms {
+                amount: "2.5",
+                agent: Some("agent-0"),
+                ..PLAIN
+            },
+        );
+        fx
+    };
+    // 29.5 credits in all; 16 x 40 attempts of 1 to 4 credits' worth ask for far more.
+    let event_of = |thread: usize, n: usize| {
+        let kind = if (thread + n).is_multiple_of(2) {
+            UsageKind::Message
+        } else {
+            UsageKind::AiTask
+        };
+        let quantity = match kind {
+            UsageKind::Message => format!("{}", 100 * (1 + (thread * 7 + n) % 4)),
+            _ => format!("{}", 1 + (thread + n) % 3),
+        };
+        event(
+            "w",
+            &format!("agent-{}", thread % 3),
+            &format!("t{thread}-{n}"),
+            kind,
+            &quantity,
+        )
+    };
+    let raced = setup();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let catalog = raced.catalog.clone();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let db = raced.connect();
+            let barrier = Arc::clone(&barrier);
+            let catalog = catalog.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                (0..ATTEMPTS)
+                    .map(|n| {
+                        let event = event_of(thread, n);
+                        let answer = block_on(usage::record(&db, &catalog, &event, NOV_1 + 10));
+                        (event, answer)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut went_through: Vec<(UsageEvent, DebitResult)> = Vec::new();
+    for handle in handles {
+        for (event, answer) in handle.join().expect("thread") {
+            match answer {
+                Ok(debited) => went_through.push((event, debited)),
+                Err(LedgerError::InsufficientFunds) => {}
+                Err(other) => panic!("{}: {other:?}", event.id),
+            }
+        }
+    }
+    assert!(
+        went_through.len() > 20,
+        "{} debits went through",
+        went_through.len()
+    );
+    raced.assert_invariants();
+    went_through.sort_by_key(|(_, debited)| debited.transaction_id);
+    let serial = setup();
+    for (event, raced_answer) in &went_through {
+        let answer = block_on(usage::record(
+            &serial.db,
+            &serial.catalog,
+            event,
+            NOV_1 + 10,
+        ))
+        .expect("what went through races goes through serially");
+        assert_eq!(&answer, raced_answer, "{}", event.id);
+    }
+    assert_eq!(dump(&serial.db), dump(&raced.db));
+}
