@@ -52,7 +52,7 @@ const CHECKS: &[(&str, &str)] = &[
                  || ' vs ' || COALESCE(c.held, 0)
          FROM agents a LEFT JOIN (
              SELECT workspace_id, agent_id, COUNT(*) AS n,
-                    SUM(held_plan_micros + held_wallet_micros) AS held
+                    SUM(held_plan_micros + held_wallet_micros + held_grant_micros) AS held
              FROM calls WHERE status = 'active' GROUP BY workspace_id, agent_id) c
            ON c.workspace_id = a.workspace_id AND c.agent_id = a.agent_id
          WHERE a.active_calls <> COALESCE(c.n, 0) OR a.active_held_micros <> COALESCE(c.held, 0)",
@@ -143,7 +143,7 @@ const CHECKS: &[(&str, &str)] = &[
         "SELECT g.workspace_id, 'grant ' || g.id || ': ' || e.kind || ' entry ' || e.id
          FROM grant_entries e JOIN grants g ON g.id = e.grant_id
          WHERE (e.kind = 'expired' AND (g.expires_at IS NULL OR e.created_at < g.expires_at))
-            OR (e.kind = 'voided' AND (g.voided_at IS NULL OR e.created_at <> g.voided_at))",
+            OR (e.kind = 'voided' AND (g.voided_at IS NULL OR e.created_at < g.voided_at))",
     ),
     (
         "every history row's grant delta equals its grants' spent entries",
@@ -156,18 +156,34 @@ const CHECKS: &[(&str, &str)] = &[
     ),
     (
         "nothing is spent from a grant of another workspace, outside its scope, before its start, \
-         or at or after its expiry or voiding",
+         or at or after its expiry or voiding but what a call held of it before",
         "SELECT g.workspace_id, 'grant ' || g.id || ': spent entry ' || e.id
          FROM grant_entries e JOIN grants g ON g.id = e.grant_id
          JOIN transactions x ON x.id = e.transaction_id
          WHERE e.kind = 'spent'
            AND (x.workspace_id <> g.workspace_id
                 OR e.created_at < g.effective_at
-                OR e.created_at >= COALESCE(g.expires_at, e.created_at + 1)
-                OR e.created_at >= COALESCE(g.voided_at, e.created_at + 1)
+                OR (e.created_at >= MIN(COALESCE(g.expires_at, e.created_at + 1),
+                                        COALESCE(g.voided_at, e.created_at + 1))
+                    -- A call posts what it held of a grant that expired or was voided under it.
+                    AND NOT EXISTS (SELECT 1 FROM calls c
+                                    WHERE c.transaction_id = x.id AND c.call_id = x.reference
+                                      AND c.started_at < MIN(COALESCE(g.expires_at, c.started_at + 1),
+                                                             COALESCE(g.voided_at, c.started_at + 1))))
                 OR x.agent_id IS NOT COALESCE(g.scope_agent_id, x.agent_id)
                 OR (g.scope_kinds IS NOT NULL AND NOT EXISTS (
                     SELECT 1 FROM json_each(g.scope_kinds) k WHERE k.value = x.type)))",
+    ),
+    (
+        "what each grant has held equals its active calls' holds on it",
+        "SELECT g.workspace_id, 'grant ' || g.id || ': held ' || g.held_micros || ' vs calls '
+                 || COALESCE(h.total, 0)
+         FROM grants g LEFT JOIN (
+             SELECT h.key AS grant_id, SUM(h.value) AS total
+             FROM calls c, json_each(c.held_grants) h
+             WHERE c.status = 'active' AND c.held_grants IS NOT NULL GROUP BY h.key) h
+           ON h.grant_id = g.id
+         WHERE g.held_micros <> COALESCE(h.total, 0)",
     ),
     (
         "each workspace's count of live grants equals its grants with something left",

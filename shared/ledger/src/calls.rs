@@ -87,6 +87,8 @@ pub struct CallPosted {
     pub from_plan: Decimal,
     /// Of which wallet.
     pub from_wallet: Decimal,
+    /// Credits grants paid (docs/grants.md).
+    pub from_grants: Decimal,
     /// Cost the agent's policy or limits did not allow (the platform was told to stop).
     pub unbilled: Decimal,
     /// Wallet after.

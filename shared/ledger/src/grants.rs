@@ -690,20 +690,34 @@ pub(crate) struct Spendable {
     pub agent_id: Option<String>,
     pub remaining_micros: i64,
     pub held_micros: i64,
+    pub voided: bool,
 }
 
 /// The grants of the read's workspace that may have something to spend, as a JSON array (see
 /// [`spendable`]), or NULL when the workspace has no live grant: then no grant is read at all,
 /// and a debit costs what it cost before grants. Selected with the workspace (`workspaces`).
-pub(crate) const SPENDABLE_COLUMN: &str = "CASE WHEN workspaces.live_grants > 0 THEN (
+pub(crate) static SPENDABLE_COLUMN: LazyLock<String> = LazyLock::new(|| spendable_column(""));
+
+/// [`SPENDABLE_COLUMN`] for a read of a call (`calls c`): with the grants the call holds, even
+/// those with nothing more to give (fully held, expired or voided: what it holds is still its).
+pub(crate) static CALL_GRANTS_COLUMN: LazyLock<String> = LazyLock::new(|| {
+    spendable_column(" OR g.id IN (SELECT h.key FROM json_each(COALESCE(c.held_grants, '{}')) h)")
+});
+
+fn spendable_column(or_held: &str) -> String {
+    format!(
+        "CASE WHEN workspaces.live_grants > 0 THEN (
     SELECT json_group_array(json_array(g.id, g.category = 'paid', g.priority, g.effective_at,
                                        g.expires_at, g.created_at, json(g.scope_kinds),
-                                       g.scope_agent_id, g.remaining_micros, g.held_micros))
+                                       g.scope_agent_id, g.remaining_micros, g.held_micros,
+                                       g.voided_at IS NOT NULL))
     FROM grants g
-    WHERE g.workspace_id = workspaces.id AND g.remaining_micros > g.held_micros
-      AND g.voided_at IS NULL) END";
+    WHERE g.workspace_id = workspaces.id
+      AND ((g.remaining_micros > g.held_micros AND g.voided_at IS NULL){or_held})) END"
+    )
+}
 
-/// The grants of [`SPENDABLE_COLUMN`], in the order they are spent: lower priority first, then
+/// The grants of [`SPENDABLE_COLUMN`] or [`CALL_GRANTS_COLUMN`], in the order they are spent: lower priority first, then
 /// the soonest expiry (never last), then the oldest, then by id (docs/grants.md).
 pub(crate) fn spendable(column: Option<&str>) -> Result<Vec<Spendable>> {
     type Read = (
@@ -715,6 +729,7 @@ pub(crate) fn spendable(column: Option<&str>) -> Result<Vec<Spendable>> {
         i64,
         Option<Vec<String>>,
         Option<String>,
+        i64,
         i64,
         i64,
     );
@@ -737,6 +752,7 @@ pub(crate) fn spendable(column: Option<&str>) -> Result<Vec<Spendable>> {
                 agent_id,
                 remaining_micros,
                 held_micros,
+                voided,
             )| {
                 Spendable {
                     id,
@@ -749,6 +765,7 @@ pub(crate) fn spendable(column: Option<&str>) -> Result<Vec<Spendable>> {
                     agent_id,
                     remaining_micros,
                     held_micros,
+                    voided: voided != 0,
                 }
             },
         )
@@ -773,9 +790,11 @@ pub(crate) fn spendable(column: Option<&str>) -> Result<Vec<Spendable>> {
 }
 
 impl Spendable {
-    /// Whether it is in force at `now_secs`: started, not expired.
-    fn in_force_at(&self, now_secs: i64) -> bool {
-        self.effective_at <= now_secs && self.expires_at.is_none_or(|at| at > now_secs)
+    /// Whether it is in force at `now_secs`: started, not expired, not voided.
+    pub(crate) fn in_force_at(&self, now_secs: i64) -> bool {
+        !self.voided
+            && self.effective_at <= now_secs
+            && self.expires_at.is_none_or(|at| at > now_secs)
     }
 
     /// What it can give now to usage of `kind` by `agent_id`: its unheld part if it is in force
@@ -804,4 +823,20 @@ impl Spendable {
                 .as_ref()
                 .is_none_or(|kinds| kinds.iter().any(|k| k == "call"))
     }
+}
+
+/// What a call holds of each grant, as `calls.held_grants` stores it (a JSON object of grant id
+/// to micro-credits; NULL when it holds none).
+pub(crate) fn holds_of(column: Option<&str>) -> Result<BTreeMap<String, i64>> {
+    column.map_or_else(
+        || Ok(BTreeMap::new()),
+        |text| {
+            serde_json::from_str(text).map_err(|e| stored(&format!("a call's grant holds: {e}")))
+        },
+    )
+}
+
+/// [`holds_of`]'s column for `holds`: NULL when it holds none.
+pub(crate) fn holds_column(holds: &BTreeMap<String, i64>) -> Option<String> {
+    (!holds.is_empty()).then(|| serde_json::json!(holds).to_string())
 }

@@ -162,6 +162,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 19,
         statements: V19,
     },
+    Migration {
+        version: 20,
+        statements: V20,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -1234,6 +1238,225 @@ const V19: &[&str] = &[
                 -(NEW.plan_delta_micros + NEW.wallet_delta_micros + NEW.grant_delta_micros))
         ON CONFLICT (workspace_id, day) DO UPDATE SET
             spent_micros = spent_micros + excluded.spent_micros;
+     END"
+    ),
+];
+
+/// Calls hold on grants and post against them (docs/grants.md, "The spending order" and G2). A
+/// call keeps what it holds of each grant (`held_grants`, a JSON object of grant id to
+/// micro-credits, and their sum `held_grant_micros`); triggers keep each grant's `held_micros`
+/// the sum of its active calls' holds, and the agent's counter of held credits counts them (the
+/// spending limit counts credits from every source, G4). A posting releases the holds, posts a
+/// `spent` entry per grant it charges, and, for a grant that expired or was voided under the
+/// hold, the unused rest of its hold leaves by an `expired` or `voided` entry (G2). The views of
+/// V5 and V7 are made again with the grants' columns; a replica still on the previous build
+/// inserts without them, and they read NULL: no grant.
+const V20: &[&str] = &[
+    "ALTER TABLE calls ADD COLUMN held_grant_micros INTEGER NOT NULL DEFAULT 0
+        CHECK (held_grant_micros >= 0)",
+    "ALTER TABLE calls ADD COLUMN held_grants TEXT
+        CHECK (held_grants IS NULL OR json_valid(held_grants))",
+    // What a call holds of grants is their sum, of its workspace's grants, each > 0; a posted
+    // call holds nothing (V1's CHECK says it of the plan and the wallet).
+    "CREATE TRIGGER calls_grant_holds_valid_i BEFORE INSERT ON calls
+     WHEN NEW.held_grant_micros <> 0 OR NEW.held_grants IS NOT NULL
+     BEGIN
+        SELECT RAISE(ABORT, 'ledger: a call holds grants it does not sum, or of another workspace')
+        WHERE NEW.status <> 'active'
+           OR NEW.held_grant_micros <> (SELECT COALESCE(SUM(h.value), 0) FROM json_each(NEW.held_grants) h)
+           OR EXISTS (SELECT 1 FROM json_each(NEW.held_grants) h
+                      WHERE h.value <= 0 OR NOT EXISTS (SELECT 1 FROM grants g WHERE g.id = h.key
+                                                          AND g.workspace_id = NEW.workspace_id));
+     END",
+    "CREATE TRIGGER calls_grant_holds_valid_u BEFORE UPDATE OF held_grant_micros, held_grants, status ON calls
+     WHEN NEW.held_grant_micros <> 0 OR NEW.held_grants IS NOT NULL
+     BEGIN
+        SELECT RAISE(ABORT, 'ledger: a call holds grants it does not sum, or of another workspace')
+        WHERE NEW.status <> 'active'
+           OR NEW.held_grant_micros <> (SELECT COALESCE(SUM(h.value), 0) FROM json_each(NEW.held_grants) h)
+           OR EXISTS (SELECT 1 FROM json_each(NEW.held_grants) h
+                      WHERE h.value <= 0 OR NOT EXISTS (SELECT 1 FROM grants g WHERE g.id = h.key
+                                                          AND g.workspace_id = NEW.workspace_id));
+     END",
+    "CREATE TRIGGER calls_grant_holds_insert AFTER INSERT ON calls WHEN NEW.held_grants IS NOT NULL
+     BEGIN
+        UPDATE grants SET held_micros = held_micros
+            + (SELECT h.value FROM json_each(NEW.held_grants) h WHERE h.key = grants.id)
+        WHERE id IN (SELECT h.key FROM json_each(NEW.held_grants) h);
+     END",
+    "CREATE TRIGGER calls_grant_holds_update AFTER UPDATE OF held_grants ON calls
+     WHEN NEW.held_grants IS NOT OLD.held_grants
+     BEGIN
+        UPDATE grants SET held_micros = held_micros
+            + COALESCE((SELECT h.value FROM json_each(NEW.held_grants) h WHERE h.key = grants.id), 0)
+            - COALESCE((SELECT h.value FROM json_each(OLD.held_grants) h WHERE h.key = grants.id), 0)
+        WHERE id IN (SELECT h.key FROM json_each(COALESCE(NEW.held_grants, '{}')) h
+                     UNION SELECT h.key FROM json_each(COALESCE(OLD.held_grants, '{}')) h);
+     END",
+    // V6's counters, now counting what calls hold of grants in the agent's held credits.
+    "DROP TRIGGER calls_hold_insert",
+    "DROP TRIGGER calls_hold_update",
+    "CREATE TRIGGER calls_hold_insert AFTER INSERT ON calls WHEN NEW.status = 'active'
+     BEGIN
+        UPDATE workspaces SET held_plan_micros = held_plan_micros + NEW.held_plan_micros,
+                              held_wallet_micros = held_wallet_micros + NEW.held_wallet_micros,
+                              active_calls = active_calls + 1
+        WHERE id = NEW.workspace_id;
+        INSERT INTO agents (workspace_id, agent_id, created_at, active_calls, active_held_micros)
+        VALUES (NEW.workspace_id, NEW.agent_id, NEW.started_at, 1,
+                NEW.held_plan_micros + NEW.held_wallet_micros + NEW.held_grant_micros)
+        ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+            active_calls = active_calls + 1,
+            active_held_micros = active_held_micros + excluded.active_held_micros;
+     END",
+    "CREATE TRIGGER calls_hold_update
+     AFTER UPDATE OF held_plan_micros, held_wallet_micros, held_grant_micros, status ON calls
+     BEGIN
+        UPDATE workspaces SET
+            held_plan_micros = held_plan_micros + NEW.held_plan_micros - OLD.held_plan_micros,
+            held_wallet_micros = held_wallet_micros + NEW.held_wallet_micros - OLD.held_wallet_micros,
+            active_calls = active_calls + (NEW.status = 'active') - (OLD.status = 'active')
+        WHERE id = NEW.workspace_id;
+        UPDATE agents SET
+            active_calls = active_calls + (NEW.status = 'active') - (OLD.status = 'active'),
+            active_held_micros = active_held_micros
+                + NEW.held_plan_micros + NEW.held_wallet_micros + NEW.held_grant_micros
+                - OLD.held_plan_micros - OLD.held_wallet_micros - OLD.held_grant_micros
+        WHERE workspace_id = NEW.workspace_id AND agent_id = NEW.agent_id;
+     END",
+    "DROP VIEW call_authorize",
+    "CREATE VIEW call_authorize AS SELECT
+        NULL AS call_id, NULL AS workspace_id, NULL AS agent_id, NULL AS direction,
+        NULL AS to_number, NULL AS from_number, NULL AS number_type, NULL AS rate_micros,
+        NULL AS increment_secs, NULL AS minimum_secs, NULL AS grace, NULL AS reserved_secs,
+        NULL AS held_plan_micros, NULL AS held_wallet_micros, NULL AS request_hash,
+        NULL AS started_at, NULL AS expires_at, NULL AS spend_cycle_start_at, NULL AS call_day,
+        NULL AS held_grant_micros, NULL AS held_grants
+     WHERE 0",
+    concat!(
+        "CREATE TRIGGER call_authorize_hold INSTEAD OF INSERT ON call_authorize
+     BEGIN
+        INSERT INTO calls (call_id, workspace_id, agent_id, direction, to_number, from_number,
+                           number_type, rate_micros, increment_secs, minimum_secs, status, grace,
+                           reserved_secs, held_plan_micros, held_wallet_micros, request_hash,
+                           started_at, expires_at, held_grant_micros, held_grants)
+        VALUES (NEW.call_id, NEW.workspace_id, NEW.agent_id, NEW.direction, NEW.to_number,
+                NEW.from_number, NEW.number_type, NEW.rate_micros, NEW.increment_secs,
+                NEW.minimum_secs, 'active', NEW.grace, NEW.reserved_secs, NEW.held_plan_micros,
+                NEW.held_wallet_micros, NEW.request_hash, NEW.started_at, NEW.expires_at,
+                COALESCE(NEW.held_grant_micros, 0), NEW.held_grants);
+        INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros,
+                            call_day, day_calls, created_at)
+        VALUES (NEW.workspace_id, NEW.agent_id, NEW.spend_cycle_start_at, 0, NEW.call_day, 1,
+                NEW.started_at)
+        ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+            cycle_spend_micros = CASE WHEN spend_cycle_start_at = excluded.spend_cycle_start_at
+                                      THEN cycle_spend_micros ELSE 0 END,
+            spend_cycle_start_at = excluded.spend_cycle_start_at,
+            day_calls = CASE WHEN call_day = excluded.call_day THEN day_calls ELSE 0 END + 1,
+            call_day = excluded.call_day;
+        UPDATE workspaces SET exhausted_at = COALESCE(exhausted_at, NEW.started_at)
+        WHERE id = NEW.workspace_id AND NEW.grace = 1;
+        UPDATE workspaces SET exhausted_at = NEW.started_at
+        WHERE id = NEW.workspace_id AND NEW.grace = 0 AND exhausted_at IS NULL
+          AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0
+          AND NOT EXISTS (",
+        grant_keeps_calls_going!("NEW.workspace_id", "NEW.started_at"),
+        ");
+     END"
+    ),
+    "DROP VIEW call_extend",
+    "CREATE VIEW call_extend AS SELECT
+        NULL AS call_id, NULL AS workspace_id, NULL AS held_plan_micros, NULL AS held_wallet_micros,
+        NULL AS reserved_secs, NULL AS expires_at, NULL AS now, NULL AS held_grant_micros,
+        NULL AS held_grants
+     WHERE 0",
+    concat!(
+        "CREATE TRIGGER call_extend_hold INSTEAD OF INSERT ON call_extend
+     BEGIN
+        UPDATE calls SET held_plan_micros = NEW.held_plan_micros,
+                         held_wallet_micros = NEW.held_wallet_micros,
+                         held_grant_micros = COALESCE(NEW.held_grant_micros, held_grant_micros),
+                         held_grants = CASE WHEN NEW.held_grant_micros IS NULL THEN held_grants
+                                            ELSE NEW.held_grants END,
+                         reserved_secs = NEW.reserved_secs, expires_at = NEW.expires_at
+        WHERE call_id = NEW.call_id;
+        UPDATE workspaces SET exhausted_at = NEW.now
+        WHERE id = NEW.workspace_id AND exhausted_at IS NULL
+          AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0
+          AND NOT EXISTS (",
+        grant_keeps_calls_going!("NEW.workspace_id", "NEW.now"),
+        ");
+     END"
+    ),
+    "DROP VIEW call_post",
+    "CREATE VIEW call_post AS SELECT
+        NULL AS call_id, NULL AS workspace_id, NULL AS agent_id, NULL AS transaction_id,
+        NULL AS status, NULL AS quantity_micros, NULL AS rate_micros, NULL AS plan_delta_micros,
+        NULL AS wallet_delta_micros, NULL AS plan_after_micros, NULL AS wallet_after_micros,
+        NULL AS description, NULL AS duration_secs, NULL AS charged_micros,
+        NULL AS unbilled_micros, NULL AS now, NULL AS spend_cycle_start_at, NULL AS call_day,
+        NULL AS grant_delta_micros, NULL AS grant_split, NULL AS grant_release
+     WHERE 0",
+    // `grant_split`: [grant id, credits charged (negative), remaining after]; `grant_release`:
+    // [grant id, 'expired' or 'voided', the hold's unused rest (negative), remaining after].
+    concat!(
+        "CREATE TRIGGER call_post_charge INSTEAD OF INSERT ON call_post
+     BEGIN
+        SELECT RAISE(ABORT, 'ledger: call already posted')
+        WHERE NOT EXISTS (SELECT 1 FROM calls WHERE call_id = NEW.call_id AND status = 'active');
+        -- A call takes the wallet below zero only on grace, or within what it held of it.
+        SELECT RAISE(ABORT, 'ledger: a call charged more wallet than it held')
+        FROM calls
+        WHERE call_id = NEW.call_id AND grace = 0 AND NEW.wallet_after_micros < 0
+          AND -NEW.wallet_delta_micros > held_wallet_micros;
+        -- The holds are released before the charge is posted: plan credits and grants never
+        -- drop below what calls hold of them, even for the instant between the two.
+        UPDATE calls SET held_plan_micros = 0, held_wallet_micros = 0, held_grant_micros = 0,
+                         held_grants = NULL
+        WHERE call_id = NEW.call_id;
+        INSERT INTO transactions (id, workspace_id, type, agent_id, reference, quantity_micros, unit,
+                                  rate_micros, plan_delta_micros, wallet_delta_micros,
+                                  plan_after_micros, wallet_after_micros, occurred_at, created_at,
+                                  description, grant_delta_micros)
+        VALUES (NEW.transaction_id, NEW.workspace_id, 'call', NEW.agent_id, NEW.call_id,
+                NEW.quantity_micros, 'second', NEW.rate_micros, NEW.plan_delta_micros,
+                NEW.wallet_delta_micros, NEW.plan_after_micros, NEW.wallet_after_micros, NEW.now,
+                NEW.now, NEW.description, COALESCE(NEW.grant_delta_micros, 0));
+        INSERT INTO grant_entries (grant_id, workspace_id, kind, transaction_id, amount_micros,
+                                   remaining_after_micros, created_at)
+        SELECT s.value ->> 0, NEW.workspace_id, 'spent', NEW.transaction_id, s.value ->> 1,
+               s.value ->> 2, NEW.now
+        FROM json_each(COALESCE(NEW.grant_split, '[]')) s;
+        SELECT RAISE(ABORT, 'ledger: the grant entries of a call do not add up to its grant delta')
+        WHERE COALESCE(NEW.grant_delta_micros, 0) IS NOT
+              (SELECT COALESCE(SUM(s.value ->> 1), 0) FROM json_each(COALESCE(NEW.grant_split, '[]')) s);
+        INSERT INTO grant_entries (grant_id, workspace_id, kind, amount_micros,
+                                   remaining_after_micros, created_at)
+        SELECT r.value ->> 0, NEW.workspace_id, r.value ->> 1, r.value ->> 2, r.value ->> 3, NEW.now
+        FROM json_each(COALESCE(NEW.grant_release, '[]')) r;
+        -- Posted once the charge exists: naming a history row not inserted yet would leave a
+        -- foreign key pending, and inserting it would then scan every call for the reference.
+        UPDATE calls SET status = NEW.status, ended_at = NEW.now, duration_secs = NEW.duration_secs,
+                         charged_micros = NEW.charged_micros, unbilled_micros = NEW.unbilled_micros,
+                         transaction_id = NEW.transaction_id
+        WHERE call_id = NEW.call_id;
+        INSERT INTO agents (workspace_id, agent_id, spend_cycle_start_at, cycle_spend_micros,
+                            call_day, day_calls, created_at)
+        VALUES (NEW.workspace_id, NEW.agent_id, NEW.spend_cycle_start_at, NEW.charged_micros,
+                NEW.call_day, 0, NEW.now)
+        ON CONFLICT (workspace_id, agent_id) DO UPDATE SET
+            cycle_spend_micros = CASE WHEN spend_cycle_start_at = excluded.spend_cycle_start_at
+                                      THEN cycle_spend_micros ELSE 0 END + excluded.cycle_spend_micros,
+            spend_cycle_start_at = excluded.spend_cycle_start_at,
+            day_calls = CASE WHEN call_day = excluded.call_day THEN day_calls ELSE 0 END,
+            call_day = excluded.call_day;
+        UPDATE workspaces SET exhausted_at = NEW.now
+        WHERE id = NEW.workspace_id AND exhausted_at IS NULL
+          AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0
+          AND NOT EXISTS (",
+        grant_keeps_calls_going!("NEW.workspace_id", "NEW.now"),
+        ");
      END"
     ),
 ];

@@ -581,3 +581,371 @@ fn sixteen_connections_spend_grants_as_some_serial_order_does() {
     }
     assert_eq!(dump(&serial.db), dump(&raced.db));
 }
+
+/// What each grant holds, by id.
+fn held(fx: &Fixture, ids: &[&str]) -> Vec<i64> {
+    ids.iter()
+        .map(|id| {
+            let rows = block_on(fx.db.query(
+                "SELECT held_micros FROM grants WHERE id = ?1",
+                &[SqlValue::Text((*id).to_owned())],
+            ))
+            .expect("grant");
+            match rows.first().and_then(|row| row.first()) {
+                Some(SqlValue::Integer(n)) => *n,
+                other => panic!("no grant {id}: {other:?}"),
+            }
+        })
+        .collect()
+}
+
+/// A workspace on Free with its plan spent and `wallet` credits in its wallet.
+fn plan_spent(fx: &Fixture, wallet: Option<&str>) {
+    fx.subscribed("w", "free", NOV_1);
+    if let Some(amount) = wallet {
+        fx.topup("w", "tp", amount, NOV_1);
+    }
+    fx.debit("w", "setup", "plan-out", UsageKind::Message, "1000", NOV_1)
+        .expect("empty the plan");
+}
+
+/// A call holds on the grants it would spend, in order; a heartbeat holds more on them; its end
+/// posts against them exactly and releases the rest of the hold.
+#[test]
+fn a_call_holds_on_grants_and_posts_against_them() {
+    let fx = Fixture::new();
+    plan_spent(&fx, Some("10"));
+    // 0.03 credits: the first minute's hold (0.02 a minute to +1) takes 0.02 of it, the second
+    // minute's 0.01 of it and 0.01 of the next grant.
+    let small = grant(
+        &fx,
+        "w",
+        "small",
+        Terms {
+            amount: "0.03",
+            priority: 1,
+            ..PLAIN
+        },
+    );
+    let calls_only = grant(
+        &fx,
+        "w",
+        "calls",
+        Terms {
+            amount: "1",
+            kinds: Some(vec![UsageKind::Call]),
+            ..PLAIN
+        },
+    );
+    let authorized = fx
+        .call(
+            "w",
+            "agent",
+            "c1",
+            ledger::catalog::Direction::Outbound,
+            "+14155550123",
+            NOV_1,
+        )
+        .expect("authorize");
+    assert_eq!(authorized.held, dec("0.02"));
+    assert_eq!(held(&fx, &[&small, &calls_only]), [micros("0.02"), 0]);
+    fx.assert_invariants();
+
+    let beat = block_on(ledger::calls::heartbeat(
+        &fx.db,
+        &fx.catalog,
+        "c1",
+        50,
+        NOV_1 + 50,
+    ))
+    .expect("heartbeat");
+    assert!(beat.continue_call);
+    assert_eq!(beat.held, dec("0.04"));
+    assert_eq!(
+        held(&fx, &[&small, &calls_only]),
+        [micros("0.03"), micros("0.01")]
+    );
+    // A debit meanwhile cannot spend what the call holds: the small grant has nothing free.
+    let message = fx
+        .debit("w", "agent", "m1", UsageKind::Message, "1", NOV_1 + 55)
+        .expect("message");
+    assert_eq!(
+        (message.from_grants, message.from_wallet),
+        (dec("0"), dec("0.01"))
+    );
+    fx.assert_invariants();
+
+    // 70 seconds: two minutes, 0.04, exactly what it holds.
+    let posted = block_on(ledger::calls::end(&fx.db, "c1", 70, NOV_1 + 70)).expect("end");
+    assert_eq!(
+        (posted.charged, posted.from_grants, posted.from_wallet),
+        (dec("0.04"), dec("0.04"), dec("0"))
+    );
+    assert_eq!(held(&fx, &[&small, &calls_only]), [0, 0]);
+    assert_eq!(remaining(&fx, &[&small, &calls_only]), [0, micros("0.99")]);
+
+    // A call that ends early releases the rest of its hold on the grant, which keeps it.
+    fx.call(
+        "w",
+        "agent",
+        "c2",
+        ledger::catalog::Direction::Outbound,
+        "+14155550123",
+        NOV_1 + 100,
+    )
+    .expect("authorize");
+    block_on(ledger::calls::heartbeat(
+        &fx.db,
+        &fx.catalog,
+        "c2",
+        50,
+        NOV_1 + 150,
+    ))
+    .expect("heartbeat");
+    assert_eq!(held(&fx, &[&calls_only]), [micros("0.04")]);
+    let short = block_on(ledger::calls::end(&fx.db, "c2", 30, NOV_1 + 160)).expect("end");
+    assert_eq!(short.from_grants, dec("0.02"));
+    assert_eq!(held(&fx, &[&calls_only]), [0]);
+    assert_eq!(remaining(&fx, &[&calls_only]), [micros("0.97")]);
+    fx.assert_invariants();
+}
+
+/// G2, at the catalog's rates: a grant of 10 expiring at E. A call holds 0.02 on it at E - 30
+/// and 0.04 after a heartbeat at E - 10. At E the sweep expires 9.96. The call ends at E + 40
+/// after 50 seconds, costing 0.02: 0.02 is posted against the grant and the unused 0.02 of the
+/// hold expires at the release. The grant ends at 0, with 10 = 9.98 expired + 0.02 spent.
+#[test]
+fn a_grant_that_expires_under_a_hold_keeps_the_hold_and_expires_the_rest_at_release() {
+    let fx = Fixture::new();
+    plan_spent(&fx, None);
+    let expires_at = NOV_1 + DAY;
+    let bonus = grant(
+        &fx,
+        "w",
+        "bonus",
+        Terms {
+            amount: "10",
+            expires_in_days: Some(1),
+            ..PLAIN
+        },
+    );
+    fx.call(
+        "w",
+        "agent",
+        "c1",
+        ledger::catalog::Direction::Outbound,
+        "+14155550123",
+        expires_at - 30,
+    )
+    .expect("authorize");
+    block_on(ledger::calls::heartbeat(
+        &fx.db,
+        &fx.catalog,
+        "c1",
+        20,
+        expires_at - 10,
+    ))
+    .expect("heartbeat");
+    assert_eq!(held(&fx, &[&bonus]), [micros("0.04")]);
+    assert_eq!(block_on(grants::expire_due(&fx.db, expires_at)), Ok(1));
+    assert_eq!(remaining(&fx, &[&bonus]), [micros("0.04")]);
+    let read = block_on(grants::get(&fx.db, &bonus, expires_at + 1)).expect("read");
+    assert_eq!((read.remaining, read.held), (dec("0.04"), dec("0.04")));
+    fx.assert_invariants();
+
+    let posted = block_on(ledger::calls::end(&fx.db, "c1", 50, expires_at + 40)).expect("end");
+    assert_eq!(
+        (posted.charged, posted.from_grants),
+        (dec("0.02"), dec("0.02"))
+    );
+    assert_eq!(
+        (remaining(&fx, &[&bonus]), held(&fx, &[&bonus])),
+        (vec![0], vec![0])
+    );
+    let rows = block_on(fx.db.query(
+        "SELECT kind, amount_micros, created_at FROM grant_entries WHERE grant_id = ?1 ORDER BY id",
+        &[SqlValue::Text(bonus.clone())],
+    ))
+    .expect("entries");
+    let kinds: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|row| match row.as_slice() {
+            [
+                SqlValue::Text(k),
+                SqlValue::Integer(a),
+                SqlValue::Integer(t),
+            ] => (k.clone(), *a, *t),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("granted".into(), micros("10"), NOV_1),
+            ("expired".into(), -micros("9.96"), expires_at),
+            ("spent".into(), -micros("0.02"), expires_at + 40),
+            ("expired".into(), -micros("0.02"), expires_at + 40),
+        ]
+    );
+    fx.assert_invariants();
+}
+
+/// An agent's monthly spending limit counts what its calls hold of grants (G4).
+#[test]
+fn a_spending_limit_counts_grant_holds() {
+    let fx = Fixture::new();
+    plan_spent(&fx, None);
+    grant(
+        &fx,
+        "w",
+        "g",
+        Terms {
+            amount: "5",
+            ..PLAIN
+        },
+    );
+    fx.spend_limits("w", "agent", OveragePolicy::UseBalance, Some("0.03"));
+    fx.call(
+        "w",
+        "agent",
+        "c1",
+        ledger::catalog::Direction::Outbound,
+        "+14155550123",
+        NOV_1,
+    )
+    .expect("first call: 0.02 held on the grant");
+    assert_eq!(
+        fx.call(
+            "w",
+            "agent",
+            "c2",
+            ledger::catalog::Direction::Outbound,
+            "+14155550123",
+            NOV_1
+        )
+        .map(|_| ()),
+        Err(LedgerError::LimitReached {
+            limit: ledger::LimitKind::MonthlySpendLimit
+        })
+    );
+    fx.assert_invariants();
+}
+
+/// Sixteen connections race call authorizations, heartbeats, ends and debits over three grants:
+/// nothing is spent twice or lost. Every call and debit that went through was charged in full,
+/// and what plan, grants and wallet lost together is exactly what was charged, to the
+/// micro-credit; the audit (holds per grant, remaining per grant, journal) holds.
+#[test]
+fn sixteen_connections_race_calls_and_debits_over_grants() {
+    const THREADS: usize = 16;
+    const ROUNDS: usize = 12;
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    let ids = [
+        grant(
+            &fx,
+            "w",
+            "g1",
+            Terms {
+                amount: "0.5",
+                priority: 5,
+                ..PLAIN
+            },
+        ),
+        grant(
+            &fx,
+            "w",
+            "g2",
+            Terms {
+                amount: "0.7",
+                kinds: Some(vec![UsageKind::Call]),
+                expires_in_days: Some(2),
+                ..PLAIN
+            },
+        ),
+        grant(
+            &fx,
+            "w",
+            "g3",
+            Terms {
+                amount: "0.3",
+                agent: Some("agent-1"),
+                ..PLAIN
+            },
+        ),
+    ];
+    // Plan 10 and grants 1.5 against about 96 calls of 0.04 and 96 debits of 0.2.
+    let total_before = micros("10") + micros("1.5");
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let catalog = fx.catalog.clone();
+    let handles: Vec<_> = (0..THREADS)
+        .map(|thread| {
+            let db = fx.connect();
+            let barrier = Arc::clone(&barrier);
+            let catalog = catalog.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut charged = 0_i64;
+                let as_micros = |d: rust_decimal::Decimal| -> i64 {
+                    (d * rust_decimal::Decimal::from(1_000_000))
+                        .try_into()
+                        .expect("micros")
+                };
+                for round in 0..ROUNDS {
+                    let agent = format!("agent-{}", thread % 3);
+                    let now = NOV_1 + 10 + round as i64;
+                    if (thread + round).is_multiple_of(2) {
+                        let call_id = format!("c{thread}-{round}");
+                        let request = ledger::calls::CallRequest {
+                            workspace_id: "w".into(),
+                            agent_id: agent,
+                            call_id: call_id.clone(),
+                            direction: ledger::catalog::Direction::Outbound,
+                            to: "+14155550123".into(),
+                            from: "+14155550100".into(),
+                        };
+                        match block_on(ledger::calls::authorize(&db, &catalog, &request, now)) {
+                            Ok(_) => {
+                                let beat = block_on(ledger::calls::heartbeat(
+                                    &db, &catalog, &call_id, 50, now,
+                                ))
+                                .expect("heartbeat");
+                                // Told to stop, the call ends within what it holds.
+                                let seconds = if beat.continue_call { 65 } else { 50 };
+                                let posted =
+                                    block_on(ledger::calls::end(&db, &call_id, seconds, now))
+                                        .expect("end");
+                                assert_eq!(posted.unbilled, dec("0"), "{call_id}");
+                                charged += as_micros(posted.charged);
+                            }
+                            Err(LedgerError::InsufficientFunds) => {}
+                            Err(other) => panic!("{call_id}: {other:?}"),
+                        }
+                    } else {
+                        let event = event(
+                            "w",
+                            &agent,
+                            &format!("e{thread}-{round}"),
+                            UsageKind::Message,
+                            "20",
+                        );
+                        match block_on(usage::record(&db, &catalog, &event, now)) {
+                            Ok(debited) => charged += as_micros(debited.charged),
+                            Err(LedgerError::InsufficientFunds) => {}
+                            Err(other) => panic!("{}: {other:?}", event.id),
+                        }
+                    }
+                }
+                charged
+            })
+        })
+        .collect();
+    let charged: i64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    let (plan, wallet) = fx.balances("w");
+    let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let grants_left: i64 = remaining(&fx, &id_refs).iter().sum();
+    assert_eq!(held(&fx, &id_refs), [0, 0, 0]);
+    assert_eq!(plan + wallet + grants_left + charged, total_before);
+    assert!(charged > micros("5"), "charged {charged}");
+    fx.assert_invariants();
+}

@@ -1,11 +1,13 @@
 //! A call's authorization (R5, R6, R7): priced before any storage access, then one read and one
 //! guarded write; a replay, overdue holds to post first, or two lost races take the locked path.
 
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use crate::agents::{self, AgentColumns, AgentState, Funding};
 use crate::catalog::{self, CallRate, Catalog, Direction, NumberType};
 use crate::fingerprint::Fingerprint;
+use crate::grants::{self, Spendable};
 use crate::guarded::{self, Attempt, Read, view_row};
 use crate::money;
 use crate::row::{self, i, read_row, t};
@@ -66,6 +68,7 @@ fn price(catalog: &Catalog, request: &CallRequest) -> Result<Priced> {
 fn decide(
     ws: &WorkspaceState,
     agent: &AgentState,
+    grants: &[Spendable],
     request: &CallRequest,
     priced: &Priced,
     now: i64,
@@ -86,9 +89,7 @@ fn decide(
             limit: LimitKind::MaxConcurrentCalls,
         });
     }
-    // Calls do not spend grants yet (docs/grants.md, step 2): their holds are the plan's and
-    // the wallet's.
-    match agents::fund(ws, agent, &[], "call", now, priced.hold_micros) {
+    match agents::fund(ws, agent, grants, "call", now, priced.hold_micros) {
         Ok(funding) => Ok((funding, false)),
         Err(LedgerError::InsufficientFunds)
             if inbound_grace_open(
@@ -150,12 +151,14 @@ pub async fn authorize_with_attempts<S: Storage>(
 }
 
 read_row! {
-    /// A row of [`AUTHORIZE_READ`]: besides the workspace, the agent and the catalog version, two
+    /// A row of [`AUTHORIZE_READ`]: besides the workspace, the agent, the grants that may pay
+    /// (read only if the workspace has live ones) and the catalog version, two
     /// flags send the authorization to the transactional path: the call id already exists (a
     /// replay or a conflict), or the workspace has overdue holds to post first.
     struct AuthorizeRead in "" {
         ws: WorkspaceState,
         agent: AgentColumns,
+        grants: Option<String> = grants::SPENDABLE_COLUMN.as_str(),
         call_exists: bool = "EXISTS (SELECT 1 FROM calls WHERE call_id = ?3)",
         holds_overdue: bool = "EXISTS (SELECT 1 FROM calls c WHERE c.workspace_id = ?1
              AND c.status = 'active' AND c.expires_at <= COALESCE(workspaces.test_clock_at, ?4))",
@@ -202,6 +205,8 @@ view_row! {
         expires_at: i64,
         spend_cycle_start_at: i64,
         call_day: String,
+        held_grant_micros: i64,
+        held_grants: Option<String>,
     }
 }
 
@@ -319,7 +324,13 @@ fn decide_hold(
     }
     let now = ws.now(real_now_secs);
     let agent = read.agent.state(ws, &request.agent_id, now)?;
-    let (funding, grace) = decide(ws, &agent, request, priced, now)?;
+    let grants = grants::spendable(read.grants.as_deref())?;
+    let (funding, grace) = decide(ws, &agent, &grants, request, priced, now)?;
+    let held_grants: BTreeMap<String, i64> = funding
+        .from_grants
+        .iter()
+        .map(|draw| (draw.grant_id.clone(), draw.micros))
+        .collect();
     let hold = HoldRow {
         call_id: request.call_id.clone(),
         workspace_id: ws.id.clone(),
@@ -340,6 +351,8 @@ fn decide_hold(
         expires_at: now + priced.hold_timeout_secs,
         spend_cycle_start_at: ws.cycle_start_at.unwrap_or(0),
         call_day: agent.today.clone(),
+        held_grant_micros: funding.grants_micros(),
+        held_grants: grants::holds_column(&held_grants),
     };
     Ok((hold, authorized(request, &funding, grace)))
 }

@@ -1,12 +1,11 @@
 //! A call's end (R5): posts its charge and releases the hold; the posting of an expired hold is
 //! the same decision at the reserved duration (`expiry.rs`).
 
-use crate::agents::{AgentState, Funding, OveragePolicy};
+use crate::agents::{Funding, GrantDraw, OveragePolicy};
 use crate::guarded::{self, Attempt, view_row};
 use crate::money;
 use crate::row::{i, int};
 use crate::storage::Storage;
-use crate::workspace::WorkspaceState;
 use crate::{LedgerError, Result};
 
 use super::CallPosted;
@@ -48,7 +47,7 @@ pub async fn end_with_attempts<S: Storage>(
             }
             return posted_view(db, &state.call).await.map(Attempt::Done);
         }
-        let (row, answer) = decide_post(&state, duration_secs, "ended");
+        let (row, answer) = decide_post(&state, duration_secs, "ended")?;
         Ok(
             if write_for_call(db, row, &state, real_now_secs, guard).await? {
                 Attempt::Done(answer)
@@ -94,17 +93,20 @@ view_row! {
         now: i64,
         spend_cycle_start_at: i64,
         call_day: String,
+        grant_delta_micros: i64,
+        grant_split: Option<String>,
+        grant_release: Option<String>,
     }
 }
 
-/// Decides the posting of an active call at `duration_secs` (R5): the charge is capped at what
-/// the hold plus the agent's policy and limits allow; the rest is recorded as unbilled. A grace
-/// call may take the wallet negative.
+/// Decides the posting of an active call that lasted `duration_secs` (an end, or an expiry at
+/// its reserved seconds): the row to write and the answer. What it holds of each source is a
+/// commitment; what it costs beyond that is taken as a debit would take it, in the same order.
 pub(super) fn decide_post(
     state: &CallState,
     duration_secs: i64,
     status: &'static str,
-) -> (PostRow, CallPosted) {
+) -> Result<(PostRow, CallPosted)> {
     let CallState {
         call,
         ws,
@@ -114,10 +116,17 @@ pub(super) fn decide_post(
     } = state;
     let billed_secs = call.rate.billed_secs(duration_secs);
     let cost = call.rate.charge_for_secs(billed_secs);
-    let funding = funding_for_posting(ws, agent, call, cost);
+    let Posting {
+        funding,
+        split,
+        release,
+    } = funding_for_posting(state, cost)?;
     let unbilled = cost - funding.total();
     let plan_after_micros = ws.plan_credits_micros - funding.from_plan_micros;
     let wallet_after_micros = ws.wallet_micros - funding.from_wallet_micros;
+    let json_rows = |rows: Vec<serde_json::Value>| {
+        (!rows.is_empty()).then(|| serde_json::Value::Array(rows).to_string())
+    };
     let row = PostRow {
         call_id: call.call_id.clone(),
         workspace_id: ws.id.clone(),
@@ -141,6 +150,9 @@ pub(super) fn decide_post(
         now: *now,
         spend_cycle_start_at: ws.cycle_start_at.unwrap_or(0),
         call_day: agent.today.clone(),
+        grant_delta_micros: -funding.grants_micros(),
+        grant_split: json_rows(split),
+        grant_release: json_rows(release),
     };
     let posted = CallPosted {
         call_id: call.call_id.clone(),
@@ -150,20 +162,39 @@ pub(super) fn decide_post(
         charged: money::to_decimal(funding.total()),
         from_plan: money::to_decimal(funding.from_plan_micros),
         from_wallet: money::to_decimal(funding.from_wallet_micros),
+        from_grants: money::to_decimal(funding.grants_micros()),
         unbilled: money::to_decimal(unbilled),
         wallet_balance: money::to_decimal(wallet_after_micros),
         plan_credits_remaining: money::to_decimal(plan_after_micros),
     };
-    (row, posted)
+    Ok((row, posted))
 }
 
-fn funding_for_posting(
-    ws: &WorkspaceState,
-    agent: &AgentState,
-    call: &CallRow,
-    cost: i64,
-) -> Funding {
-    // What this call may use: its own hold plus what nobody else has reserved.
+/// How a call's posting is paid, and what its grants' entries are.
+struct Posting {
+    funding: Funding,
+    /// `[grant id, credits charged (negative), remaining after]`, as `call_post` reads them.
+    split: Vec<serde_json::Value>,
+    /// `[grant id, 'expired' or 'voided', unused hold (negative), remaining after]`: what the
+    /// call held of a grant that expired or was voided under it and did not use (G2).
+    release: Vec<serde_json::Value>,
+}
+
+/// What the call's cost is paid with: plan credits (what it holds, then what is free), then the
+/// grants in spending order (what it holds of each, then, if the grant still pays for this call
+/// and the agent's policy allows it, what else it has), then the wallet (its hold, then, for a
+/// `use_balance` agent, what is free; a grace call without limit), all within the agent's
+/// spending limit (counting its own holds back in).
+fn funding_for_posting(state: &CallState, cost: i64) -> Result<Posting> {
+    let CallState {
+        call,
+        ws,
+        agent,
+        grants,
+        now,
+        ..
+    } = state;
+    let holds = call.grant_holds()?;
     let plan_room = (ws.plan_credits_micros - (ws.held_plan_micros - call.held_plan_micros)).max(0);
     let wallet_room = if call.grace {
         i64::MAX / 4
@@ -181,15 +212,61 @@ fn funding_for_posting(
             (limit - agent.cycle_spend_micros - (agent.active_held_micros - call.held_micros()))
                 .max(call.held_micros())
         });
-    let charged = cost
-        .min(plan_room.saturating_add(wallet_room))
-        .min(limit_room);
-    let from_plan_micros = charged.min(plan_room);
-    Funding {
-        from_plan_micros,
-        from_grants: Vec::new(),
-        from_wallet_micros: charged - from_plan_micros,
+    let mut budget = cost.min(limit_room);
+    let from_plan_micros = budget.min(plan_room);
+    budget -= from_plan_micros;
+    let mut from_grants = Vec::new();
+    let mut split = Vec::new();
+    let mut release = Vec::new();
+    for grant in grants {
+        let held = holds.get(&grant.id).copied().unwrap_or(0);
+        let more = if grant.paid && agent.policy == OveragePolicy::Stop {
+            0
+        } else {
+            grant.available_for("call", &call.agent_id, *now)
+        };
+        let taken = budget.min(held + more);
+        budget -= taken;
+        if taken > 0 {
+            from_grants.push(GrantDraw {
+                grant_id: grant.id.clone(),
+                micros: taken,
+            });
+            split.push(serde_json::json!([
+                grant.id,
+                -taken,
+                grant.remaining_micros - taken
+            ]));
+        }
+        let unused = held - taken.min(held);
+        if unused > 0 && !grant.in_force_at(*now) {
+            let kind = if grant.voided { "voided" } else { "expired" };
+            release.push(serde_json::json!([
+                grant.id,
+                kind,
+                -unused,
+                grant.remaining_micros - taken - unused
+            ]));
+        }
     }
+    if holds
+        .keys()
+        .any(|id| grants.iter().all(|grant| &grant.id != id))
+    {
+        return Err(LedgerError::Storage(
+            crate::StorageError::from_sqlite_message("a call holds a grant its read did not give"),
+        ));
+    }
+    let from_wallet_micros = budget.min(wallet_room);
+    Ok(Posting {
+        funding: Funding {
+            from_plan_micros,
+            from_grants,
+            from_wallet_micros,
+        },
+        split,
+        release,
+    })
 }
 
 async fn posted_view<S: Storage>(db: &S, call: &CallRow) -> Result<CallPosted> {
@@ -198,7 +275,8 @@ async fn posted_view<S: Storage>(db: &S, call: &CallRow) -> Result<CallPosted> {
     })?;
     let rows = db
         .query(
-            "SELECT plan_delta_micros, wallet_delta_micros, plan_after_micros, wallet_after_micros
+            "SELECT plan_delta_micros, wallet_delta_micros, plan_after_micros, wallet_after_micros,
+                    grant_delta_micros
              FROM transactions WHERE id = ?1",
             &[i(transaction_id)],
         )
@@ -215,6 +293,7 @@ async fn posted_view<S: Storage>(db: &S, call: &CallRow) -> Result<CallPosted> {
         charged: money::to_decimal(call.charged_micros.unwrap_or(0)),
         from_plan: money::to_decimal(-int(row, 0)?),
         from_wallet: money::to_decimal(-int(row, 1)?),
+        from_grants: money::to_decimal(-int(row, 4)?),
         unbilled: money::to_decimal(call.unbilled_micros.unwrap_or(0)),
         wallet_balance: money::to_decimal(int(row, 3)?),
         plan_credits_remaining: money::to_decimal(int(row, 2)?),

@@ -66,7 +66,7 @@ async fn post_overdue<S: Storage>(
         // Each hold expires at its own workspace's time (a test clock, or the real time), as the
         // state left by the holds posted before it.
         let state = read_call(db, &text(row, 0)?, now_secs).await?;
-        let (post, _) = decide_post(&state, state.call.reserved_secs, "expired");
+        let (post, _) = decide_post(&state, state.call.reserved_secs, "expired")?;
         write_for_call(db, post, &state, now_secs, false).await?;
     }
     Ok(rows.len())

@@ -2,6 +2,7 @@
 
 use crate::agents;
 use crate::catalog::Catalog;
+use crate::grants;
 use crate::guarded::{self, Attempt, view_row};
 use crate::money;
 use crate::storage::Storage;
@@ -22,6 +23,8 @@ view_row! {
         reserved_secs: i64,
         expires_at: i64,
         now: i64,
+        held_grant_micros: i64,
+        held_grants: Option<String>,
     }
 }
 
@@ -83,7 +86,7 @@ pub async fn heartbeat_with_attempts<S: Storage>(
             if state.holds_overdue {
                 return Ok(Attempt::NeedsLock);
             }
-            let (row, answer) = decide_heartbeat(&state, terms);
+            let (row, answer) = decide_heartbeat(&state, terms)?;
             Ok(
                 if write_for_call(db, row, &state, real_now_secs, true).await? {
                     Attempt::Done(answer)
@@ -109,7 +112,7 @@ pub async fn heartbeat_with_attempts<S: Storage>(
             } else {
                 state
             };
-            let (row, answer) = decide_heartbeat(&state, terms);
+            let (row, answer) = decide_heartbeat(&state, terms)?;
             write_for_call(db, row, &state, real_now_secs, false).await?;
             Ok(answer)
         },
@@ -127,17 +130,22 @@ fn stopped(reason: &str, held_micros: i64) -> Heartbeat {
 
 /// Decides a heartbeat on an active call (R5, R6, R7): the hold it keeps and the answer. A
 /// refused extension keeps the hold as it is, and the call is told to stop.
-fn decide_heartbeat(state: &CallState, terms: HeartbeatTerms) -> (ExtendRow, Heartbeat) {
+fn decide_heartbeat(
+    state: &CallState,
+    terms: HeartbeatTerms,
+) -> crate::Result<(ExtendRow, Heartbeat)> {
     let CallState {
         call,
         ws,
         agent,
         now,
+        grants,
         ..
     } = state;
     let needed_secs = call.rate.billed_secs(terms.elapsed_secs) + call.rate.increment_secs;
     let mut held_plan = call.held_plan_micros;
     let mut held_wallet = call.held_wallet_micros;
+    let mut held_grants = call.grant_holds()?;
     let mut reason = None;
     if call.grace {
         if ws
@@ -149,11 +157,13 @@ fn decide_heartbeat(state: &CallState, terms: HeartbeatTerms) -> (ExtendRow, Hea
     } else if needed_secs > call.reserved_secs {
         let extra =
             call.rate.charge_for_secs(needed_secs) - call.rate.charge_for_secs(call.reserved_secs);
-        // Calls do not spend grants yet (docs/grants.md, step 2).
-        match agents::fund(ws, agent, &[], "call", *now, extra) {
+        match agents::fund(ws, agent, grants, "call", *now, extra) {
             Ok(funding) => {
                 held_plan += funding.from_plan_micros;
                 held_wallet += funding.from_wallet_micros;
+                for draw in funding.from_grants {
+                    *held_grants.entry(draw.grant_id).or_default() += draw.micros;
+                }
             }
             Err(refused) => reason = Some(refused.code()),
         }
@@ -171,11 +181,13 @@ fn decide_heartbeat(state: &CallState, terms: HeartbeatTerms) -> (ExtendRow, Hea
         reserved_secs,
         expires_at: now + terms.hold_timeout_secs,
         now: *now,
+        held_grant_micros: held_grants.values().sum(),
+        held_grants: grants::holds_column(&held_grants),
     };
     let answer = Heartbeat {
         continue_call: reason.is_none(),
         reason: reason.map(str::to_owned),
-        held: money::to_decimal(held_plan + held_wallet),
+        held: money::to_decimal(held_plan + held_wallet + row.held_grant_micros),
     };
-    (row, answer)
+    Ok((row, answer))
 }

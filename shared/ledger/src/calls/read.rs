@@ -3,8 +3,11 @@
 
 use std::sync::LazyLock;
 
+use std::collections::BTreeMap;
+
 use crate::agents::{AgentColumns, AgentState};
 use crate::catalog::{CallRate, NumberType};
+use crate::grants::{self, Spendable};
 use crate::guarded::{self, Read, ViewRow};
 use crate::row::{self, Columns, ReadRow, i, read_row, t};
 use crate::storage::Storage;
@@ -29,12 +32,20 @@ read_row! {
         pub(super) charged_micros: Option<i64>,
         pub(super) unbilled_micros: Option<i64>,
         pub(super) transaction_id: Option<i64>,
+        pub(super) held_grant_micros: i64,
+        pub(super) held_grants: Option<String>,
     }
 }
 
 impl CallRow {
+    /// What it holds, of every source.
     pub(super) fn held_micros(&self) -> i64 {
-        self.held_plan_micros + self.held_wallet_micros
+        self.held_plan_micros + self.held_wallet_micros + self.held_grant_micros
+    }
+
+    /// What it holds of each grant.
+    pub(super) fn grant_holds(&self) -> Result<BTreeMap<String, i64>> {
+        grants::holds_of(self.held_grants.as_deref())
     }
 }
 
@@ -96,6 +107,7 @@ read_row! {
         ws: WorkspaceState,
         agent: AgentColumns,
         call: CallRow,
+        grants: Option<String> = grants::CALL_GRANTS_COLUMN.as_str(),
         holds_overdue: bool = "EXISTS (SELECT 1 FROM calls o WHERE o.workspace_id = c.workspace_id
              AND o.status = 'active' AND o.expires_at <= COALESCE(workspaces.test_clock_at, ?2))",
     }
@@ -122,6 +134,8 @@ pub(super) struct CallState {
     pub(super) call: CallRow,
     pub(super) ws: WorkspaceState,
     pub(super) agent: AgentState,
+    /// The workspace's grants that may pay and those the call holds, in spending order.
+    pub(super) grants: Vec<Spendable>,
     pub(super) holds_overdue: bool,
     /// The workspace's time.
     pub(super) now: i64,
@@ -146,6 +160,7 @@ pub(super) async fn read_call<S: Storage>(
     Ok(CallState {
         holds_overdue: read.holds_overdue,
         stamp: CALL_READ.stamp_of(row)?,
+        grants: grants::spendable(read.grants.as_deref())?,
         call: read.call,
         ws: read.ws,
         agent,

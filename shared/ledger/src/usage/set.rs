@@ -66,7 +66,7 @@ read_row! {
     struct DebitRead in "" {
         ws: WorkspaceState,
         agent: AgentColumns,
-        grants: Option<String> = grants::SPENDABLE_COLUMN,
+        grants: Option<String> = grants::SPENDABLE_COLUMN.as_str(),
         replay_hash: Option<String> = "e.request_hash",
         replay_result: Option<String> = "e.result",
         catalog_version: i64 = catalog::CURRENT_VERSION,
