@@ -4,7 +4,8 @@
 //!
 //! Serves call authorization/heartbeat/end, usage debits (single and batch), the catalog,
 //! workspace provisioning (`PUT /v1/workspaces/{ws}`, routed here by spin.toml's single-segment
-//! route) and test clocks. Every route is thin: parse, authenticate, run ONE ledger operation
+//! route), test clocks and credit grants (`POST /v1/grants`, `GET /v1/grants?workspace_id=`,
+//! `POST /v1/grants/{id}/void`; docs/grants.md). Every route is thin: parse, authenticate, run ONE ledger operation
 //! (with the current catalog, loaded in the same locked section), map the result.
 
 use http::Method;
@@ -12,11 +13,13 @@ use http::request::Parts;
 use ledger::LedgerError;
 use ledger::calls::CallRequest;
 use ledger::catalog::CatalogDoc;
+use ledger::grants::GrantInput;
 use ledger::usage::{BATCH_EVENTS_MAX, DebitResult, UsageEvent};
 use ledger::workspace::WorkspaceInput;
 use spin_adapter::{
     ApiError, IdempotencyScope, Reply, flag, for_service, idempotent, method_not_allowed,
-    not_found, now_secs, parse_json, path_segments, read_body, run_ledger, with_catalog,
+    not_found, now_secs, parse_json, parse_query, path_segments, read_body, run_ledger,
+    with_catalog,
 };
 use spin_sdk::http::Request;
 use spin_sdk::wasip3::http_compat::IncomingRequestBody;
@@ -36,6 +39,9 @@ enum Route<'a> {
     Usage,
     UsageBatch,
     SetTestClock { ws: &'a str },
+    CreateGrant,
+    ListGrants,
+    VoidGrant { id: &'a str },
 }
 
 impl Route<'_> {
@@ -51,6 +57,9 @@ impl Route<'_> {
             Self::Usage => "POST /v1/usage",
             Self::UsageBatch => "POST /v1/usage/batch",
             Self::SetTestClock { .. } => "POST /v1/test-clocks/{ws}",
+            Self::CreateGrant => "POST /v1/grants",
+            Self::ListGrants => "GET /v1/grants",
+            Self::VoidGrant { .. } => "POST /v1/grants/{id}/void",
         }
     }
 }
@@ -79,6 +88,12 @@ fn resolve<'a>(method: &Method, segments: &[&'a str], path: &str) -> Result<Rout
         ["v1", "usage"] => only(Method::POST, Route::Usage),
         ["v1", "usage", "batch"] => only(Method::POST, Route::UsageBatch),
         ["v1", "test-clocks", ws] => only(Method::POST, Route::SetTestClock { ws }),
+        ["v1", "grants"] => match *method {
+            Method::GET => Ok(Route::ListGrants),
+            Method::POST => Ok(Route::CreateGrant),
+            _ => Err(method_not_allowed(method, &["GET", "POST"])),
+        },
+        ["v1", "grants", id, "void"] => only(Method::POST, Route::VoidGrant { id }),
         _ => Err(not_found(path)),
     }
 }
@@ -112,6 +127,9 @@ async fn serve_route(
     if route == Route::GetCatalog {
         return current_catalog().await;
     }
+    if route == Route::ListGrants {
+        return list_grants(&parts.uri).await;
+    }
     if let Route::SetTestClock { .. } = route
         && !flag("test_clocks_enabled").await
     {
@@ -123,8 +141,14 @@ async fn serve_route(
         route: route.pattern(),
         principal: SERVICE_PRINCIPAL,
     };
+    // Granting is idempotent in the ledger by its key (required): the grant's id derives from it.
+    let grant_key = parts
+        .headers
+        .get("idempotency-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     Ok(idempotent(&parts.headers, scope, path, &body, async || {
-        write_route(route, &body)
+        write_route(route, &body, grant_key.as_deref())
             .await
             .unwrap_or_else(ApiError::into_reply)
     })
@@ -187,8 +211,51 @@ struct BatchRequest {
     events: Vec<serde_json::Value>,
 }
 
+/// The query of `GET /v1/grants`; empty values count as absent.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantsQuery {
+    #[serde(default)]
+    workspace_id: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// `GET /v1/grants?workspace_id=&limit=&cursor=`: a workspace's grants, oldest first.
+async fn list_grants(uri: &http::Uri) -> Result<Reply, ApiError> {
+    let query: GrantsQuery = parse_query(uri)?;
+    let present = |value: Option<String>| value.filter(|text| !text.is_empty());
+    let workspace_id = present(query.workspace_id).ok_or_else(|| {
+        ApiError::malformed("workspace_id is required.").with_detail("field", "workspace_id".into())
+    })?;
+    let limit = present(query.limit)
+        .map(|text| {
+            text.parse::<i64>().map_err(|_| {
+                ApiError::malformed(format!(
+                    "limit must be a whole number from 1 to {}.",
+                    ledger::grants::PAGE_LIMIT_MAX
+                ))
+                .with_detail("field", "limit".into())
+            })
+        })
+        .transpose()?;
+    let cursor = present(query.cursor);
+    let now = now_secs();
+    let page = run_ledger(async |db| {
+        ledger::grants::list(db, &workspace_id, limit, cursor.as_deref(), now).await
+    })
+    .await?;
+    Ok(Reply::json(200, &page))
+}
+
 /// The write routes: the body is parsed (400 on a malformed one) before the operation runs.
-async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
+async fn write_route(
+    route: Route<'_>,
+    body: &[u8],
+    grant_key: Option<&str>,
+) -> Result<Reply, ApiError> {
     let now = now_secs();
     match route {
         Route::ProvisionWorkspace { ws } => {
@@ -247,6 +314,24 @@ async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
                     .await?;
             Ok(Reply::json(200, &posted))
         }
+        Route::CreateGrant => {
+            let input: GrantInput = parse_json(body)?;
+            let key = grant_key.ok_or_else(|| {
+                ApiError::new(
+                    422,
+                    "validation_error",
+                    "Idempotency-Key is required to grant credits.",
+                )
+                .with_detail("field", "Idempotency-Key".into())
+            })?;
+            let (grant, created) =
+                run_ledger(async |db| ledger::grants::create(db, key, &input, now).await).await?;
+            Ok(Reply::json(if created { 201 } else { 200 }, &grant))
+        }
+        Route::VoidGrant { id } => {
+            let grant = run_ledger(async |db| ledger::grants::void(db, id, now).await).await?;
+            Ok(Reply::json(200, &grant))
+        }
         Route::Usage => {
             let event: UsageEvent = parse_json(body)?;
             let debited = run_ledger(async |db| {
@@ -279,7 +364,13 @@ async fn write_route(route: Route<'_>, body: &[u8]) -> Result<Reply, ApiError> {
             ))
         }
         Route::GetCatalog => current_catalog().await,
+        Route::ListGrants => list_grants_unreachable(),
     }
+}
+
+/// `GET /v1/grants` is a read, served before the write routes.
+fn list_grants_unreachable() -> Result<Reply, ApiError> {
+    Err(ApiError::internal("A read was routed as a write."))
 }
 
 /// `POST /v1/usage/batch`: 1 to [`BATCH_EVENTS_MAX`] events, each parsed and debited on its own

@@ -19,6 +19,8 @@
 //!   would do, from the same plan and decision, written nowhere; the POST's refusals too);
 //! - `GET .../agents?limit=&cursor=`: the ledger's `AgentPage` (`{"agents", "next_cursor"}`, by
 //!   agent id, `limit` 1-500, default 100);
+//! - `GET .../grants`: `{"data": [<the ledger's OwnerGrant>...]}`, the credit grants with
+//!   something left, active or scheduled, in the order they are spent (at most 100);
 //! - `GET .../invoices`: `{"data": [{"id", "number", "status", "amount_paid" (currency),
 //!   "currency", "created", "hosted_invoice_url", "invoice_pdf"}]}`, newest first, `limit` 1-100
 //!   (default 24);
@@ -62,6 +64,7 @@ enum Route<'a> {
     GetReceipt { ws: &'a str, id: &'a str },
     SetAutoRecharge { ws: &'a str },
     Agents { ws: &'a str },
+    Grants { ws: &'a str },
     GetAgentLimits { ws: &'a str, agent: &'a str },
     SetAgentLimits { ws: &'a str, agent: &'a str },
     Transactions { ws: &'a str },
@@ -87,6 +90,7 @@ impl<'a> Route<'a> {
             | Self::GetReceipt { ws, .. }
             | Self::SetAutoRecharge { ws }
             | Self::Agents { ws }
+            | Self::Grants { ws }
             | Self::GetAgentLimits { ws, .. }
             | Self::SetAgentLimits { ws, .. }
             | Self::Transactions { ws }
@@ -115,6 +119,7 @@ impl<'a> Route<'a> {
             Self::GetReceipt { .. } => "GET /v1/workspaces/{ws}/receipts/{id}",
             Self::SetAutoRecharge { .. } => "PUT /v1/workspaces/{ws}/auto-recharge",
             Self::Agents { .. } => "GET /v1/workspaces/{ws}/agents",
+            Self::Grants { .. } => "GET /v1/workspaces/{ws}/grants",
             Self::GetAgentLimits { .. } => "GET /v1/workspaces/{ws}/agents/{agent}/limits",
             Self::SetAgentLimits { .. } => "PUT /v1/workspaces/{ws}/agents/{agent}/limits",
             Self::Transactions { .. } => "GET /v1/workspaces/{ws}/transactions",
@@ -180,6 +185,7 @@ fn resolve<'a>(method: &Method, segments: &[&'a str], path: &str) -> Result<Rout
             only(Method::PUT, Route::SetAutoRecharge { ws })
         }
         ["v1", "workspaces", ws, "agents"] => only(Method::GET, Route::Agents { ws }),
+        ["v1", "workspaces", ws, "grants"] => only(Method::GET, Route::Grants { ws }),
         ["v1", "workspaces", ws, "agents", agent, "limits"] => match *method {
             Method::GET => Ok(Route::GetAgentLimits { ws, agent }),
             Method::PUT => Ok(Route::SetAgentLimits { ws, agent }),
@@ -283,6 +289,11 @@ async fn dispatch(
             Ok(Reply::json(200, &saved))
         }
         Route::Agents { ws } => agents(ws, &parts.uri, now).await,
+        Route::Grants { ws } => {
+            let data =
+                run_ledger(async |db| ledger::grants::list_for_owner(db, ws, now).await).await?;
+            Ok(Reply::json(200, &serde_json::json!({ "data": data })))
+        }
         Route::GetAgentLimits { ws, agent } => {
             let limits =
                 run_ledger(async |db| ledger::agents::get_limits(db, ws, agent, now).await).await?;

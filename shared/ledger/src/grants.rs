@@ -470,7 +470,8 @@ async fn insert<S: Storage>(
             created_at: now,
         }],
     )
-    .await
+    .await?;
+    workspace::after_grant(db, &ws.id, now).await
 }
 
 /// One movement of a grant's remaining, as `grant_entries` stores it (a spending entry names its
@@ -839,4 +840,111 @@ pub(crate) fn holds_of(column: Option<&str>) -> Result<BTreeMap<String, i64>> {
 /// [`holds_of`]'s column for `holds`: NULL when it holds none.
 pub(crate) fn holds_column(holds: &BTreeMap<String, i64>) -> Option<String> {
     (!holds.is_empty()).then(|| serde_json::json!(holds).to_string())
+}
+
+/// Most grants an owner's list shows (live ones; a workspace rarely has more than a few).
+pub const OWNER_LIST_MAX: i64 = 100;
+
+/// A grant as the workspace's owners and admins see it (the billing summary, `GET
+/// /v1/workspaces/{ws}/grants`): what is left and when it expires; not the platform's metadata
+/// nor the cost basis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OwnerGrant {
+    /// `gr_...`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// `promotional` or `paid`.
+    pub category: GrantCategory,
+    /// Credits granted.
+    pub amount: Decimal,
+    /// Credits left.
+    pub remaining: Decimal,
+    /// Credits reserved on it by calls in progress.
+    pub held: Decimal,
+    /// `active` or `scheduled`.
+    pub status: GrantStatus,
+    /// When it starts (or started).
+    pub effective_at: String,
+    /// When it expires; never if null.
+    pub expires_at: Option<String>,
+    /// Whole days until it expires, rounded up (1 on its last day); null if it never expires.
+    pub expires_in_days: Option<i64>,
+    /// What it pays for; everything if null.
+    pub scope: Option<GrantScope>,
+}
+
+/// The grants of `ws` with something left at `now_secs` (active or scheduled), in the order
+/// they are spent, at most [`OWNER_LIST_MAX`]. One query, through the workspace's grants index.
+pub(crate) async fn live_of<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    now_secs: i64,
+) -> Result<Vec<GrantRow>> {
+    let sql = format!(
+        "SELECT {} FROM grants
+         WHERE grants.workspace_id = ?1 AND grants.remaining_micros > 0
+           AND grants.voided_at IS NULL AND (grants.expires_at IS NULL OR grants.expires_at > ?2)
+         ORDER BY grants.priority, grants.expires_at IS NULL, grants.expires_at,
+                  grants.created_at, grants.id
+         LIMIT ?3",
+        *GRANT_COLUMNS
+    );
+    let rows = db
+        .query(&sql, &[t(&ws.id), i(now_secs), i(OWNER_LIST_MAX)])
+        .await?;
+    rows.iter().map(row::decode_row).collect()
+}
+
+impl GrantRow {
+    /// As an owner sees it at `now_secs`.
+    pub(crate) fn for_owner(&self, now_secs: i64) -> Result<OwnerGrant> {
+        let view = self.view(now_secs)?;
+        Ok(OwnerGrant {
+            id: view.id,
+            name: view.name,
+            category: view.category,
+            amount: view.amount,
+            remaining: view.remaining,
+            held: view.held,
+            status: view.status,
+            effective_at: view.effective_at,
+            expires_at: view.expires_at,
+            expires_in_days: self
+                .expires_at
+                .map(|at| (at - now_secs + calendar::SECS_PER_DAY - 1) / calendar::SECS_PER_DAY),
+            scope: view.scope,
+        })
+    }
+
+    /// What it can give now to calls of any agent (in force, unscoped to an agent, paying for
+    /// calls): the red bar shows only when this is 0 everywhere (R17, docs/grants.md G4).
+    pub(crate) fn pays_calls_now(&self, now_secs: i64) -> i64 {
+        let calls = self.scope_kinds.as_deref().is_none_or(|kinds| {
+            serde_json::from_str::<Vec<String>>(kinds)
+                .is_ok_and(|kinds| kinds.iter().any(|kind| kind == "call"))
+        });
+        let in_force =
+            self.voided_at.is_none() && self.effective_at <= now_secs && !self.expired_at(now_secs);
+        if calls && in_force && self.scope_agent_id.is_none() {
+            (self.remaining_micros - self.held_micros).max(0)
+        } else {
+            0
+        }
+    }
+}
+
+/// The live grants of `workspace_id` as its owners see them (`GET /v1/workspaces/{ws}/grants`).
+pub async fn list_for_owner<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    real_now_secs: i64,
+) -> Result<Vec<OwnerGrant>> {
+    let ws = workspace::get(db, workspace_id).await?;
+    let now = ws.now(real_now_secs);
+    live_of(db, &ws, now)
+        .await?
+        .iter()
+        .map(|grant| grant.for_owner(now))
+        .collect()
 }

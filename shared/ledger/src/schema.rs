@@ -70,6 +70,7 @@ macro_rules! grant_keeps_calls_going {
         )
     };
 }
+pub(crate) use grant_keeps_calls_going;
 
 /// Sets a workspace's `low_notified_micros` to the lowest level at or above its balance after
 /// `NEW` (V14): the last statement of `notify_balance_low` and the whole of `balance_levels_rearm`.

@@ -171,6 +171,10 @@ pub struct BillingSummary {
     pub wallet_balance: Decimal,
     /// Wallet value in currency.
     pub wallet_value: Decimal,
+    /// Credits left on grants in force (docs/grants.md), scheduled ones not included.
+    pub grant_credits_remaining: Decimal,
+    /// The grants with something left, active or scheduled, in the order they are spent.
+    pub grants: Vec<crate::grants::OwnerGrant>,
     /// Credits reserved by calls in progress.
     pub held: Decimal,
     /// Top-ups and recharges waiting for the card.
@@ -190,9 +194,17 @@ pub struct BillingSummary {
     pub runway: Runway,
 }
 
-/// The banner for a workspace at `now`.
-pub fn status_of(ws: &WorkspaceState, catalog: &Catalog, now: i64) -> Status {
-    let available = ws.plan_available_micros() + (ws.wallet_micros - ws.held_wallet_micros);
+/// The banner for a workspace at `now`, `grants_for_calls_micros` being what its grants can
+/// still give to calls of any agent (a workspace has not run out while they can: G4).
+pub fn status_of(
+    ws: &WorkspaceState,
+    catalog: &Catalog,
+    now: i64,
+    grants_for_calls_micros: i64,
+) -> Status {
+    let available = ws.plan_available_micros()
+        + (ws.wallet_micros - ws.held_wallet_micros)
+        + grants_for_calls_micros;
     let grace_secs = i64::from(catalog.settings().inbound_grace_secs);
     if ws.plan_id.is_none() {
         Status::BillingNotConfigured
@@ -235,7 +247,16 @@ async fn summary_of<S: Storage>(
 ) -> Result<BillingSummary> {
     let ws = workspace::get(db, workspace_id).await?;
     let now = ws.now(real_now_secs);
-    let status = status_of(&ws, catalog, now);
+    let live_grants = crate::grants::live_of(db, &ws, now).await?;
+    let grants_for_calls_micros = live_grants
+        .iter()
+        .map(|grant| grant.pays_calls_now(now))
+        .sum();
+    let status = status_of(&ws, catalog, now, grants_for_calls_micros);
+    let grants = live_grants
+        .iter()
+        .map(|grant| grant.for_owner(now))
+        .collect::<Result<Vec<_>>>()?;
     let pending_topups = crate::payments::pending_of(db, &ws.id).await?;
     let runway = runway::load(db, catalog, &ws, now).await?;
     let plan = ws.plan_id.as_ref().map(|id| PlanRef {
@@ -267,7 +288,21 @@ async fn summary_of<S: Storage>(
             ws.wallet_micros,
             catalog.credit_price_money_micros,
         )),
-        held: money::to_decimal(ws.held_micros()),
+        grant_credits_remaining: money::to_decimal(
+            live_grants
+                .iter()
+                .filter(|grant| grant.effective_at <= now)
+                .map(|grant| grant.remaining_at(now))
+                .sum(),
+        ),
+        grants,
+        held: money::to_decimal(
+            ws.held_micros()
+                + live_grants
+                    .iter()
+                    .map(|grant| grant.held_micros)
+                    .sum::<i64>(),
+        ),
         pending_topups,
         cycle_start: ws
             .plan_id

@@ -278,9 +278,34 @@ pub(crate) async fn mark_exhausted_if_empty<S: Storage>(
     now_secs: i64,
 ) -> Result<()> {
     db.execute(
-        "UPDATE workspaces SET exhausted_at = ?2
+        concat!(
+            "UPDATE workspaces SET exhausted_at = ?2
          WHERE id = ?1 AND exhausted_at IS NULL
-           AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0",
+           AND plan_credits_micros - held_plan_micros <= 0 AND wallet_micros - held_wallet_micros <= 0
+           AND NOT EXISTS (",
+            crate::schema::grant_keeps_calls_going!("?1", "?2"),
+            ")"
+        ),
+        &[t(workspace_id), i(now_secs)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// After a grant is given: the balance is restored if a grant now pays for calls (R7; a grant
+/// that does keeps the workspace from having run out, docs/grants.md G4).
+pub(crate) async fn after_grant<S: Storage>(
+    db: &S,
+    workspace_id: &str,
+    now_secs: i64,
+) -> Result<()> {
+    db.execute(
+        concat!(
+            "UPDATE workspaces SET exhausted_at = NULL
+             WHERE id = ?1 AND exhausted_at IS NOT NULL AND EXISTS (",
+            crate::schema::grant_keeps_calls_going!("?1", "?2"),
+            ")"
+        ),
         &[t(workspace_id), i(now_secs)],
     )
     .await?;

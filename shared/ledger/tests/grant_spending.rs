@@ -949,3 +949,56 @@ fn sixteen_connections_race_calls_and_debits_over_grants() {
     assert!(charged > micros("5"), "charged {charged}");
     fx.assert_invariants();
 }
+
+/// The summary (R17) lists the grants with something left in spending order, with the days
+/// before each expires; its red bar waits while a grant pays for calls (G4), and comes once only
+/// a grant for SMS is left.
+#[test]
+fn the_summary_lists_grants_and_its_red_bar_waits_for_them() {
+    let fx = Fixture::new();
+    plan_spent(&fx, None);
+    let sms = grant(
+        &fx,
+        "w",
+        "sms",
+        Terms {
+            amount: "1",
+            priority: 1,
+            kinds: Some(vec![UsageKind::Sms]),
+            ..PLAIN
+        },
+    );
+    let calls = grant(
+        &fx,
+        "w",
+        "calls",
+        Terms {
+            amount: "0.5",
+            expires_in_days: Some(3),
+            ..PLAIN
+        },
+    );
+    let summary = |now: i64| {
+        block_on(ledger::views::summary(&fx.db, &fx.catalog, "w", now)).expect("summary")
+    };
+    let now = NOV_1 + 3600;
+    let first = summary(now);
+    assert_eq!(
+        first
+            .grants
+            .iter()
+            .map(|g| (g.id.as_str(), g.remaining, g.expires_in_days))
+            .collect::<Vec<_>>(),
+        [
+            (sms.as_str(), dec("1"), None),
+            (calls.as_str(), dec("0.5"), Some(3))
+        ]
+    );
+    assert_eq!(first.grant_credits_remaining, dec("1.5"));
+    assert_eq!(first.status, ledger::views::Status::LowBalance);
+    fx.debit("w", "a", "use-it", UsageKind::Message, "50", now)
+        .expect("0.5 from the grant for anything");
+    let after = summary(now + 1);
+    assert_eq!(after.grant_credits_remaining, dec("1"));
+    assert_eq!(after.status, ledger::views::Status::GracePeriod);
+}
