@@ -17,6 +17,8 @@
 //!   `WorkspaceState::auto_recharge_threshold_money_micros`.
 //! - `workspaces.auto_recharge_amount_micros` (V1):
 //!   `WorkspaceState::auto_recharge_amount_money_micros`.
+//! - `workspaces.auto_recharge_max_per_month_micros` (V18):
+//!   `WorkspaceState::auto_recharge_max_per_month_money_micros`; NULL is no cap.
 //! - `payments.amount_micros` (V1): `Payment::amount_money_micros`, a receipt's `amount`.
 //! - `payments.reversed_amount_micros` (V1): `reversed_money_micros` in `payments::reverse`, a
 //!   receipt's `refunded_amount`.
@@ -25,7 +27,9 @@
 //! - `reversals.amount_micros` (V1): written by `payments::reverse` from `amount_money_micros`.
 //!
 //! The `amount_micros` of the facts of `topup.*` and `auto_recharge.*` notifications (V11's
-//! trigger, `payments::claim_auto_recharge`) is money too. `auto_recharge_threshold_credits_micros`
+//! trigger, `payments::claim_auto_recharge`) is money too, as are the `max_per_month_micros` and
+//! `spent_this_month_micros` facts of `auto_recharge.failed` (`monthly_cap_reached`) and
+//! `auto_recharge.cap_warning`. `auto_recharge_threshold_credits_micros`
 //! is the same threshold in micro-credits.
 //!
 //! The columns (and the facts' keys) keep their names: renaming one is a migration, and a replica
@@ -130,6 +134,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 16,
         statements: V16,
+    },
+    Migration {
+        version: 18,
+        statements: V18,
     },
 ];
 
@@ -1017,6 +1025,20 @@ const V16: &[&str] = &[
          subscription_claimed_at = CAST(substr(stripe_subscription_id, 7, 10) AS INTEGER),
          stripe_subscription_id = NULL
      WHERE stripe_subscription_id LIKE 'claim!_%' ESCAPE '!'",
+];
+
+/// The auto-recharge monthly cap (docs/billing-rules.md, R11; docs/grants.md, G10): money the
+/// owner lets automatic recharges charge per calendar month of the workspace's time zone (NULL:
+/// no cap), and the last of its 80/90/100% alerts sent, as `YYYY-MM:PPP` (the month, then the
+/// percent on three digits), so that a later month or a higher level compares greater as text
+/// and one guarded `UPDATE` sends each level once per month (NULL: none yet).
+const V18: &[&str] = &[
+    // Money, not credits (module docs, "Money columns").
+    "ALTER TABLE workspaces ADD COLUMN auto_recharge_max_per_month_micros INTEGER
+        CHECK (auto_recharge_max_per_month_micros > 0)",
+    "ALTER TABLE workspaces ADD COLUMN auto_recharge_cap_alerted TEXT
+        CHECK (auto_recharge_cap_alerted GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]:0[89]0'
+               OR auto_recharge_cap_alerted GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]:100')",
 ];
 
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.
