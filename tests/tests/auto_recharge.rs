@@ -12,7 +12,7 @@
 
 use anyhow::{Context as _, Result, ensure};
 use e2e::HostOptions;
-use e2e::api::{App, expect};
+use e2e::api::{App, expect, expect_error};
 use e2e::faults::{Fault, StripeProxy};
 use e2e::stripe::{
     CARD_DECLINED_ON_CHARGE, CARD_OK, Localstripe, SECRET_KEY, payment_intents,
@@ -238,6 +238,107 @@ fn the_daily_cap_pauses_auto_recharge() -> Result<()> {
     assert_eq!(shown["wallet_balance"], "4");
     assert_eq!(transactions(&app, ws, "auto_recharge")?.len(), 1);
     assert_eq!(payment_intents(&ls, &customer)?.len(), 1);
+    app.check_invariants()
+}
+
+/// The workspace's events of `kind`, oldest first, as the operator lists them (their `data`).
+fn events(app: &App, ws: &str, kind: &str) -> Result<Vec<Value>> {
+    let path = format!("/v1/notifications?workspace_id={ws}&type={kind}&limit=100");
+    let page = expect(&app.service("GET", &path, None)?, 200, "notifications")?;
+    let mut data: Vec<Value> = page["data"]
+        .as_array()
+        .context("no data")?
+        .iter()
+        .map(|n| n["event"]["data"].clone())
+        .collect();
+    data.reverse();
+    Ok(data)
+}
+
+#[test]
+fn the_monthly_cap_refuses_the_recharge_that_would_pass_it() -> Result<()> {
+    let ls = Localstripe::start()?;
+    let ws = "ws-ar-month";
+    let app = start(&ls, ws, 5)?;
+    let customer = save_card(&app, &ls, ws, CARD_OK)?;
+    // The workspace's clock on the 15th of next month (UTC, its time zone): the four crossings
+    // fall in one month whenever the test runs.
+    let month = ledger::calendar::local_month(e2e::api::now_secs(), "UTC")?;
+    let mid_month = ledger::calendar::rfc3339(month.end_secs + 14 * 86_400);
+    let clock = json!({"frozen_time": mid_month});
+    let reply = app.service("POST", &format!("/v1/test-clocks/{ws}"), Some(&clock))?;
+    expect(&reply, 200, "test clock")?;
+    // A cap below one recharge could never let one through.
+    let below = json!({"enabled": true, "threshold": "5", "amount": "30", "max_per_month": "20"});
+    let reply = app.owner(ws, "PUT", "/auto-recharge", Some(&below))?;
+    let error = expect_error(&reply, 422, "validation_error", "cap below the amount")?;
+    assert_eq!(error["field"], "max_per_month", "{error}");
+    assert_eq!(summary(&app, ws)?["auto_recharge"]["enabled"], false);
+    let settings =
+        json!({"enabled": true, "threshold": "5", "amount": "30", "max_per_month": "100"});
+    let saved = expect(
+        &app.owner(ws, "PUT", "/auto-recharge", Some(&settings))?,
+        200,
+        "cap 100, amount 30",
+    )?;
+    assert_eq!(saved, settings);
+    assert_eq!(summary(&app, ws)?["auto_recharge"]["max_per_month"], "100");
+
+    // Three crossings: 30, 60, 90 of 100 (the plan's 10 and 26 of the wallet, then 30 each).
+    for (n, burned) in [(1, None), (2, Some("3600")), (3, Some("3000"))] {
+        if let Some(quantity) = burned {
+            let left = burn(&app, ws, &format!("m{n}"), quantity)?;
+            assert_eq!(left["wallet_balance"], "4", "{left}");
+        }
+        let report = run_job(&app)?;
+        assert_eq!(
+            count(&report, "recharges_succeeded"),
+            1,
+            "crossing {n}: {report}"
+        );
+    }
+    assert_eq!(wallet(&app, ws)?, "34");
+    let alerts = events(&app, ws, "auto_recharge.cap_warning")?;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(
+        (
+            &alerts[0]["percent"],
+            &alerts[0]["spent_this_month"],
+            &alerts[0]["max_per_month"]
+        ),
+        (&json!(90), &json!("90"), &json!("100"))
+    );
+
+    // The fourth would make 120 > 100: refused, told once, nothing charged.
+    let left = burn(&app, ws, "m4", "3000")?;
+    assert_eq!(left["wallet_balance"], "4", "{left}");
+    for sweep in 0..2 {
+        let report = run_job(&app)?;
+        assert_eq!(count(&report, "workspaces_checked"), 1, "{report}");
+        assert_eq!(
+            count(&report, "recharges_started"),
+            0,
+            "sweep {sweep}: {report}"
+        );
+    }
+    let failed = events(&app, ws, "auto_recharge.failed")?;
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["reason"], "monthly_cap_reached", "{}", failed[0]);
+    assert_eq!(failed[0]["max_per_month"], "100");
+    assert_eq!(failed[0]["spent_this_month"], "90");
+    assert_eq!(failed[0]["amount"], "30");
+    let shown = summary(&app, ws)?;
+    assert_eq!(shown["auto_recharge"]["enabled"], true, "{shown}");
+    let warning = shown["auto_recharge"]["warning"]
+        .as_str()
+        .context("no warning")?;
+    ensure!(
+        warning.contains("monthly_cap_reached"),
+        "warning: {warning}"
+    );
+    assert_eq!(shown["wallet_balance"], "4");
+    assert_eq!(transactions(&app, ws, "auto_recharge")?.len(), 3);
+    assert_eq!(payment_intents(&ls, &customer)?.len(), 3);
     app.check_invariants()
 }
 

@@ -50,7 +50,8 @@ export function wireAutoRecharge() {
       await api(
         "PUT",
         wsPath("/auto-recharge"),
-        { enabled, threshold: fixedPlain(threshold), amount: fixedPlain(amount) },
+        // The page does not edit the monthly cap (docs/billing-rules.md, R11): it keeps the one set.
+        { enabled, threshold: fixedPlain(threshold), amount: fixedPlain(amount), max_per_month: s.auto_recharge.max_per_month ?? null },
         { idempotencyKey: newKey() },
       );
       delete $("ar-form").dataset.dirty;

@@ -88,6 +88,38 @@ pub fn local_day(now_secs: i64, tz: &str) -> Result<String> {
     Ok(ts.to_zoned(zone).date().to_string())
 }
 
+/// A calendar month of a time zone: what the auto-recharge monthly cap counts in (R11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalMonth {
+    /// `YYYY-MM`.
+    pub label: String,
+    /// Local midnight of its first day, as Unix seconds.
+    pub start_secs: i64,
+    /// Local midnight of the next month's first day (exclusive).
+    pub end_secs: i64,
+}
+
+/// The calendar month of `now_secs` in the IANA time zone `tz`, with its bounds: a month begins
+/// at local midnight of its first day, whatever UTC says.
+pub fn local_month(now_secs: i64, tz: &str) -> Result<LocalMonth> {
+    let zone = TimeZone::get(tz).map_err(|_| date_error(format!("unknown time zone {tz}")))?;
+    let ts = Timestamp::from_second(now_secs).map_err(|e| date_error(e.to_string()))?;
+    let first = ts.to_zoned(zone.clone()).date().first_of_month();
+    let next = first
+        .checked_add(1.month())
+        .map_err(|e| date_error(e.to_string()))?;
+    let midnight = |date: Date| {
+        date.to_zoned(zone.clone())
+            .map(|zoned| zoned.timestamp().as_second())
+            .map_err(|e| date_error(e.to_string()))
+    };
+    Ok(LocalMonth {
+        label: first.strftime("%Y-%m").to_string(),
+        start_secs: midnight(first)?,
+        end_secs: midnight(next)?,
+    })
+}
+
 /// Checks an IANA time zone name.
 pub fn validate_timezone(tz: &str) -> Result<()> {
     TimeZone::get(tz).map(|_| ()).map_err(|_| {
@@ -153,6 +185,23 @@ mod tests {
         assert_eq!(local_day(t, "America/New_York").expect("tz"), "2026-11-20");
         assert_eq!(local_day(t, "UTC").expect("tz"), "2026-11-21");
         assert!(local_day(t, "Mars/Olympus").is_err());
+    }
+
+    #[test]
+    fn local_months_begin_at_local_midnight() {
+        // 2026-12-01 03:00 UTC is still November 30 in New York (UTC-5 in winter).
+        let t = secs(date(2026, 12, 1)) + 3 * 3600;
+        let november = local_month(t, "America/New_York").expect("tz");
+        assert_eq!(november.label, "2026-11");
+        // November 1 began at 04:00 UTC (still daylight time), December 1 at 05:00 UTC.
+        assert_eq!(november.start_secs, secs(date(2026, 11, 1)) + 4 * 3600);
+        assert_eq!(november.end_secs, secs(date(2026, 12, 1)) + 5 * 3600);
+        let utc = local_month(t, "UTC").expect("tz");
+        assert_eq!(
+            (utc.label.as_str(), utc.start_secs, utc.end_secs),
+            ("2026-12", secs(date(2026, 12, 1)), secs(date(2027, 1, 1)))
+        );
+        assert!(local_month(t, "Mars/Olympus").is_err());
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "auto_recharge.succeeded",
     "auto_recharge.failed",
     "auto_recharge.disabled",
+    "auto_recharge.cap_warning",
     "plan.renewed",
     "plan.changed",
     "subscription.past_due",
@@ -653,6 +654,7 @@ pub fn failure_reason(failure_code: Option<&str>) -> &'static str {
         Some("expired_card") => "expired_card",
         Some("authentication_required") => "authentication_required",
         Some("daily_cap_reached") => "daily_cap_reached",
+        Some("monthly_cap_reached") => "monthly_cap_reached",
         _ => "processing_error",
     }
 }
@@ -727,12 +729,26 @@ fn render(kind: &str, facts: &Value, currency: &str, catalog: &Catalog) -> Value
                 if reason == "daily_cap_reached" {
                     data["max_per_day"] = json!(catalog.settings().auto_recharge_max_per_day);
                 }
+                if reason == "monthly_cap_reached" {
+                    data["max_per_month"] = json!(amount(facts, "max_per_month_micros"));
+                    data["spent_this_month"] = json!(amount(facts, "spent_this_month_micros"));
+                }
             } else {
                 data["message"] = json!(format!(
                     "{credits} credits were added for {money} {currency}."
                 ));
             }
             data
+        }
+        "auto_recharge.cap_warning" => {
+            let percent = facts.get("percent").and_then(Value::as_i64).unwrap_or(0);
+            let spent = amount(facts, "spent_this_month_micros");
+            let cap = amount(facts, "max_per_month_micros");
+            json!({
+                "percent": percent, "spent_this_month": spent, "max_per_month": cap,
+                "currency": currency, "month": fact_text(facts, "month"),
+                "message": format!("Automatic recharges this month reached {spent} {currency}, {percent}% of the monthly cap of {cap} {currency}."),
+            })
         }
         "auto_recharge.disabled" => json!({
             "warning": fact_text(facts, "warning"),
@@ -847,6 +863,10 @@ mod tests {
         assert_eq!(
             failure_reason(Some("payment_processing_error")),
             "processing_error"
+        );
+        assert_eq!(
+            failure_reason(Some("monthly_cap_reached")),
+            "monthly_cap_reached"
         );
         assert_eq!(failure_reason(None), "processing_error");
     }

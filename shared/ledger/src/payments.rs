@@ -741,10 +741,14 @@ pub struct AutoRechargeSettings {
     pub threshold: Decimal,
     /// Amount charged each time (currency).
     pub amount: Decimal,
+    /// The most automatic recharges may charge per calendar month of the workspace's time zone
+    /// (currency); absent or null: no cap.
+    #[serde(default)]
+    pub max_per_month: Option<Decimal>,
 }
 
 /// Saves auto-recharge settings (R11): enabling needs a saved payment method; the amount obeys
-/// the top-up bounds.
+/// the top-up bounds; a monthly cap is above zero and fits at least one recharge.
 pub async fn set_auto_recharge<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -754,6 +758,10 @@ pub async fn set_auto_recharge<S: Storage>(
     let threshold_money_micros = money::decimal_to_micros("threshold", settings.threshold, true)?;
     let amount_money_micros = money::decimal_to_micros("amount", settings.amount, false)?;
     check_charge_bounds(catalog, amount_money_micros)?;
+    let max_per_month_money_micros = settings
+        .max_per_month
+        .map(|cap| monthly_cap_money_micros(cap, amount_money_micros))
+        .transpose()?;
     let threshold_credits =
         money::credits_for_money(threshold_money_micros, catalog.credit_price_money_micros);
     tx::immediate(db, async |db| {
@@ -761,10 +769,14 @@ pub async fn set_auto_recharge<S: Storage>(
         if settings.enabled && ws.payment_method_id.is_none() {
             return Err(LedgerError::PaymentMethodRequired);
         }
+        // A new cap re-arms its alerts: the levels told were levels of the old one.
         db.execute(
             "UPDATE workspaces SET auto_recharge_enabled = ?2, auto_recharge_threshold_micros = ?3,
                  auto_recharge_threshold_credits_micros = ?4, auto_recharge_amount_micros = ?5,
-                 auto_recharge_warning = NULL, auto_recharge_armed = ?2
+                 auto_recharge_warning = NULL, auto_recharge_armed = ?2,
+                 auto_recharge_cap_alerted = CASE WHEN auto_recharge_max_per_month_micros IS ?6
+                     THEN auto_recharge_cap_alerted END,
+                 auto_recharge_max_per_month_micros = ?6
              WHERE id = ?1",
             &[
                 t(&ws.id),
@@ -772,6 +784,7 @@ pub async fn set_auto_recharge<S: Storage>(
                 i(threshold_money_micros),
                 i(threshold_credits),
                 i(amount_money_micros),
+                oi(max_per_month_money_micros),
             ],
         )
         .await?;
@@ -780,10 +793,34 @@ pub async fn set_auto_recharge<S: Storage>(
     .await
 }
 
+/// A monthly cap as given (R11), in micro-units of the currency: above zero, and at least one
+/// recharge of `amount_money_micros` (a smaller cap could never let one through).
+fn monthly_cap_money_micros(cap: Decimal, amount_money_micros: i64) -> Result<i64> {
+    const FIELD: &str = "max_per_month";
+    if cap <= Decimal::ZERO {
+        return Err(LedgerError::invalid(
+            "validation_error",
+            FIELD,
+            "max_per_month must be greater than zero",
+        ));
+    }
+    let cap_money_micros = money::decimal_to_micros(FIELD, cap, false)?;
+    if cap_money_micros < amount_money_micros {
+        return Err(LedgerError::invalid(
+            "validation_error",
+            FIELD,
+            "max_per_month must be at least the recharge amount",
+        ));
+    }
+    Ok(cap_money_micros)
+}
+
 /// Decides whether a workspace needs an automatic charge now and, if so, records it pending and
 /// returns it for the caller to charge off-session (R11): only when enabled with a card, armed
 /// (one charge per crossing), under the threshold counting pending recharges, none in flight (a
-/// UNIQUE index refuses a second), and under the daily cap (else it pauses with a warning).
+/// UNIQUE index refuses a second), within the monthly cap and under the daily cap (else it pauses
+/// with a warning). A charge that brings the month to 80%, 90% or 100% of the cap tells the
+/// platform (`auto_recharge.cap_warning`).
 pub async fn claim_auto_recharge<S: Storage>(
     db: &S,
     catalog: &Catalog,
@@ -797,20 +834,31 @@ pub async fn claim_auto_recharge<S: Storage>(
         if !ws.auto_recharge_enabled || ws.payment_method_id.is_none() {
             return Ok(None);
         }
+        let month = calendar::local_month(now, &ws.timezone)?;
+        // The month's money counts what was charged or is being charged: a failed charge took
+        // nothing.
         let rows = db
             .query(
                 "SELECT COALESCE(SUM(CASE WHEN status = 'pending' THEN credits_micros END), 0),
                         COUNT(CASE WHEN created_at > ?2 THEN 1 END),
-                        COUNT(*)
+                        COUNT(*),
+                        COALESCE(SUM(CASE WHEN created_at >= ?3 AND created_at < ?4
+                                           AND status IN ('pending', 'succeeded')
+                                      THEN amount_micros END), 0)
                  FROM payments WHERE workspace_id = ?1 AND kind = 'auto_recharge'",
-                &[t(&ws.id), i(now - SECS_PER_DAY)],
+                &[
+                    t(&ws.id),
+                    i(now - SECS_PER_DAY),
+                    i(month.start_secs),
+                    i(month.end_secs),
+                ],
             )
             .await?;
         let row = rows
             .first()
             .ok_or(LedgerError::NotFound { what: "workspace" })?;
-        let (pending_credits, charges_last_day, charges_total) =
-            (int(row, 0)?, int(row, 1)?, int(row, 2)?);
+        let (pending_credits, charges_last_day, charges_total, month_money_micros) =
+            (int(row, 0)?, int(row, 1)?, int(row, 2)?, int(row, 3)?);
         let armed = db
             .query(
                 "SELECT auto_recharge_armed FROM workspaces WHERE id = ?1",
@@ -825,46 +873,58 @@ pub async fn claim_auto_recharge<S: Storage>(
         {
             return Ok(None);
         }
+        let amount_money_micros = ws.auto_recharge_amount_money_micros;
+        let after_money_micros = month_money_micros + amount_money_micros;
+        // The monthly cap first: while it refuses, the daily one has nothing to add, and it is
+        // the one that says when charging resumes.
+        if let Some(cap_money_micros) = ws.auto_recharge_max_per_month_money_micros
+            && after_money_micros > cap_money_micros
+        {
+            let currency = &ws.currency;
+            let warning = format!(
+                "Auto-recharge paused until next month: another charge of {} {currency} would pass \
+                 the monthly cap of {} {currency} (monthly_cap_reached).",
+                money::to_decimal(amount_money_micros),
+                money::to_decimal(cap_money_micros),
+            );
+            let facts = serde_json::json!({
+                "max_per_month_micros": cap_money_micros,
+                "spent_this_month_micros": month_money_micros,
+            });
+            let reached = CapReached {
+                failure_code: "monthly_cap_reached",
+                warning,
+                facts,
+            };
+            pause_at_cap(db, catalog, &ws, reached, now, real_now_secs).await?;
+            return Ok(None);
+        }
         if charges_last_day >= max_per_day {
             let warning = format!(
                 "Auto-recharge paused: {max_per_day} automatic charges in the last 24 hours ({}).",
                 LimitKind::AutoRechargeMaxPerDay.as_str()
             );
-            // The first sweep that finds the cap reached tells the platform; later sweeps find
-            // the same warning and stay silent (one event per crossing).
-            let newly = db
-                .query(
-                    "UPDATE workspaces SET auto_recharge_warning = ?2
-                     WHERE id = ?1 AND auto_recharge_warning IS NOT ?2 RETURNING id",
-                    &[t(&ws.id), t(&warning)],
-                )
-                .await?;
-            if !newly.is_empty() {
-                crate::notifications::record(
-                    db,
-                    &ws.id,
-                    "auto_recharge.failed",
-                    &serde_json::json!({
-                        "failure_code": "daily_cap_reached", "failure_message": warning,
-                        "amount_micros": ws.auto_recharge_amount_money_micros,
-                        "credits_micros": money::credits_for_money(ws.auto_recharge_amount_money_micros, catalog.credit_price_money_micros),
-                    }),
-                    now,
-                    real_now_secs,
-                )
-                .await?;
-            }
+            let reached = CapReached {
+                failure_code: "daily_cap_reached",
+                warning,
+                facts: serde_json::json!({}),
+            };
+            pause_at_cap(db, catalog, &ws, reached, now, real_now_secs).await?;
             return Ok(None);
         }
         let payment_id = format!("ar_{}_{}", ws.id, charges_total + 1);
         let credits =
-            money::credits_for_money(ws.auto_recharge_amount_money_micros, catalog.credit_price_money_micros);
+            money::credits_for_money(amount_money_micros, catalog.credit_price_money_micros);
         let payment = insert_pending(
             db,
             &ws,
             &payment_id,
             PaymentKind::AutoRecharge,
-            (ws.auto_recharge_amount_money_micros, credits, catalog.credit_price_money_micros),
+            (
+                amount_money_micros,
+                credits,
+                catalog.credit_price_money_micros,
+            ),
             now,
         )
         .await?;
@@ -873,8 +933,111 @@ pub async fn claim_auto_recharge<S: Storage>(
             &[t(&ws.id)],
         )
         .await?;
+        if let Some(cap_money_micros) = ws.auto_recharge_max_per_month_money_micros {
+            let spent = (after_money_micros, cap_money_micros);
+            alert_cap_level(db, &ws, &month, spent, now, real_now_secs).await?;
+        }
         Ok(Some(payment))
     })
+    .await
+}
+
+/// A cap that refused an automatic charge: the product code, the warning shown on the billing
+/// page, and the facts the `auto_recharge.failed` event adds to the charge's.
+struct CapReached {
+    failure_code: &'static str,
+    warning: String,
+    facts: serde_json::Value,
+}
+
+/// Pauses auto-recharge at a cap (R11): the first sweep that finds the cap reached sets the
+/// warning and tells the platform (`auto_recharge.failed`); later sweeps find the same warning and
+/// stay silent (one event per crossing). The warning clears when a recharge succeeds (the first
+/// one the cap lets through again) or the settings are saved.
+async fn pause_at_cap<S: Storage>(
+    db: &S,
+    catalog: &Catalog,
+    ws: &WorkspaceState,
+    reached: CapReached,
+    now: i64,
+    real_now_secs: i64,
+) -> Result<()> {
+    let newly = db
+        .query(
+            "UPDATE workspaces SET auto_recharge_warning = ?2
+             WHERE id = ?1 AND auto_recharge_warning IS NOT ?2 RETURNING id",
+            &[t(&ws.id), t(&reached.warning)],
+        )
+        .await?;
+    if newly.is_empty() {
+        return Ok(());
+    }
+    let amount_money_micros = ws.auto_recharge_amount_money_micros;
+    let mut facts = serde_json::json!({
+        "failure_code": reached.failure_code, "failure_message": reached.warning,
+        "amount_micros": amount_money_micros,
+        "credits_micros": money::credits_for_money(amount_money_micros, catalog.credit_price_money_micros),
+    });
+    if let (Some(all), serde_json::Value::Object(extra)) = (facts.as_object_mut(), reached.facts) {
+        all.extend(extra);
+    }
+    crate::notifications::record(
+        db,
+        &ws.id,
+        "auto_recharge.failed",
+        &facts,
+        now,
+        real_now_secs,
+    )
+    .await
+}
+
+/// The levels of the monthly cap the platform hears of, highest first (percent of the cap).
+const CAP_ALERT_PERCENTS: [i64; 3] = [100, 90, 80];
+
+/// Tells the platform when a claimed recharge brings the month's automatic charges
+/// (`spent_money_micros`, this one included) to or past 80%, 90% or 100% of the cap
+/// (`auto_recharge.cap_warning`, with the highest level reached): once per level and month, by
+/// one guarded update of the last level told (schema V18).
+async fn alert_cap_level<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    month: &calendar::LocalMonth,
+    (spent_money_micros, cap_money_micros): (i64, i64),
+    now: i64,
+    real_now_secs: i64,
+) -> Result<()> {
+    let reached = CAP_ALERT_PERCENTS.into_iter().find(|percent| {
+        i128::from(spent_money_micros) * 100 >= i128::from(cap_money_micros) * i128::from(*percent)
+    });
+    let Some(percent) = reached else {
+        return Ok(());
+    };
+    let alerted = format!("{}:{percent:03}", month.label);
+    let newly = db
+        .query(
+            "UPDATE workspaces SET auto_recharge_cap_alerted = ?2
+             WHERE id = ?1 AND (auto_recharge_cap_alerted IS NULL OR auto_recharge_cap_alerted < ?2)
+             RETURNING id",
+            &[t(&ws.id), t(&alerted)],
+        )
+        .await?;
+    if newly.is_empty() {
+        return Ok(());
+    }
+    crate::notifications::record(
+        db,
+        &ws.id,
+        "auto_recharge.cap_warning",
+        &serde_json::json!({
+            "percent": percent,
+            "spent_this_month_micros": spent_money_micros,
+            "max_per_month_micros": cap_money_micros,
+            "month": month.label,
+        }),
+        now,
+        real_now_secs,
+    )
     .await
 }
 

@@ -17,6 +17,8 @@
 //!   `WorkspaceState::auto_recharge_threshold_money_micros`.
 //! - `workspaces.auto_recharge_amount_micros` (V1):
 //!   `WorkspaceState::auto_recharge_amount_money_micros`.
+//! - `workspaces.auto_recharge_max_per_month_micros` (V18):
+//!   `WorkspaceState::auto_recharge_max_per_month_money_micros`; NULL is no cap.
 //! - `payments.amount_micros` (V1): `Payment::amount_money_micros`, a receipt's `amount`.
 //! - `payments.reversed_amount_micros` (V1): `reversed_money_micros` in `payments::reverse`, a
 //!   receipt's `refunded_amount`.
@@ -27,7 +29,9 @@
 //!   grant's `cost_basis`.
 //!
 //! The `amount_micros` of the facts of `topup.*` and `auto_recharge.*` notifications (V11's
-//! trigger, `payments::claim_auto_recharge`) is money too. `auto_recharge_threshold_credits_micros`
+//! trigger, `payments::claim_auto_recharge`) is money too, as are the `max_per_month_micros` and
+//! `spent_this_month_micros` facts of `auto_recharge.failed` (`monthly_cap_reached`) and
+//! `auto_recharge.cap_warning`. `auto_recharge_threshold_credits_micros`
 //! is the same threshold in micro-credits.
 //!
 //! The columns (and the facts' keys) keep their names: renaming one is a migration, and a replica
@@ -158,6 +162,10 @@ const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 17,
         statements: V17,
+    },
+    Migration {
+        version: 18,
+        statements: V18,
     },
     Migration {
         version: 19,
@@ -1460,6 +1468,20 @@ const V20: &[&str] = &[
         ");
      END"
     ),
+];
+
+/// The auto-recharge monthly cap (docs/billing-rules.md, R11; docs/grants.md, G10): money the
+/// owner lets automatic recharges charge per calendar month of the workspace's time zone (NULL:
+/// no cap), and the last of its 80/90/100% alerts sent, as `YYYY-MM:PPP` (the month, then the
+/// percent on three digits), so that a later month or a higher level compares greater as text
+/// and one guarded `UPDATE` sends each level once per month (NULL: none yet).
+const V18: &[&str] = &[
+    // Money, not credits (module docs, "Money columns").
+    "ALTER TABLE workspaces ADD COLUMN auto_recharge_max_per_month_micros INTEGER
+        CHECK (auto_recharge_max_per_month_micros > 0)",
+    "ALTER TABLE workspaces ADD COLUMN auto_recharge_cap_alerted TEXT
+        CHECK (auto_recharge_cap_alerted GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]:0[89]0'
+               OR auto_recharge_cap_alerted GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]:100')",
 ];
 
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.

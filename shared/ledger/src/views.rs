@@ -126,6 +126,8 @@ pub struct AutoRechargeView {
     pub threshold: Decimal,
     /// Amount (currency).
     pub amount: Decimal,
+    /// The most automatic recharges may charge per calendar month (currency); null: no cap.
+    pub max_per_month: Option<Decimal>,
     /// Why it stopped or paused, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
@@ -325,6 +327,9 @@ async fn summary_of<S: Storage>(
             enabled: ws.auto_recharge_enabled,
             threshold: money::to_decimal(ws.auto_recharge_threshold_money_micros),
             amount: money::to_decimal(ws.auto_recharge_amount_money_micros),
+            max_per_month: ws
+                .auto_recharge_max_per_month_money_micros
+                .map(money::to_decimal),
             warning: ws.auto_recharge_warning.clone(),
         },
         payment_method: ws.saved_card().map(|card| CardView {

@@ -95,6 +95,11 @@ pub struct WorkspaceState in "workspaces" {
     /// The amount each recharge charges: money, in micro-units of the catalog's currency (column
     /// `auto_recharge_amount_micros`, named before the `_money_micros` rule).
     pub auto_recharge_amount_money_micros: i64 = row::Column("auto_recharge_amount_micros"),
+    /// The most automatic recharges may charge per calendar month of the workspace's time zone:
+    /// money, in micro-units of the catalog's currency (column
+    /// `auto_recharge_max_per_month_micros`); `None` is no cap.
+    pub auto_recharge_max_per_month_money_micros: Option<i64> =
+        row::Column("auto_recharge_max_per_month_micros"),
     /// Why auto-recharge stopped, if it did.
     pub auto_recharge_warning: Option<String>,
     /// Frozen test-clock time.
@@ -437,6 +442,7 @@ mod tests {
             "workspaces.auto_recharge_threshold_micros",
             "workspaces.auto_recharge_threshold_credits_micros",
             "workspaces.auto_recharge_amount_micros",
+            "workspaces.auto_recharge_max_per_month_micros",
         ] {
             assert!(
                 qualified.split(", ").any(|c| c == column),

@@ -777,6 +777,7 @@ fn r11_auto_recharge_once_per_crossing_and_runaway_guard() {
         enabled: true,
         threshold: dec("5"),
         amount: dec("10"),
+        max_per_month: None,
     };
     assert_eq!(
         block_on(payments::set_auto_recharge(

@@ -82,6 +82,17 @@ const CHANGES: &[(&str, &str, Option<&str>)] = &[
     ("workspaces", "auto_recharge_amount_micros", Some("1")),
     ("workspaces", "auto_recharge_warning", Some("'warned'")),
     ("workspaces", "auto_recharge_armed", Some("0")),
+    // The monthly cap and the last of its alerts told (V18): read by the recharge claim only.
+    (
+        "workspaces",
+        "auto_recharge_max_per_month_micros",
+        Some("1"),
+    ),
+    (
+        "workspaces",
+        "auto_recharge_cap_alerted",
+        Some("'2000-01:080'"),
+    ),
     // Another time: the day, the grace period and the holds' expiry move.
     (
         "workspaces",

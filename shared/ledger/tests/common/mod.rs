@@ -170,6 +170,7 @@ impl Fixture {
             enabled: true,
             threshold: dec(threshold),
             amount: dec(amount),
+            max_per_month: None,
         };
         block_on(payments::set_auto_recharge(
             &self.db,
