@@ -221,5 +221,43 @@ fn grants_are_made_spent_listed_voided_and_expired_through_the_api() -> Result<(
     )?;
     let owner = expect(&app.owner(WS, "GET", "/grants", None)?, 200, "owner's list")?;
     ensure!(owner["data"] == json!([]), "{owner}");
+
+    // The platform heard of both grants and of the expiry (docs/notifications.md).
+    let outbox = expect(
+        &app.service(
+            "GET",
+            &format!("/v1/notifications?workspace_id={WS}&limit=100"),
+            None,
+        )?,
+        200,
+        "notifications",
+    )?;
+    let told: Vec<(String, String)> = outbox["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|n| &n["event"])
+        .filter(|e| {
+            e["type"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("credits."))
+        })
+        .map(|e| {
+            let data = &e["data"];
+            let amount = data["amount"]
+                .as_str()
+                .or(data["expired"].as_str())
+                .unwrap_or("");
+            (
+                e["type"].as_str().unwrap_or("").to_owned(),
+                amount.to_owned(),
+            )
+        })
+        .collect();
+    ensure!(
+        told.iter().filter(|(t, _)| t == "credits.granted").count() == 2
+            && told.contains(&("credits.expired".to_owned(), "4".to_owned())),
+        "{outbox}"
+    );
     app.check_invariants()
 }

@@ -566,7 +566,7 @@ fn renewal_across_month_ends_is_idempotent() -> Result<()> {
     let report = renew(&app)?;
     ensure!(
         report
-            == json!({"workspaces_renewed": 0, "cycles_advanced": 0, "workspaces_failed": 0, "holds_expired": 0, "grants_expired": 0, "more": false}),
+            == json!({"workspaces_renewed": 0, "cycles_advanced": 0, "workspaces_failed": 0, "holds_expired": 0, "grants_expired": 0, "grants_expiring_told": 0, "more": false}),
         "{report}"
     );
 
@@ -1273,11 +1273,11 @@ fn omitted_settings_take_their_documented_defaults() -> Result<()> {
         None,
     )?;
     // credit_price 1 (R1), inbound_grace_secs 900 (R7), auto_recharge_max_per_day 5 (R11),
-    // runway_low_days 7 (docs/notifications.md).
+    // runway_low_days 7 (docs/notifications.md), credits_expiring_days 7 (docs/grants.md, G9).
     let settings = json!({
         "currency": "USD", "credit_price": "1", "topup_min": "10", "topup_max": "5000",
         "inbound_grace_secs": 900, "hold_timeout_secs": 120, "low_balance_threshold": "0.5",
-        "runway_low_days": 7, "auto_recharge_max_per_day": 5
+        "runway_low_days": 7, "auto_recharge_max_per_day": 5, "credits_expiring_days": 7
     });
     ensure!(
         stored["version"] == 1 && stored["settings"] == settings,

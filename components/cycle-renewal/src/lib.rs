@@ -4,7 +4,8 @@
 //! One pass renews due workspaces in bounded batches (each batch its own ledger operation, so the
 //! instance's database lock is released between batches and other requests interleave), then
 //! posts overdue holds, then expires grants past their expiry (`ledger::grants::expire_due`,
-//! bounded per pass). Renewal is idempotent per (workspace, cycle start) in the ledger, so two
+//! bounded per pass) and tells the platform of grants about to expire
+//! (`ledger::grants::notify_expiring`). Renewal is idempotent per (workspace, cycle start) in the ledger, so two
 //! passes running at once (cron and HTTP, or two instances) renew each cycle once.
 
 use http::Method;
@@ -33,6 +34,8 @@ struct JobReport {
     holds_expired: usize,
     /// Grants whose unspent part expired.
     grants_expired: usize,
+    /// Grants whose coming expiry was told (`credits.expiring`).
+    grants_expiring_told: usize,
     /// Whether due workspaces remain (the batch budget ran out).
     more: bool,
 }
@@ -59,6 +62,11 @@ async fn run_pass(now: i64) -> Result<JobReport, ApiError> {
         run_ledger(async |db| ledger::calls::expire_holds(db, now, EXPIRY_BATCH_MAX).await).await?;
     report.grants_expired =
         run_ledger(async |db| ledger::grants::expire_due(db, now).await).await?;
+    report.grants_expiring_told = run_ledger(async |db| {
+        let catalog = spin_adapter::catalog(db).await?;
+        ledger::grants::notify_expiring(db, &catalog, now).await
+    })
+    .await?;
     Ok(report)
 }
 

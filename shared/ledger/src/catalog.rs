@@ -18,6 +18,9 @@ pub const DEFAULT_CATALOG_JSON: &str = include_str!("../catalog/default.json");
 pub const PLANS_MAX: usize = 100;
 /// `runway.low` below this many days of balance, unless the catalog says otherwise.
 pub const DEFAULT_RUNWAY_LOW_DAYS: u32 = 7;
+/// `credits.expiring` goes this many days before a grant expires (docs/grants.md, G9), and a
+/// grant expiring within them does not hold back an automatic recharge (G5).
+pub const DEFAULT_CREDITS_EXPIRING_DAYS: u32 = 7;
 /// Most extra `low_balance_levels` a catalog may set.
 pub const BALANCE_LEVELS_MAX: usize = 10;
 /// The most rate-card entries a catalog may have.
@@ -146,6 +149,14 @@ pub struct Settings {
     /// R11 runaway guard: automatic charges per rolling 24 h (default 5).
     #[serde(default = "default_auto_recharge_max_per_day")]
     pub auto_recharge_max_per_day: u32,
+    /// `credits.expiring` is sent this many days before a grant expires (default 7; 0 sends
+    /// none); a grant that expires within them does not hold back an automatic recharge.
+    #[serde(default = "default_credits_expiring_days")]
+    pub credits_expiring_days: u32,
+}
+
+fn default_credits_expiring_days() -> u32 {
+    DEFAULT_CREDITS_EXPIRING_DAYS
 }
 
 fn default_credit_price() -> Decimal {
@@ -363,6 +374,12 @@ impl Catalog {
             return Err(invalid(
                 "settings.runway_low_days",
                 "runway_low_days must be 0..365",
+            ));
+        }
+        if s.credits_expiring_days > 365 {
+            return Err(invalid(
+                "settings.credits_expiring_days",
+                "credits_expiring_days must be 0..365",
             ));
         }
         if s.hold_timeout_secs == 0 || i64::from(s.hold_timeout_secs) > calendar::SECS_PER_DAY {
@@ -802,7 +819,8 @@ mod tests {
             serde_json::json!({"currency": "USD", "credit_price": "1", "topup_min": "10",
                                "topup_max": "5000", "inbound_grace_secs": 900,
                                "hold_timeout_secs": 120, "low_balance_threshold": "5",
-                               "runway_low_days": 7, "auto_recharge_max_per_day": 5})
+                               "runway_low_days": 7, "auto_recharge_max_per_day": 5,
+                               "credits_expiring_days": 7})
         );
         // No documented default: still required.
         for required in [

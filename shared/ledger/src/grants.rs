@@ -948,3 +948,86 @@ pub async fn list_for_owner<S: Storage>(
         .map(|grant| grant.for_owner(now))
         .collect()
 }
+
+/// Tells the platform `credits.expiring` once per grant, `credits_expiring_days` (catalog) before
+/// it expires, on its workspace's clock, while it still has unheld credits (G9): at most
+/// [`EXPIRY_SWEEP_MAX`] grants a pass, soonest first. Returns how many it told. With the setting
+/// at 0, none.
+pub async fn notify_expiring<S: Storage>(
+    db: &S,
+    catalog: &crate::catalog::Catalog,
+    real_now_secs: i64,
+) -> Result<usize> {
+    let window_secs = i64::from(catalog.settings().credits_expiring_days) * calendar::SECS_PER_DAY;
+    if window_secs == 0 {
+        return Ok(0);
+    }
+    tx::immediate(db, async |db| {
+        let sql = format!(
+            "SELECT {} FROM grants JOIN workspaces w ON w.id = grants.workspace_id
+             WHERE grants.expires_at IS NOT NULL AND grants.expiring_notified_at IS NULL
+               AND grants.voided_at IS NULL
+               AND grants.expires_at <= MAX(?1, (SELECT COALESCE(MAX(test_clock_at), 0)
+                                                 FROM workspaces WHERE test_clock_at IS NOT NULL)) + ?3
+               AND grants.expires_at <= COALESCE(w.test_clock_at, ?1) + ?3
+               AND grants.expires_at > COALESCE(w.test_clock_at, ?1)
+               AND grants.remaining_micros > grants.held_micros
+             ORDER BY grants.expires_at LIMIT ?2",
+            row::select_list::<DueGrant>(true)
+        );
+        let rows = db
+            .query(&sql, &[i(real_now_secs), i(EXPIRY_SWEEP_MAX), i(window_secs)])
+            .await?;
+        let due = rows
+            .iter()
+            .map(row::decode_row::<DueGrant>)
+            .collect::<Result<Vec<_>>>()?;
+        for found in &due {
+            let grant = &found.grant;
+            let expires_at = grant.expires_at.unwrap_or(found.now);
+            db.execute(
+                "UPDATE grants SET expiring_notified_at = ?2 WHERE id = ?1",
+                &[t(&grant.id), i(found.now)],
+            )
+            .await?;
+            crate::notifications::record(
+                db,
+                &grant.workspace_id,
+                "credits.expiring",
+                &serde_json::json!({
+                    "grant_id": grant.id, "name": grant.name,
+                    "remaining_micros": grant.remaining_micros - grant.held_micros,
+                    "expires_at": expires_at,
+                    "days_left": (expires_at - found.now + calendar::SECS_PER_DAY - 1) / calendar::SECS_PER_DAY,
+                }),
+                found.now,
+                real_now_secs,
+            )
+            .await?;
+        }
+        Ok(due.len())
+    })
+    .await
+}
+
+/// What `ws`'s grants count for beside the wallet against the auto-recharge threshold at
+/// `now_secs` (G5): the unheld credits of grants in force that pay for every usage of every
+/// agent and do not expire within the catalog's `credits_expiring_days`.
+pub(crate) async fn covering_recharge<S: Storage>(
+    db: &S,
+    catalog: &crate::catalog::Catalog,
+    ws: &WorkspaceState,
+    now_secs: i64,
+) -> Result<i64> {
+    let window_secs = i64::from(catalog.settings().credits_expiring_days) * calendar::SECS_PER_DAY;
+    let rows = db
+        .query(
+            "SELECT COALESCE(SUM(remaining_micros - held_micros), 0) FROM grants
+             WHERE workspace_id = ?1 AND remaining_micros > held_micros AND voided_at IS NULL
+               AND effective_at <= ?2 AND scope_kinds IS NULL AND scope_agent_id IS NULL
+               AND (expires_at IS NULL OR expires_at > ?2 + ?3)",
+            &[t(&ws.id), i(now_secs), i(window_secs)],
+        )
+        .await?;
+    rows.first().map_or(Ok(0), |found| row::int(found, 0))
+}

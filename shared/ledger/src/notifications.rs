@@ -68,6 +68,9 @@ pub const EVENT_TYPES: &[&str] = &[
     "agent.spend_limit.warning",
     "agent.spend_limit.reached",
     "runway.low",
+    "credits.granted",
+    "credits.expiring",
+    "credits.expired",
 ];
 
 /// Where an event's delivery is.
@@ -814,6 +817,40 @@ fn render(kind: &str, facts: &Value, currency: &str, catalog: &Catalog) -> Value
                     "currency": currency,
                 },
                 "message": format!("At the last 7 days' usage the balance lasts about {days} more days. Top up or turn on auto-recharge."),
+            })
+        }
+        "credits.granted" => {
+            let granted = amount(facts, "amount_micros");
+            let expires_at = facts.get("expires_at").and_then(Value::as_i64);
+            json!({
+                "grant_id": fact_text(facts, "grant_id"), "name": fact_text(facts, "name"),
+                "category": fact_text(facts, "category"), "amount": granted,
+                "effective_at": calendar::rfc3339(facts.get("effective_at").and_then(Value::as_i64).unwrap_or(0)),
+                "expires_at": expires_at.map(calendar::rfc3339),
+                "message": match expires_at {
+                    Some(at) => format!("{granted} credits were granted; they expire at {}.", calendar::rfc3339(at)),
+                    None => format!("{granted} credits were granted."),
+                },
+            })
+        }
+        "credits.expiring" => {
+            let remaining = amount(facts, "remaining_micros");
+            let expires_at =
+                calendar::rfc3339(facts.get("expires_at").and_then(Value::as_i64).unwrap_or(0));
+            json!({
+                "grant_id": fact_text(facts, "grant_id"), "name": fact_text(facts, "name"),
+                "remaining": remaining, "expires_at": expires_at,
+                "days_left": facts.get("days_left").cloned().unwrap_or(Value::Null),
+                "message": format!("{remaining} granted credits expire at {expires_at} unless used."),
+            })
+        }
+        "credits.expired" => {
+            let expired = amount(facts, "expired_micros");
+            json!({
+                "grant_id": fact_text(facts, "grant_id"), "name": fact_text(facts, "name"),
+                "expired": expired, "remaining": amount(facts, "remaining_micros"),
+                "expires_at": calendar::rfc3339(facts.get("expires_at").and_then(Value::as_i64).unwrap_or(0)),
+                "message": format!("{expired} granted credits expired unused."),
             })
         }
         _ => facts.clone(),

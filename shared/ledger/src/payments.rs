@@ -866,7 +866,12 @@ pub async fn claim_auto_recharge<S: Storage>(
             )
             .await?;
         let armed = armed.first().map(|r| int(r, 0)).transpose()?.unwrap_or(0) == 1;
-        let wallet_effective = ws.wallet_micros - ws.held_wallet_micros + pending_credits;
+        // Grants that pay for everything and last beyond the expiring window count as the
+        // wallet does (docs/grants.md, G5): one about to expire, or one for some usage only,
+        // never holds back a recharge the customer needs.
+        let grants_covering = crate::grants::covering_recharge(db, catalog, &ws, now).await?;
+        let wallet_effective =
+            ws.wallet_micros - ws.held_wallet_micros + pending_credits + grants_covering;
         if !armed
             || pending_credits > 0
             || wallet_effective >= ws.auto_recharge_threshold_credits_micros

@@ -175,6 +175,10 @@ const MIGRATIONS: &[Migration] = &[
         version: 20,
         statements: V20,
     },
+    Migration {
+        version: 21,
+        statements: V21,
+    },
 ];
 
 const V1: &[&str] = &[
@@ -1482,6 +1486,37 @@ const V18: &[&str] = &[
     "ALTER TABLE workspaces ADD COLUMN auto_recharge_cap_alerted TEXT
         CHECK (auto_recharge_cap_alerted GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]:0[89]0'
                OR auto_recharge_cap_alerted GLOB '[0-9][0-9][0-9][0-9]-[0-1][0-9]:100')",
+];
+
+/// The grants' notifications (docs/notifications.md; docs/grants.md G9): `credits.granted` and
+/// `credits.expired` written by triggers in the statement that posts the entry, whoever posts it
+/// (the grant, the expiry sweep, a call's release of a hold on an expired grant);
+/// `credits.expiring` by the ledger's sweep (`grants::notify_expiring`), once per grant, which
+/// `expiring_notified_at` records.
+const V21: &[&str] = &[
+    "ALTER TABLE grants ADD COLUMN expiring_notified_at INTEGER",
+    "CREATE INDEX grants_expiring_unnotified ON grants (expires_at)
+        WHERE expires_at IS NOT NULL AND expiring_notified_at IS NULL AND voided_at IS NULL",
+    "CREATE TRIGGER notify_credits_granted AFTER INSERT ON grant_entries WHEN NEW.kind = 'granted'
+     BEGIN
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
+        SELECT NEW.workspace_id, 'credits.granted',
+               json_object('grant_id', g.id, 'name', g.name, 'category', g.category,
+                           'amount_micros', NEW.amount_micros, 'effective_at', g.effective_at,
+                           'expires_at', g.expires_at),
+               NEW.created_at
+        FROM grants g WHERE g.id = NEW.grant_id;
+     END",
+    "CREATE TRIGGER notify_credits_expired AFTER INSERT ON grant_entries WHEN NEW.kind = 'expired'
+     BEGIN
+        INSERT INTO notifications (workspace_id, type, facts, occurred_at)
+        SELECT NEW.workspace_id, 'credits.expired',
+               json_object('grant_id', g.id, 'name', g.name, 'expired_micros', -NEW.amount_micros,
+                           'remaining_micros', NEW.remaining_after_micros,
+                           'expires_at', g.expires_at),
+               NEW.created_at
+        FROM grants g WHERE g.id = NEW.grant_id;
+     END",
 ];
 
 /// Applies every migration whose version is not recorded yet, in order, each in one transaction.

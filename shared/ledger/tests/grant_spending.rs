@@ -1002,3 +1002,128 @@ fn the_summary_lists_grants_and_its_red_bar_waits_for_them() {
     assert_eq!(after.grant_credits_remaining, dec("1"));
     assert_eq!(after.status, ledger::views::Status::GracePeriod);
 }
+
+/// G5, at the top-up minimum: threshold 15, wallet 10. An unscoped grant of 10 expiring in 30
+/// days holds the recharge back (20 >= 15); the same grant expiring in 3 days (within the 7-day
+/// `credits_expiring_days`) does not, nor one that pays for calls only.
+#[test]
+fn only_a_lasting_grant_for_everything_holds_back_an_auto_recharge() {
+    let claims = |terms: Terms<'_>| {
+        let fx = Fixture::new();
+        fx.subscribed("w", "free", NOV_1);
+        fx.topup("w", "tp", "10", NOV_1);
+        fx.debit("w", "a", "plan-out", UsageKind::Message, "1000", NOV_1)
+            .expect("empty the plan");
+        fx.save_card("w");
+        fx.enable_auto_recharge("w", "15", "20");
+        grant(&fx, "w", "g", terms);
+        let claimed = block_on(ledger::payments::claim_auto_recharge(
+            &fx.db,
+            &fx.catalog,
+            "w",
+            NOV_1 + 60,
+        ))
+        .expect("claim");
+        claimed.is_some()
+    };
+    let lasting = Terms {
+        amount: "10",
+        expires_in_days: Some(30),
+        ..PLAIN
+    };
+    assert!(!claims(lasting), "10 + 10 >= 15: no recharge");
+    let expiring = Terms {
+        amount: "10",
+        expires_in_days: Some(3),
+        ..PLAIN
+    };
+    assert!(
+        claims(expiring),
+        "a grant expiring in 3 days does not count"
+    );
+    let calls_only = Terms {
+        amount: "10",
+        kinds: Some(vec![UsageKind::Call]),
+        ..PLAIN
+    };
+    assert!(claims(calls_only), "a grant for calls only does not count");
+}
+
+/// G9: `credits.granted` with the grant, `credits.expiring` once, 7 days before (the default
+/// `credits_expiring_days`) on the workspace's clock, `credits.expired` with what left, whether
+/// the sweep or a call's release expired it.
+#[test]
+fn grants_tell_the_platform_when_given_about_to_expire_and_expired() {
+    let fx = Fixture::new();
+    plan_spent(&fx, None);
+    let id = grant(
+        &fx,
+        "w",
+        "g",
+        Terms {
+            amount: "3",
+            expires_in_days: Some(10),
+            ..PLAIN
+        },
+    );
+    let events = || {
+        let rows = block_on(fx.db.query(
+            "SELECT type, facts FROM notifications WHERE type LIKE 'credits.%' ORDER BY id",
+            &[],
+        ))
+        .expect("outbox");
+        rows.iter()
+            .map(|row| match row.as_slice() {
+                [SqlValue::Text(kind), SqlValue::Text(facts)] => (
+                    kind.clone(),
+                    serde_json::from_str::<serde_json::Value>(facts).expect("json"),
+                ),
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let granted = events();
+    assert_eq!(granted.len(), 1);
+    assert_eq!(granted[0].0, "credits.granted");
+    assert_eq!(granted[0].1["amount_micros"], micros("3"));
+    assert_eq!(granted[0].1["grant_id"], id.as_str());
+
+    let notify = |now: i64| {
+        block_on(grants::notify_expiring(&fx.db, &fx.catalog, now)).expect("expiring sweep")
+    };
+    assert_eq!(notify(NOV_1 + 3 * DAY - 1), 0, "more than 7 days before");
+    assert_eq!(notify(NOV_1 + 3 * DAY), 1);
+    assert_eq!(notify(NOV_1 + 4 * DAY), 0, "once per grant");
+    let expiring = &events()[1];
+    assert_eq!(expiring.0, "credits.expiring");
+    assert_eq!(
+        (
+            expiring.1["remaining_micros"].clone(),
+            expiring.1["days_left"].clone()
+        ),
+        (micros("3").into(), 7.into())
+    );
+
+    // A call holds 0.02 of it just before it expires; the sweep expires the rest, and the call,
+    // ending unanswered (0 seconds, nothing charged), releases its hold, which expires: two
+    // events, 2.98 and 0.02.
+    let expires_at = NOV_1 + 10 * DAY;
+    fx.call(
+        "w",
+        "agent",
+        "c",
+        ledger::catalog::Direction::Outbound,
+        "+14155550123",
+        expires_at - 5,
+    )
+    .expect("authorize");
+    block_on(grants::expire_due(&fx.db, expires_at)).expect("sweep");
+    block_on(ledger::calls::end(&fx.db, "c", 0, expires_at + 5)).expect("end");
+    let expired: Vec<_> = events()
+        .into_iter()
+        .filter(|(kind, _)| kind == "credits.expired")
+        .map(|(_, facts)| facts["expired_micros"].as_i64().expect("an amount"))
+        .collect();
+    assert_eq!(expired, [micros("2.98"), micros("0.02")]);
+    fx.assert_invariants();
+}
