@@ -816,20 +816,38 @@ struct OpenShape {
     name: &'static str,
     make: fn(String) -> MakeRequest,
     clients: fn(f64) -> usize,
+    /// What the shape needs done on its copy of the data set first.
+    setup: Option<fn(&str) -> Result<()>>,
 }
 
-fn open_shapes() -> [OpenShape; 5] {
+fn open_shapes() -> [OpenShape; 7] {
     let one = |_| 1;
     [
         OpenShape {
             name: "debits over 200 workspaces",
             make: |tag| op_request(Op::Debit, tag, OPEN_WORKSPACES),
             clients: one,
+            setup: None,
+        },
+        // Issue 25's pair: a debit paid by the wallet after the plan, and the same paid by one of
+        // three grants the debit reads (plan credits pay first, so both spend the plan first).
+        OpenShape {
+            name: "debits over 200 workspaces, plan spent",
+            make: |tag| op_request(Op::Debit, tag, OPEN_WORKSPACES),
+            clients: one,
+            setup: Some(|addr| shapes::spend_plans(addr, OPEN_WORKSPACES)),
+        },
+        OpenShape {
+            name: "debits over 200 workspaces, plan spent, 3 grants",
+            make: |tag| op_request(Op::Debit, tag, OPEN_WORKSPACES),
+            clients: one,
+            setup: Some(|addr| shapes::three_grants(addr, OPEN_WORKSPACES)),
         },
         OpenShape {
             name: "debits, one workspace",
             make: |tag| op_request(Op::Debit, tag, 1),
             clients: one,
+            setup: None,
         },
         // Calls left in progress (holds made to outlive the run), spread over 64 agents with no
         // limits: nothing refuses them but funds, which OPEN_REQUESTS_PER_SHAPE_MAX keeps ample.
@@ -837,11 +855,13 @@ fn open_shapes() -> [OpenShape; 5] {
             name: "authorizations over 200 workspaces",
             make: |tag| op_request(Op::Authorize, tag, OPEN_WORKSPACES),
             clients: one,
+            setup: None,
         },
         OpenShape {
             name: "authorizations, one workspace",
             make: |tag| op_request(Op::Authorize, tag, 1),
             clients: one,
+            setup: None,
         },
         OpenShape {
             name: "mixed over 200 workspaces",
@@ -849,6 +869,7 @@ fn open_shapes() -> [OpenShape; 5] {
                 shapes::mixed_requests(tag, Arc::new(|seed| load::mix(seed) % OPEN_WORKSPACES))
             },
             clients: |rate| (rate / OPEN_MIXED_CLIENT_PER_SEC).ceil().max(1.0) as usize,
+            setup: None,
         },
     ]
 }
@@ -871,6 +892,9 @@ fn open(config: &Config, report: &mut Report) -> Result<()> {
             let label = runtime.label();
             let app = runtime::start_on_copy(runtime, &small)?;
             shapes::long_holds(&app.addr)?;
+            if let Some(setup) = shape.setup {
+                setup(&app.addr)?;
+            }
             let mut saturated_at = None;
             for &rate in &schedule.rates {
                 let measure = format!("[{label}] {}, offered {rate:.0}/s", shape.name);

@@ -273,3 +273,95 @@ pub fn mixed_requests(prefix: String, pick: PickWorkspace) -> MakeRequest {
 pub fn tenants_set() -> Result<std::path::PathBuf> {
     data::cached(tenants_spec())
 }
+
+/// Sets workspaces `ws0`..`ws{workspaces - 1}` up for the grants shape (issue 25): spends what is
+/// left of each one's plan credits (so debits reach the grants: plan credits pay first, R24), then
+/// gives it three grants a debit of a message considers: priority 10 for messages only (never
+/// expiring), priority 50 for everything expiring in 30 days, priority 50 for calls only
+/// expiring in 90 days (read and skipped). Each is large enough for any run.
+pub fn three_grants(addr: &str, workspaces: u64) -> Result<()> {
+    spend_plans(addr, workspaces)?;
+    let now = local_run::credentials::now_secs();
+    let day = 86_400;
+    for n in 0..workspaces {
+        let ws = workspace_id(n);
+        for (k, grant) in [
+            serde_json::json!({"priority": 10, "scope": {"kinds": ["message"]}}),
+            serde_json::json!({"priority": 50,
+                               "expires_at": ledger::calendar::rfc3339(now + 30 * day)}),
+            serde_json::json!({"priority": 50, "scope": {"kinds": ["call"]},
+                               "expires_at": ledger::calendar::rfc3339(now + 90 * day)}),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut body = grant;
+            body["workspace_id"] = ws.clone().into();
+            body["amount"] = "100000".into();
+            body["category"] = "promotional".into();
+            body["name"] = format!("bench grant {k}").into();
+            let mut request = crate::load::json_request(
+                http::Method::POST,
+                "/v1/grants",
+                Some(crate::host::SERVICE_KEY),
+                body.to_string(),
+            );
+            request.headers_mut().insert(
+                "idempotency-key",
+                http::HeaderValue::from_str(&format!("bench-{ws}-{k}"))?,
+            );
+            let (status, reply) = crate::host::send_once(addr, request)?;
+            if status != 201 && status != 200 {
+                anyhow::bail!(
+                    "grant {k} to {ws}: {status} {}",
+                    String::from_utf8_lossy(&reply)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Spends what is left of the plan credits of workspaces `ws0`..`ws{workspaces - 1}` with one
+/// debit each, so that later debits are paid by what comes after the plan (R24).
+pub fn spend_plans(addr: &str, workspaces: u64) -> Result<()> {
+    let now = local_run::credentials::now_secs();
+    for n in 0..workspaces {
+        let ws = workspace_id(n);
+        let token =
+            local_run::credentials::token(&ws, local_run::credentials::Role::Owner, now + 3600);
+        let (status, body) = crate::host::send_once(
+            addr,
+            crate::load::get_request(&format!("/v1/workspaces/{ws}/billing"), Some(&token)),
+        )?;
+        if status != 200 {
+            anyhow::bail!("summary of {ws}: {status}");
+        }
+        let summary: serde_json::Value = serde_json::from_slice(&body)?;
+        let plan: rust_decimal::Decimal = summary["plan_credits_remaining"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()?;
+        // Messages cost 0.01: the plan's credits are 100 x as many messages.
+        let messages = (plan * rust_decimal::Decimal::from(100)).floor();
+        if !messages.is_zero() {
+            let drain = serde_json::json!({
+                "id": format!("drain-{ws}"), "workspace_id": ws, "agent_id": "drain",
+                "kind": "message", "quantity": messages.normalize().to_string(),
+            });
+            let (status, body) = crate::host::send_once(
+                addr,
+                crate::load::json_request(
+                    http::Method::POST,
+                    "/v1/usage",
+                    Some(crate::host::SERVICE_KEY),
+                    drain.to_string(),
+                ),
+            )?;
+            if status != 200 {
+                anyhow::bail!("drain {ws}: {status} {}", String::from_utf8_lossy(&body));
+            }
+        }
+    }
+    Ok(())
+}
