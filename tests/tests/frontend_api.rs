@@ -785,7 +785,7 @@ fn transactions_page_filter_and_export() -> Result<()> {
     assert_eq!(lines.len(), 7, "{}", reply.body);
     assert_eq!(
         lines[0],
-        "id,type,agent_id,reference,quantity,unit,rate,amount,plan_amount,wallet_amount,plan_credits_after,wallet_balance_after,occurred_at,description"
+        "id,type,agent_id,reference,quantity,unit,rate,amount,plan_amount,wallet_amount,plan_credits_after,wallet_balance_after,occurred_at,description,grant_amount,grants"
     );
     assert_eq!(
         lines[1],

@@ -371,6 +371,9 @@ pub struct TransactionView {
     pub wallet_amount: Decimal,
     /// Signed part from credit grants (docs/grants.md).
     pub grant_amount: Decimal,
+    /// Which grants paid, and how much each (signed), in the order they were spent; empty when
+    /// none did.
+    pub grants: Vec<GrantPart>,
     /// Plan credits after.
     pub plan_credits_after: Decimal,
     /// Wallet after.
@@ -465,7 +468,11 @@ async fn query_transactions<S: Storage>(
                     wallet_delta_micros, plan_after_micros, wallet_after_micros, occurred_at, description,
                     (SELECT c.duration_secs FROM calls c
                      WHERE t.type = 'call' AND c.call_id = t.reference AND c.workspace_id = t.workspace_id),
-                    grant_delta_micros
+                    grant_delta_micros,
+                    CASE WHEN grant_delta_micros <> 0 THEN
+                        (SELECT json_group_array(json_array(e.grant_id, e.amount_micros))
+                         FROM grant_entries e WHERE e.transaction_id = t.id AND e.kind = 'spent')
+                    END
              FROM transactions t
              WHERE workspace_id = ?1 AND id < ?2 AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR agent_id = ?4)
              ORDER BY id DESC LIMIT ?5",
@@ -494,6 +501,7 @@ async fn query_transactions<S: Storage>(
                 plan_amount: money::to_decimal(plan),
                 wallet_amount: money::to_decimal(wallet),
                 grant_amount: money::to_decimal(grants),
+                grants: grant_parts(opt_text(r, 15)?.as_deref())?,
                 plan_credits_after: money::to_decimal(int(r, 9)?),
                 wallet_balance_after: money::to_decimal(int(r, 10)?),
                 occurred_at: calendar::rfc3339(int(r, 11)?),
@@ -501,6 +509,34 @@ async fn query_transactions<S: Storage>(
             })
         })
         .collect()
+}
+
+/// What one grant paid of a history row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GrantPart {
+    /// The grant (`gr_...`).
+    pub grant_id: String,
+    /// Signed credits (negative: it paid).
+    pub amount: Decimal,
+}
+
+/// A history row's `[[grant id, micro-credits], ...]` as its parts.
+fn grant_parts(column: Option<&str>) -> Result<Vec<GrantPart>> {
+    let Some(text) = column else {
+        return Ok(Vec::new());
+    };
+    let parts: Vec<(String, i64)> = serde_json::from_str(text).map_err(|e| {
+        LedgerError::Storage(crate::StorageError::from_sqlite_message(format!(
+            "a history row's grants: {e}"
+        )))
+    })?;
+    Ok(parts
+        .into_iter()
+        .map(|(grant_id, micros)| GrantPart {
+            grant_id,
+            amount: money::to_decimal(micros),
+        })
+        .collect())
 }
 
 /// A page of history, newest first (R18).
@@ -530,13 +566,13 @@ pub async fn transactions_csv<S: Storage>(
     workspace::get(db, workspace_id).await?;
     let rows = query_transactions(db, workspace_id, filter, CSV_ROWS_MAX).await?;
     let mut csv = String::from(
-        "id,type,agent_id,reference,quantity,unit,rate,amount,plan_amount,wallet_amount,plan_credits_after,wallet_balance_after,occurred_at,description\r\n",
+        "id,type,agent_id,reference,quantity,unit,rate,amount,plan_amount,wallet_amount,plan_credits_after,wallet_balance_after,occurred_at,description,grant_amount,grants\r\n",
     );
     let field = |v: Option<String>| csv_field(&v.unwrap_or_default());
     for r in rows {
         let _ = write!(
             csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\r\n",
             r.id,
             csv_field(&r.kind),
             field(r.agent_id),
@@ -551,6 +587,15 @@ pub async fn transactions_csv<S: Storage>(
             r.wallet_balance_after,
             r.occurred_at,
             field(r.description),
+            r.grant_amount,
+            // `gr_a:-1.5;gr_b:-0.5`: which grants paid, and how much each.
+            csv_field(
+                &r.grants
+                    .iter()
+                    .map(|part| format!("{}:{}", part.grant_id, part.amount))
+                    .collect::<Vec<_>>()
+                    .join(";")
+            ),
         );
     }
     Ok(csv)

@@ -197,6 +197,25 @@ fn a_message_skips_a_grant_for_calls_and_ends_on_the_wallet() {
         ),
         (dec("-9"), dec("-2"), dec("-6"), dec("-1"))
     );
+    assert_eq!(
+        row.grants
+            .iter()
+            .map(|part| (part.grant_id.as_str(), part.amount))
+            .collect::<Vec<_>>(),
+        [(b.as_str(), dec("-3")), (c.as_str(), dec("-3"))]
+    );
+    // The CSV names them too, in its last two columns.
+    let csv = block_on(ledger::views::transactions_csv(
+        &fx.db,
+        "w",
+        &ledger::views::TransactionFilter::default(),
+    ))
+    .expect("csv");
+    let first_row = csv.lines().nth(1).expect("a row");
+    assert!(
+        first_row.ends_with(&format!(",-6,{b}:-3;{c}:-3")),
+        "{first_row}"
+    );
     fx.assert_invariants();
 }
 
