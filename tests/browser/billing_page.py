@@ -511,6 +511,8 @@ def buy_credits(p, config):
     s.wait_loaded()
     before = config["wallet_before"]
     expect(s.el("#wallet-balance")).to_have_attribute("data-value", before)
+    # No grants: no grants card, not even an empty one.
+    expect(s.el("#grants")).to_be_hidden()
     saved = config.get("saved_last4")
     if saved:
         expect(s.el("#buy-use-saved")).to_be_checked()
@@ -949,6 +951,11 @@ def looks(p, config):
     expect(spikes).to_have_attribute("data-date", config["spike_date"])
     expect(s.el("#usage-chart svg text.spike-mark")).to_have_count(1)
     expect(s.el("#runway-text")).to_contain_text("your credits last about")
+    # The grants' card is there to be measured, with its longest note.
+    expect(s.el("#grant-list li")).to_have_count(2)
+    expect(s.el("#grant-list li").first.locator(".grant-note").first).to_have_text(
+        "Calls and AI tasks of agent support-bot only"
+    )
     # A call is shown as what was billed, in minutes, at its rate.
     call = s.el("#tx-table tbody tr").filter(has_text=config["call_reference"])
     expect(call.locator("td.usage")).to_have_text(config["call_usage"])
@@ -1007,6 +1014,59 @@ def looks(p, config):
                 stranger.goto(f"http://127.0.0.1:{config['embed_port']}/iframe")
             expect(stranger.frame_locator("#billing").locator("#main")).to_have_count(0)
         s.close()
+    return {"figures": figures}
+
+
+def grants(p, config):
+    """Credit grants: each with its credits left of its amount, its category, what it pays for,
+    when it starts and expires, in the order they are spent, and their total in force; in the
+    history, what grants paid of each row. Then the same at a phone's width, measured."""
+    s = Session(p, config)
+    s.wait_loaded()
+    card = s.el("#grants")
+    expect(card).to_be_visible()
+    expect(card.get_by_role("heading", name="Credit grants", exact=True)).to_be_visible()
+    expect(s.el("#grants-total")).to_have_attribute("data-value", config["total"])
+    expect(s.el("#grants-total")).to_have_text(config["total"])
+    expected = config["grants"]
+    items = card.get_by_role("list", name="Credit grants", exact=True).get_by_role("listitem")
+    expect(items).to_have_count(len(expected))
+    for i, grant in enumerate(expected):
+        item = items.nth(i)
+        expect(item).to_have_attribute("data-grant", grant["id"])
+        expect(item.get_by_role("heading")).to_have_text(f"{grant['name']} {grant['category']}")
+        expect(item.locator(".grant-remaining")).to_have_attribute("data-value", grant["remaining"])
+        expect(item.locator(".grant-remaining")).to_have_text(grant["remaining_text"])
+        expect(item.locator(".grant-amount")).to_have_attribute("data-value", grant["amount"])
+        expect(item.locator(".grant-left .unit")).to_have_text(grant["amount_text"])
+        expect(item.locator(".grant-note")).to_have_text(grant["notes"])
+    s.screenshot("grants", "#balances")
+    # The history: what grants paid, beside the plan and the wallet.
+    headers = s.el("#tx-table thead th")
+    expect(headers.nth(5)).to_have_text("From plan")
+    expect(headers.nth(6)).to_have_text("From grants")
+    expect(headers.nth(7)).to_have_text("From wallet")
+    for row in config["history"]:
+        cell = s.el("#tx-table tbody tr").filter(has_text=row["reference"]).locator("td").nth(6)
+        expect(cell).to_have_attribute("data-label", "From grants")
+        expect(cell).to_have_attribute("data-value", row["grant_amount"])
+        expect(cell).to_have_text(row["text"])
+    figures = [measure(s, "grants, 1200 px")]
+    s.close()
+    # At a phone's width: one grant a row, nothing sideways, and the history's cells named.
+    s = Session(p, config, viewport={"width": 390, "height": 844})
+    s.wait_loaded()
+    expect(s.el("#grant-list li")).to_have_count(len(expected))
+    boxes = s.el("#grant-list li").evaluate_all("items => items.map(i => i.getBoundingClientRect().left)")
+    check(len(set(boxes)) == 1, f"the grants are not one a row at 390 px: {boxes}")
+    call = s.el("#tx-table tbody tr").filter(has_text=config["history"][0]["reference"])
+    cell = call.locator("td").nth(6)
+    expect(cell).to_be_visible()
+    expect(cell).to_have_attribute("data-label", "From grants")
+    figures.append(measure(s, "grants, 390 px"))
+    s.screenshot("grants-phone", "#grants")
+    s.screenshot("transactions-grants-phone", "#tx-title", "#tx-table tbody tr >> nth=2")
+    s.close()
     return {"figures": figures}
 
 
@@ -1105,6 +1165,7 @@ JOURNEYS = {
     "csv_export": csv_export,
     "member": member,
     "looks": looks,
+    "grants": grants,
 }
 
 

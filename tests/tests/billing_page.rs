@@ -13,7 +13,7 @@
 use std::process::Command;
 
 use anyhow::{Context as _, Result, ensure};
-use e2e::api::{App, Role, expect, micros_of, now_secs, token};
+use e2e::api::{App, Role, SERVICE_KEY, expect, micros_of, now_secs, token};
 use e2e::stripe::{
     CARD_DECLINED_ON_CHARGE, CARD_OK, CARD_REQUIRES_AUTH, Localstripe, SECRET_KEY, free_port,
     save_card_through_app,
@@ -235,6 +235,39 @@ impl Setup {
             "usage",
         )?;
         Ok(())
+    }
+
+    /// A call by `agent` of `duration_seconds`, authorized then ended (service key).
+    fn call(&self, ws: &str, call_id: &str, agent: &str, duration_seconds: u32) -> Result<()> {
+        let call = json!({"workspace_id": ws, "agent_id": agent, "call_id": call_id,
+            "direction": "outbound", "to": "+14155550123", "from": "+14155550100"});
+        expect(
+            &self.app.service("POST", "/v1/calls", Some(&call))?,
+            201,
+            "authorize",
+        )?;
+        expect(
+            &self.app.service(
+                "POST",
+                &format!("/v1/calls/{call_id}/end"),
+                Some(&json!({"duration_seconds": duration_seconds})),
+            )?,
+            200,
+            "end",
+        )?;
+        Ok(())
+    }
+
+    /// Grants `ws` the credits `body` describes, through the operator's route (service key,
+    /// `key` its `Idempotency-Key`); the grant as made.
+    fn grant(&self, ws: &str, key: &str, mut body: Value) -> Result<Value> {
+        body["workspace_id"] = json!(ws);
+        let auth = format!("Bearer {SERVICE_KEY}");
+        let headers = [("authorization", auth.as_str()), ("idempotency-key", key)];
+        let reply = self
+            .app
+            .request("POST", "/v1/grants", Some(&body), &headers)?;
+        expect(&reply, 201, "grant")
     }
 
     /// Sets `ws`'s test clock (forward only).
@@ -584,21 +617,21 @@ fn the_page_reads_well_in_dark_and_at_a_phones_width() -> Result<()> {
     // The free plan's 10 credits run out within the week: the wallet's 50 then last a month.
     s.with_history(ws, "free", Some("50"))?;
     // A call of 2 min 5 s, billed by the whole minute: 3 min at 0.05.
-    let call = json!({"workspace_id": ws, "agent_id": "support-bot", "call_id": "ws-looks-call",
-        "direction": "outbound", "to": "+14155550123", "from": "+14155550100"});
-    expect(
-        &s.app.service("POST", "/v1/calls", Some(&call))?,
-        201,
-        "authorize",
+    s.call(ws, "ws-looks-call", "support-bot", 125)?;
+    // Credit grants, after the usage (which they would otherwise pay), so that their card is
+    // measured too: the longest scope note, and one that never expires.
+    s.grant(
+        ws,
+        "looks-bonus",
+        json!({"amount": "5", "category": "promotional", "name": "Welcome bonus",
+               "expires_at": "2027-03-23T12:00:00Z",
+               "scope": {"kinds": ["call", "ai_task"], "agent_id": "support-bot"}}),
     )?;
-    expect(
-        &s.app.service(
-            "POST",
-            "/v1/calls/ws-looks-call/end",
-            Some(&json!({"duration_seconds": 125})),
-        )?,
-        200,
-        "end",
+    s.grant(
+        ws,
+        "looks-contract",
+        json!({"amount": "100", "category": "paid", "cost_basis": "80",
+               "name": "Support contract"}),
     )?;
     let seen = s.journey(
         "looks",
@@ -610,6 +643,84 @@ fn the_page_reads_well_in_dark_and_at_a_phones_width() -> Result<()> {
     // The figures the journey measured (smallest text and control, tables against their cards).
     println!("{}", serde_json::to_string_pretty(&seen["figures"])?);
     Ok(())
+}
+
+#[test]
+fn credit_grants_show_with_the_balances_and_what_they_paid_in_the_history() -> Result<()> {
+    let ws = "ws-grants";
+    let s = start(ws)?;
+    // A frozen clock: "expires in 3 days" is exact.
+    s.clock(ws, "2027-03-20T12:00:00Z")?;
+    s.subscribe(ws, "free")?;
+    s.use_credits(ws, "agent-a", "message", 1_000, 1)?; // the plan's 10 credits, all used
+    let bonus = s.grant(
+        ws,
+        "bonus",
+        json!({"amount": "5", "category": "promotional", "name": "Launch bonus",
+               "expires_at": "2027-03-23T12:00:00Z", "scope": {"kinds": ["call"]}}),
+    )?;
+    let contract = s.grant(
+        ws,
+        "contract",
+        json!({"amount": "100", "category": "paid", "cost_basis": "80",
+               "name": "Support contract"}),
+    )?;
+    let spring = s.grant(
+        ws,
+        "spring",
+        json!({"amount": "20", "category": "promotional", "name": "Spring credit",
+               "effective_at": "2027-04-01T00:00:00Z", "expires_at": "2027-06-30T00:00:00Z"}),
+    )?;
+    // 100 AI tasks at 0.02: outside the bonus's scope, so the contract pays. A call of 2 min
+    // 5 s (3 min at 0.05) is paid by the bonus, which expires first.
+    s.debit(
+        &json!({"id": "ws-grants-task", "workspace_id": ws, "agent_id": "agent-a",
+                "kind": "ai_task", "quantity": 100}),
+    )?;
+    s.call(ws, "ws-grants-call", "agent-a", 125)?;
+    // What the API says, first: the page must show exactly this.
+    let summary = s.summary(ws)?;
+    assert_eq!(
+        micros_of(&summary["grant_credits_remaining"])?,
+        102_850_000,
+        "{summary}"
+    );
+    let listed: Vec<&str> = summary["grants"]
+        .as_array()
+        .context("grants")?
+        .iter()
+        .map(|grant| str_of(grant, "id"))
+        .collect();
+    let in_order = [&bonus, &spring, &contract].map(|grant| str_of(grant, "id"));
+    assert_eq!(listed, in_order, "in the order they are spent: {summary}");
+    s.journey(
+        "grants",
+        ws,
+        Role::Owner,
+        json!({
+            "total": "102.85",
+            "grants": [
+                {"id": bonus["id"], "name": "Launch bonus", "category": "Promotional",
+                 "remaining": "4.85", "remaining_text": "4.85",
+                 "amount": "5", "amount_text": "of 5.00 credits left",
+                 "notes": ["Calls only", "Expires in 3 days"]},
+                {"id": spring["id"], "name": "Spring credit", "category": "Promotional",
+                 "remaining": "20", "remaining_text": "20.00",
+                 "amount": "20", "amount_text": "of 20.00 credits left",
+                 "notes": ["Starts Apr 1, 2027", "Expires Jun 30, 2027"]},
+                {"id": contract["id"], "name": "Support contract", "category": "Paid",
+                 "remaining": "98", "remaining_text": "98.00",
+                 "amount": "100", "amount_text": "of 100.00 credits left",
+                 "notes": ["Never expires"]}
+            ],
+            "history": [
+                {"reference": "ws-grants-call", "grant_amount": "-0.15", "text": "−0.15"},
+                {"reference": "ws-grants-task", "grant_amount": "-2", "text": "−2.00"},
+                {"reference": "ws-grants-agent-a-message-0", "grant_amount": "0", "text": "0.00"}
+            ]
+        }),
+    )?;
+    s.app.check_invariants()
 }
 
 #[test]

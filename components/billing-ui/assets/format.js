@@ -129,6 +129,14 @@ export function checkAmount(input, errorEl, { min, max, allowZero = false } = {}
 
 const KINDS = { call: "Calls", message: "Messages", sms: "SMS", stt: "Speech-to-text", ai_task: "AI tasks", topup: "Top-up", auto_recharge: "Auto-recharge", plan_grant: "Plan credits", plan_expiry: "Plan credits expired", refund: "Refund", dispute: "Dispute" };
 export const kindName = (k) => KINDS[k] || k;
+/** Usage kinds inside a sentence, in the page's order of kinds: "calls and AI tasks". */
+const KINDS_IN_WORDS = { call: "calls", message: "messages", sms: "SMS", stt: "speech-to-text", ai_task: "AI tasks" };
+const KIND_ORDER = Object.keys(KINDS_IN_WORDS);
+export function kindsInWords(kinds) {
+  const rank = (k) => (KIND_ORDER.includes(k) ? KIND_ORDER.indexOf(k) : KIND_ORDER.length);
+  const names = [...kinds].sort((a, b) => rank(a) - rank(b)).map((k) => KINDS_IN_WORDS[k] || k);
+  return names.length > 1 ? `${names.slice(0, -1).join(", ")} and ${names[names.length - 1]}` : names.join("");
+}
 /** One history row's type: one call, one message. */
 const ROW_KINDS = { ...KINDS, call: "Call", message: "Message", ai_task: "AI task" };
 export const rowKindName = (k) => ROW_KINDS[k] || k;

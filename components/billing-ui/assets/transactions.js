@@ -62,7 +62,7 @@ export async function loadTransactions(reset = false) {
   state.tx.next = page.next_cursor;
   $("tx-table")
     .querySelector("tbody")
-    .replaceChildren(...(page.data.length ? page.data.map(transactionRow) : [h("tr", {}, h("td", { colspan: 9, class: "muted" }, "No transactions."))]));
+    .replaceChildren(...(page.data.length ? page.data.map(transactionRow) : [h("tr", {}, h("td", { colspan: 10, class: "muted" }, "No transactions."))]));
   $("tx-page").textContent = `Page ${state.tx.index + 1}`;
   $("tx-newer").disabled = state.tx.index === 0;
   $("tx-older").disabled = !state.tx.next;
@@ -79,6 +79,7 @@ function transactionRow(t) {
     h("td", { class: "usage", "data-label": "Usage" }, usageText(t)),
     h("td", { class: "num", "data-label": "Credits", "data-value": t.amount }, credits(t.amount)),
     h("td", { class: "num", "data-label": "From plan" }, credits(t.plan_amount)),
+    h("td", { class: "num", "data-label": "From grants", "data-value": t.grant_amount }, credits(t.grant_amount)),
     h("td", { class: "num", "data-label": "From wallet" }, credits(t.wallet_amount)),
     h("td", { class: "num", "data-label": "Wallet after" }, credits(t.wallet_balance_after)),
     h("td", { class: "ref", "data-label": "Reference" }, t.reference || t.description || ""),
