@@ -1031,3 +1031,25 @@ pub(crate) async fn covering_recharge<S: Storage>(
         .await?;
     rows.first().map_or(Ok(0), |found| row::int(found, 0))
 }
+
+/// The grants the runway spends at `now_secs` (G7: in force, paying for every usage of every
+/// agent), in spending order, with what each has not held and when it expires.
+pub(crate) async fn runway_of<S: Storage>(
+    db: &S,
+    ws: &WorkspaceState,
+    now_secs: i64,
+) -> Result<Vec<crate::runway::GrantOutlook>> {
+    Ok(live_of(db, ws, now_secs)
+        .await?
+        .iter()
+        .filter(|grant| {
+            grant.effective_at <= now_secs
+                && grant.scope_kinds.is_none()
+                && grant.scope_agent_id.is_none()
+        })
+        .map(|grant| crate::runway::GrantOutlook {
+            available_micros: (grant.remaining_micros - grant.held_micros).max(0),
+            expires_at: grant.expires_at,
+        })
+        .collect())
+}

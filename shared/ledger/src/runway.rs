@@ -115,8 +115,20 @@ pub struct Cycles {
     pub next_rollover_max_micros: i64,
 }
 
-/// Everything the forecast depends on.
+/// A credit grant the forecast spends (docs/grants.md, G7): one that pays for every usage of
+/// every agent and is in force now. Grants for some usage or one agent are left out (the forecast
+/// has one rate for all usage, and cannot tell what part of it they would pay: leaving them out
+/// errs early, as the forecast does), as are scheduled ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantOutlook {
+    /// Credits it has not held by calls in progress.
+    pub available_micros: i64,
+    /// When what is left of it expires; never if `None`.
+    pub expires_at: Option<i64>,
+}
+
+/// Everything the forecast depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outlook {
     /// The workspace's time (its test clock, if set).
     pub now_secs: i64,
@@ -130,6 +142,8 @@ pub struct Outlook {
     pub plan_available_micros: i64,
     /// Wallet credits not held by calls in progress (never below zero).
     pub wallet_available_micros: i64,
+    /// The grants it spends after the plan and before the wallet, in spending order (R24).
+    pub grants: Vec<GrantOutlook>,
     /// The plan's cycles; `None` without a plan (the balance just runs down).
     pub cycles: Option<Cycles>,
     /// For the suggestion.
@@ -253,8 +267,9 @@ fn tenths_of_days(secs: i64) -> Decimal {
 }
 
 /// When the balance runs out spending `rate_micros_per_day`, `None` if not within the horizon
-/// (or never, at a rate of zero). Spend takes plan credits first, then the wallet; plan credits
-/// are usable until their cycle ends, when renewal keeps the rollover and grants the next cycle.
+/// (or never, at a rate of zero). Spend takes plan credits first, then the grants in their order,
+/// then the wallet (R24); plan credits are usable until their cycle ends, when renewal keeps the
+/// rollover and grants the next cycle; a grant is usable until it expires.
 fn runs_out_at(outlook: &Outlook, rate_micros_per_day: i64) -> Result<Option<i64>> {
     if rate_micros_per_day <= 0 {
         return Ok(None);
@@ -267,50 +282,88 @@ fn runs_out_at(outlook: &Outlook, rate_micros_per_day: i64) -> Result<Option<i64
     let horizon = now + HORIZON_DAYS * SECS_PER_DAY;
     let mut plan = scaled(outlook.plan_available_micros);
     let mut wallet = scaled(outlook.wallet_available_micros);
-    let Some(cycles) = outlook.cycles else {
-        let at = run_down(now, plan + wallet, rate);
-        return Ok((at <= horizon).then_some(at));
+    let mut grants: Vec<(i128, Option<i64>)> = outlook
+        .grants
+        .iter()
+        .filter(|grant| grant.expires_at.is_none_or(|at| at > now))
+        .map(|grant| (scaled(grant.available_micros), grant.expires_at))
+        .collect();
+    // The plan's cycle ends, and what renewal does at each (no plan: none).
+    let mut cycle = match outlook.cycles {
+        None => None,
+        Some(cycles) => {
+            let mut end = cycles.cycle_end_at;
+            let mut rollover = scaled(cycles.rollover_max_micros);
+            let next_rollover = scaled(cycles.next_rollover_max_micros);
+            let next_grant = scaled(cycles.next_grant_micros);
+            if end <= now {
+                // Renewal is due and has not run yet: it closes every cycle that ended (the
+                // first at the plan in force's rollover, any later one at the next plan's) and
+                // grants only the cycle in force.
+                let (start_in_force, end_in_force) =
+                    calendar::cycle_containing(now, cycles.anchor_day)?;
+                plan = plan.min(rollover);
+                if start_in_force > end {
+                    plan = plan.min(next_rollover);
+                }
+                plan += next_grant;
+                (end, rollover) = (end_in_force, next_rollover);
+            }
+            Some((end, rollover, cycles, next_rollover, next_grant))
+        }
     };
-    let mut end = cycles.cycle_end_at;
-    let mut rollover = scaled(cycles.rollover_max_micros);
-    let next_rollover = scaled(cycles.next_rollover_max_micros);
-    let next_grant = scaled(cycles.next_grant_micros);
-    if end <= now {
-        // Renewal is due and has not run yet: it closes every cycle that ended (the first at the
-        // plan in force's rollover, any later one at the next plan's) and grants only the cycle
-        // in force.
-        let (start_in_force, end_in_force) = calendar::cycle_containing(now, cycles.anchor_day)?;
-        plan = plan.min(rollover);
-        if start_in_force > end {
-            plan = plan.min(next_rollover);
-        }
-        plan += next_grant;
-        (end, rollover) = (end_in_force, next_rollover);
-    }
     let mut from = now;
-    for _ in 0..HORIZON_CYCLE_ENDS_MAX {
-        let until = end.min(horizon);
+    // Each step ends at a cycle end, a grant's expiry or the horizon.
+    for _ in 0..HORIZON_CYCLE_ENDS_MAX + grants.len() + 1 {
+        let expiry = grants
+            .iter()
+            .filter(|(left, _)| *left > 0)
+            .filter_map(|(_, at)| *at)
+            .min();
+        let cycle_end = cycle.map(|(end, ..)| end);
+        let until = [Some(horizon), expiry, cycle_end]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(horizon);
         let spend = rate * i128::from(until - from);
-        if spend >= plan + wallet {
-            return Ok(Some(run_down(from, plan + wallet, rate)));
+        let total = plan + grants.iter().map(|(left, _)| left).sum::<i128>() + wallet;
+        if spend >= total {
+            return Ok(Some(run_down(from, total, rate)));
         }
-        let from_plan = spend.min(plan);
-        plan -= from_plan;
-        wallet -= spend - from_plan;
+        let mut rest = spend;
+        for source in std::iter::once(&mut plan)
+            .chain(grants.iter_mut().map(|(left, _)| left))
+            .chain(std::iter::once(&mut wallet))
+        {
+            let taken = rest.min(*source);
+            *source -= taken;
+            rest -= taken;
+        }
         if until == horizon {
             return Ok(None);
         }
-        // The cycle ends: unused plan credits expire beyond the rollover, then the next grant.
-        plan = plan.min(rollover) + next_grant;
-        from = end;
-        end = calendar::midnight_utc(calendar::next_cycle_start(
-            calendar::utc_date(end)?,
-            cycles.anchor_day,
-        )?)?;
-        rollover = next_rollover;
+        // What expires now leaves: the grants' unspent part, then the cycle's plan credits
+        // beyond the rollover (and the next grant arrives).
+        for (left, at) in &mut grants {
+            if at.is_some_and(|at| at <= until) {
+                *left = 0;
+            }
+        }
+        if let Some((end, rollover, cycles, next_rollover, next_grant)) = cycle
+            && end == until
+        {
+            plan = plan.min(rollover) + next_grant;
+            let next_end = calendar::midnight_utc(calendar::next_cycle_start(
+                calendar::utc_date(end)?,
+                cycles.anchor_day,
+            )?)?;
+            cycle = Some((next_end, next_rollover, cycles, next_rollover, next_grant));
+        }
+        from = until;
     }
     Err(crate::guarded::storage(
-        "runway: more cycle ends within the horizon than monthly cycles allow",
+        "runway: more cycle ends and grant expiries within the horizon than allowed",
     ))
 }
 
@@ -370,6 +423,7 @@ pub async fn load<S: Storage>(
         spent_7d_micros: int(row, 3)?,
         plan_available_micros: ws.plan_available_micros(),
         wallet_available_micros: ws.wallet_available_micros(),
+        grants: crate::grants::runway_of(db, ws, now_secs).await?,
         cycles: cycles_of(ws, catalog, int(row, 1)?),
         pricing: Pricing::of(catalog),
     };
@@ -400,6 +454,7 @@ mod tests {
             spent_30d_micros,
             plan_available_micros: 0,
             wallet_available_micros: 0,
+            grants: Vec::new(),
             cycles: None,
             pricing: Pricing {
                 credit_price_money_micros: CREDIT,
@@ -517,6 +572,54 @@ mod tests {
         assert_eq!(beyond.status, RunwayStatus::BeyondHorizon);
         assert_eq!((beyond.days_left, beyond.runs_out_at), (None, None));
         assert_eq!(beyond.suggested_auto_recharge, suggestion("14", "14"));
+    }
+
+    /// G7: at 1 a day with a wallet of 10 and a grant of 5 expiring in 3 days, the grant pays
+    /// the first 3 days (after the plan, before the wallet), its 2 left expire, and the wallet
+    /// lasts 10 more: 13 days, not 15. A grant that never expires counts in full: 15. A grant
+    /// already past its expiry counts for nothing.
+    #[test]
+    fn a_grant_counts_until_it_expires() {
+        let now = at("2026-11-16T12:00:00Z");
+        let with = |grants: Vec<GrantOutlook>| {
+            forecast_ok(&Outlook {
+                wallet_available_micros: 10 * CREDIT,
+                grants,
+                ..outlook(6_500_000, 29_500_000)
+            })
+        };
+        let expiring = with(vec![GrantOutlook {
+            available_micros: 5 * CREDIT,
+            expires_at: Some(now + 3 * SECS_PER_DAY),
+        }]);
+        assert_eq!(expiring.days_left, Some(dec("13.0")));
+        assert_eq!(
+            expiring.runs_out_at.as_deref(),
+            Some("2026-11-29T12:00:00Z")
+        );
+        let lasting = with(vec![GrantOutlook {
+            available_micros: 5 * CREDIT,
+            expires_at: None,
+        }]);
+        assert_eq!(lasting.days_left, Some(dec("15.0")));
+        let expired = with(vec![GrantOutlook {
+            available_micros: 5 * CREDIT,
+            expires_at: Some(now),
+        }]);
+        assert_eq!(expired.days_left, Some(dec("10.0")));
+        // Two grants in spending order: the first (expiring in 2 days) pays 2 of its 3, then
+        // expires; the second (never) pays 4; then the wallet 10: 16 days.
+        let two = with(vec![
+            GrantOutlook {
+                available_micros: 3 * CREDIT,
+                expires_at: Some(now + 2 * SECS_PER_DAY),
+            },
+            GrantOutlook {
+                available_micros: 4 * CREDIT,
+                expires_at: None,
+            },
+        ]);
+        assert_eq!(two.days_left, Some(dec("16.0")));
     }
 
     #[test]
