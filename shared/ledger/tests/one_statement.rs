@@ -384,3 +384,51 @@ fn an_operation_priced_with_a_replaced_catalog_writes_nothing_and_says_so() {
     ));
     fx.assert_invariants();
 }
+
+/// Issue 25's hot-path rule: a debit that three grants are read for, and one pays, is still one
+/// read and one guarded write; a grant spent elsewhere between them is a change the guard sees.
+#[test]
+fn a_debit_paid_by_a_grant_is_one_read_and_one_write_and_guarded_by_the_grants() {
+    use ledger::grants::{self, GrantCategory, GrantInput};
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    fx.debit("w", "a", "plan-out", UsageKind::Message, "1000", NOV_1)
+        .expect("spend the plan");
+    for key in ["g1", "g2", "g3"] {
+        let input = GrantInput {
+            workspace_id: "w".into(),
+            amount: dec("1"),
+            category: GrantCategory::Promotional,
+            cost_basis: None,
+            priority: None,
+            effective_at: None,
+            expires_at: None,
+            scope: None,
+            name: key.into(),
+            metadata: Default::default(),
+        };
+        block_on(grants::create(&fx.db, key, &input, NOV_1)).expect("grant");
+    }
+    let watched = Watched::new(&fx.db, vec![], || {});
+    let debited = debit_m1(&watched, &fx).expect("debit");
+    assert_eq!(watched.statements(), ["SELECT", "INSERT"]);
+    assert_eq!(debited.from_grants, dec("0.01"));
+
+    // Another connection spends from the same grants between the read and the write.
+    let watched = Watched::new(&fx.db, vec![1], || {
+        debit_elsewhere(&fx, message(&fx, "other"));
+    });
+    let again = block_on(usage::record(
+        &watched,
+        &fx.catalog,
+        &message(&fx, "m2"),
+        NOV_1,
+    ))
+    .expect("debit");
+    assert_eq!(
+        watched.statements(),
+        ["SELECT", "INSERT", "SELECT", "INSERT"]
+    );
+    assert_eq!(again.from_grants, dec("0.01"));
+    fx.assert_invariants();
+}
