@@ -62,12 +62,12 @@ fn grant(fx: &Fixture, ws: &str, key: &str, terms: Terms<'_>) -> String {
         .id
 }
 
-/// What each grant has left, by id.
-fn remaining(fx: &Fixture, ids: &[&str]) -> Vec<i64> {
+/// Column `column` (an integer) of each grant, by id.
+fn grant_column(fx: &Fixture, column: &str, ids: &[&str]) -> Vec<i64> {
     ids.iter()
         .map(|id| {
             let rows = block_on(fx.db.query(
-                "SELECT remaining_micros FROM grants WHERE id = ?1",
+                &format!("SELECT {column} FROM grants WHERE id = ?1"),
                 &[SqlValue::Text((*id).to_owned())],
             ))
             .expect("grant");
@@ -77,6 +77,11 @@ fn remaining(fx: &Fixture, ids: &[&str]) -> Vec<i64> {
             }
         })
         .collect()
+}
+
+/// What each grant has left, by id.
+fn remaining(fx: &Fixture, ids: &[&str]) -> Vec<i64> {
+    grant_column(fx, "remaining_micros", ids)
 }
 
 /// The `spent` entries of the history row `transaction_id`: (grant id, credits).
@@ -603,19 +608,7 @@ fn sixteen_connections_spend_grants_as_some_serial_order_does() {
 
 /// What each grant holds, by id.
 fn held(fx: &Fixture, ids: &[&str]) -> Vec<i64> {
-    ids.iter()
-        .map(|id| {
-            let rows = block_on(fx.db.query(
-                "SELECT held_micros FROM grants WHERE id = ?1",
-                &[SqlValue::Text((*id).to_owned())],
-            ))
-            .expect("grant");
-            match rows.first().and_then(|row| row.first()) {
-                Some(SqlValue::Integer(n)) => *n,
-                other => panic!("no grant {id}: {other:?}"),
-            }
-        })
-        .collect()
+    grant_column(fx, "held_micros", ids)
 }
 
 /// A workspace on Free with its plan spent and `wallet` credits in its wallet.
