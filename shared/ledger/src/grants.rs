@@ -290,8 +290,10 @@ struct Terms {
     amount_micros: i64,
 }
 
-/// Checks `input` at `now_secs` (the workspace's time): every refusal names its field.
-fn terms_of(input: &GrantInput, now_secs: i64) -> Result<Terms> {
+/// Checks `input`: every refusal names its field. What depends on the time (an expiry still to
+/// come) is [`Terms::check_at`]'s, for a new grant only: a retry of one made before its expiry
+/// answers it whenever it comes.
+fn terms_of(input: &GrantInput) -> Result<Terms> {
     let invalid = |field, message: &str| LedgerError::invalid("validation_error", field, message);
     let amount_micros = money::decimal_to_micros("amount", input.amount, false)?;
     let cost_basis_money_micros = match (input.category, input.cost_basis) {
@@ -320,8 +322,8 @@ fn terms_of(input: &GrantInput, now_secs: i64) -> Result<Terms> {
         .as_deref()
         .map(|text| calendar::parse_rfc3339("expires_at", text))
         .transpose()?;
-    if let Some(expires_at) = expires_at
-        && expires_at <= effective_at.unwrap_or(now_secs).max(now_secs)
+    if let (Some(expires_at), Some(effective_at)) = (expires_at, effective_at)
+        && expires_at <= effective_at
     {
         return Err(invalid(
             "expires_at",
@@ -378,6 +380,20 @@ fn terms_of(input: &GrantInput, now_secs: i64) -> Result<Terms> {
     })
 }
 
+impl Terms {
+    /// Refuses a grant that would be born expired at `now_secs` (the workspace's time).
+    fn check_at(&self, now_secs: i64) -> Result<()> {
+        match self.expires_at {
+            Some(expires_at) if expires_at <= now_secs => Err(LedgerError::invalid(
+                "validation_error",
+                "expires_at",
+                "expires_at must be later than now and than effective_at",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// The id a grant made with `key` in `workspace_id` has: the same key grants once.
 fn grant_id(workspace_id: &str, key: &str) -> String {
     let hash = sha256_hex(&[workspace_id.as_bytes(), key.as_bytes()]);
@@ -404,7 +420,7 @@ pub async fn create<S: Storage>(
     tx::immediate(db, async |db| {
         let ws = workspace::get(db, &input.workspace_id).await?;
         let now = ws.now(real_now_secs);
-        let terms = terms_of(input, now)?;
+        let terms = terms_of(input)?;
         let fingerprint = Fingerprint::of("grant", &terms)?;
         let id = grant_id(&ws.id, key);
         if let Some(existing) = find(db, &id).await? {
@@ -413,6 +429,7 @@ pub async fn create<S: Storage>(
             }
             return Ok((existing.view(now)?, false));
         }
+        terms.check_at(now)?;
         insert(db, &ws, &id, &terms, fingerprint.stored(), now).await?;
         let made = find(db, &id)
             .await?

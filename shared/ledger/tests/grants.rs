@@ -111,6 +111,11 @@ fn a_grant_is_made_once_per_key_and_a_retry_answers_it() {
     assert!(!created);
     assert_eq!(again.id, grant.id);
     assert_eq!(entries(&fx, &grant.id).len(), 1);
+    // Even after it expired: the retry answers the grant (expired), not a refusal of its terms.
+    let (late, created) =
+        block_on(grants::create(&fx.db, "key-1", &bonus, NOV_1 + 31 * DAY)).expect("late retry");
+    assert!(!created);
+    assert_eq!(late.status, GrantStatus::Expired);
 
     // The same key with other terms is a conflict, and writes nothing.
     let mut other = bonus.clone();
