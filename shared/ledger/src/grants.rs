@@ -719,19 +719,25 @@ pub(crate) static SPENDABLE_COLUMN: LazyLock<String> = LazyLock::new(|| spendabl
 /// [`SPENDABLE_COLUMN`] for a read of a call (`calls c`): with the grants the call holds, even
 /// those with nothing more to give (fully held, expired or voided: what it holds is still its).
 pub(crate) static CALL_GRANTS_COLUMN: LazyLock<String> = LazyLock::new(|| {
-    spendable_column(" OR g.id IN (SELECT h.key FROM json_each(COALESCE(c.held_grants, '{}')) h)")
+    spendable_column(
+        "
+          UNION SELECT * FROM grants s
+          WHERE s.id IN (SELECT h.key FROM json_each(COALESCE(c.held_grants, '{}')) h)",
+    )
 });
 
 fn spendable_column(or_held: &str) -> String {
+    // The first part is the `grants_spendable` index's condition (schema V22), so that a debit
+    // visits only grants that can give something; a call's own holds are id lookups.
     format!(
         "CASE WHEN workspaces.live_grants > 0 THEN (
     SELECT json_group_array(json_array(g.id, g.category = 'paid', g.priority, g.effective_at,
                                        g.expires_at, g.created_at, json(g.scope_kinds),
                                        g.scope_agent_id, g.remaining_micros, g.held_micros,
                                        g.voided_at IS NOT NULL))
-    FROM grants g
-    WHERE g.workspace_id = workspaces.id
-      AND ((g.remaining_micros > g.held_micros AND g.voided_at IS NULL){or_held})) END"
+    FROM (SELECT * FROM grants s
+          WHERE s.workspace_id = workspaces.id AND s.remaining_micros > s.held_micros
+            AND s.voided_at IS NULL{or_held}) g) END"
     )
 }
 
@@ -1069,4 +1075,50 @@ pub(crate) async fn runway_of<S: Storage>(
             expires_at: grant.expires_at,
         })
         .collect())
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use futures::executor::block_on;
+
+    use super::*;
+
+    /// The plan SQLite makes of `sql`: its steps' details.
+    fn plan_of(sql: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::native::NativeDb::open(dir.path().join("ledger.db")).expect("open");
+        block_on(crate::schema::migrate(&db)).expect("migrate");
+        let rows = block_on(db.query(&format!("EXPLAIN QUERY PLAN {sql}"), &[])).expect("plan");
+        rows.iter()
+            .map(|row| row::text(row, 3).expect("a detail"))
+            .collect()
+    }
+
+    /// A debit's read visits only the grants that can give something (the `grants_spendable`
+    /// index, schema V22), not every grant the workspace ever had; a call's read adds its own
+    /// holds by id.
+    #[test]
+    fn the_reads_find_grants_through_the_spendable_index() {
+        let debit = plan_of(&format!(
+            "SELECT {} FROM workspaces WHERE workspaces.id = 'w'",
+            *SPENDABLE_COLUMN
+        ));
+        assert!(
+            debit.iter().any(|step| step.contains("grants_spendable")),
+            "{debit:#?}"
+        );
+        let call = plan_of(&format!(
+            "SELECT {} FROM calls c JOIN workspaces ON workspaces.id = c.workspace_id
+             WHERE c.call_id = 'c'",
+            *CALL_GRANTS_COLUMN
+        ));
+        assert!(
+            call.iter().any(|step| step.contains("grants_spendable")),
+            "{call:#?}"
+        );
+        assert!(
+            call.iter().all(|step| !step.contains("SCAN s")),
+            "{call:#?}"
+        );
+    }
 }
