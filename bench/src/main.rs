@@ -832,13 +832,13 @@ fn open_shapes() -> [OpenShape; 7] {
         // Issue 25's pair: a debit paid by the wallet after the plan, and the same paid by one of
         // three grants the debit reads (plan credits pay first, so both spend the plan first).
         OpenShape {
-            name: "debits over 200 workspaces, plan spent",
+            name: "grants pair: debits over 200 workspaces, plan spent",
             make: |tag| op_request(Op::Debit, tag, OPEN_WORKSPACES),
             clients: one,
             setup: Some(|addr| shapes::spend_plans(addr, OPEN_WORKSPACES)),
         },
         OpenShape {
-            name: "debits over 200 workspaces, plan spent, 3 grants",
+            name: "grants pair: debits over 200 workspaces, plan spent, 3 grants",
             make: |tag| op_request(Op::Debit, tag, OPEN_WORKSPACES),
             clients: one,
             setup: Some(|addr| shapes::three_grants(addr, OPEN_WORKSPACES)),

@@ -843,17 +843,26 @@ fn a_spending_limit_counts_grant_holds() {
     fx.assert_invariants();
 }
 
-/// Sixteen connections race call authorizations, heartbeats, ends and debits over three grants:
-/// nothing is spent twice or lost. Every call and debit that went through was charged in full,
-/// and what plan, grants and wallet lost together is exactly what was charged, to the
-/// micro-credit; the audit (holds per grant, remaining per grant, journal) holds.
-#[test]
-fn sixteen_connections_race_calls_and_debits_over_grants() {
-    const THREADS: usize = 16;
-    const ROUNDS: usize = 12;
+/// What a racing thread did that went through, to be done again one by one.
+enum Done {
+    Call {
+        request: ledger::calls::CallRequest,
+        now: i64,
+        seconds: i64,
+        posted: ledger::calls::CallPosted,
+    },
+    Debit {
+        event: UsageEvent,
+        now: i64,
+        debited: DebitResult,
+    },
+}
+
+/// The workspace of the calls-and-debits race: Free (10 plan credits) and three grants.
+fn race_setup() -> (Fixture, Vec<String>) {
     let fx = Fixture::new();
     fx.subscribed("w", "free", NOV_1);
-    let ids = [
+    let ids = vec![
         grant(
             &fx,
             "w",
@@ -886,6 +895,32 @@ fn sixteen_connections_race_calls_and_debits_over_grants() {
             },
         ),
     ];
+    (fx, ids)
+}
+
+/// Sixteen connections race call authorizations, heartbeats, ends and debits over three grants.
+/// Every call and debit that went through was charged in full; what plan, grants and wallet lost
+/// together is exactly what was charged, to the micro-credit; and the outcome is that of a serial
+/// order: the order the writes committed in (logged by triggers this test adds), replayed one by
+/// one on a fresh copy, gives the same answers and the same rows.
+#[test]
+fn sixteen_connections_race_calls_and_debits_over_grants() {
+    const THREADS: usize = 16;
+    const ROUNDS: usize = 12;
+    let (fx, ids) = race_setup();
+    // The commit order of every write: a call's authorization, heartbeat and posting, a debit.
+    for sql in [
+        "CREATE TABLE race_log (n INTEGER PRIMARY KEY AUTOINCREMENT, op TEXT NOT NULL, id TEXT NOT NULL)",
+        "CREATE TRIGGER race_log_authorize AFTER INSERT ON calls
+         BEGIN INSERT INTO race_log (op, id) VALUES ('authorize', NEW.call_id); END",
+        "CREATE TRIGGER race_log_heartbeat AFTER UPDATE OF reserved_secs ON calls
+         BEGIN INSERT INTO race_log (op, id) VALUES ('heartbeat', NEW.call_id); END",
+        "CREATE TRIGGER race_log_post AFTER INSERT ON transactions
+         BEGIN INSERT INTO race_log (op, id)
+               VALUES (CASE WHEN NEW.type = 'call' THEN 'end' ELSE 'debit' END, NEW.reference); END",
+    ] {
+        block_on(fx.db.execute(sql, &[])).expect("race log");
+    }
     // Plan 10 and grants 1.5 against about 96 calls of 0.04 and 96 debits of 0.2.
     let total_before = micros("10") + micros("1.5");
     let barrier = Arc::new(Barrier::new(THREADS));
@@ -897,12 +932,7 @@ fn sixteen_connections_race_calls_and_debits_over_grants() {
             let catalog = catalog.clone();
             std::thread::spawn(move || {
                 barrier.wait();
-                let mut charged = 0_i64;
-                let as_micros = |d: rust_decimal::Decimal| -> i64 {
-                    (d * rust_decimal::Decimal::from(1_000_000))
-                        .try_into()
-                        .expect("micros")
-                };
+                let mut done = Vec::new();
                 for round in 0..ROUNDS {
                     let agent = format!("agent-{}", thread % 3);
                     let now = NOV_1 + 10 + round as i64;
@@ -928,7 +958,12 @@ fn sixteen_connections_race_calls_and_debits_over_grants() {
                                     block_on(ledger::calls::end(&db, &call_id, seconds, now))
                                         .expect("end");
                                 assert_eq!(posted.unbilled, dec("0"), "{call_id}");
-                                charged += as_micros(posted.charged);
+                                done.push(Done::Call {
+                                    request,
+                                    now,
+                                    seconds,
+                                    posted,
+                                });
                             }
                             Err(LedgerError::InsufficientFunds) => {}
                             Err(other) => panic!("{call_id}: {other:?}"),
@@ -942,17 +977,36 @@ fn sixteen_connections_race_calls_and_debits_over_grants() {
                             "20",
                         );
                         match block_on(usage::record(&db, &catalog, &event, now)) {
-                            Ok(debited) => charged += as_micros(debited.charged),
+                            Ok(debited) => done.push(Done::Debit {
+                                event,
+                                now,
+                                debited,
+                            }),
                             Err(LedgerError::InsufficientFunds) => {}
                             Err(other) => panic!("{}: {other:?}", event.id),
                         }
                     }
                 }
-                charged
+                done
             })
         })
         .collect();
-    let charged: i64 = handles.into_iter().map(|h| h.join().expect("thread")).sum();
+    let done: Vec<Done> = handles
+        .into_iter()
+        .flat_map(|h| h.join().expect("thread"))
+        .collect();
+    let as_micros = |d: rust_decimal::Decimal| -> i64 {
+        (d * rust_decimal::Decimal::from(1_000_000))
+            .try_into()
+            .expect("micros")
+    };
+    let charged: i64 = done
+        .iter()
+        .map(|d| match d {
+            Done::Call { posted, .. } => as_micros(posted.charged),
+            Done::Debit { debited, .. } => as_micros(debited.charged),
+        })
+        .sum();
     let (plan, wallet) = fx.balances("w");
     let id_refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     let grants_left: i64 = remaining(&fx, &id_refs).iter().sum();
@@ -960,6 +1014,74 @@ fn sixteen_connections_race_calls_and_debits_over_grants() {
     assert_eq!(plan + wallet + grants_left + charged, total_before);
     assert!(charged > micros("5"), "charged {charged}");
     fx.assert_invariants();
+
+    // The same writes, one by one, in the order they committed.
+    let log = block_on(fx.db.query("SELECT op, id FROM race_log ORDER BY n", &[])).expect("log");
+    let (serial, _) = race_setup();
+    let calls: std::collections::HashMap<&str, &Done> = done
+        .iter()
+        .map(|d| match d {
+            Done::Call { request, .. } => (request.call_id.as_str(), d),
+            Done::Debit { event, .. } => (event.id.as_str(), d),
+        })
+        .collect();
+    for row in &log {
+        let [SqlValue::Text(op), SqlValue::Text(id)] = row.as_slice() else {
+            panic!("a log row {row:?}");
+        };
+        match (op.as_str(), calls.get(id.as_str())) {
+            ("authorize", Some(Done::Call { request, now, .. })) => {
+                block_on(ledger::calls::authorize(
+                    &serial.db,
+                    &serial.catalog,
+                    request,
+                    *now,
+                ))
+                .expect("authorized serially");
+            }
+            ("heartbeat", Some(Done::Call { now, .. })) => {
+                block_on(ledger::calls::heartbeat(
+                    &serial.db,
+                    &serial.catalog,
+                    id,
+                    50,
+                    *now,
+                ))
+                .expect("heartbeat serially");
+            }
+            (
+                "end",
+                Some(Done::Call {
+                    now,
+                    seconds,
+                    posted,
+                    ..
+                }),
+            ) => {
+                let again = block_on(ledger::calls::end(&serial.db, id, *seconds, *now))
+                    .expect("ended serially");
+                assert_eq!(&again, posted, "{id}");
+            }
+            (
+                "debit",
+                Some(Done::Debit {
+                    event,
+                    now,
+                    debited,
+                }),
+            ) => {
+                let again = block_on(usage::record(&serial.db, &serial.catalog, event, *now))
+                    .expect("debited serially");
+                assert_eq!(&again, debited, "{id}");
+            }
+            other => panic!(
+                "a write of nothing that went through: {op} {id} {:?}",
+                other.1.is_some()
+            ),
+        }
+    }
+    assert_eq!(dump(&serial.db), dump(&fx.db));
+    serial.assert_invariants();
 }
 
 /// The summary (R17) lists the grants with something left in spending order, with the days
