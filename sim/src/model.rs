@@ -431,6 +431,18 @@ impl Workspace {
         }
     }
 
+    /// Every grant's (key, remaining as its entries left it, held), by key (a shrunk list may
+    /// make a later key first, by a replay whose first request was dropped).
+    fn grant_rows(&self) -> Vec<(u32, i64, i64)> {
+        let mut rows: Vec<(u32, i64, i64)> = self
+            .grants
+            .iter()
+            .map(|grant| (grant.key, grant.remaining_micros, grant.held_micros))
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+
     /// Every grant as a read shows it at `now_secs`, by key.
     fn grant_views(&self, now_secs: i64) -> Vec<GrantView> {
         let mut views: Vec<GrantView> = self
@@ -706,11 +718,7 @@ impl Model {
                             (agent.spent_micros, today_calls, agent.calls_in_progress)
                         })
                         .collect(),
-                    grants: ws
-                        .grants
-                        .iter()
-                        .map(|grant| (grant.key, grant.remaining_micros, grant.held_micros))
-                        .collect(),
+                    grants: ws.grant_rows(),
                 })
                 .collect(),
         }
