@@ -1081,8 +1081,10 @@ impl Model {
         overdue.len()
     }
 
-    /// R22: grants once per key; R23: validation first, so a retry whose expiry has passed since
-    /// is refused like a new request.
+    /// R22: grants once per key. Terms that are bad whenever they are asked are refused first;
+    /// a retry with the first request's terms then answers its grant, even past its expiry
+    /// (decisions: "Credit grants"), and only a new grant is refused for being born
+    /// expired (an expiry not later than now).
     fn grant(
         &mut self,
         ws_index: usize,
@@ -1091,9 +1093,11 @@ impl Model {
     ) -> Result<(bool, GrantView), &'static str> {
         let now = self.now_secs;
         let priority = terms.priority.unwrap_or(GRANT_PRIORITY_DEFAULT);
-        let start = terms.effective_at_secs.unwrap_or(now).max(now);
         if !(0..=GRANT_PRIORITY_MAX).contains(&priority)
-            || terms.expires_at_secs.is_some_and(|at| at <= start)
+            || terms
+                .expires_at_secs
+                .zip(terms.effective_at_secs)
+                .is_some_and(|(expires, effective)| expires <= effective)
             || terms.kinds.as_ref().is_some_and(Vec::is_empty)
         {
             return Err("validation_error");
@@ -1106,6 +1110,9 @@ impl Model {
             } else {
                 Err("idempotency_conflict")
             };
+        }
+        if terms.expires_at_secs.is_some_and(|at| at <= now) {
+            return Err("validation_error");
         }
         let grant = Grant {
             key,
