@@ -1,26 +1,57 @@
 //! The real ledger, driven natively on a fresh SQLite database through the same functions the
 //! components call, its answers read into the model's shapes ([`Answer`], [`Balances`]).
 
+use std::collections::BTreeMap;
+
 use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::catalog::{Catalog, Direction, UsageKind};
+use ledger::grants::{self, Grant, GrantCategory, GrantInput, GrantScope, GrantStatus};
 use ledger::native::NativeDb;
 use ledger::settlement::{Failure, FailureCode, Report};
 use ledger::usage::{DebitResult, UsageEvent};
 use ledger::workspace::WorkspaceInput;
-use ledger::{LedgerError, audit, calls, payments, plans, usage, workspace};
+use ledger::{LedgerError, audit, calendar, calls, payments, plans, usage, workspace};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::faults::{Fault, FaultyDb, Fired};
-use crate::model::{Answer, Balances, DebitAnswer, PostAnswer, WorkspaceBalances};
-use crate::{CYCLE_START_SECS, Event, Number, Op, Usage, WorkspaceSetup};
+use crate::model::{Answer, Balances, DebitAnswer, GrantView, PostAnswer, WorkspaceBalances};
+use crate::{CYCLE_START_SECS, Event, GrantTerms, Kind, Number, Op, Usage, WorkspaceSetup};
+
+/// How `ledger::audit` names its check of grant spending.
+const SPENT_GRANTS_INVARIANT: &str = "nothing is spent from a grant of another workspace";
+
+/// Known ledger bug (reported, not fixed): the audit's check of grant spending flags a spent
+/// entry posted in the same second as the grant's voiding, before it, as spent "at or after its
+/// voiding" (it compares seconds, `e.created_at >= voided_at`, and a call started in that second
+/// is not let off either, `c.started_at < voided_at`): a debit then a void of its grant within
+/// one second is a false violation. This is the audit's query with the voiding taken as the end
+/// of its second; a violation of that check is reported only if this query finds it too.
+const SPENT_BEFORE_VOIDING_SQL: &str = "SELECT g.workspace_id, 'grant ' || g.id || ': spent entry ' || e.id
+         FROM grant_entries e JOIN grants g ON g.id = e.grant_id
+         JOIN transactions x ON x.id = e.transaction_id
+         WHERE e.kind = 'spent'
+           AND (x.workspace_id <> g.workspace_id
+                OR e.created_at < g.effective_at
+                OR (e.created_at >= MIN(COALESCE(g.expires_at, e.created_at + 1),
+                                        COALESCE(g.voided_at + 1, e.created_at + 1))
+                    AND NOT EXISTS (SELECT 1 FROM calls c
+                                    WHERE c.transaction_id = x.id AND c.call_id = x.reference
+                                      AND c.started_at < MIN(COALESCE(g.expires_at, c.started_at + 1),
+                                                             COALESCE(g.voided_at + 1, c.started_at + 1))))
+                OR x.agent_id IS NOT COALESCE(g.scope_agent_id, x.agent_id)
+                OR (g.scope_kinds IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM json_each(g.scope_kinds) k WHERE k.value = x.type)))";
 
 /// The ledger on an in-memory SQLite database, behind the fault layer.
 pub struct Ledger {
     db: FaultyDb,
     catalog: Catalog,
     workspaces: Vec<WorkspaceSetup>,
+    /// Per workspace, the id of every grant asked for (made or not), to the key number it was
+    /// asked with: the list is read only where one was asked for, and compared by key.
+    grant_keys: Vec<BTreeMap<String, u32>>,
 }
 
 fn ws_id(ws: usize) -> String {
@@ -37,6 +68,73 @@ fn call_id(call: u32) -> String {
 
 fn payment_id(payment: u32) -> String {
     format!("p{payment}")
+}
+
+fn grant_key(key: u32) -> String {
+    format!("k{key}")
+}
+
+/// The id R22 gives the grant made with `key` in `ws` (a void names the grant by it).
+fn grant_id(ws: usize, key: u32) -> String {
+    let hash = ledger::sha256_hex(&[ws_id(ws).as_bytes(), grant_key(key).as_bytes()]);
+    format!("gr_{}", &hash[..32])
+}
+
+fn usage_kind(kind: Kind) -> UsageKind {
+    match kind {
+        Kind::Call => UsageKind::Call,
+        Kind::Message => UsageKind::Message,
+        Kind::Sms => UsageKind::Sms,
+        Kind::Stt => UsageKind::Stt,
+        Kind::AiTask => UsageKind::AiTask,
+    }
+}
+
+fn grant_input(ws: usize, key: u32, terms: &GrantTerms) -> GrantInput {
+    let scope = (terms.kinds.is_some() || terms.agent.is_some()).then(|| GrantScope {
+        kinds: terms
+            .kinds
+            .as_ref()
+            .map(|kinds| kinds.iter().copied().map(usage_kind).collect()),
+        agent_id: terms.agent.map(agent_id),
+    });
+    GrantInput {
+        workspace_id: ws_id(ws),
+        amount: decimal(terms.amount_micros),
+        category: if terms.cost_basis_money_micros.is_some() {
+            GrantCategory::Paid
+        } else {
+            GrantCategory::Promotional
+        },
+        cost_basis: terms.cost_basis_money_micros.map(decimal),
+        priority: terms.priority,
+        effective_at: terms.effective_at_secs.map(calendar::rfc3339),
+        expires_at: terms.expires_at_secs.map(calendar::rfc3339),
+        scope,
+        name: format!("g{key}"),
+        metadata: BTreeMap::new(),
+    }
+}
+
+fn status_name(status: GrantStatus) -> &'static str {
+    match status {
+        GrantStatus::Scheduled => "scheduled",
+        GrantStatus::Active => "active",
+        GrantStatus::Depleted => "depleted",
+        GrantStatus::Expired => "expired",
+        GrantStatus::Voided => "voided",
+    }
+}
+
+/// A grant the ledger answered, as the model shows it: by the key its id was asked with
+/// (`u32::MAX`: an id no request named).
+fn grant_view(keys: &BTreeMap<String, u32>, grant: &Grant) -> GrantView {
+    GrantView {
+        key: keys.get(&grant.id).copied().unwrap_or(u32::MAX),
+        remaining_micros: micros(grant.remaining),
+        held_micros: micros(grant.held),
+        status: status_name(grant.status),
+    }
 }
 
 /// Micro-units of a decimal the ledger answered (always whole micro-units).
@@ -59,6 +157,7 @@ fn debit_answer(result: Result<DebitResult, LedgerError>) -> Result<DebitAnswer,
         .map(|debited| DebitAnswer {
             charged_micros: micros(debited.charged),
             from_plan_micros: micros(debited.from_plan),
+            from_grants_micros: micros(debited.from_grants),
             from_wallet_micros: micros(debited.from_wallet),
             wallet_after_micros: micros(debited.wallet_balance),
             plan_after_micros: micros(debited.plan_credits_remaining),
@@ -113,6 +212,9 @@ pub fn is_storage_failure(answer: &Answer) -> bool {
         Answer::Expired(posted) => *posted == usize::MAX,
         Answer::TopUp(result) => failed(result),
         Answer::Settled(result) => failed(result),
+        Answer::Granted(result) => failed(result),
+        Answer::Voided(result) => failed(result),
+        Answer::GrantsExpired(posted) => *posted == usize::MAX,
         Answer::Advanced => false,
     }
 }
@@ -184,6 +286,7 @@ impl Ledger {
             db: FaultyDb::new(db),
             catalog,
             workspaces: setup.to_vec(),
+            grant_keys: vec![BTreeMap::new(); setup.len()],
         })
     }
 
@@ -269,6 +372,7 @@ impl Ledger {
                         billed_secs: posted.billed_seconds,
                         charged_micros: micros(posted.charged),
                         from_plan_micros: micros(posted.from_plan),
+                        from_grants_micros: micros(posted.from_grants),
                         from_wallet_micros: micros(posted.from_wallet),
                         unbilled_micros: micros(posted.unbilled),
                         wallet_after_micros: micros(posted.wallet_balance),
@@ -325,12 +429,110 @@ impl Ledger {
                     },
                 )
             }
+            Op::Grant { ws, key, terms } => {
+                let id = grant_id(*ws, *key);
+                self.grant_keys[*ws].insert(id.clone(), *key);
+                let keys = &self.grant_keys[*ws];
+                Answer::Granted(
+                    match block_on(grants::create(
+                        db,
+                        &grant_key(*key),
+                        &grant_input(*ws, *key, terms),
+                        now_secs,
+                    )) {
+                        Ok((grant, _)) if grant.id != id => Err("a grant id other than R22's"),
+                        Ok((grant, made)) => Ok((made, grant_view(keys, &grant))),
+                        Err(refused) => Err(code(&refused)),
+                    },
+                )
+            }
+            Op::Void { ws, key } => Answer::Voided(
+                block_on(grants::void(db, &grant_id(*ws, *key), now_secs))
+                    .map(|grant| grant_view(&self.grant_keys[*ws], &grant))
+                    .map_err(|refused| code(&refused)),
+            ),
+            Op::ExpireGrants => Answer::GrantsExpired(
+                block_on(grants::expire_due(db, now_secs)).unwrap_or(usize::MAX),
+            ),
             Op::Advance { .. } => Answer::Advanced,
         }
     }
 
+    /// Every workspace's grants as `grants::list` shows them at `now_secs` (an expiry applied
+    /// on read), by key; none read where none was asked for.
+    pub fn grant_views(&self, now_secs: i64) -> Vec<Vec<GrantView>> {
+        (0..self.workspaces.len())
+            .map(|index| self.grants_listed(index, now_secs))
+            .collect()
+    }
+
+    fn grants_listed(&self, index: usize, now_secs: i64) -> Vec<GrantView> {
+        let keys = &self.grant_keys[index];
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let mut views = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = block_on(grants::list(
+                &self.db,
+                &ws_id(index),
+                Some(grants::PAGE_LIMIT_MAX),
+                cursor.as_deref(),
+                now_secs,
+            ))
+            .expect("the grants");
+            views.extend(page.grants.iter().map(|grant| grant_view(keys, grant)));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        views.sort_unstable_by_key(|view| view.key);
+        views
+    }
+
+    /// Every grant's remaining (as its entries left it) and held, per workspace by key: one
+    /// query, and none before a grant was asked for. Read in SQL rather than through
+    /// [`grants::list`] after every step because it is cheaper and shows what the sweep posted;
+    /// the list is compared every few steps ([`Ledger::grant_views`]).
+    fn grant_rows(&self) -> Vec<Vec<(u32, i64, i64)>> {
+        let mut rows = vec![Vec::new(); self.workspaces.len()];
+        if self.grant_keys.iter().all(BTreeMap::is_empty) {
+            return rows;
+        }
+        let read = block_on(ledger::Storage::query(
+            &self.db,
+            "SELECT workspace_id, id, remaining_micros, held_micros FROM grants",
+            &[],
+        ))
+        .expect("the grants");
+        for row in &read {
+            let (ledger::SqlValue::Text(ws), ledger::SqlValue::Text(id)) = (&row[0], &row[1])
+            else {
+                panic!("a grant row: {row:?}");
+            };
+            let (ledger::SqlValue::Integer(remaining), ledger::SqlValue::Integer(held)) =
+                (&row[2], &row[3])
+            else {
+                panic!("a grant row: {row:?}");
+            };
+            let index: usize = ws
+                .strip_prefix('w')
+                .and_then(|n| n.parse().ok())
+                .expect("a workspace the simulation made");
+            let key = self.grant_keys[index].get(id).copied().unwrap_or(u32::MAX);
+            rows[index].push((key, *remaining, *held));
+        }
+        for grants in &mut rows {
+            grants.sort_unstable();
+        }
+        rows
+    }
+
     /// Every balance the model keeps, as the ledger has it at `now_secs`.
     pub fn balances(&self, now_secs: i64) -> Balances {
+        let mut grants = self.grant_rows().into_iter();
         let workspaces = (0..self.workspaces.len())
             .map(|index| {
                 let id = ws_id(index);
@@ -354,6 +556,7 @@ impl Ledger {
                             )
                         })
                         .collect(),
+                    grants: grants.next().unwrap_or_default(),
                 }
             })
             .collect();
@@ -361,14 +564,48 @@ impl Ledger {
     }
 
     /// The ledger's invariants (`ledger::audit::check`), as one line per violation; empty when
-    /// they hold.
+    /// they hold. One known false violation is left out (see [`SPENT_BEFORE_VOIDING_SQL`]).
     pub fn audit(&self) -> String {
-        match block_on(audit::check(&self.db)) {
-            Ok(violations) => violations
-                .iter()
-                .map(|v| format!("{}: {} {}; ", v.invariant, v.workspace_id, v.detail))
-                .collect(),
-            Err(failed) => format!("the audit failed: {failed}"),
+        let violations = match block_on(audit::check(&self.db)) {
+            Ok(violations) => violations,
+            Err(failed) => return format!("the audit failed: {failed}"),
+        };
+        let mut lines = String::new();
+        let mut strict: Option<Vec<(String, String)>> = None;
+        for v in &violations {
+            if v.invariant.starts_with(SPENT_GRANTS_INVARIANT) {
+                let strict = strict.get_or_insert_with(|| self.spent_before_voiding());
+                if !strict
+                    .iter()
+                    .any(|(ws, detail)| *ws == v.workspace_id && *detail == v.detail)
+                {
+                    continue;
+                }
+            }
+            lines.push_str(&format!(
+                "{}: {} {}; ",
+                v.invariant, v.workspace_id, v.detail
+            ));
         }
+        lines
+    }
+
+    /// [`SPENT_BEFORE_VOIDING_SQL`]'s rows: (workspace id, detail), as the audit words them.
+    fn spent_before_voiding(&self) -> Vec<(String, String)> {
+        let rows = block_on(ledger::Storage::query(
+            &self.db,
+            SPENT_BEFORE_VOIDING_SQL,
+            &[],
+        ))
+        .expect("the audit's grant spending check");
+        rows.iter()
+            .map(|row| {
+                let text = |index: usize| match &row[index] {
+                    ledger::SqlValue::Text(text) => text.clone(),
+                    other => format!("{other:?}"),
+                };
+                (text(0), text(1))
+            })
+            .collect()
     }
 }

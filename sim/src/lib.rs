@@ -2,7 +2,8 @@
 //!
 //! From one `u64` seed, [`generate`] draws a workspace setup and a list of operations (debits and
 //! batches, idempotent replays, call authorizations, heartbeats, ends and the expiry sweep,
-//! top-ups settled late, twice or after a failure, and the clock moving forward). [`run`] applies
+//! top-ups settled late, twice or after a failure, credit grants made, replayed, voided and
+//! expired, and the clock moving forward). [`run`] applies
 //! them to the real ledger on a fresh SQLite database through the functions the components call
 //! (`driver`), and to a plain in-memory account of every bucket and hold written from
 //! `docs/billing-rules.md` and `docs/decisions.md`, not from the ledger's code (`model`). After
@@ -33,6 +34,10 @@ pub const DAY_SECS: i64 = 86_400;
 pub const HORIZON_SECS: i64 = CYCLE_START_SECS + 29 * DAY_SECS;
 /// How often the ledger's own audit (`ledger::audit::check`) runs, in steps.
 pub const AUDIT_EVERY_STEPS: usize = 50;
+/// How often every grant is compared as `grants::list` shows it (an expiry applied on read, its
+/// status), in steps, besides after every grant operation: what each grant has left and holds is
+/// compared after every step, in one query (`driver::Ledger::balances`).
+pub const GRANT_VIEWS_EVERY_STEPS: usize = 50;
 
 /// SplitMix64: small, fast, and the same sequence on every machine for a seed.
 #[derive(Debug, Clone)]
@@ -142,6 +147,32 @@ impl Number {
     }
 }
 
+/// A usage kind, as a grant's scope names it (R4, R24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// Calls, authorized or reported.
+    Call,
+    /// Messages.
+    Message,
+    /// SMS.
+    Sms,
+    /// Speech-to-text.
+    Stt,
+    /// AI tasks.
+    AiTask,
+}
+
+impl Kind {
+    /// Every kind, in the contract's order.
+    pub const ALL: [Kind; 5] = [
+        Kind::Call,
+        Kind::Message,
+        Kind::Sms,
+        Kind::Stt,
+        Kind::AiTask,
+    ];
+}
+
 /// What a usage event reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Usage {
@@ -162,6 +193,38 @@ pub enum Usage {
         /// Duration.
         secs: i64,
     },
+}
+
+impl Usage {
+    /// Its usage kind.
+    pub fn kind(self) -> Kind {
+        match self {
+            Self::Message(_) => Kind::Message,
+            Self::Sms(_) => Kind::Sms,
+            Self::Stt(_) => Kind::Stt,
+            Self::AiTask(_) => Kind::AiTask,
+            Self::Call { .. } => Kind::Call,
+        }
+    }
+}
+
+/// A grant's terms as the operator asks for them (R22); its name is `g<key>`, no metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantTerms {
+    /// Credits, in micro-credits.
+    pub amount_micros: i64,
+    /// `paid`, sold for this much money (micro-units of the currency); `promotional` if `None`.
+    pub cost_basis_money_micros: Option<i64>,
+    /// 0-100 (out of range now and then); the default 50 if `None`.
+    pub priority: Option<i64>,
+    /// When it starts; when it is granted if `None`.
+    pub effective_at_secs: Option<i64>,
+    /// When it expires; never if `None`.
+    pub expires_at_secs: Option<i64>,
+    /// The usage kinds it pays for; every kind if `None`.
+    pub kinds: Option<Vec<Kind>>,
+    /// The one agent (index) it pays for; every agent if `None`.
+    pub agent: Option<usize>,
 }
 
 /// One usage event; its id is `e<id>`, unique per workspace unless it is a replay.
@@ -229,6 +292,24 @@ pub enum Op {
         /// Success rather than `card_declined`.
         succeeded: bool,
     },
+    /// `grants::create` with the idempotency key `k<key>`.
+    Grant {
+        /// Workspace index.
+        ws: usize,
+        /// Key number: a replay uses an earlier grant's.
+        key: u32,
+        /// The terms asked for.
+        terms: GrantTerms,
+    },
+    /// `grants::void` of the grant made with key `k<key>` (perhaps never made).
+    Void {
+        /// Workspace index.
+        ws: usize,
+        /// Key number.
+        key: u32,
+    },
+    /// `grants::expire_due`, the sweep of the cycle-renewal job's pass.
+    ExpireGrants,
     /// The simulated clock moves forward.
     Advance {
         /// By how much.
@@ -249,6 +330,9 @@ pub struct Scenario {
     /// [`Scenario::with_faults`]). Indexed like `ops`, so a shrunk list keeps each kept
     /// operation's fault.
     pub faults: Vec<Option<Fault>>,
+    /// The model posts calls taking every grant's hold first, as R24 and R26 are written, rather
+    /// than as the ledger does today (`model::grants_for_posting`, a reported divergence).
+    pub posting_holds_first: bool,
 }
 
 /// Salt of the fault schedule's generator: it is drawn from the seed but not from the stream
@@ -322,6 +406,138 @@ fn usage(rng: &mut Rng) -> Usage {
     }
 }
 
+/// Salt of the grants' generator: grant operations are drawn on a stream of their own, between
+/// the others, so that the other operations are those a seed drew before grants existed, in the
+/// same order (shifted by the grant operations placed among them).
+const GRANT_SALT: u64 = 0x5EED_0000_6AA7_0001;
+/// About this many operations in a hundred are grant operations: enough that grants are made,
+/// spent, held, voided and expired in every run, few enough that plan credits, wallets and
+/// limits still run out as they did.
+const GRANT_OPS_PERCENT: u64 = 5;
+
+/// A grant operation: a new grant (about half), a replay of one with the same or other terms, a
+/// voiding (recent grants most often, some held by calls in progress, some already voided, now
+/// and then a key never used), or the expiry sweep.
+fn grant_op(
+    rng: &mut Rng,
+    workspaces: &[WorkspaceSetup],
+    now: i64,
+    made: &mut Vec<(usize, u32, GrantTerms)>,
+    keys: &mut u32,
+) -> Op {
+    let roll = rng.index(20);
+    match roll {
+        11..=12 if !made.is_empty() => {
+            let (ws, key, mut terms) = made[rng.index(made.len())].clone();
+            if rng.chance(50) {
+                match rng.index(3) {
+                    0 => terms.amount_micros += 1,
+                    // The default priority spelled out: the same terms.
+                    1 => {
+                        terms.priority = match terms.priority {
+                            None => Some(50),
+                            Some(50) => None,
+                            other => other,
+                        }
+                    }
+                    _ => terms.expires_at_secs = Some(terms.expires_at_secs.unwrap_or(now) + 1),
+                }
+            }
+            Op::Grant { ws, key, terms }
+        }
+        13..=16 => {
+            if made.is_empty() || rng.chance(5) {
+                *keys += 1;
+                Op::Void {
+                    ws: rng.index(workspaces.len()),
+                    key: *keys,
+                }
+            } else {
+                let recent = if rng.chance(60) {
+                    made.len() - 1 - rng.index(made.len().min(4))
+                } else {
+                    rng.index(made.len())
+                };
+                let (ws, key, _) = made[recent];
+                Op::Void { ws, key }
+            }
+        }
+        17..=19 => Op::ExpireGrants,
+        _ => {
+            *keys += 1;
+            let ws = rng.index(workspaces.len());
+            let terms = grant_terms(rng, workspaces[ws].agents.len(), now);
+            made.push((ws, *keys, terms.clone()));
+            Op::Grant {
+                ws,
+                key: *keys,
+                terms,
+            }
+        }
+    }
+}
+
+/// A grant's terms: mostly small amounts (so that plan credits, grants and wallets all run out),
+/// a third paid, priorities with ties, some starting later, half expiring minutes to days ahead
+/// (so that clock jumps cross expiries, some under calls' holds), some scoped; now and then a
+/// term the ledger must refuse (a priority of 101, an expiry not after the start, no kinds).
+fn grant_terms(rng: &mut Rng, agents: usize, now: i64) -> GrantTerms {
+    let amount_micros = if rng.chance(10) {
+        rng.range(5, 50) * 1_000_000 + rng.range(0, 999_999)
+    } else {
+        rng.range(1, 3_000_000)
+    };
+    let cost_basis_money_micros = rng.chance(30).then(|| rng.range(0, amount_micros));
+    let priority = match rng.index(10) {
+        0..=2 => None,
+        3 => Some(0),
+        4 => Some(10),
+        5 | 6 => Some(50),
+        7 => Some(100),
+        8 => Some(rng.range(0, 100)),
+        _ => Some(if rng.chance(20) { 101 } else { 10 }),
+    };
+    let effective_at_secs = match rng.index(20) {
+        0..=2 => Some(now + rng.range(30, 3_600)),
+        3 => Some(now - rng.range(1, 3_600)),
+        _ => None,
+    };
+    let start = effective_at_secs.unwrap_or(now).max(now);
+    let expires_at_secs = rng.chance(50).then(|| {
+        start
+            + match rng.index(10) {
+                0..=3 => rng.range(60, 600),
+                4..=6 => rng.range(600, 7_200),
+                7 | 8 => rng.range(7_200, 3 * DAY_SECS),
+                _ if rng.chance(30) => 0,
+                _ => rng.range(1, 59),
+            }
+    });
+    let kinds = rng.chance(25).then(|| {
+        let first = if rng.chance(50) {
+            Kind::Call
+        } else {
+            Kind::ALL[rng.index(Kind::ALL.len())]
+        };
+        match rng.index(50) {
+            0 => Vec::new(),
+            1..=25 => vec![first],
+            _ => vec![first, Kind::ALL[rng.index(Kind::ALL.len())]],
+        }
+    });
+    // Now and then an agent the workspace's setup does not have.
+    let agent = rng.chance(15).then(|| rng.index(agents + 1));
+    GrantTerms {
+        amount_micros,
+        cost_basis_money_micros,
+        priority,
+        effective_at_secs,
+        expires_at_secs,
+        kinds,
+        agent,
+    }
+}
+
 fn number(rng: &mut Rng) -> Number {
     match rng.index(6) {
         0 | 1 => Number::Us,
@@ -351,6 +567,9 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
     let mut events: Vec<Event> = Vec::new();
     let mut calls: Vec<(u32, i64)> = Vec::new();
     let mut payments = 0u32;
+    let mut grant_rng = Rng::new(seed ^ GRANT_SALT);
+    let mut grants_made: Vec<(usize, u32, GrantTerms)> = Vec::new();
+    let mut grant_keys = 0u32;
     let mut list = Vec::with_capacity(ops);
     let fresh_event = |rng: &mut Rng, events: &mut Vec<Event>| -> Event {
         let ws = rng.index(workspaces.len());
@@ -374,6 +593,16 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
         event
     };
     while list.len() < ops {
+        if grant_rng.chance(GRANT_OPS_PERCENT) {
+            list.push(grant_op(
+                &mut grant_rng,
+                &workspaces,
+                now,
+                &mut grants_made,
+                &mut grant_keys,
+            ));
+            continue;
+        }
         let roll = rng.index(100);
         let op = match roll {
             0..=31 => Op::Debit(fresh_event(&mut rng, &mut events)),
@@ -449,6 +678,7 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
         workspaces,
         ops: list,
         faults: Vec::new(),
+        posting_holds_first: false,
     }
 }
 
@@ -521,7 +751,8 @@ fn run_on(
     if lose_acknowledgements {
         ledger.lose_acknowledgements();
     }
-    let mut model = model::Model::new(&scenario.workspaces, CYCLE_START_SECS + 3_600);
+    let mut model = model::Model::new(&scenario.workspaces, CYCLE_START_SECS + 3_600)
+        .posting_holds_first(scenario.posting_holds_first);
     let mut tally = Tally::new();
     for (step, &index) in indices.iter().enumerate() {
         let op = &scenario.ops[index];
@@ -552,6 +783,18 @@ fn run_on(
                 format!("{actual:?}"),
             ));
         }
+        let grant_op = matches!(op, Op::Grant { .. } | Op::Void { .. } | Op::ExpireGrants);
+        if grant_op || (step + 1) % GRANT_VIEWS_EVERY_STEPS == 0 {
+            let expected = model.grant_views();
+            let actual = ledger.grant_views(model.now_secs());
+            if expected != actual {
+                return Err(diverged(
+                    Some(index),
+                    format!("grants {expected:?}"),
+                    format!("grants {actual:?}"),
+                ));
+            }
+        }
         if fired || (step + 1) % AUDIT_EVERY_STEPS == 0 {
             let violations = ledger.audit();
             if !violations.is_empty() {
@@ -562,6 +805,9 @@ fn run_on(
     let violations = ledger.audit();
     if !violations.is_empty() {
         return Err(diverged(None, "a clean audit".into(), violations));
+    }
+    for (label, count) in model.notes() {
+        *tally.entry(label.to_owned()).or_default() += count;
     }
     Ok(tally)
 }

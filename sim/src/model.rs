@@ -2,11 +2,15 @@
 //! agent's counters, written from the rules (`docs/billing-rules.md`) and the decisions where they
 //! are silent (`docs/decisions.md`), not from the ledger's code. It prices with the shipped
 //! catalog's figures written out here (`shared/ledger/catalog/default.json`), so a pricing bug in
-//! the ledger shows as a divergence instead of being copied.
+//! the ledger shows as a divergence instead of being copied. Credit grants follow R22-R26 and
+//! `docs/grants.md` (G1-G4): each grant's remaining and held, the one spending order, holds per
+//! grant, expiry on the workspace clock (applied on read before the sweep posts it) and voiding.
 
 use std::collections::BTreeMap;
 
-use crate::{DAY_SECS, Event, Number, Op, Plan, Usage, WorkspaceSetup};
+use sha2::{Digest, Sha256};
+
+use crate::{DAY_SECS, Event, GrantTerms, Kind, Number, Op, Plan, Usage, WorkspaceSetup};
 
 /// One credit, in micro-credits.
 const CREDIT_MICROS: i64 = 1_000_000;
@@ -21,6 +25,9 @@ const TOPUP_MIN_MONEY_MICROS: i64 = 10_000_000;
 const TOPUP_MAX_MONEY_MICROS: i64 = 5_000_000_000;
 /// Room without a bound (a grace call's wallet, an agent without a monthly limit).
 const UNBOUNDED_MICROS: i64 = i64::MAX / 4;
+/// R22: a grant's priority when it names none, and the range it must be in.
+const GRANT_PRIORITY_DEFAULT: i64 = 50;
+const GRANT_PRIORITY_MAX: i64 = 100;
 
 /// What an operation answered: the same shape from the model and from the ledger, amounts in
 /// micro-credits, refusals by their contract error code.
@@ -42,6 +49,12 @@ pub enum Answer {
     TopUp(Result<(), &'static str>),
     /// A settlement: the payment's status after it, or the code refusing it.
     Settled(Result<&'static str, &'static str>),
+    /// A grant asked for: (whether it is new, the grant), or the code refusing it.
+    Granted(Result<(bool, GrantView), &'static str>),
+    /// A voiding: the grant after it, or the code refusing it.
+    Voided(Result<GrantView, &'static str>),
+    /// The grants' expiry sweep: how many expiries it posted.
+    GrantsExpired(usize),
     /// The clock moved.
     Advanced,
 }
@@ -73,6 +86,13 @@ impl Answer {
             Self::TopUp(result) => vec![of("top-up", result)],
             Self::Settled(Ok(status)) => vec![format!("settle -> {status}")],
             Self::Settled(result) => vec![of("settle", result)],
+            Self::Granted(Ok((true, _))) => vec!["grant made".into()],
+            Self::Granted(Ok((false, _))) => vec!["grant replayed".into()],
+            Self::Granted(result) => vec![of("grant", result)],
+            Self::Voided(Ok(grant)) if grant.held_micros > 0 => vec!["void under a hold".into()],
+            Self::Voided(result) => vec![of("void", result)],
+            Self::GrantsExpired(0) => vec!["grant sweep none".into()],
+            Self::GrantsExpired(_) => vec!["grant sweep posted".into()],
             Self::Advanced => vec!["advance".into()],
         }
     }
@@ -85,6 +105,8 @@ pub struct DebitAnswer {
     pub charged_micros: i64,
     /// Of which plan credits.
     pub from_plan_micros: i64,
+    /// Of which grants.
+    pub from_grants_micros: i64,
     /// Of which wallet.
     pub from_wallet_micros: i64,
     /// Wallet after.
@@ -106,6 +128,8 @@ pub struct PostAnswer {
     pub charged_micros: i64,
     /// Of which plan credits.
     pub from_plan_micros: i64,
+    /// Of which grants.
+    pub from_grants_micros: i64,
     /// Of which wallet.
     pub from_wallet_micros: i64,
     /// What the call cost beyond what it was allowed to take.
@@ -138,6 +162,149 @@ pub struct WorkspaceBalances {
     pub exhausted_at_secs: Option<i64>,
     /// Per agent, in order: (spent this cycle, calls authorized today, calls in progress).
     pub agents: Vec<(i64, i64, i64)>,
+    /// Its grants by key: (key, remaining as its entries left it, held). An expiry the sweep has
+    /// not posted yet is still in the remaining here; [`GrantView`] shows it applied.
+    pub grants: Vec<(u32, i64, i64)>,
+}
+
+/// A grant as the ledger shows it at the time of the read (`grants::list`, a create's or a
+/// voiding's answer): compared by the key it was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantView {
+    /// The key number it was made with.
+    pub key: u32,
+    /// What it has left (R23: past its expiry, only what calls hold, before any sweep).
+    pub remaining_micros: i64,
+    /// What calls in progress hold of it.
+    pub held_micros: i64,
+    /// `scheduled`, `active`, `depleted`, `expired` or `voided`.
+    pub status: &'static str,
+}
+
+/// R22: a grant's id, `gr_` and 32 hex digits of SHA-256 of the workspace id, a NUL byte and the
+/// key (`w<ws>` and `k<key>`, as the driver names them). Only the spending order's last
+/// tie-break (R24: "then by id") needs it.
+fn grant_id(ws: usize, key: u32) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("w{ws}").as_bytes());
+    hasher.update([0]);
+    hasher.update(format!("k{key}").as_bytes());
+    let hex: String = hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    format!("gr_{}", &hex[..32])
+}
+
+/// R22's terms as a retry is compared with the first request: the default priority written out,
+/// the kinds once each in one order.
+fn normal_terms(terms: &GrantTerms) -> GrantTerms {
+    let mut normal = terms.clone();
+    normal.priority = Some(terms.priority.unwrap_or(GRANT_PRIORITY_DEFAULT));
+    if let Some(kinds) = &mut normal.kinds {
+        kinds.sort_unstable();
+        kinds.dedup();
+    }
+    normal
+}
+
+#[derive(Debug, Clone)]
+struct Grant {
+    key: u32,
+    id: String,
+    /// As asked, normalized ([`normal_terms`]).
+    terms: GrantTerms,
+    paid: bool,
+    priority: i64,
+    effective_at_secs: i64,
+    expires_at_secs: Option<i64>,
+    created_at_secs: i64,
+    /// What its entries left it (an expiry not swept yet still counts here).
+    remaining_micros: i64,
+    held_micros: i64,
+    voided: bool,
+}
+
+impl Grant {
+    fn expired(&self, now_secs: i64) -> bool {
+        self.expires_at_secs.is_some_and(|at| at <= now_secs)
+    }
+
+    /// R24: started, not expired, not voided.
+    fn in_force(&self, now_secs: i64) -> bool {
+        !self.voided && self.effective_at_secs <= now_secs && !self.expired(now_secs)
+    }
+
+    /// R24: what it can give to usage of `kind` by `agent`: its unheld part, if it applies.
+    fn available_for(&self, kind: Kind, agent: usize, now_secs: i64) -> i64 {
+        let covers = self
+            .terms
+            .kinds
+            .as_ref()
+            .is_none_or(|kinds| kinds.contains(&kind))
+            && self.terms.agent.is_none_or(|only| only == agent);
+        if covers && self.in_force(now_secs) {
+            (self.remaining_micros - self.held_micros).max(0)
+        } else {
+            0
+        }
+    }
+
+    /// R22, R24: it still pays for calls of any agent, so the workspace has not run out (R7).
+    fn pays_calls(&self, now_secs: i64) -> bool {
+        self.in_force(now_secs)
+            && self.remaining_micros > self.held_micros
+            && self.terms.agent.is_none()
+            && self
+                .terms
+                .kinds
+                .as_ref()
+                .is_none_or(|kinds| kinds.contains(&Kind::Call))
+    }
+
+    /// R23: as a read shows it at `now_secs`.
+    fn view(&self, now_secs: i64) -> GrantView {
+        GrantView {
+            key: self.key,
+            remaining_micros: if self.expired(now_secs) {
+                self.held_micros
+            } else {
+                self.remaining_micros
+            },
+            held_micros: self.held_micros,
+            status: if self.voided {
+                "voided"
+            } else if self.expired(now_secs) {
+                "expired"
+            } else if self.effective_at_secs > now_secs {
+                "scheduled"
+            } else if self.remaining_micros == 0 {
+                "depleted"
+            } else {
+                "active"
+            },
+        }
+    }
+}
+
+/// How a charge or a hold is paid (R24): plan credits, then grants (index, credits) in the
+/// spending order, then the wallet.
+#[derive(Debug, Clone, Default)]
+struct Funding {
+    plan_micros: i64,
+    grants: Vec<(usize, i64)>,
+    wallet_micros: i64,
+}
+
+impl Funding {
+    fn grants_micros(&self) -> i64 {
+        self.grants.iter().map(|(_, micros)| micros).sum()
+    }
+
+    fn total_micros(&self) -> i64 {
+        self.plan_micros + self.grants_micros() + self.wallet_micros
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +331,8 @@ struct Workspace {
     agents: Vec<Agent>,
     /// Debited events by id: the event and its first answer (R8).
     debited: BTreeMap<u32, (Event, DebitAnswer)>,
+    /// Its grants, in the order they were made.
+    grants: Vec<Grant>,
 }
 
 impl Workspace {
@@ -175,37 +344,114 @@ impl Workspace {
         (self.wallet_micros - self.held_wallet_micros).max(0)
     }
 
-    /// R7 (decisions: "Inbound grace"): the grace period starts when nothing is left available.
+    /// R7 (decisions: "Inbound grace"): the grace period starts when nothing is left available,
+    /// and a grant that still pays for calls is something (R22, R24).
     fn note_if_exhausted(&mut self, now_secs: i64) {
         if self.exhausted_at_secs.is_none()
             && self.plan_free_micros() == 0
             && self.wallet_free_micros() == 0
+            && !self.grants.iter().any(|grant| grant.pays_calls(now_secs))
         {
             self.exhausted_at_secs = Some(now_secs);
         }
     }
 
-    /// R2, R5, R6, R7: how `amount_micros` is paid for `agent` (plan first, then the wallet for a
-    /// `use_balance` agent; holds are not available; the monthly limit counts spend and holds).
-    fn fund(&self, agent: usize, amount_micros: i64) -> Result<(i64, i64), &'static str> {
-        let agent = &self.agents[agent];
-        if agent
+    /// R24: the grants in the order they are spent: lower priority first, then the soonest
+    /// expiry (never-expiring last), then the oldest, then by id.
+    fn spending_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.grants.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (&self.grants[a], &self.grants[b]);
+            (
+                a.priority,
+                a.expires_at_secs.is_none(),
+                a.expires_at_secs,
+                a.created_at_secs,
+                &a.id,
+            )
+                .cmp(&(
+                    b.priority,
+                    b.expires_at_secs.is_none(),
+                    b.expires_at_secs,
+                    b.created_at_secs,
+                    &b.id,
+                ))
+        });
+        order
+    }
+
+    /// R2, R5, R6, R7, R24, R25: how `amount_micros` of usage of `kind` is paid for `agent` (plan
+    /// first, then the grants that apply in the spending order, a `stop` agent's promotional ones
+    /// only, then the wallet for a `use_balance` agent; holds are not available; the monthly
+    /// limit counts spend and holds, of grants too).
+    fn fund(
+        &self,
+        agent: usize,
+        kind: Kind,
+        amount_micros: i64,
+        now_secs: i64,
+    ) -> Result<Funding, &'static str> {
+        let setup = &self.agents[agent];
+        if setup
             .monthly_limit_micros
-            .is_some_and(|limit| agent.spent_micros + agent.held_micros + amount_micros > limit)
+            .is_some_and(|limit| setup.spent_micros + setup.held_micros + amount_micros > limit)
         {
             return Err("limit_reached");
         }
-        let from_plan = amount_micros.min(self.plan_free_micros());
-        let rest = amount_micros - from_plan;
+        let mut funding = Funding {
+            plan_micros: amount_micros.min(self.plan_free_micros()),
+            ..Funding::default()
+        };
+        let mut rest = amount_micros - funding.plan_micros;
+        if rest > 0 && !self.grants.is_empty() {
+            for index in self.spending_order() {
+                let grant = &self.grants[index];
+                if rest == 0 {
+                    break;
+                }
+                if grant.paid && setup.stops_at_plan_end {
+                    continue;
+                }
+                let taken = rest.min(grant.available_for(kind, agent, now_secs));
+                if taken > 0 {
+                    funding.grants.push((index, taken));
+                    rest -= taken;
+                }
+            }
+        }
         if rest == 0 {
-            Ok((from_plan, 0))
-        } else if agent.stops_at_plan_end {
+            Ok(funding)
+        } else if setup.stops_at_plan_end {
             Err("plan_credits_exhausted")
         } else if rest <= self.wallet_free_micros() {
-            Ok((from_plan, rest))
+            funding.wallet_micros = rest;
+            Ok(funding)
         } else {
             Err("insufficient_funds")
         }
+    }
+
+    /// Every grant's (key, remaining as its entries left it, held), by key (a shrunk list may
+    /// make a later key first, by a replay whose first request was dropped).
+    fn grant_rows(&self) -> Vec<(u32, i64, i64)> {
+        let mut rows: Vec<(u32, i64, i64)> = self
+            .grants
+            .iter()
+            .map(|grant| (grant.key, grant.remaining_micros, grant.held_micros))
+            .collect();
+        rows.sort_unstable();
+        rows
+    }
+
+    /// Every grant as a read shows it at `now_secs`, by key.
+    fn grant_views(&self, now_secs: i64) -> Vec<GrantView> {
+        let mut views: Vec<GrantView> = self
+            .grants
+            .iter()
+            .map(|grant| grant.view(now_secs))
+            .collect();
+        views.sort_unstable_by_key(|view| view.key);
+        views
     }
 }
 
@@ -225,9 +471,18 @@ struct Call {
     reserved_secs: i64,
     held_plan_micros: i64,
     held_wallet_micros: i64,
+    /// What it holds of each grant (index in its workspace's grants).
+    held_grants: BTreeMap<usize, i64>,
     expires_at_secs: i64,
     status: CallStatus,
     posted: Option<PostAnswer>,
+}
+
+impl Call {
+    /// What it holds of every source.
+    fn held_micros(&self) -> i64 {
+        self.held_plan_micros + self.held_wallet_micros + self.held_grants.values().sum::<i64>()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +509,11 @@ pub struct Model {
     /// Authorization order, for the sweep's order among equal expiries.
     call_order: Vec<u32>,
     payments: BTreeMap<u32, Payment>,
+    /// How often the rarer grant paths ran, for the tally (`notes`).
+    notes: BTreeMap<&'static str, usize>,
+    /// A posting takes every grant's hold before any grant's free part (see
+    /// [`grants_for_posting`]).
+    posting_holds_first: bool,
 }
 
 /// R13: what a plan grants when its first period is paid.
@@ -264,6 +524,68 @@ fn plan_credits_micros(plan: Plan) -> i64 {
         Plan::Basic => 1_000 * CREDIT_MICROS,
         Plan::Professional => 5_000 * CREDIT_MICROS,
     }
+}
+
+/// R24, R26: what a call's posting takes of each grant (index, credits) from `budget`.
+///
+/// As the rules are written (`holds_first`): what the call holds of each grant first, in the
+/// spending order, then what a debit would take of them (a `stop` agent's promotional ones
+/// only). The ledger instead takes each grant in the spending order with its hold and its free
+/// part together, so a grant made after the hold that comes earlier in the order pays first, and
+/// the held grant's hold is released; when that grant expired or was voided under the hold, the
+/// unused rest of its hold leaves (R26 says the cost is charged against what the call held).
+/// Reported, not fixed (docs/reliability.md, "The simulator"): the budget models the ledger's
+/// order; `simulate --posting-holds-first` models the rules' and shows the divergence.
+fn grants_for_posting(
+    ws: &Workspace,
+    call: &Call,
+    budget: &mut i64,
+    now_secs: i64,
+    holds_first: bool,
+) -> BTreeMap<usize, i64> {
+    let mut taken = BTreeMap::new();
+    if ws.grants.is_empty() {
+        return taken;
+    }
+    let order = ws.spending_order();
+    let stops = ws.agents[call.agent].stops_at_plan_end;
+    if !holds_first {
+        for &index in &order {
+            let grant = &ws.grants[index];
+            let held = call.held_grants.get(&index).copied().unwrap_or(0);
+            let more = if grant.paid && stops {
+                0
+            } else {
+                grant.available_for(Kind::Call, call.agent, now_secs)
+            };
+            let micros = (*budget).min(held + more);
+            if micros > 0 {
+                taken.insert(index, micros);
+                *budget -= micros;
+            }
+        }
+        return taken;
+    }
+    for &index in &order {
+        let held = call.held_grants.get(&index).copied().unwrap_or(0);
+        let micros = (*budget).min(held);
+        if micros > 0 {
+            taken.insert(index, micros);
+            *budget -= micros;
+        }
+    }
+    for &index in &order {
+        let grant = &ws.grants[index];
+        if grant.paid && stops {
+            continue;
+        }
+        let micros = (*budget).min(grant.available_for(Kind::Call, call.agent, now_secs));
+        if micros > 0 {
+            *taken.entry(index).or_default() += micros;
+            *budget -= micros;
+        }
+    }
+    taken
 }
 
 /// `ceil(a * b / c)` for non-negative figures: charges round up (units, above the rules).
@@ -338,6 +660,7 @@ impl Model {
                     })
                     .collect(),
                 debited: BTreeMap::new(),
+                grants: Vec::new(),
             })
             .collect();
         Self {
@@ -346,7 +669,26 @@ impl Model {
             calls: BTreeMap::new(),
             call_order: Vec::new(),
             payments: BTreeMap::new(),
+            notes: BTreeMap::new(),
+            posting_holds_first: false,
         }
+    }
+
+    /// This model with postings taking every grant's hold before any grant's free part, as R24
+    /// and R26 are written (see [`grants_for_posting`]).
+    pub fn posting_holds_first(mut self, holds_first: bool) -> Self {
+        self.posting_holds_first = holds_first;
+        self
+    }
+
+    /// How often the rarer grant paths ran (a grant's unused hold leaving at a call's release, a
+    /// posting charging a grant past its expiry or voided, ...), for the tally.
+    pub fn notes(&self) -> impl Iterator<Item = (&'static str, usize)> + '_ {
+        self.notes.iter().map(|(label, count)| (*label, *count))
+    }
+
+    fn note(&mut self, label: &'static str) {
+        *self.notes.entry(label).or_default() += 1;
     }
 
     /// The simulated time.
@@ -376,9 +718,18 @@ impl Model {
                             (agent.spent_micros, today_calls, agent.calls_in_progress)
                         })
                         .collect(),
+                    grants: ws.grant_rows(),
                 })
                 .collect(),
         }
+    }
+
+    /// Every workspace's grants as a read shows them now (R23), by key.
+    pub fn grant_views(&self) -> Vec<Vec<GrantView>> {
+        self.workspaces
+            .iter()
+            .map(|ws| ws.grant_views(self.now_secs))
+            .collect()
     }
 
     /// Applies one operation and says what the ledger must answer.
@@ -410,6 +761,9 @@ impl Model {
                 amount_money_micros,
             } => Answer::TopUp(self.top_up(*ws, *payment, *amount_money_micros)),
             Op::Settle { payment, succeeded } => Answer::Settled(self.settle(*payment, *succeeded)),
+            Op::Grant { ws, key, terms } => Answer::Granted(self.grant(*ws, *key, terms)),
+            Op::Void { ws, key } => Answer::Voided(self.void(*ws, *key)),
+            Op::ExpireGrants => Answer::GrantsExpired(self.expire_grants()),
             Op::Advance { secs } => {
                 self.now_secs += secs;
                 Answer::Advanced
@@ -433,15 +787,19 @@ impl Model {
             return Err("billing_not_configured");
         }
         let cost = usage_cost_micros(event.usage);
-        let (from_plan, from_wallet) = ws.fund(event.agent, cost)?;
-        ws.plan_micros -= from_plan;
-        ws.wallet_micros -= from_wallet;
+        let funding = ws.fund(event.agent, event.usage.kind(), cost, now)?;
+        ws.plan_micros -= funding.plan_micros;
+        ws.wallet_micros -= funding.wallet_micros;
+        for &(index, micros) in &funding.grants {
+            ws.grants[index].remaining_micros -= micros;
+        }
         ws.agents[event.agent].spent_micros += cost;
         ws.note_if_exhausted(now);
         let answer = DebitAnswer {
             charged_micros: cost,
-            from_plan_micros: from_plan,
-            from_wallet_micros: from_wallet,
+            from_plan_micros: funding.plan_micros,
+            from_grants_micros: funding.grants_micros(),
+            from_wallet_micros: funding.wallet_micros,
             wallet_after_micros: ws.wallet_micros,
             plan_after_micros: ws.plan_micros,
         };
@@ -491,15 +849,18 @@ impl Model {
             && ws
                 .exhausted_at_secs
                 .is_none_or(|since| now < since + INBOUND_GRACE_SECS);
-        let (held_plan, held_wallet, grace) = match ws.fund(agent_index, first_hold) {
-            Ok((plan, wallet)) => (plan, wallet, false),
-            Err("insufficient_funds") if grace_open => (0, 0, true),
+        let (funding, grace) = match ws.fund(agent_index, Kind::Call, first_hold, now) {
+            Ok(funding) => (funding, false),
+            Err("insufficient_funds") if grace_open => (Funding::default(), true),
             Err(refused) => return Err(refused),
         };
-        ws.held_plan_micros += held_plan;
-        ws.held_wallet_micros += held_wallet;
+        ws.held_plan_micros += funding.plan_micros;
+        ws.held_wallet_micros += funding.wallet_micros;
+        for &(index, micros) in &funding.grants {
+            ws.grants[index].held_micros += micros;
+        }
         let agent = &mut ws.agents[agent_index];
-        agent.held_micros += held_plan + held_wallet;
+        agent.held_micros += funding.total_micros();
         agent.calls_in_progress += 1;
         agent.calls_on_day = (today, calls_today + 1);
         if grace {
@@ -515,8 +876,9 @@ impl Model {
                 per_minute_micros: per_minute,
                 grace,
                 reserved_secs: INCREMENT_SECS,
-                held_plan_micros: held_plan,
-                held_wallet_micros: held_wallet,
+                held_plan_micros: funding.plan_micros,
+                held_wallet_micros: funding.wallet_micros,
+                held_grants: funding.grants.iter().copied().collect(),
                 expires_at_secs: now + HOLD_TIMEOUT_SECS,
                 status: CallStatus::Active,
                 posted: None,
@@ -524,7 +886,7 @@ impl Model {
         );
         next.call_order.push(call_id);
         *self = next;
-        Ok(("authorized".into(), held_plan + held_wallet, grace))
+        Ok(("authorized".into(), funding.total_micros(), grace))
     }
 
     fn heartbeat(
@@ -548,7 +910,7 @@ impl Model {
         // R5: the hold must cover the minutes so far plus the next one.
         let needed_secs = billed_secs(elapsed_secs) + INCREMENT_SECS;
         let ws = &mut self.workspaces[ws_index];
-        let mut extra = (0, 0);
+        let mut extra = Funding::default();
         let mut reason = None;
         if call.grace {
             if ws
@@ -560,18 +922,25 @@ impl Model {
         } else if needed_secs > call.reserved_secs {
             let more = call_cost_micros(call.per_minute_micros, needed_secs)
                 - call_cost_micros(call.per_minute_micros, call.reserved_secs);
-            match ws.fund(call.agent, more) {
+            // R24: a heartbeat holds more in the same order.
+            match ws.fund(call.agent, Kind::Call, more, now) {
                 Ok(funding) => extra = funding,
                 Err(refused) => reason = Some(refused),
             }
         }
-        ws.held_plan_micros += extra.0;
-        ws.held_wallet_micros += extra.1;
-        ws.agents[call.agent].held_micros += extra.0 + extra.1;
+        ws.held_plan_micros += extra.plan_micros;
+        ws.held_wallet_micros += extra.wallet_micros;
+        for &(index, micros) in &extra.grants {
+            ws.grants[index].held_micros += micros;
+        }
+        ws.agents[call.agent].held_micros += extra.total_micros();
         ws.note_if_exhausted(now);
         let call = self.calls.get_mut(&call_id).expect("the call");
-        call.held_plan_micros += extra.0;
-        call.held_wallet_micros += extra.1;
+        call.held_plan_micros += extra.plan_micros;
+        call.held_wallet_micros += extra.wallet_micros;
+        for &(index, micros) in &extra.grants {
+            *call.held_grants.entry(index).or_default() += micros;
+        }
         if reason.is_none() {
             call.reserved_secs = call.reserved_secs.max(needed_secs);
         }
@@ -580,7 +949,7 @@ impl Model {
         Ok((
             reason.is_none(),
             reason.map(str::to_owned),
-            call.held_plan_micros + call.held_wallet_micros,
+            call.held_micros(),
         ))
     }
 
@@ -598,12 +967,13 @@ impl Model {
     }
 
     /// Posts an active call at `duration_secs` (R5; decisions: "A call is charged at most its
-    /// hold plus what its policy and limits still allow", "A granted hold is a commitment").
+    /// hold plus what its policy and limits still allow", "A granted hold is a commitment"; R24,
+    /// R26 for grants).
     fn post(&mut self, call_id: u32, duration_secs: i64, status: CallStatus) -> PostAnswer {
         let now = self.now_secs;
         let call = self.calls[&call_id].clone();
         let ws = &mut self.workspaces[call.ws];
-        let own_hold = call.held_plan_micros + call.held_wallet_micros;
+        let own_hold = call.held_micros();
         let billed = billed_secs(duration_secs);
         let cost = call_cost_micros(call.per_minute_micros, billed);
         let plan_room = (ws.plan_micros - (ws.held_plan_micros - call.held_plan_micros)).max(0);
@@ -621,13 +991,39 @@ impl Model {
             .map_or(UNBOUNDED_MICROS, |limit| {
                 (limit - agent.spent_micros - (agent.held_micros - own_hold)).max(own_hold)
             });
-        let charged = cost.min(plan_room + wallet_room).min(limit_room);
-        let from_plan = charged.min(plan_room);
-        let from_wallet = charged - from_plan;
+        let mut budget = cost.min(limit_room);
+        let from_plan = budget.min(plan_room);
+        budget -= from_plan;
+        let taken = grants_for_posting(ws, &call, &mut budget, now, self.posting_holds_first);
+        let from_grants: i64 = taken.values().sum();
+        let from_wallet = budget.min(wallet_room);
+        let charged = from_plan + from_grants + from_wallet;
         ws.held_plan_micros -= call.held_plan_micros;
         ws.held_wallet_micros -= call.held_wallet_micros;
         ws.plan_micros -= from_plan;
         ws.wallet_micros -= from_wallet;
+        let mut notes = Vec::new();
+        for (&index, &held) in &call.held_grants {
+            let grant = &mut ws.grants[index];
+            grant.held_micros -= held;
+            let used = taken.get(&index).copied().unwrap_or(0).min(held);
+            // R26: the unused rest of a hold on a grant that expired or was voided under it
+            // leaves at the release.
+            if !grant.in_force(now) {
+                notes.push("end charged a grant held past its expiry or voiding");
+                if held > used {
+                    grant.remaining_micros -= held - used;
+                    notes.push(if grant.voided {
+                        "end released an unused hold on a voided grant"
+                    } else {
+                        "end released an unused hold on an expired grant"
+                    });
+                }
+            }
+        }
+        for (&index, &micros) in &taken {
+            ws.grants[index].remaining_micros -= micros;
+        }
         let agent = &mut ws.agents[call.agent];
         agent.held_micros -= own_hold;
         agent.calls_in_progress -= 1;
@@ -643,15 +1039,20 @@ impl Model {
             billed_secs: billed,
             charged_micros: charged,
             from_plan_micros: from_plan,
+            from_grants_micros: from_grants,
             from_wallet_micros: from_wallet,
             unbilled_micros: cost - charged,
             wallet_after_micros: ws.wallet_micros,
             plan_after_micros: ws.plan_micros,
         };
+        for label in notes {
+            self.note(label);
+        }
         let call = self.calls.get_mut(&call_id).expect("the call");
         call.status = status;
         call.held_plan_micros = 0;
         call.held_wallet_micros = 0;
+        call.held_grants.clear();
         call.posted = Some(answer.clone());
         answer
     }
@@ -678,6 +1079,95 @@ impl Model {
             self.post(*id, reserved, CallStatus::Expired);
         }
         overdue.len()
+    }
+
+    /// R22: grants once per key. Terms that are bad whenever they are asked are refused first;
+    /// a retry with the first request's terms then answers its grant, even past its expiry
+    /// (decisions: "Credit grants"), and only a new grant is refused for being born
+    /// expired (an expiry not later than now).
+    fn grant(
+        &mut self,
+        ws_index: usize,
+        key: u32,
+        terms: &GrantTerms,
+    ) -> Result<(bool, GrantView), &'static str> {
+        let now = self.now_secs;
+        let priority = terms.priority.unwrap_or(GRANT_PRIORITY_DEFAULT);
+        if !(0..=GRANT_PRIORITY_MAX).contains(&priority)
+            || terms
+                .expires_at_secs
+                .zip(terms.effective_at_secs)
+                .is_some_and(|(expires, effective)| expires <= effective)
+            || terms.kinds.as_ref().is_some_and(Vec::is_empty)
+        {
+            return Err("validation_error");
+        }
+        let normal = normal_terms(terms);
+        let ws = &mut self.workspaces[ws_index];
+        if let Some(made) = ws.grants.iter().find(|grant| grant.key == key) {
+            return if made.terms == normal {
+                Ok((false, made.view(now)))
+            } else {
+                Err("idempotency_conflict")
+            };
+        }
+        if terms.expires_at_secs.is_some_and(|at| at <= now) {
+            return Err("validation_error");
+        }
+        let grant = Grant {
+            key,
+            id: grant_id(ws_index, key),
+            paid: terms.cost_basis_money_micros.is_some(),
+            priority,
+            effective_at_secs: terms.effective_at_secs.unwrap_or(now),
+            expires_at_secs: terms.expires_at_secs,
+            created_at_secs: now,
+            remaining_micros: terms.amount_micros,
+            held_micros: 0,
+            voided: false,
+            terms: normal,
+        };
+        let view = grant.view(now);
+        ws.grants.push(grant);
+        // R22: a grant that pays for calls ends the workspace's having run out (R7).
+        if ws.exhausted_at_secs.is_some() && ws.grants.iter().any(|grant| grant.pays_calls(now)) {
+            ws.exhausted_at_secs = None;
+        }
+        Ok((true, view))
+    }
+
+    /// R23: voiding takes the unspent, unheld part (its expiry instead, past it), once.
+    fn void(&mut self, ws_index: usize, key: u32) -> Result<GrantView, &'static str> {
+        let now = self.now_secs;
+        let Some(grant) = self.workspaces[ws_index]
+            .grants
+            .iter_mut()
+            .find(|grant| grant.key == key)
+        else {
+            return Err("not_found");
+        };
+        if !grant.voided {
+            grant.remaining_micros = grant.held_micros.min(grant.remaining_micros);
+            grant.voided = true;
+        }
+        Ok(grant.view(now))
+    }
+
+    /// R23: the sweep posts, for every grant past its expiry, the unspent part calls do not hold.
+    fn expire_grants(&mut self) -> usize {
+        let now = self.now_secs;
+        let mut posted = 0;
+        for grant in self
+            .workspaces
+            .iter_mut()
+            .flat_map(|ws| ws.grants.iter_mut())
+        {
+            if grant.expired(now) && grant.remaining_micros > grant.held_micros {
+                grant.remaining_micros = grant.held_micros;
+                posted += 1;
+            }
+        }
+        posted
     }
 
     fn top_up(
