@@ -874,6 +874,15 @@ fn open_shapes() -> [OpenShape; 7] {
     ]
 }
 
+/// Whether a `$BENCH_OPEN_SHAPES` word keeps shape `name`: a word keeps the shapes whose name
+/// contains it; a word starting with `=` keeps only the shape named exactly the rest.
+fn shape_matches(name: &str, word: &str) -> bool {
+    match word.strip_prefix('=') {
+        Some(exact) => name == exact,
+        None => name.contains(word),
+    }
+}
+
 /// Each shape at each offered rate, on every runtime, over a fresh copy of the 1,000-workspace
 /// set per shape and runtime; a shape's higher rates are skipped on a runtime once a rate
 /// saturated it.
@@ -881,11 +890,11 @@ fn open(config: &Config, report: &mut Report) -> Result<()> {
     let schedule = open_schedule(config)?;
     let small = data::cached(config.small)?;
     // `$BENCH_OPEN_SHAPES` (`debits over,one workspace`) keeps the shapes whose name contains
-    // one of its words, for a focused experiment.
+    // one of its words (`=name`: exactly that name), for a focused experiment.
     let only = std::env::var("BENCH_OPEN_SHAPES").ok();
     let wanted = |name: &str| {
         only.as_deref()
-            .is_none_or(|list| list.split(',').any(|word| name.contains(word.trim())))
+            .is_none_or(|list| list.split(',').any(|word| shape_matches(name, word.trim())))
     };
     for shape in open_shapes().into_iter().filter(|shape| wanted(shape.name)) {
         for runtime in &config.runtimes {

@@ -19,31 +19,6 @@ use crate::faults::{Fault, FaultyDb, Fired};
 use crate::model::{Answer, Balances, DebitAnswer, GrantView, PostAnswer, WorkspaceBalances};
 use crate::{CYCLE_START_SECS, Event, GrantTerms, Kind, Number, Op, Usage, WorkspaceSetup};
 
-/// How `ledger::audit` names its check of grant spending.
-const SPENT_GRANTS_INVARIANT: &str = "nothing is spent from a grant of another workspace";
-
-/// Known ledger bug (reported, not fixed): the audit's check of grant spending flags a spent
-/// entry posted in the same second as the grant's voiding, before it, as spent "at or after its
-/// voiding" (it compares seconds, `e.created_at >= voided_at`, and a call started in that second
-/// is not let off either, `c.started_at < voided_at`): a debit then a void of its grant within
-/// one second is a false violation. This is the audit's query with the voiding taken as the end
-/// of its second; a violation of that check is reported only if this query finds it too.
-const SPENT_BEFORE_VOIDING_SQL: &str = "SELECT g.workspace_id, 'grant ' || g.id || ': spent entry ' || e.id
-         FROM grant_entries e JOIN grants g ON g.id = e.grant_id
-         JOIN transactions x ON x.id = e.transaction_id
-         WHERE e.kind = 'spent'
-           AND (x.workspace_id <> g.workspace_id
-                OR e.created_at < g.effective_at
-                OR (e.created_at >= MIN(COALESCE(g.expires_at, e.created_at + 1),
-                                        COALESCE(g.voided_at + 1, e.created_at + 1))
-                    AND NOT EXISTS (SELECT 1 FROM calls c
-                                    WHERE c.transaction_id = x.id AND c.call_id = x.reference
-                                      AND c.started_at < MIN(COALESCE(g.expires_at, c.started_at + 1),
-                                                             COALESCE(g.voided_at + 1, c.started_at + 1))))
-                OR x.agent_id IS NOT COALESCE(g.scope_agent_id, x.agent_id)
-                OR (g.scope_kinds IS NOT NULL AND NOT EXISTS (
-                    SELECT 1 FROM json_each(g.scope_kinds) k WHERE k.value = x.type)))";
-
 /// The ledger on an in-memory SQLite database, behind the fault layer.
 pub struct Ledger {
     db: FaultyDb,
@@ -564,48 +539,14 @@ impl Ledger {
     }
 
     /// The ledger's invariants (`ledger::audit::check`), as one line per violation; empty when
-    /// they hold. One known false violation is left out (see [`SPENT_BEFORE_VOIDING_SQL`]).
+    /// they hold.
     pub fn audit(&self) -> String {
-        let violations = match block_on(audit::check(&self.db)) {
-            Ok(violations) => violations,
-            Err(failed) => return format!("the audit failed: {failed}"),
-        };
-        let mut lines = String::new();
-        let mut strict: Option<Vec<(String, String)>> = None;
-        for v in &violations {
-            if v.invariant.starts_with(SPENT_GRANTS_INVARIANT) {
-                let strict = strict.get_or_insert_with(|| self.spent_before_voiding());
-                if !strict
-                    .iter()
-                    .any(|(ws, detail)| *ws == v.workspace_id && *detail == v.detail)
-                {
-                    continue;
-                }
-            }
-            lines.push_str(&format!(
-                "{}: {} {}; ",
-                v.invariant, v.workspace_id, v.detail
-            ));
+        match block_on(audit::check(&self.db)) {
+            Ok(violations) => violations
+                .iter()
+                .map(|v| format!("{}: {} {}; ", v.invariant, v.workspace_id, v.detail))
+                .collect(),
+            Err(failed) => format!("the audit failed: {failed}"),
         }
-        lines
-    }
-
-    /// [`SPENT_BEFORE_VOIDING_SQL`]'s rows: (workspace id, detail), as the audit words them.
-    fn spent_before_voiding(&self) -> Vec<(String, String)> {
-        let rows = block_on(ledger::Storage::query(
-            &self.db,
-            SPENT_BEFORE_VOIDING_SQL,
-            &[],
-        ))
-        .expect("the audit's grant spending check");
-        rows.iter()
-            .map(|row| {
-                let text = |index: usize| match &row[index] {
-                    ledger::SqlValue::Text(text) => text.clone(),
-                    other => format!("{other:?}"),
-                };
-                (text(0), text(1))
-            })
-            .collect()
     }
 }

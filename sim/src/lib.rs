@@ -330,9 +330,6 @@ pub struct Scenario {
     /// [`Scenario::with_faults`]). Indexed like `ops`, so a shrunk list keeps each kept
     /// operation's fault.
     pub faults: Vec<Option<Fault>>,
-    /// The model posts calls taking every grant's hold first, as R24 and R26 are written, rather
-    /// than as the ledger does today (`model::grants_for_posting`, a reported divergence).
-    pub posting_holds_first: bool,
 }
 
 /// Salt of the fault schedule's generator: it is drawn from the seed but not from the stream
@@ -678,7 +675,6 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
         workspaces,
         ops: list,
         faults: Vec::new(),
-        posting_holds_first: false,
     }
 }
 
@@ -751,8 +747,7 @@ fn run_on(
     if lose_acknowledgements {
         ledger.lose_acknowledgements();
     }
-    let mut model = model::Model::new(&scenario.workspaces, CYCLE_START_SECS + 3_600)
-        .posting_holds_first(scenario.posting_holds_first);
+    let mut model = model::Model::new(&scenario.workspaces, CYCLE_START_SECS + 3_600);
     let mut tally = Tally::new();
     for (step, &index) in indices.iter().enumerate() {
         let op = &scenario.ops[index];

@@ -511,9 +511,6 @@ pub struct Model {
     payments: BTreeMap<u32, Payment>,
     /// How often the rarer grant paths ran, for the tally (`notes`).
     notes: BTreeMap<&'static str, usize>,
-    /// A posting takes every grant's hold before any grant's free part (see
-    /// [`grants_for_posting`]).
-    posting_holds_first: bool,
 }
 
 /// R13: what a plan grants when its first period is paid.
@@ -526,22 +523,15 @@ fn plan_credits_micros(plan: Plan) -> i64 {
     }
 }
 
-/// R24, R26: what a call's posting takes of each grant (index, credits) from `budget`.
-///
-/// As the rules are written (`holds_first`): what the call holds of each grant first, in the
-/// spending order, then what a debit would take of them (a `stop` agent's promotional ones
-/// only). The ledger instead takes each grant in the spending order with its hold and its free
-/// part together, so a grant made after the hold that comes earlier in the order pays first, and
-/// the held grant's hold is released; when that grant expired or was voided under the hold, the
-/// unused rest of its hold leaves (R26 says the cost is charged against what the call held).
-/// Reported, not fixed (docs/reliability.md, "The simulator"): the budget models the ledger's
-/// order; `simulate --posting-holds-first` models the rules' and shows the divergence.
+/// R24, R26: what a call's posting takes of each grant (index, credits) from `budget`: what the
+/// call holds of each grant first, in the spending order (a grant made since, however early in
+/// the order, does not take a hold's place), then what a debit would take of them (a `stop`
+/// agent's promotional ones only).
 fn grants_for_posting(
     ws: &Workspace,
     call: &Call,
     budget: &mut i64,
     now_secs: i64,
-    holds_first: bool,
 ) -> BTreeMap<usize, i64> {
     let mut taken = BTreeMap::new();
     if ws.grants.is_empty() {
@@ -549,23 +539,6 @@ fn grants_for_posting(
     }
     let order = ws.spending_order();
     let stops = ws.agents[call.agent].stops_at_plan_end;
-    if !holds_first {
-        for &index in &order {
-            let grant = &ws.grants[index];
-            let held = call.held_grants.get(&index).copied().unwrap_or(0);
-            let more = if grant.paid && stops {
-                0
-            } else {
-                grant.available_for(Kind::Call, call.agent, now_secs)
-            };
-            let micros = (*budget).min(held + more);
-            if micros > 0 {
-                taken.insert(index, micros);
-                *budget -= micros;
-            }
-        }
-        return taken;
-    }
     for &index in &order {
         let held = call.held_grants.get(&index).copied().unwrap_or(0);
         let micros = (*budget).min(held);
@@ -670,15 +643,7 @@ impl Model {
             call_order: Vec::new(),
             payments: BTreeMap::new(),
             notes: BTreeMap::new(),
-            posting_holds_first: false,
         }
-    }
-
-    /// This model with postings taking every grant's hold before any grant's free part, as R24
-    /// and R26 are written (see [`grants_for_posting`]).
-    pub fn posting_holds_first(mut self, holds_first: bool) -> Self {
-        self.posting_holds_first = holds_first;
-        self
     }
 
     /// How often the rarer grant paths ran (a grant's unused hold leaving at a call's release, a
@@ -994,7 +959,7 @@ impl Model {
         let mut budget = cost.min(limit_room);
         let from_plan = budget.min(plan_room);
         budget -= from_plan;
-        let taken = grants_for_posting(ws, &call, &mut budget, now, self.posting_holds_first);
+        let taken = grants_for_posting(ws, &call, &mut budget, now);
         let from_grants: i64 = taken.values().sum();
         let from_wallet = budget.min(wallet_room);
         let charged = from_plan + from_grants + from_wallet;

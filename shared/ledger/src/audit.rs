@@ -163,13 +163,15 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE e.kind = 'spent'
            AND (x.workspace_id <> g.workspace_id
                 OR e.created_at < g.effective_at
+                -- A voiding's time is a whole second: what was spent in that second may have
+                -- come before it, so the voiding counts from the end of its second.
                 OR (e.created_at >= MIN(COALESCE(g.expires_at, e.created_at + 1),
-                                        COALESCE(g.voided_at, e.created_at + 1))
+                                        COALESCE(g.voided_at + 1, e.created_at + 1))
                     -- A call posts what it held of a grant that expired or was voided under it.
                     AND NOT EXISTS (SELECT 1 FROM calls c
                                     WHERE c.transaction_id = x.id AND c.call_id = x.reference
                                       AND c.started_at < MIN(COALESCE(g.expires_at, c.started_at + 1),
-                                                             COALESCE(g.voided_at, c.started_at + 1))))
+                                                             COALESCE(g.voided_at + 1, c.started_at + 1))))
                 OR x.agent_id IS NOT COALESCE(g.scope_agent_id, x.agent_id)
                 OR (g.scope_kinds IS NOT NULL AND NOT EXISTS (
                     SELECT 1 FROM json_each(g.scope_kinds) k WHERE k.value = x.type)))",

@@ -1261,3 +1261,54 @@ fn grants_tell_the_platform_when_given_about_to_expire_and_expired() {
     assert_eq!(expired, [micros("2.98"), micros("0.02")]);
     fx.assert_invariants();
 }
+
+/// A call's posting charges what it holds of a grant first: a grant made after the hold that
+/// comes earlier in the order (priority 10 against 50) does not take its place (found by the
+/// simulator, issue 26). Grant A 1 (priority 50), a call holds 0.02 on it, grant B 1 (priority
+/// 10); the call ends after 60 seconds (0.02): A pays, B is untouched.
+#[test]
+fn a_posting_charges_its_holds_before_a_grant_made_since() {
+    let fx = Fixture::new();
+    plan_spent(&fx, None);
+    let a = grant(
+        &fx,
+        "w",
+        "A",
+        Terms {
+            amount: "1",
+            ..PLAIN
+        },
+    );
+    fx.call(
+        "w",
+        "agent",
+        "c",
+        ledger::catalog::Direction::Outbound,
+        "+14155550123",
+        NOV_1,
+    )
+    .expect("authorize");
+    assert_eq!(held(&fx, &[&a]), [micros("0.02")]);
+    let b = grant(
+        &fx,
+        "w",
+        "B",
+        Terms {
+            amount: "1",
+            priority: 10,
+            ..PLAIN
+        },
+    );
+    let posted = block_on(ledger::calls::end(&fx.db, "c", 60, NOV_1 + 60)).expect("end");
+    assert_eq!(posted.from_grants, dec("0.02"));
+    assert_eq!(remaining(&fx, &[&a, &b]), [micros("0.98"), micros("1")]);
+    // A debit, holding nothing, takes B first.
+    let debited = fx
+        .debit("w", "agent", "m", UsageKind::Message, "1", NOV_1 + 61)
+        .expect("debit");
+    assert_eq!(
+        spent_by(&fx, debited.transaction_id),
+        [(b, -micros("0.01"))]
+    );
+    fx.assert_invariants();
+}

@@ -1,9 +1,7 @@
-//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]
-//! [--posting-holds-first]`: runs the ledger against the model for COUNT seeds from N, each with
-//! N operations, a storage fault armed on PERCENT in a hundred of them (default 0), the model
-//! posting calls against every grant's hold first as R24 and R26 are written if asked (the
-//! ledger's known divergence, `model::grants_for_posting`); on a divergence prints it, shrinks
-//! it and prints the command that replays the shrunk list (exit status 1).
+//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]`: runs
+//! the ledger against the model for COUNT seeds from N, each with N operations, a storage fault
+//! armed on PERCENT in a hundred of them (default 0); on a divergence prints it, shrinks it and
+//! prints the command that replays the shrunk list (exit status 1).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -16,7 +14,6 @@ struct Args {
     ops: usize,
     faults_percent: u64,
     keep: Option<Vec<usize>>,
-    posting_holds_first: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -26,14 +23,9 @@ fn parse() -> Result<Args, String> {
         ops: 2_000,
         faults_percent: 0,
         keep: None,
-        posting_holds_first: false,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
-        if flag == "--posting-holds-first" {
-            args.posting_holds_first = true;
-            continue;
-        }
         let value = words
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?;
@@ -54,7 +46,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...] [--posting-holds-first]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]"
                 ));
             }
         }
@@ -74,8 +66,7 @@ fn main() -> ExitCode {
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let mut scenario = generate(seed, args.ops).with_faults(args.faults_percent);
-        scenario.posting_holds_first = args.posting_holds_first;
+        let scenario = generate(seed, args.ops).with_faults(args.faults_percent);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
                 total_ops += args.keep.as_ref().map_or(args.ops, Vec::len);
@@ -97,15 +88,10 @@ fn main() -> ExitCode {
                 println!("{shrunk}");
                 let list: Vec<String> = keep.iter().map(usize::to_string).collect();
                 println!(
-                    "replay: simulate --seed {seed} --ops {} --faults {} --keep {}{}",
+                    "replay: simulate --seed {seed} --ops {} --faults {} --keep {}",
                     args.ops,
                     args.faults_percent,
                     list.join(","),
-                    if args.posting_holds_first {
-                        " --posting-holds-first"
-                    } else {
-                        ""
-                    }
                 );
                 return ExitCode::FAILURE;
             }

@@ -2,6 +2,7 @@
 //! the same decision at the reserved duration (`expiry.rs`).
 
 use crate::agents::{Funding, GrantDraw, OveragePolicy};
+use crate::grants::Spendable;
 use crate::guarded::{self, Attempt, view_row};
 use crate::money;
 use crate::row::{i, int};
@@ -181,8 +182,8 @@ struct Posting {
 }
 
 /// What the call's cost is paid with: plan credits (what it holds, then what is free), then the
-/// grants in spending order (what it holds of each, then, if the grant still pays for this call
-/// and the agent's policy allows it, what else it has), then the wallet (its hold, then, for a
+/// grants: what it holds of each, in spending order, then what else they have for this call (in
+/// spending order, promotional ones only for a `stop` agent), then the wallet (its hold, then, for a
 /// `use_balance` agent, what is free; a grace call without limit), all within the agent's
 /// spending limit (counting its own holds back in).
 fn funding_for_posting(state: &CallState, cost: i64) -> Result<Posting> {
@@ -215,18 +216,29 @@ fn funding_for_posting(state: &CallState, cost: i64) -> Result<Posting> {
     let mut budget = cost.min(limit_room);
     let from_plan_micros = budget.min(plan_room);
     budget -= from_plan_micros;
+    // What the call holds of each grant first, in the spending order: it is the call's (a grant
+    // that expired or was voided since still pays it, R26), and a grant made since, however
+    // early it comes in the order, does not take its place. Then what a debit would take.
+    let mut taken: Vec<(&Spendable, i64)> = Vec::with_capacity(grants.len());
+    for grant in grants {
+        let held = holds.get(&grant.id).copied().unwrap_or(0);
+        let micros = budget.min(held);
+        budget -= micros;
+        taken.push((grant, micros));
+    }
+    for (grant, micros) in &mut taken {
+        if grant.paid && agent.policy == OveragePolicy::Stop {
+            continue;
+        }
+        let more = budget.min(grant.available_for("call", &call.agent_id, *now));
+        budget -= more;
+        *micros += more;
+    }
     let mut from_grants = Vec::new();
     let mut split = Vec::new();
     let mut release = Vec::new();
-    for grant in grants {
+    for (grant, taken) in taken {
         let held = holds.get(&grant.id).copied().unwrap_or(0);
-        let more = if grant.paid && agent.policy == OveragePolicy::Stop {
-            0
-        } else {
-            grant.available_for("call", &call.agent_id, *now)
-        };
-        let taken = budget.min(held + more);
-        budget -= taken;
         if taken > 0 {
             from_grants.push(GrantDraw {
                 grant_id: grant.id.clone(),
