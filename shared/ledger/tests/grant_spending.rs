@@ -1312,3 +1312,37 @@ fn a_posting_charges_its_holds_before_a_grant_made_since() {
     );
     fx.assert_invariants();
 }
+
+/// G6: a grant is never refundable money. With a grant of 5 (3 of it spent) and a top-up of 20
+/// untouched in the wallet, refunding the top-up in full takes the wallet's 20 and leaves the
+/// grant's 2; a second refund of it takes nothing more from anywhere.
+#[test]
+fn a_refund_takes_back_wallet_credits_never_a_grant() {
+    let fx = Fixture::new();
+    plan_spent(&fx, Some("20"));
+    let bonus = grant(
+        &fx,
+        "w",
+        "bonus",
+        Terms {
+            amount: "5",
+            ..PLAIN
+        },
+    );
+    let three = fx
+        .debit("w", "a", "three", UsageKind::Message, "300", NOV_1 + 10)
+        .expect("debit");
+    assert_eq!((three.from_grants, three.from_wallet), (dec("3"), dec("0")));
+    block_on(ledger::payments::reverse(
+        &fx.db,
+        "tp",
+        "re_1",
+        "refund",
+        micros("20"),
+        NOV_1 + 20,
+    ))
+    .expect("refund");
+    assert_eq!(fx.balances("w"), (0, 0));
+    assert_eq!(remaining(&fx, &[&bonus]), [micros("2")]);
+    fx.assert_invariants();
+}
