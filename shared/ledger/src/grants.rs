@@ -186,7 +186,7 @@ read_row! {
         pub scope_kinds: Option<String>,
         pub scope_agent_id: Option<String>,
         pub metadata: String,
-        pub amount_micros: i64,
+        pub amount_credits_micros: i64 = row::Column("amount_micros"),
         pub remaining_micros: i64,
         pub held_micros: i64,
         pub voided_at: Option<i64>,
@@ -253,7 +253,7 @@ impl GrantRow {
             category,
             cost_basis: self.cost_basis_money_micros.map(money::to_decimal),
             priority: self.priority,
-            amount: money::to_decimal(self.amount_micros),
+            amount: money::to_decimal(self.amount_credits_micros),
             remaining: money::to_decimal(self.remaining_at(now_secs)),
             held: money::to_decimal(self.held_micros),
             status: self.status_at(now_secs),
@@ -287,7 +287,9 @@ struct Terms {
     scope_kinds: Option<Vec<&'static str>>,
     scope_agent_id: Option<String>,
     metadata: BTreeMap<String, String>,
-    amount_micros: i64,
+    /// Named as the column (and as the fingerprints of grants made before the rename have it).
+    #[serde(rename = "amount_micros")]
+    amount_credits_micros: i64,
 }
 
 /// Checks `input`: every refusal names its field. What depends on the time (an expiry still to
@@ -295,7 +297,7 @@ struct Terms {
 /// answers it whenever it comes.
 fn terms_of(input: &GrantInput) -> Result<Terms> {
     let invalid = |field, message: &str| LedgerError::invalid("validation_error", field, message);
-    let amount_micros = money::decimal_to_micros("amount", input.amount, false)?;
+    let amount_credits_micros = money::decimal_to_micros("amount", input.amount, false)?;
     let cost_basis_money_micros = match (input.category, input.cost_basis) {
         (GrantCategory::Paid, Some(cost)) => {
             Some(money::decimal_to_micros("cost_basis", cost, true)?)
@@ -376,7 +378,7 @@ fn terms_of(input: &GrantInput) -> Result<Terms> {
         scope_kinds,
         scope_agent_id,
         metadata: input.metadata.clone(),
-        amount_micros,
+        amount_credits_micros,
     })
 }
 
@@ -471,7 +473,7 @@ async fn insert<S: Storage>(
             ot(scope_kinds.as_deref()),
             ot(terms.scope_agent_id.as_deref()),
             t(metadata),
-            i(terms.amount_micros),
+            i(terms.amount_credits_micros),
             i(now),
         ],
     )
@@ -482,8 +484,8 @@ async fn insert<S: Storage>(
             grant_id: id,
             workspace_id: &ws.id,
             kind: "granted",
-            amount_micros: terms.amount_micros,
-            remaining_after_micros: terms.amount_micros,
+            amount_credits_micros: terms.amount_credits_micros,
+            remaining_after_micros: terms.amount_credits_micros,
             created_at: now,
         }],
     )
@@ -497,7 +499,7 @@ struct Entry<'a> {
     grant_id: &'a str,
     workspace_id: &'a str,
     kind: &'static str,
-    amount_micros: i64,
+    amount_credits_micros: i64,
     remaining_after_micros: i64,
     created_at: i64,
 }
@@ -514,7 +516,7 @@ async fn post_entries<S: Storage>(db: &S, entries: &[Entry<'_>]) -> Result<()> {
                 e.grant_id,
                 e.workspace_id,
                 e.kind,
-                e.amount_micros,
+                e.amount_credits_micros,
                 e.remaining_after_micros,
                 e.created_at
             ])
@@ -545,7 +547,7 @@ fn expiry_owed<'a>(grant: &'a GrantRow, now: i64) -> Option<Entry<'a>> {
         grant_id: &grant.id,
         workspace_id: &grant.workspace_id,
         kind: "expired",
-        amount_micros: -unheld,
+        amount_credits_micros: -unheld,
         remaining_after_micros: grant.held_micros,
         created_at: now,
     })
@@ -573,7 +575,7 @@ pub async fn void<S: Storage>(db: &S, grant_id: &str, real_now_secs: i64) -> Res
                 grant_id: &grant.id,
                 workspace_id: &grant.workspace_id,
                 kind: "voided",
-                amount_micros: -unheld,
+                amount_credits_micros: -unheld,
                 remaining_after_micros: grant.held_micros,
                 created_at: now,
             });
