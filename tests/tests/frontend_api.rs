@@ -790,7 +790,7 @@ fn transactions_page_filter_and_export() -> Result<()> {
     assert_eq!(
         lines[1],
         format!(
-            "{},sms,agent-a,e5,2,segment,0.0075,-0.015,-0.015,0,9.805,0,{at},",
+            "{},sms,agent-a,e5,2,segment,0.0075,-0.015,-0.015,0,9.805,0,{at},,0,",
             all_ids[0]
         )
     );
