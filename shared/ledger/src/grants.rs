@@ -595,11 +595,42 @@ pub async fn void<S: Storage>(db: &S, grant_id: &str, real_now_secs: i64) -> Res
 }
 
 read_row! {
-    /// A grant the sweep found past its expiry, with its workspace's time.
+    /// A grant a sweep found due (`due_within`), with its workspace's time.
     struct DueGrant in "grants" {
         grant: GrantRow,
         now: i64 = "COALESCE(w.test_clock_at, ?1)",
     }
+}
+
+/// The grants with something unheld left that expire within `window_secs` of their workspace's
+/// clock (0: that have expired), and meet `condition` (SQL, `grants` and its workspace `w`),
+/// soonest first, at most [`EXPIRY_SWEEP_MAX`]. Found up to the latest clock of any workspace
+/// (a test clock may run ahead of real time) through the index of grants with something unheld
+/// left, then each on its own clock.
+async fn due_within<S: Storage>(
+    db: &S,
+    window_secs: i64,
+    condition: &str,
+    real_now_secs: i64,
+) -> Result<Vec<DueGrant>> {
+    let sql = format!(
+        "SELECT {} FROM grants JOIN workspaces w ON w.id = grants.workspace_id
+         WHERE grants.expires_at IS NOT NULL
+           AND grants.remaining_micros > grants.held_micros
+           AND grants.expires_at <= MAX(?1, (SELECT COALESCE(MAX(test_clock_at), 0)
+                                             FROM workspaces WHERE test_clock_at IS NOT NULL)) + ?3
+           AND grants.expires_at <= COALESCE(w.test_clock_at, ?1) + ?3
+           {condition}
+         ORDER BY grants.expires_at LIMIT ?2",
+        row::select_list::<DueGrant>(true)
+    );
+    let rows = db
+        .query(
+            &sql,
+            &[i(real_now_secs), i(EXPIRY_SWEEP_MAX), i(window_secs)],
+        )
+        .await?;
+    rows.iter().map(row::decode_row::<DueGrant>).collect()
 }
 
 /// Posts the expiry of grants past their `expires_at` (on each workspace's clock): the unspent
@@ -607,25 +638,7 @@ read_row! {
 /// [`EXPIRY_SWEEP_MAX`] grants per pass, soonest expired first; returns how many it expired.
 pub async fn expire_due<S: Storage>(db: &S, real_now_secs: i64) -> Result<usize> {
     tx::immediate(db, async |db| {
-        // Up to the latest clock of any workspace (a test clock may run ahead of real time),
-        // through the index of grants with something unheld left; then each on its own clock.
-        let sql = format!(
-            "SELECT {} FROM grants JOIN workspaces w ON w.id = grants.workspace_id
-             WHERE grants.expires_at IS NOT NULL
-               AND grants.remaining_micros > grants.held_micros
-               AND grants.expires_at <= MAX(?1, (SELECT COALESCE(MAX(test_clock_at), 0)
-                                                 FROM workspaces WHERE test_clock_at IS NOT NULL))
-               AND grants.expires_at <= COALESCE(w.test_clock_at, ?1)
-             ORDER BY grants.expires_at LIMIT ?2",
-            row::select_list::<DueGrant>(true)
-        );
-        let rows = db
-            .query(&sql, &[i(real_now_secs), i(EXPIRY_SWEEP_MAX)])
-            .await?;
-        let due = rows
-            .iter()
-            .map(row::decode_row::<DueGrant>)
-            .collect::<Result<Vec<_>>>()?;
+        let due = due_within(db, 0, "", real_now_secs).await?;
         let entries: Vec<Entry<'_>> = due
             .iter()
             .filter_map(|due| expiry_owed(&due.grant, due.now))
@@ -935,28 +948,49 @@ impl GrantRow {
             status: view.status,
             effective_at: view.effective_at,
             expires_at: view.expires_at,
-            expires_in_days: self
-                .expires_at
-                .map(|at| (at - now_secs + calendar::SECS_PER_DAY - 1) / calendar::SECS_PER_DAY),
+            expires_in_days: self.expires_at.map(|at| days_until(at, now_secs)),
             scope: view.scope,
         })
     }
 
-    /// What it can give now to calls of any agent (in force, unscoped to an agent, paying for
-    /// calls): the red bar shows only when this is 0 everywhere (R17, docs/grants.md G4).
-    pub(crate) fn pays_calls_now(&self, now_secs: i64) -> i64 {
-        let calls = self.scope_kinds.as_deref().is_none_or(|kinds| {
-            serde_json::from_str::<Vec<String>>(kinds)
-                .is_ok_and(|kinds| kinds.iter().any(|kind| kind == "call"))
-        });
-        let in_force =
-            self.voided_at.is_none() && self.effective_at <= now_secs && !self.expired_at(now_secs);
-        if calls && in_force && self.scope_agent_id.is_none() {
-            (self.remaining_micros - self.held_micros).max(0)
+    /// What it can give now to calls of any agent ([`Spendable::keeps_calls_going`]): the red
+    /// bar shows only when this is 0 everywhere (R17, docs/grants.md G4).
+    pub(crate) fn pays_calls_now(&self, now_secs: i64) -> Result<i64> {
+        let grant = self.spendable()?;
+        Ok(if grant.keeps_calls_going(now_secs) {
+            grant.remaining_micros - grant.held_micros
         } else {
             0
-        }
+        })
     }
+
+    /// As a debit's read would give it.
+    fn spendable(&self) -> Result<Spendable> {
+        let kinds = self
+            .scope_kinds
+            .as_deref()
+            .map(serde_json::from_str::<Vec<String>>)
+            .transpose()
+            .map_err(|e| stored(&format!("a grant's scope: {e}")))?;
+        Ok(Spendable {
+            id: self.id.clone(),
+            paid: self.category == GrantCategory::Paid.as_str(),
+            priority: self.priority,
+            effective_at: self.effective_at,
+            expires_at: self.expires_at,
+            created_at: self.created_at,
+            kinds,
+            agent_id: self.scope_agent_id.clone(),
+            remaining_micros: self.remaining_micros,
+            held_micros: self.held_micros,
+            voided: self.voided_at.is_some(),
+        })
+    }
+}
+
+/// Whole days from `now_secs` until `at`, rounded up (1 on the last day).
+fn days_until(at: i64, now_secs: i64) -> i64 {
+    (at - now_secs + calendar::SECS_PER_DAY - 1) / calendar::SECS_PER_DAY
 }
 
 /// The live grants of `workspace_id` as its owners see them (`GET /v1/workspaces/{ws}/grants`).
@@ -988,25 +1022,9 @@ pub async fn notify_expiring<S: Storage>(
         return Ok(0);
     }
     tx::immediate(db, async |db| {
-        let sql = format!(
-            "SELECT {} FROM grants JOIN workspaces w ON w.id = grants.workspace_id
-             WHERE grants.expires_at IS NOT NULL AND grants.expiring_notified_at IS NULL
-               AND grants.voided_at IS NULL
-               AND grants.expires_at <= MAX(?1, (SELECT COALESCE(MAX(test_clock_at), 0)
-                                                 FROM workspaces WHERE test_clock_at IS NOT NULL)) + ?3
-               AND grants.expires_at <= COALESCE(w.test_clock_at, ?1) + ?3
-               AND grants.expires_at > COALESCE(w.test_clock_at, ?1)
-               AND grants.remaining_micros > grants.held_micros
-             ORDER BY grants.expires_at LIMIT ?2",
-            row::select_list::<DueGrant>(true)
-        );
-        let rows = db
-            .query(&sql, &[i(real_now_secs), i(EXPIRY_SWEEP_MAX), i(window_secs)])
-            .await?;
-        let due = rows
-            .iter()
-            .map(row::decode_row::<DueGrant>)
-            .collect::<Result<Vec<_>>>()?;
+        let not_told = "AND grants.expiring_notified_at IS NULL AND grants.voided_at IS NULL
+                        AND grants.expires_at > COALESCE(w.test_clock_at, ?1)";
+        let due = due_within(db, window_secs, not_told, real_now_secs).await?;
         for found in &due {
             let grant = &found.grant;
             let expires_at = grant.expires_at.unwrap_or(found.now);
@@ -1023,7 +1041,7 @@ pub async fn notify_expiring<S: Storage>(
                     "grant_id": grant.id, "name": grant.name,
                     "remaining_micros": grant.remaining_micros - grant.held_micros,
                     "expires_at": expires_at,
-                    "days_left": (expires_at - found.now + calendar::SECS_PER_DAY - 1) / calendar::SECS_PER_DAY,
+                    "days_left": days_until(expires_at, found.now),
                 }),
                 found.now,
                 real_now_secs,
@@ -1064,19 +1082,25 @@ pub(crate) async fn runway_of<S: Storage>(
     ws: &WorkspaceState,
     now_secs: i64,
 ) -> Result<Vec<crate::runway::GrantOutlook>> {
-    Ok(live_of(db, ws, now_secs)
-        .await?
-        .iter()
-        .filter(|grant| {
-            grant.effective_at <= now_secs
-                && grant.scope_kinds.is_none()
-                && grant.scope_agent_id.is_none()
-        })
-        .map(|grant| crate::runway::GrantOutlook {
-            available_micros: (grant.remaining_micros - grant.held_micros).max(0),
-            expires_at: grant.expires_at,
-        })
-        .collect())
+    runway_outlook(&live_of(db, ws, now_secs).await?, now_secs)
+}
+
+/// [`runway_of`] from the grants [`live_of`] read.
+pub(crate) fn runway_outlook(
+    live: &[GrantRow],
+    now_secs: i64,
+) -> Result<Vec<crate::runway::GrantOutlook>> {
+    let mut outlook = Vec::with_capacity(live.len());
+    for row in live {
+        let grant = row.spendable()?;
+        if grant.in_force_at(now_secs) && grant.kinds.is_none() && grant.agent_id.is_none() {
+            outlook.push(crate::runway::GrantOutlook {
+                available_micros: (grant.remaining_micros - grant.held_micros).max(0),
+                expires_at: grant.expires_at,
+            });
+        }
+    }
+    Ok(outlook)
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]

@@ -444,7 +444,8 @@ pub async fn check_runways<S: Storage>(
         let (workspace_id, was_low) = (text(row, 0)?, int(row, 1)? == 1);
         let ws = crate::workspace::get(db, &workspace_id).await?;
         let now = ws.now(real_now_secs);
-        let runway = crate::runway::load(db, catalog, &ws, now).await?;
+        let grants = crate::grants::runway_of(db, &ws, now).await?;
+        let runway = crate::runway::load(db, catalog, &ws, now, grants).await?;
         let short = threshold_days > 0
             && ws.exhausted_at.is_none()
             && runway.status == crate::runway::RunwayStatus::Forecast

@@ -398,13 +398,16 @@ const WINDOWS_SQL: &str =
     WHERE w.id = ?1
     GROUP BY w.id";
 
-/// The runway of `ws` at `now_secs` (the workspace's time): one statement reads the workspace's
-/// creation time, its plan's fee and both windows' spend from `usage_daily`.
+/// The runway of `ws` at `now_secs` (the workspace's time), spending `grants` after the plan
+/// (`grants::runway_of`, or `grants::runway_outlook` of the grants the caller already read):
+/// one statement reads the workspace's creation time, its plan's fee and both windows' spend
+/// from `usage_daily`.
 pub async fn load<S: Storage>(
     db: &S,
     catalog: &Catalog,
     ws: &WorkspaceState,
     now_secs: i64,
+    grants: Vec<GrantOutlook>,
 ) -> Result<Runway> {
     let (first_day_30d, first_day_7d, today) = window_days(now_secs);
     let rows = db
@@ -423,7 +426,7 @@ pub async fn load<S: Storage>(
         spent_7d_micros: int(row, 3)?,
         plan_available_micros: ws.plan_available_micros(),
         wallet_available_micros: ws.wallet_available_micros(),
-        grants: crate::grants::runway_of(db, ws, now_secs).await?,
+        grants,
         cycles: cycles_of(ws, catalog, int(row, 1)?),
         pricing: Pricing::of(catalog),
     };

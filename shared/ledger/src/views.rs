@@ -250,17 +250,18 @@ async fn summary_of<S: Storage>(
     let ws = workspace::get(db, workspace_id).await?;
     let now = ws.now(real_now_secs);
     let live_grants = crate::grants::live_of(db, &ws, now).await?;
-    let grants_for_calls_micros = live_grants
-        .iter()
-        .map(|grant| grant.pays_calls_now(now))
-        .sum();
+    let mut grants_for_calls_micros = 0;
+    for grant in &live_grants {
+        grants_for_calls_micros += grant.pays_calls_now(now)?;
+    }
     let status = status_of(&ws, catalog, now, grants_for_calls_micros);
     let grants = live_grants
         .iter()
         .map(|grant| grant.for_owner(now))
         .collect::<Result<Vec<_>>>()?;
     let pending_topups = crate::payments::pending_of(db, &ws.id).await?;
-    let runway = runway::load(db, catalog, &ws, now).await?;
+    let runway_grants = crate::grants::runway_outlook(&live_grants, now)?;
+    let runway = runway::load(db, catalog, &ws, now, runway_grants).await?;
     let plan = ws.plan_id.as_ref().map(|id| PlanRef {
         id: id.clone(),
         name: catalog
