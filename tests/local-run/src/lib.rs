@@ -74,6 +74,9 @@ pub struct HostOptions {
     pub env: Vec<(String, String)>,
     /// Use this state directory instead of a fresh temporary one.
     pub state_dir: Option<PathBuf>,
+    /// A program (and its arguments) the host runs under: the host's own command line is
+    /// appended to it, so the wrapper ends by `exec`ing it (the host keeps the child's pid).
+    pub wrapper: Vec<String>,
 }
 
 impl HostOptions {
@@ -86,6 +89,12 @@ impl HostOptions {
     /// Adds an environment variable.
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Runs the host under `wrapper` (see [`HostOptions::wrapper`]).
+    pub fn wrapped(mut self, wrapper: &[&str]) -> Self {
+        self.wrapper = wrapper.iter().map(|part| (*part).to_owned()).collect();
         self
     }
 }
@@ -114,7 +123,14 @@ impl TestHost {
                 bin.display()
             );
         }
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(&bin);
+                cmd
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("up")
             .arg("--manifest")
             .arg(manifest_path.as_ref())
@@ -218,6 +234,16 @@ impl TestHost {
     /// `base_url() + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base_url)
+    }
+
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the host process has exited (without waiting for it).
+    pub fn has_exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
     }
 
     /// The host's state directory.

@@ -167,6 +167,23 @@ impl Redis {
         Self::spawn(&mut self.server)
     }
 
+    /// Deletes every key (`redis-cli FLUSHALL`): the store lost, the server still up.
+    pub fn flush_all(&self) -> Result<()> {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(self.server.port.to_string())
+            .arg("FLUSHALL")
+            .output()
+            .context("cannot run redis-cli")?;
+        anyhow::ensure!(
+            output.status.success() && output.stdout.starts_with(b"OK"),
+            "redis-cli FLUSHALL: {} {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(())
+    }
+
     /// Every key (`redis-cli KEYS '*'`).
     pub fn keys(&self) -> Result<Vec<String>> {
         let output = Command::new("redis-cli")

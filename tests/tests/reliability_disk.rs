@@ -1,0 +1,604 @@
+//! Reliability: the disk fills up or fails under load, end to end (issue 26, item 4).
+//!
+//! The local host serves the app while clients send debits, batches, calls and Stripe webhooks;
+//! then its disk stops taking writes, and later takes them again, without a restart:
+//!
+//! - **Full**: the state directory is a small file system (a tmpfs the test mounts: root only;
+//!   elsewhere the case prints one line saying it was skipped), filled to the last byte by a
+//!   ballast file; SQLite itself answers `SQLITE_FULL`. Deleting the ballast is space returning.
+//! - **Failing writes**: the host's file-size limit (`RLIMIT_FSIZE`) is lowered to 0 while it
+//!   runs (`prlimit --pid`), with `SIGXFSZ` ignored, so every `write()` SQLite makes fails with
+//!   `EFBIG`: SQLite answers `SQLITE_IOERR_WRITE`, as for a disk that fails. Raising the limit
+//!   back is the disk healing.
+//!
+//! While the disk refuses writes, every request is either served in full or refused 503
+//! `temporarily_unavailable` with `Retry-After` (never a 500, never a partial write), and reads
+//! still answer. When the disk is back, the same host serves the refused requests on their
+//! retry. In the end every operation took effect exactly once (balances equal the serial total
+//! to the micro-credit), replaying everything moves nothing, and the ledger's invariants hold,
+//! also on the files as the faulted host left them.
+
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail, ensure};
+use e2e::HostOptions;
+use e2e::api::{App, SERVICE_KEY, expect, json_of};
+use e2e::reliability::{
+    Scenario, micros,
+    webhooks::{payment_succeeded, pending_topup, signature_header},
+};
+use serde_json::{Value, json};
+
+const WEBHOOK_SECRET: &str = "whsec_reliability_disk";
+const WS: &str = "ws-disk";
+const PLAN_CREDITS: i64 = 1_000_000;
+/// Every top-up: 20 USD = 20 credits.
+const TOPUP_MICROS: i64 = 20_000_000;
+/// Operations before the fault, during it (at most), and after it.
+const OPS_BEFORE: usize = 40;
+const OPS_DURING_MAX: usize = 400;
+const OPS_AFTER: usize = 40;
+/// Refusals the fault must cause before it is lifted (the test proves nothing without them).
+const REFUSALS_MIN: u64 = 12;
+const CLIENTS: usize = 4;
+/// Reads of the billing summary sent while the disk refuses writes.
+const READS_DURING: usize = 5;
+/// The tmpfs of the full-disk case: the app's two SQLite files and their WALs fit with room to
+/// spare until the ballast takes the rest.
+const TMPFS_SIZE: &str = "24m";
+
+fn catalog() -> Value {
+    let mut catalog = e2e::api::test_catalog(
+        json!([
+            {"id": "big", "name": "Big", "price": "0", "monthly_credits": PLAN_CREDITS.to_string()}
+        ]),
+        json!([
+            {"kind": "call", "direction": "outbound", "price": "0.1"},
+            {"kind": "message", "price": "0.01"},
+            {"kind": "ai_task", "price": "0.25"}
+        ]),
+    );
+    catalog["settings"]["hold_timeout_secs"] = 600.into();
+    catalog
+}
+
+/// One client operation: one or more requests, each sent until it is answered.
+#[derive(Debug, Clone)]
+enum Op {
+    /// `POST /v1/usage` with `Idempotency-Key` = the event id.
+    Debit { id: String, kind: &'static str },
+    /// `POST /v1/usage/batch` of 5 messages.
+    Batch { id: String },
+    /// `POST /v1/calls`, then `POST /v1/calls/{id}/end` after 61 s (2 started minutes).
+    Call { id: String },
+    /// `payment_intent.succeeded` for a pending top-up.
+    Webhook { n: usize },
+}
+
+impl Op {
+    fn of(n: usize) -> Self {
+        match n % 7 {
+            0 => Op::Batch {
+                id: format!("batch-{n}"),
+            },
+            1 | 2 => Op::Call {
+                id: format!("call-{n}"),
+            },
+            3 => Op::Webhook { n },
+            4 => Op::Debit {
+                id: format!("ai-{n}"),
+                kind: "ai_task",
+            },
+            _ => Op::Debit {
+                id: format!("msg-{n}"),
+                kind: "message",
+            },
+        }
+    }
+
+    /// What it takes from the plan credits, in micro-credits.
+    fn cost_micros(&self) -> i64 {
+        match self {
+            Op::Debit {
+                kind: "ai_task", ..
+            } => 250_000,
+            Op::Debit { .. } => 10_000,
+            Op::Batch { .. } => 50_000,
+            Op::Call { .. } => 200_000,
+            Op::Webhook { .. } => 0,
+        }
+    }
+
+    /// How many requests it takes.
+    fn steps(&self) -> usize {
+        match self {
+            Op::Call { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// An operation and how many of its requests were answered.
+#[derive(Debug, Clone)]
+struct Pending {
+    op: Op,
+    step: usize,
+}
+
+/// How one request ended.
+enum Answer {
+    Done,
+    /// 503 `temporarily_unavailable` with `Retry-After`: nothing was done.
+    Refused,
+}
+
+struct Clients<'a> {
+    app: &'a App,
+    requests: AtomicU64,
+    refusals: AtomicU64,
+}
+
+impl Clients<'_> {
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Answer> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let reply = e2e::request(method, &self.app.host.url(path), Some(body), headers)
+            .with_context(|| format!("{method} {path}: no answer"))?;
+        match reply.status {
+            // A webhook answered 200 is never sent again by Stripe: it must have been applied
+            // (now or before).
+            200 if path == "/webhooks/stripe" => {
+                let body = json_of(&reply);
+                ensure!(
+                    body["outcome"] == "applied" || body["outcome"] == "duplicate",
+                    "{path}: answered 200 without applying the event: {body}"
+                );
+                Ok(Answer::Done)
+            }
+            200 | 201 => Ok(Answer::Done),
+            503 => {
+                let error = &json_of(&reply)["error"];
+                ensure!(
+                    error["code"] == "temporarily_unavailable"
+                        && error["message"].as_str().is_some_and(|m| !m.is_empty())
+                        && reply.header("retry-after").is_some(),
+                    "{method} {path}: a refusal without its reason or Retry-After: {reply:?}"
+                );
+                self.refusals.fetch_add(1, Ordering::Relaxed);
+                Ok(Answer::Refused)
+            }
+            _ => bail!("{method} {path}: {} {}", reply.status, reply.body),
+        }
+    }
+
+    /// Sends the operation's requests from its current step; stops at the first refusal.
+    fn advance(&self, pending: &mut Pending) -> Result<Answer> {
+        let service = format!("Bearer {SERVICE_KEY}");
+        while pending.step < pending.op.steps() {
+            let answer = match (&pending.op, pending.step) {
+                (Op::Debit { id, kind }, _) => {
+                    let event = json!({"id": id, "workspace_id": WS, "agent_id": "agent-1",
+                        "kind": kind, "quantity": "1"});
+                    self.send(
+                        "POST",
+                        "/v1/usage",
+                        &event.to_string(),
+                        &[("authorization", &service), ("idempotency-key", id)],
+                    )?
+                }
+                (Op::Batch { id }, _) => {
+                    let events: Vec<Value> = (0..5)
+                        .map(|n| {
+                            json!({"id": format!("{id}-{n}"), "workspace_id": WS,
+                            "agent_id": "agent-2", "kind": "message", "quantity": "1"})
+                        })
+                        .collect();
+                    self.send(
+                        "POST",
+                        "/v1/usage/batch",
+                        &json!({"events": events}).to_string(),
+                        &[("authorization", &service), ("idempotency-key", id)],
+                    )?
+                }
+                (Op::Call { id }, 0) => {
+                    let authorize = json!({"workspace_id": WS, "agent_id": "agent-3",
+                        "call_id": id, "direction": "outbound", "to": "+14155550123",
+                        "from": "+14155550999"});
+                    self.send(
+                        "POST",
+                        "/v1/calls",
+                        &authorize.to_string(),
+                        &[("authorization", &service)],
+                    )?
+                }
+                (Op::Call { id }, _) => self.send(
+                    "POST",
+                    &format!("/v1/calls/{id}/end"),
+                    &json!({"duration_seconds": 61}).to_string(),
+                    &[("authorization", &service)],
+                )?,
+                (Op::Webhook { n }, _) => {
+                    let payload = payment_succeeded(
+                        &format!("evt_disk_{n}"),
+                        &format!("pi_disk_{n}"),
+                        &format!("tp-disk-{n}"),
+                        TOPUP_MICROS / 10_000,
+                    )?;
+                    let header = signature_header(WEBHOOK_SECRET, &payload);
+                    self.send(
+                        "POST",
+                        "/webhooks/stripe",
+                        &payload,
+                        &[
+                            ("stripe-signature", &header),
+                            ("content-type", "application/json"),
+                        ],
+                    )?
+                }
+            };
+            match answer {
+                Answer::Done => pending.step += 1,
+                Answer::Refused => return Ok(Answer::Refused),
+            }
+        }
+        Ok(Answer::Done)
+    }
+
+    /// Runs every operation of `queue` on CLIENTS threads. `retry`: refused requests are sent
+    /// again (after the `Retry-After` the host asks) until done; else an operation refused is
+    /// handed back, at the step it stopped at, for later. `stop` ends the run early. Returns
+    /// the operations refused and those not started.
+    fn run(
+        &self,
+        queue: Vec<Pending>,
+        retry: bool,
+        stop: &(dyn Fn() -> bool + Sync),
+    ) -> Result<(Vec<Pending>, Vec<Pending>)> {
+        let queue = Mutex::new(VecDeque::from(queue));
+        let refused = Mutex::new(Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(120);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..CLIENTS)
+                .map(|_| {
+                    scope.spawn(|| -> Result<()> {
+                        while !stop() {
+                            let Some(mut pending) =
+                                queue.lock().ok().and_then(|mut q| q.pop_front())
+                            else {
+                                return Ok(());
+                            };
+                            loop {
+                                match self.advance(&mut pending)? {
+                                    Answer::Done => break,
+                                    Answer::Refused if retry => {
+                                        ensure!(
+                                            Instant::now() < deadline,
+                                            "{pending:?} still refused at the deadline"
+                                        );
+                                        std::thread::sleep(Duration::from_millis(100));
+                                    }
+                                    Answer::Refused => {
+                                        if let Ok(mut refused) = refused.lock() {
+                                            refused.push(pending);
+                                        }
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for worker in workers {
+                worker
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("a client panicked"))??;
+            }
+            Ok::<_, anyhow::Error>(())
+        })?;
+        Ok((
+            refused.into_inner().unwrap_or_default(),
+            queue.into_inner().unwrap_or_default().into(),
+        ))
+    }
+}
+
+/// How the disk is made to refuse writes, and to take them again.
+trait DiskFault {
+    fn name(&self) -> &'static str;
+    fn start(&self, app: &App) -> Result<()>;
+    fn stop(&self, app: &App) -> Result<()>;
+}
+
+/// A tmpfs of the host's own, filled by a ballast file.
+struct FullDisk;
+
+impl FullDisk {
+    fn ballast(app: &App) -> PathBuf {
+        app.host.state_dir().join("ballast")
+    }
+}
+
+impl DiskFault for FullDisk {
+    fn name(&self) -> &'static str {
+        "disk full (tmpfs), SQLITE_FULL"
+    }
+
+    fn start(&self, app: &App) -> Result<()> {
+        let mut ballast = std::fs::File::create(Self::ballast(app))?;
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            match ballast.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(error) if error.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(error) => return Err(error).context("filling the disk"),
+            }
+        }
+        // The last bytes a 64 KiB write could not take.
+        while ballast.write(&[0u8; 512]).is_ok_and(|n| n > 0) {}
+        Ok(())
+    }
+
+    fn stop(&self, app: &App) -> Result<()> {
+        std::fs::remove_file(Self::ballast(app)).context("removing the ballast")
+    }
+}
+
+/// `RLIMIT_FSIZE` of the running host set to 0: every write fails with EFBIG.
+struct FailingWrites;
+
+fn prlimit(app: &App, fsize: &str) -> Result<()> {
+    let status = Command::new("prlimit")
+        .arg("--pid")
+        .arg(app.host.pid().to_string())
+        .arg(format!("--fsize={fsize}"))
+        .status()
+        .context("prlimit")?;
+    ensure!(status.success(), "prlimit --fsize={fsize}: {status}");
+    Ok(())
+}
+
+impl DiskFault for FailingWrites {
+    fn name(&self) -> &'static str {
+        "failing writes (EFBIG), SQLITE_IOERR"
+    }
+
+    fn start(&self, app: &App) -> Result<()> {
+        prlimit(app, "0:unlimited")
+    }
+
+    fn stop(&self, app: &App) -> Result<()> {
+        prlimit(app, "unlimited:unlimited")
+    }
+}
+
+fn start_app(options: HostOptions) -> Result<App> {
+    App::start_with(options.env("SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET))
+}
+
+fn summary(app: &App) -> Result<Value> {
+    expect(&app.owner(WS, "GET", "/billing", None)?, 200, "billing")
+}
+
+/// The load, the fault, the recovery, and the books checked at the end.
+fn run_disk_fault(app: &App, fault: &dyn DiskFault, scenario: &Scenario) -> Result<()> {
+    expect(
+        &app.service("PUT", "/v1/catalog", Some(&catalog()))?,
+        200,
+        "catalog",
+    )?;
+    app.provision(WS)?;
+    expect(
+        &app.owner(
+            WS,
+            "POST",
+            "/subscription",
+            Some(&json!({"plan_id": "big"})),
+        )?,
+        200,
+        "subscribe",
+    )?;
+    let total = OPS_BEFORE + OPS_DURING_MAX + OPS_AFTER;
+    let ops: Vec<Op> = (0..total).map(Op::of).collect();
+    for op in &ops {
+        if let Op::Webhook { n } = op {
+            pending_topup(
+                app.host.state_dir(),
+                WS,
+                &format!("tp-disk-{n}"),
+                TOPUP_MICROS,
+                &format!("pi_disk_{n}"),
+            )?;
+        }
+    }
+    let pending = |range: std::ops::Range<usize>| -> Vec<Pending> {
+        ops[range]
+            .iter()
+            .map(|op| Pending {
+                op: op.clone(),
+                step: 0,
+            })
+            .collect()
+    };
+    let clients = Clients {
+        app,
+        requests: AtomicU64::new(0),
+        refusals: AtomicU64::new(0),
+    };
+    let pid = app.host.pid();
+
+    // Healthy.
+    clients.run(pending(0..OPS_BEFORE), true, &|| false)?;
+
+    // The disk refuses writes: every operation is served or refused cleanly, until enough were
+    // refused; reads still answer.
+    fault.start(app)?;
+    let during = OPS_BEFORE..OPS_BEFORE + OPS_DURING_MAX;
+    let refused_before = clients.refusals.load(Ordering::Relaxed);
+    let enough = || clients.refusals.load(Ordering::Relaxed) >= refused_before + REFUSALS_MIN;
+    let (mut refused, unstarted) = clients.run(pending(during.clone()), false, &enough)?;
+    let attempted = OPS_DURING_MAX - unstarted.len();
+    let served_during = attempted - refused.len();
+    let refusals = clients.refusals.load(Ordering::Relaxed) - refused_before;
+    let owner = format!(
+        "Bearer {}",
+        e2e::api::token(WS, e2e::api::Role::Owner, e2e::api::now_secs() + 3600)
+    );
+    ensure!(
+        refusals >= REFUSALS_MIN,
+        "{}: only {refusals} refusals in {} operations",
+        fault.name(),
+        OPS_DURING_MAX
+    );
+    // Reads need no write, but SQLite may (growing its WAL index, a new connection's first
+    // look): a read is answered, or refused as cleanly as a write.
+    let mut reads_served = 0;
+    for _ in 0..READS_DURING {
+        match clients.send(
+            "GET",
+            "/v1/workspaces/ws-disk/billing",
+            "",
+            &[("authorization", &owner)],
+        )? {
+            Answer::Done => reads_served += 1,
+            Answer::Refused => {}
+        }
+    }
+    // The files as the faulted host leaves them keep every invariant.
+    app.check_invariants()
+        .context("the ledger's files while the disk refuses writes")?;
+    scenario.invariants_checked();
+    scenario.faults(refusals);
+
+    // Space returns; the same host serves the refused requests on their retry, then more.
+    fault.stop(app)?;
+    refused.extend(unstarted);
+    refused.extend(pending(during.end..total));
+    clients.run(refused, true, &|| false)?;
+    ensure!(
+        app.host.pid() == pid && app.host.state_dir().exists(),
+        "the host was restarted"
+    );
+
+    // Every operation took effect exactly once; replaying them all moves nothing.
+    let expected_cost: i64 = ops.iter().map(Op::cost_micros).sum();
+    let topups = ops
+        .iter()
+        .filter(|op| matches!(op, Op::Webhook { .. }))
+        .count() as i64;
+    let check = || -> Result<()> {
+        let summary = summary(app)?;
+        let plan = micros(summary["plan_credits_remaining"].as_str().unwrap_or(""))?;
+        let wallet = micros(summary["wallet_balance"].as_str().unwrap_or(""))?;
+        ensure!(
+            plan == PLAN_CREDITS * 1_000_000 - expected_cost,
+            "plan credits {plan}, expected {} ({summary})",
+            PLAN_CREDITS * 1_000_000 - expected_cost
+        );
+        ensure!(
+            wallet == topups * TOPUP_MICROS,
+            "wallet {wallet}, expected {} ({summary})",
+            topups * TOPUP_MICROS
+        );
+        ensure!(summary["held"] == "0", "holds left: {summary}");
+        app.check_invariants()
+    };
+    check()?;
+    scenario.invariants_checked();
+    let again: Vec<Pending> = pending(0..total);
+    clients.run(again, true, &|| false)?;
+    check()?;
+    scenario.invariants_checked();
+    let requests = clients.requests.load(Ordering::Relaxed);
+    scenario.requests(requests);
+    eprintln!(
+        "{}: {total} operations, {requests} requests, while the disk refused writes {attempted} operations were sent: {served_during} served, {} refused ({refusals} requests), and {reads_served} of {READS_DURING} reads served; 0 lost, 0 doubled",
+        fault.name(),
+        attempted - served_during
+    );
+    Ok(())
+}
+
+/// A tmpfs of TMPFS_SIZE mounted on a fresh directory, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` where this machine lets no test mount a file system (not root, no
+    /// `CAP_SYS_ADMIN`): the one line printed says so.
+    fn mount() -> Result<Option<Self>> {
+        let dir = tempfile::tempdir()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_SIZE}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            println!(
+                "skipped: the full-disk case mounts a small tmpfs, which needs root (CAP_SYS_ADMIN) on this machine"
+            );
+            return Ok(None);
+        }
+        Ok(Some(Self { dir }))
+    }
+
+    fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_cleanly_and_service_resumes_when_space_returns() -> Result<()> {
+    let Some(disk) = SmallDisk::mount()? else {
+        return Ok(());
+    };
+    let scenario = Scenario::new("disk full under load (tmpfs)");
+    let app = start_app(HostOptions {
+        state_dir: Some(disk.state_dir()),
+        ..HostOptions::default()
+    })?;
+    run_disk_fault(&app, &FullDisk, &scenario)?;
+    drop(app);
+    scenario.passed();
+    Ok(())
+}
+
+#[test]
+fn failing_writes_are_refused_cleanly_and_service_resumes_when_the_disk_heals() -> Result<()> {
+    let scenario = Scenario::new("write errors under load (EFBIG)");
+    // `trap '' XFSZ`: the host inherits SIGXFSZ ignored, so a write past the limit fails with
+    // EFBIG instead of killing it.
+    let app = start_app(HostOptions::default().wrapped(&[
+        "sh",
+        "-c",
+        "trap '' XFSZ; exec \"$@\"",
+        "sh",
+    ]))?;
+    run_disk_fault(&app, &FailingWrites, &scenario)?;
+    scenario.passed();
+    Ok(())
+}
