@@ -62,6 +62,14 @@ rm -f "$RELIABILITY_SUMMARY"
 reliability_summary=1
 cargo test --release
 
+if [ "${RELIABILITY_SOAK:-0}" = 1 ]; then
+    # The simulator's soak: seeds after seeds on every core for as long as it is given (an hour
+    # by default); a seed that diverges is written to sim/found-seeds.txt, which the budget above
+    # replays in every run (docs/reliability.md, "The simulator").
+    step "simulator soak: ${RELIABILITY_SOAK_SIM_SECS:-3600} s"
+    cargo run --release --quiet -p ledger-sim --bin simulate -- --soak "${RELIABILITY_SOAK_SIM_SECS:-3600}"
+fi
+
 step "fuzz: the parsers, coverage-guided (docs/reliability.md)"
 unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS # the fuzz crate is its own workspace, built as it is
 cargo fmt --manifest-path fuzz/Cargo.toml -- --check

@@ -18,6 +18,7 @@
 pub mod driver;
 pub mod faults;
 pub mod model;
+pub mod soak;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use ledger_sim::soak::found_seeds;
 use ledger_sim::{Tally, generate, run, shrink};
 
 /// Seeds 1..=SEEDS of OPS_PER_SEED operations each: the 200,000 operations issue 26 asks of CI,
@@ -57,4 +58,20 @@ fn the_ledger_agrees_with_the_model_on_every_seed_of_the_budget() {
         "simulated {total_ops} operations over {SEEDS} seeds (the last {FAULTED_SEEDS} with faults on {FAULTS_PERCENT}%) in {secs:.1} s ({:.0} ops/s), 0 divergences",
         total_ops as f64 / secs
     );
+}
+
+/// Every seed a soak found diverging (`sim/found-seeds.txt`): a failure a soak found reproduces
+/// here, in every CI run, from its seed alone, and stays checked after its fix.
+#[test]
+fn every_seed_a_soak_found_agrees_with_the_model() {
+    let seeds = found_seeds().expect("sim/found-seeds.txt");
+    for seed_run in &seeds {
+        if let Err(divergence) = run(&seed_run.scenario(), None) {
+            panic!(
+                "{divergence}\nfound by a soak; replay and shrink: {}",
+                seed_run.command()
+            );
+        }
+    }
+    println!("{} seeds found by soaks: 0 divergences", seeds.len());
 }

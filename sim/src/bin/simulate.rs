@@ -2,18 +2,27 @@
 //! the ledger against the model for COUNT seeds from N, each with N operations, a storage fault
 //! armed on PERCENT in a hundred of them (default 0); on a divergence prints it, shrinks it and
 //! prints the command that replays the shrunk list (exit status 1).
+//!
+//! `simulate --soak SECS [--seed N] [--jobs J] [--faults PERCENT]`: the soak (`ledger_sim::soak`):
+//! seeds from N (default: drawn from the clock, printed) on J threads (default: every core)
+//! until SECS have passed, faults on PERCENT (default 5) of every fourth seed's operations; a
+//! divergence is recorded in `sim/found-seeds.txt`, which the CI budget replays.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use ledger_sim::{Tally, generate, run, shrink};
+use ledger_sim::soak::{FOUND_SEEDS, Soak, SoakReport};
+use ledger_sim::{Scenario, Tally, generate, run, shrink};
 
 struct Args {
     seed: u64,
     seeds: u64,
     ops: usize,
-    faults_percent: u64,
+    faults_percent: Option<u64>,
     keep: Option<Vec<usize>>,
+    soak_secs: Option<u64>,
+    seed_given: bool,
+    jobs: usize,
 }
 
 fn parse() -> Result<Args, String> {
@@ -21,8 +30,11 @@ fn parse() -> Result<Args, String> {
         seed: 1,
         seeds: 1,
         ops: 2_000,
-        faults_percent: 0,
+        faults_percent: None,
         keep: None,
+        soak_secs: None,
+        seed_given: false,
+        jobs: std::thread::available_parallelism().map_or(1, usize::from),
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -31,10 +43,15 @@ fn parse() -> Result<Args, String> {
             .ok_or_else(|| format!("{flag} needs a value"))?;
         let bad = |e: std::num::ParseIntError| format!("{flag} {value}: {e}");
         match flag.as_str() {
-            "--seed" => args.seed = value.parse().map_err(bad)?,
+            "--seed" => {
+                args.seed = value.parse().map_err(bad)?;
+                args.seed_given = true;
+            }
+            "--soak" => args.soak_secs = Some(value.parse().map_err(bad)?),
+            "--jobs" => args.jobs = value.parse().map_err(bad)?,
             "--seeds" => args.seeds = value.parse().map_err(bad)?,
             "--ops" => args.ops = value.parse().map_err(bad)?,
-            "--faults" => args.faults_percent = value.parse().map_err(bad)?,
+            "--faults" => args.faults_percent = Some(value.parse().map_err(bad)?),
             "--keep" => {
                 args.keep = Some(
                     value
@@ -46,7 +63,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
                 ));
             }
         }
@@ -62,11 +79,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(secs) = args.soak_secs {
+        return soak(&args, secs);
+    }
+    let faults_percent = args.faults_percent.unwrap_or(0);
     let started = Instant::now();
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let scenario = generate(seed, args.ops).with_faults(args.faults_percent);
+        let scenario = generate(seed, args.ops).with_faults(faults_percent);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
                 total_ops += args.keep.as_ref().map_or(args.ops, Vec::len);
@@ -79,34 +100,109 @@ fn main() -> ExitCode {
                 if args.keep.is_some() {
                     return ExitCode::FAILURE;
                 }
-                println!("shrinking...");
-                let (keep, shrunk) = shrink(&scenario, &divergence);
-                println!("shrunk to {} operations:", keep.len());
-                for index in &keep {
-                    println!("  [{index}] {:?}", scenario.ops[*index]);
-                }
-                println!("{shrunk}");
-                let list: Vec<String> = keep.iter().map(usize::to_string).collect();
-                println!(
-                    "replay: simulate --seed {seed} --ops {} --faults {} --keep {}",
-                    args.ops,
-                    args.faults_percent,
-                    list.join(","),
-                );
+                print_shrunk(&scenario, &divergence, seed, args.ops, faults_percent);
                 return ExitCode::FAILURE;
             }
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    for (label, count) in &tally {
-        println!("  {count:>9}  {label}");
-    }
+    print_tally(&tally);
     println!(
         "{} seeds from {}, {total_ops} operations, faults on {}% of them, 0 divergences, in {secs:.1} s ({:.0} ops/s)",
         args.seeds,
         args.seed,
-        args.faults_percent,
+        faults_percent,
         total_ops as f64 / secs
     );
     ExitCode::SUCCESS
+}
+
+/// Shrinks a divergence and prints the short list and the command that replays it.
+fn print_shrunk(
+    scenario: &Scenario,
+    divergence: &ledger_sim::Divergence,
+    seed: u64,
+    ops: usize,
+    faults_percent: u64,
+) {
+    println!("shrinking...");
+    let (keep, shrunk) = shrink(scenario, divergence);
+    println!("shrunk to {} operations:", keep.len());
+    for index in &keep {
+        println!("  [{index}] {:?}", scenario.ops[*index]);
+    }
+    println!("{shrunk}");
+    let list: Vec<String> = keep.iter().map(usize::to_string).collect();
+    println!(
+        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --keep {}",
+        list.join(","),
+    );
+}
+
+fn print_tally(tally: &Tally) {
+    for (label, count) in tally {
+        println!("  {count:>11}  {label}");
+    }
+}
+
+/// `--soak SECS`.
+fn soak(args: &Args, secs: u64) -> ExitCode {
+    // A seed of its own, far above the budget's (1 to 100) and printed, unless one is given.
+    let first_seed = if args.seed_given {
+        args.seed
+    } else {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        1_000_000 + nanos % 1_000_000_000_000
+    };
+    let soak = Soak {
+        first_seed,
+        duration: Duration::from_secs(secs),
+        jobs: args.jobs,
+        ops: args.ops,
+        faults_percent: args.faults_percent.unwrap_or(5),
+    };
+    println!(
+        "soak: {secs} s from seed {first_seed} on {} threads, {} operations a seed, faults on {}% of every fourth seed's",
+        soak.jobs, soak.ops, soak.faults_percent
+    );
+    let progress = |report: &SoakReport| {
+        println!(
+            "soak: {:.0} s, {} seeds, {} operations ({:.0} ops/s), 0 divergences",
+            report.elapsed.as_secs_f64(),
+            report.seeds,
+            report.ops,
+            report.ops as f64 / report.elapsed.as_secs_f64()
+        );
+    };
+    match soak.run(&progress) {
+        Ok(report) => {
+            print_tally(&report.tally);
+            println!(
+                "soak: {} seeds from {first_seed}, {} operations in {:.0} s ({:.0} ops/s), 0 divergences",
+                report.seeds,
+                report.ops,
+                report.elapsed.as_secs_f64(),
+                report.ops as f64 / report.elapsed.as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err((seed_run, divergence)) => {
+            println!("{divergence}");
+            println!(
+                "seed {} recorded in sim/{FOUND_SEEDS}: the CI budget replays it ({})",
+                seed_run.seed,
+                seed_run.command()
+            );
+            print_shrunk(
+                &seed_run.scenario(),
+                &divergence,
+                seed_run.seed,
+                seed_run.ops,
+                seed_run.faults_percent,
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
