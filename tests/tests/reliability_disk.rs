@@ -46,6 +46,10 @@ const OPS_DURING_MAX: usize = 400;
 const OPS_AFTER: usize = 40;
 /// Refusals the fault must cause before it is lifted (the test proves nothing without them).
 const REFUSALS_MIN: u64 = 12;
+/// Of which refusals of calls: requests without an `Idempotency-Key`, so that nothing but the
+/// ledger's own write meets the disk (a keyed request's first write is its key-value record, and
+/// a webhook answers 503 for any failure), and the ledger's error is what the client sees.
+const CALL_REFUSALS_MIN: u64 = 3;
 const CLIENTS: usize = 4;
 /// Reads of the billing summary sent while the disk refuses writes.
 const READS_DURING: usize = 5;
@@ -142,6 +146,7 @@ struct Clients<'a> {
     app: &'a App,
     requests: AtomicU64,
     refusals: AtomicU64,
+    call_refusals: AtomicU64,
 }
 
 impl Clients<'_> {
@@ -176,6 +181,9 @@ impl Clients<'_> {
                     "{method} {path}: a refusal without its reason or Retry-After: {reply:?}"
                 );
                 self.refusals.fetch_add(1, Ordering::Relaxed);
+                if path.starts_with("/v1/calls") {
+                    self.call_refusals.fetch_add(1, Ordering::Relaxed);
+                }
                 Ok(Answer::Refused)
             }
             _ => bail!("{method} {path}: {} {}", reply.status, reply.body),
@@ -437,6 +445,7 @@ fn run_disk_fault(app: &App, fault: &dyn DiskFault, scenario: &Scenario) -> Resu
         app,
         requests: AtomicU64::new(0),
         refusals: AtomicU64::new(0),
+        call_refusals: AtomicU64::new(0),
     };
     let pid = app.host.pid();
 
@@ -448,7 +457,10 @@ fn run_disk_fault(app: &App, fault: &dyn DiskFault, scenario: &Scenario) -> Resu
     fault.start(app)?;
     let during = OPS_BEFORE..OPS_BEFORE + OPS_DURING_MAX;
     let refused_before = clients.refusals.load(Ordering::Relaxed);
-    let enough = || clients.refusals.load(Ordering::Relaxed) >= refused_before + REFUSALS_MIN;
+    let enough = || {
+        clients.refusals.load(Ordering::Relaxed) >= refused_before + REFUSALS_MIN
+            && clients.call_refusals.load(Ordering::Relaxed) >= CALL_REFUSALS_MIN
+    };
     let (mut refused, unstarted) = clients.run(pending(during.clone()), false, &enough)?;
     let attempted = OPS_DURING_MAX - unstarted.len();
     let served_during = attempted - refused.len();
@@ -457,9 +469,10 @@ fn run_disk_fault(app: &App, fault: &dyn DiskFault, scenario: &Scenario) -> Resu
         "Bearer {}",
         e2e::api::token(WS, e2e::api::Role::Owner, e2e::api::now_secs() + 3600)
     );
+    let call_refusals = clients.call_refusals.load(Ordering::Relaxed);
     ensure!(
-        refusals >= REFUSALS_MIN,
-        "{}: only {refusals} refusals in {} operations",
+        refusals >= REFUSALS_MIN && call_refusals >= CALL_REFUSALS_MIN,
+        "{}: only {refusals} refusals ({call_refusals} of calls) in {} operations",
         fault.name(),
         OPS_DURING_MAX
     );
@@ -525,7 +538,7 @@ fn run_disk_fault(app: &App, fault: &dyn DiskFault, scenario: &Scenario) -> Resu
     let requests = clients.requests.load(Ordering::Relaxed);
     scenario.requests(requests);
     eprintln!(
-        "{}: {total} operations, {requests} requests, while the disk refused writes {attempted} operations were sent: {served_during} served, {} refused ({refusals} requests), and {reads_served} of {READS_DURING} reads served; 0 lost, 0 doubled",
+        "{}: {total} operations, {requests} requests, while the disk refused writes {attempted} operations were sent: {served_during} served, {} refused ({refusals} requests, {call_refusals} of calls), and {reads_served} of {READS_DURING} reads served; 0 lost, 0 doubled",
         fault.name(),
         attempted - served_during
     );
