@@ -88,14 +88,15 @@ pub fn found_seeds() -> Result<Vec<SeedRun>, String> {
 /// Appends `run` to [`FOUND_SEEDS`] with a comment saying what diverged.
 fn record_found(run: &SeedRun, divergence: &Divergence) -> std::io::Result<()> {
     use std::io::Write as _;
-    let first_line = divergence.to_string();
-    let first_line = first_line.lines().next().unwrap_or("");
+    // "step N: OPERATION", the line after the seed's.
+    let text = divergence.to_string();
+    let step = text.lines().nth(1).unwrap_or("").trim();
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(found_seeds_path())?;
     writeln!(
         file,
-        "{} {} {}  # found by a soak: {first_line}",
+        "{} {} {}  # found by a soak at {step}",
         run.seed, run.ops, run.faults_percent
     )
 }
