@@ -368,14 +368,21 @@ impl DiskFault for FullDisk {
 /// `RLIMIT_FSIZE` of the running host set to 0: every write fails with EFBIG.
 struct FailingWrites;
 
+/// Sets the file-size limit of every process of the host (on real Spin, its trigger process
+/// too: limits are inherited at a fork, not changed in children afterwards).
 fn prlimit(app: &App, fsize: &str) -> Result<()> {
-    let status = Command::new("prlimit")
-        .arg("--pid")
-        .arg(app.host.pid().to_string())
-        .arg(format!("--fsize={fsize}"))
-        .status()
-        .context("prlimit")?;
-    ensure!(status.success(), "prlimit --fsize={fsize}: {status}");
+    for pid in app.host.pids()? {
+        let status = Command::new("prlimit")
+            .arg("--pid")
+            .arg(pid.to_string())
+            .arg(format!("--fsize={fsize}"))
+            .status()
+            .context("prlimit")?;
+        ensure!(
+            status.success(),
+            "prlimit --pid {pid} --fsize={fsize}: {status}"
+        );
+    }
     Ok(())
 }
 
@@ -393,8 +400,26 @@ impl DiskFault for FailingWrites {
     }
 }
 
-fn start_app(options: HostOptions) -> Result<App> {
-    App::start_with(options.env("SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET))
+/// Where the app runs: the local host, or real Spin (`spin up`, the binary `SPIN_BIN` names).
+#[derive(Clone, Copy)]
+enum Runtime<'a> {
+    LocalHost,
+    Spin(&'a std::path::Path),
+}
+
+/// The app started on `runtime` (on Spin with an empty runtime-config file: its default stores,
+/// files in the state directory, as the local host's); the guard keeps that file.
+fn start_app(runtime: Runtime, options: HostOptions) -> Result<(App, tempfile::TempDir)> {
+    let options = options.env("SPIN_VARIABLE_STRIPE_WEBHOOK_SECRET", WEBHOOK_SECRET);
+    let dir = tempfile::tempdir()?;
+    let app = match runtime {
+        Runtime::LocalHost => App::start_with(options)?,
+        Runtime::Spin(bin) => {
+            let config = e2e::stores::write_runtime_config(dir.path(), "")?;
+            App::start_spin_on(bin, &config, options)?
+        }
+    };
+    Ok((app, dir))
 }
 
 fn summary(app: &App) -> Result<Value> {
@@ -584,34 +609,57 @@ impl Drop for SmallDisk {
     }
 }
 
-#[test]
-fn a_full_disk_refuses_writes_cleanly_and_service_resumes_when_space_returns() -> Result<()> {
+/// The full-disk case on `runtime`; `false` where no tmpfs can be mounted.
+fn full_disk_on(runtime: Runtime, scenario: &str) -> Result<bool> {
     let Some(disk) = SmallDisk::mount()? else {
-        return Ok(());
+        return Ok(false);
     };
-    let scenario = Scenario::new("disk full under load (tmpfs)");
-    let app = start_app(HostOptions {
-        state_dir: Some(disk.state_dir()),
-        ..HostOptions::default()
-    })?;
+    let scenario = Scenario::new(scenario);
+    let (app, _config) = start_app(
+        runtime,
+        HostOptions {
+            state_dir: Some(disk.state_dir()),
+            ..HostOptions::default()
+        },
+    )?;
     run_disk_fault(&app, &FullDisk, &scenario)?;
     drop(app);
+    scenario.passed();
+    Ok(true)
+}
+
+/// The failing-writes case on `runtime`.
+fn failing_writes_on(runtime: Runtime, scenario: &str) -> Result<()> {
+    let scenario = Scenario::new(scenario);
+    // `trap '' XFSZ`: the host inherits SIGXFSZ ignored (so do the processes it starts), so a
+    // write past the limit fails with EFBIG instead of killing it.
+    let (app, _config) = start_app(
+        runtime,
+        HostOptions::default().wrapped(&["sh", "-c", "trap '' XFSZ; exec \"$@\"", "sh"]),
+    )?;
+    run_disk_fault(&app, &FailingWrites, &scenario)?;
     scenario.passed();
     Ok(())
 }
 
 #[test]
+fn a_full_disk_refuses_writes_cleanly_and_service_resumes_when_space_returns() -> Result<()> {
+    full_disk_on(Runtime::LocalHost, "disk full under load (tmpfs)").map(|_| ())
+}
+
+#[test]
 fn failing_writes_are_refused_cleanly_and_service_resumes_when_the_disk_heals() -> Result<()> {
-    let scenario = Scenario::new("write errors under load (EFBIG)");
-    // `trap '' XFSZ`: the host inherits SIGXFSZ ignored, so a write past the limit fails with
-    // EFBIG instead of killing it.
-    let app = start_app(HostOptions::default().wrapped(&[
-        "sh",
-        "-c",
-        "trap '' XFSZ; exec \"$@\"",
-        "sh",
-    ]))?;
-    run_disk_fault(&app, &FailingWrites, &scenario)?;
-    scenario.passed();
-    Ok(())
+    failing_writes_on(Runtime::LocalHost, "write errors under load (EFBIG)")
+}
+
+/// Production runs on Spin: both cases again on real `spin up`, where `SPIN_BIN` names one.
+#[test]
+fn on_real_spin_a_full_disk_and_failing_writes_are_refused_cleanly_and_service_resumes()
+-> Result<()> {
+    let Some(bin) = e2e::spin::spin_bin() else {
+        println!("skipped: SPIN_BIN not set (a full disk and failing writes on real spin up)");
+        return Ok(());
+    };
+    full_disk_on(Runtime::Spin(&bin), "disk full under load (Spin)")?;
+    failing_writes_on(Runtime::Spin(&bin), "write errors under load (Spin)")
 }

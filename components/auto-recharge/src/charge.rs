@@ -34,7 +34,7 @@ async fn report_to_ledger(
     let settled =
         run_ledger(async |db| payments::settle(db, reported, report, paid, now).await).await?;
     if settled.is_none() {
-        eprintln!(
+        spin_adapter::log!(
             "auto-recharge: payment {} has another PaymentIntent than {}; left as it is",
             payment.id,
             intent_id.unwrap_or("none")
@@ -69,7 +69,7 @@ async fn report_intent(
         match paid_with(client, intent, charged).await {
             Ok(card) => paid = card,
             Err(error) => {
-                eprintln!(
+                spin_adapter::log!(
                     "auto-recharge: payment {} left pending: {error}",
                     payment.id
                 );
@@ -103,7 +103,7 @@ pub async fn charge_recharge(
     let amount_minor = match stripe_client::money::to_minor(payment.amount_money_micros, currency) {
         Ok(minor) => minor,
         Err(error) => {
-            eprintln!(
+            spin_adapter::log!(
                 "auto-recharge: payment {} not chargeable: {error}",
                 payment.id
             );
@@ -129,7 +129,7 @@ pub async fn charge_recharge(
     match classify(&error) {
         StripeFailure::Card(declined) => report_card_error(client, payment, declined, now).await,
         StripeFailure::Request(failure) => {
-            eprintln!(
+            spin_adapter::log!(
                 "auto-recharge: charge of payment {} failed at Stripe: {error}",
                 payment.id
             );
@@ -174,7 +174,7 @@ pub async fn reconcile_payment(
     match client.retrieve_payment_intent(intent_id).await {
         Ok(intent) => report_intent(client, payment, &intent, None, now).await,
         Err(error) => {
-            eprintln!(
+            spin_adapter::log!(
                 "auto-recharge: PaymentIntent {intent_id} of payment {} unreadable: {error}",
                 payment.id
             );
@@ -218,7 +218,7 @@ async fn reconcile_without_intent(
             }
         }
         Err(error) => {
-            eprintln!(
+            spin_adapter::log!(
                 "auto-recharge: PaymentIntents of payment {} unreadable: {error}",
                 payment.id
             );

@@ -19,6 +19,10 @@
 //! one stopped (a cursor in the key-value store). Without Stripe configured (empty
 //! `stripe_secret_key`) the pass does nothing and says so (`"payments_configured": false`).
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 mod charge;
 
 use http::Method;
@@ -89,7 +93,7 @@ async fn load_cursor() -> (Option<Store>, String) {
     let store = match Store::open("default").await {
         Ok(store) => store,
         Err(error) => {
-            eprintln!("auto-recharge: key-value store unavailable: {error:?}");
+            spin_adapter::log!("auto-recharge: key-value store unavailable: {error:?}");
             return (None, String::new());
         }
     };
@@ -97,7 +101,7 @@ async fn load_cursor() -> (Option<Store>, String) {
         Ok(Some(bytes)) => String::from_utf8(bytes).unwrap_or_default(),
         Ok(None) => String::new(),
         Err(error) => {
-            eprintln!("auto-recharge: sweep cursor unreadable: {error:?}");
+            spin_adapter::log!("auto-recharge: sweep cursor unreadable: {error:?}");
             String::new()
         }
     };
@@ -109,7 +113,7 @@ async fn save_cursor(store: Option<&Store>, cursor: &str) {
     if let Some(store) = store
         && let Err(error) = store.set(CURSOR_KEY, cursor.as_bytes().to_vec()).await
     {
-        eprintln!("auto-recharge: sweep cursor not saved: {error:?}");
+        spin_adapter::log!("auto-recharge: sweep cursor not saved: {error:?}");
     }
 }
 
@@ -182,7 +186,7 @@ async fn claim(ws: &str, now: i64) -> Result<Option<payments::Payment>, ApiError
     })
     .await?;
     Ok(outcome.unwrap_or_else(|refused| {
-        eprintln!("auto-recharge: workspace {ws} skipped: {refused}");
+        spin_adapter::log!("auto-recharge: workspace {ws} skipped: {refused}");
         None
     }))
 }

@@ -17,6 +17,10 @@
 //! `stripe_js_url` (Stripe.js; tests point it at localstripe's stand-in) and
 //! `billing_embed_origins` (space- or comma-separated origins allowed to frame the page).
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 use http::Method;
 use spin_adapter::{ApiError, Reply, method_not_allowed, not_found, variable};
 use spin_sdk::http::Request;
@@ -88,7 +92,9 @@ impl PageConfig {
             Some(_) => Some(stripe_js_url.to_owned()),
             None if stripe_js_url.is_empty() => None,
             None => {
-                eprintln!("billing-ui: stripe_js_url {stripe_js_url:?} is not an http(s) URL");
+                spin_adapter::log!(
+                    "billing-ui: stripe_js_url {stripe_js_url:?} is not an http(s) URL"
+                );
                 None
             }
         };
@@ -98,7 +104,7 @@ impl PageConfig {
             .filter(|candidate| {
                 let ok = is_origin_source(candidate);
                 if !ok {
-                    eprintln!(
+                    spin_adapter::log!(
                         "billing-ui: billing_embed_origins entry {candidate:?} is not an origin"
                     );
                 }
@@ -111,7 +117,7 @@ impl PageConfig {
         {
             key.to_owned()
         } else {
-            eprintln!("billing-ui: stripe_publishable_key is not a Stripe key");
+            spin_adapter::log!("billing-ui: stripe_publishable_key is not a Stripe key");
             String::new()
         };
         Self {

@@ -8,6 +8,10 @@
 //! (`ledger::grants::notify_expiring`). Renewal is idempotent per (workspace, cycle start) in the ledger, so two
 //! passes running at once (cron and HTTP, or two instances) renew each cycle once.
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 use http::Method;
 use ledger::calls::EXPIRY_BATCH_MAX;
 use ledger::plans::RENEWAL_BATCH_MAX;

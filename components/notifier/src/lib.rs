@@ -12,6 +12,10 @@
 //! The ledger is never held while a request is out: a pass claims a few events (one short ledger
 //! operation), sends them, then records the outcomes (another).
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 use std::time::Duration;
 
 use http::Method;

@@ -8,6 +8,10 @@
 //! `POST /v1/grants/{id}/void`; docs/grants.md). Every route is thin: parse, authenticate, run ONE ledger operation
 //! (with the current catalog, loaded in the same locked section), map the result.
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 use http::Method;
 use http::request::Parts;
 use ledger::LedgerError;

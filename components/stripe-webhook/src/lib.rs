@@ -16,6 +16,10 @@
 //!    a payment that did not succeed, ...) is answered 200 and logged: Stripe must not retry it
 //!    forever. A storage failure is a 503, which Stripe retries.
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 mod event;
 
 use event::{Action, Event, IntentFailure};
@@ -71,7 +75,7 @@ async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result
         }
     };
     signature::verify(header, &body, &secret, now_secs()).map_err(|error| {
-        eprintln!("stripe-webhook: refused delivery: {error}");
+        spin_adapter::log!("stripe-webhook: refused delivery: {error}");
         invalid_signature(&error)
     })?;
     let event = event::parse(&body).map_err(ApiError::malformed)?;
@@ -80,7 +84,7 @@ async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result
     let store = match Store::open(STORE_LABEL).await {
         Ok(store) => Some(store),
         Err(error) => {
-            eprintln!("stripe-webhook: key-value store unavailable: {error:?}");
+            spin_adapter::log!("stripe-webhook: key-value store unavailable: {error:?}");
             None
         }
     };
@@ -89,19 +93,20 @@ async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result
             Ok(Some(_)) => return Ok(received(&event, "duplicate", None)),
             Ok(None) => {}
             // Only work is saved by the record: handle the event anyway (the ledger dedupes).
-            Err(error) => eprintln!("stripe-webhook: key-value get failed: {error:?}"),
+            Err(error) => spin_adapter::log!("stripe-webhook: key-value get failed: {error:?}"),
         }
     }
 
     let outcome = apply(&event).await.map_err(|error| {
-        eprintln!(
+        spin_adapter::log!(
             "stripe-webhook: {} {} not handled, Stripe will retry: {error}",
-            event.kind, event.id
+            event.kind,
+            event.id
         );
         ApiError::unavailable()
     })?;
     if let Outcome::Refused(why) | Outcome::Ignored(why) = &outcome {
-        eprintln!("stripe-webhook: {} {}: {why}", event.kind, event.id);
+        spin_adapter::log!("stripe-webhook: {} {}: {why}", event.kind, event.id);
     }
 
     if let Some(store) = &store
@@ -109,7 +114,7 @@ async fn receive_event(headers: &HeaderMap, body: IncomingRequestBody) -> Result
             .set(&record_key, now_secs().to_string().into_bytes())
             .await
     {
-        eprintln!("stripe-webhook: event {} not recorded: {error:?}", event.id);
+        spin_adapter::log!("stripe-webhook: event {} not recorded: {error:?}", event.id);
     }
     let (label, detail) = match &outcome {
         Outcome::Applied(what) => ("applied", Some(what)),
@@ -189,7 +194,7 @@ async fn paying_card(action: &Action, client: Option<&Client>) -> Result<PaidWit
     card_paid_with(client, payment_method_id.as_deref(), *saves_card, None)
         .await
         .map_err(|error| {
-            eprintln!("stripe-webhook: the card a payment saves is unreadable: {error}");
+            spin_adapter::log!("stripe-webhook: the card a payment saves is unreadable: {error}");
             ApiError::unavailable()
         })
 }
@@ -215,7 +220,7 @@ async fn read_card(action: &Action, client: Option<&Client>) -> Result<Option<Ac
         .retrieve_card(payment_method_id)
         .await
         .map_err(|error| {
-            eprintln!("stripe-webhook: card {payment_method_id} unreadable: {error}");
+            spin_adapter::log!("stripe-webhook: card {payment_method_id} unreadable: {error}");
             ApiError::unavailable()
         })?;
     Ok(Some(Action::CardSaved {

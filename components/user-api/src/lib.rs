@@ -29,6 +29,10 @@
 //! - `GET .../transactions`: `{"data", "next_cursor"}`, or CSV with `format=csv`; empty query
 //!   values mean "not set", unknown query parameters are a 400.
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
 mod payments;
 mod subscription;
 

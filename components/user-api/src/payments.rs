@@ -370,7 +370,7 @@ impl Topup<'_> {
             match paid_with(self.client, intent, self.card).await {
                 Ok(card) => paid = card,
                 Err(error) => {
-                    eprintln!("topup: payment {} left pending: {error}", self.payment.id);
+                    spin_adapter::log!("topup: payment {} left pending: {error}", self.payment.id);
                     report = Report::CardToSaveUnreadable;
                 }
             }
@@ -419,7 +419,7 @@ impl Topup<'_> {
             .report_to_ledger(None, &report, &PaidWith::default())
             .await?;
         if let Settlement::StripeFailed = settled.settlement {
-            eprintln!(
+            spin_adapter::log!(
                 "topup: payment {} left pending after a Stripe failure",
                 self.payment.id
             );

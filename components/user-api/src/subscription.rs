@@ -49,7 +49,7 @@ pub async fn subscribe(
         let subscriber = plan_change::subscriber(db, ws).await?;
         let plan = plan_change::plan_change(&subscriber, &catalog, plan_id, client.is_some());
         if let Err(error @ LedgerError::PaymentsUnavailable { .. }) = &plan {
-            eprintln!("topup: {ws} cannot change to plan {plan_id}: {error}");
+            spin_adapter::log!("topup: {ws} cannot change to plan {plan_id}: {error}");
         }
         plan
     })
@@ -162,7 +162,7 @@ async fn create_or_adopt(
             price,
         )
     }) {
-        eprintln!("topup: {ws} adopts its running subscription {}", found.id);
+        spin_adapter::log!("topup: {ws} adopts its running subscription {}", found.id);
         return Ok(found);
     }
     client
@@ -184,13 +184,13 @@ async fn create_or_adopt(
             .invoice_charge_failure(invoice)
             .await
             .unwrap_or_else(|error| {
-                eprintln!("topup: invoice {invoice} unreadable: {error}");
+                spin_adapter::log!("topup: invoice {invoice} unreadable: {error}");
                 None
             }),
         None => None,
     };
     if let Err(error) = client.cancel_subscription(&subscription.id).await {
-        eprintln!(
+        spin_adapter::log!(
             "topup: incomplete subscription {} not canceled: {error}",
             subscription.id
         );

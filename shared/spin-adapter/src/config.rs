@@ -8,7 +8,7 @@ use crate::error::ApiError;
 /// 500 whose message names the variable but never its value.
 pub async fn variable(name: &str) -> Result<String, ApiError> {
     spin_sdk::variables::get(name).await.map_err(|error| {
-        eprintln!("spin-adapter: variable {name} unavailable: {error:?}");
+        crate::log!("spin-adapter: variable {name} unavailable: {error:?}");
         ApiError::internal(format!(
             "The server is misconfigured: variable {name} is not available."
         ))

@@ -117,7 +117,7 @@ impl SpinDb {
         if db.backend == Backend::File
             && let Err(error) = db.execute(ledger::schema::ENABLE_WAL, &[]).await
         {
-            eprintln!("spin-adapter: could not enable WAL: {error}");
+            crate::log!("spin-adapter: could not enable WAL: {error}");
             db.broken.set(false);
         }
         // Several replicas may migrate one fresh database at once: each version is applied in

@@ -173,7 +173,7 @@ impl From<LedgerError> for ApiError {
     fn from(error: LedgerError) -> Self {
         let status = ledger_status(&error);
         if let LedgerError::Storage(storage) = &error {
-            eprintln!("spin-adapter: storage failure: {storage}");
+            crate::log!("spin-adapter: storage failure: {storage}");
             if matches!(
                 storage.kind,
                 StorageErrorKind::Unreachable | StorageErrorKind::Disk

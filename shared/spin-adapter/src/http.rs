@@ -40,7 +40,7 @@ impl Reply {
         match serde_json::to_vec(value) {
             Ok(body) => Self::bytes(status, JSON, body),
             Err(error) => {
-                eprintln!("spin-adapter: response serialisation failed: {error}");
+                crate::log!("spin-adapter: response serialisation failed: {error}");
                 Self::bytes(
                     500,
                     JSON,

@@ -145,7 +145,7 @@ pub async fn idempotent(
 
     if reply.status >= 500 {
         if let Err(error) = store.delete(&record_key).await {
-            eprintln!("spin-adapter: idempotency marker not deleted: {error:?}");
+            crate::log!("spin-adapter: idempotency marker not deleted: {error:?}");
         }
         return reply;
     }
@@ -181,7 +181,7 @@ async fn settled(
             return Ok(Some(answer_existing(&record, request_sha256)));
         }
         if started.elapsed() >= IN_PROGRESS_WAIT {
-            eprintln!(
+            crate::log!(
                 "spin-adapter: taking over an idempotency key in progress for {IN_PROGRESS_WAIT:?}"
             );
             return Ok(None);
@@ -265,7 +265,7 @@ async fn write(store: &Store, key: &str, record: &Record) -> Result<(), Reply> {
 }
 
 fn kv_failure(operation: &str, error: &spin_sdk::key_value::Error) -> Reply {
-    eprintln!("spin-adapter: key-value {operation} failed: {error:?}");
+    crate::log!("spin-adapter: key-value {operation} failed: {error:?}");
     ApiError::unavailable().into_reply()
 }
 

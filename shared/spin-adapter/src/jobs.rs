@@ -55,7 +55,9 @@ impl<J: Job> spin_cron::CronHandler for Cron<J> {
         let _ = timestamp_secs;
         let report = J::run_pass().await.map_err(|error| error.to_string())?;
         if let Some(line) = J::summary(&report) {
-            println!("{}: {line}", J::SCHEDULE.job);
+            // Not `println!`, which panics when the log's disk is full (see `log!`).
+            use std::io::Write as _;
+            let _ = writeln!(std::io::stdout(), "{}: {line}", J::SCHEDULE.job);
         }
         Ok(())
     }

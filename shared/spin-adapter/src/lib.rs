@@ -25,6 +25,23 @@
 //! here are per-instance caches (the SQLite connection, the catalog); nothing per-request lives
 //! in a global.
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
+
+/// Writes one line to the component's stderr, ignoring a failed write. On Spin, a component's
+/// stdio goes to files under its state directory (`logs/`), on the same disk as its SQLite files
+/// by default: when that disk is full, `eprintln!` panics ("failed printing to stderr"), which
+/// traps the instance and turns a clean 503 into a 500 (found by `reliability_disk.rs` on real
+/// Spin). A log line is never worth a request.
+#[macro_export]
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        use ::std::io::Write as _;
+        let _ = ::std::writeln!(::std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod auth;
 mod catalog;
 mod config;

@@ -103,7 +103,7 @@ pub async fn card_paid_with(
         }),
         Err(error) if saves_card => Err(error),
         Err(error) => {
-            eprintln!("stripe: card {id} unreadable: {error}");
+            crate::log!("stripe: card {id} unreadable: {error}");
             Ok(PaidWith::default())
         }
     }
@@ -123,9 +123,10 @@ pub async fn make_saved_card_default(client: &Client, payment: &Payment, paid: &
     {
         Ok(ws) => ws,
         Err(error) => {
-            eprintln!(
+            crate::log!(
                 "stripe: card {} not made default: {}",
-                card.id, error.message
+                card.id,
+                error.message
             );
             return;
         }
@@ -141,7 +142,7 @@ pub async fn make_saved_card_default(client: &Client, payment: &Payment, paid: &
         .set_default_payment_method(&customer, &card.id, &key)
         .await
     {
-        eprintln!("stripe: card {} not made default: {error}", card.id);
+        crate::log!("stripe: card {} not made default: {error}", card.id);
     }
 }
 
@@ -179,7 +180,7 @@ pub fn classify(error: &StripeError) -> StripeFailure<'_> {
 /// request may pass later (network, timeout, 5xx, rate limit, a concurrent request with the same
 /// idempotency key), else 502.
 pub fn stripe_failure(context: &str, error: &StripeError) -> ApiError {
-    eprintln!("stripe: {context} failed: {error}");
+    crate::log!("stripe: {context} failed: {error}");
     let temporary = match error {
         StripeError::InvalidRequest { status, .. } => *status == 409,
         StripeError::Card(_) => false,

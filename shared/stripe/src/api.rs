@@ -531,7 +531,12 @@ impl Client {
         match self.retrieve_charge(charge).await {
             Ok(found) => found.payment_intent,
             Err(error) => {
-                eprintln!("stripe-client: charge {charge} unreadable: {error}");
+                // Never `eprintln!`, which panics when the log's disk is full (spin-adapter's `log!`).
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "stripe-client: charge {charge} unreadable: {error}"
+                );
                 None
             }
         }

@@ -17,6 +17,9 @@
 //!
 //! The pure parts compile and are tested natively; the sending parts need a Spin host.
 
+// Components write their logs with `spin_adapter::log!`: `eprintln!`/`println!` panic when the
+// log's disk is full, which traps the instance (spin-adapter's `log!` says more).
+#![deny(clippy::print_stderr, clippy::print_stdout)]
 #![warn(missing_docs)]
 
 mod api;

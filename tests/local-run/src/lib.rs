@@ -186,7 +186,14 @@ impl TestHost {
         let manifest = spin::http_only_manifest(manifest_path.as_ref(), &state_dir)?;
         let port = free_port()?;
         let base_url = format!("http://127.0.0.1:{port}");
-        let mut cmd = Command::new(bin);
+        let mut cmd = match options.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg("up")
             .arg("--from")
@@ -239,6 +246,23 @@ impl TestHost {
     /// The host's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Every process of the host: on real Spin, `spin up` and the trigger processes it runs
+    /// (its process group); else the host's one process.
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        if !self.process_group {
+            return Ok(vec![self.child.id()]);
+        }
+        let output = Command::new("pgrep")
+            .arg("-g")
+            .arg(self.child.id().to_string())
+            .output()
+            .context("cannot run pgrep")?;
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| line.trim().parse().context("pgrep's output"))
+            .collect()
     }
 
     /// Whether the host process has exited (without waiting for it).
