@@ -34,6 +34,10 @@ pub struct ComponentEnv {
     pub outbound: Arc<OutboundPolicy>,
     /// Guest environment variables.
     pub environment: BTreeMap<String, String>,
+    /// Its stdout and stderr: log files under the state directory, as Spin keeps them.
+    pub stdout: crate::stdio::ComponentLog,
+    /// See `stdout`.
+    pub stderr: crate::stdio::ComponentLog,
 }
 
 /// Per-store data.
@@ -51,7 +55,7 @@ impl Ctx {
     /// Fresh store data for one instance of the component.
     pub fn new(env: Arc<ComponentEnv>) -> Self {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.inherit_stdout().inherit_stderr();
+        wasi.stdout(env.stdout.clone()).stderr(env.stderr.clone());
         for (k, v) in &env.environment {
             wasi.env(k, v);
         }

@@ -11,6 +11,7 @@ mod runtime;
 mod runtime_config;
 mod server;
 mod sqlite;
+mod stdio;
 mod variables;
 
 /// Host bindings for the Spin interfaces (generated from `host/wit`).

@@ -7,6 +7,7 @@ use crate::kv::{KvAccess, KvHost, KvStores};
 use crate::manifest::{self, Manifest, Route};
 use crate::outbound::OutboundPolicy;
 use crate::sqlite::{SqliteAccess, SqliteDatabases, SqliteHost};
+use crate::stdio::{ComponentLog, Stdio};
 use crate::variables::AppVariables;
 use anyhow::{Context as _, Result, bail};
 use std::collections::{BTreeMap, BTreeSet};
@@ -183,8 +184,15 @@ pub fn load(opts: &LoadOptions<'_>) -> Result<App> {
             .component
             .get(&name)
             .with_context(|| format!("no component `{name}`"))?;
-        let env = component_env(&name, def, &vars, &sqlite, &kv)
-            .with_context(|| format!("component `{name}`"))?;
+        let env = component_env(
+            &name,
+            def,
+            &vars,
+            &sqlite,
+            &kv,
+            &opts.state_dir.join("logs"),
+        )
+        .with_context(|| format!("component `{name}`"))?;
         let path = manifest::source_path(&manifest_dir, def)?;
         let bytes = std::fs::read(&path)
             .with_context(|| format!("component `{name}`: cannot read {}", path.display()))?;
@@ -217,6 +225,7 @@ fn component_env(
     vars: &AppVariables,
     sqlite: &Arc<SqliteDatabases>,
     kv: &Arc<KvStores>,
+    log_dir: &Path,
 ) -> Result<ComponentEnv> {
     let variables = def
         .variables
@@ -238,6 +247,8 @@ fn component_env(
         variables,
         outbound: Arc::new(OutboundPolicy::new(&outbound)?),
         environment: def.environment.clone(),
+        stdout: ComponentLog::open(log_dir, name, Stdio::Stdout)?,
+        stderr: ComponentLog::open(log_dir, name, Stdio::Stderr)?,
     })
 }
 
