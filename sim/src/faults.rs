@@ -12,10 +12,15 @@
 //! `COMMIT`, which SQLite may or may not have rolled back already), so an operation answered
 //! with an error must have written nothing, and the simulator checks exactly that.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ledger::native::NativeDb;
 use ledger::storage::{Row, SqlValue, Storage, StorageError};
+
+use crate::Rng;
 
 /// The last statement of an operation a fault can be placed at (0-based, `ROLLBACK` not
 /// counted). The operations run 1 to 15 statements: a hot path 1 or 2 (its read, its guarded
@@ -28,25 +33,42 @@ pub const STATEMENT_INDEX_MAX: usize = 15;
 /// (`ledger::tx::BUSY_RETRIES_MAX`), so that some storms outlast them.
 pub const BUSY_STORM_MAX: u32 = ledger::tx::BUSY_RETRIES_MAX + 2;
 
-/// Which error SQLite answers.
+/// What goes wrong.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FaultKind {
-    /// `SQLITE_BUSY`: another connection holds the lock past the busy timeout.
+    /// Injected before the statement: `SQLITE_BUSY`, another connection holds the lock past
+    /// the busy timeout.
     Busy,
-    /// `SQLITE_IOERR`: the disk failed a read or write.
+    /// Injected before the statement: `SQLITE_IOERR`, the disk failed a read or write.
     IoErr,
-    /// `SQLITE_FULL`: the disk (or `max_page_count`) is full.
+    /// Injected before the statement: `SQLITE_FULL`, the disk (or `max_page_count`) is full.
     Full,
+    /// Injected after the statement: a statement inside a transaction (after `BEGIN`, before
+    /// `COMMIT`) runs, its effects stay in the transaction, and `SQLITE_IOERR` is answered. The
+    /// ledger must roll the whole transaction back.
+    IoErrAfter,
+    /// Real: the connection is closed before the statement runs, with whatever transaction it
+    /// had open and not committed (as a process killed there: SQLite rolls it back), every later
+    /// statement of the operation fails (the process is gone), and a new connection is opened
+    /// on the same file for the next operation. Another connection stays open on the file
+    /// throughout (another instance), so the close is not the file's last: no checkpoint, the
+    /// WAL stays as the killed connection left it.
+    Kill,
+    /// Real: `PRAGMA max_page_count` is lowered to the database's size before the statement, so
+    /// the first statement that needs a new page gets `SQLITE_FULL` from SQLite itself; the
+    /// limit is raised back after the operation (space returns) on the same connection.
+    DiskFull,
 }
 
 impl FaultKind {
-    /// SQLite's own message for the code (`sqlite3_errstr`), which is what rusqlite's error
-    /// displays and `NativeDb` hands to [`StorageError::from_sqlite_message`].
+    /// SQLite's own message for an injected code (`sqlite3_errstr`), which is what rusqlite's
+    /// error displays and `NativeDb` hands to [`StorageError::from_sqlite_message`].
     pub fn message(self) -> &'static str {
         match self {
             Self::Busy => "database is locked",
-            Self::IoErr => "disk I/O error",
-            Self::Full => "database or disk is full",
+            Self::IoErr | Self::IoErrAfter => "disk I/O error",
+            Self::Full | Self::DiskFull => "database or disk is full",
+            Self::Kill => KILLED,
         }
     }
 
@@ -56,20 +78,116 @@ impl FaultKind {
             Self::Busy => "SQLITE_BUSY",
             Self::IoErr => "SQLITE_IOERR",
             Self::Full => "SQLITE_FULL",
+            Self::IoErrAfter => "SQLITE_IOERR after the statement ran",
+            Self::Kill => "connection killed",
+            Self::DiskFull => "disk full (max_page_count)",
+        }
+    }
+
+    /// Whether the fault needs the database to be a file (a connection can be reopened on it).
+    pub fn needs_file(self) -> bool {
+        matches!(self, Self::Kill | Self::DiskFull)
+    }
+}
+
+/// What every statement of an operation answers after its connection was killed: the process
+/// is gone, nothing of the statement reaches the file. Classified `Disk` (not retried as busy):
+/// nobody hears the answer anyway.
+const KILLED: &str = "disk I/O error (simulated: the connection was killed)";
+
+/// Families of faults, as `simulate --fault-kinds` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `injected`: BUSY (single or a storm), IOERR, FULL before a statement.
+    Injected,
+    /// `after`: IOERR after a statement inside a transaction ran.
+    After,
+    /// `kill`: the connection killed mid-operation and reopened.
+    Kill,
+    /// `full`: a real `SQLITE_FULL` through `max_page_count`.
+    DiskFull,
+}
+
+impl Family {
+    /// Every family.
+    pub const ALL: [Family; 4] = [
+        Family::Injected,
+        Family::After,
+        Family::Kill,
+        Family::DiskFull,
+    ];
+
+    /// The family `simulate --fault-kinds` names `word`.
+    pub fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|family| family.word() == word)
+    }
+
+    /// Its name on the command line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Injected => "injected",
+            Self::After => "after",
+            Self::Kill => "kill",
+            Self::DiskFull => "full",
+        }
+    }
+
+    /// Its kinds, each with its weight (out of 100 when every family is drawn).
+    fn kinds(self) -> &'static [(u64, FaultKind)] {
+        match self {
+            Self::Injected => &[
+                (25, FaultKind::Busy),
+                (10, FaultKind::IoErr),
+                (10, FaultKind::Full),
+            ],
+            Self::After => &[(15, FaultKind::IoErrAfter)],
+            Self::Kill => &[(20, FaultKind::Kill)],
+            Self::DiskFull => &[(20, FaultKind::DiskFull)],
         }
     }
 }
 
 /// One operation's fault: statement `at` of the operation, and the `count - 1` statements after
-/// it (a busy storm; 1 for the other kinds), fail with `kind` before they run.
+/// it (a busy storm; 1 for the other kinds), fail with `kind`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
-    /// What SQLite answers.
+    /// What goes wrong.
     pub kind: FaultKind,
     /// Which statement of the operation (0-based, `ROLLBACK` not counted).
     pub at: usize,
     /// How many consecutive statements fail.
     pub count: u32,
+}
+
+impl Fault {
+    /// Draws one operation's fault from the families `families` (which must not be empty),
+    /// taking the same number of values from `rng` whatever it draws, so that each operation's
+    /// fault depends only on the seed and its index.
+    pub fn draw(rng: &mut Rng, families: &[Family]) -> Self {
+        let kinds: Vec<(u64, FaultKind)> = families
+            .iter()
+            .flat_map(|family| family.kinds().iter().copied())
+            .collect();
+        let total: u64 = kinds.iter().map(|(weight, _)| weight).sum();
+        let (mut roll, early, count) = (
+            rng.next_u64() % total,
+            rng.chance(50),
+            rng.range(1, i64::from(BUSY_STORM_MAX)) as u32,
+        );
+        // Half on the first two statements (most operations run only those: a hot path's read
+        // and guarded write), half anywhere in a long transaction.
+        let at = rng.index(if early { 2 } else { STATEMENT_INDEX_MAX + 1 });
+        let mut kind = kinds[0].1;
+        for (weight, candidate) in kinds {
+            if roll < weight {
+                kind = candidate;
+                break;
+            }
+            roll -= weight;
+        }
+        let count = if kind == FaultKind::Busy { count } else { 1 };
+        Self { kind, at, count }
+    }
 }
 
 /// Where a fault landed: the first statement it failed.
@@ -82,83 +200,332 @@ pub struct Fired {
     pub statement: &'static str,
 }
 
+/// A deliberate defect of the fault layer, for the tests that show the checks can fail. Never
+/// set in a real run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sabotage {
+    /// None: the faults as documented.
+    #[default]
+    None,
+    /// Injected faults wait for a write outside a transaction, run it, then fail it (a lost
+    /// acknowledgement, which the ledger cannot tell from a write that did not run).
+    LoseAcknowledgements,
+    /// A killed connection commits what its transaction had done before it is closed (as if
+    /// the process died after a `COMMIT` nobody asked for).
+    CommitKilledWork,
+}
+
+/// The database file of a [`FaultyDb`], removed (with its WAL and shared memory) when dropped.
+struct DbFile {
+    path: PathBuf,
+    /// A second connection that stays open on the file (another instance of the service): the
+    /// ledger's connection is then never the file's last, so closing it (a kill) neither
+    /// checkpoints nor removes the WAL.
+    bystander: Option<NativeDb>,
+}
+
+impl Drop for DbFile {
+    fn drop(&mut self) {
+        drop(self.bystander.take());
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            let _ = std::fs::remove_file(name);
+        }
+    }
+}
+
+/// A connection to the file with the ledger's pragmas, then `synchronous = OFF`: what the
+/// simulator kills is a process, not the machine, so what SQLite wrote is in the operating
+/// system's cache either way, and syncing it to the disk would only cost time (each checkpoint
+/// syncs the WAL and the database: a few seconds a seed on this machine's disk).
+fn connect(path: &std::path::Path) -> Result<NativeDb, StorageError> {
+    let db = NativeDb::open(path)?;
+    db.set_synchronous("OFF")?;
+    Ok(db)
+}
+
+/// Files made by this process, for unique names.
+static FILES: AtomicU64 = AtomicU64::new(0);
+
 /// [`NativeDb`] with at most one armed [`Fault`] at a time.
 pub struct FaultyDb {
-    inner: NativeDb,
+    /// The ledger's connection; `None` between a kill and the end of the operation (or when it
+    /// could not be reopened, with the reason in `reopen_failed`).
+    inner: RefCell<Option<Rc<NativeDb>>>,
+    /// The file, when the database is one (`None`: in memory, and no real fault can be armed).
+    file: Option<DbFile>,
     armed: Cell<Option<Fault>>,
     /// Statements run (or failed) since the fault was armed, `ROLLBACK` not counted.
     statements: Cell<usize>,
     /// Statements still to fail once the fault fired.
     failing: Cell<u32>,
     fired: Cell<Option<(Fault, &'static str)>>,
-    /// Test knob: the fault waits for a write outside a transaction, runs it, then fails it (a
-    /// lost acknowledgement, which the ledger cannot tell from a write that did not run). Off
-    /// in every real run: it exists to prove the simulator catches the write left behind.
-    after: bool,
+    /// A real fault put in place (the page limit lowered) that has not made a statement fail
+    /// yet.
+    pending: Cell<Option<Fault>>,
+    /// The connection's `max_page_count` before it was lowered, to raise it back to.
+    page_limit: Cell<Option<i64>>,
+    /// The connection was killed during this operation: every statement fails until disarmed.
+    killed: Cell<bool>,
+    reopen_failed: RefCell<Option<String>>,
+    sabotage: Sabotage,
     /// Whether a `BEGIN` ran and no `COMMIT` or `ROLLBACK` since, as SQLite's autocommit flag.
     in_transaction: Cell<bool>,
 }
 
 impl FaultyDb {
-    /// Wraps `inner`, with nothing armed.
+    /// Wraps `inner`, with nothing armed; no real fault can be armed on it.
     pub fn new(inner: NativeDb) -> Self {
+        Self::with_file(inner, None)
+    }
+
+    /// An in-memory database.
+    pub fn in_memory() -> Result<Self, StorageError> {
+        Ok(Self::new(NativeDb::open(":memory:")?))
+    }
+
+    /// A new database file in the temporary directory (`TMPDIR`), removed when dropped.
+    pub fn on_file() -> Result<Self, StorageError> {
+        let path = std::env::temp_dir().join(format!(
+            "ledger-sim-{}-{}.db",
+            std::process::id(),
+            FILES.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut file = DbFile {
+            path,
+            bystander: None,
+        };
+        let inner = connect(&file.path)?;
+        file.bystander = Some(connect(&file.path)?);
+        Ok(Self::with_file(inner, Some(file)))
+    }
+
+    fn with_file(inner: NativeDb, file: Option<DbFile>) -> Self {
         Self {
-            inner,
+            inner: RefCell::new(Some(Rc::new(inner))),
+            file,
             armed: Cell::new(None),
             statements: Cell::new(0),
             failing: Cell::new(0),
             fired: Cell::new(None),
-            after: false,
+            pending: Cell::new(None),
+            page_limit: Cell::new(None),
+            killed: Cell::new(false),
+            reopen_failed: RefCell::new(None),
+            sabotage: Sabotage::None,
             in_transaction: Cell::new(false),
         }
     }
 
-    /// The test knob of [`FaultyDb::after`]: faults fail their statement after it ran.
+    /// The test knob of [`Sabotage`].
     #[doc(hidden)]
-    pub fn lose_acknowledgements(&mut self) {
-        self.after = true;
+    pub fn sabotage(&mut self, sabotage: Sabotage) {
+        self.sabotage = sabotage;
     }
 
     /// Arms `fault` for the next operation.
     pub fn arm(&self, fault: Fault) {
+        assert!(
+            self.file.is_some() || !fault.kind.needs_file(),
+            "{fault:?} needs a database file"
+        );
         self.armed.set(Some(fault));
         self.statements.set(0);
         self.failing.set(0);
         self.fired.set(None);
+        self.pending.set(None);
     }
 
-    /// Disarms, and says where the fault fired (`None`: the operation ran fewer statements).
-    pub fn disarm(&self) -> Option<Fired> {
+    /// Disarms, undoes what a real fault put in place (reopens a killed connection, raises the
+    /// page limit back), and says where the fault fired, or why it did not: the operation ran
+    /// fewer statements, or needed no new page.
+    pub fn disarm(&self) -> Result<Fired, &'static str> {
         self.armed.set(None);
         self.failing.set(0);
-        self.fired
-            .take()
-            .map(|(fault, statement)| Fired { fault, statement })
+        if self.killed.replace(false) {
+            self.reopen();
+        }
+        if let Some(limit) = self.page_limit.take() {
+            let raised = futures::executor::block_on(
+                self.pragma(&format!("PRAGMA max_page_count = {limit}")),
+            );
+            if let Err(error) = raised {
+                // Answered by the next statements: the rerun then diverges, naming it.
+                *self.reopen_failed.borrow_mut() = Some(format!("space did not return: {error}"));
+            }
+        }
+        let pending = self.pending.take();
+        match self.fired.take() {
+            Some((fault, statement)) => Ok(Fired { fault, statement }),
+            None if pending.is_some() => Err("no new page needed"),
+            None => Err("fewer statements"),
+        }
     }
 
-    /// The error this statement fails with, if it is one the armed fault covers.
-    fn fault_for(&self, sql: &str) -> Option<StorageError> {
-        let fault = self.armed.get()?;
+    /// Opens a new connection on the file, as the service does after its process died.
+    fn reopen(&self) {
+        let Some(file) = &self.file else { return };
+        match connect(&file.path) {
+            Ok(db) => *self.inner.borrow_mut() = Some(Rc::new(db)),
+            Err(error) => {
+                *self.reopen_failed.borrow_mut() =
+                    Some(format!("the connection could not be reopened: {error}"));
+            }
+        }
+    }
+
+    /// Runs a pragma on the connection directly (not a statement of the operation).
+    async fn pragma(&self, sql: &str) -> Result<Vec<Row>, StorageError> {
+        let db = self.connection()?;
+        db.query(sql, &[]).await
+    }
+
+    fn connection(&self) -> Result<Rc<NativeDb>, StorageError> {
+        if let Some(reason) = self.reopen_failed.borrow().as_ref() {
+            return Err(StorageError::from_sqlite_message(reason.clone()));
+        }
+        self.inner
+            .borrow()
+            .clone()
+            .ok_or_else(|| StorageError::from_sqlite_message(KILLED))
+    }
+
+    /// Closes the connection with its transaction uncommitted (rolled back by SQLite's close).
+    async fn kill(&self) {
+        let doomed = self.inner.borrow_mut().take();
+        if let Some(doomed) = doomed {
+            if self.sabotage == Sabotage::CommitKilledWork && self.in_transaction.get() {
+                let _ = doomed.execute("COMMIT", &[]).await;
+            }
+            // The only reference: no statement is in flight. Dropping it closes the connection.
+            drop(doomed);
+        }
+        self.in_transaction.set(false);
+        self.killed.set(true);
+    }
+
+    /// Lowers the page limit to the database's size, remembering the limit to raise it back to.
+    async fn lower_page_limit(&self) {
+        let before = match self.pragma("PRAGMA max_page_count").await.as_deref() {
+            Ok([row]) => match row.first() {
+                Some(SqlValue::Integer(limit)) => *limit,
+                _ => return,
+            },
+            _ => return,
+        };
+        // SQLite keeps the larger of this and the database's current size (its own pages and
+        // those of the open transaction).
+        if self.pragma("PRAGMA max_page_count = 1").await.is_ok() {
+            self.page_limit.set(Some(before));
+        }
+    }
+
+    /// What happens to this statement: it runs, fails before running, or runs then fails.
+    async fn action(&self, sql: &str) -> Action {
+        if self.killed.get() {
+            return Action::Fail(StorageError::from_sqlite_message(KILLED));
+        }
+        let Some(fault) = self.armed.get() else {
+            return Action::Run;
+        };
         // A ROLLBACK is not a place a fault is put: SQLite answers neither BUSY nor FULL to it,
-        // and an I/O error there is a connection lost mid-transaction, a later increment.
+        // and an I/O error there is a connection lost mid-transaction (a kill, before it).
         if is_rollback(sql) {
-            return None;
+            return Action::Run;
         }
         let index = self.statements.get();
         self.statements.set(index + 1);
-        let eligible =
-            !self.after || (statement_kind(sql) == "write" && !self.in_transaction.get());
-        if index >= fault.at && eligible && self.fired.get().is_none() {
-            self.failing.set(fault.count);
-            self.fired.set(Some((fault, statement_kind(sql))));
+        let statement = statement_kind(sql);
+        let eligible = match fault.kind {
+            FaultKind::IoErrAfter => {
+                self.in_transaction.get()
+                    && !matches!(statement, "BEGIN" | "BEGIN IMMEDIATE" | "COMMIT")
+            }
+            _ if self.sabotage == Sabotage::LoseAcknowledgements => {
+                statement == "write" && !self.in_transaction.get()
+            }
+            _ => true,
+        };
+        if index >= fault.at
+            && eligible
+            && self.fired.get().is_none()
+            && self.pending.get().is_none()
+        {
+            match fault.kind {
+                FaultKind::Kill => {
+                    self.fired.set(Some((fault, statement)));
+                    self.kill().await;
+                    return Action::Fail(StorageError::from_sqlite_message(KILLED));
+                }
+                FaultKind::DiskFull => {
+                    self.lower_page_limit().await;
+                    self.pending.set(Some(fault));
+                    return Action::Run;
+                }
+                _ => {
+                    self.failing.set(fault.count);
+                    self.fired.set(Some((fault, statement)));
+                }
+            }
         }
         let failing = self.failing.get();
         if failing == 0 {
-            return None;
+            return Action::Run;
         }
         self.failing.set(failing - 1);
-        Some(StorageError::from_sqlite_message(fault.kind.message()))
+        let error = StorageError::from_sqlite_message(fault.kind.message());
+        if fault.kind == FaultKind::IoErrAfter || self.sabotage == Sabotage::LoseAcknowledgements {
+            Action::RunThenFail(error)
+        } else {
+            Action::Fail(error)
+        }
     }
+
+    /// Runs one statement of the operation through the fault layer.
+    async fn statement(
+        &self,
+        sql: &str,
+        params: &[SqlValue],
+        rows: bool,
+    ) -> Result<Vec<Row>, StorageError> {
+        let action = self.action(sql).await;
+        let run = async || {
+            let db = self.connection()?;
+            if rows {
+                db.query(sql, params).await
+            } else {
+                db.execute(sql, params).await.map(|()| Vec::new())
+            }
+        };
+        let result = match action {
+            Action::Run => run().await,
+            Action::Fail(error) => Err(error),
+            Action::RunThenFail(error) => run().await.and(Err(error)),
+        };
+        if let (Some(fault), Err(error)) = (self.pending.get(), &result)
+            && error.message.contains(FaultKind::DiskFull.message())
+        {
+            // SQLite itself answered SQLITE_FULL: the real fault fired here.
+            self.pending.set(None);
+            self.fired.set(Some((fault, statement_kind(sql))));
+        }
+        if result.is_ok() || is_rollback(sql) {
+            match statement_kind(sql) {
+                "BEGIN" | "BEGIN IMMEDIATE" if result.is_ok() => self.in_transaction.set(true),
+                "COMMIT" => self.in_transaction.set(false),
+                _ if is_rollback(sql) => self.in_transaction.set(false),
+                _ => {}
+            }
+        }
+        result
+    }
+}
+
+enum Action {
+    Run,
+    Fail(StorageError),
+    RunThenFail(StorageError),
 }
 
 fn is_rollback(sql: &str) -> bool {
@@ -177,6 +544,7 @@ fn statement_kind(sql: &str) -> &'static str {
         "BEGIN" if sql.to_ascii_uppercase().contains("IMMEDIATE") => "BEGIN IMMEDIATE",
         "BEGIN" => "BEGIN",
         "COMMIT" => "COMMIT",
+        "ROLLBACK" => "ROLLBACK",
         "SELECT" | "WITH" => "read",
         _ => "write",
     }
@@ -184,40 +552,18 @@ fn statement_kind(sql: &str) -> &'static str {
 
 impl Storage for FaultyDb {
     async fn execute(&self, sql: &str, params: &[SqlValue]) -> Result<(), StorageError> {
-        let result = match self.fault_for(sql) {
-            Some(error) if self.after => {
-                self.inner.execute(sql, params).await?;
-                Err(error)
-            }
-            Some(error) => Err(error),
-            None => self.inner.execute(sql, params).await,
-        };
-        if result.is_ok() || is_rollback(sql) {
-            match statement_kind(sql) {
-                "BEGIN" | "BEGIN IMMEDIATE" => self.in_transaction.set(true),
-                "COMMIT" => self.in_transaction.set(false),
-                _ if is_rollback(sql) => self.in_transaction.set(false),
-                _ => {}
-            }
-        }
-        result
+        self.statement(sql, params, false).await.map(|_| ())
     }
 
     async fn query(&self, sql: &str, params: &[SqlValue]) -> Result<Vec<Row>, StorageError> {
-        match self.fault_for(sql) {
-            Some(error) if self.after => {
-                self.inner.query(sql, params).await?;
-                Err(error)
-            }
-            Some(error) => Err(error),
-            None => self.inner.query(sql, params).await,
-        }
+        self.statement(sql, params, true).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::executor::block_on;
     use ledger::storage::StorageErrorKind;
 
     #[test]
@@ -226,5 +572,79 @@ mod tests {
         assert_eq!(kind(FaultKind::Busy), StorageErrorKind::Busy);
         assert_eq!(kind(FaultKind::IoErr), StorageErrorKind::Disk);
         assert_eq!(kind(FaultKind::Full), StorageErrorKind::Disk);
+        assert_eq!(kind(FaultKind::IoErrAfter), StorageErrorKind::Disk);
+        assert_eq!(kind(FaultKind::Kill), StorageErrorKind::Disk);
+    }
+
+    fn count(db: &FaultyDb) -> i64 {
+        match block_on(db.query("SELECT count(*) FROM t", &[])).as_deref() {
+            Ok([row]) => match row[0] {
+                SqlValue::Integer(n) => n,
+                _ => panic!("{row:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn run(db: &FaultyDb, sql: &str) -> Result<(), StorageError> {
+        block_on(db.execute(sql, &[]))
+    }
+
+    #[test]
+    fn a_killed_connections_transaction_is_not_committed_and_a_new_one_serves() {
+        let db = FaultyDb::on_file().expect("a file");
+        run(&db, "CREATE TABLE t (x INTEGER)").unwrap();
+        run(&db, "INSERT INTO t VALUES (1)").unwrap();
+        db.arm(Fault {
+            kind: FaultKind::Kill,
+            at: 2,
+            count: 1,
+        });
+        run(&db, "BEGIN IMMEDIATE").unwrap();
+        run(&db, "INSERT INTO t VALUES (2)").unwrap();
+        assert!(run(&db, "COMMIT").is_err(), "killed before COMMIT");
+        assert!(run(&db, "ROLLBACK").is_err(), "the process is gone");
+        let fired = db.disarm().expect("fired");
+        assert_eq!(fired.statement, "COMMIT");
+        assert_eq!(count(&db), 1, "the committed row kept, the killed one gone");
+        run(&db, "INSERT INTO t VALUES (3)").unwrap();
+        assert_eq!(count(&db), 2);
+    }
+
+    #[test]
+    fn a_lowered_page_limit_is_sqlites_own_full_and_space_returns() {
+        let db = FaultyDb::on_file().expect("a file");
+        run(&db, "CREATE TABLE t (x BLOB)").unwrap();
+        db.arm(Fault {
+            kind: FaultKind::DiskFull,
+            at: 1,
+            count: 1,
+        });
+        run(&db, "BEGIN IMMEDIATE").unwrap();
+        let full = run(&db, "INSERT INTO t VALUES (zeroblob(100000))").expect_err("full");
+        assert_eq!(full.kind, StorageErrorKind::Disk, "{full}");
+        let _ = run(&db, "ROLLBACK");
+        let fired = db.disarm().expect("fired");
+        assert_eq!(fired.statement, "write");
+        assert_eq!(count(&db), 0);
+        run(&db, "INSERT INTO t VALUES (zeroblob(100000))").expect("space returned");
+        assert_eq!(count(&db), 1);
+    }
+
+    #[test]
+    fn an_error_after_a_statement_leaves_its_effect_in_the_transaction() {
+        let db = FaultyDb::on_file().expect("a file");
+        run(&db, "CREATE TABLE t (x INTEGER)").unwrap();
+        db.arm(Fault {
+            kind: FaultKind::IoErrAfter,
+            at: 0,
+            count: 1,
+        });
+        run(&db, "BEGIN IMMEDIATE").unwrap();
+        assert!(run(&db, "INSERT INTO t VALUES (1)").is_err());
+        assert_eq!(db.disarm().expect("fired").statement, "write");
+        assert_eq!(count(&db), 1, "the insert ran, inside the open transaction");
+        run(&db, "ROLLBACK").unwrap();
+        assert_eq!(count(&db), 0);
     }
 }

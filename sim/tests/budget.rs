@@ -10,10 +10,12 @@ use ledger_sim::{Tally, generate, run, shrink};
 /// (docs/reliability.md, "The simulator").
 const SEEDS: u64 = 100;
 const OPS_PER_SEED: usize = 2_000;
-/// The last seeds run with storage faults on FAULTS_PERCENT of their operations. Not all: a
-/// faulted step also runs the audit (twice when the attempt was refused), which would take the
-/// budget past 25 s (before grants); seeds 1 to 75 stay as they were, so the defects listed in
-/// docs/reliability.md are found at the seeds listed there.
+/// The last seeds run with storage faults on FAULTS_PERCENT of their operations, of every kind
+/// (`Family::ALL`: injected errors, an error after a statement, a killed connection, a real
+/// full disk), their database a file. Not all: a faulted step also runs the audit (twice when
+/// the attempt was refused), which would take the budget past 25 s (before grants); seeds 1 to
+/// 75 stay as they were, in memory, so the defects listed in docs/reliability.md are found at
+/// the seeds listed there.
 const FAULTED_SEEDS: u64 = 25;
 const FAULTS_PERCENT: u64 = 5;
 

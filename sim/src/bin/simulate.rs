@@ -1,11 +1,13 @@
-//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]`: runs
-//! the ledger against the model for COUNT seeds from N, each with N operations, a storage fault
-//! armed on PERCENT in a hundred of them (default 0); on a divergence prints it, shrinks it and
-//! prints the command that replays the shrunk list (exit status 1).
+//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...]
+//! [--keep I,J,...]`: runs the ledger against the model for COUNT seeds from N, each with N
+//! operations, a storage fault armed on PERCENT in a hundred of them (default 0), of the
+//! families named (`injected`, `after`, `kill`, `full`; default all); on a divergence prints
+//! it, shrinks it and prints the command that replays the shrunk list (exit status 1).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
+use ledger_sim::faults::Family;
 use ledger_sim::{Tally, generate, run, shrink};
 
 struct Args {
@@ -13,6 +15,7 @@ struct Args {
     seeds: u64,
     ops: usize,
     faults_percent: u64,
+    families: Vec<Family>,
     keep: Option<Vec<usize>>,
 }
 
@@ -22,6 +25,7 @@ fn parse() -> Result<Args, String> {
         seeds: 1,
         ops: 2_000,
         faults_percent: 0,
+        families: Family::ALL.to_vec(),
         keep: None,
     };
     let mut words = std::env::args().skip(1);
@@ -35,6 +39,16 @@ fn parse() -> Result<Args, String> {
             "--seeds" => args.seeds = value.parse().map_err(bad)?,
             "--ops" => args.ops = value.parse().map_err(bad)?,
             "--faults" => args.faults_percent = value.parse().map_err(bad)?,
+            "--fault-kinds" => {
+                args.families = value
+                    .split(',')
+                    .map(|word| {
+                        Family::parse(word).ok_or_else(|| {
+                            format!("{flag} {word}: one of injected, after, kill, full")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             "--keep" => {
                 args.keep = Some(
                     value
@@ -46,7 +60,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...] [--keep I,J,...]"
                 ));
             }
         }
@@ -66,7 +80,7 @@ fn main() -> ExitCode {
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let scenario = generate(seed, args.ops).with_faults(args.faults_percent);
+        let scenario = generate(seed, args.ops).with_faults_of(args.faults_percent, &args.families);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
                 total_ops += args.keep.as_ref().map_or(args.ops, Vec::len);
@@ -87,10 +101,12 @@ fn main() -> ExitCode {
                 }
                 println!("{shrunk}");
                 let list: Vec<String> = keep.iter().map(usize::to_string).collect();
+                let words: Vec<&str> = args.families.iter().map(|f| f.word()).collect();
                 println!(
-                    "replay: simulate --seed {seed} --ops {} --faults {} --keep {}",
+                    "replay: simulate --seed {seed} --ops {} --faults {} --fault-kinds {} --keep {}",
                     args.ops,
                     args.faults_percent,
+                    words.join(","),
                     list.join(","),
                 );
                 return ExitCode::FAILURE;
