@@ -1,7 +1,14 @@
-//! Storage faults (issue 26, item 3, first increment): [`FaultyDb`] wraps the ledger's
-//! [`NativeDb`] and makes one chosen statement of an operation fail before it runs, with the error
-//! SQLite itself gives (`SQLITE_BUSY`, `SQLITE_IOERR`, `SQLITE_FULL`), so that the ledger
-//! classifies it exactly as it would a real one.
+//! Storage faults (issue 26, item 3): [`FaultyDb`] wraps the ledger's [`NativeDb`] behind the
+//! [`Storage`] trait and, at one chosen statement of an operation, makes the storage fail.
+//!
+//! Two families of faults. Injected ones answer SQLite's own error for a statement without
+//! SQLite having failed (`SQLITE_BUSY`, `SQLITE_IOERR`, `SQLITE_FULL` before the statement runs,
+//! or `SQLITE_IOERR` after a statement inside a transaction ran), so that the ledger classifies
+//! them as it would real ones. Real ones make SQLite itself fail, on a database file: the
+//! connection is closed mid-operation without `COMMIT` and a new one opened on the file (a
+//! process killed there), `PRAGMA max_page_count` is lowered to the file's size so that a
+//! statement needing a new page gets `SQLITE_FULL` from SQLite and space then returns, or one
+//! I/O call under SQLite fails ([`crate::vfs`]).
 //!
 //! The schedule is part of the [`crate::Scenario`] (drawn from the seed, one optional [`Fault`]
 //! per operation index), so a failure replays from `--seed` and survives shrinking.
@@ -21,6 +28,7 @@ use ledger::native::NativeDb;
 use ledger::storage::{Row, SqlValue, Storage, StorageError};
 
 use crate::Rng;
+use crate::vfs::{self, IoFault};
 
 /// The last statement of an operation a fault can be placed at (0-based, `ROLLBACK` not
 /// counted). The operations run 1 to 15 statements: a hot path 1 or 2 (its read, its guarded
@@ -58,6 +66,9 @@ pub enum FaultKind {
     /// the first statement that needs a new page gets `SQLITE_FULL` from SQLite itself; the
     /// limit is raised back after the operation (space returns) on the same connection.
     DiskFull,
+    /// Real: from the statement on, the `count`-th call of one I/O method under SQLite fails
+    /// ([`crate::vfs`]): SQLite itself handles the failed read, write, sync or truncation.
+    Io(IoFault),
 }
 
 impl FaultKind {
@@ -66,7 +77,7 @@ impl FaultKind {
     pub fn message(self) -> &'static str {
         match self {
             Self::Busy => "database is locked",
-            Self::IoErr | Self::IoErrAfter => "disk I/O error",
+            Self::IoErr | Self::IoErrAfter | Self::Io(_) => "disk I/O error",
             Self::Full | Self::DiskFull => "database or disk is full",
             Self::Kill => KILLED,
         }
@@ -81,12 +92,13 @@ impl FaultKind {
             Self::IoErrAfter => "SQLITE_IOERR after the statement ran",
             Self::Kill => "connection killed",
             Self::DiskFull => "disk full (max_page_count)",
+            Self::Io(fault) => fault.name(),
         }
     }
 
     /// Whether the fault needs the database to be a file (a connection can be reopened on it).
     pub fn needs_file(self) -> bool {
-        matches!(self, Self::Kill | Self::DiskFull)
+        matches!(self, Self::Kill | Self::DiskFull | Self::Io(_))
     }
 }
 
@@ -106,15 +118,18 @@ pub enum Family {
     Kill,
     /// `full`: a real `SQLITE_FULL` through `max_page_count`.
     DiskFull,
+    /// `io`: an I/O call under SQLite fails.
+    Io,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 4] = [
+    pub const ALL: [Family; 5] = [
         Family::Injected,
         Family::After,
         Family::Kill,
         Family::DiskFull,
+        Family::Io,
     ];
 
     /// The family `simulate --fault-kinds` names `word`.
@@ -129,10 +144,11 @@ impl Family {
             Self::After => "after",
             Self::Kill => "kill",
             Self::DiskFull => "full",
+            Self::Io => "io",
         }
     }
 
-    /// Its kinds, each with its weight (out of 100 when every family is drawn).
+    /// Its kinds, each with its weight (out of 120 when every family is drawn).
     fn kinds(self) -> &'static [(u64, FaultKind)] {
         match self {
             Self::Injected => &[
@@ -143,12 +159,20 @@ impl Family {
             Self::After => &[(15, FaultKind::IoErrAfter)],
             Self::Kill => &[(20, FaultKind::Kill)],
             Self::DiskFull => &[(20, FaultKind::DiskFull)],
+            Self::Io => &[
+                (4, FaultKind::Io(IoFault::Read)),
+                (4, FaultKind::Io(IoFault::Write)),
+                (4, FaultKind::Io(IoFault::WriteFull)),
+                (4, FaultKind::Io(IoFault::Sync)),
+                (4, FaultKind::Io(IoFault::Truncate)),
+            ],
         }
     }
 }
 
 /// One operation's fault: statement `at` of the operation, and the `count - 1` statements after
-/// it (a busy storm; 1 for the other kinds), fail with `kind`.
+/// it (a busy storm; 1 for the other kinds), fail with `kind`; for an I/O fault, the `count`-th
+/// call of its method from statement `at` on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fault {
     /// What goes wrong.
@@ -185,7 +209,10 @@ impl Fault {
             }
             roll -= weight;
         }
-        let count = if kind == FaultKind::Busy { count } else { 1 };
+        let count = match kind {
+            FaultKind::Busy | FaultKind::Io(_) => count,
+            _ => 1,
+        };
         Self { kind, at, count }
     }
 }
@@ -198,6 +225,8 @@ pub struct Fired {
     /// What kind of statement it hit (`BEGIN IMMEDIATE`, `COMMIT`, `read`, `write`), for the
     /// figures.
     pub statement: &'static str,
+    /// For an I/O fault, the file whose call failed (`database`, `WAL`).
+    pub file: Option<&'static str>,
 }
 
 /// A deliberate defect of the fault layer, for the tests that show the checks can fail. Never
@@ -235,15 +264,25 @@ impl Drop for DbFile {
     }
 }
 
-/// A connection to the file with the ledger's pragmas, then `synchronous = OFF`: what the
-/// simulator kills is a process, not the machine, so what SQLite wrote is in the operating
-/// system's cache either way, and syncing it to the disk would only cost time (each checkpoint
-/// syncs the WAL and the database: a few seconds a seed on this machine's disk).
+/// A connection to the file with the ledger's pragmas, through the fault-injecting VFS (whose
+/// `xSync` does not sync: each checkpoint's syncs cost a few seconds a seed on this machine's
+/// disk, and what the simulator kills is a process, not the machine), checkpointing every
+/// [`CHECKPOINT_PAGES`] pages of WAL.
 fn connect(path: &std::path::Path) -> Result<NativeDb, StorageError> {
-    let db = NativeDb::open(path)?;
-    db.set_synchronous("OFF")?;
+    let db = NativeDb::open(format!("file:{}?vfs={}", path.display(), vfs::NAME))?;
+    futures::executor::block_on(db.execute(
+        &format!("PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}"),
+        &[],
+    ))?;
     Ok(db)
 }
+
+/// The simulator's connections checkpoint every this many pages of WAL, not the ledger's 200: an
+/// operation writes a few pages, and a checkpoint (SQLite reading the WAL back, writing the
+/// database, syncing both, truncating) is where most reads, syncs and truncations of a small
+/// database happen, so that an I/O fault armed for one operation meets one about as often as a
+/// write. How often SQLite checkpoints is not the ledger's behaviour.
+const CHECKPOINT_PAGES: u32 = 20;
 
 /// Files made by this process, for unique names.
 static FILES: AtomicU64 = AtomicU64::new(0);
@@ -261,8 +300,10 @@ pub struct FaultyDb {
     /// Statements still to fail once the fault fired.
     failing: Cell<u32>,
     fired: Cell<Option<(Fault, &'static str)>>,
-    /// A real fault put in place (the page limit lowered) that has not made a statement fail
-    /// yet.
+    /// The file an I/O fault failed a call on.
+    fired_file: Cell<Option<&'static str>>,
+    /// A real fault put in place (the page limit lowered, an I/O call armed) that has not made
+    /// anything fail yet.
     pending: Cell<Option<Fault>>,
     /// The connection's `max_page_count` before it was lowered, to raise it back to.
     page_limit: Cell<Option<i64>>,
@@ -285,8 +326,10 @@ impl FaultyDb {
         Ok(Self::new(NativeDb::open(":memory:")?))
     }
 
-    /// A new database file in the temporary directory (`TMPDIR`), removed when dropped.
+    /// A new database file in the temporary directory (`TMPDIR`), removed when dropped,
+    /// opened through the fault-injecting VFS ([`crate::vfs`]).
     pub fn on_file() -> Result<Self, StorageError> {
+        vfs::register().map_err(StorageError::from_sqlite_message)?;
         let path = std::env::temp_dir().join(format!(
             "ledger-sim-{}-{}.db",
             std::process::id(),
@@ -309,6 +352,7 @@ impl FaultyDb {
             statements: Cell::new(0),
             failing: Cell::new(0),
             fired: Cell::new(None),
+            fired_file: Cell::new(None),
             pending: Cell::new(None),
             page_limit: Cell::new(None),
             killed: Cell::new(false),
@@ -334,6 +378,7 @@ impl FaultyDb {
         self.statements.set(0);
         self.failing.set(0);
         self.fired.set(None);
+        self.fired_file.set(None);
         self.pending.set(None);
     }
 
@@ -343,6 +388,7 @@ impl FaultyDb {
     pub fn disarm(&self) -> Result<Fired, &'static str> {
         self.armed.set(None);
         self.failing.set(0);
+        vfs::disarm();
         if self.killed.replace(false) {
             self.reopen();
         }
@@ -356,10 +402,21 @@ impl FaultyDb {
             }
         }
         let pending = self.pending.take();
-        match self.fired.take() {
-            Some((fault, statement)) => Ok(Fired { fault, statement }),
-            None if pending.is_some() => Err("no new page needed"),
-            None => Err("fewer statements"),
+        match (self.fired.take(), pending) {
+            (Some((fault, statement)), _) => Ok(Fired {
+                fault,
+                statement,
+                file: self.fired_file.take(),
+            }),
+            (
+                None,
+                Some(Fault {
+                    kind: FaultKind::Io(_),
+                    ..
+                }),
+            ) => Err("no such I/O call"),
+            (None, Some(_)) => Err("no new page needed"),
+            (None, None) => Err("fewer statements"),
         }
     }
 
@@ -463,6 +520,11 @@ impl FaultyDb {
                     self.pending.set(Some(fault));
                     return Action::Run;
                 }
+                FaultKind::Io(io) => {
+                    vfs::arm(io, fault.count);
+                    self.pending.set(Some(fault));
+                    return Action::Run;
+                }
                 _ => {
                     self.failing.set(fault.count);
                     self.fired.set(Some((fault, statement)));
@@ -503,12 +565,35 @@ impl FaultyDb {
             Action::Fail(error) => Err(error),
             Action::RunThenFail(error) => run().await.and(Err(error)),
         };
-        if let (Some(fault), Err(error)) = (self.pending.get(), &result)
-            && error.message.contains(FaultKind::DiskFull.message())
-        {
-            // SQLite itself answered SQLITE_FULL: the real fault fired here.
-            self.pending.set(None);
-            self.fired.set(Some((fault, statement_kind(sql))));
+        match self.pending.get() {
+            Some(
+                fault @ Fault {
+                    kind: FaultKind::DiskFull,
+                    ..
+                },
+            ) if result
+                .as_ref()
+                .is_err_and(|error| error.message.contains(FaultKind::DiskFull.message())) =>
+            {
+                // SQLite itself answered SQLITE_FULL: the real fault fired here.
+                self.pending.set(None);
+                self.fired.set(Some((fault, statement_kind(sql))));
+            }
+            Some(
+                fault @ Fault {
+                    kind: FaultKind::Io(_),
+                    ..
+                },
+            ) => {
+                if let Some(file) = vfs::take_hit() {
+                    // The I/O call failed while SQLite ran this statement (which may still
+                    // have succeeded: a checkpoint's failure is not the COMMIT's).
+                    self.pending.set(None);
+                    self.fired.set(Some((fault, statement_kind(sql))));
+                    self.fired_file.set(Some(file));
+                }
+            }
+            _ => {}
         }
         if result.is_ok() || is_rollback(sql) {
             match statement_kind(sql) {
@@ -646,5 +731,41 @@ mod tests {
         assert_eq!(count(&db), 1, "the insert ran, inside the open transaction");
         run(&db, "ROLLBACK").unwrap();
         assert_eq!(count(&db), 0);
+    }
+
+    #[test]
+    fn each_io_fault_fails_a_real_call_under_sqlite_and_an_error_means_not_committed() {
+        let db = FaultyDb::on_file().expect("a file");
+        run(&db, "CREATE TABLE t (x BLOB)").unwrap();
+        let mut committed = 0;
+        for io in [
+            IoFault::Read,
+            IoFault::Write,
+            IoFault::WriteFull,
+            IoFault::Sync,
+            IoFault::Truncate,
+        ] {
+            db.arm(Fault {
+                kind: FaultKind::Io(io),
+                at: 0,
+                count: 1,
+            });
+            // Rows of 3 kB: a checkpoint (reads, syncs, a truncation) every few inserts.
+            for _ in 0..1_000 {
+                if run(&db, "INSERT INTO t VALUES (zeroblob(3000))").is_ok() {
+                    committed += 1;
+                }
+                if db.fired.get().is_some() {
+                    break;
+                }
+            }
+            let fired = db.disarm().unwrap_or_else(|why| panic!("{io:?}: {why}"));
+            assert!(fired.file.is_some(), "{io:?}");
+            assert_eq!(
+                count(&db),
+                committed,
+                "{io:?}: every insert answered Ok, no other"
+            );
+        }
     }
 }

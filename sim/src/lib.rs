@@ -18,6 +18,7 @@
 pub mod driver;
 pub mod faults;
 pub mod model;
+pub mod vfs;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -836,10 +837,16 @@ fn faulted(
     };
     let failed = driver::is_storage_failure(&answer);
     let outcome = if failed { "refused" } else { "absorbed" };
+    let file = fired
+        .file
+        .map(|file| format!("fault on the {file} {outcome}"));
     for label in [
         format!("fault {} {outcome}", fired.fault.kind.name()),
         format!("fault at {} {outcome}", fired.statement),
-    ] {
+    ]
+    .into_iter()
+    .chain(file)
+    {
         *tally.entry(label).or_default() += 1;
     }
     if !failed {

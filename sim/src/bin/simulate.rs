@@ -1,7 +1,7 @@
 //! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...]
 //! [--keep I,J,...]`: runs the ledger against the model for COUNT seeds from N, each with N
 //! operations, a storage fault armed on PERCENT in a hundred of them (default 0), of the
-//! families named (`injected`, `after`, `kill`, `full`; default all); on a divergence prints
+//! families named (`injected`, `after`, `kill`, `full`, `io`; default all); on a divergence prints
 //! it, shrinks it and prints the command that replays the shrunk list (exit status 1).
 
 use std::process::ExitCode;
@@ -44,7 +44,7 @@ fn parse() -> Result<Args, String> {
                     .split(',')
                     .map(|word| {
                         Family::parse(word).ok_or_else(|| {
-                            format!("{flag} {word}: one of injected, after, kill, full")
+                            format!("{flag} {word}: one of injected, after, kill, full, io")
                         })
                     })
                     .collect::<Result<_, _>>()?;
