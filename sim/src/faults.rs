@@ -62,6 +62,12 @@ pub enum FaultKind {
     /// throughout (another instance), so the close is not the file's last: no checkpoint, the
     /// WAL stays as the killed connection left it.
     Kill,
+    /// Real: as [`FaultKind::Kill`], but every connection on the file dies (the whole service,
+    /// or the machine's only instance), none of them checkpointing or removing the WAL as they
+    /// go ([`vfs::dying`]): the next connection opened finds the WAL as they left it, with its
+    /// committed frames and any uncommitted ones past them, and must recover the database from
+    /// it.
+    Crash,
     /// Real: `PRAGMA max_page_count` is lowered to the database's size before the statement, so
     /// the first statement that needs a new page gets `SQLITE_FULL` from SQLite itself; the
     /// limit is raised back after the operation (space returns) on the same connection.
@@ -79,7 +85,7 @@ impl FaultKind {
             Self::Busy => "database is locked",
             Self::IoErr | Self::IoErrAfter | Self::Io(_) => "disk I/O error",
             Self::Full | Self::DiskFull => "database or disk is full",
-            Self::Kill => KILLED,
+            Self::Kill | Self::Crash => KILLED,
         }
     }
 
@@ -91,6 +97,7 @@ impl FaultKind {
             Self::Full => "SQLITE_FULL",
             Self::IoErrAfter => "SQLITE_IOERR after the statement ran",
             Self::Kill => "connection killed",
+            Self::Crash => "every connection killed (WAL recovery)",
             Self::DiskFull => "disk full (max_page_count)",
             Self::Io(fault) => fault.name(),
         }
@@ -98,7 +105,10 @@ impl FaultKind {
 
     /// Whether the fault needs the database to be a file (a connection can be reopened on it).
     pub fn needs_file(self) -> bool {
-        matches!(self, Self::Kill | Self::DiskFull | Self::Io(_))
+        matches!(
+            self,
+            Self::Kill | Self::Crash | Self::DiskFull | Self::Io(_)
+        )
     }
 }
 
@@ -114,7 +124,8 @@ pub enum Family {
     Injected,
     /// `after`: IOERR after a statement inside a transaction ran.
     After,
-    /// `kill`: the connection killed mid-operation and reopened.
+    /// `kill`: the connection killed mid-operation and reopened, alone or with every other
+    /// connection on the file.
     Kill,
     /// `full`: a real `SQLITE_FULL` through `max_page_count`.
     DiskFull,
@@ -157,7 +168,7 @@ impl Family {
                 (10, FaultKind::Full),
             ],
             Self::After => &[(15, FaultKind::IoErrAfter)],
-            Self::Kill => &[(20, FaultKind::Kill)],
+            Self::Kill => &[(10, FaultKind::Kill), (10, FaultKind::Crash)],
             Self::DiskFull => &[(20, FaultKind::DiskFull)],
             Self::Io => &[
                 (4, FaultKind::Io(IoFault::Read)),
@@ -249,8 +260,8 @@ struct DbFile {
     path: PathBuf,
     /// A second connection that stays open on the file (another instance of the service): the
     /// ledger's connection is then never the file's last, so closing it (a kill) neither
-    /// checkpoints nor removes the WAL.
-    bystander: Option<NativeDb>,
+    /// checkpoints nor removes the WAL. `None` between a crash and the end of the operation.
+    bystander: RefCell<Option<NativeDb>>,
 }
 
 impl Drop for DbFile {
@@ -335,12 +346,12 @@ impl FaultyDb {
             std::process::id(),
             FILES.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut file = DbFile {
+        let file = DbFile {
             path,
-            bystander: None,
+            bystander: RefCell::new(None),
         };
         let inner = connect(&file.path)?;
-        file.bystander = Some(connect(&file.path)?);
+        *file.bystander.borrow_mut() = Some(connect(&file.path)?);
         Ok(Self::with_file(inner, Some(file)))
     }
 
@@ -420,10 +431,18 @@ impl FaultyDb {
         }
     }
 
-    /// Opens a new connection on the file, as the service does after its process died.
+    /// Opens a new connection on the file, as the service does after its process died (the
+    /// first one after a crash recovers the database from the WAL), and the other instance's
+    /// again if it died too.
     fn reopen(&self) {
         let Some(file) = &self.file else { return };
-        match connect(&file.path) {
+        let reopened = connect(&file.path).and_then(|db| {
+            if file.bystander.borrow().is_none() {
+                *file.bystander.borrow_mut() = Some(connect(&file.path)?);
+            }
+            Ok(db)
+        });
+        match reopened {
             Ok(db) => *self.inner.borrow_mut() = Some(Rc::new(db)),
             Err(error) => {
                 *self.reopen_failed.borrow_mut() =
@@ -448,16 +467,27 @@ impl FaultyDb {
             .ok_or_else(|| StorageError::from_sqlite_message(KILLED))
     }
 
-    /// Closes the connection with its transaction uncommitted (rolled back by SQLite's close).
-    async fn kill(&self) {
+    /// Closes the connection with its transaction uncommitted (rolled back by SQLite's close),
+    /// and with `everyone` the other connection on the file too, both dying
+    /// ([`vfs::dying`]: no checkpoint, the WAL left in place).
+    async fn kill(&self, everyone: bool) {
         let doomed = self.inner.borrow_mut().take();
-        if let Some(doomed) = doomed {
-            if self.sabotage == Sabotage::CommitKilledWork && self.in_transaction.get() {
-                let _ = doomed.execute("COMMIT", &[]).await;
-            }
-            // The only reference: no statement is in flight. Dropping it closes the connection.
-            drop(doomed);
+        if let Some(doomed) = &doomed
+            && self.sabotage == Sabotage::CommitKilledWork
+            && self.in_transaction.get()
+        {
+            let _ = doomed.execute("COMMIT", &[]).await;
         }
+        let other = match (&self.file, everyone) {
+            (Some(file), true) => file.bystander.borrow_mut().take(),
+            _ => None,
+        };
+        vfs::dying(|| {
+            // The only reference to the ledger's connection: no statement is in flight.
+            // Dropping it closes it.
+            drop(doomed);
+            drop(other);
+        });
         self.in_transaction.set(false);
         self.killed.set(true);
     }
@@ -510,9 +540,9 @@ impl FaultyDb {
             && self.pending.get().is_none()
         {
             match fault.kind {
-                FaultKind::Kill => {
+                FaultKind::Kill | FaultKind::Crash => {
                     self.fired.set(Some((fault, statement)));
-                    self.kill().await;
+                    self.kill(fault.kind == FaultKind::Crash).await;
                     return Action::Fail(StorageError::from_sqlite_message(KILLED));
                 }
                 FaultKind::DiskFull => {
@@ -767,5 +797,33 @@ mod tests {
                 "{io:?}: every insert answered Ok, no other"
             );
         }
+    }
+
+    #[test]
+    fn after_every_connection_died_the_next_recovers_what_was_committed_from_the_wal() {
+        let db = FaultyDb::on_file().expect("a file");
+        run(&db, "CREATE TABLE t (x INTEGER)").unwrap();
+        for x in 0..5 {
+            run(&db, &format!("INSERT INTO t VALUES ({x})")).unwrap();
+        }
+        db.arm(Fault {
+            kind: FaultKind::Crash,
+            at: 2,
+            count: 1,
+        });
+        run(&db, "BEGIN IMMEDIATE").unwrap();
+        run(&db, "INSERT INTO t VALUES (99)").unwrap();
+        assert!(run(&db, "COMMIT").is_err(), "killed before COMMIT");
+        let path = &db.file.as_ref().expect("a file").path;
+        let wal = std::fs::metadata(format!("{}-wal", path.display())).expect("the WAL left");
+        assert!(wal.len() > 0, "frames left for the recovery");
+        db.disarm().expect("fired");
+        assert_eq!(
+            count(&db),
+            5,
+            "the committed rows recovered, the killed one not"
+        );
+        run(&db, "INSERT INTO t VALUES (5)").unwrap();
+        assert_eq!(count(&db), 6);
     }
 }

@@ -95,6 +95,21 @@ thread_local! {
     static ARMED: Cell<Option<(IoFault, u32)>> = const { Cell::new(None) };
     /// The file the failed call was on, once one failed.
     static HIT: Cell<Option<&'static str>> = const { Cell::new(None) };
+    /// Connections closing now are dying (see [`dying`]).
+    static DYING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `close` (which drops connections) as if their process died: a connection's close
+/// cannot take the database's exclusive lock, so SQLite takes it for not the file's last one
+/// and neither checkpoints nor removes the WAL and its index, which a killed process would not
+/// have done either. (A process that dies also leaves its locks to the operating system, which
+/// releases them; SQLite's close releases them too, and rolls back, which for a WAL database is
+/// dropping the pages it had not committed.)
+pub fn dying<T>(close: impl FnOnce() -> T) -> T {
+    DYING.set(true);
+    let closed = close();
+    DYING.set(false);
+    closed
 }
 
 /// Arms `fault` on this thread: the `nth` call (1: the next) of its method fails, on any file
@@ -356,6 +371,11 @@ unsafe extern "C" fn file_size(
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
+    // SAFETY: as in `forward!`.
+    let (_, _, kind) = unsafe { unwrap(file) };
+    if DYING.get() && kind == "database" && level == ffi::SQLITE_LOCK_EXCLUSIVE {
+        return ffi::SQLITE_BUSY;
+    }
     forward!(file, xLock, level)
 }
 
