@@ -1,14 +1,16 @@
 //! Storage faults (issue 26, item 3): [`FaultyDb`] wraps the ledger's [`NativeDb`] behind the
 //! [`Storage`] trait and, at one chosen statement of an operation, makes the storage fail.
 //!
-//! Two families of faults. Injected ones answer SQLite's own error for a statement without
-//! SQLite having failed (`SQLITE_BUSY`, `SQLITE_IOERR`, `SQLITE_FULL` before the statement runs,
-//! or `SQLITE_IOERR` after a statement inside a transaction ran), so that the ledger classifies
-//! them as it would real ones. Real ones make SQLite itself fail, on a database file: the
-//! connection is closed mid-operation without `COMMIT` and a new one opened on the file (a
-//! process killed there), `PRAGMA max_page_count` is lowered to the file's size so that a
-//! statement needing a new page gets `SQLITE_FULL` from SQLite and space then returns, or one
-//! I/O call under SQLite fails ([`crate::vfs`]).
+//! Two sorts of faults ([`Family`] groups them for the command line). Injected ones answer
+//! SQLite's own error for a statement without SQLite having failed (`SQLITE_BUSY`,
+//! `SQLITE_IOERR`, `SQLITE_FULL` before the statement runs, or `SQLITE_IOERR` after a statement
+//! inside a transaction ran), so that the ledger classifies them as it would real ones. Real
+//! ones make SQLite itself fail, on a database file: the connection (or every connection on the
+//! file) is closed mid-operation without `COMMIT` and a new one opened on the file (a process
+//! killed there; after a crash of all of them, SQLite recovers the database from the WAL),
+//! `PRAGMA max_page_count` is lowered to the file's size so that a statement needing a new page
+//! gets `SQLITE_FULL` from SQLite and space then returns, or one I/O call under SQLite fails
+//! ([`crate::vfs`]).
 //!
 //! The schedule is part of the [`crate::Scenario`] (drawn from the seed, one optional [`Fault`]
 //! per operation index), so a failure replays from `--seed` and survives shrinking.
@@ -280,7 +282,14 @@ impl Drop for DbFile {
 /// disk, and what the simulator kills is a process, not the machine), checkpointing every
 /// [`CHECKPOINT_PAGES`] pages of WAL.
 fn connect(path: &std::path::Path) -> Result<NativeDb, StorageError> {
-    let db = NativeDb::open(format!("file:{}?vfs={}", path.display(), vfs::NAME))?;
+    // A URI's path escapes what would end it or be decoded in it.
+    let path = path
+        .display()
+        .to_string()
+        .replace('%', "%25")
+        .replace('?', "%3f")
+        .replace('#', "%23");
+    let db = NativeDb::open(format!("file:{path}?vfs={}", vfs::NAME))?;
     futures::executor::block_on(db.execute(
         &format!("PRAGMA wal_autocheckpoint = {CHECKPOINT_PAGES}"),
         &[],
