@@ -70,6 +70,14 @@ pub enum FaultKind {
     /// committed frames and any uncommitted ones past them, and must recover the database from
     /// it.
     Crash,
+    /// Real: the process dies in the middle of a write: from the statement on, the
+    /// `count`-th `xWrite` under SQLite fails ([`crate::vfs`]) and, if the statement then fails
+    /// (a `COMMIT`'s WAL append cut after some of its frames), every connection on the file dies
+    /// there as in a [`FaultKind::Crash`]: the WAL keeps the frames written before the cut, past
+    /// the last commit, and the recovery must ignore them. A cut that SQLite absorbs (a
+    /// checkpoint's write; the statement succeeded) kills nothing: its answer could not be lost
+    /// without losing an acknowledgement, which the simulator does not draw.
+    TornWrite,
     /// Real: `PRAGMA max_page_count` is lowered to the database's size before the statement, so
     /// the first statement that needs a new page gets `SQLITE_FULL` from SQLite itself; the
     /// limit is raised back after the operation (space returns) on the same connection.
@@ -87,7 +95,7 @@ impl FaultKind {
             Self::Busy => "database is locked",
             Self::IoErr | Self::IoErrAfter | Self::Io(_) => "disk I/O error",
             Self::Full | Self::DiskFull => "database or disk is full",
-            Self::Kill | Self::Crash => KILLED,
+            Self::Kill | Self::Crash | Self::TornWrite => KILLED,
         }
     }
 
@@ -100,6 +108,7 @@ impl FaultKind {
             Self::IoErrAfter => "SQLITE_IOERR after the statement ran",
             Self::Kill => "connection killed",
             Self::Crash => "every connection killed (WAL recovery)",
+            Self::TornWrite => "killed mid-write (torn WAL append, recovery)",
             Self::DiskFull => "disk full (max_page_count)",
             Self::Io(fault) => fault.name(),
         }
@@ -109,7 +118,7 @@ impl FaultKind {
     pub fn needs_file(self) -> bool {
         matches!(
             self,
-            Self::Kill | Self::Crash | Self::DiskFull | Self::Io(_)
+            Self::Kill | Self::Crash | Self::TornWrite | Self::DiskFull | Self::Io(_)
         )
     }
 }
@@ -170,7 +179,11 @@ impl Family {
                 (10, FaultKind::Full),
             ],
             Self::After => &[(15, FaultKind::IoErrAfter)],
-            Self::Kill => &[(10, FaultKind::Kill), (10, FaultKind::Crash)],
+            Self::Kill => &[
+                (7, FaultKind::Kill),
+                (7, FaultKind::Crash),
+                (6, FaultKind::TornWrite),
+            ],
             Self::DiskFull => &[(20, FaultKind::DiskFull)],
             Self::Io => &[
                 (4, FaultKind::Io(IoFault::Read)),
@@ -431,7 +444,7 @@ impl FaultyDb {
             (
                 None,
                 Some(Fault {
-                    kind: FaultKind::Io(_),
+                    kind: FaultKind::Io(_) | FaultKind::TornWrite,
                     ..
                 }),
             ) => Err("no such I/O call"),
@@ -564,6 +577,11 @@ impl FaultyDb {
                     self.pending.set(Some(fault));
                     return Action::Run;
                 }
+                FaultKind::TornWrite => {
+                    vfs::arm(IoFault::Write, fault.count);
+                    self.pending.set(Some(fault));
+                    return Action::Run;
+                }
                 _ => {
                     self.failing.set(fault.count);
                     self.fired.set(Some((fault, statement)));
@@ -599,7 +617,7 @@ impl FaultyDb {
                 db.execute(sql, params).await.map(|()| Vec::new())
             }
         };
-        let result = match action {
+        let mut result = match action {
             Action::Run => run().await,
             Action::Fail(error) => Err(error),
             Action::RunThenFail(error) => run().await.and(Err(error)),
@@ -620,7 +638,7 @@ impl FaultyDb {
             }
             Some(
                 fault @ Fault {
-                    kind: FaultKind::Io(_),
+                    kind: FaultKind::Io(_) | FaultKind::TornWrite,
                     ..
                 },
             ) => {
@@ -630,6 +648,13 @@ impl FaultyDb {
                     self.pending.set(None);
                     self.fired.set(Some((fault, statement_kind(sql))));
                     self.fired_file.set(Some(file));
+                    if fault.kind == FaultKind::TornWrite && result.is_err() {
+                        // The process died in that write: SQLite's handling of the error since
+                        // wrote nothing to the files (a WAL transaction's rollback only drops
+                        // pages and index entries), so they are as the death left them.
+                        self.kill(true).await;
+                        result = Err(StorageError::from_sqlite_message(KILLED));
+                    }
                 }
             }
             _ => {}
@@ -834,5 +859,34 @@ mod tests {
         );
         run(&db, "INSERT INTO t VALUES (5)").unwrap();
         assert_eq!(count(&db), 6);
+    }
+
+    #[test]
+    fn a_commit_cut_mid_write_leaves_frames_the_recovery_ignores() {
+        let db = FaultyDb::on_file().expect("a file");
+        run(&db, "CREATE TABLE t (x BLOB)").unwrap();
+        run(&db, "INSERT INTO t VALUES (zeroblob(100))").unwrap();
+        let path = &db.file.as_ref().expect("a file").path;
+        let wal = || std::fs::metadata(format!("{}-wal", path.display())).map(|m| m.len());
+        let before = wal().expect("a WAL");
+        db.arm(Fault {
+            kind: FaultKind::TornWrite,
+            at: 0,
+            count: 3,
+        });
+        run(&db, "BEGIN IMMEDIATE").unwrap();
+        // Ten pages' worth: the COMMIT appends several frames, the third write is cut.
+        run(&db, "INSERT INTO t VALUES (zeroblob(40000))").unwrap();
+        assert!(run(&db, "COMMIT").is_err(), "the COMMIT was cut");
+        assert!(run(&db, "ROLLBACK").is_err(), "the process is gone");
+        assert!(
+            wal().expect("the WAL left") > before,
+            "frames of the cut COMMIT written"
+        );
+        let fired = db.disarm().expect("fired");
+        assert_eq!((fired.statement, fired.file), ("COMMIT", Some("WAL")));
+        assert_eq!(count(&db), 1, "the recovery kept the committed row only");
+        run(&db, "INSERT INTO t VALUES (zeroblob(100))").unwrap();
+        assert_eq!(count(&db), 2);
     }
 }
