@@ -7,7 +7,6 @@ use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::catalog::{Catalog, Direction, UsageKind};
 use ledger::grants::{self, Grant, GrantCategory, GrantInput, GrantScope, GrantStatus};
-use ledger::native::NativeDb;
 use ledger::settlement::{Failure, FailureCode, Report};
 use ledger::usage::{DebitResult, UsageEvent};
 use ledger::workspace::WorkspaceInput;
@@ -15,11 +14,12 @@ use ledger::{LedgerError, audit, calendar, calls, payments, plans, usage, worksp
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use crate::faults::{Fault, FaultyDb, Fired};
+use crate::faults::{Fault, FaultyDb, Fired, Sabotage};
 use crate::model::{Answer, Balances, DebitAnswer, GrantView, PostAnswer, WorkspaceBalances};
 use crate::{CYCLE_START_SECS, Event, GrantTerms, Kind, Number, Op, Usage, WorkspaceSetup};
 
-/// The ledger on an in-memory SQLite database, behind the fault layer.
+/// The ledger on an SQLite database (in memory, or a file for the real faults), behind the
+/// fault layer.
 pub struct Ledger {
     db: FaultyDb,
     catalog: Catalog,
@@ -205,8 +205,15 @@ fn direction(inbound: bool) -> Direction {
 impl Ledger {
     /// A fresh database with the workspaces set up: created, subscribed to their plan with its
     /// first period paid, and their agents' limits put, all at [`CYCLE_START_SECS`].
-    pub fn open(setup: &[WorkspaceSetup]) -> Result<Self, String> {
-        let db = NativeDb::open(":memory:").map_err(|e| e.to_string())?;
+    /// The database is a file (in `TMPDIR`, removed when the ledger is dropped) if `on_file`,
+    /// else in memory.
+    pub fn open(setup: &[WorkspaceSetup], on_file: bool) -> Result<Self, String> {
+        let db = if on_file {
+            FaultyDb::on_file()
+        } else {
+            FaultyDb::in_memory()
+        }
+        .map_err(|e| e.to_string())?;
         block_on(ledger::schema::migrate(&db)).map_err(|e| e.to_string())?;
         let catalog = Catalog::default_catalog().map_err(|e| e.to_string())?;
         for (index, ws) in setup.iter().enumerate() {
@@ -258,7 +265,7 @@ impl Ledger {
             }
         }
         Ok(Self {
-            db: FaultyDb::new(db),
+            db,
             catalog,
             workspaces: setup.to_vec(),
             grant_keys: vec![BTreeMap::new(); setup.len()],
@@ -270,15 +277,15 @@ impl Ledger {
         self.db.arm(fault);
     }
 
-    /// Disarms the fault, and says where it fired (`None`: it did not).
-    pub fn disarm(&self) -> Option<Fired> {
+    /// Disarms the fault, and says where it fired, or why it did not.
+    pub fn disarm(&self) -> Result<Fired, &'static str> {
         self.db.disarm()
     }
 
-    /// Test knob: faults fail their statement after it ran (see `FaultyDb`).
+    /// Test knob: a deliberate defect of the fault layer (see [`Sabotage`]).
     #[doc(hidden)]
-    pub fn lose_acknowledgements(&mut self) {
-        self.db.lose_acknowledgements();
+    pub fn sabotage(&mut self, sabotage: Sabotage) {
+        self.db.sabotage(sabotage);
     }
 
     /// Runs one operation at the simulated time `now_secs`.

@@ -19,11 +19,12 @@ pub mod driver;
 pub mod faults;
 pub mod model;
 pub mod soak;
+pub mod vfs;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use faults::{Fault, FaultKind};
+use faults::{Fault, Sabotage};
 
 /// 2026-11-01T00:00:00Z: every workspace subscribes then, so its cycle ends on December 1.
 pub const CYCLE_START_SECS: i64 = 1_793_491_200;
@@ -339,40 +340,37 @@ const FAULT_SALT: u64 = 0x5EED_FA17_0000_0001;
 
 impl Scenario {
     /// This scenario with a storage fault armed on about `percent` in a hundred of its
-    /// operations that reach the ledger (a clock step runs no statement): SQLITE_BUSY half of the
-    /// time (a single one, or a storm of up to [`faults::BUSY_STORM_MAX`] statements),
-    /// SQLITE_IOERR and SQLITE_FULL a quarter each, at statement 0 or 1 of the operation half of
-    /// the time, else at statement 0 to [`faults::STATEMENT_INDEX_MAX`].
-    pub fn with_faults(mut self, percent: u64) -> Self {
+    /// operations that reach the ledger (a clock step runs no statement), of every kind
+    /// ([`Scenario::with_faults_of`]).
+    pub fn with_faults(self, percent: u64) -> Self {
+        self.with_faults_of(percent, &faults::Family::ALL)
+    }
+
+    /// This scenario with a storage fault of the `families` armed on about `percent` in a
+    /// hundred of its operations that reach the ledger, drawn by [`Fault::draw`]: at statement
+    /// 0 or 1 of the operation half of the time, else at statement 0 to
+    /// [`faults::STATEMENT_INDEX_MAX`].
+    pub fn with_faults_of(mut self, percent: u64, families: &[faults::Family]) -> Self {
         let mut rng = Rng::new(self.seed ^ FAULT_SALT);
         self.faults = self
             .ops
             .iter()
             .map(|op| {
                 // Drawn for every operation, so that each one's fault depends only on the seed.
-                let (hit, kind, early, count) = (
-                    rng.chance(percent),
-                    rng.index(4),
-                    rng.chance(50),
-                    rng.range(1, i64::from(faults::BUSY_STORM_MAX)) as u32,
-                );
-                // Half on the first two statements (most operations run only those: a hot
-                // path's read and guarded write), half anywhere in a long transaction.
-                let at = rng.index(if early {
-                    2
-                } else {
-                    faults::STATEMENT_INDEX_MAX + 1
-                });
-                let kind = match kind {
-                    0 | 1 => FaultKind::Busy,
-                    2 => FaultKind::IoErr,
-                    _ => FaultKind::Full,
-                };
-                let count = if kind == FaultKind::Busy { count } else { 1 };
-                (hit && !matches!(op, Op::Advance { .. })).then_some(Fault { kind, at, count })
+                let hit = rng.chance(percent);
+                let fault = Fault::draw(&mut rng, families);
+                (hit && !matches!(op, Op::Advance { .. })).then_some(fault)
             })
             .collect();
         self
+    }
+
+    /// Whether a fault of the schedule needs the database to be a file (else it is in memory).
+    pub fn on_file(&self) -> bool {
+        self.faults
+            .iter()
+            .flatten()
+            .any(|fault| fault.kind.needs_file())
     }
 }
 
@@ -714,7 +712,7 @@ pub type Tally = BTreeMap<String, usize>;
 /// Runs the operations of `scenario` whose indices are in `keep` (all when `None`), in order, on
 /// a fresh database and a fresh model. `Ok` with the tally of outcomes, or the first divergence.
 pub fn run(scenario: &Scenario, keep: Option<&[usize]>) -> Result<Tally, Box<Divergence>> {
-    run_on(scenario, keep, false)
+    run_on(scenario, keep, Sabotage::None)
 }
 
 /// [`run`] with every fault failing its statement after it ran (a lost acknowledgement), which
@@ -722,13 +720,21 @@ pub fn run(scenario: &Scenario, keep: Option<&[usize]>) -> Result<Tally, Box<Div
 /// catch a write that was not undone (`tests/faults.rs`).
 #[doc(hidden)]
 pub fn run_losing_acknowledgements(scenario: &Scenario) -> Result<Tally, Box<Divergence>> {
-    run_on(scenario, None, true)
+    run_on(scenario, None, Sabotage::LoseAcknowledgements)
+}
+
+/// [`run`] with a killed connection committing what its transaction had done before it is
+/// closed: the proof that the checks of a killed attempt catch work that survived the kill
+/// (`tests/faults.rs`).
+#[doc(hidden)]
+pub fn run_committing_killed_work(scenario: &Scenario) -> Result<Tally, Box<Divergence>> {
+    run_on(scenario, None, Sabotage::CommitKilledWork)
 }
 
 fn run_on(
     scenario: &Scenario,
     keep: Option<&[usize]>,
-    lose_acknowledgements: bool,
+    sabotage: Sabotage,
 ) -> Result<Tally, Box<Divergence>> {
     let indices: Vec<usize> = match keep {
         Some(keep) => keep.to_vec(),
@@ -743,11 +749,9 @@ fn run_on(
             actual,
         })
     };
-    let mut ledger = driver::Ledger::open(&scenario.workspaces)
+    let mut ledger = driver::Ledger::open(&scenario.workspaces, scenario.on_file())
         .map_err(|failure| diverged(None, "a ledger set up".into(), failure))?;
-    if lose_acknowledgements {
-        ledger.lose_acknowledgements();
-    }
+    ledger.sabotage(sabotage);
     let mut model = model::Model::new(&scenario.workspaces, CYCLE_START_SECS + 3_600);
     let mut tally = Tally::new();
     for (step, &index) in indices.iter().enumerate() {
@@ -825,18 +829,25 @@ fn faulted(
 ) -> Result<(model::Answer, bool), (String, String)> {
     ledger.arm(fault);
     let answer = ledger.apply(op, now);
-    let Some(fired) = ledger.disarm() else {
-        *tally
-            .entry("fault escaped (fewer statements)".into())
-            .or_default() += 1;
-        return Ok((answer, false));
+    let fired = match ledger.disarm() {
+        Ok(fired) => fired,
+        Err(why) => {
+            *tally.entry(format!("fault escaped ({why})")).or_default() += 1;
+            return Ok((answer, false));
+        }
     };
     let failed = driver::is_storage_failure(&answer);
     let outcome = if failed { "refused" } else { "absorbed" };
+    let file = fired
+        .file
+        .map(|file| format!("fault on the {file} {outcome}"));
     for label in [
         format!("fault {} {outcome}", fired.fault.kind.name()),
         format!("fault at {} {outcome}", fired.statement),
-    ] {
+    ]
+    .into_iter()
+    .chain(file)
+    {
         *tally.entry(label).or_default() += 1;
     }
     if !failed {

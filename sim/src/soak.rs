@@ -136,7 +136,7 @@ impl Soak {
         SeedRun {
             seed,
             ops: self.ops,
-            faults_percent: if seed % 4 == 0 {
+            faults_percent: if seed.is_multiple_of(4) {
                 self.faults_percent
             } else {
                 0

@@ -1,16 +1,19 @@
-//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]`: runs
-//! the ledger against the model for COUNT seeds from N, each with N operations, a storage fault
-//! armed on PERCENT in a hundred of them (default 0); on a divergence prints it, shrinks it and
-//! prints the command that replays the shrunk list (exit status 1).
+//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...]
+//! [--keep I,J,...]`: runs the ledger against the model for COUNT seeds from N, each with N
+//! operations, a storage fault armed on PERCENT in a hundred of them (default 0), of the
+//! families named (`injected`, `after`, `kill`, `full`, `io`; default all); on a divergence prints
+//! it, shrinks it and prints the command that replays the shrunk list (exit status 1).
 //!
 //! `simulate --soak SECS [--seed N] [--jobs J] [--faults PERCENT]`: the soak (`ledger_sim::soak`):
 //! seeds from N (default: drawn from the clock, printed) on J threads (default: every core)
-//! until SECS have passed, faults on PERCENT (default 5) of every fourth seed's operations; a
+//! until SECS have passed, faults of every family on PERCENT (default 5) of every fourth seed's
+//! operations; a
 //! divergence is recorded in `sim/found-seeds.txt`, which the CI budget replays.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use ledger_sim::faults::Family;
 use ledger_sim::soak::{FOUND_SEEDS, Soak, SoakReport};
 use ledger_sim::{Scenario, Tally, generate, run, shrink};
 
@@ -19,6 +22,7 @@ struct Args {
     seeds: u64,
     ops: usize,
     faults_percent: Option<u64>,
+    families: Vec<Family>,
     keep: Option<Vec<usize>>,
     soak_secs: Option<u64>,
     seed_given: bool,
@@ -31,6 +35,7 @@ fn parse() -> Result<Args, String> {
         seeds: 1,
         ops: 2_000,
         faults_percent: None,
+        families: Family::ALL.to_vec(),
         keep: None,
         soak_secs: None,
         seed_given: false,
@@ -52,6 +57,16 @@ fn parse() -> Result<Args, String> {
             "--seeds" => args.seeds = value.parse().map_err(bad)?,
             "--ops" => args.ops = value.parse().map_err(bad)?,
             "--faults" => args.faults_percent = Some(value.parse().map_err(bad)?),
+            "--fault-kinds" => {
+                args.families = value
+                    .split(',')
+                    .map(|word| {
+                        Family::parse(word).ok_or_else(|| {
+                            format!("{flag} {word}: one of injected, after, kill, full, io")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
             "--keep" => {
                 args.keep = Some(
                     value
@@ -63,7 +78,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...] [--keep I,J,...], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
                 ));
             }
         }
@@ -87,7 +102,7 @@ fn main() -> ExitCode {
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let scenario = generate(seed, args.ops).with_faults(faults_percent);
+        let scenario = generate(seed, args.ops).with_faults_of(faults_percent, &args.families);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
                 total_ops += args.keep.as_ref().map_or(args.ops, Vec::len);
@@ -100,7 +115,14 @@ fn main() -> ExitCode {
                 if args.keep.is_some() {
                     return ExitCode::FAILURE;
                 }
-                print_shrunk(&scenario, &divergence, seed, args.ops, faults_percent);
+                print_shrunk(
+                    &scenario,
+                    &divergence,
+                    seed,
+                    args.ops,
+                    faults_percent,
+                    &args.families,
+                );
                 return ExitCode::FAILURE;
             }
         }
@@ -124,6 +146,7 @@ fn print_shrunk(
     seed: u64,
     ops: usize,
     faults_percent: u64,
+    families: &[Family],
 ) {
     println!("shrinking...");
     let (keep, shrunk) = shrink(scenario, divergence);
@@ -133,8 +156,10 @@ fn print_shrunk(
     }
     println!("{shrunk}");
     let list: Vec<String> = keep.iter().map(usize::to_string).collect();
+    let words: Vec<&str> = families.iter().map(|f| f.word()).collect();
     println!(
-        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --keep {}",
+        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --fault-kinds {} --keep {}",
+        words.join(","),
         list.join(","),
     );
 }
@@ -201,6 +226,7 @@ fn soak(args: &Args, secs: u64) -> ExitCode {
                 seed_run.seed,
                 seed_run.ops,
                 seed_run.faults_percent,
+                &Family::ALL,
             );
             ExitCode::FAILURE
         }
