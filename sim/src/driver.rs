@@ -8,6 +8,8 @@ use ledger::agents::{self, AgentLimits, OveragePolicy};
 use ledger::catalog::{Catalog, Direction, UsageKind};
 use ledger::grants::{self, Grant, GrantCategory, GrantInput, GrantScope, GrantStatus};
 use ledger::native::NativeDb;
+use ledger::plan_change::{self, PlanChangePlan};
+use ledger::plans::{PlanChange, StartedSubscription};
 use ledger::settlement::{Failure, FailureCode, Report};
 use ledger::usage::{DebitResult, UsageEvent};
 use ledger::workspace::WorkspaceInput;
@@ -16,7 +18,9 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::faults::{Fault, FaultyDb, Fired};
-use crate::model::{Answer, Balances, DebitAnswer, GrantView, PostAnswer, WorkspaceBalances};
+use crate::model::{
+    Answer, Balances, DebitAnswer, GrantView, PlanChangeAnswer, PostAnswer, WorkspaceBalances,
+};
 use crate::{CYCLE_START_SECS, Event, GrantTerms, Kind, Number, Op, Usage, WorkspaceSetup};
 
 /// The ledger on an in-memory SQLite database, behind the fault layer.
@@ -112,6 +116,60 @@ fn grant_view(keys: &BTreeMap<String, u32>, grant: &Grant) -> GrantView {
     }
 }
 
+/// A plan id the ledger answered, as the model names it.
+fn plan_name(id: &str) -> &'static str {
+    match id {
+        "free" => "free",
+        "basic" => "basic",
+        "professional" => "professional",
+        _ => "a plan the catalog does not have",
+    }
+}
+
+fn plan_change_answer(change: PlanChange) -> PlanChangeAnswer {
+    PlanChangeAnswer {
+        action: change.action,
+        plan: plan_name(&change.plan_id),
+        pending_plan: change.pending_plan_id.as_deref().map(plan_name),
+        effective_at_secs: calendar::parse_rfc3339("effective_at", &change.effective_at)
+            .unwrap_or(i64::MIN),
+        credits_micros: micros(change.credits_granted),
+    }
+}
+
+/// `POST .../subscription {"plan_id"}` as the user-api component runs it once Stripe's side is
+/// done (`components/user-api/src/subscription.rs`): the ledger plans it; a first paid
+/// subscription is claimed, then started on the subscription Stripe created (charged at once or
+/// not, as `first_period_paid` says); anything else is `plans::change_plan` with the period paid.
+async fn change_plan<S: ledger::Storage>(
+    db: &S,
+    catalog: &Catalog,
+    ws: usize,
+    plan_id: &str,
+    first_period_paid: bool,
+    now_secs: i64,
+) -> Result<PlanChange, LedgerError> {
+    let id = ws_id(ws);
+    let subscriber = plan_change::subscriber(db, &id).await?;
+    match plan_change::plan_change(&subscriber, catalog, plan_id, true)? {
+        PlanChangePlan::LedgerOnly | PlanChangePlan::Change(_) => {
+            plans::change_plan(db, catalog, &id, plan_id, true, now_secs).await
+        }
+        PlanChangePlan::Start(start) => {
+            let claim = plans::subscription_claim(now_secs, &id);
+            plans::claim_subscription(db, &id, &claim, now_secs).await?;
+            let subscription_id = format!("sub_{id}_{now_secs}");
+            let started = StartedSubscription {
+                plan_id: &start.plan_id,
+                claim: &claim,
+                subscription_id: &subscription_id,
+                first_period_paid,
+            };
+            plans::start_subscription(db, catalog, &id, started, now_secs).await
+        }
+    }
+}
+
 /// Micro-units of a decimal the ledger answered (always whole micro-units).
 fn micros(value: Decimal) -> i64 {
     (value * Decimal::from(1_000_000))
@@ -190,6 +248,10 @@ pub fn is_storage_failure(answer: &Answer) -> bool {
         Answer::Granted(result) => failed(result),
         Answer::Voided(result) => failed(result),
         Answer::GrantsExpired(posted) => *posted == usize::MAX,
+        Answer::Renewed(result) => failed(result),
+        Answer::InvoicePaid(result) => failed(result),
+        Answer::PlanChanged(result) => failed(result),
+        Answer::PendingCancelled(result) => failed(result),
         Answer::Advanced => false,
     }
 }
@@ -225,11 +287,20 @@ impl Ledger {
                 CYCLE_START_SECS,
             ))
             .map_err(|e| e.to_string())?;
+            // Every workspace has a card on file (a paid plan needs one).
+            let card = payments::PaymentMethod {
+                id: format!("pm_{id}"),
+                brand: "visa".into(),
+                last4: "4242".into(),
+                exp_month: 8,
+                exp_year: 2030,
+            };
+            block_on(payments::set_payment_method(&db, &id, &card)).map_err(|e| e.to_string())?;
             if let Some(plan) = ws.plan.id() {
-                block_on(plans::change_plan(
+                block_on(change_plan(
                     &db,
                     &catalog,
-                    &id,
+                    index,
                     plan,
                     true,
                     CYCLE_START_SECS,
@@ -429,6 +500,70 @@ impl Ledger {
             Op::ExpireGrants => Answer::GrantsExpired(
                 block_on(grants::expire_due(db, now_secs)).unwrap_or(usize::MAX),
             ),
+            Op::Renew => Answer::Renewed(
+                block_on(plans::renew_due(
+                    db,
+                    catalog,
+                    now_secs,
+                    plans::RENEWAL_BATCH_MAX,
+                ))
+                .map(|report| {
+                    (
+                        report.workspaces_renewed,
+                        report.cycles_advanced,
+                        report.workspaces_failed,
+                    )
+                })
+                .map_err(|refused| code(&refused)),
+            ),
+            Op::InvoicePaid {
+                ws,
+                invoice,
+                next,
+                offset_secs,
+            } => Answer::InvoicePaid(
+                block_on(async {
+                    // Stripe knows the period it bills: the workspace's cycle as the ledger has
+                    // it (the balances compare it with the model's after every step).
+                    let state = workspace::get(db, &ws_id(*ws)).await?;
+                    let base = if *next {
+                        state.cycle_end_at
+                    } else {
+                        state.cycle_start_at
+                    };
+                    let period = base.unwrap_or(now_secs) + offset_secs;
+                    plans::record_invoice_paid(
+                        db,
+                        &ws_id(*ws),
+                        &format!("in_{invoice}"),
+                        period,
+                        now_secs,
+                    )
+                    .await
+                })
+                .map(micros)
+                .map_err(|refused| code(&refused)),
+            ),
+            Op::ChangePlan {
+                ws,
+                plan,
+                first_period_paid,
+            } => Answer::PlanChanged(
+                block_on(change_plan(
+                    db,
+                    catalog,
+                    *ws,
+                    plan.id().unwrap_or("none"),
+                    *first_period_paid,
+                    now_secs,
+                ))
+                .map(plan_change_answer)
+                .map_err(|refused| code(&refused)),
+            ),
+            Op::CancelPendingChange { ws } => Answer::PendingCancelled(
+                block_on(plans::cancel_pending_change(db, &ws_id(*ws)))
+                    .map_err(|refused| code(&refused)),
+            ),
             Op::Advance { .. } => Answer::Advanced,
         }
     }
@@ -532,6 +667,11 @@ impl Ledger {
                         })
                         .collect(),
                     grants: grants.next().unwrap_or_default(),
+                    plans: (
+                        ws.plan_id.as_deref().map(plan_name),
+                        ws.pending_plan_id.as_deref().map(plan_name),
+                    ),
+                    cycle: (ws.cycle_start_at, ws.cycle_end_at),
                 }
             })
             .collect();

@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::{DAY_SECS, Event, GrantTerms, Kind, Number, Op, Plan, Usage, WorkspaceSetup};
+use crate::{
+    CYCLE_START_SECS, DAY_SECS, Event, GrantTerms, Kind, Number, Op, Plan, Usage, WorkspaceSetup,
+    civil_from_days, next_cycle_start_secs,
+};
 
 /// One credit, in micro-credits.
 const CREDIT_MICROS: i64 = 1_000_000;
@@ -28,6 +31,9 @@ const UNBOUNDED_MICROS: i64 = i64::MAX / 4;
 /// R22: a grant's priority when it names none, and the range it must be in.
 const GRANT_PRIORITY_DEFAULT: i64 = 50;
 const GRANT_PRIORITY_MAX: i64 = 100;
+/// Decisions ("Plans and cycles"): an invoice pays for the cycle starting within 2 days of its
+/// period's start, either way (Stripe's anchor has a time of day, ours is midnight).
+const INVOICE_SLACK_SECS: i64 = 2 * DAY_SECS;
 
 /// What an operation answered: the same shape from the model and from the ledger, amounts in
 /// micro-credits, refusals by their contract error code.
@@ -55,6 +61,14 @@ pub enum Answer {
     Voided(Result<GrantView, &'static str>),
     /// The grants' expiry sweep: how many expiries it posted.
     GrantsExpired(usize),
+    /// The renewal pass: (workspaces renewed, cycles advanced, workspaces failed).
+    Renewed(Result<(usize, usize, usize), &'static str>),
+    /// An invoice recorded: the plan credits it granted.
+    InvoicePaid(Result<i64, &'static str>),
+    /// A plan change, or the code refusing it.
+    PlanChanged(Result<PlanChangeAnswer, &'static str>),
+    /// A pending change cancelled, or the code refusing it.
+    PendingCancelled(Result<(), &'static str>),
     /// The clock moved.
     Advanced,
 }
@@ -93,6 +107,16 @@ impl Answer {
             Self::Voided(result) => vec![of("void", result)],
             Self::GrantsExpired(0) => vec!["grant sweep none".into()],
             Self::GrantsExpired(_) => vec!["grant sweep posted".into()],
+            Self::Renewed(Ok((0, _, _))) => vec!["renew none due".into()],
+            Self::Renewed(Ok((renewed, cycles, _))) if cycles > renewed => {
+                vec!["renew caught up several cycles".into()]
+            }
+            Self::Renewed(result) => vec![of("renew", result)],
+            Self::InvoicePaid(Ok(0)) => vec!["invoice granted nothing".into()],
+            Self::InvoicePaid(result) => vec![of("invoice granted", result)],
+            Self::PlanChanged(Ok(change)) => vec![format!("plan {}", change.action)],
+            Self::PlanChanged(result) => vec![of("plan change", result)],
+            Self::PendingCancelled(result) => vec![of("cancel pending", result)],
             Self::Advanced => vec!["advance".into()],
         }
     }
@@ -140,6 +164,22 @@ pub struct PostAnswer {
     pub plan_after_micros: i64,
 }
 
+/// A plan change's answer (`PlanChange`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanChangeAnswer {
+    /// `subscribed`, `upgraded`, `downgrade_scheduled`, `pending_change_cancelled` or
+    /// `unchanged`.
+    pub action: &'static str,
+    /// The plan in force after it.
+    pub plan: &'static str,
+    /// The plan waiting for the next cycle.
+    pub pending_plan: Option<&'static str>,
+    /// When it takes (took) effect.
+    pub effective_at_secs: i64,
+    /// Plan credits it granted.
+    pub credits_micros: i64,
+}
+
 /// Every balance the simulation compares after each step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Balances {
@@ -165,6 +205,10 @@ pub struct WorkspaceBalances {
     /// Its grants by key: (key, remaining as its entries left it, held). An expiry the sweep has
     /// not posted yet is still in the remaining here; [`GrantView`] shows it applied.
     pub grants: Vec<(u32, i64, i64)>,
+    /// The plan in force, and the one pending for the next cycle.
+    pub plans: (Option<&'static str>, Option<&'static str>),
+    /// The cycle in force: its start and end.
+    pub cycle: (Option<i64>, Option<i64>),
 }
 
 /// A grant as the ledger shows it at the time of the read (`grants::list`, a create's or a
@@ -313,16 +357,45 @@ struct Agent {
     monthly_limit_micros: Option<i64>,
     daily_call_limit: Option<i64>,
     max_concurrent_calls: Option<i64>,
+    /// Spent in the cycle that started at `spent_cycle_start` (R6: a new cycle starts it at 0).
     spent_micros: i64,
+    spent_cycle_start: i64,
     held_micros: i64,
     calls_in_progress: i64,
     /// (UTC day number, calls authorized on it).
     calls_on_day: (i64, i64),
 }
 
+impl Agent {
+    /// What it spent in the cycle starting at `cycle_start` (0 if its spending is of another).
+    fn spent_in(&self, cycle_start: i64) -> i64 {
+        if self.spent_cycle_start == cycle_start {
+            self.spent_micros
+        } else {
+            0
+        }
+    }
+
+    fn spend(&mut self, cycle_start: i64, micros: i64) {
+        self.spent_micros = self.spent_in(cycle_start) + micros;
+        self.spent_cycle_start = cycle_start;
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Workspace {
-    configured: bool,
+    /// The plan in force (R3: none, billing not configured).
+    plan: Option<Plan>,
+    /// A downgrade waiting for the next cycle (R15).
+    pending: Option<Plan>,
+    /// R13: the day of the month cycles start on.
+    anchor_day: i64,
+    cycle_start: Option<i64>,
+    cycle_end: Option<i64>,
+    /// Whether the cycle in force had its plan credits (R13, once per cycle).
+    cycle_granted: bool,
+    /// Whether a paid subscription was started at Stripe (its id is recorded).
+    stripe_subscription: bool,
     plan_micros: i64,
     wallet_micros: i64,
     held_plan_micros: i64,
@@ -336,6 +409,60 @@ struct Workspace {
 }
 
 impl Workspace {
+    /// R6: the cycle the agents' spending counts in (0 without one).
+    fn spend_cycle(&self) -> i64 {
+        self.cycle_start.unwrap_or(0)
+    }
+
+    /// Decisions ("Paid plans through Stripe"): a Stripe subscription on a plan with a fee.
+    fn paid_subscription_in_force(&self) -> bool {
+        self.stripe_subscription
+            && self
+                .plan
+                .is_some_and(|plan| plan_price_money_micros(plan) > 0)
+    }
+
+    /// R13: grants the cycle's plan credits, once per cycle; returns them. Credit that makes
+    /// something available again ends the grace period (R7).
+    fn grant_cycle(&mut self) -> i64 {
+        let Some(plan) = self.plan else { return 0 };
+        if self.cycle_granted {
+            return 0;
+        }
+        self.cycle_granted = true;
+        let credits = plan_credits_micros(plan);
+        self.credit_plan(credits);
+        credits
+    }
+
+    fn credit_plan(&mut self, micros: i64) {
+        if micros <= 0 {
+            return;
+        }
+        self.plan_micros += micros;
+        if self.plan_free_micros() > 0 || self.wallet_free_micros() > 0 {
+            self.exhausted_at_secs = None;
+        }
+    }
+
+    /// R13, decisions: subscribes to `plan` now, on a cycle anchored on today (UTC), its
+    /// credits at once unless they wait for a paid plan's first invoice. Returns them.
+    fn subscribe(&mut self, plan: Plan, awaiting_payment: bool, now_secs: i64) -> i64 {
+        let today = now_secs.div_euclid(DAY_SECS);
+        let (_, _, day) = civil_from_days(today);
+        self.plan = Some(plan);
+        self.pending = None;
+        self.anchor_day = day;
+        self.cycle_start = Some(today * DAY_SECS);
+        self.cycle_end = Some(next_cycle_start_secs(today * DAY_SECS, day));
+        self.cycle_granted = false;
+        if awaiting_payment {
+            0
+        } else {
+            self.grant_cycle()
+        }
+    }
+
     fn plan_free_micros(&self) -> i64 {
         (self.plan_micros - self.held_plan_micros).max(0)
     }
@@ -392,10 +519,9 @@ impl Workspace {
         now_secs: i64,
     ) -> Result<Funding, &'static str> {
         let setup = &self.agents[agent];
-        if setup
-            .monthly_limit_micros
-            .is_some_and(|limit| setup.spent_micros + setup.held_micros + amount_micros > limit)
-        {
+        if setup.monthly_limit_micros.is_some_and(|limit| {
+            setup.spent_in(self.spend_cycle()) + setup.held_micros + amount_micros > limit
+        }) {
             return Err("limit_reached");
         }
         let mut funding = Funding {
@@ -476,6 +602,8 @@ struct Call {
     expires_at_secs: i64,
     status: CallStatus,
     posted: Option<PostAnswer>,
+    /// The cycle it was authorized in (for the tally of calls held over a renewal).
+    cycle_start: Option<i64>,
 }
 
 impl Call {
@@ -509,6 +637,8 @@ pub struct Model {
     /// Authorization order, for the sweep's order among equal expiries.
     call_order: Vec<u32>,
     payments: BTreeMap<u32, Payment>,
+    /// Invoices recorded, by id number: (workspace, the period's start).
+    invoices: BTreeMap<u32, (usize, i64)>,
     /// How often the rarer grant paths ran, for the tally (`notes`).
     notes: BTreeMap<&'static str, usize>,
 }
@@ -521,6 +651,30 @@ fn plan_credits_micros(plan: Plan) -> i64 {
         Plan::Basic => 1_000 * CREDIT_MICROS,
         Plan::Professional => 5_000 * CREDIT_MICROS,
     }
+}
+
+/// R13: a plan's fee, in micro-units of the currency (the shipped catalog).
+fn plan_price_money_micros(plan: Plan) -> i64 {
+    match plan {
+        Plan::None | Plan::Free => 0,
+        Plan::Basic => 29_000_000,
+        Plan::Professional => 99_000_000,
+    }
+}
+
+/// R2: the plan credits a cycle's end keeps (Professional: up to 1,000).
+fn rollover_max_micros(plan: Plan) -> i64 {
+    if plan == Plan::Professional {
+        1_000 * CREDIT_MICROS
+    } else {
+        0
+    }
+}
+
+/// Decisions ("Plans and cycles"): an upgrade is a higher (price, monthly credits).
+fn is_upgrade(from: Plan, to: Plan) -> bool {
+    (plan_price_money_micros(to), plan_credits_micros(to))
+        > (plan_price_money_micros(from), plan_credits_micros(from))
 }
 
 /// R24, R26: what a call's posting takes of each grant (index, credits) from `budget`: what the
@@ -612,7 +766,14 @@ impl Model {
         let workspaces = setup
             .iter()
             .map(|ws| Workspace {
-                configured: ws.plan != Plan::None,
+                plan: (ws.plan != Plan::None).then_some(ws.plan),
+                pending: None,
+                anchor_day: 1,
+                cycle_start: (ws.plan != Plan::None).then_some(CYCLE_START_SECS),
+                cycle_end: (ws.plan != Plan::None)
+                    .then(|| next_cycle_start_secs(CYCLE_START_SECS, 1)),
+                cycle_granted: ws.plan != Plan::None,
+                stripe_subscription: plan_price_money_micros(ws.plan) > 0,
                 plan_micros: plan_credits_micros(ws.plan),
                 wallet_micros: 0,
                 held_plan_micros: 0,
@@ -627,6 +788,7 @@ impl Model {
                         daily_call_limit: agent.daily_call_limit.map(i64::from),
                         max_concurrent_calls: agent.max_concurrent_calls.map(i64::from),
                         spent_micros: 0,
+                        spent_cycle_start: 0,
                         held_micros: 0,
                         calls_in_progress: 0,
                         calls_on_day: (0, 0),
@@ -642,6 +804,7 @@ impl Model {
             calls: BTreeMap::new(),
             call_order: Vec::new(),
             payments: BTreeMap::new(),
+            invoices: BTreeMap::new(),
             notes: BTreeMap::new(),
         }
     }
@@ -680,10 +843,16 @@ impl Model {
                         .map(|agent| {
                             let (day, calls) = agent.calls_on_day;
                             let today_calls = if day == today { calls } else { 0 };
-                            (agent.spent_micros, today_calls, agent.calls_in_progress)
+                            (
+                                agent.spent_in(ws.spend_cycle()),
+                                today_calls,
+                                agent.calls_in_progress,
+                            )
                         })
                         .collect(),
                     grants: ws.grant_rows(),
+                    plans: (ws.plan.and_then(Plan::id), ws.pending.and_then(Plan::id)),
+                    cycle: (ws.cycle_start, ws.cycle_end),
                 })
                 .collect(),
         }
@@ -729,6 +898,27 @@ impl Model {
             Op::Grant { ws, key, terms } => Answer::Granted(self.grant(*ws, *key, terms)),
             Op::Void { ws, key } => Answer::Voided(self.void(*ws, *key)),
             Op::ExpireGrants => Answer::GrantsExpired(self.expire_grants()),
+            Op::Renew => Answer::Renewed(Ok(self.renew())),
+            Op::InvoicePaid {
+                ws,
+                invoice,
+                next,
+                offset_secs,
+            } => Answer::InvoicePaid(Ok(self.invoice_paid(*ws, *invoice, *next, *offset_secs))),
+            Op::ChangePlan {
+                ws,
+                plan,
+                first_period_paid,
+            } => Answer::PlanChanged(self.change_plan(*ws, *plan, *first_period_paid)),
+            Op::CancelPendingChange { ws } => {
+                Answer::PendingCancelled(match &mut self.workspaces[*ws].pending {
+                    None => Err("not_found"),
+                    pending => {
+                        *pending = None;
+                        Ok(())
+                    }
+                })
+            }
             Op::Advance { secs } => {
                 self.now_secs += secs;
                 Answer::Advanced
@@ -748,7 +938,7 @@ impl Model {
                 Err("idempotency_conflict")
             };
         }
-        if !ws.configured {
+        if ws.plan.is_none() {
             return Err("billing_not_configured");
         }
         let cost = usage_cost_micros(event.usage);
@@ -758,7 +948,8 @@ impl Model {
         for &(index, micros) in &funding.grants {
             ws.grants[index].remaining_micros -= micros;
         }
-        ws.agents[event.agent].spent_micros += cost;
+        let cycle = ws.spend_cycle();
+        ws.agents[event.agent].spend(cycle, cost);
         ws.note_if_exhausted(now);
         let answer = DebitAnswer {
             charged_micros: cost,
@@ -780,7 +971,7 @@ impl Model {
         number: Number,
         inbound: bool,
     ) -> Result<(String, i64, bool), &'static str> {
-        if !self.workspaces[ws_index].configured {
+        if self.workspaces[ws_index].plan.is_none() {
             return Err("billing_not_configured");
         }
         // Decided on what the workspace's overdue holds leave once posted; a refusal writes
@@ -833,9 +1024,11 @@ impl Model {
         } else {
             ws.note_if_exhausted(now);
         }
+        let cycle_start = ws.cycle_start;
         next.calls.insert(
             call_id,
             Call {
+                cycle_start,
                 ws: ws_index,
                 agent: agent_index,
                 per_minute_micros: per_minute,
@@ -954,7 +1147,8 @@ impl Model {
         let limit_room = agent
             .monthly_limit_micros
             .map_or(UNBOUNDED_MICROS, |limit| {
-                (limit - agent.spent_micros - (agent.held_micros - own_hold)).max(own_hold)
+                (limit - agent.spent_in(ws.spend_cycle()) - (agent.held_micros - own_hold))
+                    .max(own_hold)
             });
         let mut budget = cost.min(limit_room);
         let from_plan = budget.min(plan_room);
@@ -989,10 +1183,14 @@ impl Model {
         for (&index, &micros) in &taken {
             ws.grants[index].remaining_micros -= micros;
         }
+        let cycle = ws.spend_cycle();
+        if call.cycle_start != ws.cycle_start {
+            notes.push("end posted a call held over a renewal");
+        }
         let agent = &mut ws.agents[call.agent];
         agent.held_micros -= own_hold;
         agent.calls_in_progress -= 1;
-        agent.spent_micros += charged;
+        agent.spend(cycle, charged);
         ws.note_if_exhausted(now);
         let answer = PostAnswer {
             status: if status == CallStatus::Expired {
@@ -1133,6 +1331,144 @@ impl Model {
             }
         }
         posted
+    }
+
+    /// R13, R15, R16, decisions ("Plans and cycles"): rolls every workspace whose cycle ended
+    /// forward to the cycle in force: at each end the unheld plan credits expire but the plan's
+    /// rollover (credits held by calls stay with them), a pending downgrade takes over, and only
+    /// the cycle in force gets credits, if its plan is free or its invoice was paid. Returns
+    /// (workspaces renewed, cycles advanced, workspaces failed).
+    fn renew(&mut self) -> (usize, usize, usize) {
+        let now = self.now_secs;
+        let (mut renewed, mut cycles) = (0, 0);
+        let mut held_over = 0;
+        for index in 0..self.workspaces.len() {
+            let mut advanced = 0;
+            loop {
+                let ws = &mut self.workspaces[index];
+                let (Some(plan), Some(end)) = (ws.plan, ws.cycle_end) else {
+                    break;
+                };
+                if end > now {
+                    break;
+                }
+                if ws.held_plan_micros > 0 {
+                    held_over += 1;
+                }
+                let expirable = ws.plan_free_micros();
+                let expire = expirable - expirable.min(rollover_max_micros(plan));
+                if expire > 0 {
+                    ws.plan_micros -= expire;
+                    ws.note_if_exhausted(now);
+                }
+                ws.plan = Some(ws.pending.take().unwrap_or(plan));
+                let next_end = next_cycle_start_secs(end, ws.anchor_day);
+                ws.cycle_start = Some(end);
+                ws.cycle_end = Some(next_end);
+                ws.cycle_granted = false;
+                advanced += 1;
+                if next_end > now {
+                    let free = ws
+                        .plan
+                        .is_some_and(|plan| plan_price_money_micros(plan) == 0);
+                    let paid = self.invoices.values().any(|&(of, period)| {
+                        of == index && (period - end).abs() < INVOICE_SLACK_SECS
+                    });
+                    if free || paid {
+                        self.workspaces[index].grant_cycle();
+                    }
+                }
+            }
+            if advanced > 0 {
+                renewed += 1;
+                cycles += advanced;
+            }
+        }
+        for _ in 0..held_over {
+            self.note("renewal with plan credits held by a call");
+        }
+        (renewed, cycles, 0)
+    }
+
+    /// R13: an invoice is recorded once per id; if its period starts within the slack of the
+    /// cycle in force, that cycle gets its credits now (once). The period is the cycle in force's
+    /// start (or the next one's) plus `offset_secs`; without a cycle, now plus it.
+    fn invoice_paid(&mut self, ws_index: usize, invoice: u32, next: bool, offset_secs: i64) -> i64 {
+        let now = self.now_secs;
+        let ws = &mut self.workspaces[ws_index];
+        let base = if next { ws.cycle_end } else { ws.cycle_start };
+        let period = base.unwrap_or(now) + offset_secs;
+        if self.invoices.contains_key(&invoice) {
+            return 0;
+        }
+        self.invoices.insert(invoice, (ws_index, period));
+        match ws.cycle_start {
+            Some(start) if (period - start).abs() < INVOICE_SLACK_SECS => ws.grant_cycle(),
+            _ => 0,
+        }
+    }
+
+    /// `POST .../subscription` (R13-R15; decisions: "Plans and cycles", "Paid plans through
+    /// Stripe"). Without a paid subscription in force, a free plan is subscribed to (or kept)
+    /// and a paid one starts a subscription on a cycle anchored on today; with one, the same
+    /// plan cancels a pending change, a higher one upgrades at once with the whole days left's
+    /// share of its credits (rounded down), a lower one waits for the cycle's end.
+    fn change_plan(
+        &mut self,
+        ws_index: usize,
+        target: Plan,
+        first_period_paid: bool,
+    ) -> Result<PlanChangeAnswer, &'static str> {
+        let now = self.now_secs;
+        let ws = &mut self.workspaces[ws_index];
+        let id = |plan: Plan| plan.id().expect("a catalog plan");
+        let answer = |action, plan: Plan, pending: Option<Plan>, effective_at_secs, credits| {
+            PlanChangeAnswer {
+                action,
+                plan: id(plan),
+                pending_plan: pending.map(id),
+                effective_at_secs,
+                credits_micros: credits,
+            }
+        };
+        let paid_target = plan_price_money_micros(target) > 0;
+        let current = match ws.plan {
+            Some(current) if ws.paid_subscription_in_force() || !paid_target => current,
+            _ if paid_target => {
+                // A first paid subscription (or one replacing a free plan).
+                ws.stripe_subscription = true;
+                let credits = ws.subscribe(target, !first_period_paid, now);
+                return Ok(answer("subscribed", target, None, now, credits));
+            }
+            _ => {
+                let credits = ws.subscribe(target, false, now);
+                return Ok(answer("subscribed", target, None, now, credits));
+            }
+        };
+        if current == target {
+            let action = if ws.pending.take().is_some() {
+                "pending_change_cancelled"
+            } else {
+                "unchanged"
+            };
+            return Ok(answer(action, current, None, now, 0));
+        }
+        let (start, end) = (
+            ws.cycle_start.expect("a plan has a cycle"),
+            ws.cycle_end.expect("a plan has a cycle"),
+        );
+        if !is_upgrade(current, target) {
+            ws.pending = Some(target);
+            return Ok(answer("downgrade_scheduled", current, Some(target), end, 0));
+        }
+        // R14: the whole days left (UTC dates) of the cycle's days; none once it has ended.
+        let days_left = (end.div_euclid(DAY_SECS) - now.div_euclid(DAY_SECS)).max(0);
+        let days = end.div_euclid(DAY_SECS) - start.div_euclid(DAY_SECS);
+        let credits = plan_credits_micros(target) * days_left / days;
+        ws.plan = Some(target);
+        ws.pending = None;
+        ws.credit_plan(credits);
+        Ok(answer("upgraded", target, None, now, credits))
     }
 
     fn top_up(

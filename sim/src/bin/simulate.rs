@@ -1,12 +1,13 @@
-//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]`: runs
-//! the ledger against the model for COUNT seeds from N, each with N operations, a storage fault
-//! armed on PERCENT in a hundred of them (default 0); on a divergence prints it, shrinks it and
-//! prints the command that replays the shrunk list (exit status 1).
+//! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]
+//! [--upgrades-past-cycle-end]`: runs the ledger against the model for COUNT seeds from N, each
+//! with N operations, a storage fault armed on PERCENT in a hundred of them (default 0), plan
+//! changes also between a cycle's end and its renewal with the last flag; on a divergence prints
+//! it, shrinks it and prints the command that replays the shrunk list (exit status 1).
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use ledger_sim::{Tally, generate, run, shrink};
+use ledger_sim::{Options, Tally, generate_with, run, shrink};
 
 struct Args {
     seed: u64,
@@ -14,6 +15,7 @@ struct Args {
     ops: usize,
     faults_percent: u64,
     keep: Option<Vec<usize>>,
+    options: Options,
 }
 
 fn parse() -> Result<Args, String> {
@@ -23,9 +25,14 @@ fn parse() -> Result<Args, String> {
         ops: 2_000,
         faults_percent: 0,
         keep: None,
+        options: Options::default(),
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
+        if flag == "--upgrades-past-cycle-end" {
+            args.options.upgrades_past_cycle_end = true;
+            continue;
+        }
         let value = words
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?;
@@ -46,7 +53,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--keep I,J,...] [--upgrades-past-cycle-end]"
                 ));
             }
         }
@@ -66,7 +73,7 @@ fn main() -> ExitCode {
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let scenario = generate(seed, args.ops).with_faults(args.faults_percent);
+        let scenario = generate_with(seed, args.ops, args.options).with_faults(args.faults_percent);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
                 total_ops += args.keep.as_ref().map_or(args.ops, Vec::len);
@@ -88,10 +95,15 @@ fn main() -> ExitCode {
                 println!("{shrunk}");
                 let list: Vec<String> = keep.iter().map(usize::to_string).collect();
                 println!(
-                    "replay: simulate --seed {seed} --ops {} --faults {} --keep {}",
+                    "replay: simulate --seed {seed} --ops {} --faults {} --keep {}{}",
                     args.ops,
                     args.faults_percent,
                     list.join(","),
+                    if args.options.upgrades_past_cycle_end {
+                        " --upgrades-past-cycle-end"
+                    } else {
+                        ""
+                    },
                 );
                 return ExitCode::FAILURE;
             }
