@@ -252,6 +252,7 @@ pub fn is_storage_failure(answer: &Answer) -> bool {
         Answer::InvoicePaid(result) => failed(result),
         Answer::PlanChanged(result) => failed(result),
         Answer::PendingCancelled(result) => failed(result),
+        Answer::Reversed(result) => failed(result),
         Answer::Advanced => false,
     }
 }
@@ -558,6 +559,22 @@ impl Ledger {
                     now_secs,
                 ))
                 .map(plan_change_answer)
+                .map_err(|refused| code(&refused)),
+            ),
+            Op::Reverse {
+                payment,
+                reversal,
+                dispute,
+                amount_money_micros,
+            } => Answer::Reversed(
+                block_on(payments::reverse(
+                    db,
+                    &payment_id(*payment),
+                    &format!("re_{reversal}"),
+                    if *dispute { "dispute" } else { "refund" },
+                    *amount_money_micros,
+                    now_secs,
+                ))
                 .map_err(|refused| code(&refused)),
             ),
             Op::CancelPendingChange { ws } => Answer::PendingCancelled(

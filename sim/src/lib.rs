@@ -393,6 +393,19 @@ pub enum Op {
         /// (else its credits wait for `invoice.paid`, R13).
         first_period_paid: bool,
     },
+    /// `payments::reverse` of payment `p<payment>` by Stripe refund or dispute `re_<reversal>`
+    /// (what the stripe-webhook component runs for `charge.refunded`, `refund.created` and
+    /// `charge.dispute.created`, once it has found the payment by its PaymentIntent).
+    Reverse {
+        /// Payment id number (perhaps never created, or not settled yet).
+        payment: u32,
+        /// Reversal id number: a replay uses an earlier reversal's.
+        reversal: u32,
+        /// A dispute rather than a refund.
+        dispute: bool,
+        /// Money taken back, in micro-units of the currency (now and then 0 or less).
+        amount_money_micros: i64,
+    },
     /// `plans::cancel_pending_change` (R15).
     CancelPendingChange {
         /// Workspace index.
@@ -728,6 +741,46 @@ fn cycle_op(rng: &mut Rng, workspaces: usize, now: &mut i64, draws: &mut CycleDr
     }
 }
 
+/// Salt of the reversals' generator (refunds and disputes), a stream of its own.
+const REVERSAL_SALT: u64 = 0x5EED_0000_2EF0_0001;
+/// About this many operations in a hundred are refunds or disputes.
+const REVERSAL_OPS_PERCENT: u64 = 2;
+
+/// A refund or dispute: of a recent top-up most often (some not settled yet, some failed), now
+/// and then of a payment not created yet; a fifth a replay of an earlier one; of the whole
+/// amount, part of it, a few micro-units (rounded up to credits), more than was paid, or
+/// nothing (refused).
+fn reversal_op(rng: &mut Rng, topups: &[i64], made: &mut Vec<Op>) -> Op {
+    if !made.is_empty() && rng.chance(20) {
+        return made[rng.index(made.len())].clone();
+    }
+    let (payment, paid) = if topups.is_empty() || rng.chance(10) {
+        (topups.len() as u32 + 1, 10_000_000)
+    } else {
+        let index = if rng.chance(60) {
+            topups.len() - 1 - rng.index(topups.len().min(4))
+        } else {
+            rng.index(topups.len())
+        };
+        (index as u32 + 1, topups[index].max(1))
+    };
+    let amount_money_micros = match rng.index(20) {
+        0..=6 => paid,
+        7..=13 => rng.range(1, paid),
+        14 | 15 => rng.range(1, 100),
+        16 | 17 => paid + rng.range(1, paid),
+        _ => -rng.range(0, 1),
+    };
+    let op = Op::Reverse {
+        payment,
+        reversal: made.len() as u32 + 1,
+        dispute: rng.chance(25),
+        amount_money_micros,
+    };
+    made.push(op.clone());
+    op
+}
+
 fn number(rng: &mut Rng) -> Number {
     match rng.index(6) {
         0 | 1 => Number::Us,
@@ -770,6 +823,9 @@ pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
         upgrades_past_cycle_end: options.upgrades_past_cycle_end,
         ..CycleDraws::default()
     };
+    let mut reversal_rng = Rng::new(seed ^ REVERSAL_SALT);
+    let mut reversals: Vec<Op> = Vec::new();
+    let mut topups: Vec<i64> = Vec::new();
     let mut list = Vec::with_capacity(ops);
     let fresh_event = |rng: &mut Rng, events: &mut Vec<Event>| -> Event {
         let ws = rng.index(workspaces.len());
@@ -822,6 +878,10 @@ pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
             ));
             continue;
         }
+        if reversal_rng.chance(REVERSAL_OPS_PERCENT) {
+            list.push(reversal_op(&mut reversal_rng, &topups, &mut reversals));
+            continue;
+        }
         let roll = rng.index(100);
         let op = match roll {
             0..=31 => Op::Debit(fresh_event(&mut rng, &mut events)),
@@ -865,6 +925,7 @@ pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
                     2 => 5_000_000_000,
                     _ => rng.range(10, 300) * 1_000_000 + rng.range(0, 99) * 10_000,
                 };
+                topups.push(amount_money_micros);
                 Op::TopUp {
                     ws: rng.index(workspaces.len()),
                     payment: payments,

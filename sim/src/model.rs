@@ -67,6 +67,8 @@ pub enum Answer {
     InvoicePaid(Result<i64, &'static str>),
     /// A plan change, or the code refusing it.
     PlanChanged(Result<PlanChangeAnswer, &'static str>),
+    /// A refund or dispute: the credits it took back, or the code refusing it.
+    Reversed(Result<i64, &'static str>),
     /// A pending change cancelled, or the code refusing it.
     PendingCancelled(Result<(), &'static str>),
     /// The clock moved.
@@ -117,6 +119,8 @@ impl Answer {
             Self::PlanChanged(Ok(change)) => vec![format!("plan {}", change.action)],
             Self::PlanChanged(result) => vec![of("plan change", result)],
             Self::PendingCancelled(result) => vec![of("cancel pending", result)],
+            Self::Reversed(Ok(0)) => vec!["reverse took nothing more".into()],
+            Self::Reversed(result) => vec![of("reverse", result)],
             Self::Advanced => vec!["advance".into()],
         }
     }
@@ -623,8 +627,13 @@ enum PaymentStatus {
 #[derive(Debug, Clone)]
 struct Payment {
     ws: usize,
+    money_micros: i64,
     credits_micros: i64,
     status: PaymentStatus,
+    /// R12: money refunded or disputed so far (at most what was paid), and the credits taken
+    /// back for it.
+    reversed_money_micros: i64,
+    reversed_credits_micros: i64,
 }
 
 /// The model's whole state.
@@ -637,6 +646,8 @@ pub struct Model {
     /// Authorization order, for the sweep's order among equal expiries.
     call_order: Vec<u32>,
     payments: BTreeMap<u32, Payment>,
+    /// Refunds and disputes applied, by id number: the credits each took back (R8).
+    reversals: BTreeMap<u32, i64>,
     /// Invoices recorded, by id number: (workspace, the period's start).
     invoices: BTreeMap<u32, (usize, i64)>,
     /// How often the rarer grant paths ran, for the tally (`notes`).
@@ -805,6 +816,7 @@ impl Model {
             call_order: Vec::new(),
             payments: BTreeMap::new(),
             invoices: BTreeMap::new(),
+            reversals: BTreeMap::new(),
             notes: BTreeMap::new(),
         }
     }
@@ -910,6 +922,12 @@ impl Model {
                 plan,
                 first_period_paid,
             } => Answer::PlanChanged(self.change_plan(*ws, *plan, *first_period_paid)),
+            Op::Reverse {
+                payment,
+                reversal,
+                amount_money_micros,
+                ..
+            } => Answer::Reversed(self.reverse(*payment, *reversal, *amount_money_micros)),
             Op::CancelPendingChange { ws } => {
                 Answer::PendingCancelled(match &mut self.workspaces[*ws].pending {
                     None => Err("not_found"),
@@ -1471,6 +1489,45 @@ impl Model {
         Ok(answer("upgraded", target, None, now, credits))
     }
 
+    /// R12, R8: a refund or dispute takes back, once per id, the paid share of the credits the
+    /// payment bought (rounded up, never more than it bought) from the wallet, which may go
+    /// below zero; never from plan credits or grants (R25). Only a payment that succeeded.
+    fn reverse(
+        &mut self,
+        payment: u32,
+        reversal: u32,
+        amount_money_micros: i64,
+    ) -> Result<i64, &'static str> {
+        let now = self.now_secs;
+        if amount_money_micros <= 0 {
+            return Err("invalid_amount");
+        }
+        if let Some(&credits) = self.reversals.get(&reversal) {
+            return Ok(credits);
+        }
+        let Some(paid) = self.payments.get_mut(&payment) else {
+            return Err("not_found");
+        };
+        if paid.status != PaymentStatus::Succeeded {
+            return Err("payment_not_succeeded");
+        }
+        let money_after = (paid.reversed_money_micros + amount_money_micros).min(paid.money_micros);
+        let credits_after =
+            ceil_div(paid.credits_micros, money_after, paid.money_micros).min(paid.credits_micros);
+        let credits = credits_after - paid.reversed_credits_micros;
+        paid.reversed_money_micros = money_after;
+        paid.reversed_credits_micros = credits_after;
+        let ws = &mut self.workspaces[paid.ws];
+        ws.wallet_micros -= credits;
+        ws.note_if_exhausted(now);
+        let negative = ws.wallet_micros < 0;
+        self.reversals.insert(reversal, credits);
+        if negative {
+            self.note("reverse took the wallet below zero");
+        }
+        Ok(credits)
+    }
+
     fn top_up(
         &mut self,
         ws: usize,
@@ -1489,8 +1546,11 @@ impl Model {
             payment,
             Payment {
                 ws,
+                money_micros: amount_money_micros,
                 credits_micros: amount_money_micros,
                 status: PaymentStatus::Pending,
+                reversed_money_micros: 0,
+                reversed_credits_micros: 0,
             },
         );
         Ok(())
