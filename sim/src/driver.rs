@@ -581,7 +581,7 @@ impl Ledger {
                 block_on(plans::cancel_pending_change(db, &ws_id(*ws)))
                     .map_err(|refused| code(&refused)),
             ),
-            Op::Advance { .. } => Answer::Advanced,
+            Op::Advance { .. } | Op::AdvanceTo { .. } => Answer::Advanced,
         }
     }
 

@@ -411,6 +411,13 @@ pub enum Op {
         /// Workspace index.
         ws: usize,
     },
+    /// The simulated clock moves to `at_secs`, if that is later (a cycle stream's jump to a
+    /// cycle's end: absolute, so that a shrunk list without the steps before it still gets
+    /// there).
+    AdvanceTo {
+        /// The time.
+        at_secs: i64,
+    },
     /// The simulated clock moves forward.
     Advance {
         /// By how much.
@@ -472,8 +479,10 @@ impl Scenario {
                 // A renewal and a plan change run several transactions (a workspace each; a
                 // claim then the start of a subscription): one failing after another committed
                 // is not "nothing written", so they run without faults.
-                let unfaulted =
-                    matches!(op, Op::Advance { .. } | Op::Renew | Op::ChangePlan { .. });
+                let unfaulted = matches!(
+                    op,
+                    Op::Advance { .. } | Op::AdvanceTo { .. } | Op::Renew | Op::ChangePlan { .. }
+                );
                 (hit && !unfaulted).then_some(Fault { kind, at, count })
             })
             .collect();
@@ -692,10 +701,9 @@ fn cycle_op(rng: &mut Rng, workspaces: usize, now: &mut i64, draws: &mut CycleDr
             if target <= *now || target > HORIZON_SECS {
                 return Op::Renew;
             }
-            let secs = target - *now;
             *now = target;
             draws.boost = CYCLE_BOOST_SLOTS;
-            Op::Advance { secs }
+            Op::AdvanceTo { at_secs: target }
         }
         50..=69 => {
             if !draws.invoices.is_empty() && rng.chance(20) {

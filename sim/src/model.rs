@@ -937,6 +937,10 @@ impl Model {
                     }
                 })
             }
+            Op::AdvanceTo { at_secs } => {
+                self.now_secs = self.now_secs.max(*at_secs);
+                Answer::Advanced
+            }
             Op::Advance { secs } => {
                 self.now_secs += secs;
                 Answer::Advanced
