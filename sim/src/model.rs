@@ -5,6 +5,9 @@
 //! the ledger shows as a divergence instead of being copied. Credit grants follow R22-R26 and
 //! `docs/grants.md` (G1-G4): each grant's remaining and held, the one spending order, holds per
 //! grant, expiry on the workspace clock (applied on read before the sweep posts it) and voiding.
+//! Plans and cycles follow R13-R16 and the decisions' "Plans and cycles" and "Paid plans through
+//! Stripe", with the catalog's plan figures typed in and a calendar of its own (`crate`'s
+//! `days_from_civil`); refunds and disputes follow R12.
 
 use std::collections::BTreeMap;
 
