@@ -170,6 +170,102 @@ async fn change_plan<S: ledger::Storage>(
     }
 }
 
+/// A card decline as Stripe reports it (`card_declined`), hard or soft.
+fn decline(hard_decline: bool) -> Report<'static> {
+    Report::Failed(Failure {
+        code: FailureCode::parse(Some("card_declined")),
+        message: "Your card was declined.".into(),
+        hard_decline,
+    })
+}
+
+/// A settlement's answer: the payment's status after it.
+fn settled(
+    result: Result<Option<payments::Settled>, LedgerError>,
+) -> Result<&'static str, &'static str> {
+    match result {
+        Ok(Some(settled)) => Ok(match settled.payment.status.as_str() {
+            "succeeded" => "succeeded",
+            "failed" => "failed",
+            "pending" => "pending",
+            _ => "other",
+        }),
+        Ok(None) => Err("not_ours"),
+        Err(refused) => Err(code(&refused)),
+    }
+}
+
+/// The auto-recharge component's sweep (`components/auto-recharge/src/lib.rs`): candidates in
+/// batches of 50 after the last one seen, up to 100 workspaces a pass, each claimed in its own
+/// transaction (a refusal skips the workspace, a storage failure stops the pass). The charges
+/// are left pending: Stripe's answer is a later operation. Returns the payments claimed.
+async fn sweep_recharges<S: ledger::Storage>(
+    db: &S,
+    catalog: &Catalog,
+    now_secs: i64,
+) -> Result<Vec<String>, LedgerError> {
+    let mut claimed = Vec::new();
+    let mut after = String::new();
+    let mut checked = 0;
+    while checked < 100 {
+        let limit = (100 - checked).min(50);
+        let batch = payments::auto_recharge_candidates(db, &after, limit as i64).await?;
+        for ws in &batch {
+            checked += 1;
+            after.clone_from(ws);
+            match payments::claim_auto_recharge(db, catalog, ws, now_secs).await {
+                Ok(Some(payment)) => claimed.push(payment.id),
+                Ok(None) => {}
+                Err(LedgerError::Storage(error))
+                    if error.kind != ledger::StorageErrorKind::Constraint =>
+                {
+                    return Err(LedgerError::Storage(error));
+                }
+                Err(_) => {}
+            }
+        }
+        if batch.len() < limit {
+            break;
+        }
+    }
+    claimed.sort_unstable();
+    Ok(claimed)
+}
+
+/// The reconciliation of the auto-recharge component's pass (R21): every payment pending 300 s,
+/// settled as Stripe has it. The component reads the PaymentIntent (or, without one, the
+/// customer's charges) and settles from that; here Stripe's answer is the operation's.
+async fn reconcile<S: ledger::Storage>(
+    db: &S,
+    succeeded: bool,
+    now_secs: i64,
+) -> Result<Vec<(String, &'static str)>, LedgerError> {
+    let stale = payments::stale_pending(db, now_secs, 100).await?;
+    let report = if succeeded {
+        Report::Succeeded
+    } else {
+        decline(false)
+    };
+    let mut settled_all = Vec::new();
+    for payment in stale {
+        let answer = payments::settle(
+            db,
+            payments::Reported::Payment {
+                id: &payment.id,
+                intent_id: None,
+            },
+            &report,
+            &payments::PaidWith::default(),
+            now_secs,
+        )
+        .await?;
+        let status = settled(Ok(answer)).unwrap_or("not ours");
+        settled_all.push((payment.id, status));
+    }
+    settled_all.sort_unstable();
+    Ok(settled_all)
+}
+
 /// Micro-units of a decimal the ledger answered (always whole micro-units).
 fn micros(value: Decimal) -> i64 {
     (value * Decimal::from(1_000_000))
@@ -253,6 +349,9 @@ pub fn is_storage_failure(answer: &Answer) -> bool {
         Answer::PlanChanged(result) => failed(result),
         Answer::PendingCancelled(result) => failed(result),
         Answer::Reversed(result) => failed(result),
+        Answer::RechargeSet(result) => failed(result),
+        Answer::Swept(result) => failed(result),
+        Answer::Reconciled(result) => failed(result),
         Answer::Advanced => false,
     }
 }
@@ -576,6 +675,64 @@ impl Ledger {
                     now_secs,
                 ))
                 .map_err(|refused| code(&refused)),
+            ),
+            Op::SetAutoRecharge { ws, settings } => {
+                let settings = payments::AutoRechargeSettings {
+                    enabled: settings.enabled,
+                    threshold: decimal(settings.threshold_money_micros),
+                    amount: decimal(settings.amount_money_micros),
+                    max_per_month: settings.max_per_month_money_micros.map(decimal),
+                };
+                Answer::RechargeSet(
+                    block_on(payments::set_auto_recharge(
+                        db,
+                        catalog,
+                        &ws_id(*ws),
+                        &settings,
+                    ))
+                    .map(|_| ())
+                    .map_err(|refused| code(&refused)),
+                )
+            }
+            Op::SweepRecharges => Answer::Swept(
+                block_on(sweep_recharges(db, catalog, now_secs)).map_err(|refused| code(&refused)),
+            ),
+            Op::SettleRecharge {
+                ws,
+                succeeded,
+                hard_decline,
+            } => {
+                // The latest recharge: the sweep names the n-th `ar_<ws>_<n>`.
+                let claimed = match block_on(ledger::Storage::query(
+                    db,
+                    "SELECT COUNT(*) FROM payments WHERE workspace_id = ?1 AND kind = 'auto_recharge'",
+                    &[ledger::SqlValue::Text(ws_id(*ws))],
+                )) {
+                    Ok(rows) => match rows.first().map(|row| &row[0]) {
+                        Some(ledger::SqlValue::Integer(count)) => *count,
+                        _ => -1,
+                    },
+                    Err(_) => return Answer::Settled(Err("internal_error")),
+                };
+                let id = format!("ar_{}_{claimed}", ws_id(*ws));
+                let report = if *succeeded {
+                    Report::Succeeded
+                } else {
+                    decline(*hard_decline)
+                };
+                Answer::Settled(settled(block_on(payments::settle(
+                    db,
+                    payments::Reported::Payment {
+                        id: &id,
+                        intent_id: None,
+                    },
+                    &report,
+                    &payments::PaidWith::default(),
+                    now_secs,
+                ))))
+            }
+            Op::Reconcile { succeeded } => Answer::Reconciled(
+                block_on(reconcile(db, *succeeded, now_secs)).map_err(|refused| code(&refused)),
             ),
             Op::CancelPendingChange { ws } => Answer::PendingCancelled(
                 block_on(plans::cancel_pending_change(db, &ws_id(*ws)))

@@ -281,6 +281,19 @@ pub struct GrantTerms {
     pub agent: Option<usize>,
 }
 
+/// Auto-recharge settings (R11), money in micro-units of the currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RechargeSettings {
+    /// On or off.
+    pub enabled: bool,
+    /// Recharge when the wallet falls below this.
+    pub threshold_money_micros: i64,
+    /// Charged each time.
+    pub amount_money_micros: i64,
+    /// The monthly cap, if any.
+    pub max_per_month_money_micros: Option<i64>,
+}
+
 /// One usage event; its id is `e<id>`, unique per workspace unless it is a replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event {
@@ -407,6 +420,34 @@ pub enum Op {
         /// Money taken back, in micro-units of the currency (now and then 0 or less).
         amount_money_micros: i64,
     },
+    /// `payments::set_auto_recharge` (`PUT .../auto-recharge`, R11).
+    SetAutoRecharge {
+        /// Workspace index.
+        ws: usize,
+        /// The settings.
+        settings: RechargeSettings,
+    },
+    /// The auto-recharge component's sweep: `payments::auto_recharge_candidates` in batches,
+    /// `payments::claim_auto_recharge` for each; the charges it starts are settled by later
+    /// operations.
+    SweepRecharges,
+    /// `payments::settle` of workspace `ws`'s latest automatic recharge (the webhook of the
+    /// charge the sweep started; perhaps settled already, or never claimed): Stripe's success or
+    /// a decline, hard or soft.
+    SettleRecharge {
+        /// Workspace index.
+        ws: usize,
+        /// Success rather than a decline.
+        succeeded: bool,
+        /// A hard decline (turns auto-recharge off) rather than a soft one.
+        hard_decline: bool,
+    },
+    /// The reconciliation (R21): `payments::stale_pending`, then each payment settled as Stripe
+    /// has it, `succeeded` or a soft decline (its webhook never came).
+    Reconcile {
+        /// What Stripe has for every stale payment.
+        succeeded: bool,
+    },
     /// `plans::cancel_pending_change` (R15).
     CancelPendingChange {
         /// Workspace index.
@@ -477,12 +518,18 @@ impl Scenario {
                     _ => FaultKind::Full,
                 };
                 let count = if kind == FaultKind::Busy { count } else { 1 };
-                // A renewal and a plan change run several transactions (a workspace each; a
-                // claim then the start of a subscription): one failing after another committed
+                // A renewal, a plan change, the recharge sweep and the reconciliation run several
+                // transactions (a workspace or a payment each; a claim then the start of a
+                // subscription): one failing after another committed
                 // is not "nothing written", so they run without faults.
                 let unfaulted = matches!(
                     op,
-                    Op::Advance { .. } | Op::AdvanceTo { .. } | Op::Renew | Op::ChangePlan { .. }
+                    Op::Advance { .. }
+                        | Op::AdvanceTo { .. }
+                        | Op::Renew
+                        | Op::ChangePlan { .. }
+                        | Op::SweepRecharges
+                        | Op::Reconcile { .. }
                 );
                 (hit && !unfaulted).then_some(Fault { kind, at, count })
             })
@@ -790,6 +837,56 @@ fn reversal_op(rng: &mut Rng, topups: &[i64], made: &mut Vec<Op>) -> Op {
     op
 }
 
+/// Salt of the auto-recharge generator, a stream of its own.
+const RECHARGE_SALT: u64 = 0x5EED_0000_A07C_0001;
+/// About this many operations in a hundred are auto-recharge or reconciliation operations.
+const RECHARGE_OPS_PERCENT: u64 = 3;
+
+/// An auto-recharge operation: settings (mostly enabled, thresholds of 0 to 6,000 credits so
+/// that wallets of every size cross them, amounts of 10 to 60 and now and then out of bounds, a monthly cap a
+/// third of the time, sometimes below the amount or zero), the sweep, a recharge's outcome (a
+/// success most often, some declines hard), or the reconciliation (a sixth).
+fn recharge_op(rng: &mut Rng, workspaces: usize) -> Op {
+    match rng.index(20) {
+        0..=4 => {
+            let amount_money_micros = match rng.index(20) {
+                0 => 9_990_000,
+                1 => 5_000_010_000,
+                _ => rng.range(10, 60) * 1_000_000 + rng.range(0, 99) * 10_000,
+            };
+            let max_per_month_money_micros = rng.chance(35).then(|| match rng.index(10) {
+                0 => 0,
+                1 => amount_money_micros - 10_000,
+                2 => amount_money_micros,
+                _ => amount_money_micros * rng.range(1, 5) + rng.range(0, 20) * 1_000_000,
+            });
+            Op::SetAutoRecharge {
+                ws: rng.index(workspaces),
+                settings: RechargeSettings {
+                    enabled: rng.chance(85),
+                    threshold_money_micros: match rng.index(10) {
+                        0..=4 => rng.range(0, 50),
+                        5..=7 => rng.range(50, 1_000),
+                        _ => rng.range(1_000, 6_000),
+                    } * 1_000_000
+                        + rng.range(0, 99) * 10_000,
+                    amount_money_micros,
+                    max_per_month_money_micros,
+                },
+            }
+        }
+        5..=10 => Op::SweepRecharges,
+        11..=16 => Op::SettleRecharge {
+            ws: rng.index(workspaces),
+            succeeded: rng.chance(70),
+            hard_decline: rng.chance(30),
+        },
+        _ => Op::Reconcile {
+            succeeded: rng.chance(75),
+        },
+    }
+}
+
 fn number(rng: &mut Rng) -> Number {
     match rng.index(6) {
         0 | 1 => Number::Us,
@@ -832,6 +929,7 @@ pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
         upgrades_past_cycle_end: options.upgrades_past_cycle_end,
         ..CycleDraws::default()
     };
+    let mut recharge_rng = Rng::new(seed ^ RECHARGE_SALT);
     let mut reversal_rng = Rng::new(seed ^ REVERSAL_SALT);
     let mut reversals: Vec<Op> = Vec::new();
     let mut topups: Vec<i64> = Vec::new();
@@ -885,6 +983,10 @@ pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
                 &mut now,
                 &mut cycle_draws,
             ));
+            continue;
+        }
+        if recharge_rng.chance(RECHARGE_OPS_PERCENT) {
+            list.push(recharge_op(&mut recharge_rng, workspaces.len()));
             continue;
         }
         if reversal_rng.chance(REVERSAL_OPS_PERCENT) {

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use sha2::{Digest, Sha256};
 
 use crate::{
-    CYCLE_START_SECS, DAY_SECS, Event, GrantTerms, Kind, Number, Op, Plan, Usage, WorkspaceSetup,
-    civil_from_days, next_cycle_start_secs,
+    CYCLE_START_SECS, DAY_SECS, Event, GrantTerms, Kind, Number, Op, Plan, RechargeSettings, Usage,
+    WorkspaceSetup, civil_from_days, days_from_civil, next_cycle_start_secs,
 };
 
 /// One credit, in micro-credits.
@@ -37,6 +37,16 @@ const GRANT_PRIORITY_MAX: i64 = 100;
 /// Decisions ("Plans and cycles"): an invoice pays for the cycle starting within 2 days of its
 /// period's start, either way (Stripe's anchor has a time of day, ours is midnight).
 const INVOICE_SLACK_SECS: i64 = 2 * DAY_SECS;
+/// R27: a grant expiring within the catalog's `credits_expiring_days` (7) does not hold a
+/// recharge back.
+const CREDITS_EXPIRING_SECS: i64 = 7 * DAY_SECS;
+/// R11: automatic charges per rolling 24 hours (`auto_recharge_max_per_day`, default 5).
+const RECHARGES_PER_DAY_MAX: usize = 5;
+/// R21: a payment pending this long is reconciled.
+const RECONCILE_AFTER_SECS: i64 = 300;
+/// The reconciliation's pass looks at this many payments at most (the component's
+/// `RECONCILE_PER_PASS_MAX`).
+const RECONCILE_BATCH_MAX: usize = 100;
 
 /// What an operation answered: the same shape from the model and from the ledger, amounts in
 /// micro-credits, refusals by their contract error code.
@@ -70,6 +80,12 @@ pub enum Answer {
     InvoicePaid(Result<i64, &'static str>),
     /// A plan change, or the code refusing it.
     PlanChanged(Result<PlanChangeAnswer, &'static str>),
+    /// Auto-recharge settings saved, or the code refusing them.
+    RechargeSet(Result<(), &'static str>),
+    /// The auto-recharge sweep: the recharges it claimed, by id.
+    Swept(Result<Vec<String>, &'static str>),
+    /// The reconciliation: each stale payment and its status after it, by id.
+    Reconciled(Result<Vec<(String, &'static str)>, &'static str>),
     /// A refund or dispute: the credits it took back, or the code refusing it.
     Reversed(Result<i64, &'static str>),
     /// A pending change cancelled, or the code refusing it.
@@ -122,6 +138,26 @@ impl Answer {
             Self::PlanChanged(Ok(change)) => vec![format!("plan {}", change.action)],
             Self::PlanChanged(result) => vec![of("plan change", result)],
             Self::PendingCancelled(result) => vec![of("cancel pending", result)],
+            Self::RechargeSet(result) => vec![of("auto-recharge set", result)],
+            Self::Swept(Ok(claimed)) if claimed.is_empty() => {
+                vec!["recharge sweep claimed none".into()]
+            }
+            Self::Swept(result) => vec![of("recharge sweep claimed", result)],
+            Self::Reconciled(Ok(settled)) if settled.is_empty() => {
+                vec!["reconcile found none".into()]
+            }
+            Self::Reconciled(Ok(settled)) => settled
+                .iter()
+                .map(|(id, status)| {
+                    let kind = if id.starts_with("ar_") {
+                        "recharge"
+                    } else {
+                        "top-up"
+                    };
+                    format!("reconcile {kind} -> {status}")
+                })
+                .collect(),
+            Self::Reconciled(result) => vec![of("reconcile", result)],
             Self::Reversed(Ok(0)) => vec!["reverse took nothing more".into()],
             Self::Reversed(result) => vec![of("reverse", result)],
             Self::Advanced => vec!["advance".into()],
@@ -373,6 +409,17 @@ struct Agent {
     calls_on_day: (i64, i64),
 }
 
+/// A workspace's auto-recharge (R11): its settings, and whether it is armed (one charge per
+/// crossing of the threshold).
+#[derive(Debug, Clone, Default)]
+struct Recharge {
+    enabled: bool,
+    armed: bool,
+    threshold_credits_micros: i64,
+    amount_money_micros: i64,
+    max_per_month_money_micros: Option<i64>,
+}
+
 impl Agent {
     /// What it spent in the cycle starting at `cycle_start` (0 if its spending is of another).
     fn spent_in(&self, cycle_start: i64) -> i64 {
@@ -403,6 +450,8 @@ struct Workspace {
     cycle_granted: bool,
     /// Whether a paid subscription was started at Stripe (its id is recorded).
     stripe_subscription: bool,
+    /// Auto-recharge (R11).
+    recharge: Recharge,
     plan_micros: i64,
     wallet_micros: i64,
     held_plan_micros: i64,
@@ -447,8 +496,20 @@ impl Workspace {
             return;
         }
         self.plan_micros += micros;
-        if self.plan_free_micros() > 0 || self.wallet_free_micros() > 0 {
+        self.after_credit();
+    }
+
+    /// After credit comes in: R7's grace period ends if something is available again, and
+    /// auto-recharge is armed again once the wallet is at or above its threshold (decisions:
+    /// "one charge per crossing").
+    fn after_credit(&mut self) {
+        if self.plan_micros - self.held_plan_micros > 0
+            || self.wallet_micros - self.held_wallet_micros > 0
+        {
             self.exhausted_at_secs = None;
+        }
+        if self.wallet_micros - self.held_wallet_micros >= self.recharge.threshold_credits_micros {
+            self.recharge.armed = true;
         }
     }
 
@@ -630,6 +691,10 @@ enum PaymentStatus {
 #[derive(Debug, Clone)]
 struct Payment {
     ws: usize,
+    /// An automatic recharge rather than a top-up.
+    recharge: bool,
+    /// When it was created; a pending payment was last looked at then (R21).
+    created_at_secs: i64,
     money_micros: i64,
     credits_micros: i64,
     status: PaymentStatus,
@@ -648,7 +713,8 @@ pub struct Model {
     calls: BTreeMap<u32, Call>,
     /// Authorization order, for the sweep's order among equal expiries.
     call_order: Vec<u32>,
-    payments: BTreeMap<u32, Payment>,
+    /// Payments by id (`p<n>` top-ups, `ar_w<ws>_<n>` recharges).
+    payments: BTreeMap<String, Payment>,
     /// Refunds and disputes applied, by id number: the credits each took back (R8).
     reversals: BTreeMap<u32, i64>,
     /// Invoices recorded, by id number: (workspace, the period's start).
@@ -788,6 +854,7 @@ impl Model {
                     .then(|| next_cycle_start_secs(CYCLE_START_SECS, 1)),
                 cycle_granted: ws.plan != Plan::None,
                 stripe_subscription: plan_price_money_micros(ws.plan) > 0,
+                recharge: Recharge::default(),
                 plan_micros: plan_credits_micros(ws.plan),
                 wallet_micros: 0,
                 held_plan_micros: 0,
@@ -909,7 +976,28 @@ impl Model {
                 payment,
                 amount_money_micros,
             } => Answer::TopUp(self.top_up(*ws, *payment, *amount_money_micros)),
-            Op::Settle { payment, succeeded } => Answer::Settled(self.settle(*payment, *succeeded)),
+            Op::Settle { payment, succeeded } => {
+                Answer::Settled(self.settle(&format!("p{payment}"), *succeeded, false))
+            }
+            Op::SetAutoRecharge { ws, settings } => {
+                Answer::RechargeSet(self.set_auto_recharge(*ws, settings))
+            }
+            Op::SweepRecharges => Answer::Swept(Ok(self.sweep_recharges())),
+            Op::SettleRecharge {
+                ws,
+                succeeded,
+                hard_decline,
+            } => {
+                // Its latest recharge: the sweep names the n-th `ar_w<ws>_<n>`.
+                let claimed = self
+                    .payments
+                    .values()
+                    .filter(|paid| paid.recharge && paid.ws == *ws)
+                    .count();
+                let id = format!("ar_w{ws}_{claimed}");
+                Answer::Settled(self.settle(&id, *succeeded, *hard_decline))
+            }
+            Op::Reconcile { succeeded } => Answer::Reconciled(Ok(self.reconcile(*succeeded))),
             Op::Grant { ws, key, terms } => Answer::Granted(self.grant(*ws, *key, terms)),
             Op::Void { ws, key } => Answer::Voided(self.void(*ws, *key)),
             Op::ExpireGrants => Answer::GrantsExpired(self.expire_grants()),
@@ -1512,7 +1600,7 @@ impl Model {
         if let Some(&credits) = self.reversals.get(&reversal) {
             return Ok(credits);
         }
-        let Some(paid) = self.payments.get_mut(&payment) else {
+        let Some(paid) = self.payments.get_mut(&format!("p{payment}")) else {
             return Err("not_found");
         };
         if paid.status != PaymentStatus::Succeeded {
@@ -1550,9 +1638,11 @@ impl Model {
         }
         // R1: at a credit price of 1, money buys as many credits.
         self.payments.insert(
-            payment,
+            format!("p{payment}"),
             Payment {
                 ws,
+                recharge: false,
+                created_at_secs: self.now_secs,
                 money_micros: amount_money_micros,
                 credits_micros: amount_money_micros,
                 status: PaymentStatus::Pending,
@@ -1563,8 +1653,13 @@ impl Model {
         Ok(())
     }
 
-    fn settle(&mut self, payment: u32, succeeded: bool) -> Result<&'static str, &'static str> {
-        let Some(paid) = self.payments.get_mut(&payment) else {
+    fn settle(
+        &mut self,
+        payment: &str,
+        succeeded: bool,
+        hard_decline: bool,
+    ) -> Result<&'static str, &'static str> {
+        let Some(paid) = self.payments.get_mut(payment) else {
             return Err("not_found");
         };
         // R8, R9: credited exactly once; a success is final, and a payment that failed may
@@ -1575,19 +1670,171 @@ impl Model {
                 paid.status = PaymentStatus::Succeeded;
                 let ws = &mut self.workspaces[paid.ws];
                 ws.wallet_micros += paid.credits_micros;
-                // R7: credit that makes something available again ends the grace period.
-                if ws.plan_micros - ws.held_plan_micros > 0
-                    || ws.wallet_micros - ws.held_wallet_micros > 0
-                {
-                    ws.exhausted_at_secs = None;
+                ws.after_credit();
+            }
+            (_, false) => {
+                paid.status = PaymentStatus::Failed;
+                // R11, decisions: a hard decline of a recharge turns auto-recharge off; a soft
+                // one re-arms it (the daily cap bounds the retries).
+                if paid.recharge {
+                    let ws = &mut self.workspaces[paid.ws];
+                    ws.recharge.armed = !hard_decline;
+                    ws.recharge.enabled &= !hard_decline;
                 }
             }
-            (_, false) => paid.status = PaymentStatus::Failed,
         }
         Ok(match paid.status {
             PaymentStatus::Pending => "pending",
             PaymentStatus::Succeeded => "succeeded",
             PaymentStatus::Failed => "failed",
         })
+    }
+
+    /// R11: saves the settings: the amount within the top-up bounds (R9), a monthly cap above
+    /// zero and at least the amount; armed when enabled (every workspace here has a card).
+    fn set_auto_recharge(
+        &mut self,
+        ws: usize,
+        settings: &RechargeSettings,
+    ) -> Result<(), &'static str> {
+        if settings.amount_money_micros < TOPUP_MIN_MONEY_MICROS {
+            return Err("amount_below_minimum");
+        }
+        if settings.amount_money_micros > TOPUP_MAX_MONEY_MICROS {
+            return Err("amount_above_maximum");
+        }
+        if settings
+            .max_per_month_money_micros
+            .is_some_and(|cap| cap <= 0 || cap < settings.amount_money_micros)
+        {
+            return Err("validation_error");
+        }
+        let recharge = &mut self.workspaces[ws].recharge;
+        recharge.enabled = settings.enabled;
+        recharge.armed = settings.enabled;
+        // R1: at a credit price of 1 the threshold in credits is the money.
+        recharge.threshold_credits_micros = settings.threshold_money_micros;
+        recharge.amount_money_micros = settings.amount_money_micros;
+        recharge.max_per_month_money_micros = settings.max_per_month_money_micros;
+        Ok(())
+    }
+
+    /// R11, R27, decisions ("Auto-recharge"): the sweep looks at the workspaces enabled, armed
+    /// and with a wallet (less its holds) under the threshold, by id, and claims a recharge for
+    /// each that still needs one: none while one is pending, counting as money the pending
+    /// recharges and the unheld credits of grants in force for every usage of every agent that
+    /// do not expire within 7 days; not past the monthly cap (this UTC month's pending and
+    /// succeeded recharges) nor the daily cap (5 in the last 24 hours), which pause it instead.
+    /// A claimed recharge is pending, disarms it, and is charged at Stripe (its outcome is a
+    /// later operation). Returns the ids claimed.
+    fn sweep_recharges(&mut self) -> Vec<String> {
+        let now = self.now_secs;
+        let (year, month, _) = civil_from_days(now.div_euclid(DAY_SECS));
+        let month_start = days_from_civil(year, month, 1) * DAY_SECS;
+        let month_end = next_cycle_start_secs(month_start, 1);
+        let mut claimed = Vec::new();
+        for index in 0..self.workspaces.len() {
+            let ws = &self.workspaces[index];
+            let settings = &ws.recharge;
+            if !(settings.enabled
+                && settings.armed
+                && ws.wallet_micros - ws.held_wallet_micros < settings.threshold_credits_micros)
+            {
+                continue;
+            }
+            let recharges: Vec<&Payment> = self
+                .payments
+                .values()
+                .filter(|paid| paid.recharge && paid.ws == index)
+                .collect();
+            let pending: i64 = recharges
+                .iter()
+                .filter(|paid| paid.status == PaymentStatus::Pending)
+                .map(|paid| paid.credits_micros)
+                .sum();
+            let last_day = recharges
+                .iter()
+                .filter(|paid| paid.created_at_secs > now - DAY_SECS)
+                .count();
+            let month_money: i64 = recharges
+                .iter()
+                .filter(|paid| {
+                    (month_start..month_end).contains(&paid.created_at_secs)
+                        && paid.status != PaymentStatus::Failed
+                })
+                .map(|paid| paid.money_micros)
+                .sum();
+            let total = recharges.len();
+            let covering: i64 = ws
+                .grants
+                .iter()
+                .filter(|grant| {
+                    grant.in_force(now)
+                        && grant.terms.kinds.is_none()
+                        && grant.terms.agent.is_none()
+                        && grant
+                            .expires_at_secs
+                            .is_none_or(|at| at > now + CREDITS_EXPIRING_SECS)
+                })
+                .map(|grant| (grant.remaining_micros - grant.held_micros).max(0))
+                .sum();
+            let effective = ws.wallet_micros - ws.held_wallet_micros + pending + covering;
+            if pending > 0 || effective >= settings.threshold_credits_micros {
+                continue;
+            }
+            let amount = settings.amount_money_micros;
+            if settings
+                .max_per_month_money_micros
+                .is_some_and(|cap| month_money + amount > cap)
+            {
+                self.note("recharge paused at the monthly cap");
+                continue;
+            }
+            if last_day >= RECHARGES_PER_DAY_MAX {
+                self.note("recharge paused at the daily cap");
+                continue;
+            }
+            let id = format!("ar_w{index}_{}", total + 1);
+            self.payments.insert(
+                id.clone(),
+                Payment {
+                    ws: index,
+                    recharge: true,
+                    created_at_secs: now,
+                    money_micros: amount,
+                    credits_micros: amount,
+                    status: PaymentStatus::Pending,
+                    reversed_money_micros: 0,
+                    reversed_credits_micros: 0,
+                },
+            );
+            self.workspaces[index].recharge.armed = false;
+            claimed.push(id);
+        }
+        claimed
+    }
+
+    /// R21: every payment still pending 300 s after it was created (the simulation reports
+    /// nothing else that would look at it) is settled as Stripe has it, `succeeded` or
+    /// declined (soft), exactly as the webhook would. Returns (id, status) by id.
+    fn reconcile(&mut self, succeeded: bool) -> Vec<(String, &'static str)> {
+        let now = self.now_secs;
+        let stale: Vec<String> = self
+            .payments
+            .iter()
+            .filter(|(_, paid)| {
+                paid.status == PaymentStatus::Pending
+                    && paid.created_at_secs <= now - RECONCILE_AFTER_SECS
+            })
+            .map(|(id, _)| id.clone())
+            .take(RECONCILE_BATCH_MAX)
+            .collect();
+        stale
+            .into_iter()
+            .map(|id| {
+                let status = self.settle(&id, succeeded, false).expect("a payment");
+                (id, status)
+            })
+            .collect()
     }
 }
