@@ -3,8 +3,9 @@
 //! From one `u64` seed, [`generate`] draws a workspace setup and a list of operations (debits and
 //! batches, idempotent replays, call authorizations, heartbeats, ends and the expiry sweep,
 //! top-ups settled late, twice or after a failure, credit grants made, replayed, voided and
-//! expired, cycle renewals, invoices paid, plan changes, refunds and disputes, and the clock
-//! moving forward, across cycle ends). [`run`] applies
+//! expired, cycle renewals, invoices paid, plan changes, refunds and disputes, auto-recharge
+//! sweeps and their outcomes, the reconciliation, and the clock moving forward, across cycle
+//! ends). [`run`] applies
 //! them to the real ledger on a fresh SQLite database through the functions the components call
 //! (`driver`), and to a plain in-memory account of every bucket and hold written from
 //! `docs/billing-rules.md` and `docs/decisions.md`, not from the ledger's code (`model`). After

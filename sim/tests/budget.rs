@@ -6,9 +6,9 @@ use std::time::Instant;
 use ledger_sim::{Tally, generate, run, shrink};
 
 /// Seeds 1..=SEEDS of OPS_PER_SEED operations each: the 200,000 operations issue 26 asks of CI,
-/// about 29 s on the idle 2-core machine with credit grants among them (23 s before), 5 to 10%
-/// more CPU time with renewals, plan changes and refunds too (docs/reliability.md, "The
-/// simulator").
+/// about 29 s on the idle 2-core machine with credit grants among them (23 s before), 6 to 12%
+/// more CPU time with renewals, plan changes, refunds and auto-recharge too (docs/reliability.md,
+/// "The simulator").
 const SEEDS: u64 = 100;
 const OPS_PER_SEED: usize = 2_000;
 /// The last seeds run with storage faults on FAULTS_PERCENT of their operations. Not all: a
