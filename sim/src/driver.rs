@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
-use ledger::catalog::{Catalog, Direction, UsageKind};
+use ledger::catalog::{self, Catalog, CatalogDoc, Direction, UsageKind};
 use ledger::grants::{self, Grant, GrantCategory, GrantInput, GrantScope, GrantStatus};
 use ledger::native::NativeDb;
 use ledger::plan_change::{self, PlanChangePlan};
@@ -168,6 +168,42 @@ async fn change_plan<S: ledger::Storage>(
             plans::start_subscription(db, catalog, &id, started, now_secs).await
         }
     }
+}
+
+/// The catalog `PUT /v1/catalog` stores: the shipped one, or one with other rates and plan
+/// terms and the same settings (the figures the model types in for it).
+fn catalog_doc(repriced: bool) -> CatalogDoc {
+    let mut doc = Catalog::default_catalog().expect("the shipped catalog").doc;
+    if !repriced {
+        return doc;
+    }
+    let figure = |text: &str| text.parse::<Decimal>().expect("a figure");
+    for plan in &mut doc.plans {
+        match plan.id.as_str() {
+            "free" => plan.monthly_credits = figure("20"),
+            "basic" => plan.monthly_credits = figure("1500"),
+            "professional" => {
+                plan.monthly_credits = figure("6000");
+                plan.rollover_max_credits = Some(figure("500"));
+            }
+            _ => {}
+        }
+    }
+    for rate in &mut doc.rates {
+        rate.price = figure(match (rate.kind, rate.direction, rate.prefix.as_deref()) {
+            (UsageKind::Call, Some(Direction::Outbound), None) => "0.06",
+            (UsageKind::Call, Some(Direction::Outbound), Some("+1")) => "0.03",
+            (UsageKind::Call, Some(Direction::Outbound), Some("+44")) => "0.04",
+            (UsageKind::Call, Some(Direction::Inbound), _) => "0.015",
+            // The toll-free entries.
+            (UsageKind::Call, ..) => "0.05",
+            (UsageKind::Message, ..) => "0.012",
+            (UsageKind::Sms, ..) => "0.008",
+            (UsageKind::Stt, ..) => "0.007",
+            (UsageKind::AiTask, ..) => "0.025",
+        });
+    }
+    doc
 }
 
 /// A card decline as Stripe reports it (`card_declined`), hard or soft.
@@ -352,6 +388,7 @@ pub fn is_storage_failure(answer: &Answer) -> bool {
         Answer::RechargeSet(result) => failed(result),
         Answer::Swept(result) => failed(result),
         Answer::Reconciled(result) => failed(result),
+        Answer::CatalogPut(result) => failed(result),
         Answer::Advanced => false,
     }
 }
@@ -454,6 +491,17 @@ impl Ledger {
 
     /// Runs one operation at the simulated time `now_secs`.
     pub fn apply(&mut self, op: &Op, now_secs: i64) -> Answer {
+        if let Op::PutCatalog { repriced } = op {
+            // As the components do, every operation after it runs with the stored catalog.
+            let put = block_on(catalog::put(&self.db, catalog_doc(*repriced), now_secs));
+            if let Ok(stored) = block_on(catalog::load(&self.db)) {
+                self.catalog = stored;
+            }
+            return Answer::CatalogPut(
+                put.map(|stored| stored.version)
+                    .map_err(|refused| code(&refused)),
+            );
+        }
         let (db, catalog) = (&self.db, &self.catalog);
         match op {
             Op::Debit(event) => Answer::Debit(debit_answer(block_on(usage::record(
@@ -739,6 +787,7 @@ impl Ledger {
                     .map_err(|refused| code(&refused)),
             ),
             Op::Advance { .. } | Op::AdvanceTo { .. } => Answer::Advanced,
+            Op::PutCatalog { .. } => unreachable!("a catalog is put before the match"),
         }
     }
 

@@ -449,6 +449,12 @@ pub enum Op {
         /// What Stripe has for every stale payment.
         succeeded: bool,
     },
+    /// `catalog::put` (`PUT /v1/catalog`): the shipped catalog, or one with other rates and plan
+    /// terms (the same settings), stored as a new version.
+    PutCatalog {
+        /// The repriced catalog rather than the shipped one.
+        repriced: bool,
+    },
     /// `plans::cancel_pending_change` (R15).
     CancelPendingChange {
         /// Workspace index.
@@ -531,6 +537,7 @@ impl Scenario {
                         | Op::ChangePlan { .. }
                         | Op::SweepRecharges
                         | Op::Reconcile { .. }
+                        | Op::PutCatalog { .. }
                 );
                 (hit && !unfaulted).then_some(Fault { kind, at, count })
             })
@@ -791,8 +798,11 @@ fn cycle_op(rng: &mut Rng, workspaces: usize, now: &mut i64, draws: &mut CycleDr
                 Op::Renew
             }
         }
-        90..=99 => Op::CancelPendingChange {
+        90..=96 => Op::CancelPendingChange {
             ws: rng.index(workspaces),
+        },
+        97..=99 => Op::PutCatalog {
+            repriced: rng.chance(60),
         },
         _ => Op::Renew,
     }

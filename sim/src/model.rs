@@ -86,6 +86,8 @@ pub enum Answer {
     Swept(Result<Vec<String>, &'static str>),
     /// The reconciliation: each stale payment and its status after it, by id.
     Reconciled(Result<Vec<(String, &'static str)>, &'static str>),
+    /// A catalog stored: its version.
+    CatalogPut(Result<i64, &'static str>),
     /// A refund or dispute: the credits it took back, or the code refusing it.
     Reversed(Result<i64, &'static str>),
     /// A pending change cancelled, or the code refusing it.
@@ -139,6 +141,7 @@ impl Answer {
             Self::PlanChanged(result) => vec![of("plan change", result)],
             Self::PendingCancelled(result) => vec![of("cancel pending", result)],
             Self::RechargeSet(result) => vec![of("auto-recharge set", result)],
+            Self::CatalogPut(result) => vec![of("catalog put", result)],
             Self::Swept(Ok(claimed)) if claimed.is_empty() => {
                 vec!["recharge sweep claimed none".into()]
             }
@@ -452,6 +455,9 @@ struct Workspace {
     stripe_subscription: bool,
     /// Auto-recharge (R11).
     recharge: Recharge,
+    /// The terms of the plan in force, as they were when it took effect (a catalog change
+    /// reaches them at the next cycle).
+    terms: Terms,
     plan_micros: i64,
     wallet_micros: i64,
     held_plan_micros: i64,
@@ -472,21 +478,17 @@ impl Workspace {
 
     /// Decisions ("Paid plans through Stripe"): a Stripe subscription on a plan with a fee.
     fn paid_subscription_in_force(&self) -> bool {
-        self.stripe_subscription
-            && self
-                .plan
-                .is_some_and(|plan| plan_price_money_micros(plan) > 0)
+        self.stripe_subscription && self.plan.is_some() && self.terms.price_money_micros > 0
     }
 
     /// R13: grants the cycle's plan credits, once per cycle; returns them. Credit that makes
     /// something available again ends the grace period (R7).
     fn grant_cycle(&mut self) -> i64 {
-        let Some(plan) = self.plan else { return 0 };
-        if self.cycle_granted {
+        if self.plan.is_none() || self.cycle_granted {
             return 0;
         }
         self.cycle_granted = true;
-        let credits = plan_credits_micros(plan);
+        let credits = self.terms.monthly_credits_micros;
         self.credit_plan(credits);
         credits
     }
@@ -515,10 +517,17 @@ impl Workspace {
 
     /// R13, decisions: subscribes to `plan` now, on a cycle anchored on today (UTC), its
     /// credits at once unless they wait for a paid plan's first invoice. Returns them.
-    fn subscribe(&mut self, plan: Plan, awaiting_payment: bool, now_secs: i64) -> i64 {
+    fn subscribe(
+        &mut self,
+        plan: Plan,
+        terms: Terms,
+        awaiting_payment: bool,
+        now_secs: i64,
+    ) -> i64 {
         let today = now_secs.div_euclid(DAY_SECS);
         let (_, _, day) = civil_from_days(today);
         self.plan = Some(plan);
+        self.terms = terms;
         self.pending = None;
         self.anchor_day = day;
         self.cycle_start = Some(today * DAY_SECS);
@@ -719,42 +728,48 @@ pub struct Model {
     reversals: BTreeMap<u32, i64>,
     /// Invoices recorded, by id number: (workspace, the period's start).
     invoices: BTreeMap<u32, (usize, i64)>,
+    /// Whether the catalog stored last is the repriced one, and how many were stored.
+    repriced: bool,
+    catalog_versions: i64,
     /// How often the rarer grant paths ran, for the tally (`notes`).
     notes: BTreeMap<&'static str, usize>,
 }
 
-/// R13: what a plan grants when its first period is paid.
-fn plan_credits_micros(plan: Plan) -> i64 {
-    match plan {
-        Plan::None => 0,
-        Plan::Free => 10 * CREDIT_MICROS,
-        Plan::Basic => 1_000 * CREDIT_MICROS,
-        Plan::Professional => 5_000 * CREDIT_MICROS,
+/// A plan's terms (R13, R2): its fee (money), the credits a cycle grants, and what a cycle's
+/// end keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Terms {
+    price_money_micros: i64,
+    monthly_credits_micros: i64,
+    rollover_max_micros: i64,
+}
+
+impl Terms {
+    /// Decisions ("Plans and cycles"): an upgrade is a higher (price, monthly credits).
+    fn is_upgrade_to(self, to: Terms) -> bool {
+        (to.price_money_micros, to.monthly_credits_micros)
+            > (self.price_money_micros, self.monthly_credits_micros)
     }
 }
 
-/// R13: a plan's fee, in micro-units of the currency (the shipped catalog).
-fn plan_price_money_micros(plan: Plan) -> i64 {
-    match plan {
-        Plan::None | Plan::Free => 0,
-        Plan::Basic => 29_000_000,
-        Plan::Professional => 99_000_000,
+/// A plan's terms in the shipped catalog (free 10 credits; Basic 29 USD, 1,000; Professional
+/// 99 USD, 5,000, up to 1,000 rolling over) or the repriced one the simulation puts
+/// (`Op::PutCatalog`: free 20; Basic 29 USD, 1,500; Professional 99 USD, 6,000, up to 500).
+fn plan_terms(plan: Plan, repriced: bool) -> Terms {
+    let (price, credits, rollover) = match (plan, repriced) {
+        (Plan::None, _) => (0, 0, 0),
+        (Plan::Free, false) => (0, 10, 0),
+        (Plan::Free, true) => (0, 20, 0),
+        (Plan::Basic, false) => (29, 1_000, 0),
+        (Plan::Basic, true) => (29, 1_500, 0),
+        (Plan::Professional, false) => (99, 5_000, 1_000),
+        (Plan::Professional, true) => (99, 6_000, 500),
+    };
+    Terms {
+        price_money_micros: price * 1_000_000,
+        monthly_credits_micros: credits * CREDIT_MICROS,
+        rollover_max_micros: rollover * CREDIT_MICROS,
     }
-}
-
-/// R2: the plan credits a cycle's end keeps (Professional: up to 1,000).
-fn rollover_max_micros(plan: Plan) -> i64 {
-    if plan == Plan::Professional {
-        1_000 * CREDIT_MICROS
-    } else {
-        0
-    }
-}
-
-/// Decisions ("Plans and cycles"): an upgrade is a higher (price, monthly credits).
-fn is_upgrade(from: Plan, to: Plan) -> bool {
-    (plan_price_money_micros(to), plan_credits_micros(to))
-        > (plan_price_money_micros(from), plan_credits_micros(from))
 }
 
 /// R24, R26: what a call's posting takes of each grant (index, credits) from `budget`: what the
@@ -801,14 +816,21 @@ fn ceil_div(a: i64, b: i64, c: i64) -> i64 {
     ((product + i128::from(c) - 1) / i128::from(c)) as i64
 }
 
-/// R4: a call's price per minute, by direction and number, in the shipped catalog.
-fn per_minute_micros(number: Number, inbound: bool) -> i64 {
-    match (number, inbound) {
-        (Number::UsTollFree, _) => 40_000,
-        (_, true) => 10_000,
-        (Number::Us, false) => 20_000,
-        (Number::Uk, false) => 30_000,
-        (Number::France, false) => 50_000,
+/// R4: a call's price per minute, by direction and number, in the shipped catalog or the
+/// repriced one (toll-free 0.05, inbound 0.015, outbound 0.03 to `+1`, 0.04 to `+44`, 0.06
+/// elsewhere).
+fn per_minute_micros(number: Number, inbound: bool, repriced: bool) -> i64 {
+    match (number, inbound, repriced) {
+        (Number::UsTollFree, _, false) => 40_000,
+        (Number::UsTollFree, _, true) => 50_000,
+        (_, true, false) => 10_000,
+        (_, true, true) => 15_000,
+        (Number::Us, false, false) => 20_000,
+        (Number::Us, false, true) => 30_000,
+        (Number::Uk, false, false) => 30_000,
+        (Number::Uk, false, true) => 40_000,
+        (Number::France, false, false) => 50_000,
+        (Number::France, false, true) => 60_000,
     }
 }
 
@@ -825,18 +847,27 @@ fn call_cost_micros(per_minute_micros: i64, billed_secs: i64) -> i64 {
     ceil_div(per_minute_micros, billed_secs, 60)
 }
 
-/// R4: what a usage event costs.
-fn usage_cost_micros(usage: Usage) -> i64 {
+/// R4: what a usage event costs (repriced: a message 0.012, an SMS segment 0.008, a minute of
+/// speech-to-text 0.007, an AI task 0.025).
+fn usage_cost_micros(usage: Usage, repriced: bool) -> i64 {
+    let (message, sms, stt, ai_task) = if repriced {
+        (12_000, 8_000, 7_000, 25_000)
+    } else {
+        (10_000, 7_500, 6_000, 20_000)
+    };
     match usage {
-        Usage::Message(count) => 10_000 * count,
-        Usage::Sms(segments) => 7_500 * segments,
-        Usage::Stt(micro_minutes) => ceil_div(6_000, micro_minutes, CREDIT_MICROS),
-        Usage::AiTask(count) => 20_000 * count,
+        Usage::Message(count) => message * count,
+        Usage::Sms(segments) => sms * segments,
+        Usage::Stt(micro_minutes) => ceil_div(stt, micro_minutes, CREDIT_MICROS),
+        Usage::AiTask(count) => ai_task * count,
         Usage::Call {
             number,
             inbound,
             secs,
-        } => call_cost_micros(per_minute_micros(number, inbound), billed_secs(secs)),
+        } => call_cost_micros(
+            per_minute_micros(number, inbound, repriced),
+            billed_secs(secs),
+        ),
     }
 }
 
@@ -853,9 +884,10 @@ impl Model {
                 cycle_end: (ws.plan != Plan::None)
                     .then(|| next_cycle_start_secs(CYCLE_START_SECS, 1)),
                 cycle_granted: ws.plan != Plan::None,
-                stripe_subscription: plan_price_money_micros(ws.plan) > 0,
+                stripe_subscription: plan_terms(ws.plan, false).price_money_micros > 0,
                 recharge: Recharge::default(),
-                plan_micros: plan_credits_micros(ws.plan),
+                terms: plan_terms(ws.plan, false),
+                plan_micros: plan_terms(ws.plan, false).monthly_credits_micros,
                 wallet_micros: 0,
                 held_plan_micros: 0,
                 held_wallet_micros: 0,
@@ -886,6 +918,8 @@ impl Model {
             call_order: Vec::new(),
             payments: BTreeMap::new(),
             invoices: BTreeMap::new(),
+            repriced: false,
+            catalog_versions: 0,
             reversals: BTreeMap::new(),
             notes: BTreeMap::new(),
         }
@@ -998,6 +1032,13 @@ impl Model {
                 Answer::Settled(self.settle(&id, *succeeded, *hard_decline))
             }
             Op::Reconcile { succeeded } => Answer::Reconciled(Ok(self.reconcile(*succeeded))),
+            Op::PutCatalog { repriced } => {
+                // The contract: a new version applies to new debits and calls, and to a plan's
+                // terms when they next take effect (a cycle, a subscription, an upgrade).
+                self.repriced = *repriced;
+                self.catalog_versions += 1;
+                Answer::CatalogPut(Ok(self.catalog_versions))
+            }
             Op::Grant { ws, key, terms } => Answer::Granted(self.grant(*ws, *key, terms)),
             Op::Void { ws, key } => Answer::Voided(self.void(*ws, *key)),
             Op::ExpireGrants => Answer::GrantsExpired(self.expire_grants()),
@@ -1054,7 +1095,7 @@ impl Model {
         if ws.plan.is_none() {
             return Err("billing_not_configured");
         }
-        let cost = usage_cost_micros(event.usage);
+        let cost = usage_cost_micros(event.usage, self.repriced);
         let funding = ws.fund(event.agent, event.usage.kind(), cost, now)?;
         ws.plan_micros -= funding.plan_micros;
         ws.wallet_micros -= funding.wallet_micros;
@@ -1109,7 +1150,7 @@ impl Model {
         {
             return Err("limit_reached");
         }
-        let per_minute = per_minute_micros(number, inbound);
+        let per_minute = per_minute_micros(number, inbound, next.repriced);
         let first_hold = call_cost_micros(per_minute, INCREMENT_SECS);
         // R7: with nothing to pay from, an inbound call to a standard number of a
         // `use_balance` agent still connects, holding nothing, within the grace period.
@@ -1452,7 +1493,7 @@ impl Model {
     /// the cycle in force gets credits, if its plan is free or its invoice was paid. Returns
     /// (workspaces renewed, cycles advanced, workspaces failed).
     fn renew(&mut self) -> (usize, usize, usize) {
-        let now = self.now_secs;
+        let (now, repriced) = (self.now_secs, self.repriced);
         let (mut renewed, mut cycles) = (0, 0);
         let mut held_over = 0;
         for index in 0..self.workspaces.len() {
@@ -1469,21 +1510,21 @@ impl Model {
                     held_over += 1;
                 }
                 let expirable = ws.plan_free_micros();
-                let expire = expirable - expirable.min(rollover_max_micros(plan));
+                let expire = expirable - expirable.min(ws.terms.rollover_max_micros);
                 if expire > 0 {
                     ws.plan_micros -= expire;
                     ws.note_if_exhausted(now);
                 }
-                ws.plan = Some(ws.pending.take().unwrap_or(plan));
+                let next_plan = ws.pending.take().unwrap_or(plan);
+                ws.plan = Some(next_plan);
+                ws.terms = plan_terms(next_plan, repriced);
                 let next_end = next_cycle_start_secs(end, ws.anchor_day);
                 ws.cycle_start = Some(end);
                 ws.cycle_end = Some(next_end);
                 ws.cycle_granted = false;
                 advanced += 1;
                 if next_end > now {
-                    let free = ws
-                        .plan
-                        .is_some_and(|plan| plan_price_money_micros(plan) == 0);
+                    let free = ws.terms.price_money_micros == 0;
                     let paid = self.invoices.values().any(|&(of, period)| {
                         of == index && (period - end).abs() < INVOICE_SLACK_SECS
                     });
@@ -1544,17 +1585,18 @@ impl Model {
                 credits_micros: credits,
             }
         };
-        let paid_target = plan_price_money_micros(target) > 0;
+        let target_terms = plan_terms(target, self.repriced);
+        let paid_target = target_terms.price_money_micros > 0;
         let current = match ws.plan {
             Some(current) if ws.paid_subscription_in_force() || !paid_target => current,
             _ if paid_target => {
                 // A first paid subscription (or one replacing a free plan).
                 ws.stripe_subscription = true;
-                let credits = ws.subscribe(target, !first_period_paid, now);
+                let credits = ws.subscribe(target, target_terms, !first_period_paid, now);
                 return Ok(answer("subscribed", target, None, now, credits));
             }
             _ => {
-                let credits = ws.subscribe(target, false, now);
+                let credits = ws.subscribe(target, target_terms, false, now);
                 return Ok(answer("subscribed", target, None, now, credits));
             }
         };
@@ -1570,15 +1612,16 @@ impl Model {
             ws.cycle_start.expect("a plan has a cycle"),
             ws.cycle_end.expect("a plan has a cycle"),
         );
-        if !is_upgrade(current, target) {
+        if !ws.terms.is_upgrade_to(target_terms) {
             ws.pending = Some(target);
             return Ok(answer("downgrade_scheduled", current, Some(target), end, 0));
         }
         // R14: the whole days left (UTC dates) of the cycle's days; none once it has ended.
         let days_left = (end.div_euclid(DAY_SECS) - now.div_euclid(DAY_SECS)).max(0);
         let days = end.div_euclid(DAY_SECS) - start.div_euclid(DAY_SECS);
-        let credits = plan_credits_micros(target) * days_left / days;
+        let credits = target_terms.monthly_credits_micros * days_left / days;
         ws.plan = Some(target);
+        ws.terms = target_terms;
         ws.pending = None;
         ws.credit_plan(credits);
         Ok(answer("upgraded", target, None, now, credits))
