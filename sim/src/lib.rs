@@ -3,9 +3,9 @@
 //! From one `u64` seed, [`generate`] draws a workspace setup and a list of operations (debits and
 //! batches, idempotent replays, call authorizations, heartbeats, ends and the expiry sweep,
 //! top-ups settled late, twice or after a failure, credit grants made, replayed, voided and
-//! expired, cycle renewals, invoices paid, plan changes, refunds and disputes, auto-recharge
-//! sweeps and their outcomes, the reconciliation, and the clock moving forward, across cycle
-//! ends). [`run`] applies
+//! expired, cycle renewals, invoices paid, plan changes, catalog changes, refunds and
+//! disputes, auto-recharge sweeps and their outcomes, the reconciliation, and the clock moving
+//! forward, across cycle ends). [`run`] applies
 //! them to the real ledger on a fresh SQLite database through the functions the components call
 //! (`driver`), and to a plain in-memory account of every bucket and hold written from
 //! `docs/billing-rules.md` and `docs/decisions.md`, not from the ledger's code (`model`). After
@@ -706,8 +706,9 @@ fn grant_terms(rng: &mut Rng, agents: usize, now: i64) -> GrantTerms {
     }
 }
 
-/// Salt of the cycles' generator: renewals, invoices, plan changes and the clock's jumps to a
-/// cycle's end are drawn on a stream of their own, between the others, as grants are.
+/// Salt of the cycles' generator: renewals, invoices, plan changes, catalog changes and the
+/// clock's jumps to a cycle's end are drawn on a stream of their own, between the others, as
+/// grants are.
 const CYCLE_SALT: u64 = 0x5EED_0000_C7C1_0001;
 /// About this many operations in a hundred are cycle operations.
 const CYCLE_OPS_PERCENT: u64 = 3;
@@ -743,7 +744,7 @@ pub struct Options {
 /// A cycle operation: a renewal (a third), a jump of the clock to just before or after the next
 /// first of a month (the end of the set-up workspaces' cycles), an invoice paid (a fifth a
 /// replay; its period near the cycle's start, now and then just inside or outside Stripe's 2
-/// days of slack), a plan change, or a cancelled pending change.
+/// days of slack), a plan change, a cancelled pending change, or a catalog stored.
 fn cycle_op(rng: &mut Rng, workspaces: usize, now: &mut i64, draws: &mut CycleDraws) -> Op {
     match rng.index(100) {
         35..=49 => {

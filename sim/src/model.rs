@@ -6,8 +6,10 @@
 //! `docs/grants.md` (G1-G4): each grant's remaining and held, the one spending order, holds per
 //! grant, expiry on the workspace clock (applied on read before the sweep posts it) and voiding.
 //! Plans and cycles follow R13-R16 and the decisions' "Plans and cycles" and "Paid plans through
-//! Stripe", with the catalog's plan figures typed in and a calendar of its own (`crate`'s
-//! `days_from_civil`); refunds and disputes follow R12.
+//! Stripe", with the catalogs' plan figures typed in and a calendar of its own (`crate`'s
+//! `days_from_civil`); refunds and disputes follow R12; auto-recharge and the reconciliation
+//! R11, R21, R27 and the decisions' "Auto-recharge"; a catalog change the contract ("a change
+//! applies to new debits, and a subscribed plan's terms change at the next cycle").
 
 use std::collections::BTreeMap;
 
