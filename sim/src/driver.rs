@@ -603,25 +603,12 @@ impl Ledger {
                 let report = if *succeeded {
                     Report::Succeeded
                 } else {
-                    Report::Failed(Failure {
-                        code: FailureCode::parse(Some("card_declined")),
-                        message: "Your card was declined.".into(),
-                        hard_decline: false,
-                    })
+                    decline(false)
                 };
                 let paid = payments::PaidWith::default();
-                Answer::Settled(
-                    match block_on(payments::settle(db, reported, &report, &paid, now_secs)) {
-                        Ok(Some(settled)) => Ok(match settled.payment.status.as_str() {
-                            "succeeded" => "succeeded",
-                            "failed" => "failed",
-                            "pending" => "pending",
-                            _ => "other",
-                        }),
-                        Ok(None) => Err("not_ours"),
-                        Err(refused) => Err(code(&refused)),
-                    },
-                )
+                Answer::Settled(settled(block_on(payments::settle(
+                    db, reported, &report, &paid, now_secs,
+                ))))
             }
             Op::Grant { ws, key, terms } => {
                 let id = grant_id(*ws, *key);
