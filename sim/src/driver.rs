@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use futures::executor::block_on;
 use ledger::agents::{self, AgentLimits, OveragePolicy};
-use ledger::catalog::{Catalog, Direction, UsageKind};
+use ledger::catalog::{self, Catalog, CatalogDoc, Direction, UsageKind};
 use ledger::grants::{self, Grant, GrantCategory, GrantInput, GrantScope, GrantStatus};
+use ledger::plan_change::{self, PlanChangePlan};
+use ledger::plans::{PlanChange, StartedSubscription};
 use ledger::settlement::{Failure, FailureCode, Report};
 use ledger::usage::{DebitResult, UsageEvent};
 use ledger::workspace::WorkspaceInput;
@@ -15,7 +17,9 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use crate::faults::{Fault, FaultyDb, Fired, Sabotage};
-use crate::model::{Answer, Balances, DebitAnswer, GrantView, PostAnswer, WorkspaceBalances};
+use crate::model::{
+    Answer, Balances, DebitAnswer, GrantView, PlanChangeAnswer, PostAnswer, WorkspaceBalances,
+};
 use crate::{CYCLE_START_SECS, Event, GrantTerms, Kind, Number, Op, Usage, WorkspaceSetup};
 
 /// The ledger on an SQLite database (in memory, or a file for the real faults), behind the
@@ -112,6 +116,192 @@ fn grant_view(keys: &BTreeMap<String, u32>, grant: &Grant) -> GrantView {
     }
 }
 
+/// A plan id the ledger answered, as the model names it.
+fn plan_name(id: &str) -> &'static str {
+    match id {
+        "free" => "free",
+        "basic" => "basic",
+        "professional" => "professional",
+        _ => "a plan the catalog does not have",
+    }
+}
+
+fn plan_change_answer(change: PlanChange) -> PlanChangeAnswer {
+    PlanChangeAnswer {
+        action: change.action,
+        plan: plan_name(&change.plan_id),
+        pending_plan: change.pending_plan_id.as_deref().map(plan_name),
+        effective_at_secs: calendar::parse_rfc3339("effective_at", &change.effective_at)
+            .unwrap_or(i64::MIN),
+        credits_micros: micros(change.credits_granted),
+    }
+}
+
+/// `POST .../subscription {"plan_id"}` as the user-api component runs it once Stripe's side is
+/// done (`components/user-api/src/subscription.rs`): the ledger plans it; a first paid
+/// subscription is claimed, then started on the subscription Stripe created (charged at once or
+/// not, as `first_period_paid` says); anything else is `plans::change_plan` with the period paid.
+async fn change_plan<S: ledger::Storage>(
+    db: &S,
+    catalog: &Catalog,
+    ws: usize,
+    plan_id: &str,
+    first_period_paid: bool,
+    now_secs: i64,
+) -> Result<PlanChange, LedgerError> {
+    let id = ws_id(ws);
+    let subscriber = plan_change::subscriber(db, &id).await?;
+    match plan_change::plan_change(&subscriber, catalog, plan_id, true)? {
+        PlanChangePlan::LedgerOnly | PlanChangePlan::Change(_) => {
+            plans::change_plan(db, catalog, &id, plan_id, true, now_secs).await
+        }
+        PlanChangePlan::Start(start) => {
+            let claim = plans::subscription_claim(now_secs, &id);
+            plans::claim_subscription(db, &id, &claim, now_secs).await?;
+            let subscription_id = format!("sub_{id}_{now_secs}");
+            let started = StartedSubscription {
+                plan_id: &start.plan_id,
+                claim: &claim,
+                subscription_id: &subscription_id,
+                first_period_paid,
+            };
+            plans::start_subscription(db, catalog, &id, started, now_secs).await
+        }
+    }
+}
+
+/// The catalog `PUT /v1/catalog` stores: the shipped one, or one with other rates and plan
+/// terms and the same settings (the figures the model types in for it).
+fn catalog_doc(repriced: bool) -> CatalogDoc {
+    let mut doc = Catalog::default_catalog().expect("the shipped catalog").doc;
+    if !repriced {
+        return doc;
+    }
+    let figure = |text: &str| text.parse::<Decimal>().expect("a figure");
+    for plan in &mut doc.plans {
+        match plan.id.as_str() {
+            "free" => plan.monthly_credits = figure("20"),
+            "basic" => plan.monthly_credits = figure("1500"),
+            "professional" => {
+                plan.monthly_credits = figure("6000");
+                plan.rollover_max_credits = Some(figure("500"));
+            }
+            _ => {}
+        }
+    }
+    for rate in &mut doc.rates {
+        rate.price = figure(match (rate.kind, rate.direction, rate.prefix.as_deref()) {
+            (UsageKind::Call, Some(Direction::Outbound), None) => "0.06",
+            (UsageKind::Call, Some(Direction::Outbound), Some("+1")) => "0.03",
+            (UsageKind::Call, Some(Direction::Outbound), Some("+44")) => "0.04",
+            (UsageKind::Call, Some(Direction::Inbound), _) => "0.015",
+            // The toll-free entries.
+            (UsageKind::Call, ..) => "0.05",
+            (UsageKind::Message, ..) => "0.012",
+            (UsageKind::Sms, ..) => "0.008",
+            (UsageKind::Stt, ..) => "0.007",
+            (UsageKind::AiTask, ..) => "0.025",
+        });
+    }
+    doc
+}
+
+/// A card decline as Stripe reports it (`card_declined`), hard or soft.
+fn decline(hard_decline: bool) -> Report<'static> {
+    Report::Failed(Failure {
+        code: FailureCode::parse(Some("card_declined")),
+        message: "Your card was declined.".into(),
+        hard_decline,
+    })
+}
+
+/// A settlement's answer: the payment's status after it.
+fn settled(
+    result: Result<Option<payments::Settled>, LedgerError>,
+) -> Result<&'static str, &'static str> {
+    match result {
+        Ok(Some(settled)) => Ok(match settled.payment.status.as_str() {
+            "succeeded" => "succeeded",
+            "failed" => "failed",
+            "pending" => "pending",
+            _ => "other",
+        }),
+        Ok(None) => Err("not_ours"),
+        Err(refused) => Err(code(&refused)),
+    }
+}
+
+/// The auto-recharge component's sweep (`components/auto-recharge/src/lib.rs`): candidates in
+/// batches of 50 after the last one seen, up to 100 workspaces a pass, each claimed in its own
+/// transaction (a refusal skips the workspace, a storage failure stops the pass). The charges
+/// are left pending: Stripe's answer is a later operation. Returns the payments claimed.
+async fn sweep_recharges<S: ledger::Storage>(
+    db: &S,
+    catalog: &Catalog,
+    now_secs: i64,
+) -> Result<Vec<String>, LedgerError> {
+    let mut claimed = Vec::new();
+    let mut after = String::new();
+    let mut checked = 0;
+    while checked < 100 {
+        let limit = (100 - checked).min(50);
+        let batch = payments::auto_recharge_candidates(db, &after, limit as i64).await?;
+        for ws in &batch {
+            checked += 1;
+            after.clone_from(ws);
+            match payments::claim_auto_recharge(db, catalog, ws, now_secs).await {
+                Ok(Some(payment)) => claimed.push(payment.id),
+                Ok(None) => {}
+                Err(LedgerError::Storage(error))
+                    if error.kind != ledger::StorageErrorKind::Constraint =>
+                {
+                    return Err(LedgerError::Storage(error));
+                }
+                Err(_) => {}
+            }
+        }
+        if batch.len() < limit {
+            break;
+        }
+    }
+    claimed.sort_unstable();
+    Ok(claimed)
+}
+
+/// The reconciliation of the auto-recharge component's pass (R21): every payment pending 300 s,
+/// settled as Stripe has it. The component reads the PaymentIntent (or, without one, the
+/// customer's charges) and settles from that; here Stripe's answer is the operation's.
+async fn reconcile<S: ledger::Storage>(
+    db: &S,
+    succeeded: bool,
+    now_secs: i64,
+) -> Result<Vec<(String, &'static str)>, LedgerError> {
+    let stale = payments::stale_pending(db, now_secs, 100).await?;
+    let report = if succeeded {
+        Report::Succeeded
+    } else {
+        decline(false)
+    };
+    let mut settled_all = Vec::new();
+    for payment in stale {
+        let answer = payments::settle(
+            db,
+            payments::Reported::Payment {
+                id: &payment.id,
+                intent_id: None,
+            },
+            &report,
+            &payments::PaidWith::default(),
+            now_secs,
+        )
+        .await?;
+        let status = settled(Ok(answer)).unwrap_or("not ours");
+        settled_all.push((payment.id, status));
+    }
+    settled_all.sort_unstable();
+    Ok(settled_all)
+}
+
 /// Micro-units of a decimal the ledger answered (always whole micro-units).
 fn micros(value: Decimal) -> i64 {
     (value * Decimal::from(1_000_000))
@@ -190,6 +380,15 @@ pub fn is_storage_failure(answer: &Answer) -> bool {
         Answer::Granted(result) => failed(result),
         Answer::Voided(result) => failed(result),
         Answer::GrantsExpired(posted) => *posted == usize::MAX,
+        Answer::Renewed(result) => failed(result),
+        Answer::InvoicePaid(result) => failed(result),
+        Answer::PlanChanged(result) => failed(result),
+        Answer::PendingCancelled(result) => failed(result),
+        Answer::Reversed(result) => failed(result),
+        Answer::RechargeSet(result) => failed(result),
+        Answer::Swept(result) => failed(result),
+        Answer::Reconciled(result) => failed(result),
+        Answer::CatalogPut(result) => failed(result),
         Answer::Advanced => false,
     }
 }
@@ -232,11 +431,20 @@ impl Ledger {
                 CYCLE_START_SECS,
             ))
             .map_err(|e| e.to_string())?;
+            // Every workspace has a card on file (a paid plan needs one).
+            let card = payments::PaymentMethod {
+                id: format!("pm_{id}"),
+                brand: "visa".into(),
+                last4: "4242".into(),
+                exp_month: 8,
+                exp_year: 2030,
+            };
+            block_on(payments::set_payment_method(&db, &id, &card)).map_err(|e| e.to_string())?;
             if let Some(plan) = ws.plan.id() {
-                block_on(plans::change_plan(
+                block_on(change_plan(
                     &db,
                     &catalog,
-                    &id,
+                    index,
                     plan,
                     true,
                     CYCLE_START_SECS,
@@ -290,6 +498,17 @@ impl Ledger {
 
     /// Runs one operation at the simulated time `now_secs`.
     pub fn apply(&mut self, op: &Op, now_secs: i64) -> Answer {
+        if let Op::PutCatalog { repriced } = op {
+            // As the components do, every operation after it runs with the stored catalog.
+            let put = block_on(catalog::put(&self.db, catalog_doc(*repriced), now_secs));
+            if let Ok(stored) = block_on(catalog::load(&self.db)) {
+                self.catalog = stored;
+            }
+            return Answer::CatalogPut(
+                put.map(|stored| stored.version)
+                    .map_err(|refused| code(&refused)),
+            );
+        }
         let (db, catalog) = (&self.db, &self.catalog);
         match op {
             Op::Debit(event) => Answer::Debit(debit_answer(block_on(usage::record(
@@ -391,25 +610,12 @@ impl Ledger {
                 let report = if *succeeded {
                     Report::Succeeded
                 } else {
-                    Report::Failed(Failure {
-                        code: FailureCode::parse(Some("card_declined")),
-                        message: "Your card was declined.".into(),
-                        hard_decline: false,
-                    })
+                    decline(false)
                 };
                 let paid = payments::PaidWith::default();
-                Answer::Settled(
-                    match block_on(payments::settle(db, reported, &report, &paid, now_secs)) {
-                        Ok(Some(settled)) => Ok(match settled.payment.status.as_str() {
-                            "succeeded" => "succeeded",
-                            "failed" => "failed",
-                            "pending" => "pending",
-                            _ => "other",
-                        }),
-                        Ok(None) => Err("not_ours"),
-                        Err(refused) => Err(code(&refused)),
-                    },
-                )
+                Answer::Settled(settled(block_on(payments::settle(
+                    db, reported, &report, &paid, now_secs,
+                ))))
             }
             Op::Grant { ws, key, terms } => {
                 let id = grant_id(*ws, *key);
@@ -436,7 +642,146 @@ impl Ledger {
             Op::ExpireGrants => Answer::GrantsExpired(
                 block_on(grants::expire_due(db, now_secs)).unwrap_or(usize::MAX),
             ),
-            Op::Advance { .. } => Answer::Advanced,
+            Op::Renew => Answer::Renewed(
+                block_on(plans::renew_due(
+                    db,
+                    catalog,
+                    now_secs,
+                    plans::RENEWAL_BATCH_MAX,
+                ))
+                .map(|report| {
+                    (
+                        report.workspaces_renewed,
+                        report.cycles_advanced,
+                        report.workspaces_failed,
+                    )
+                })
+                .map_err(|refused| code(&refused)),
+            ),
+            Op::InvoicePaid {
+                ws,
+                invoice,
+                next,
+                offset_secs,
+            } => Answer::InvoicePaid(
+                block_on(async {
+                    // Stripe knows the period it bills: the workspace's cycle as the ledger has
+                    // it (the balances compare it with the model's after every step).
+                    let state = workspace::get(db, &ws_id(*ws)).await?;
+                    let base = if *next {
+                        state.cycle_end_at
+                    } else {
+                        state.cycle_start_at
+                    };
+                    let period = base.unwrap_or(now_secs) + offset_secs;
+                    plans::record_invoice_paid(
+                        db,
+                        &ws_id(*ws),
+                        &format!("in_{invoice}"),
+                        period,
+                        now_secs,
+                    )
+                    .await
+                })
+                .map(micros)
+                .map_err(|refused| code(&refused)),
+            ),
+            Op::ChangePlan {
+                ws,
+                plan,
+                first_period_paid,
+            } => Answer::PlanChanged(
+                block_on(change_plan(
+                    db,
+                    catalog,
+                    *ws,
+                    plan.id().unwrap_or("none"),
+                    *first_period_paid,
+                    now_secs,
+                ))
+                .map(plan_change_answer)
+                .map_err(|refused| code(&refused)),
+            ),
+            Op::Reverse {
+                payment,
+                reversal,
+                dispute,
+                amount_money_micros,
+            } => Answer::Reversed(
+                block_on(payments::reverse(
+                    db,
+                    &payment_id(*payment),
+                    &format!("re_{reversal}"),
+                    if *dispute { "dispute" } else { "refund" },
+                    *amount_money_micros,
+                    now_secs,
+                ))
+                .map_err(|refused| code(&refused)),
+            ),
+            Op::SetAutoRecharge { ws, settings } => {
+                let settings = payments::AutoRechargeSettings {
+                    enabled: settings.enabled,
+                    threshold: decimal(settings.threshold_money_micros),
+                    amount: decimal(settings.amount_money_micros),
+                    max_per_month: settings.max_per_month_money_micros.map(decimal),
+                };
+                Answer::RechargeSet(
+                    block_on(payments::set_auto_recharge(
+                        db,
+                        catalog,
+                        &ws_id(*ws),
+                        &settings,
+                    ))
+                    .map(|_| ())
+                    .map_err(|refused| code(&refused)),
+                )
+            }
+            Op::SweepRecharges => Answer::Swept(
+                block_on(sweep_recharges(db, catalog, now_secs)).map_err(|refused| code(&refused)),
+            ),
+            Op::SettleRecharge {
+                ws,
+                succeeded,
+                hard_decline,
+            } => {
+                // The latest recharge: the sweep names the n-th `ar_<ws>_<n>`.
+                let claimed = match block_on(ledger::Storage::query(
+                    db,
+                    "SELECT COUNT(*) FROM payments WHERE workspace_id = ?1 AND kind = 'auto_recharge'",
+                    &[ledger::SqlValue::Text(ws_id(*ws))],
+                )) {
+                    Ok(rows) => match rows.first().map(|row| &row[0]) {
+                        Some(ledger::SqlValue::Integer(count)) => *count,
+                        _ => -1,
+                    },
+                    Err(_) => return Answer::Settled(Err("internal_error")),
+                };
+                let id = format!("ar_{}_{claimed}", ws_id(*ws));
+                let report = if *succeeded {
+                    Report::Succeeded
+                } else {
+                    decline(*hard_decline)
+                };
+                Answer::Settled(settled(block_on(payments::settle(
+                    db,
+                    payments::Reported::Payment {
+                        id: &id,
+                        intent_id: None,
+                    },
+                    &report,
+                    &payments::PaidWith::default(),
+                    now_secs,
+                ))))
+            }
+            Op::Reconcile { succeeded } => Answer::Reconciled(
+                block_on(reconcile(db, *succeeded, now_secs)).map_err(|refused| code(&refused)),
+            ),
+            Op::CancelPendingChange { ws } => Answer::PendingCancelled(
+                block_on(plans::cancel_pending_change(db, &ws_id(*ws)))
+                    .map_err(|refused| code(&refused)),
+            ),
+            Op::Advance { .. } | Op::AdvanceTo { .. } => Answer::Advanced,
+            Op::PutCatalog { .. } => unreachable!("a catalog is put before the match"),
         }
     }
 
@@ -539,6 +884,11 @@ impl Ledger {
                         })
                         .collect(),
                     grants: grants.next().unwrap_or_default(),
+                    plans: (
+                        ws.plan_id.as_deref().map(plan_name),
+                        ws.pending_plan_id.as_deref().map(plan_name),
+                    ),
+                    cycle: (ws.cycle_start_at, ws.cycle_end_at),
                 }
             })
             .collect();

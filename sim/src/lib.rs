@@ -3,7 +3,9 @@
 //! From one `u64` seed, [`generate`] draws a workspace setup and a list of operations (debits and
 //! batches, idempotent replays, call authorizations, heartbeats, ends and the expiry sweep,
 //! top-ups settled late, twice or after a failure, credit grants made, replayed, voided and
-//! expired, and the clock moving forward). [`run`] applies
+//! expired, cycle renewals, invoices paid, plan changes, catalog changes, refunds and
+//! disputes, auto-recharge sweeps and their outcomes, the reconciliation, and the clock moving
+//! forward, across cycle ends). [`run`] applies
 //! them to the real ledger on a fresh SQLite database through the functions the components call
 //! (`driver`), and to a plain in-memory account of every bucket and hold written from
 //! `docs/billing-rules.md` and `docs/decisions.md`, not from the ledger's code (`model`). After
@@ -30,10 +32,10 @@ use faults::{Fault, Sabotage};
 pub const CYCLE_START_SECS: i64 = 1_793_491_200;
 /// Seconds in a day.
 pub const DAY_SECS: i64 = 86_400;
-/// The simulated clock never passes this: the whole run stays inside the first cycle, because
-/// renewals (R13, R16) are not modelled in this increment (a paid plan's next credits wait for
-/// its invoice, which the simulation does not send yet).
-pub const HORIZON_SECS: i64 = CYCLE_START_SECS + 29 * DAY_SECS;
+/// The simulated clock never passes this: 100 days, so that a run crosses up to three cycle ends
+/// (December 1, January 1, February 1 for the workspaces set up; other days for those that
+/// subscribe during the run).
+pub const HORIZON_SECS: i64 = CYCLE_START_SECS + 100 * DAY_SECS;
 /// How often the ledger's own audit (`ledger::audit::check`) runs, in steps.
 pub const AUDIT_EVERY_STEPS: usize = 50;
 /// How often every grant is compared as `grants::list` shows it (an expiry applied on read, its
@@ -77,7 +79,57 @@ impl Rng {
     }
 }
 
-/// The plan a workspace is on for the whole run (`None`: billing not configured, R3).
+/// A UTC date's days since 1970-01-01 (the proleptic Gregorian calendar; H. Hinnant's
+/// `days_from_civil`). Written here rather than taken from the ledger's calendar, so that the
+/// model's cycles are its own.
+pub fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The UTC date (year, month, day) of a day number since 1970-01-01 (`civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let days = days + 719_468;
+    let era = days.div_euclid(146_097);
+    let day_of_era = days - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// R13: the midnight (UTC) that starts the cycle after the one starting at `start_secs`, for
+/// cycles anchored on `anchor_day`: that day of the next month, or its last day if shorter.
+pub fn next_cycle_start_secs(start_secs: i64, anchor_day: i64) -> i64 {
+    let (year, month, _) = civil_from_days(start_secs.div_euclid(DAY_SECS));
+    let (next_year, next_month) = if month == 12 {
+        (year + 1, 1)
+    } else {
+        (year, month + 1)
+    };
+    let first = days_from_civil(next_year, next_month, 1);
+    let (after_year, after_month) = if next_month == 12 {
+        (next_year + 1, 1)
+    } else {
+        (next_year, next_month + 1)
+    };
+    let days_in_month = days_from_civil(after_year, after_month, 1) - first;
+    (first + anchor_day.min(days_in_month) - 1) * DAY_SECS
+}
+
+/// The plan a workspace is set up on (`None`: billing not configured, R3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Plan {
     /// No plan.
@@ -91,6 +143,9 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// The plans of the shipped catalog, cheapest first.
+    pub const CATALOG: [Plan; 3] = [Plan::Free, Plan::Basic, Plan::Professional];
+
     /// The catalog's plan id.
     pub fn id(self) -> Option<&'static str> {
         match self {
@@ -229,6 +284,19 @@ pub struct GrantTerms {
     pub agent: Option<usize>,
 }
 
+/// Auto-recharge settings (R11), money in micro-units of the currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RechargeSettings {
+    /// On or off.
+    pub enabled: bool,
+    /// Recharge when the wallet falls below this.
+    pub threshold_money_micros: i64,
+    /// Charged each time.
+    pub amount_money_micros: i64,
+    /// The monthly cap, if any.
+    pub max_per_month_money_micros: Option<i64>,
+}
+
 /// One usage event; its id is `e<id>`, unique per workspace unless it is a replay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Event {
@@ -312,6 +380,95 @@ pub enum Op {
     },
     /// `grants::expire_due`, the sweep of the cycle-renewal job's pass.
     ExpireGrants,
+    /// `plans::renew_due`, the cycle-renewal job's pass (R13, R15, R16): every workspace whose
+    /// cycle ended is rolled forward.
+    Renew,
+    /// `plans::record_invoice_paid` of Stripe invoice `in_<invoice>` (the `invoice.paid`
+    /// webhook): the invoice of the workspace's cycle in force (`next`: of the cycle after it),
+    /// its period starting `offset_secs` after that cycle's start (Stripe's anchor has a time of
+    /// day, ours is midnight). A replay repeats an earlier invoice's operation.
+    InvoicePaid {
+        /// Workspace index.
+        ws: usize,
+        /// Invoice id number.
+        invoice: u32,
+        /// For the next cycle rather than the one in force.
+        next: bool,
+        /// The period's start, from the cycle's.
+        offset_secs: i64,
+    },
+    /// `POST .../subscription {"plan_id"}` as the user-api component runs it: the ledger plans
+    /// it (`plan_change::plan_change`), then either `plans::change_plan` (a free plan, an
+    /// upgrade, a downgrade, the same plan) or, for a first paid subscription,
+    /// `plans::claim_subscription` and `plans::start_subscription`.
+    ChangePlan {
+        /// Workspace index.
+        ws: usize,
+        /// The plan asked for.
+        plan: Plan,
+        /// For a first paid subscription: whether Stripe charged its first invoice at once
+        /// (else its credits wait for `invoice.paid`, R13).
+        first_period_paid: bool,
+    },
+    /// `payments::reverse` of payment `p<payment>` by Stripe refund or dispute `re_<reversal>`
+    /// (what the stripe-webhook component runs for `charge.refunded`, `refund.created` and
+    /// `charge.dispute.created`, once it has found the payment by its PaymentIntent).
+    Reverse {
+        /// Payment id number (perhaps never created, or not settled yet).
+        payment: u32,
+        /// Reversal id number: a replay uses an earlier reversal's.
+        reversal: u32,
+        /// A dispute rather than a refund.
+        dispute: bool,
+        /// Money taken back, in micro-units of the currency (now and then 0 or less).
+        amount_money_micros: i64,
+    },
+    /// `payments::set_auto_recharge` (`PUT .../auto-recharge`, R11).
+    SetAutoRecharge {
+        /// Workspace index.
+        ws: usize,
+        /// The settings.
+        settings: RechargeSettings,
+    },
+    /// The auto-recharge component's sweep: `payments::auto_recharge_candidates` in batches,
+    /// `payments::claim_auto_recharge` for each; the charges it starts are settled by later
+    /// operations.
+    SweepRecharges,
+    /// `payments::settle` of workspace `ws`'s latest automatic recharge (the webhook of the
+    /// charge the sweep started; perhaps settled already, or never claimed): Stripe's success or
+    /// a decline, hard or soft.
+    SettleRecharge {
+        /// Workspace index.
+        ws: usize,
+        /// Success rather than a decline.
+        succeeded: bool,
+        /// A hard decline (turns auto-recharge off) rather than a soft one.
+        hard_decline: bool,
+    },
+    /// The reconciliation (R21): `payments::stale_pending`, then each payment settled as Stripe
+    /// has it, `succeeded` or a soft decline (its webhook never came).
+    Reconcile {
+        /// What Stripe has for every stale payment.
+        succeeded: bool,
+    },
+    /// `catalog::put` (`PUT /v1/catalog`): the shipped catalog, or one with other rates and plan
+    /// terms (the same settings), stored as a new version.
+    PutCatalog {
+        /// The repriced catalog rather than the shipped one.
+        repriced: bool,
+    },
+    /// `plans::cancel_pending_change` (R15).
+    CancelPendingChange {
+        /// Workspace index.
+        ws: usize,
+    },
+    /// The simulated clock moves to `at_secs`, if that is later (a cycle stream's jump to a
+    /// cycle's end: absolute, so that a shrunk list without the steps before it still gets
+    /// there).
+    AdvanceTo {
+        /// The time.
+        at_secs: i64,
+    },
     /// The simulated clock moves forward.
     Advance {
         /// By how much.
@@ -359,7 +516,21 @@ impl Scenario {
                 // Drawn for every operation, so that each one's fault depends only on the seed.
                 let hit = rng.chance(percent);
                 let fault = Fault::draw(&mut rng, families);
-                (hit && !matches!(op, Op::Advance { .. })).then_some(fault)
+                // A renewal, a plan change, the recharge sweep and the reconciliation run several
+                // transactions (a workspace or a payment each; a claim then the start of a
+                // subscription): one failing after another committed
+                // is not "nothing written", so they run without faults.
+                let unfaulted = matches!(
+                    op,
+                    Op::Advance { .. }
+                        | Op::AdvanceTo { .. }
+                        | Op::Renew
+                        | Op::ChangePlan { .. }
+                        | Op::SweepRecharges
+                        | Op::Reconcile { .. }
+                        | Op::PutCatalog { .. }
+                );
+                (hit && !unfaulted).then_some(fault)
             })
             .collect();
         self
@@ -534,6 +705,199 @@ fn grant_terms(rng: &mut Rng, agents: usize, now: i64) -> GrantTerms {
     }
 }
 
+/// Salt of the cycles' generator: renewals, invoices, plan changes, catalog changes and the
+/// clock's jumps to a cycle's end are drawn on a stream of their own, between the others, as
+/// grants are.
+const CYCLE_SALT: u64 = 0x5EED_0000_C7C1_0001;
+/// About this many operations in a hundred are cycle operations.
+const CYCLE_OPS_PERCENT: u64 = 3;
+/// After the clock jumps to a cycle's end, this many slots draw cycle operations more often
+/// ([`CYCLE_BOOST_PERCENT`]), so that renewals run while calls started before the end still
+/// hold plan credits.
+const CYCLE_BOOST_SLOTS: u32 = 40;
+const CYCLE_BOOST_PERCENT: u64 = 12;
+
+/// What the cycles' generator remembers between its operations.
+#[derive(Default)]
+struct CycleDraws {
+    /// Invoices sent, for replays.
+    invoices: Vec<Op>,
+    /// Invoice id numbers used.
+    invoice_ids: u32,
+    /// Slots left with cycle operations drawn more often.
+    boost: u32,
+    /// Plan changes may fall between a cycle's end and its renewal ([`Options`]).
+    upgrades_past_cycle_end: bool,
+    /// An operation to place in the next slot (a plan change after the renewal before it).
+    queued: Option<Op>,
+}
+
+/// What [`generate_with`] draws besides the default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Plan changes may fall between a cycle's end and the renewal pass (off by default: the
+    /// ledger's known disagreement there, finding 3, would stop every run).
+    pub upgrades_past_cycle_end: bool,
+}
+
+/// A cycle operation: a renewal (a third), a jump of the clock to just before or after the next
+/// first of a month (the end of the set-up workspaces' cycles), an invoice paid (a fifth a
+/// replay; its period near the cycle's start, now and then just inside or outside Stripe's 2
+/// days of slack), a plan change, a cancelled pending change, or a catalog stored.
+fn cycle_op(rng: &mut Rng, workspaces: usize, now: &mut i64, draws: &mut CycleDraws) -> Op {
+    match rng.index(100) {
+        35..=49 => {
+            let (year, month, _) = civil_from_days(now.div_euclid(DAY_SECS));
+            let next_month = next_cycle_start_secs(days_from_civil(year, month, 1) * DAY_SECS, 1);
+            let target = if rng.chance(70) {
+                next_month - rng.range(0, 600)
+            } else {
+                next_month + rng.range(0, 120)
+            };
+            if target <= *now || target > HORIZON_SECS {
+                return Op::Renew;
+            }
+            *now = target;
+            draws.boost = CYCLE_BOOST_SLOTS;
+            Op::AdvanceTo { at_secs: target }
+        }
+        50..=69 => {
+            if !draws.invoices.is_empty() && rng.chance(20) {
+                return draws.invoices[rng.index(draws.invoices.len())].clone();
+            }
+            draws.invoice_ids += 1;
+            let slack = 2 * DAY_SECS;
+            let offset_secs = match rng.index(10) {
+                0 => slack - rng.range(0, 1),
+                1 => -slack + rng.range(0, 1),
+                2 => rng.range(-slack, slack),
+                _ => rng.range(0, 3_600),
+            };
+            let op = Op::InvoicePaid {
+                ws: rng.index(workspaces),
+                invoice: draws.invoice_ids,
+                next: rng.chance(50),
+                offset_secs,
+            };
+            draws.invoices.push(op.clone());
+            op
+        }
+        70..=89 => {
+            let change = Op::ChangePlan {
+                ws: rng.index(workspaces),
+                plan: Plan::CATALOG[rng.index(Plan::CATALOG.len())],
+                first_period_paid: rng.chance(70),
+            };
+            if draws.upgrades_past_cycle_end {
+                change
+            } else {
+                // The renewal pass runs first, so that no change falls between a cycle's end
+                // and its renewal: there the ledger answers an upgrade with negative credits
+                // (docs/reliability.md, "The simulator", finding 3).
+                draws.queued = Some(change);
+                Op::Renew
+            }
+        }
+        90..=96 => Op::CancelPendingChange {
+            ws: rng.index(workspaces),
+        },
+        97..=99 => Op::PutCatalog {
+            repriced: rng.chance(60),
+        },
+        _ => Op::Renew,
+    }
+}
+
+/// Salt of the reversals' generator (refunds and disputes), a stream of its own.
+const REVERSAL_SALT: u64 = 0x5EED_0000_2EF0_0001;
+/// About this many operations in a hundred are refunds or disputes.
+const REVERSAL_OPS_PERCENT: u64 = 2;
+
+/// A refund or dispute: of a recent top-up most often (some not settled yet, some failed), now
+/// and then of a payment not created yet; a fifth a replay of an earlier one; of the whole
+/// amount, part of it, a few micro-units (rounded up to credits), more than was paid, or
+/// nothing (refused).
+fn reversal_op(rng: &mut Rng, topups: &[i64], made: &mut Vec<Op>) -> Op {
+    if !made.is_empty() && rng.chance(20) {
+        return made[rng.index(made.len())].clone();
+    }
+    let (payment, paid) = if topups.is_empty() || rng.chance(10) {
+        (topups.len() as u32 + 1, 10_000_000)
+    } else {
+        let index = if rng.chance(60) {
+            topups.len() - 1 - rng.index(topups.len().min(4))
+        } else {
+            rng.index(topups.len())
+        };
+        (index as u32 + 1, topups[index].max(1))
+    };
+    let amount_money_micros = match rng.index(20) {
+        0..=6 => paid,
+        7..=13 => rng.range(1, paid),
+        14 | 15 => rng.range(1, 100),
+        16 | 17 => paid + rng.range(1, paid),
+        _ => -rng.range(0, 1),
+    };
+    let op = Op::Reverse {
+        payment,
+        reversal: made.len() as u32 + 1,
+        dispute: rng.chance(25),
+        amount_money_micros,
+    };
+    made.push(op.clone());
+    op
+}
+
+/// Salt of the auto-recharge generator, a stream of its own.
+const RECHARGE_SALT: u64 = 0x5EED_0000_A07C_0001;
+/// About this many operations in a hundred are auto-recharge or reconciliation operations.
+const RECHARGE_OPS_PERCENT: u64 = 3;
+
+/// An auto-recharge operation: settings (mostly enabled, thresholds of 0 to 6,000 credits so
+/// that wallets of every size cross them, amounts of 10 to 60 and now and then out of bounds, a monthly cap a
+/// third of the time, sometimes below the amount or zero), the sweep, a recharge's outcome (a
+/// success most often, some declines hard), or the reconciliation (a sixth).
+fn recharge_op(rng: &mut Rng, workspaces: usize) -> Op {
+    match rng.index(20) {
+        0..=4 => {
+            let amount_money_micros = match rng.index(20) {
+                0 => 9_990_000,
+                1 => 5_000_010_000,
+                _ => rng.range(10, 60) * 1_000_000 + rng.range(0, 99) * 10_000,
+            };
+            let max_per_month_money_micros = rng.chance(35).then(|| match rng.index(10) {
+                0 => 0,
+                1 => amount_money_micros - 10_000,
+                2 => amount_money_micros,
+                _ => amount_money_micros * rng.range(1, 5) + rng.range(0, 20) * 1_000_000,
+            });
+            Op::SetAutoRecharge {
+                ws: rng.index(workspaces),
+                settings: RechargeSettings {
+                    enabled: rng.chance(85),
+                    threshold_money_micros: match rng.index(10) {
+                        0..=4 => rng.range(0, 50),
+                        5..=7 => rng.range(50, 1_000),
+                        _ => rng.range(1_000, 6_000),
+                    } * 1_000_000
+                        + rng.range(0, 99) * 10_000,
+                    amount_money_micros,
+                    max_per_month_money_micros,
+                },
+            }
+        }
+        5..=10 => Op::SweepRecharges,
+        11..=16 => Op::SettleRecharge {
+            ws: rng.index(workspaces),
+            succeeded: rng.chance(70),
+            hard_decline: rng.chance(30),
+        },
+        _ => Op::Reconcile {
+            succeeded: rng.chance(75),
+        },
+    }
+}
+
 fn number(rng: &mut Rng) -> Number {
     match rng.index(6) {
         0 | 1 => Number::Us,
@@ -545,6 +909,11 @@ fn number(rng: &mut Rng) -> Number {
 
 /// Draws a seed's scenario: 2 to 4 workspaces of 1 to 3 agents, and `ops` operations.
 pub fn generate(seed: u64, ops: usize) -> Scenario {
+    generate_with(seed, ops, Options::default())
+}
+
+/// [`generate`] with `options`.
+pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
     let mut rng = Rng::new(seed);
     let workspaces = (0..rng.range(2, 4))
         .map(|_| WorkspaceSetup {
@@ -566,6 +935,15 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
     let mut grant_rng = Rng::new(seed ^ GRANT_SALT);
     let mut grants_made: Vec<(usize, u32, GrantTerms)> = Vec::new();
     let mut grant_keys = 0u32;
+    let mut cycle_rng = Rng::new(seed ^ CYCLE_SALT);
+    let mut cycle_draws = CycleDraws {
+        upgrades_past_cycle_end: options.upgrades_past_cycle_end,
+        ..CycleDraws::default()
+    };
+    let mut recharge_rng = Rng::new(seed ^ RECHARGE_SALT);
+    let mut reversal_rng = Rng::new(seed ^ REVERSAL_SALT);
+    let mut reversals: Vec<Op> = Vec::new();
+    let mut topups: Vec<i64> = Vec::new();
     let mut list = Vec::with_capacity(ops);
     let fresh_event = |rng: &mut Rng, events: &mut Vec<Event>| -> Event {
         let ws = rng.index(workspaces.len());
@@ -589,6 +967,10 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
         event
     };
     while list.len() < ops {
+        if let Some(queued) = cycle_draws.queued.take() {
+            list.push(queued);
+            continue;
+        }
         if grant_rng.chance(GRANT_OPS_PERCENT) {
             list.push(grant_op(
                 &mut grant_rng,
@@ -597,6 +979,29 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
                 &mut grants_made,
                 &mut grant_keys,
             ));
+            continue;
+        }
+        let cycle_percent = if cycle_draws.boost > 0 {
+            cycle_draws.boost -= 1;
+            CYCLE_BOOST_PERCENT
+        } else {
+            CYCLE_OPS_PERCENT
+        };
+        if cycle_rng.chance(cycle_percent) {
+            list.push(cycle_op(
+                &mut cycle_rng,
+                workspaces.len(),
+                &mut now,
+                &mut cycle_draws,
+            ));
+            continue;
+        }
+        if recharge_rng.chance(RECHARGE_OPS_PERCENT) {
+            list.push(recharge_op(&mut recharge_rng, workspaces.len()));
+            continue;
+        }
+        if reversal_rng.chance(REVERSAL_OPS_PERCENT) {
+            list.push(reversal_op(&mut reversal_rng, &topups, &mut reversals));
             continue;
         }
         let roll = rng.index(100);
@@ -642,6 +1047,7 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
                     2 => 5_000_000_000,
                     _ => rng.range(10, 300) * 1_000_000 + rng.range(0, 99) * 10_000,
                 };
+                topups.push(amount_money_micros);
                 Op::TopUp {
                     ws: rng.index(workspaces.len()),
                     payment: payments,
@@ -904,4 +1310,30 @@ pub fn shrink(scenario: &Scenario, failing: &Divergence) -> (Vec<usize>, Box<Div
         chunk = chunk.min(keep.len().div_ceil(2)).max(1);
     }
     (keep, divergence)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_calendar_walks_anchored_cycles_as_r13_says() {
+        assert_eq!(days_from_civil(2026, 11, 1) * DAY_SECS, CYCLE_START_SECS);
+        assert_eq!(civil_from_days(days_from_civil(2028, 2, 29)), (2028, 2, 29));
+        let day = |y, m, d| days_from_civil(y, m, d) * DAY_SECS;
+        // R13's anchor-31 walk: January 31, February 28 (29 in a leap year), March 31.
+        assert_eq!(
+            next_cycle_start_secs(day(2027, 1, 31), 31),
+            day(2027, 2, 28)
+        );
+        assert_eq!(
+            next_cycle_start_secs(day(2028, 1, 31), 31),
+            day(2028, 2, 29)
+        );
+        assert_eq!(
+            next_cycle_start_secs(day(2027, 2, 28), 31),
+            day(2027, 3, 31)
+        );
+        assert_eq!(next_cycle_start_secs(day(2026, 12, 1), 1), day(2027, 1, 1));
+    }
 }

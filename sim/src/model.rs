@@ -5,12 +5,20 @@
 //! the ledger shows as a divergence instead of being copied. Credit grants follow R22-R26 and
 //! `docs/grants.md` (G1-G4): each grant's remaining and held, the one spending order, holds per
 //! grant, expiry on the workspace clock (applied on read before the sweep posts it) and voiding.
+//! Plans and cycles follow R13-R16 and the decisions' "Plans and cycles" and "Paid plans through
+//! Stripe", with the catalogs' plan figures typed in and a calendar of its own (`crate`'s
+//! `days_from_civil`); refunds and disputes follow R12; auto-recharge and the reconciliation
+//! R11, R21, R27 and the decisions' "Auto-recharge"; a catalog change the contract ("a change
+//! applies to new debits, and a subscribed plan's terms change at the next cycle").
 
 use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::{DAY_SECS, Event, GrantTerms, Kind, Number, Op, Plan, Usage, WorkspaceSetup};
+use crate::{
+    CYCLE_START_SECS, DAY_SECS, Event, GrantTerms, Kind, Number, Op, Plan, RechargeSettings, Usage,
+    WorkspaceSetup, civil_from_days, days_from_civil, next_cycle_start_secs,
+};
 
 /// One credit, in micro-credits.
 const CREDIT_MICROS: i64 = 1_000_000;
@@ -28,6 +36,19 @@ const UNBOUNDED_MICROS: i64 = i64::MAX / 4;
 /// R22: a grant's priority when it names none, and the range it must be in.
 const GRANT_PRIORITY_DEFAULT: i64 = 50;
 const GRANT_PRIORITY_MAX: i64 = 100;
+/// Decisions ("Plans and cycles"): an invoice pays for the cycle starting within 2 days of its
+/// period's start, either way (Stripe's anchor has a time of day, ours is midnight).
+const INVOICE_SLACK_SECS: i64 = 2 * DAY_SECS;
+/// R27: a grant expiring within the catalog's `credits_expiring_days` (7) does not hold a
+/// recharge back.
+const CREDITS_EXPIRING_SECS: i64 = 7 * DAY_SECS;
+/// R11: automatic charges per rolling 24 hours (`auto_recharge_max_per_day`, default 5).
+const RECHARGES_PER_DAY_MAX: usize = 5;
+/// R21: a payment pending this long is reconciled.
+const RECONCILE_AFTER_SECS: i64 = 300;
+/// The reconciliation's pass looks at this many payments at most (the component's
+/// `RECONCILE_PER_PASS_MAX`).
+const RECONCILE_BATCH_MAX: usize = 100;
 
 /// What an operation answered: the same shape from the model and from the ledger, amounts in
 /// micro-credits, refusals by their contract error code.
@@ -55,6 +76,24 @@ pub enum Answer {
     Voided(Result<GrantView, &'static str>),
     /// The grants' expiry sweep: how many expiries it posted.
     GrantsExpired(usize),
+    /// The renewal pass: (workspaces renewed, cycles advanced, workspaces failed).
+    Renewed(Result<(usize, usize, usize), &'static str>),
+    /// An invoice recorded: the plan credits it granted.
+    InvoicePaid(Result<i64, &'static str>),
+    /// A plan change, or the code refusing it.
+    PlanChanged(Result<PlanChangeAnswer, &'static str>),
+    /// Auto-recharge settings saved, or the code refusing them.
+    RechargeSet(Result<(), &'static str>),
+    /// The auto-recharge sweep: the recharges it claimed, by id.
+    Swept(Result<Vec<String>, &'static str>),
+    /// The reconciliation: each stale payment and its status after it, by id.
+    Reconciled(Result<Vec<(String, &'static str)>, &'static str>),
+    /// A catalog stored: its version.
+    CatalogPut(Result<i64, &'static str>),
+    /// A refund or dispute: the credits it took back, or the code refusing it.
+    Reversed(Result<i64, &'static str>),
+    /// A pending change cancelled, or the code refusing it.
+    PendingCancelled(Result<(), &'static str>),
     /// The clock moved.
     Advanced,
 }
@@ -93,6 +132,39 @@ impl Answer {
             Self::Voided(result) => vec![of("void", result)],
             Self::GrantsExpired(0) => vec!["grant sweep none".into()],
             Self::GrantsExpired(_) => vec!["grant sweep posted".into()],
+            Self::Renewed(Ok((0, _, _))) => vec!["renew none due".into()],
+            Self::Renewed(Ok((renewed, cycles, _))) if cycles > renewed => {
+                vec!["renew caught up several cycles".into()]
+            }
+            Self::Renewed(result) => vec![of("renew", result)],
+            Self::InvoicePaid(Ok(0)) => vec!["invoice granted nothing".into()],
+            Self::InvoicePaid(result) => vec![of("invoice granted", result)],
+            Self::PlanChanged(Ok(change)) => vec![format!("plan {}", change.action)],
+            Self::PlanChanged(result) => vec![of("plan change", result)],
+            Self::PendingCancelled(result) => vec![of("cancel pending", result)],
+            Self::RechargeSet(result) => vec![of("auto-recharge set", result)],
+            Self::CatalogPut(result) => vec![of("catalog put", result)],
+            Self::Swept(Ok(claimed)) if claimed.is_empty() => {
+                vec!["recharge sweep claimed none".into()]
+            }
+            Self::Swept(result) => vec![of("recharge sweep claimed", result)],
+            Self::Reconciled(Ok(settled)) if settled.is_empty() => {
+                vec!["reconcile found none".into()]
+            }
+            Self::Reconciled(Ok(settled)) => settled
+                .iter()
+                .map(|(id, status)| {
+                    let kind = if id.starts_with("ar_") {
+                        "recharge"
+                    } else {
+                        "top-up"
+                    };
+                    format!("reconcile {kind} -> {status}")
+                })
+                .collect(),
+            Self::Reconciled(result) => vec![of("reconcile", result)],
+            Self::Reversed(Ok(0)) => vec!["reverse took nothing more".into()],
+            Self::Reversed(result) => vec![of("reverse", result)],
             Self::Advanced => vec!["advance".into()],
         }
     }
@@ -140,6 +212,22 @@ pub struct PostAnswer {
     pub plan_after_micros: i64,
 }
 
+/// A plan change's answer (`PlanChange`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanChangeAnswer {
+    /// `subscribed`, `upgraded`, `downgrade_scheduled`, `pending_change_cancelled` or
+    /// `unchanged`.
+    pub action: &'static str,
+    /// The plan in force after it.
+    pub plan: &'static str,
+    /// The plan waiting for the next cycle.
+    pub pending_plan: Option<&'static str>,
+    /// When it takes (took) effect.
+    pub effective_at_secs: i64,
+    /// Plan credits it granted.
+    pub credits_micros: i64,
+}
+
 /// Every balance the simulation compares after each step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Balances {
@@ -165,6 +253,10 @@ pub struct WorkspaceBalances {
     /// Its grants by key: (key, remaining as its entries left it, held). An expiry the sweep has
     /// not posted yet is still in the remaining here; [`GrantView`] shows it applied.
     pub grants: Vec<(u32, i64, i64)>,
+    /// The plan in force, and the one pending for the next cycle.
+    pub plans: (Option<&'static str>, Option<&'static str>),
+    /// The cycle in force: its start and end.
+    pub cycle: (Option<i64>, Option<i64>),
 }
 
 /// A grant as the ledger shows it at the time of the read (`grants::list`, a create's or a
@@ -313,16 +405,61 @@ struct Agent {
     monthly_limit_micros: Option<i64>,
     daily_call_limit: Option<i64>,
     max_concurrent_calls: Option<i64>,
+    /// Spent in the cycle that started at `spent_cycle_start` (R6: a new cycle starts it at 0).
     spent_micros: i64,
+    spent_cycle_start: i64,
     held_micros: i64,
     calls_in_progress: i64,
     /// (UTC day number, calls authorized on it).
     calls_on_day: (i64, i64),
 }
 
+/// A workspace's auto-recharge (R11): its settings, and whether it is armed (one charge per
+/// crossing of the threshold).
+#[derive(Debug, Clone, Default)]
+struct Recharge {
+    enabled: bool,
+    armed: bool,
+    threshold_credits_micros: i64,
+    amount_money_micros: i64,
+    max_per_month_money_micros: Option<i64>,
+}
+
+impl Agent {
+    /// What it spent in the cycle starting at `cycle_start` (0 if its spending is of another).
+    fn spent_in(&self, cycle_start: i64) -> i64 {
+        if self.spent_cycle_start == cycle_start {
+            self.spent_micros
+        } else {
+            0
+        }
+    }
+
+    fn spend(&mut self, cycle_start: i64, micros: i64) {
+        self.spent_micros = self.spent_in(cycle_start) + micros;
+        self.spent_cycle_start = cycle_start;
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Workspace {
-    configured: bool,
+    /// The plan in force (R3: none, billing not configured).
+    plan: Option<Plan>,
+    /// A downgrade waiting for the next cycle (R15).
+    pending: Option<Plan>,
+    /// R13: the day of the month cycles start on.
+    anchor_day: i64,
+    cycle_start: Option<i64>,
+    cycle_end: Option<i64>,
+    /// Whether the cycle in force had its plan credits (R13, once per cycle).
+    cycle_granted: bool,
+    /// Whether a paid subscription was started at Stripe (its id is recorded).
+    stripe_subscription: bool,
+    /// Auto-recharge (R11).
+    recharge: Recharge,
+    /// The terms of the plan in force, as they were when it took effect (a catalog change
+    /// reaches them at the next cycle).
+    terms: Terms,
     plan_micros: i64,
     wallet_micros: i64,
     held_plan_micros: i64,
@@ -336,6 +473,75 @@ struct Workspace {
 }
 
 impl Workspace {
+    /// R6: the cycle the agents' spending counts in (0 without one).
+    fn spend_cycle(&self) -> i64 {
+        self.cycle_start.unwrap_or(0)
+    }
+
+    /// Decisions ("Paid plans through Stripe"): a Stripe subscription on a plan with a fee.
+    fn paid_subscription_in_force(&self) -> bool {
+        self.stripe_subscription && self.plan.is_some() && self.terms.price_money_micros > 0
+    }
+
+    /// R13: grants the cycle's plan credits, once per cycle; returns them. Credit that makes
+    /// something available again ends the grace period (R7).
+    fn grant_cycle(&mut self) -> i64 {
+        if self.plan.is_none() || self.cycle_granted {
+            return 0;
+        }
+        self.cycle_granted = true;
+        let credits = self.terms.monthly_credits_micros;
+        self.credit_plan(credits);
+        credits
+    }
+
+    fn credit_plan(&mut self, micros: i64) {
+        if micros <= 0 {
+            return;
+        }
+        self.plan_micros += micros;
+        self.after_credit();
+    }
+
+    /// After credit comes in: R7's grace period ends if something is available again, and
+    /// auto-recharge is armed again once the wallet is at or above its threshold (decisions:
+    /// "one charge per crossing").
+    fn after_credit(&mut self) {
+        if self.plan_micros - self.held_plan_micros > 0
+            || self.wallet_micros - self.held_wallet_micros > 0
+        {
+            self.exhausted_at_secs = None;
+        }
+        if self.wallet_micros - self.held_wallet_micros >= self.recharge.threshold_credits_micros {
+            self.recharge.armed = true;
+        }
+    }
+
+    /// R13, decisions: subscribes to `plan` now, on a cycle anchored on today (UTC), its
+    /// credits at once unless they wait for a paid plan's first invoice. Returns them.
+    fn subscribe(
+        &mut self,
+        plan: Plan,
+        terms: Terms,
+        awaiting_payment: bool,
+        now_secs: i64,
+    ) -> i64 {
+        let today = now_secs.div_euclid(DAY_SECS);
+        let (_, _, day) = civil_from_days(today);
+        self.plan = Some(plan);
+        self.terms = terms;
+        self.pending = None;
+        self.anchor_day = day;
+        self.cycle_start = Some(today * DAY_SECS);
+        self.cycle_end = Some(next_cycle_start_secs(today * DAY_SECS, day));
+        self.cycle_granted = false;
+        if awaiting_payment {
+            0
+        } else {
+            self.grant_cycle()
+        }
+    }
+
     fn plan_free_micros(&self) -> i64 {
         (self.plan_micros - self.held_plan_micros).max(0)
     }
@@ -392,10 +598,9 @@ impl Workspace {
         now_secs: i64,
     ) -> Result<Funding, &'static str> {
         let setup = &self.agents[agent];
-        if setup
-            .monthly_limit_micros
-            .is_some_and(|limit| setup.spent_micros + setup.held_micros + amount_micros > limit)
-        {
+        if setup.monthly_limit_micros.is_some_and(|limit| {
+            setup.spent_in(self.spend_cycle()) + setup.held_micros + amount_micros > limit
+        }) {
             return Err("limit_reached");
         }
         let mut funding = Funding {
@@ -476,6 +681,8 @@ struct Call {
     expires_at_secs: i64,
     status: CallStatus,
     posted: Option<PostAnswer>,
+    /// The cycle it was authorized in (for the tally of calls held over a renewal).
+    cycle_start: Option<i64>,
 }
 
 impl Call {
@@ -495,8 +702,17 @@ enum PaymentStatus {
 #[derive(Debug, Clone)]
 struct Payment {
     ws: usize,
+    /// An automatic recharge rather than a top-up.
+    recharge: bool,
+    /// When it was created; a pending payment was last looked at then (R21).
+    created_at_secs: i64,
+    money_micros: i64,
     credits_micros: i64,
     status: PaymentStatus,
+    /// R12: money refunded or disputed so far (at most what was paid), and the credits taken
+    /// back for it.
+    reversed_money_micros: i64,
+    reversed_credits_micros: i64,
 }
 
 /// The model's whole state.
@@ -508,18 +724,53 @@ pub struct Model {
     calls: BTreeMap<u32, Call>,
     /// Authorization order, for the sweep's order among equal expiries.
     call_order: Vec<u32>,
-    payments: BTreeMap<u32, Payment>,
+    /// Payments by id (`p<n>` top-ups, `ar_w<ws>_<n>` recharges).
+    payments: BTreeMap<String, Payment>,
+    /// Refunds and disputes applied, by id number: the credits each took back (R8).
+    reversals: BTreeMap<u32, i64>,
+    /// Invoices recorded, by id number: (workspace, the period's start).
+    invoices: BTreeMap<u32, (usize, i64)>,
+    /// Whether the catalog stored last is the repriced one, and how many were stored.
+    repriced: bool,
+    catalog_versions: i64,
     /// How often the rarer grant paths ran, for the tally (`notes`).
     notes: BTreeMap<&'static str, usize>,
 }
 
-/// R13: what a plan grants when its first period is paid.
-fn plan_credits_micros(plan: Plan) -> i64 {
-    match plan {
-        Plan::None => 0,
-        Plan::Free => 10 * CREDIT_MICROS,
-        Plan::Basic => 1_000 * CREDIT_MICROS,
-        Plan::Professional => 5_000 * CREDIT_MICROS,
+/// A plan's terms (R13, R2): its fee (money), the credits a cycle grants, and what a cycle's
+/// end keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Terms {
+    price_money_micros: i64,
+    monthly_credits_micros: i64,
+    rollover_max_micros: i64,
+}
+
+impl Terms {
+    /// Decisions ("Plans and cycles"): an upgrade is a higher (price, monthly credits).
+    fn is_upgrade_to(self, to: Terms) -> bool {
+        (to.price_money_micros, to.monthly_credits_micros)
+            > (self.price_money_micros, self.monthly_credits_micros)
+    }
+}
+
+/// A plan's terms in the shipped catalog (free 10 credits; Basic 29 USD, 1,000; Professional
+/// 99 USD, 5,000, up to 1,000 rolling over) or the repriced one the simulation puts
+/// (`Op::PutCatalog`: free 20; Basic 29 USD, 1,500; Professional 99 USD, 6,000, up to 500).
+fn plan_terms(plan: Plan, repriced: bool) -> Terms {
+    let (price, credits, rollover) = match (plan, repriced) {
+        (Plan::None, _) => (0, 0, 0),
+        (Plan::Free, false) => (0, 10, 0),
+        (Plan::Free, true) => (0, 20, 0),
+        (Plan::Basic, false) => (29, 1_000, 0),
+        (Plan::Basic, true) => (29, 1_500, 0),
+        (Plan::Professional, false) => (99, 5_000, 1_000),
+        (Plan::Professional, true) => (99, 6_000, 500),
+    };
+    Terms {
+        price_money_micros: price * 1_000_000,
+        monthly_credits_micros: credits * CREDIT_MICROS,
+        rollover_max_micros: rollover * CREDIT_MICROS,
     }
 }
 
@@ -567,14 +818,21 @@ fn ceil_div(a: i64, b: i64, c: i64) -> i64 {
     ((product + i128::from(c) - 1) / i128::from(c)) as i64
 }
 
-/// R4: a call's price per minute, by direction and number, in the shipped catalog.
-fn per_minute_micros(number: Number, inbound: bool) -> i64 {
-    match (number, inbound) {
-        (Number::UsTollFree, _) => 40_000,
-        (_, true) => 10_000,
-        (Number::Us, false) => 20_000,
-        (Number::Uk, false) => 30_000,
-        (Number::France, false) => 50_000,
+/// R4: a call's price per minute, by direction and number, in the shipped catalog or the
+/// repriced one (toll-free 0.05, inbound 0.015, outbound 0.03 to `+1`, 0.04 to `+44`, 0.06
+/// elsewhere).
+fn per_minute_micros(number: Number, inbound: bool, repriced: bool) -> i64 {
+    match (number, inbound, repriced) {
+        (Number::UsTollFree, _, false) => 40_000,
+        (Number::UsTollFree, _, true) => 50_000,
+        (_, true, false) => 10_000,
+        (_, true, true) => 15_000,
+        (Number::Us, false, false) => 20_000,
+        (Number::Us, false, true) => 30_000,
+        (Number::Uk, false, false) => 30_000,
+        (Number::Uk, false, true) => 40_000,
+        (Number::France, false, false) => 50_000,
+        (Number::France, false, true) => 60_000,
     }
 }
 
@@ -591,18 +849,27 @@ fn call_cost_micros(per_minute_micros: i64, billed_secs: i64) -> i64 {
     ceil_div(per_minute_micros, billed_secs, 60)
 }
 
-/// R4: what a usage event costs.
-fn usage_cost_micros(usage: Usage) -> i64 {
+/// R4: what a usage event costs (repriced: a message 0.012, an SMS segment 0.008, a minute of
+/// speech-to-text 0.007, an AI task 0.025).
+fn usage_cost_micros(usage: Usage, repriced: bool) -> i64 {
+    let (message, sms, stt, ai_task) = if repriced {
+        (12_000, 8_000, 7_000, 25_000)
+    } else {
+        (10_000, 7_500, 6_000, 20_000)
+    };
     match usage {
-        Usage::Message(count) => 10_000 * count,
-        Usage::Sms(segments) => 7_500 * segments,
-        Usage::Stt(micro_minutes) => ceil_div(6_000, micro_minutes, CREDIT_MICROS),
-        Usage::AiTask(count) => 20_000 * count,
+        Usage::Message(count) => message * count,
+        Usage::Sms(segments) => sms * segments,
+        Usage::Stt(micro_minutes) => ceil_div(stt, micro_minutes, CREDIT_MICROS),
+        Usage::AiTask(count) => ai_task * count,
         Usage::Call {
             number,
             inbound,
             secs,
-        } => call_cost_micros(per_minute_micros(number, inbound), billed_secs(secs)),
+        } => call_cost_micros(
+            per_minute_micros(number, inbound, repriced),
+            billed_secs(secs),
+        ),
     }
 }
 
@@ -612,8 +879,17 @@ impl Model {
         let workspaces = setup
             .iter()
             .map(|ws| Workspace {
-                configured: ws.plan != Plan::None,
-                plan_micros: plan_credits_micros(ws.plan),
+                plan: (ws.plan != Plan::None).then_some(ws.plan),
+                pending: None,
+                anchor_day: 1,
+                cycle_start: (ws.plan != Plan::None).then_some(CYCLE_START_SECS),
+                cycle_end: (ws.plan != Plan::None)
+                    .then(|| next_cycle_start_secs(CYCLE_START_SECS, 1)),
+                cycle_granted: ws.plan != Plan::None,
+                stripe_subscription: plan_terms(ws.plan, false).price_money_micros > 0,
+                recharge: Recharge::default(),
+                terms: plan_terms(ws.plan, false),
+                plan_micros: plan_terms(ws.plan, false).monthly_credits_micros,
                 wallet_micros: 0,
                 held_plan_micros: 0,
                 held_wallet_micros: 0,
@@ -627,6 +903,7 @@ impl Model {
                         daily_call_limit: agent.daily_call_limit.map(i64::from),
                         max_concurrent_calls: agent.max_concurrent_calls.map(i64::from),
                         spent_micros: 0,
+                        spent_cycle_start: 0,
                         held_micros: 0,
                         calls_in_progress: 0,
                         calls_on_day: (0, 0),
@@ -642,6 +919,10 @@ impl Model {
             calls: BTreeMap::new(),
             call_order: Vec::new(),
             payments: BTreeMap::new(),
+            invoices: BTreeMap::new(),
+            repriced: false,
+            catalog_versions: 0,
+            reversals: BTreeMap::new(),
             notes: BTreeMap::new(),
         }
     }
@@ -680,10 +961,16 @@ impl Model {
                         .map(|agent| {
                             let (day, calls) = agent.calls_on_day;
                             let today_calls = if day == today { calls } else { 0 };
-                            (agent.spent_micros, today_calls, agent.calls_in_progress)
+                            (
+                                agent.spent_in(ws.spend_cycle()),
+                                today_calls,
+                                agent.calls_in_progress,
+                            )
                         })
                         .collect(),
                     grants: ws.grant_rows(),
+                    plans: (ws.plan.and_then(Plan::id), ws.pending.and_then(Plan::id)),
+                    cycle: (ws.cycle_start, ws.cycle_end),
                 })
                 .collect(),
         }
@@ -725,10 +1012,69 @@ impl Model {
                 payment,
                 amount_money_micros,
             } => Answer::TopUp(self.top_up(*ws, *payment, *amount_money_micros)),
-            Op::Settle { payment, succeeded } => Answer::Settled(self.settle(*payment, *succeeded)),
+            Op::Settle { payment, succeeded } => {
+                Answer::Settled(self.settle(&format!("p{payment}"), *succeeded, false))
+            }
+            Op::SetAutoRecharge { ws, settings } => {
+                Answer::RechargeSet(self.set_auto_recharge(*ws, settings))
+            }
+            Op::SweepRecharges => Answer::Swept(Ok(self.sweep_recharges())),
+            Op::SettleRecharge {
+                ws,
+                succeeded,
+                hard_decline,
+            } => {
+                // Its latest recharge: the sweep names the n-th `ar_w<ws>_<n>`.
+                let claimed = self
+                    .payments
+                    .values()
+                    .filter(|paid| paid.recharge && paid.ws == *ws)
+                    .count();
+                let id = format!("ar_w{ws}_{claimed}");
+                Answer::Settled(self.settle(&id, *succeeded, *hard_decline))
+            }
+            Op::Reconcile { succeeded } => Answer::Reconciled(Ok(self.reconcile(*succeeded))),
+            Op::PutCatalog { repriced } => {
+                // The contract: a new version applies to new debits and calls, and to a plan's
+                // terms when they next take effect (a cycle, a subscription, an upgrade).
+                self.repriced = *repriced;
+                self.catalog_versions += 1;
+                Answer::CatalogPut(Ok(self.catalog_versions))
+            }
             Op::Grant { ws, key, terms } => Answer::Granted(self.grant(*ws, *key, terms)),
             Op::Void { ws, key } => Answer::Voided(self.void(*ws, *key)),
             Op::ExpireGrants => Answer::GrantsExpired(self.expire_grants()),
+            Op::Renew => Answer::Renewed(Ok(self.renew())),
+            Op::InvoicePaid {
+                ws,
+                invoice,
+                next,
+                offset_secs,
+            } => Answer::InvoicePaid(Ok(self.invoice_paid(*ws, *invoice, *next, *offset_secs))),
+            Op::ChangePlan {
+                ws,
+                plan,
+                first_period_paid,
+            } => Answer::PlanChanged(self.change_plan(*ws, *plan, *first_period_paid)),
+            Op::Reverse {
+                payment,
+                reversal,
+                amount_money_micros,
+                ..
+            } => Answer::Reversed(self.reverse(*payment, *reversal, *amount_money_micros)),
+            Op::CancelPendingChange { ws } => {
+                Answer::PendingCancelled(match &mut self.workspaces[*ws].pending {
+                    None => Err("not_found"),
+                    pending => {
+                        *pending = None;
+                        Ok(())
+                    }
+                })
+            }
+            Op::AdvanceTo { at_secs } => {
+                self.now_secs = self.now_secs.max(*at_secs);
+                Answer::Advanced
+            }
             Op::Advance { secs } => {
                 self.now_secs += secs;
                 Answer::Advanced
@@ -748,17 +1094,18 @@ impl Model {
                 Err("idempotency_conflict")
             };
         }
-        if !ws.configured {
+        if ws.plan.is_none() {
             return Err("billing_not_configured");
         }
-        let cost = usage_cost_micros(event.usage);
+        let cost = usage_cost_micros(event.usage, self.repriced);
         let funding = ws.fund(event.agent, event.usage.kind(), cost, now)?;
         ws.plan_micros -= funding.plan_micros;
         ws.wallet_micros -= funding.wallet_micros;
         for &(index, micros) in &funding.grants {
             ws.grants[index].remaining_micros -= micros;
         }
-        ws.agents[event.agent].spent_micros += cost;
+        let cycle = ws.spend_cycle();
+        ws.agents[event.agent].spend(cycle, cost);
         ws.note_if_exhausted(now);
         let answer = DebitAnswer {
             charged_micros: cost,
@@ -780,7 +1127,7 @@ impl Model {
         number: Number,
         inbound: bool,
     ) -> Result<(String, i64, bool), &'static str> {
-        if !self.workspaces[ws_index].configured {
+        if self.workspaces[ws_index].plan.is_none() {
             return Err("billing_not_configured");
         }
         // Decided on what the workspace's overdue holds leave once posted; a refusal writes
@@ -805,7 +1152,7 @@ impl Model {
         {
             return Err("limit_reached");
         }
-        let per_minute = per_minute_micros(number, inbound);
+        let per_minute = per_minute_micros(number, inbound, next.repriced);
         let first_hold = call_cost_micros(per_minute, INCREMENT_SECS);
         // R7: with nothing to pay from, an inbound call to a standard number of a
         // `use_balance` agent still connects, holding nothing, within the grace period.
@@ -833,9 +1180,11 @@ impl Model {
         } else {
             ws.note_if_exhausted(now);
         }
+        let cycle_start = ws.cycle_start;
         next.calls.insert(
             call_id,
             Call {
+                cycle_start,
                 ws: ws_index,
                 agent: agent_index,
                 per_minute_micros: per_minute,
@@ -954,7 +1303,8 @@ impl Model {
         let limit_room = agent
             .monthly_limit_micros
             .map_or(UNBOUNDED_MICROS, |limit| {
-                (limit - agent.spent_micros - (agent.held_micros - own_hold)).max(own_hold)
+                (limit - agent.spent_in(ws.spend_cycle()) - (agent.held_micros - own_hold))
+                    .max(own_hold)
             });
         let mut budget = cost.min(limit_room);
         let from_plan = budget.min(plan_room);
@@ -989,10 +1339,14 @@ impl Model {
         for (&index, &micros) in &taken {
             ws.grants[index].remaining_micros -= micros;
         }
+        let cycle = ws.spend_cycle();
+        if call.cycle_start != ws.cycle_start {
+            notes.push("end posted a call held over a renewal");
+        }
         let agent = &mut ws.agents[call.agent];
         agent.held_micros -= own_hold;
         agent.calls_in_progress -= 1;
-        agent.spent_micros += charged;
+        agent.spend(cycle, charged);
         ws.note_if_exhausted(now);
         let answer = PostAnswer {
             status: if status == CallStatus::Expired {
@@ -1135,6 +1489,185 @@ impl Model {
         posted
     }
 
+    /// R13, R15, R16, decisions ("Plans and cycles"): rolls every workspace whose cycle ended
+    /// forward to the cycle in force: at each end the unheld plan credits expire but the plan's
+    /// rollover (credits held by calls stay with them), a pending downgrade takes over, and only
+    /// the cycle in force gets credits, if its plan is free or its invoice was paid. Returns
+    /// (workspaces renewed, cycles advanced, workspaces failed).
+    fn renew(&mut self) -> (usize, usize, usize) {
+        let (now, repriced) = (self.now_secs, self.repriced);
+        let (mut renewed, mut cycles) = (0, 0);
+        let mut held_over = 0;
+        for index in 0..self.workspaces.len() {
+            let mut advanced = 0;
+            loop {
+                let ws = &mut self.workspaces[index];
+                let (Some(plan), Some(end)) = (ws.plan, ws.cycle_end) else {
+                    break;
+                };
+                if end > now {
+                    break;
+                }
+                if ws.held_plan_micros > 0 {
+                    held_over += 1;
+                }
+                let expirable = ws.plan_free_micros();
+                let expire = expirable - expirable.min(ws.terms.rollover_max_micros);
+                if expire > 0 {
+                    ws.plan_micros -= expire;
+                    ws.note_if_exhausted(now);
+                }
+                let next_plan = ws.pending.take().unwrap_or(plan);
+                ws.plan = Some(next_plan);
+                ws.terms = plan_terms(next_plan, repriced);
+                let next_end = next_cycle_start_secs(end, ws.anchor_day);
+                ws.cycle_start = Some(end);
+                ws.cycle_end = Some(next_end);
+                ws.cycle_granted = false;
+                advanced += 1;
+                if next_end > now {
+                    let free = ws.terms.price_money_micros == 0;
+                    let paid = self.invoices.values().any(|&(of, period)| {
+                        of == index && (period - end).abs() < INVOICE_SLACK_SECS
+                    });
+                    if free || paid {
+                        self.workspaces[index].grant_cycle();
+                    }
+                }
+            }
+            if advanced > 0 {
+                renewed += 1;
+                cycles += advanced;
+            }
+        }
+        for _ in 0..held_over {
+            self.note("renewal with plan credits held by a call");
+        }
+        (renewed, cycles, 0)
+    }
+
+    /// R13: an invoice is recorded once per id; if its period starts within the slack of the
+    /// cycle in force, that cycle gets its credits now (once). The period is the cycle in force's
+    /// start (or the next one's) plus `offset_secs`; without a cycle, now plus it.
+    fn invoice_paid(&mut self, ws_index: usize, invoice: u32, next: bool, offset_secs: i64) -> i64 {
+        let now = self.now_secs;
+        let ws = &mut self.workspaces[ws_index];
+        let base = if next { ws.cycle_end } else { ws.cycle_start };
+        let period = base.unwrap_or(now) + offset_secs;
+        if self.invoices.contains_key(&invoice) {
+            return 0;
+        }
+        self.invoices.insert(invoice, (ws_index, period));
+        match ws.cycle_start {
+            Some(start) if (period - start).abs() < INVOICE_SLACK_SECS => ws.grant_cycle(),
+            _ => 0,
+        }
+    }
+
+    /// `POST .../subscription` (R13-R15; decisions: "Plans and cycles", "Paid plans through
+    /// Stripe"). Without a paid subscription in force, a free plan is subscribed to (or kept)
+    /// and a paid one starts a subscription on a cycle anchored on today; with one, the same
+    /// plan cancels a pending change, a higher one upgrades at once with the whole days left's
+    /// share of its credits (rounded down), a lower one waits for the cycle's end.
+    fn change_plan(
+        &mut self,
+        ws_index: usize,
+        target: Plan,
+        first_period_paid: bool,
+    ) -> Result<PlanChangeAnswer, &'static str> {
+        let now = self.now_secs;
+        let ws = &mut self.workspaces[ws_index];
+        let id = |plan: Plan| plan.id().expect("a catalog plan");
+        let answer = |action, plan: Plan, pending: Option<Plan>, effective_at_secs, credits| {
+            PlanChangeAnswer {
+                action,
+                plan: id(plan),
+                pending_plan: pending.map(id),
+                effective_at_secs,
+                credits_micros: credits,
+            }
+        };
+        let target_terms = plan_terms(target, self.repriced);
+        let paid_target = target_terms.price_money_micros > 0;
+        let current = match ws.plan {
+            Some(current) if ws.paid_subscription_in_force() || !paid_target => current,
+            _ if paid_target => {
+                // A first paid subscription (or one replacing a free plan).
+                ws.stripe_subscription = true;
+                let credits = ws.subscribe(target, target_terms, !first_period_paid, now);
+                return Ok(answer("subscribed", target, None, now, credits));
+            }
+            _ => {
+                let credits = ws.subscribe(target, target_terms, false, now);
+                return Ok(answer("subscribed", target, None, now, credits));
+            }
+        };
+        if current == target {
+            let action = if ws.pending.take().is_some() {
+                "pending_change_cancelled"
+            } else {
+                "unchanged"
+            };
+            return Ok(answer(action, current, None, now, 0));
+        }
+        let (start, end) = (
+            ws.cycle_start.expect("a plan has a cycle"),
+            ws.cycle_end.expect("a plan has a cycle"),
+        );
+        if !ws.terms.is_upgrade_to(target_terms) {
+            ws.pending = Some(target);
+            return Ok(answer("downgrade_scheduled", current, Some(target), end, 0));
+        }
+        // R14: the whole days left (UTC dates) of the cycle's days; none once it has ended.
+        let days_left = (end.div_euclid(DAY_SECS) - now.div_euclid(DAY_SECS)).max(0);
+        let days = end.div_euclid(DAY_SECS) - start.div_euclid(DAY_SECS);
+        let credits = target_terms.monthly_credits_micros * days_left / days;
+        ws.plan = Some(target);
+        ws.terms = target_terms;
+        ws.pending = None;
+        ws.credit_plan(credits);
+        Ok(answer("upgraded", target, None, now, credits))
+    }
+
+    /// R12, R8: a refund or dispute takes back, once per id, the paid share of the credits the
+    /// payment bought (rounded up, never more than it bought) from the wallet, which may go
+    /// below zero; never from plan credits or grants (R25). Only a payment that succeeded.
+    fn reverse(
+        &mut self,
+        payment: u32,
+        reversal: u32,
+        amount_money_micros: i64,
+    ) -> Result<i64, &'static str> {
+        let now = self.now_secs;
+        if amount_money_micros <= 0 {
+            return Err("invalid_amount");
+        }
+        if let Some(&credits) = self.reversals.get(&reversal) {
+            return Ok(credits);
+        }
+        let Some(paid) = self.payments.get_mut(&format!("p{payment}")) else {
+            return Err("not_found");
+        };
+        if paid.status != PaymentStatus::Succeeded {
+            return Err("payment_not_succeeded");
+        }
+        let money_after = (paid.reversed_money_micros + amount_money_micros).min(paid.money_micros);
+        let credits_after =
+            ceil_div(paid.credits_micros, money_after, paid.money_micros).min(paid.credits_micros);
+        let credits = credits_after - paid.reversed_credits_micros;
+        paid.reversed_money_micros = money_after;
+        paid.reversed_credits_micros = credits_after;
+        let ws = &mut self.workspaces[paid.ws];
+        ws.wallet_micros -= credits;
+        ws.note_if_exhausted(now);
+        let negative = ws.wallet_micros < 0;
+        self.reversals.insert(reversal, credits);
+        if negative {
+            self.note("reverse took the wallet below zero");
+        }
+        Ok(credits)
+    }
+
     fn top_up(
         &mut self,
         ws: usize,
@@ -1150,18 +1683,28 @@ impl Model {
         }
         // R1: at a credit price of 1, money buys as many credits.
         self.payments.insert(
-            payment,
+            format!("p{payment}"),
             Payment {
                 ws,
+                recharge: false,
+                created_at_secs: self.now_secs,
+                money_micros: amount_money_micros,
                 credits_micros: amount_money_micros,
                 status: PaymentStatus::Pending,
+                reversed_money_micros: 0,
+                reversed_credits_micros: 0,
             },
         );
         Ok(())
     }
 
-    fn settle(&mut self, payment: u32, succeeded: bool) -> Result<&'static str, &'static str> {
-        let Some(paid) = self.payments.get_mut(&payment) else {
+    fn settle(
+        &mut self,
+        payment: &str,
+        succeeded: bool,
+        hard_decline: bool,
+    ) -> Result<&'static str, &'static str> {
+        let Some(paid) = self.payments.get_mut(payment) else {
             return Err("not_found");
         };
         // R8, R9: credited exactly once; a success is final, and a payment that failed may
@@ -1172,19 +1715,171 @@ impl Model {
                 paid.status = PaymentStatus::Succeeded;
                 let ws = &mut self.workspaces[paid.ws];
                 ws.wallet_micros += paid.credits_micros;
-                // R7: credit that makes something available again ends the grace period.
-                if ws.plan_micros - ws.held_plan_micros > 0
-                    || ws.wallet_micros - ws.held_wallet_micros > 0
-                {
-                    ws.exhausted_at_secs = None;
+                ws.after_credit();
+            }
+            (_, false) => {
+                paid.status = PaymentStatus::Failed;
+                // R11, decisions: a hard decline of a recharge turns auto-recharge off; a soft
+                // one re-arms it (the daily cap bounds the retries).
+                if paid.recharge {
+                    let ws = &mut self.workspaces[paid.ws];
+                    ws.recharge.armed = !hard_decline;
+                    ws.recharge.enabled &= !hard_decline;
                 }
             }
-            (_, false) => paid.status = PaymentStatus::Failed,
         }
         Ok(match paid.status {
             PaymentStatus::Pending => "pending",
             PaymentStatus::Succeeded => "succeeded",
             PaymentStatus::Failed => "failed",
         })
+    }
+
+    /// R11: saves the settings: the amount within the top-up bounds (R9), a monthly cap above
+    /// zero and at least the amount; armed when enabled (every workspace here has a card).
+    fn set_auto_recharge(
+        &mut self,
+        ws: usize,
+        settings: &RechargeSettings,
+    ) -> Result<(), &'static str> {
+        if settings.amount_money_micros < TOPUP_MIN_MONEY_MICROS {
+            return Err("amount_below_minimum");
+        }
+        if settings.amount_money_micros > TOPUP_MAX_MONEY_MICROS {
+            return Err("amount_above_maximum");
+        }
+        if settings
+            .max_per_month_money_micros
+            .is_some_and(|cap| cap <= 0 || cap < settings.amount_money_micros)
+        {
+            return Err("validation_error");
+        }
+        let recharge = &mut self.workspaces[ws].recharge;
+        recharge.enabled = settings.enabled;
+        recharge.armed = settings.enabled;
+        // R1: at a credit price of 1 the threshold in credits is the money.
+        recharge.threshold_credits_micros = settings.threshold_money_micros;
+        recharge.amount_money_micros = settings.amount_money_micros;
+        recharge.max_per_month_money_micros = settings.max_per_month_money_micros;
+        Ok(())
+    }
+
+    /// R11, R27, decisions ("Auto-recharge"): the sweep looks at the workspaces enabled, armed
+    /// and with a wallet (less its holds) under the threshold, by id, and claims a recharge for
+    /// each that still needs one: none while one is pending, counting as money the pending
+    /// recharges and the unheld credits of grants in force for every usage of every agent that
+    /// do not expire within 7 days; not past the monthly cap (this UTC month's pending and
+    /// succeeded recharges) nor the daily cap (5 in the last 24 hours), which pause it instead.
+    /// A claimed recharge is pending, disarms it, and is charged at Stripe (its outcome is a
+    /// later operation). Returns the ids claimed.
+    fn sweep_recharges(&mut self) -> Vec<String> {
+        let now = self.now_secs;
+        let (year, month, _) = civil_from_days(now.div_euclid(DAY_SECS));
+        let month_start = days_from_civil(year, month, 1) * DAY_SECS;
+        let month_end = next_cycle_start_secs(month_start, 1);
+        let mut claimed = Vec::new();
+        for index in 0..self.workspaces.len() {
+            let ws = &self.workspaces[index];
+            let settings = &ws.recharge;
+            if !(settings.enabled
+                && settings.armed
+                && ws.wallet_micros - ws.held_wallet_micros < settings.threshold_credits_micros)
+            {
+                continue;
+            }
+            let recharges: Vec<&Payment> = self
+                .payments
+                .values()
+                .filter(|paid| paid.recharge && paid.ws == index)
+                .collect();
+            let pending: i64 = recharges
+                .iter()
+                .filter(|paid| paid.status == PaymentStatus::Pending)
+                .map(|paid| paid.credits_micros)
+                .sum();
+            let last_day = recharges
+                .iter()
+                .filter(|paid| paid.created_at_secs > now - DAY_SECS)
+                .count();
+            let month_money: i64 = recharges
+                .iter()
+                .filter(|paid| {
+                    (month_start..month_end).contains(&paid.created_at_secs)
+                        && paid.status != PaymentStatus::Failed
+                })
+                .map(|paid| paid.money_micros)
+                .sum();
+            let total = recharges.len();
+            let covering: i64 = ws
+                .grants
+                .iter()
+                .filter(|grant| {
+                    grant.in_force(now)
+                        && grant.terms.kinds.is_none()
+                        && grant.terms.agent.is_none()
+                        && grant
+                            .expires_at_secs
+                            .is_none_or(|at| at > now + CREDITS_EXPIRING_SECS)
+                })
+                .map(|grant| (grant.remaining_micros - grant.held_micros).max(0))
+                .sum();
+            let effective = ws.wallet_micros - ws.held_wallet_micros + pending + covering;
+            if pending > 0 || effective >= settings.threshold_credits_micros {
+                continue;
+            }
+            let amount = settings.amount_money_micros;
+            if settings
+                .max_per_month_money_micros
+                .is_some_and(|cap| month_money + amount > cap)
+            {
+                self.note("recharge paused at the monthly cap");
+                continue;
+            }
+            if last_day >= RECHARGES_PER_DAY_MAX {
+                self.note("recharge paused at the daily cap");
+                continue;
+            }
+            let id = format!("ar_w{index}_{}", total + 1);
+            self.payments.insert(
+                id.clone(),
+                Payment {
+                    ws: index,
+                    recharge: true,
+                    created_at_secs: now,
+                    money_micros: amount,
+                    credits_micros: amount,
+                    status: PaymentStatus::Pending,
+                    reversed_money_micros: 0,
+                    reversed_credits_micros: 0,
+                },
+            );
+            self.workspaces[index].recharge.armed = false;
+            claimed.push(id);
+        }
+        claimed
+    }
+
+    /// R21: every payment still pending 300 s after it was created (the simulation reports
+    /// nothing else that would look at it) is settled as Stripe has it, `succeeded` or
+    /// declined (soft), exactly as the webhook would. Returns (id, status) by id.
+    fn reconcile(&mut self, succeeded: bool) -> Vec<(String, &'static str)> {
+        let now = self.now_secs;
+        let stale: Vec<String> = self
+            .payments
+            .iter()
+            .filter(|(_, paid)| {
+                paid.status == PaymentStatus::Pending
+                    && paid.created_at_secs <= now - RECONCILE_AFTER_SECS
+            })
+            .map(|(id, _)| id.clone())
+            .take(RECONCILE_BATCH_MAX)
+            .collect();
+        stale
+            .into_iter()
+            .map(|id| {
+                let status = self.settle(&id, succeeded, false).expect("a payment");
+                (id, status)
+            })
+            .collect()
     }
 }
