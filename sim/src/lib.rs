@@ -726,18 +726,6 @@ struct CycleDraws {
     invoice_ids: u32,
     /// Slots left with cycle operations drawn more often.
     boost: u32,
-    /// Plan changes may fall between a cycle's end and its renewal ([`Options`]).
-    upgrades_past_cycle_end: bool,
-    /// An operation to place in the next slot (a plan change after the renewal before it).
-    queued: Option<Op>,
-}
-
-/// What [`generate_with`] draws besides the default.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Options {
-    /// Plan changes may fall between a cycle's end and the renewal pass (off by default: the
-    /// ledger's known disagreement there, finding 3, would stop every run).
-    pub upgrades_past_cycle_end: bool,
 }
 
 /// A cycle operation: a renewal (a third), a jump of the clock to just before or after the next
@@ -782,22 +770,12 @@ fn cycle_op(rng: &mut Rng, workspaces: usize, now: &mut i64, draws: &mut CycleDr
             draws.invoices.push(op.clone());
             op
         }
-        70..=89 => {
-            let change = Op::ChangePlan {
-                ws: rng.index(workspaces),
-                plan: Plan::CATALOG[rng.index(Plan::CATALOG.len())],
-                first_period_paid: rng.chance(70),
-            };
-            if draws.upgrades_past_cycle_end {
-                change
-            } else {
-                // The renewal pass runs first, so that no change falls between a cycle's end
-                // and its renewal: there the ledger answers an upgrade with negative credits
-                // (docs/reliability.md, "The simulator", finding 3).
-                draws.queued = Some(change);
-                Op::Renew
-            }
-        }
+        // Anywhere, also between a cycle's end and its renewal (finding 3, fixed).
+        70..=89 => Op::ChangePlan {
+            ws: rng.index(workspaces),
+            plan: Plan::CATALOG[rng.index(Plan::CATALOG.len())],
+            first_period_paid: rng.chance(70),
+        },
         90..=96 => Op::CancelPendingChange {
             ws: rng.index(workspaces),
         },
@@ -909,11 +887,6 @@ fn number(rng: &mut Rng) -> Number {
 
 /// Draws a seed's scenario: 2 to 4 workspaces of 1 to 3 agents, and `ops` operations.
 pub fn generate(seed: u64, ops: usize) -> Scenario {
-    generate_with(seed, ops, Options::default())
-}
-
-/// [`generate`] with `options`.
-pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
     let mut rng = Rng::new(seed);
     let workspaces = (0..rng.range(2, 4))
         .map(|_| WorkspaceSetup {
@@ -936,10 +909,7 @@ pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
     let mut grants_made: Vec<(usize, u32, GrantTerms)> = Vec::new();
     let mut grant_keys = 0u32;
     let mut cycle_rng = Rng::new(seed ^ CYCLE_SALT);
-    let mut cycle_draws = CycleDraws {
-        upgrades_past_cycle_end: options.upgrades_past_cycle_end,
-        ..CycleDraws::default()
-    };
+    let mut cycle_draws = CycleDraws::default();
     let mut recharge_rng = Rng::new(seed ^ RECHARGE_SALT);
     let mut reversal_rng = Rng::new(seed ^ REVERSAL_SALT);
     let mut reversals: Vec<Op> = Vec::new();
@@ -967,10 +937,6 @@ pub fn generate_with(seed: u64, ops: usize, options: Options) -> Scenario {
         event
     };
     while list.len() < ops {
-        if let Some(queued) = cycle_draws.queued.take() {
-            list.push(queued);
-            continue;
-        }
         if grant_rng.chance(GRANT_OPS_PERCENT) {
             list.push(grant_op(
                 &mut grant_rng,

@@ -143,9 +143,11 @@ pub fn decide(
             ..unchanged
         });
     }
-    // R14: unused credits stay; add the new plan's credits for the whole days left.
+    // R14: unused credits stay; add the new plan's credits for the whole days left. None are
+    // left once the cycle has ended and its renewal has not run yet (a test clock that jumped,
+    // a renewal pass still to come): the next cycle grants the new plan's credits in full.
     let cycle_start = ws.cycle_start_at.unwrap_or(now);
-    let days_left = calendar::days_between(now, cycle_end)?;
+    let days_left = calendar::days_between(now, cycle_end)?.max(0);
     let days_in_cycle = calendar::days_between(cycle_start, cycle_end)?;
     Ok(PlanDecision {
         kind: ChangeKind::Upgrade,

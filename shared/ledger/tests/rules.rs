@@ -945,6 +945,33 @@ fn r14_upgrade_mid_cycle_prorates_the_example() {
     fx.assert_invariants();
 }
 
+/// An upgrade between a cycle's end and the renewal pass that starts the next one (a test clock
+/// that jumped a month, or a renewal job that did not run): no whole day of the ended cycle is
+/// left, so R14 adds nothing. It answered a negative grant, -31/30 of the plan (moving nothing,
+/// but the answer and the preview showed it; found by the simulator, issue 26).
+#[test]
+fn r14_upgrade_after_the_cycle_ended_before_its_renewal_grants_nothing() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "basic", NOV_1);
+    // January 1: the November cycle ended a month ago, no renewal since.
+    let after_the_end = NOV_1 + 61 * DAY + 3;
+    let change = block_on(plans::change_plan(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "professional",
+        true,
+        after_the_end,
+    ))
+    .expect("upgrade");
+    assert_eq!(
+        (change.action, change.credits_granted),
+        ("upgraded", dec("0"))
+    );
+    assert_eq!(fx.balances("w").0, micros("1000"));
+    fx.assert_invariants();
+}
+
 #[test]
 fn r15_downgrade_pending_cancelled_then_applied_at_renewal() {
     let fx = Fixture::new();

@@ -1,9 +1,8 @@
 //! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...]
-//! [--keep I,J,...] [--upgrades-past-cycle-end]`: runs the ledger against the model for COUNT seeds from N, each with N
+//! [--keep I,J,...]`: runs the ledger against the model for COUNT seeds from N, each with N
 //! operations, a storage fault armed on PERCENT in a hundred of them (default 0), of the
 //! families named (`injected`, `after`, `kill`, `full`, `io`; default all); on a divergence prints
-//! it, shrinks it and prints the command that replays the shrunk list (exit status 1). With the
-//! last flag, plan changes may also fall between a cycle's end and its renewal.
+//! it, shrinks it and prints the command that replays the shrunk list (exit status 1).
 //!
 //! `simulate --soak SECS [--seed N] [--jobs J] [--faults PERCENT]`: the soak (`ledger_sim::soak`):
 //! seeds from N (default: drawn from the clock, printed) on J threads (default: every core)
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use ledger_sim::faults::Family;
 use ledger_sim::soak::{FOUND_SEEDS, Soak, SoakReport};
-use ledger_sim::{Options, Scenario, Tally, generate_with, run, shrink};
+use ledger_sim::{Scenario, Tally, generate, run, shrink};
 
 struct Args {
     seed: u64,
@@ -28,7 +27,6 @@ struct Args {
     soak_secs: Option<u64>,
     seed_given: bool,
     jobs: usize,
-    options: Options,
 }
 
 fn parse() -> Result<Args, String> {
@@ -42,14 +40,9 @@ fn parse() -> Result<Args, String> {
         soak_secs: None,
         seed_given: false,
         jobs: std::thread::available_parallelism().map_or(1, usize::from),
-        options: Options::default(),
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
-        if flag == "--upgrades-past-cycle-end" {
-            args.options.upgrades_past_cycle_end = true;
-            continue;
-        }
         let value = words
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))?;
@@ -85,7 +78,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...] [--keep I,J,...] [--upgrades-past-cycle-end], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...] [--keep I,J,...], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
                 ));
             }
         }
@@ -109,8 +102,7 @@ fn main() -> ExitCode {
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let scenario = generate_with(seed, args.ops, args.options)
-            .with_faults_of(faults_percent, &args.families);
+        let scenario = generate(seed, args.ops).with_faults_of(faults_percent, &args.families);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
                 total_ops += args.keep.as_ref().map_or(args.ops, Vec::len);
@@ -130,7 +122,6 @@ fn main() -> ExitCode {
                     args.ops,
                     faults_percent,
                     &args.families,
-                    args.options,
                 );
                 return ExitCode::FAILURE;
             }
@@ -156,7 +147,6 @@ fn print_shrunk(
     ops: usize,
     faults_percent: u64,
     families: &[Family],
-    options: Options,
 ) {
     println!("shrinking...");
     let (keep, shrunk) = shrink(scenario, divergence);
@@ -168,14 +158,9 @@ fn print_shrunk(
     let list: Vec<String> = keep.iter().map(usize::to_string).collect();
     let words: Vec<&str> = families.iter().map(|f| f.word()).collect();
     println!(
-        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --fault-kinds {} --keep {}{}",
+        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --fault-kinds {} --keep {}",
         words.join(","),
         list.join(","),
-        if options.upgrades_past_cycle_end {
-            " --upgrades-past-cycle-end"
-        } else {
-            ""
-        },
     );
 }
 
@@ -242,7 +227,6 @@ fn soak(args: &Args, secs: u64) -> ExitCode {
                 seed_run.ops,
                 seed_run.faults_percent,
                 &Family::ALL,
-                Options::default(),
             );
             ExitCode::FAILURE
         }
