@@ -54,8 +54,9 @@ pub enum FaultKind {
     /// Injected before the statement: `SQLITE_FULL`, the disk (or `max_page_count`) is full.
     Full,
     /// Injected after the statement: a statement inside a transaction (after `BEGIN`, before
-    /// `COMMIT`) runs, its effects stay in the transaction, and `SQLITE_IOERR` is answered. The
-    /// ledger must roll the whole transaction back.
+    /// `COMMIT`), or the `BEGIN` itself, runs, its effects stay in the transaction, and
+    /// `SQLITE_IOERR` is answered. The ledger must roll the whole transaction back (after a
+    /// failed `BEGIN` too: `tx::run_once` did not, found this way).
     IoErrAfter,
     /// Real: the connection is closed before the statement runs, with whatever transaction it
     /// had open and not committed (as a process killed there: SQLite rolls it back), every later
@@ -547,9 +548,12 @@ impl FaultyDb {
         self.statements.set(index + 1);
         let statement = statement_kind(sql);
         let eligible = match fault.kind {
+            // Inside a transaction, or its BEGIN itself: SQLite never reports a BEGIN that ran
+            // as failed, but a lost answer could, and the ledger must then roll it back.
             FaultKind::IoErrAfter => {
-                self.in_transaction.get()
-                    && !matches!(statement, "BEGIN" | "BEGIN IMMEDIATE" | "COMMIT")
+                (self.in_transaction.get()
+                    && !matches!(statement, "BEGIN" | "BEGIN IMMEDIATE" | "COMMIT"))
+                    || matches!(statement, "BEGIN" | "BEGIN IMMEDIATE")
             }
             _ if self.sabotage == Sabotage::LoseAcknowledgements => {
                 statement == "write" && !self.in_transaction.get()
@@ -786,7 +790,7 @@ mod tests {
         run(&db, "CREATE TABLE t (x INTEGER)").unwrap();
         db.arm(Fault {
             kind: FaultKind::IoErrAfter,
-            at: 0,
+            at: 1,
             count: 1,
         });
         run(&db, "BEGIN IMMEDIATE").unwrap();
@@ -795,6 +799,21 @@ mod tests {
         assert_eq!(count(&db), 1, "the insert ran, inside the open transaction");
         run(&db, "ROLLBACK").unwrap();
         assert_eq!(count(&db), 0);
+    }
+
+    #[test]
+    fn an_error_after_a_begin_leaves_the_transaction_open() {
+        let db = FaultyDb::on_file().expect("a file");
+        run(&db, "CREATE TABLE t (x INTEGER)").unwrap();
+        db.arm(Fault {
+            kind: FaultKind::IoErrAfter,
+            at: 0,
+            count: 1,
+        });
+        assert!(run(&db, "BEGIN IMMEDIATE").is_err());
+        assert_eq!(db.disarm().expect("fired").statement, "BEGIN IMMEDIATE");
+        // It ran: a ROLLBACK finds the transaction (it fails when none is active).
+        run(&db, "ROLLBACK").expect("the BEGIN that reported an error had started one");
     }
 
     #[test]

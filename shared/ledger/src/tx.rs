@@ -47,7 +47,16 @@ async fn run_once<S, T>(
 where
     S: Storage,
 {
-    db.execute(begin, &[]).await?;
+    if let Err(error) = db.execute(begin, &[]).await {
+        // A BEGIN refused busy started nothing. Any other failure may have been reported after
+        // the BEGIN ran (an I/O error, a lost answer): roll back, or the connection would stay
+        // inside a transaction where every later statement runs and is never committed. SQLite
+        // does not do that today; the simulator's faults showed the path (docs/reliability.md).
+        if error.kind != StorageErrorKind::Busy {
+            let _ = db.execute("ROLLBACK", &[]).await;
+        }
+        return Err(error.into());
+    }
     let result = match body(db).await {
         Ok(value) => db
             .execute("COMMIT", &[])
