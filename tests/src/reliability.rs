@@ -366,3 +366,239 @@ pub mod webhooks {
         Ok(())
     }
 }
+
+/// The mixed load of the storage-fault scenarios (`reliability_disk.rs`, `reliability_kv.rs`):
+/// operations on one workspace whose plan pays for everything, each with a known price, sent as
+/// the API's clients send them.
+pub mod load {
+    use anyhow::Result;
+    use serde_json::{Value, json};
+
+    use super::webhooks::payment_succeeded;
+    use crate::api::SERVICE_KEY;
+
+    /// Every top-up: 20 USD = 20 credits.
+    pub const TOPUP_MICROS: i64 = 20_000_000;
+    /// Every grant: 1 credit (never spent: the plan pays first).
+    pub const GRANT_MICROS: i64 = 1_000_000;
+    /// The plan's credits: far beyond what a load spends.
+    pub const PLAN_CREDITS: i64 = 1_000_000;
+
+    /// A catalog whose plan `big` grants [`PLAN_CREDITS`] for free, with the prices
+    /// [`Op::cost_micros`] counts.
+    pub fn catalog() -> Value {
+        let mut catalog = crate::api::test_catalog(
+            json!([
+                {"id": "big", "name": "Big", "price": "0", "monthly_credits": PLAN_CREDITS.to_string()}
+            ]),
+            json!([
+                {"kind": "call", "direction": "outbound", "price": "0.1"},
+                {"kind": "message", "price": "0.01"},
+                {"kind": "ai_task", "price": "0.25"}
+            ]),
+        );
+        catalog["settings"]["hold_timeout_secs"] = 600.into();
+        catalog
+    }
+
+    /// One client operation.
+    #[derive(Debug, Clone)]
+    pub enum Op {
+        /// `POST /v1/usage` with `Idempotency-Key` = the event id.
+        Debit {
+            /// The event id.
+            id: String,
+            /// `message` or `ai_task`.
+            kind: &'static str,
+        },
+        /// `POST /v1/usage/batch` of 5 messages, with `Idempotency-Key` = its id.
+        Batch {
+            /// The batch id (its events' ids end in `-0` to `-4`).
+            id: String,
+        },
+        /// `POST /v1/calls` (no key: the call id is its own), then
+        /// `POST /v1/calls/{id}/end` after 61 s (2 started minutes).
+        Call {
+            /// The call id.
+            id: String,
+        },
+        /// `POST /v1/grants` of 1 credit with `Idempotency-Key` = `key`.
+        Grant {
+            /// The key.
+            key: String,
+        },
+        /// `payment_intent.succeeded` for the pending top-up `tp-{tag}-{n}` (see
+        /// [`super::webhooks::pending_topup`]), as event `evt_{tag}_{n}`.
+        Webhook {
+            /// Its number.
+            n: usize,
+        },
+    }
+
+    /// One request of an operation (a POST): path, body, and headers but the Stripe signature,
+    /// which is made when it is sent ([`super::webhooks::signature_header`]).
+    #[derive(Debug, Clone)]
+    pub struct Request {
+        /// The path.
+        pub path: String,
+        /// The body.
+        pub body: String,
+        /// Headers.
+        pub headers: Vec<(&'static str, String)>,
+    }
+
+    impl Request {
+        /// Whether it is a Stripe webhook (to be signed).
+        pub fn is_webhook(&self) -> bool {
+            self.path == "/webhooks/stripe"
+        }
+    }
+
+    impl Op {
+        /// Operation `n` of a mix: a seventh batches, two sevenths calls, a seventh webhooks,
+        /// the rest debits; with `grants`, one in eight is a grant instead.
+        pub fn of(n: usize, grants: bool) -> Self {
+            let (slot, grant_slot) = if grants {
+                (n % 8, Some(7))
+            } else {
+                (n % 7, None)
+            };
+            match slot {
+                _ if Some(slot) == grant_slot => Op::Grant {
+                    key: format!("grant-{n}"),
+                },
+                0 => Op::Batch {
+                    id: format!("batch-{n}"),
+                },
+                1 | 2 => Op::Call {
+                    id: format!("call-{n}"),
+                },
+                3 => Op::Webhook { n },
+                4 => Op::Debit {
+                    id: format!("ai-{n}"),
+                    kind: "ai_task",
+                },
+                _ => Op::Debit {
+                    id: format!("msg-{n}"),
+                    kind: "message",
+                },
+            }
+        }
+
+        /// What it takes from the plan credits, in micro-credits.
+        pub fn cost_micros(&self) -> i64 {
+            match self {
+                Op::Debit {
+                    kind: "ai_task", ..
+                } => 250_000,
+                Op::Debit { .. } => 10_000,
+                Op::Batch { .. } => 50_000,
+                Op::Call { .. } => 200_000,
+                Op::Grant { .. } | Op::Webhook { .. } => 0,
+            }
+        }
+
+        /// How many requests it takes.
+        pub fn steps(&self) -> usize {
+            match self {
+                Op::Call { .. } => 2,
+                _ => 1,
+            }
+        }
+
+        /// Its requests, in order, for workspace `ws`; `tag` names the webhook's objects.
+        pub fn requests(&self, ws: &str, tag: &str) -> Result<Vec<Request>> {
+            let service = || ("authorization", format!("Bearer {SERVICE_KEY}"));
+            let request = |path: &str, body: Value, headers| Request {
+                path: path.to_owned(),
+                body: body.to_string(),
+                headers,
+            };
+            Ok(match self {
+                Op::Debit { id, kind } => vec![request(
+                    "/v1/usage",
+                    json!({"id": id, "workspace_id": ws, "agent_id": "agent-1", "kind": kind,
+                        "quantity": "1"}),
+                    vec![service(), ("idempotency-key", id.clone())],
+                )],
+                Op::Batch { id } => {
+                    let events: Vec<Value> = (0..5)
+                        .map(|n| {
+                            json!({"id": format!("{id}-{n}"), "workspace_id": ws,
+                            "agent_id": "agent-2", "kind": "message", "quantity": "1"})
+                        })
+                        .collect();
+                    vec![request(
+                        "/v1/usage/batch",
+                        json!({"events": events}),
+                        vec![service(), ("idempotency-key", id.clone())],
+                    )]
+                }
+                Op::Call { id } => vec![
+                    request(
+                        "/v1/calls",
+                        json!({"workspace_id": ws, "agent_id": "agent-3", "call_id": id,
+                            "direction": "outbound", "to": "+14155550123",
+                            "from": "+14155550999"}),
+                        vec![service()],
+                    ),
+                    request(
+                        &format!("/v1/calls/{id}/end"),
+                        json!({"duration_seconds": 61}),
+                        vec![service()],
+                    ),
+                ],
+                Op::Grant { key } => vec![request(
+                    "/v1/grants",
+                    json!({"workspace_id": ws, "amount": "1", "category": "promotional",
+                        "name": key}),
+                    vec![service(), ("idempotency-key", key.clone())],
+                )],
+                Op::Webhook { n } => vec![Request {
+                    path: "/webhooks/stripe".to_owned(),
+                    body: payment_succeeded(
+                        &format!("evt_{tag}_{n}"),
+                        &format!("pi_{tag}_{n}"),
+                        &format!("tp-{tag}-{n}"),
+                        TOPUP_MICROS / 10_000,
+                    )?,
+                    headers: vec![("content-type", "application/json".to_owned())],
+                }],
+            })
+        }
+    }
+
+    /// Sets `app` up for `ops` on workspace `ws`: the catalog, the workspace on plan `big`, and
+    /// the pending top-up each webhook of `ops` settles (`tag` as in [`Op::requests`]).
+    pub fn prepare(app: &crate::api::App, ws: &str, tag: &str, ops: &[Op]) -> Result<()> {
+        use crate::api::expect;
+        expect(
+            &app.service("PUT", "/v1/catalog", Some(&catalog()))?,
+            200,
+            "catalog",
+        )?;
+        app.provision(ws)?;
+        expect(
+            &app.owner(
+                ws,
+                "POST",
+                "/subscription",
+                Some(&json!({"plan_id": "big"})),
+            )?,
+            200,
+            "subscribe",
+        )?;
+        for op in ops {
+            if let Op::Webhook { n } = op {
+                super::webhooks::pending_topup(
+                    app.host.state_dir(),
+                    ws,
+                    &format!("tp-{tag}-{n}"),
+                    TOPUP_MICROS,
+                    &format!("pi_{tag}_{n}"),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -28,18 +28,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use e2e::HostOptions;
-use e2e::api::{App, SERVICE_KEY, expect, json_of};
-use e2e::reliability::{
-    Scenario, micros,
-    webhooks::{payment_succeeded, pending_topup, signature_header},
-};
-use serde_json::{Value, json};
+use e2e::api::{App, expect, json_of};
+use e2e::reliability::load::{self, Op, PLAN_CREDITS, Request, TOPUP_MICROS};
+use e2e::reliability::{Scenario, micros, webhooks::signature_header};
+use serde_json::Value;
 
 const WEBHOOK_SECRET: &str = "whsec_reliability_disk";
 const WS: &str = "ws-disk";
-const PLAN_CREDITS: i64 = 1_000_000;
-/// Every top-up: 20 USD = 20 credits.
-const TOPUP_MICROS: i64 = 20_000_000;
+/// Names the webhooks' objects (`evt_disk_N`, `tp-disk-N`).
+const TAG: &str = "disk";
 /// Operations before the fault, during it (at most), and after it.
 const OPS_BEFORE: usize = 40;
 const OPS_DURING_MAX: usize = 400;
@@ -56,77 +53,6 @@ const READS_DURING: usize = 5;
 /// The tmpfs of the full-disk case: the app's two SQLite files and their WALs fit with room to
 /// spare until the ballast takes the rest.
 const TMPFS_SIZE: &str = "24m";
-
-fn catalog() -> Value {
-    let mut catalog = e2e::api::test_catalog(
-        json!([
-            {"id": "big", "name": "Big", "price": "0", "monthly_credits": PLAN_CREDITS.to_string()}
-        ]),
-        json!([
-            {"kind": "call", "direction": "outbound", "price": "0.1"},
-            {"kind": "message", "price": "0.01"},
-            {"kind": "ai_task", "price": "0.25"}
-        ]),
-    );
-    catalog["settings"]["hold_timeout_secs"] = 600.into();
-    catalog
-}
-
-/// One client operation: one or more requests, each sent until it is answered.
-#[derive(Debug, Clone)]
-enum Op {
-    /// `POST /v1/usage` with `Idempotency-Key` = the event id.
-    Debit { id: String, kind: &'static str },
-    /// `POST /v1/usage/batch` of 5 messages.
-    Batch { id: String },
-    /// `POST /v1/calls`, then `POST /v1/calls/{id}/end` after 61 s (2 started minutes).
-    Call { id: String },
-    /// `payment_intent.succeeded` for a pending top-up.
-    Webhook { n: usize },
-}
-
-impl Op {
-    fn of(n: usize) -> Self {
-        match n % 7 {
-            0 => Op::Batch {
-                id: format!("batch-{n}"),
-            },
-            1 | 2 => Op::Call {
-                id: format!("call-{n}"),
-            },
-            3 => Op::Webhook { n },
-            4 => Op::Debit {
-                id: format!("ai-{n}"),
-                kind: "ai_task",
-            },
-            _ => Op::Debit {
-                id: format!("msg-{n}"),
-                kind: "message",
-            },
-        }
-    }
-
-    /// What it takes from the plan credits, in micro-credits.
-    fn cost_micros(&self) -> i64 {
-        match self {
-            Op::Debit {
-                kind: "ai_task", ..
-            } => 250_000,
-            Op::Debit { .. } => 10_000,
-            Op::Batch { .. } => 50_000,
-            Op::Call { .. } => 200_000,
-            Op::Webhook { .. } => 0,
-        }
-    }
-
-    /// How many requests it takes.
-    fn steps(&self) -> usize {
-        match self {
-            Op::Call { .. } => 2,
-            _ => 1,
-        }
-    }
-}
 
 /// An operation and how many of its requests were answered.
 #[derive(Debug, Clone)]
@@ -190,72 +116,24 @@ impl Clients<'_> {
         }
     }
 
+    /// Sends one request (a webhook signed now).
+    fn send_request(&self, request: &Request) -> Result<Answer> {
+        let mut headers = request.headers.clone();
+        if request.is_webhook() {
+            headers.push((
+                "stripe-signature",
+                signature_header(WEBHOOK_SECRET, &request.body),
+            ));
+        }
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.send("POST", &request.path, &request.body, &headers)
+    }
+
     /// Sends the operation's requests from its current step; stops at the first refusal.
     fn advance(&self, pending: &mut Pending) -> Result<Answer> {
-        let service = format!("Bearer {SERVICE_KEY}");
-        while pending.step < pending.op.steps() {
-            let answer = match (&pending.op, pending.step) {
-                (Op::Debit { id, kind }, _) => {
-                    let event = json!({"id": id, "workspace_id": WS, "agent_id": "agent-1",
-                        "kind": kind, "quantity": "1"});
-                    self.send(
-                        "POST",
-                        "/v1/usage",
-                        &event.to_string(),
-                        &[("authorization", &service), ("idempotency-key", id)],
-                    )?
-                }
-                (Op::Batch { id }, _) => {
-                    let events: Vec<Value> = (0..5)
-                        .map(|n| {
-                            json!({"id": format!("{id}-{n}"), "workspace_id": WS,
-                            "agent_id": "agent-2", "kind": "message", "quantity": "1"})
-                        })
-                        .collect();
-                    self.send(
-                        "POST",
-                        "/v1/usage/batch",
-                        &json!({"events": events}).to_string(),
-                        &[("authorization", &service), ("idempotency-key", id)],
-                    )?
-                }
-                (Op::Call { id }, 0) => {
-                    let authorize = json!({"workspace_id": WS, "agent_id": "agent-3",
-                        "call_id": id, "direction": "outbound", "to": "+14155550123",
-                        "from": "+14155550999"});
-                    self.send(
-                        "POST",
-                        "/v1/calls",
-                        &authorize.to_string(),
-                        &[("authorization", &service)],
-                    )?
-                }
-                (Op::Call { id }, _) => self.send(
-                    "POST",
-                    &format!("/v1/calls/{id}/end"),
-                    &json!({"duration_seconds": 61}).to_string(),
-                    &[("authorization", &service)],
-                )?,
-                (Op::Webhook { n }, _) => {
-                    let payload = payment_succeeded(
-                        &format!("evt_disk_{n}"),
-                        &format!("pi_disk_{n}"),
-                        &format!("tp-disk-{n}"),
-                        TOPUP_MICROS / 10_000,
-                    )?;
-                    let header = signature_header(WEBHOOK_SECRET, &payload);
-                    self.send(
-                        "POST",
-                        "/webhooks/stripe",
-                        &payload,
-                        &[
-                            ("stripe-signature", &header),
-                            ("content-type", "application/json"),
-                        ],
-                    )?
-                }
-            };
-            match answer {
+        let requests = pending.op.requests(WS, TAG)?;
+        while let Some(request) = requests.get(pending.step) {
+            match self.send_request(request)? {
                 Answer::Done => pending.step += 1,
                 Answer::Refused => return Ok(Answer::Refused),
             }
@@ -428,35 +306,9 @@ fn summary(app: &App) -> Result<Value> {
 
 /// The load, the fault, the recovery, and the books checked at the end.
 fn run_disk_fault(app: &App, fault: &dyn DiskFault, scenario: &Scenario) -> Result<()> {
-    expect(
-        &app.service("PUT", "/v1/catalog", Some(&catalog()))?,
-        200,
-        "catalog",
-    )?;
-    app.provision(WS)?;
-    expect(
-        &app.owner(
-            WS,
-            "POST",
-            "/subscription",
-            Some(&json!({"plan_id": "big"})),
-        )?,
-        200,
-        "subscribe",
-    )?;
     let total = OPS_BEFORE + OPS_DURING_MAX + OPS_AFTER;
-    let ops: Vec<Op> = (0..total).map(Op::of).collect();
-    for op in &ops {
-        if let Op::Webhook { n } = op {
-            pending_topup(
-                app.host.state_dir(),
-                WS,
-                &format!("tp-disk-{n}"),
-                TOPUP_MICROS,
-                &format!("pi_disk_{n}"),
-            )?;
-        }
-    }
+    let ops: Vec<Op> = (0..total).map(|n| Op::of(n, false)).collect();
+    load::prepare(app, WS, TAG, &ops)?;
     let pending = |range: std::ops::Range<usize>| -> Vec<Pending> {
         ops[range]
             .iter()

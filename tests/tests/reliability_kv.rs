@@ -17,149 +17,27 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail, ensure};
 use e2e::HostOptions;
-use e2e::api::{App, SERVICE_KEY, expect, json_of};
-use e2e::reliability::{
-    Scenario, micros, soak,
-    webhooks::{payment_succeeded, pending_topup, signature_header},
-};
+use e2e::api::{App, expect, json_of};
+use e2e::reliability::load::{self, GRANT_MICROS, Op, PLAN_CREDITS, Request, TOPUP_MICROS};
+use e2e::reliability::{Scenario, micros, soak, webhooks::signature_header};
 use e2e::stores::{Redis, redis_store, write_runtime_config};
 use ledger::Storage as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const WEBHOOK_SECRET: &str = "whsec_reliability_kv";
 const WS: &str = "ws-kv";
-const PLAN_CREDITS: i64 = 1_000_000;
-/// Every top-up: 20 USD = 20 credits.
-const TOPUP_MICROS: i64 = 20_000_000;
-/// Every grant: 1 credit (never spent: the plan pays first).
-const GRANT_MICROS: i64 = 1_000_000;
+/// Names the webhooks' objects (`evt_kv_N`, `tp-kv-N`).
+const TAG: &str = "kv";
 const CLIENTS: usize = 4;
 /// How often the store is wiped while the clients run.
 const WIPE_EVERY: Duration = Duration::from_millis(10);
 
-fn catalog() -> Value {
-    e2e::api::test_catalog(
-        json!([
-            {"id": "big", "name": "Big", "price": "0", "monthly_credits": PLAN_CREDITS.to_string()}
-        ]),
-        json!([
-            {"kind": "call", "direction": "outbound", "price": "0.1"},
-            {"kind": "message", "price": "0.01"},
-            {"kind": "ai_task", "price": "0.25"}
-        ]),
-    )
+/// What every answer to request `step` of `op` must agree on, from its body.
+trait AnswerKey {
+    fn answer_key(&self, step: usize, body: &Value) -> Result<String>;
 }
 
-/// One request: its path, its body and its headers besides the signature (always a POST).
-type Request = (String, String, Vec<(&'static str, String)>);
-
-#[derive(Debug, Clone)]
-enum Op {
-    Debit { id: String, kind: &'static str },
-    Batch { id: String },
-    Call { id: String },
-    Grant { key: String },
-    Webhook { n: usize },
-}
-
-impl Op {
-    fn of(n: usize) -> Self {
-        match n % 8 {
-            0 => Op::Batch {
-                id: format!("batch-{n}"),
-            },
-            1 | 2 => Op::Call {
-                id: format!("call-{n}"),
-            },
-            3 => Op::Webhook { n },
-            4 => Op::Grant {
-                key: format!("grant-{n}"),
-            },
-            5 => Op::Debit {
-                id: format!("ai-{n}"),
-                kind: "ai_task",
-            },
-            _ => Op::Debit {
-                id: format!("msg-{n}"),
-                kind: "message",
-            },
-        }
-    }
-
-    fn cost_micros(&self) -> i64 {
-        match self {
-            Op::Debit {
-                kind: "ai_task", ..
-            } => 250_000,
-            Op::Debit { .. } => 10_000,
-            Op::Batch { .. } => 50_000,
-            Op::Call { .. } => 200_000,
-            Op::Grant { .. } | Op::Webhook { .. } => 0,
-        }
-    }
-
-    /// Its requests, in order.
-    fn requests(&self) -> Result<Vec<Request>> {
-        let service = || ("authorization", format!("Bearer {SERVICE_KEY}"));
-        Ok(match self {
-            Op::Debit { id, kind } => vec![(
-                "/v1/usage".to_owned(),
-                json!({"id": id, "workspace_id": WS, "agent_id": "agent-1", "kind": kind,
-                    "quantity": "1"})
-                .to_string(),
-                vec![service(), ("idempotency-key", id.clone())],
-            )],
-            Op::Batch { id } => {
-                let events: Vec<Value> = (0..5)
-                    .map(|n| {
-                        json!({"id": format!("{id}-{n}"), "workspace_id": WS,
-                        "agent_id": "agent-2", "kind": "message", "quantity": "1"})
-                    })
-                    .collect();
-                vec![(
-                    "/v1/usage/batch".to_owned(),
-                    json!({"events": events}).to_string(),
-                    vec![service(), ("idempotency-key", id.clone())],
-                )]
-            }
-            Op::Call { id } => vec![
-                (
-                    "/v1/calls".to_owned(),
-                    json!({"workspace_id": WS, "agent_id": "agent-3", "call_id": id,
-                        "direction": "outbound", "to": "+14155550123", "from": "+14155550999"})
-                    .to_string(),
-                    vec![service()],
-                ),
-                (
-                    format!("/v1/calls/{id}/end"),
-                    json!({"duration_seconds": 61}).to_string(),
-                    vec![service()],
-                ),
-            ],
-            Op::Grant { key } => vec![(
-                "/v1/grants".to_owned(),
-                json!({"workspace_id": WS, "amount": "1", "category": "promotional",
-                    "name": key})
-                .to_string(),
-                vec![service(), ("idempotency-key", key.clone())],
-            )],
-            Op::Webhook { n } => {
-                let payload = payment_succeeded(
-                    &format!("evt_kv_{n}"),
-                    &format!("pi_kv_{n}"),
-                    &format!("tp-kv-{n}"),
-                    TOPUP_MICROS / 10_000,
-                )?;
-                vec![(
-                    "/webhooks/stripe".to_owned(),
-                    payload,
-                    vec![("content-type", "application/json".to_owned())],
-                )]
-            }
-        })
-    }
-
-    /// What every answer to request `step` must agree on, from its body.
+impl AnswerKey for Op {
     fn answer_key(&self, step: usize, body: &Value) -> Result<String> {
         Ok(match (self, step) {
             (Op::Debit { .. }, _) => {
@@ -222,16 +100,12 @@ fn from_record(path: &str, reply: &e2e::Reply) -> bool {
 impl Clients<'_> {
     /// Sends one request until it has a final answer (409 `in_progress` and 503 say "again");
     /// returns its body and whether it came from the store's record.
-    fn until_answered(
-        &self,
-        path: &str,
-        body: &str,
-        headers: &[(&'static str, String)],
-    ) -> Result<(Value, bool)> {
+    fn until_answered(&self, request: &Request) -> Result<(Value, bool)> {
+        let (path, body) = (request.path.as_str(), request.body.as_str());
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let mut headers: Vec<(&str, String)> = headers.to_vec();
-            if path == "/webhooks/stripe" {
+            let mut headers = request.headers.clone();
+            if request.is_webhook() {
                 headers.push(("stripe-signature", signature_header(WEBHOOK_SECRET, body)));
             }
             let headers: Vec<(&str, &str)> =
@@ -262,15 +136,15 @@ impl Clients<'_> {
 
     /// Each request of `op` twice at once, then once more; all three answers must agree.
     fn run(&self, op: &Op) -> Result<()> {
-        for (step, (path, body, headers)) in op.requests()?.iter().enumerate() {
+        for (step, request) in op.requests(WS, TAG)?.iter().enumerate() {
             let (a, b) = std::thread::scope(|scope| {
-                let first = scope.spawn(|| self.until_answered(path, body, headers));
-                let second = self.until_answered(path, body, headers);
+                let first = scope.spawn(|| self.until_answered(request));
+                let second = self.until_answered(request);
                 (first.join(), second)
             });
             let (a, a_recorded) = a.map_err(|_| anyhow::anyhow!("a client panicked"))??;
             let (b, b_recorded) = b?;
-            let (c, c_recorded) = self.until_answered(path, body, headers)?;
+            let (c, c_recorded) = self.until_answered(request)?;
             // Calls have no key: the ledger answers every resend itself.
             if !matches!(op, Op::Call { .. }) {
                 let recorded =
@@ -301,35 +175,9 @@ fn wiped_under_load(
     wipe: &(dyn Fn() -> Result<()> + Sync),
 ) -> Result<()> {
     let scenario = Scenario::new(scenario);
-    expect(
-        &app.service("PUT", "/v1/catalog", Some(&catalog()))?,
-        200,
-        "catalog",
-    )?;
-    app.provision(WS)?;
-    expect(
-        &app.owner(
-            WS,
-            "POST",
-            "/subscription",
-            Some(&json!({"plan_id": "big"})),
-        )?,
-        200,
-        "subscribe",
-    )?;
     let operations = if soak() { 800 } else { 160 };
-    let ops: Vec<Op> = (0..operations).map(Op::of).collect();
-    for op in &ops {
-        if let Op::Webhook { n } = op {
-            pending_topup(
-                app.host.state_dir(),
-                WS,
-                &format!("tp-kv-{n}"),
-                TOPUP_MICROS,
-                &format!("pi_kv_{n}"),
-            )?;
-        }
-    }
+    let ops: Vec<Op> = (0..operations).map(|n| Op::of(n, true)).collect();
+    load::prepare(app, WS, TAG, &ops)?;
     let clients = Clients {
         app,
         requests: AtomicU64::new(0),
