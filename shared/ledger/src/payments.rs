@@ -1064,22 +1064,29 @@ pub async fn auto_recharge_candidates<S: Storage>(
     rows.iter().map(|r| text(r, 0)).collect()
 }
 
-/// Payments still pending after [`RECONCILE_AFTER_SECS`], oldest first (R21).
+/// Payments still pending [`RECONCILE_AFTER_SECS`] after they were last looked at, oldest first
+/// (R21), each on its workspace's clock: a payment is stamped with its workspace's time (its test
+/// clock, if set), so it is measured against that time too, as every other sweep is; the real
+/// clock would reconcile a frozen workspace's payments at once, or never until real time caught
+/// up with a clock set ahead (found by the simulator).
 pub async fn stale_pending<S: Storage>(
     db: &S,
     real_now_secs: i64,
     limit: i64,
 ) -> Result<Vec<Payment>> {
     let sql = format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'pending' AND updated_at <= ?1
+        "SELECT {PAYMENT_COLUMNS} FROM payments WHERE status = 'pending'
+           AND updated_at <= COALESCE((SELECT test_clock_at FROM workspaces w
+                                       WHERE w.id = payments.workspace_id), ?1) - ?3
          ORDER BY updated_at LIMIT ?2"
     );
     let rows = db
         .query(
             &sql,
             &[
-                i(real_now_secs - RECONCILE_AFTER_SECS),
+                i(real_now_secs),
                 i(limit.clamp(1, 1_000)),
+                i(RECONCILE_AFTER_SECS),
             ],
         )
         .await?;

@@ -1552,6 +1552,49 @@ fn r11_r21_sweep_candidates_and_stale_payments() {
     );
 }
 
+/// R21 on a workspace's test clock: its payments are pending for as long as its own clock says,
+/// as everything time-dependent for it is (billing-rules, "Test clocks").
+#[test]
+fn r21_a_frozen_workspace_s_payments_are_reconciled_on_its_clock() {
+    let fx = Fixture::new();
+    fx.subscribed("w", "free", NOV_1);
+    block_on(ledger::workspace::set_test_clock(
+        &fx.db,
+        "w",
+        NOV_1 + DAY,
+        NOV_1,
+    ))
+    .expect("clock");
+    let topup = block_on(payments::create_topup(
+        &fx.db,
+        &fx.catalog,
+        "w",
+        "tp1",
+        dec("20"),
+        NOV_1 + DAY,
+    ))
+    .expect("top-up");
+    // A month of real time later, the workspace is still at its frozen time: not pending 5 min.
+    assert!(
+        block_on(payments::stale_pending(&fx.db, NOV_1 + 30 * DAY, 10))
+            .expect("stale")
+            .is_empty(),
+        "on the real clock it would be"
+    );
+    block_on(ledger::workspace::set_test_clock(
+        &fx.db,
+        "w",
+        NOV_1 + DAY + 300,
+        NOV_1 + 30 * DAY,
+    ))
+    .expect("clock moved");
+    let stale = block_on(payments::stale_pending(&fx.db, NOV_1 + 30 * DAY, 10)).expect("stale");
+    assert_eq!(
+        stale.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        vec![topup.id.as_str()]
+    );
+}
+
 #[test]
 fn r5_the_sweep_expires_holds_at_each_workspace_clock() {
     let fx = Fixture::new();
