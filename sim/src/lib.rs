@@ -802,8 +802,13 @@ fn cycle_op(rng: &mut Rng, workspaces: usize, now: &mut i64, draws: &mut CycleDr
 
 /// Salt of the test clocks' generator, a stream of its own.
 const TEST_CLOCK_SALT: u64 = 0x5EED_0000_7C10_0001;
-/// About this many operations in a hundred set or move a workspace's test clock.
+/// About this many operations in a hundred set or move a workspace's test clock, from the first
+/// operation, with finding 5's draws ([`generate_with`]).
 const TEST_CLOCK_OPS_PERCENT: u64 = 2;
+/// By default, test clocks are set only in the last quarter of a seed's operations (so that the
+/// first three quarters are the operations the seed drew before test clocks, reconciliations
+/// included), this many in a hundred there.
+const TEST_CLOCK_LATE_OPS_PERCENT: u64 = 4;
 /// Of those, about this many in a hundred ask for a time earlier than the workspace's (refused).
 const TEST_CLOCK_BACKWARDS_PERCENT: u64 = 10;
 
@@ -945,8 +950,9 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
 /// ledger's reconciliation measures a frozen workspace's payments on the real clock, R21 and the
 /// rules' "Test clocks" ask for the workspace's; docs/reliability.md): test clocks from the first
 /// operation, and reconciliations after them. Without it (the budget, the soak), test clocks are
-/// set only in the second half of a seed's operations and a reconciliation drawn once one is set
-/// is a recharge sweep instead (the same draws, so the other operations are unchanged).
+/// set only in the last quarter of a seed's operations, whose first three quarters are then the
+/// operations drawn before test clocks, and a reconciliation drawn once one is set is a recharge
+/// sweep instead (the same draws, so the other operations are unchanged).
 pub fn generate_with(seed: u64, ops: usize, reconcile_on_test_clocks: bool) -> Scenario {
     let mut rng = Rng::new(seed);
     let workspaces = (0..rng.range(2, 4))
@@ -1000,9 +1006,14 @@ pub fn generate_with(seed: u64, ops: usize, reconcile_on_test_clocks: bool) -> S
         event
     };
     while list.len() < ops {
-        if (reconcile_on_test_clocks || list.len() >= ops / 2)
-            && clock_rng.chance(TEST_CLOCK_OPS_PERCENT)
-        {
+        let clock_percent = if reconcile_on_test_clocks {
+            TEST_CLOCK_OPS_PERCENT
+        } else if list.len() >= ops - ops / 4 {
+            TEST_CLOCK_LATE_OPS_PERCENT
+        } else {
+            0
+        };
+        if clock_percent > 0 && clock_rng.chance(clock_percent) {
             list.push(test_clock_op(&mut clock_rng, now, &mut clocks));
             continue;
         }
