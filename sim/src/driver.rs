@@ -390,6 +390,7 @@ pub fn is_storage_failure(answer: &Answer) -> bool {
         Answer::Reconciled(result) => failed(result),
         Answer::CatalogPut(result) => failed(result),
         Answer::Advanced => false,
+        Answer::TestClock(result) => failed(result),
     }
 }
 
@@ -781,6 +782,18 @@ impl Ledger {
                     .map_err(|refused| code(&refused)),
             ),
             Op::Advance { .. } | Op::AdvanceTo { .. } => Answer::Advanced,
+            Op::SetTestClock { ws, at_secs } => Answer::TestClock(
+                // As `POST /v1/test-clocks/{ws}` does: the frozen time it answers is the
+                // workspace's as stored.
+                block_on(workspace::set_test_clock(
+                    db,
+                    &ws_id(*ws),
+                    *at_secs,
+                    now_secs,
+                ))
+                .map(|state| state.test_clock_at.unwrap_or(*at_secs))
+                .map_err(|refused| code(&refused)),
+            ),
             Op::PutCatalog { .. } => unreachable!("a catalog is put before the match"),
         }
     }
@@ -889,6 +902,7 @@ impl Ledger {
                         ws.pending_plan_id.as_deref().map(plan_name),
                     ),
                     cycle: (ws.cycle_start_at, ws.cycle_end_at),
+                    test_clock: ws.test_clock_at,
                 }
             })
             .collect();

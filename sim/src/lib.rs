@@ -4,8 +4,9 @@
 //! batches, idempotent replays, call authorizations, heartbeats, ends and the expiry sweep,
 //! top-ups settled late, twice or after a failure, credit grants made, replayed, voided and
 //! expired, cycle renewals, invoices paid, plan changes, catalog changes, refunds and
-//! disputes, auto-recharge sweeps and their outcomes, the reconciliation, and the clock moving
-//! forward, across cycle ends). [`run`] applies
+//! disputes, auto-recharge sweeps and their outcomes, the reconciliation, the clock moving
+//! forward, across cycle ends, and workspaces' test clocks set and moved, which freeze the
+//! time one workspace runs at while the others follow the clock). [`run`] applies
 //! them to the real ledger on a fresh SQLite database through the functions the components call
 //! (`driver`), and to a plain in-memory account of every bucket and hold written from
 //! `docs/billing-rules.md` and `docs/decisions.md`, not from the ledger's code (`model`). After
@@ -474,6 +475,17 @@ pub enum Op {
         /// By how much.
         secs: i64,
     },
+    /// `workspace::set_test_clock` as the service-api component runs it (`POST
+    /// /v1/test-clocks/{ws}`): workspace `ws`'s clock is frozen at `at_secs` (absolute, so a
+    /// shrunk list still asks for the same time), which the ledger refuses if it is earlier than
+    /// the time the workspace runs at. From then on everything about the workspace runs at its
+    /// frozen time, and the simulated clock no longer moves it.
+    SetTestClock {
+        /// Workspace index.
+        ws: usize,
+        /// The frozen time.
+        at_secs: i64,
+    },
 }
 
 /// A seed's world: the workspaces and the operations.
@@ -589,6 +601,7 @@ fn grant_op(
     rng: &mut Rng,
     workspaces: &[WorkspaceSetup],
     now: i64,
+    clocks: &[Option<i64>],
     made: &mut Vec<(usize, u32, GrantTerms)>,
     keys: &mut u32,
 ) -> Op {
@@ -633,7 +646,8 @@ fn grant_op(
         _ => {
             *keys += 1;
             let ws = rng.index(workspaces.len());
-            let terms = grant_terms(rng, workspaces[ws].agents.len(), now);
+            // Its start and expiry on the workspace's clock.
+            let terms = grant_terms(rng, workspaces[ws].agents.len(), clocks[ws].unwrap_or(now));
             made.push((ws, *keys, terms.clone()));
             Op::Grant {
                 ws,
@@ -786,6 +800,48 @@ fn cycle_op(rng: &mut Rng, workspaces: usize, now: &mut i64, draws: &mut CycleDr
     }
 }
 
+/// Salt of the test clocks' generator, a stream of its own.
+const TEST_CLOCK_SALT: u64 = 0x5EED_0000_7C10_0001;
+/// About this many operations in a hundred set or move a workspace's test clock, from the first
+/// operation, with finding 5's draws ([`generate_with`]).
+const TEST_CLOCK_OPS_PERCENT: u64 = 2;
+/// By default, test clocks are set only in the last quarter of a seed's operations (so that the
+/// first three quarters are the operations the seed drew before test clocks, reconciliations
+/// included), this many in a hundred there.
+const TEST_CLOCK_LATE_OPS_PERCENT: u64 = 4;
+/// Of those, about this many in a hundred ask for a time earlier than the workspace's (refused).
+const TEST_CLOCK_BACKWARDS_PERCENT: u64 = 10;
+
+/// A test-clock operation on a workspace whose time is `clocks[ws]` if frozen, else `now`: a
+/// time earlier than that now and then (refused), else the same time or later by seconds (past a
+/// call's hold timeout), minutes to hours (past grants' expiries), days (past daily limits), or
+/// to around the next first of a month (past a cycle's end, so renewals, rollovers and the
+/// monthly cap run on the frozen time). Never past the horizon.
+fn test_clock_op(rng: &mut Rng, now: i64, clocks: &mut [Option<i64>]) -> Op {
+    let ws = rng.index(clocks.len());
+    let base = clocks[ws].unwrap_or(now);
+    if rng.chance(TEST_CLOCK_BACKWARDS_PERCENT) {
+        return Op::SetTestClock {
+            ws,
+            at_secs: base - rng.range(1, 3_600),
+        };
+    }
+    let at_secs = match rng.index(20) {
+        0 => base,
+        1..=6 => base + rng.range(1, 300),
+        7..=11 => base + rng.range(300, 6 * 3_600),
+        12..=15 => base + rng.range(DAY_SECS / 2, 3 * DAY_SECS),
+        _ => {
+            let (year, month, _) = civil_from_days(base.div_euclid(DAY_SECS));
+            let next_month = next_cycle_start_secs(days_from_civil(year, month, 1) * DAY_SECS, 1);
+            next_month + rng.range(-600, 600)
+        }
+    }
+    .clamp(base, HORIZON_SECS.max(base));
+    clocks[ws] = Some(at_secs);
+    Op::SetTestClock { ws, at_secs }
+}
+
 /// Salt of the reversals' generator (refunds and disputes), a stream of its own.
 const REVERSAL_SALT: u64 = 0x5EED_0000_2EF0_0001;
 /// About this many operations in a hundred are refunds or disputes.
@@ -887,6 +943,17 @@ fn number(rng: &mut Rng) -> Number {
 
 /// Draws a seed's scenario: 2 to 4 workspaces of 1 to 3 agents, and `ops` operations.
 pub fn generate(seed: u64, ops: usize) -> Scenario {
+    generate_with(seed, ops, false)
+}
+
+/// [`generate`], and with `reconcile_on_test_clocks` the draws that leave finding 5 open (the
+/// ledger's reconciliation measures a frozen workspace's payments on the real clock, R21 and the
+/// rules' "Test clocks" ask for the workspace's; docs/reliability.md): test clocks from the first
+/// operation, and reconciliations after them. Without it (the budget, the soak), test clocks are
+/// set only in the last quarter of a seed's operations, whose first three quarters are then the
+/// operations drawn before test clocks, and a reconciliation drawn once one is set is a recharge
+/// sweep instead (the same draws, so the other operations are unchanged).
+pub fn generate_with(seed: u64, ops: usize, reconcile_on_test_clocks: bool) -> Scenario {
     let mut rng = Rng::new(seed);
     let workspaces = (0..rng.range(2, 4))
         .map(|_| WorkspaceSetup {
@@ -914,6 +981,8 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
     let mut reversal_rng = Rng::new(seed ^ REVERSAL_SALT);
     let mut reversals: Vec<Op> = Vec::new();
     let mut topups: Vec<i64> = Vec::new();
+    let mut clock_rng = Rng::new(seed ^ TEST_CLOCK_SALT);
+    let mut clocks: Vec<Option<i64>> = vec![None; workspaces.len()];
     let mut list = Vec::with_capacity(ops);
     let fresh_event = |rng: &mut Rng, events: &mut Vec<Event>| -> Event {
         let ws = rng.index(workspaces.len());
@@ -937,11 +1006,23 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
         event
     };
     while list.len() < ops {
+        let clock_percent = if reconcile_on_test_clocks {
+            TEST_CLOCK_OPS_PERCENT
+        } else if list.len() >= ops - ops / 4 {
+            TEST_CLOCK_LATE_OPS_PERCENT
+        } else {
+            0
+        };
+        if clock_percent > 0 && clock_rng.chance(clock_percent) {
+            list.push(test_clock_op(&mut clock_rng, now, &mut clocks));
+            continue;
+        }
         if grant_rng.chance(GRANT_OPS_PERCENT) {
             list.push(grant_op(
                 &mut grant_rng,
                 &workspaces,
                 now,
+                &clocks,
                 &mut grants_made,
                 &mut grant_keys,
             ));
@@ -963,7 +1044,15 @@ pub fn generate(seed: u64, ops: usize) -> Scenario {
             continue;
         }
         if recharge_rng.chance(RECHARGE_OPS_PERCENT) {
-            list.push(recharge_op(&mut recharge_rng, workspaces.len()));
+            let op = match recharge_op(&mut recharge_rng, workspaces.len()) {
+                Op::Reconcile { .. }
+                    if !reconcile_on_test_clocks && clocks.iter().any(Option::is_some) =>
+                {
+                    Op::SweepRecharges
+                }
+                op => op,
+            };
+            list.push(op);
             continue;
         }
         if reversal_rng.chance(REVERSAL_OPS_PERCENT) {
@@ -1301,5 +1390,40 @@ mod tests {
             day(2027, 3, 31)
         );
         assert_eq!(next_cycle_start_secs(day(2026, 12, 1), 1), day(2027, 1, 1));
+    }
+
+    #[test]
+    fn a_test_clock_only_moves_forward_and_freezes_its_workspace_alone() {
+        let setup = vec![
+            WorkspaceSetup {
+                plan: Plan::Free,
+                agents: Vec::new(),
+            };
+            2
+        ];
+        let start = CYCLE_START_SECS + 3_600;
+        let mut model = model::Model::new(&setup, start);
+        let clock = |ws, at_secs| Op::SetTestClock { ws, at_secs };
+        let answer = model::Answer::TestClock;
+        // Before it has one, a workspace runs at the simulated time.
+        assert_eq!(
+            model.apply(&clock(0, start - 1)),
+            answer(Err("validation_error"))
+        );
+        assert_eq!(model.apply(&clock(0, start + 60)), answer(Ok(start + 60)));
+        model.apply(&Op::Advance { secs: DAY_SECS });
+        // Frozen: the simulated day that passed did not move it, and it refuses going back.
+        assert_eq!(
+            model.apply(&clock(0, start + 59)),
+            answer(Err("validation_error"))
+        );
+        assert_eq!(model.apply(&clock(0, start + 60)), answer(Ok(start + 60)));
+        let balances = model.balances();
+        assert_eq!(balances.workspaces[0].test_clock, Some(start + 60));
+        assert_eq!(balances.workspaces[1].test_clock, None);
+        assert_eq!(
+            model.apply(&clock(1, start + 60)),
+            answer(Err("validation_error"))
+        );
     }
 }

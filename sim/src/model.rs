@@ -96,6 +96,8 @@ pub enum Answer {
     PendingCancelled(Result<(), &'static str>),
     /// The clock moved.
     Advanced,
+    /// A workspace's test clock set: its frozen time, or the code refusing it.
+    TestClock(Result<i64, &'static str>),
 }
 
 impl Answer {
@@ -166,6 +168,7 @@ impl Answer {
             Self::Reversed(Ok(0)) => vec!["reverse took nothing more".into()],
             Self::Reversed(result) => vec![of("reverse", result)],
             Self::Advanced => vec!["advance".into()],
+            Self::TestClock(result) => vec![of("test clock", result)],
         }
     }
 }
@@ -257,6 +260,8 @@ pub struct WorkspaceBalances {
     pub plans: (Option<&'static str>, Option<&'static str>),
     /// The cycle in force: its start and end.
     pub cycle: (Option<i64>, Option<i64>),
+    /// Its test clock's frozen time, once one is set.
+    pub test_clock: Option<i64>,
 }
 
 /// A grant as the ledger shows it at the time of the read (`grants::list`, a create's or a
@@ -719,6 +724,9 @@ struct Payment {
 #[derive(Debug, Clone)]
 pub struct Model {
     now_secs: i64,
+    /// Each workspace's test clock, once one is set: its frozen time, which everything about that
+    /// workspace runs at instead of `now_secs` (the rules' "Test clocks").
+    clocks: Vec<Option<i64>>,
     workspaces: Vec<Workspace>,
     /// Calls by id number, in the order they were authorized.
     calls: BTreeMap<u32, Call>,
@@ -915,6 +923,7 @@ impl Model {
             .collect();
         Self {
             now_secs,
+            clocks: vec![None; setup.len()],
             workspaces,
             calls: BTreeMap::new(),
             call_order: Vec::new(),
@@ -942,14 +951,32 @@ impl Model {
         self.now_secs
     }
 
+    /// The time workspace `ws` runs at: its test clock's frozen time if it has one, else the
+    /// simulated time.
+    fn ws_now(&self, ws: usize) -> i64 {
+        self.clocks[ws].unwrap_or(self.now_secs)
+    }
+
+    /// `POST /v1/test-clocks/{ws}`: the clock only moves forward from the time the workspace
+    /// runs at (its frozen time, or the simulated time before it has one); an earlier time is
+    /// refused and changes nothing. Answers the frozen time.
+    fn set_test_clock(&mut self, ws: usize, at_secs: i64) -> Result<i64, &'static str> {
+        if at_secs < self.ws_now(ws) {
+            return Err("validation_error");
+        }
+        self.clocks[ws] = Some(at_secs);
+        Ok(at_secs)
+    }
+
     /// Every balance, as the simulation compares them.
     pub fn balances(&self) -> Balances {
-        let today = self.now_secs.div_euclid(DAY_SECS);
         Balances {
             workspaces: self
                 .workspaces
                 .iter()
-                .map(|ws| WorkspaceBalances {
+                .enumerate()
+                .map(|(index, ws)| (index, ws, self.ws_now(index).div_euclid(DAY_SECS)))
+                .map(|(index, ws, today)| WorkspaceBalances {
                     plan_micros: ws.plan_micros,
                     wallet_micros: ws.wallet_micros,
                     held_plan_micros: ws.held_plan_micros,
@@ -971,6 +998,7 @@ impl Model {
                     grants: ws.grant_rows(),
                     plans: (ws.plan.and_then(Plan::id), ws.pending.and_then(Plan::id)),
                     cycle: (ws.cycle_start, ws.cycle_end),
+                    test_clock: self.clocks[index],
                 })
                 .collect(),
         }
@@ -980,7 +1008,8 @@ impl Model {
     pub fn grant_views(&self) -> Vec<Vec<GrantView>> {
         self.workspaces
             .iter()
-            .map(|ws| ws.grant_views(self.now_secs))
+            .enumerate()
+            .map(|(index, ws)| ws.grant_views(self.ws_now(index)))
             .collect()
     }
 
@@ -1079,11 +1108,14 @@ impl Model {
                 self.now_secs += secs;
                 Answer::Advanced
             }
+            Op::SetTestClock { ws, at_secs } => {
+                Answer::TestClock(self.set_test_clock(*ws, *at_secs))
+            }
         }
     }
 
     fn debit(&mut self, event: &Event) -> Result<DebitAnswer, &'static str> {
-        let now = self.now_secs;
+        let now = self.ws_now(event.ws);
         let ws = &mut self.workspaces[event.ws];
         // R8: an event id already debited answers its first result; another event under the
         // same id is a conflict. A refused event was not debited, so it is decided again.
@@ -1134,7 +1166,7 @@ impl Model {
         // nothing, those postings included (they wait for the sweep).
         let mut next = self.clone();
         next.expire_overdue(Some(ws_index));
-        let now = next.now_secs;
+        let now = next.ws_now(ws_index);
         let today = now.div_euclid(DAY_SECS);
         let ws = &mut next.workspaces[ws_index];
         let agent = &ws.agents[agent_index];
@@ -1216,7 +1248,7 @@ impl Model {
         }
         let ws_index = call.ws;
         self.expire_overdue(Some(ws_index));
-        let now = self.now_secs;
+        let now = self.ws_now(ws_index);
         let call = self.calls[&call_id].clone();
         if call.status != CallStatus::Active {
             return Ok((false, Some("hold_expired".into()), 0));
@@ -1284,8 +1316,8 @@ impl Model {
     /// hold plus what its policy and limits still allow", "A granted hold is a commitment"; R24,
     /// R26 for grants).
     fn post(&mut self, call_id: u32, duration_secs: i64, status: CallStatus) -> PostAnswer {
-        let now = self.now_secs;
         let call = self.calls[&call_id].clone();
+        let now = self.ws_now(call.ws);
         let ws = &mut self.workspaces[call.ws];
         let own_hold = call.held_micros();
         let billed = billed_secs(duration_secs);
@@ -1379,7 +1411,6 @@ impl Model {
     /// R5: posts at their reserved duration the active calls whose timeout has passed (of one
     /// workspace, or all), earliest expiry first. Returns how many.
     fn expire_overdue(&mut self, ws: Option<usize>) -> usize {
-        let now = self.now_secs;
         let mut overdue: Vec<(i64, usize, u32)> = self
             .call_order
             .iter()
@@ -1387,7 +1418,7 @@ impl Model {
             .filter_map(|(order, id)| {
                 let call = &self.calls[id];
                 (call.status == CallStatus::Active
-                    && call.expires_at_secs <= now
+                    && call.expires_at_secs <= self.ws_now(call.ws)
                     && ws.is_none_or(|ws| ws == call.ws))
                 .then_some((call.expires_at_secs, order, *id))
             })
@@ -1410,7 +1441,7 @@ impl Model {
         key: u32,
         terms: &GrantTerms,
     ) -> Result<(bool, GrantView), &'static str> {
-        let now = self.now_secs;
+        let now = self.ws_now(ws_index);
         let priority = terms.priority.unwrap_or(GRANT_PRIORITY_DEFAULT);
         if !(0..=GRANT_PRIORITY_MAX).contains(&priority)
             || terms
@@ -1457,7 +1488,7 @@ impl Model {
 
     /// R23: voiding takes the unspent, unheld part (its expiry instead, past it), once.
     fn void(&mut self, ws_index: usize, key: u32) -> Result<GrantView, &'static str> {
-        let now = self.now_secs;
+        let now = self.ws_now(ws_index);
         let Some(grant) = self.workspaces[ws_index]
             .grants
             .iter_mut()
@@ -1474,16 +1505,14 @@ impl Model {
 
     /// R23: the sweep posts, for every grant past its expiry, the unspent part calls do not hold.
     fn expire_grants(&mut self) -> usize {
-        let now = self.now_secs;
         let mut posted = 0;
-        for grant in self
-            .workspaces
-            .iter_mut()
-            .flat_map(|ws| ws.grants.iter_mut())
-        {
-            if grant.expired(now) && grant.remaining_micros > grant.held_micros {
-                grant.remaining_micros = grant.held_micros;
-                posted += 1;
+        for index in 0..self.workspaces.len() {
+            let now = self.ws_now(index);
+            for grant in &mut self.workspaces[index].grants {
+                if grant.expired(now) && grant.remaining_micros > grant.held_micros {
+                    grant.remaining_micros = grant.held_micros;
+                    posted += 1;
+                }
             }
         }
         posted
@@ -1495,10 +1524,11 @@ impl Model {
     /// the cycle in force gets credits, if its plan is free or its invoice was paid. Returns
     /// (workspaces renewed, cycles advanced, workspaces failed).
     fn renew(&mut self) -> (usize, usize, usize) {
-        let (now, repriced) = (self.now_secs, self.repriced);
+        let repriced = self.repriced;
         let (mut renewed, mut cycles) = (0, 0);
         let mut held_over = 0;
         for index in 0..self.workspaces.len() {
+            let now = self.ws_now(index);
             let mut advanced = 0;
             loop {
                 let ws = &mut self.workspaces[index];
@@ -1575,7 +1605,7 @@ impl Model {
         target: Plan,
         first_period_paid: bool,
     ) -> Result<PlanChangeAnswer, &'static str> {
-        let now = self.now_secs;
+        let now = self.ws_now(ws_index);
         let ws = &mut self.workspaces[ws_index];
         let id = |plan: Plan| plan.id().expect("a catalog plan");
         let answer = |action, plan: Plan, pending: Option<Plan>, effective_at_secs, credits| {
@@ -1638,16 +1668,20 @@ impl Model {
         reversal: u32,
         amount_money_micros: i64,
     ) -> Result<i64, &'static str> {
-        let now = self.now_secs;
         if amount_money_micros <= 0 {
             return Err("invalid_amount");
         }
         if let Some(&credits) = self.reversals.get(&reversal) {
             return Ok(credits);
         }
-        let Some(paid) = self.payments.get_mut(&format!("p{payment}")) else {
+        let Some(&Payment { ws: paid_ws, .. }) = self.payments.get(&format!("p{payment}")) else {
             return Err("not_found");
         };
+        let now = self.ws_now(paid_ws);
+        let paid = self
+            .payments
+            .get_mut(&format!("p{payment}"))
+            .expect("a payment");
         if paid.status != PaymentStatus::Succeeded {
             return Err("payment_not_succeeded");
         }
@@ -1687,7 +1721,7 @@ impl Model {
             Payment {
                 ws,
                 recharge: false,
-                created_at_secs: self.now_secs,
+                created_at_secs: self.ws_now(ws),
                 money_micros: amount_money_micros,
                 credits_micros: amount_money_micros,
                 status: PaymentStatus::Pending,
@@ -1773,12 +1807,12 @@ impl Model {
     /// A claimed recharge is pending, disarms it, and is charged at Stripe (its outcome is a
     /// later operation). Returns the ids claimed.
     fn sweep_recharges(&mut self) -> Vec<String> {
-        let now = self.now_secs;
-        let (year, month, _) = civil_from_days(now.div_euclid(DAY_SECS));
-        let month_start = days_from_civil(year, month, 1) * DAY_SECS;
-        let month_end = next_cycle_start_secs(month_start, 1);
         let mut claimed = Vec::new();
         for index in 0..self.workspaces.len() {
+            let now = self.ws_now(index);
+            let (year, month, _) = civil_from_days(now.div_euclid(DAY_SECS));
+            let month_start = days_from_civil(year, month, 1) * DAY_SECS;
+            let month_end = next_cycle_start_secs(month_start, 1);
             let ws = &self.workspaces[index];
             let settings = &ws.recharge;
             if !(settings.enabled
@@ -1863,13 +1897,12 @@ impl Model {
     /// nothing else that would look at it) is settled as Stripe has it, `succeeded` or
     /// declined (soft), exactly as the webhook would. Returns (id, status) by id.
     fn reconcile(&mut self, succeeded: bool) -> Vec<(String, &'static str)> {
-        let now = self.now_secs;
         let stale: Vec<String> = self
             .payments
             .iter()
             .filter(|(_, paid)| {
                 paid.status == PaymentStatus::Pending
-                    && paid.created_at_secs <= now - RECONCILE_AFTER_SECS
+                    && paid.created_at_secs <= self.ws_now(paid.ws) - RECONCILE_AFTER_SECS
             })
             .map(|(id, _)| id.clone())
             .take(RECONCILE_BATCH_MAX)

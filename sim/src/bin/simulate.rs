@@ -1,7 +1,8 @@
 //! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...]
-//! [--keep I,J,...]`: runs the ledger against the model for COUNT seeds from N, each with N
-//! operations, a storage fault armed on PERCENT in a hundred of them (default 0), of the
-//! families named (`injected`, `after`, `kill`, `full`, `io`; default all); on a divergence prints
+//! [--reconcile-on-test-clocks true] [--keep I,J,...]`: runs the ledger against the model for
+//! COUNT seeds from N, each with N operations, a storage fault armed on PERCENT in a hundred of
+//! them (default 0), of the families named (`injected`, `after`, `kill`, `full`, `io`; default
+//! all), with finding 5's draws if asked (`ledger_sim::generate_with`); on a divergence prints
 //! it, shrinks it and prints the command that replays the shrunk list (exit status 1).
 //!
 //! `simulate --soak SECS [--seed N] [--jobs J] [--faults PERCENT]`: the soak (`ledger_sim::soak`):
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use ledger_sim::faults::Family;
 use ledger_sim::soak::{FOUND_SEEDS, Soak, SoakReport};
-use ledger_sim::{Scenario, Tally, generate, run, shrink};
+use ledger_sim::{Scenario, Tally, generate_with, run, shrink};
 
 struct Args {
     seed: u64,
@@ -27,6 +28,8 @@ struct Args {
     soak_secs: Option<u64>,
     seed_given: bool,
     jobs: usize,
+    /// Finding 5's draws (`ledger_sim::generate_with`).
+    reconcile_on_test_clocks: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -40,6 +43,7 @@ fn parse() -> Result<Args, String> {
         soak_secs: None,
         seed_given: false,
         jobs: std::thread::available_parallelism().map_or(1, usize::from),
+        reconcile_on_test_clocks: false,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -56,6 +60,10 @@ fn parse() -> Result<Args, String> {
             "--jobs" => args.jobs = value.parse().map_err(bad)?,
             "--seeds" => args.seeds = value.parse().map_err(bad)?,
             "--ops" => args.ops = value.parse().map_err(bad)?,
+            "--reconcile-on-test-clocks" => {
+                args.reconcile_on_test_clocks =
+                    value.parse().map_err(|e| format!("{flag} {value}: {e}"))?;
+            }
             "--faults" => args.faults_percent = Some(value.parse().map_err(bad)?),
             "--fault-kinds" => {
                 args.families = value
@@ -78,7 +86,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...] [--keep I,J,...], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...] [--reconcile-on-test-clocks true] [--keep I,J,...], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
                 ));
             }
         }
@@ -102,7 +110,8 @@ fn main() -> ExitCode {
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let scenario = generate(seed, args.ops).with_faults_of(faults_percent, &args.families);
+        let scenario = generate_with(seed, args.ops, args.reconcile_on_test_clocks)
+            .with_faults_of(faults_percent, &args.families);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
                 total_ops += args.keep.as_ref().map_or(args.ops, Vec::len);
@@ -119,9 +128,9 @@ fn main() -> ExitCode {
                     &scenario,
                     &divergence,
                     seed,
-                    args.ops,
-                    faults_percent,
+                    (args.ops, faults_percent),
                     &args.families,
+                    args.reconcile_on_test_clocks,
                 );
                 return ExitCode::FAILURE;
             }
@@ -144,9 +153,9 @@ fn print_shrunk(
     scenario: &Scenario,
     divergence: &ledger_sim::Divergence,
     seed: u64,
-    ops: usize,
-    faults_percent: u64,
+    (ops, faults_percent): (usize, u64),
     families: &[Family],
+    reconcile_on_test_clocks: bool,
 ) {
     println!("shrinking...");
     let (keep, shrunk) = shrink(scenario, divergence);
@@ -157,8 +166,13 @@ fn print_shrunk(
     println!("{shrunk}");
     let list: Vec<String> = keep.iter().map(usize::to_string).collect();
     let words: Vec<&str> = families.iter().map(|f| f.word()).collect();
+    let finding = if reconcile_on_test_clocks {
+        " --reconcile-on-test-clocks true"
+    } else {
+        ""
+    };
     println!(
-        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --fault-kinds {} --keep {}",
+        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --fault-kinds {}{finding} --keep {}",
         words.join(","),
         list.join(","),
     );
@@ -224,9 +238,9 @@ fn soak(args: &Args, secs: u64) -> ExitCode {
                 &seed_run.scenario(),
                 &divergence,
                 seed_run.seed,
-                seed_run.ops,
-                seed_run.faults_percent,
+                (seed_run.ops, seed_run.faults_percent),
                 &Family::ALL,
+                false,
             );
             ExitCode::FAILURE
         }
