@@ -1,8 +1,8 @@
 //! `simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...]
-//! [--reconcile-on-test-clocks true] [--keep I,J,...]`: runs the ledger against the model for
+//! [--clocks-from-start true] [--keep I,J,...]`: runs the ledger against the model for
 //! COUNT seeds from N, each with N operations, a storage fault armed on PERCENT in a hundred of
 //! them (default 0), of the families named (`injected`, `after`, `kill`, `full`, `io`; default
-//! all), with finding 5's draws if asked (`ledger_sim::generate_with`); on a divergence prints
+//! all), with test clocks from the first operation if asked (`ledger_sim::generate_with`); on a divergence prints
 //! it, shrinks it and prints the command that replays the shrunk list (exit status 1).
 //!
 //! `simulate --soak SECS [--seed N] [--jobs J] [--faults PERCENT]`: the soak (`ledger_sim::soak`):
@@ -29,7 +29,7 @@ struct Args {
     seed_given: bool,
     jobs: usize,
     /// Finding 5's draws (`ledger_sim::generate_with`).
-    reconcile_on_test_clocks: bool,
+    clocks_from_start: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -43,7 +43,7 @@ fn parse() -> Result<Args, String> {
         soak_secs: None,
         seed_given: false,
         jobs: std::thread::available_parallelism().map_or(1, usize::from),
-        reconcile_on_test_clocks: false,
+        clocks_from_start: false,
     };
     let mut words = std::env::args().skip(1);
     while let Some(flag) = words.next() {
@@ -60,8 +60,8 @@ fn parse() -> Result<Args, String> {
             "--jobs" => args.jobs = value.parse().map_err(bad)?,
             "--seeds" => args.seeds = value.parse().map_err(bad)?,
             "--ops" => args.ops = value.parse().map_err(bad)?,
-            "--reconcile-on-test-clocks" => {
-                args.reconcile_on_test_clocks =
+            "--clocks-from-start" => {
+                args.clocks_from_start =
                     value.parse().map_err(|e| format!("{flag} {value}: {e}"))?;
             }
             "--faults" => args.faults_percent = Some(value.parse().map_err(bad)?),
@@ -86,7 +86,7 @@ fn parse() -> Result<Args, String> {
             }
             _ => {
                 return Err(format!(
-                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...] [--reconcile-on-test-clocks true] [--keep I,J,...], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
+                    "unknown {flag}; usage: simulate [--seed N] [--seeds COUNT] [--ops N] [--faults PERCENT] [--fault-kinds K,L,...] [--clocks-from-start true] [--keep I,J,...], or simulate --soak SECS [--seed N] [--jobs J] [--ops N] [--faults PERCENT]"
                 ));
             }
         }
@@ -110,7 +110,7 @@ fn main() -> ExitCode {
     let mut total_ops = 0;
     let mut tally = Tally::new();
     for seed in args.seed..args.seed + args.seeds {
-        let scenario = generate_with(seed, args.ops, args.reconcile_on_test_clocks)
+        let scenario = generate_with(seed, args.ops, args.clocks_from_start)
             .with_faults_of(faults_percent, &args.families);
         match run(&scenario, args.keep.as_deref()) {
             Ok(outcomes) => {
@@ -130,7 +130,7 @@ fn main() -> ExitCode {
                     seed,
                     (args.ops, faults_percent),
                     &args.families,
-                    args.reconcile_on_test_clocks,
+                    args.clocks_from_start,
                 );
                 return ExitCode::FAILURE;
             }
@@ -155,7 +155,7 @@ fn print_shrunk(
     seed: u64,
     (ops, faults_percent): (usize, u64),
     families: &[Family],
-    reconcile_on_test_clocks: bool,
+    clocks_from_start: bool,
 ) {
     println!("shrinking...");
     let (keep, shrunk) = shrink(scenario, divergence);
@@ -166,13 +166,13 @@ fn print_shrunk(
     println!("{shrunk}");
     let list: Vec<String> = keep.iter().map(usize::to_string).collect();
     let words: Vec<&str> = families.iter().map(|f| f.word()).collect();
-    let finding = if reconcile_on_test_clocks {
-        " --reconcile-on-test-clocks true"
+    let clocks = if clocks_from_start {
+        " --clocks-from-start true"
     } else {
         ""
     };
     println!(
-        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --fault-kinds {}{finding} --keep {}",
+        "replay: simulate --seed {seed} --ops {ops} --faults {faults_percent} --fault-kinds {}{clocks} --keep {}",
         words.join(","),
         list.join(","),
     );
