@@ -578,16 +578,7 @@ pub mod load {
             "catalog",
         )?;
         app.provision(ws)?;
-        expect(
-            &app.owner(
-                ws,
-                "POST",
-                "/subscription",
-                Some(&json!({"plan_id": "big"})),
-            )?,
-            200,
-            "subscribe",
-        )?;
+        app.subscribe(ws, "big")?;
         for op in ops {
             if let Op::Webhook { n } = op {
                 super::webhooks::pending_topup(

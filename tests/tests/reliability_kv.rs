@@ -89,8 +89,8 @@ struct Clients<'a> {
 }
 
 /// Whether an answer came from the store's record rather than a run of the request.
-fn from_record(path: &str, reply: &e2e::Reply) -> bool {
-    if path == "/webhooks/stripe" {
+fn from_record(request: &Request, reply: &e2e::Reply) -> bool {
+    if request.is_webhook() {
         json_of(reply)["outcome"] == "duplicate"
     } else {
         reply.header("idempotent-replayed") == Some("true")
@@ -123,7 +123,7 @@ impl Clients<'_> {
                     reply.status,
                     reply.body
                 );
-                return Ok((json_of(&reply), from_record(path, &reply)));
+                return Ok((json_of(&reply), from_record(request, &reply)));
             }
             self.retries.fetch_add(1, Ordering::Relaxed);
             ensure!(

@@ -92,6 +92,18 @@ impl HostOptions {
         self
     }
 
+    /// The command that runs `bin`: under the wrapper, if one is set.
+    fn command(&self, bin: &Path) -> Command {
+        match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        }
+    }
+
     /// Runs the host under `wrapper` (see [`HostOptions::wrapper`]).
     pub fn wrapped(mut self, wrapper: &[&str]) -> Self {
         self.wrapper = wrapper.iter().map(|part| (*part).to_owned()).collect();
@@ -123,14 +135,7 @@ impl TestHost {
                 bin.display()
             );
         }
-        let mut cmd = match options.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(&bin);
-                cmd
-            }
-            None => Command::new(&bin),
-        };
+        let mut cmd = options.command(&bin);
         cmd.arg("up")
             .arg("--manifest")
             .arg(manifest_path.as_ref())
@@ -186,14 +191,7 @@ impl TestHost {
         let manifest = spin::http_only_manifest(manifest_path.as_ref(), &state_dir)?;
         let port = free_port()?;
         let base_url = format!("http://127.0.0.1:{port}");
-        let mut cmd = match options.wrapper.split_first() {
-            Some((program, args)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(args).arg(bin);
-                cmd
-            }
-            None => Command::new(bin),
-        };
+        let mut cmd = options.command(bin);
         std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
         cmd.arg("up")
             .arg("--from")
